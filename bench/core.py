@@ -1,0 +1,150 @@
+"""Core throughput: replay a seeded, pre-generated command stream through Engine.apply.
+
+    python bench/core.py --ops 300000 --workload churn [--json] [--baseline FILE]
+
+Workloads: ``deep`` (50% passive limits, 15% crossing, 35% cancels of random earlier orders,
+some already filled; the book grows to ~200k orders) and ``churn`` (40% cancels of live
+orders; the book stays near 5k orders). Accounts, holds and fees are on.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import random
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+
+from bastion.core import commands as C  # noqa: E402
+from bastion.core.engine import Engine  # noqa: E402
+from bastion.demo import BTC_USDT, demo_setup, stamp  # noqa: E402
+
+ACCOUNTS = 100
+MID = 5_000_000  # 50,000.00 USDT
+
+
+def _order(rng: random.Random, account: int, side: str, price: int, qty_lots: int) -> C.PlaceOrder:
+    return C.PlaceOrder(account=account, market=BTC_USDT, side=side,  # type: ignore[arg-type]
+                        price=price, qty=qty_lots * 1_000)
+
+
+def gen_deep(n: int, seed: int = 7) -> list[C.Command]:
+    """Deep book: most orders rest far from the touch; cancels pick any earlier order id."""
+    rng = random.Random(seed)
+    cmds: list[C.Command] = []
+    placed = 0
+    for _ in range(n):
+        r = rng.random()
+        account = rng.randrange(1, ACCOUNTS + 1)
+        if r < 0.50 or placed == 0:
+            side = "buy" if rng.random() < 0.5 else "sell"
+            off = rng.randrange(1, 2_000)
+            price = MID - off if side == "buy" else MID + off
+            cmds.append(_order(rng, account, side, price, rng.randrange(1, 50)))
+            placed += 1
+        elif r < 0.65:
+            side = "buy" if rng.random() < 0.5 else "sell"
+            price = MID + 40 if side == "buy" else MID - 40
+            cmds.append(_order(rng, account, side, price, rng.randrange(1, 20)))
+            placed += 1
+        else:
+            oid = rng.randrange(1, placed + 1)
+            cmds.append(C.CancelOrder(account=0, market=BTC_USDT, order_id=oid))
+    return cmds
+
+
+def gen_churn(n: int, seed: int = 11) -> list[C.Command]:
+    """Churn: orders near the touch, 40% cancels of orders believed live (book ~5k)."""
+    rng = random.Random(seed)
+    cmds: list[C.Command] = []
+    live: list[tuple[int, int]] = []
+    next_id = 1
+    for _ in range(n):
+        r = rng.random()
+        if r < 0.40 and live:
+            i = rng.randrange(len(live))
+            live[i], live[-1] = live[-1], live[i]
+            oid, account = live.pop()
+            cmds.append(C.CancelOrder(account=account, market=BTC_USDT, order_id=oid))
+            continue
+        account = rng.randrange(1, ACCOUNTS + 1)
+        side = "buy" if rng.random() < 0.5 else "sell"
+        if r < 0.50:
+            price = MID + 3 if side == "buy" else MID - 3
+        else:
+            off = rng.randrange(1, 400)
+            price = MID - off if side == "buy" else MID + off
+        cmds.append(_order(rng, account, side, price, rng.randrange(1, 20)))
+        live.append((next_id, account))
+        next_id += 1
+        if len(live) > 5_000:
+            live.pop(0)
+    return cmds
+
+
+WORKLOADS = {"deep": gen_deep, "churn": gen_churn}
+
+
+def prepare(workload: str, ops: int) -> tuple[Engine, list[C.Command]]:
+    """An engine with demo markets and funded accounts, and the stamped workload stream.
+
+    Cancels in ``deep`` name order ids only; the account is filled in from a dry index so a
+    cancel of a filled order is still a realistic UNKNOWN_ORDER."""
+    engine = Engine()
+    for cmd in stamp(demo_setup(list(range(1, ACCOUNTS + 1)))):
+        engine.apply(cmd)
+    stream = WORKLOADS[workload](ops)
+    owner: dict[int, int] = {}
+    next_id = engine.next_order_id
+    for cmd in stream:
+        if isinstance(cmd, C.PlaceOrder):
+            owner[next_id] = cmd.account
+            next_id += 1
+        elif isinstance(cmd, C.CancelOrder) and cmd.account == 0:
+            cmd.account = owner.get(cmd.order_id, 1)
+    stamp(stream, start_seq=engine.seq + 1, start_ts=engine.ts + 1)
+    return engine, stream
+
+
+def run(workload: str, ops: int) -> dict[str, object]:
+    engine, stream = prepare(workload, ops)
+    gc.collect()
+    gc.freeze()
+    apply = engine.apply
+    t0 = time.perf_counter()
+    for cmd in stream:
+        apply(cmd)
+    elapsed = time.perf_counter() - t0
+    gc.unfreeze()
+    resting = sum(len(b.bids.levels) and sum(lv.count for lv in b.bids.levels.values())
+                  + sum(lv.count for lv in b.asks.levels.values()) for b in engine.books.values())
+    return {"workload": workload, "ops": ops, "seconds": round(elapsed, 3),
+            "ops_per_s": round(ops / elapsed), "resting_orders": resting,
+            "trades": engine.next_trade_id - 1}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--ops", type=int, default=300_000)
+    ap.add_argument("--workload", choices=sorted(WORKLOADS), default="churn")
+    ap.add_argument("--json", action="store_true", help="print one JSON object on the last line")
+    ap.add_argument("--baseline", type=Path, help="JSON from an earlier run to compare against")
+    args = ap.parse_args()
+    result = run(args.workload, args.ops)
+    if args.baseline:
+        base = json.loads(args.baseline.read_text().strip().splitlines()[-1])
+        result["baseline_ops_per_s"] = base["ops_per_s"]
+        result["ratio_to_baseline"] = round(int(result["ops_per_s"]) / base["ops_per_s"], 3)
+    if not args.json:
+        print(f"{result['workload']}: {result['ops']} ops in {result['seconds']} s = "
+              f"{result['ops_per_s']:,} ops/s; resting {result['resting_orders']}, "
+              f"trades {result['trades']}")
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,106 @@
+"""Price-time priority order book: O(1) cancel, O(log n) best price, FIFO levels.
+
+Levels are deques with lazy deletion (a cancelled order is flagged dead and skipped when it
+reaches the front), so cancel never searches a level. Best prices come from a heap of level
+prices with lazy removal of emptied levels.
+"""
+
+from collections import deque
+from heapq import heappop, heappush
+
+from bastion.core.state import Order
+
+
+class Level:
+    __slots__ = ("count", "orders", "price", "qty")
+
+    def __init__(self, price: int) -> None:
+        self.price = price
+        self.orders: deque[Order] = deque()
+        self.qty = 0
+        self.count = 0
+
+    def live_orders(self) -> list[Order]:
+        return [o for o in self.orders if o.live]
+
+
+class BookSide:
+    """One side; the heap holds prices (negated for bids) so heap[0] is always the best."""
+
+    __slots__ = ("heap", "in_heap", "is_bid", "levels")
+
+    def __init__(self, is_bid: bool) -> None:
+        self.is_bid = is_bid
+        self.levels: dict[int, Level] = {}
+        self.heap: list[int] = []
+        self.in_heap: set[int] = set()
+
+    def best(self) -> int | None:
+        heap = self.heap
+        levels = self.levels
+        while heap:
+            key = heap[0]
+            price = -key if self.is_bid else key
+            if price in levels:
+                return price
+            heappop(heap)
+            self.in_heap.discard(price)
+        return None
+
+    def add(self, order: Order) -> None:
+        price = order.price
+        level = self.levels.get(price)
+        if level is None:
+            level = self.levels[price] = Level(price)
+            if price not in self.in_heap:
+                self.in_heap.add(price)
+                heappush(self.heap, -price if self.is_bid else price)
+        level.orders.append(order)
+        level.qty += order.remaining
+        level.count += 1
+
+    def remove(self, order: Order) -> None:
+        """Flag the order dead and drop its quantity; O(1) whatever the level's length."""
+        order.live = False
+        level = self.levels[order.price]
+        level.qty -= order.remaining
+        level.count -= 1
+        if level.count == 0:
+            del self.levels[order.price]
+        elif level.orders[0] is order:
+            level.orders.popleft()
+
+    def prices(self) -> list[int]:
+        """Level prices best-first."""
+        return sorted(self.levels, reverse=self.is_bid)
+
+    def depth(self, n: int) -> list[tuple[int, int]]:
+        levels = self.levels
+        return [(p, levels[p].qty) for p in self.prices()[:n]]
+
+    def orders_in_priority(self) -> list[Order]:
+        out: list[Order] = []
+        for p in self.prices():
+            out.extend(self.levels[p].live_orders())
+        return out
+
+
+class OrderBook:
+    __slots__ = ("asks", "bids", "market")
+
+    def __init__(self, market: str) -> None:
+        self.market = market
+        self.bids = BookSide(True)
+        self.asks = BookSide(False)
+
+    def side(self, is_buy: bool) -> BookSide:
+        return self.bids if is_buy else self.asks
+
+    def depth(self, n: int) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
+        """L2 snapshot: (bids, asks) of (price, total qty), best-first, ``n`` levels each."""
+        return self.bids.depth(n), self.asks.depth(n)
+
+    def is_crossed(self) -> bool:
+        bid = self.bids.best()
+        ask = self.asks.best()
+        return bid is not None and ask is not None and bid >= ask
