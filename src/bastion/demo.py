@@ -18,11 +18,11 @@ def demo_setup(accounts: list[int] | None = None, usdt: int = 10**15,
         C.CreateAsset(asset="ETH", decimals=8),
         C.CreateMarket(market=BTC_USDT, base="BTC", quote="USDT", price_decimals=2,
                        tick_size=1, lot_size=1_000, min_qty=1_000, max_qty=100_000_000_000,
-                       min_notional=5 * 10**8, maker_fee_ppm=200, taker_fee_ppm=500,
+                       min_notional=10**7, maker_fee_ppm=200, taker_fee_ppm=500,
                        reason="demo"),
         C.CreateMarket(market=ETH_USDT, base="ETH", quote="USDT", price_decimals=2,
                        tick_size=1, lot_size=10_000, min_qty=10_000, max_qty=1_000_000_000_000,
-                       min_notional=5 * 10**8, maker_fee_ppm=200, taker_fee_ppm=500,
+                       min_notional=10**7, maker_fee_ppm=200, taker_fee_ppm=500,
                        reason="demo"),
     ]
     for account in accounts or [1, 2]:
