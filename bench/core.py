@@ -58,31 +58,50 @@ def gen_deep(n: int, seed: int = 7) -> list[C.Command]:
 
 
 def gen_churn(n: int, seed: int = 11) -> list[C.Command]:
-    """Churn: orders near the touch, 40% cancels of orders believed live (book ~5k)."""
+    """Churn: 40% cancels of live orders; new orders rest while the book is under 5k orders and
+    cross the spread once it is over, so the book hovers near 5k. A shadow engine tracks which
+    orders are really live, so every cancel hits a live order."""
     rng = random.Random(seed)
+    shadow = Engine()
+    for cmd in stamp(demo_setup(list(range(1, ACCOUNTS + 1)))):
+        shadow.apply(cmd)
     cmds: list[C.Command] = []
-    live: list[tuple[int, int]] = []
-    next_id = 1
+    live: list[int] = []
+    seq, ts = shadow.seq, shadow.ts
     for _ in range(n):
-        r = rng.random()
-        if r < 0.40 and live:
-            i = rng.randrange(len(live))
-            live[i], live[-1] = live[-1], live[i]
-            oid, account = live.pop()
-            cmds.append(C.CancelOrder(account=account, market=BTC_USDT, order_id=oid))
-            continue
+        seq += 1
+        ts += 1
+        orders = shadow.orders
+        cmd: C.Command
+        if rng.random() < 0.40 and live:
+            while live:
+                i = rng.randrange(len(live))
+                live[i], live[-1] = live[-1], live[i]
+                oid = live.pop()
+                if oid in orders:
+                    break
+            else:
+                oid = 0
+            if oid:
+                cmd = C.CancelOrder(account=orders[oid].account, market=BTC_USDT, order_id=oid)
+                cmd.seq, cmd.ts = seq, ts
+                shadow.apply(cmd)
+                cmds.append(cmd)
+                continue
         account = rng.randrange(1, ACCOUNTS + 1)
         side = "buy" if rng.random() < 0.5 else "sell"
-        if r < 0.50:
-            price = MID + 3 if side == "buy" else MID - 3
+        if len(orders) > 5_000:
+            price = MID + 5 if side == "buy" else MID - 5
         else:
-            off = rng.randrange(1, 400)
+            off = rng.randrange(6, 400)
             price = MID - off if side == "buy" else MID + off
-        cmds.append(_order(rng, account, side, price, rng.randrange(1, 20)))
-        live.append((next_id, account))
-        next_id += 1
-        if len(live) > 5_000:
-            live.pop(0)
+        cmd = _order(rng, account, side, price, rng.randrange(1, 20))
+        cmd.seq, cmd.ts = seq, ts
+        oid = shadow.next_order_id
+        shadow.apply(cmd)
+        if oid in shadow.orders:
+            live.append(oid)
+        cmds.append(cmd)
     return cmds
 
 
@@ -106,7 +125,8 @@ def prepare(workload: str, ops: int) -> tuple[Engine, list[C.Command]]:
             next_id += 1
         elif isinstance(cmd, C.CancelOrder) and cmd.account == 0:
             cmd.account = owner.get(cmd.order_id, 1)
-    stamp(stream, start_seq=engine.seq + 1, start_ts=engine.ts + 1)
+    if workload != "churn":
+        stamp(stream, start_seq=engine.seq + 1, start_ts=engine.ts + 1)
     return engine, stream
 
 
@@ -131,10 +151,13 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--ops", type=int, default=300_000)
     ap.add_argument("--workload", choices=sorted(WORKLOADS), default="churn")
+    ap.add_argument("--repeat", type=int, default=3, help="best of N runs (the machine is noisy)")
     ap.add_argument("--json", action="store_true", help="print one JSON object on the last line")
     ap.add_argument("--baseline", type=Path, help="JSON from an earlier run to compare against")
     args = ap.parse_args()
-    result = run(args.workload, args.ops)
+    runs = [run(args.workload, args.ops) for _ in range(args.repeat)]
+    result = max(runs, key=lambda r: int(r["ops_per_s"]))  # type: ignore[call-overload]
+    result["runs_ops_per_s"] = [r["ops_per_s"] for r in runs]
     if args.baseline:
         base = json.loads(args.baseline.read_text().strip().splitlines()[-1])
         result["baseline_ops_per_s"] = base["ops_per_s"]

@@ -17,7 +17,7 @@ STPMode = Literal["expire_taker", "expire_maker", "expire_both", "none"]
 MarketMode = Literal["open", "post_only", "cancel_only", "recovery", "halted", "closed"]
 
 
-class Command(msgspec.Struct, tag_field="type", kw_only=True, omit_defaults=True):
+class Command(msgspec.Struct, tag_field="type", kw_only=True, omit_defaults=True, gc=False):
     seq: int = 0
     ts: int = 0
 

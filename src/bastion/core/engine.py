@@ -191,15 +191,6 @@ class Engine:
         notional = -(-price * qty // mkt.price_div)
         return notional + (notional * fee_ppm // PPM if fee_ppm > 0 else 0)
 
-    def _release(self, order: Order, mkt: Market) -> None:
-        """Give an order's remaining hold back to available when it leaves the book."""
-        if order.hold:
-            acct = self.accounts[order.account]
-            asset = mkt.quote if order.side == "buy" else mkt.base
-            acct.held[asset] -= order.hold
-            acct.available[asset] = acct.available.get(asset, 0) + order.hold
-            order.hold = 0
-
     def _forget(self, order: Order) -> None:
         del self.orders[order.order_id]
         if order.client_id:
@@ -210,11 +201,20 @@ class Engine:
         """Remove an open order (from the book if resting), release its hold, emit the event."""
         if side is not None:
             side.remove(order)
-        out.append(E.OrderCanceled(seq=self.seq, ts=self.ts, order_id=order.order_id,
-                                   account=order.account, market=order.market,
-                                   remaining=order.remaining, reason=reason))
-        self._release(order, mkt)
-        self._forget(order)
+        account = order.account
+        out.append(E.OrderCanceled(order.order_id, account, order.market, order.remaining,
+                                   reason, seq=self.seq, ts=self.ts))
+        hold = order.hold
+        if hold:
+            acct = self.accounts[account]
+            asset = mkt.quote if order.side == "buy" else mkt.base
+            acct.held[asset] -= hold
+            available = acct.available
+            available[asset] = available.get(asset, 0) + hold
+            order.hold = 0
+        del self.orders[order.order_id]
+        if order.client_id:
+            self.client_ids.pop((account, order.client_id), None)
 
     # ------------------------------------------------------------------ orders
 
@@ -255,52 +255,58 @@ class Engine:
                                         f"reference {ref}")
 
     def _place(self, cmd: C.PlaceOrder, out: list[E.Event]) -> None:
-        mkt = self._market(cmd.market)
-        acct = self._account(cmd.account)
+        """Validate (no mutation until every check passed), reserve funds, match, rest.
+
+        This is the hot path: validations are inlined and structs built positionally."""
+        market = cmd.market
+        mkt = self.markets.get(market) if type(market) is str else None
+        if mkt is None:
+            raise Refused(X.UNKNOWN_MARKET, f"unknown market {market!r}")
+        account = cmd.account
+        acct = self.accounts.get(account) if type(account) is int else None
+        if acct is None:
+            raise Refused(X.UNKNOWN_ACCOUNT, f"unknown account {account!r}")
         side = cmd.side
-        if side != "buy" and side != "sell":
+        if side == "buy":
+            is_buy = True
+        elif side == "sell":
+            is_buy = False
+        else:
             raise Refused(X.INVALID_ARGUMENT, f"side must be buy or sell, got {side!r}")
-        is_buy = side == "buy"
-        qty = self._validate_qty(mkt, cmd.qty)
+        qty = cmd.qty
+        if type(qty) is not int or not 0 < qty <= mkt.max_qty or qty % mkt.lot_size \
+                or qty < mkt.min_qty:
+            qty = self._validate_qty(mkt, qty)
         post_only = cmd.post_only
-        if type(post_only) is not bool:
-            raise Refused(X.INVALID_ARGUMENT, "post_only must be a boolean")
         client_id = cmd.client_id
-        if not isinstance(client_id, str) or len(client_id) > MAX_CLIENT_ID:
-            raise Refused(X.INVALID_ARGUMENT, f"client_id must be a string of at most "
-                                              f"{MAX_CLIENT_ID} characters")
         stp = cmd.stp
+        if post_only is not False and post_only is not True:
+            raise Refused(X.INVALID_ARGUMENT, "post_only must be a boolean")
+        if client_id:
+            if type(client_id) is not str or len(client_id) > MAX_CLIENT_ID:
+                raise Refused(X.INVALID_ARGUMENT, f"client_id must be a string of at most "
+                                                  f"{MAX_CLIENT_ID} characters")
+            if (account, client_id) in self.client_ids:
+                raise Refused(X.DUPLICATE_CLIENT_ID, f"client_id {client_id!r} is already used "
+                                                     "by an open order")
+        elif client_id != "":
+            raise Refused(X.INVALID_ARGUMENT, "client_id must be a string")
         if stp is not None and stp not in STP_MODES:
             raise Refused(X.INVALID_ARGUMENT, f"unknown self-trade prevention mode {stp!r}")
         mode = mkt.mode
-        if not accepts_order(mode, post_only):
-            raise Refused(X.MARKET_MODE, f"market {mkt.market} is {mode}: "
+        if mode != "open" and not accepts_order(mode, post_only):
+            raise Refused(X.MARKET_MODE, f"market {market} is {mode}: "
                           + ("only post-only orders are accepted" if mode in ("post_only",
                              "recovery") else "no new orders are accepted"))
-        if client_id and (acct.account, client_id) in self.client_ids:
-            raise Refused(X.DUPLICATE_CLIENT_ID, f"client_id {client_id!r} is already used "
-                                                 "by an open order")
-        book = self.books[mkt.market]
+        book = self.books[market]
         opposite = book.asks if is_buy else book.bids
         best = opposite.best()
         tif = cmd.tif
         order_type = cmd.order_type
-        if order_type == "market":
-            if post_only or cmd.price:
-                raise Refused(X.INVALID_ARGUMENT, "market orders take no price and cannot be "
-                                                  "post-only")
-            if best is None:
-                raise Refused(X.NO_LIQUIDITY, f"no {'asks' if is_buy else 'bids'} in "
-                                              f"{mkt.market}")
-            band = mkt.market_band_bps
-            tick = mkt.tick_size
-            if is_buy:
-                price = best * (BPS + band) // BPS // tick * tick
-            else:
-                price = max(tick, -(-best * (BPS - band) // BPS // tick) * tick)
-            tif = "IOC"
-        elif order_type == "limit":
-            price = self._validate_price(mkt, cmd.price)
+        if order_type == "limit":
+            price = cmd.price
+            if type(price) is not int or not 0 < price <= X.MAX_INT or price % mkt.tick_size:
+                price = self._validate_price(mkt, price)
             if tif != "GTC" and tif != "IOC" and tif != "FOK":
                 raise Refused(X.INVALID_ARGUMENT, f"time in force must be GTC, IOC or FOK, "
                                                   f"got {tif!r}")
@@ -309,6 +315,19 @@ class Engine:
             if price * qty // mkt.price_div < mkt.min_notional:
                 raise Refused(X.MIN_NOTIONAL, f"notional {price * qty // mkt.price_div} below "
                                               f"minimum {mkt.min_notional}")
+        elif order_type == "market":
+            if post_only or cmd.price:
+                raise Refused(X.INVALID_ARGUMENT, "market orders take no price and cannot be "
+                                                  "post-only")
+            if best is None:
+                raise Refused(X.NO_LIQUIDITY, f"no {'asks' if is_buy else 'bids'} in {market}")
+            band = mkt.market_band_bps
+            tick = mkt.tick_size
+            if is_buy:
+                price = best * (BPS + band) // BPS // tick * tick
+            else:
+                price = max(tick, -(-best * (BPS - band) // BPS // tick) * tick)
+            tif = "IOC"
         else:
             raise Refused(X.INVALID_ARGUMENT, f"order type must be limit or market, "
                                               f"got {order_type!r}")
@@ -319,47 +338,57 @@ class Engine:
             raise Refused(X.POST_ONLY_WOULD_CROSS, f"post-only {side} at {price} would take "
                                                    f"liquidity at {best}")
         taker_ppm = mkt.taker_fee_ppm
-        hold_asset = mkt.quote if is_buy else mkt.base
+        if is_buy:
+            hold_asset = mkt.quote
+            notional = -(-price * qty // mkt.price_div)
+            hold = notional + notional * taker_ppm // PPM if taker_ppm > 0 else notional
+        else:
+            hold_asset = mkt.base
+            hold = qty
         available = acct.available.get(hold_asset, 0)
-        hold = self.hold_for(mkt, is_buy, price, qty, taker_ppm)
-        if hold > available and order_type == "market" and is_buy:
-            lot = mkt.lot_size
-            qty = available * mkt.price_div * PPM // (price * (PPM + max(taker_ppm, 0)))
-            qty = min(qty, cmd.qty) // lot * lot
-            while qty > 0 and self.hold_for(mkt, True, price, qty, taker_ppm) > available:
-                qty -= lot
-            if qty < mkt.min_qty:
-                raise Refused(X.INSUFFICIENT_FUNDS, f"available {available} {hold_asset} "
-                                                    "buys less than the minimum quantity")
-            hold = self.hold_for(mkt, True, price, qty, taker_ppm)
         if hold > available:
-            raise Refused(X.INSUFFICIENT_FUNDS, f"order needs {hold} {hold_asset}, "
-                                                f"available {available}")
+            if order_type == "market" and is_buy:
+                qty = self._affordable(mkt, price, available, qty)
+                hold = self.hold_for(mkt, True, price, qty, taker_ppm)
+            else:
+                raise Refused(X.INSUFFICIENT_FUNDS, f"order needs {hold} {hold_asset}, "
+                                                    f"available {available}")
         stp_mode = stp if stp is not None else acct.stp
-        if tif == "FOK" and crosses and not self._fok_fillable(opposite, is_buy, price, qty,
-                                                               acct.account, stp_mode):
-            raise Refused(X.FOK_NOT_FILLABLE, f"fill-or-kill {side} {qty} at {price} cannot "
-                                              "fill completely")
-        if tif == "FOK" and not crosses:
+        if tif == "FOK" and not (crosses and self._fok_fillable(
+                opposite, is_buy, price, qty, account, stp_mode)):
             raise Refused(X.FOK_NOT_FILLABLE, f"fill-or-kill {side} {qty} at {price} cannot "
                                               "fill completely")
         # ---- accepted: from here on state changes
         oid = self.next_order_id
         self.next_order_id = oid + 1
-        order = Order(order_id=oid, account=acct.account, market=mkt.market, side=side,
-                      price=price, qty=qty, remaining=qty, hold=hold, ts=self.ts, tif=tif,
-                      post_only=post_only, client_id=client_id, stp=stp,
-                      maker_cap=mkt.maker_fee_ppm, taker_cap=taker_ppm)
+        ts = self.ts
+        order = Order(oid, account, market, side, price, qty, qty, hold, ts, tif, post_only,
+                      client_id, stp, mkt.maker_fee_ppm, taker_ppm)
         acct.available[hold_asset] = available - hold
-        acct.held[hold_asset] = acct.held.get(hold_asset, 0) + hold
+        held = acct.held
+        held[hold_asset] = held.get(hold_asset, 0) + hold
         self.orders[oid] = order
         if client_id:
-            self.client_ids[(acct.account, client_id)] = oid
-        out.append(E.OrderAccepted(seq=self.seq, ts=self.ts, order_id=oid, account=acct.account,
-                                   market=mkt.market, side=side, price=price, qty=qty,
-                                   order_type=order_type, tif=tif, post_only=post_only,
-                                   client_id=client_id))
+            self.client_ids[(account, client_id)] = oid
+        out.append(E.OrderAccepted(oid, account, market, side, price, qty, order_type, tif,
+                                   post_only, client_id, seq=self.seq, ts=ts))
+        if not crosses and tif == "GTC":
+            book.side(is_buy).add(order)
+            return
         self._execute(mkt, book, order, stp_mode, crosses, out)
+
+    def _affordable(self, mkt: Market, price: int, available: int, want: int) -> int:
+        """Largest lot-multiple quantity a market buy bounded at ``price`` can pay for."""
+        lot = mkt.lot_size
+        taker_ppm = mkt.taker_fee_ppm
+        qty = available * mkt.price_div * PPM // (price * (PPM + max(taker_ppm, 0)))
+        qty = min(qty, want) // lot * lot
+        while qty > 0 and self.hold_for(mkt, True, price, qty, taker_ppm) > available:
+            qty -= lot
+        if qty < mkt.min_qty:
+            raise Refused(X.INSUFFICIENT_FUNDS, f"available {available} {mkt.quote} buys less "
+                                                "than the minimum quantity")
+        return qty
 
     def _execute(self, mkt: Market, book: OrderBook, order: Order, stp_mode: str,
                  crosses: bool, out: list[E.Event]) -> None:
@@ -484,12 +513,19 @@ class Engine:
                            maker_remaining=maker.remaining, taker_remaining=taker.remaining))
 
     def _cancel(self, cmd: C.CancelOrder, out: list[E.Event]) -> None:
-        mkt = self._market(cmd.market)
-        if not accepts_cancel(mkt.mode):
-            raise Refused(X.MARKET_MODE, f"market {mkt.market} is {mkt.mode}: nothing is accepted")
-        order = self._find_order(cmd.account, mkt.market, cmd.order_id, cmd.client_id)
-        book = self.books[mkt.market]
-        self._close_order(order, mkt, book.side(order.side == "buy"), "CANCELED", out)
+        market = cmd.market
+        mkt = self.markets.get(market) if type(market) is str else None
+        if mkt is None:
+            raise Refused(X.UNKNOWN_MARKET, f"unknown market {market!r}")
+        if mkt.mode == "closed":
+            raise Refused(X.MARKET_MODE, f"market {market} is closed: nothing is accepted")
+        order_id = cmd.order_id
+        order = self.orders.get(order_id) if type(order_id) is int and order_id else None
+        if order is None or order.account != cmd.account or order.market != market:
+            order = self._find_order(cmd.account, market, order_id, cmd.client_id)
+        book = self.books[market]
+        self._close_order(order, mkt, book.bids if order.side == "buy" else book.asks,
+                          "CANCELED", out)
 
     def _cancel_all(self, cmd: C.CancelAll, out: list[E.Event]) -> None:
         account = cmd.account

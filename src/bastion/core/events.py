@@ -7,7 +7,7 @@ from bastion.core.commands import MarketMode, Side
 SCHEMA_VERSION = 1
 
 
-class Event(msgspec.Struct, tag_field="type", kw_only=True, omit_defaults=True):
+class Event(msgspec.Struct, tag_field="type", kw_only=True, omit_defaults=True, gc=False):
     seq: int
     ts: int
 

@@ -40,7 +40,7 @@ class Market(msgspec.Struct):
     last_price: int = 0
 
 
-class Order(msgspec.Struct):
+class Order(msgspec.Struct, gc=False):
     order_id: int
     account: int
     market: str
