@@ -186,3 +186,20 @@ def test_fee_holiday_applies_but_never_exceeds_hold():
     t = only(h.place(2, "sell", 2, PX), E.Trade)[0]
     assert t.maker_fee == 0 and t.taker_fee == 0
     assert h.engine.check_invariants() == []
+
+
+def test_amended_order_never_trades_at_its_old_level():
+    h = Harness()
+    a = only(h.place(1, "buy", 2, PX), E.OrderAccepted)[0].order_id
+    h.place(1, "buy", 2, PX - 10)  # ahead of b: b is not at the front of its level...
+    b = only(h.place(1, "buy", 2, PX - 10), E.OrderAccepted)[0].order_id
+    h.place(1, "buy", 2, PX - 10)  # ...and the level stays alive after b leaves it
+    h.do(C.AmendOrder(account=1, market="BTC-USDT", order_id=b, new_price=PX - 20))
+    assert h.engine.check_invariants() == []
+    h.do(C.AmendOrder(account=1, market="BTC-USDT", order_id=a, new_qty=3 * LOT))  # same price, up
+    trades = only(h.place(2, "sell", 20, PX - 20), E.Trade)
+    assert [(t.maker_order, t.price) for t in trades][0] == (a, PX)
+    assert [t.price for t in trades if t.maker_order == b] == [PX - 20]
+    assert [t.maker_order for t in trades].count(b) == 1
+    assert sum(t.qty for t in trades if t.maker_order == a) == 3 * LOT
+    assert h.engine.check_invariants() == []

@@ -33,12 +33,12 @@ class ExchangeMachine(RuleBasedStateMachine):
         return events
 
     @rule(account=ACCOUNTS, market=MARKETS, side=st.sampled_from(["buy", "sell"]),
-          off=st.integers(-30, 30), lots=st.integers(1, 40),
+          off=st.integers(-2, 6), lots=st.integers(1, 40),
           kind=st.sampled_from(["GTC", "GTC", "IOC", "FOK", "post", "market"]),
           stp=st.sampled_from([None, "expire_taker", "expire_maker", "expire_both", "none"]),
           cid=st.sampled_from(["", "", "a", "b"]))
     def place(self, account, market, side, off, lots, kind, stp, cid):
-        px = MID[market] + off * 10
+        px = MID[market] + (-off if side == "buy" else off) * 10  # off < 0 crosses
         fields = dict(account=account, market=market, side=side, qty=lots * LOTS[market],
                       price=px, stp=stp, client_id=cid)
         if kind == "market":
@@ -58,13 +58,11 @@ class ExchangeMachine(RuleBasedStateMachine):
         self.do(C.CancelOrder(account=order.account if order else account, market=market,
                               order_id=oid))
 
-    @precondition(lambda self: self.order_ids)
-    @rule(data=st.data(), dprice=st.integers(-20, 20), dlots=st.integers(-5, 5))
+    @precondition(lambda self: self.h.engine.orders)
+    @rule(data=st.data(), dprice=st.integers(-3, 3), dlots=st.integers(-5, 5))
     def amend(self, data, dprice, dlots):
-        oid = data.draw(st.sampled_from(self.order_ids))
-        order = self.h.engine.orders.get(oid)
-        if order is None:
-            return
+        oid = data.draw(st.sampled_from(sorted(self.h.engine.orders)))
+        order = self.h.engine.orders[oid]
         lot = LOTS[order.market]
         self.do(C.AmendOrder(account=order.account, market=order.market, order_id=oid,
                              new_price=order.price + dprice * 10 if dprice else None,

@@ -466,8 +466,9 @@ class Engine:
         notional = price * qty // mkt.price_div
         taker_fee = fee_amount(notional, mkt.taker_fee_ppm)
         maker_rate = mkt.maker_fee_ppm
-        if maker_rate > maker.maker_cap >= 0:
-            maker_rate = maker.maker_cap
+        cap = maker.maker_cap if maker.maker_cap > 0 else 0  # what the maker's hold covered
+        if maker_rate > cap:
+            maker_rate = cap
         maker_fee = fee_amount(notional, maker_rate)
         if taker.side == "buy":
             buyer, buyer_fee, seller, seller_fee = taker, taker_fee, maker, maker_fee
@@ -606,16 +607,13 @@ class Engine:
             raise Refused(X.INSUFFICIENT_FUNDS, f"amended order needs {new_hold} {hold_asset}, "
                                                 f"available {available + order.hold}")
         side.remove(order)
-        order.live = True
         acct.available[hold_asset] = available + order.hold - new_hold
         acct.held[hold_asset] += new_hold - order.hold
-        order.hold = new_hold
-        order.price = new_price
-        order.qty = new_qty
-        order.remaining = new_remaining
-        order.ts = self.ts
-        order.maker_cap = mkt.maker_fee_ppm
-        order.taker_cap = taker_ppm
+        # a fresh record: the old one may still sit, dead, in its level's deque
+        order = msgspec.structs.replace(order, hold=new_hold, price=new_price, qty=new_qty,
+                                        remaining=new_remaining, ts=self.ts, live=True,
+                                        maker_cap=mkt.maker_fee_ppm, taker_cap=taker_ppm)
+        self.orders[order.order_id] = order
         out.append(E.OrderAmended(seq=self.seq, ts=self.ts, order_id=order.order_id,
                                   account=order.account, market=mkt.market, price=new_price,
                                   qty=new_qty, remaining=new_remaining, kept_priority=False))
