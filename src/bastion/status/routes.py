@@ -1,0 +1,344 @@
+"""HTTP and WebSocket interface: public status (Statuspage v2, OKX, HTML, Atom, `/ws/status`)
+and the operator API under `/admin/status/` (Bearer admin token).
+
+Every refusal is JSON `{"code": ..., "message": ...}` with a 4xx status, never a 500.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import hmac
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import msgspec
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, Response
+from starlette.routing import BaseRoute, Route, WebSocketRoute
+
+from bastion.status import schemas, statuspage
+from bastion.status.errors import StatusError
+from bastion.status.feed import render_feed
+from bastion.status.html import render_page
+from bastion.status.model import Incident, Subscriber
+from bastion.status.runtime import StatusRuntime
+from bastion.status.service import StatusService
+from bastion.status.webhooks import RetryPolicy
+
+MAX_BODY = 64 * 1024
+Handler = Callable[[Request], Awaitable[Response]]
+T = TypeVar("T")
+_json = msgspec.json.Encoder()
+
+
+def json_response(data: Any, status: int = 200, public: bool = False) -> Response:
+    headers = {"Cache-Control": "no-store"}
+    if public:
+        headers["Access-Control-Allow-Origin"] = "*"
+    return Response(_json.encode(data), status, headers=headers, media_type="application/json")
+
+
+def error_response(code: str, message: str, status: int) -> Response:
+    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    return Response(
+        _json.encode({"code": code, "message": message}),
+        status,
+        headers=headers,
+        media_type="application/json",
+    )
+
+
+def refusals(handler: Handler) -> Handler:
+    """Turn StatusError into its JSON 4xx response."""
+
+    @functools.wraps(handler)
+    async def wrapped(request: Request) -> Response:
+        try:
+            return await handler(request)
+        except StatusError as exc:
+            return error_response(exc.code, exc.message, exc.http_status)
+
+    return wrapped
+
+
+async def read_body(request: Request, schema: type[T]) -> T:
+    """Decode and validate a JSON body, refusing oversize, malformed or off-schema input."""
+    declared = request.headers.get("content-length")
+    if declared is not None and (not declared.isdigit() or int(declared) > MAX_BODY):
+        raise StatusError("body_too_large", f"request body must be at most {MAX_BODY} bytes", 413)
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_BODY:
+            raise StatusError(
+                "body_too_large", f"request body must be at most {MAX_BODY} bytes", 413
+            )
+        chunks.append(chunk)
+    raw = b"".join(chunks) or b"{}"
+    try:
+        return msgspec.json.decode(raw, type=schema)
+    except msgspec.ValidationError as exc:
+        raise StatusError("invalid_request", str(exc), 422) from None
+    except msgspec.DecodeError as exc:
+        raise StatusError("invalid_json", f"body is not valid JSON: {exc}", 400) from None
+
+
+def _subscriber_json(s: Subscriber, pending: int = 0, secret: bool = False) -> dict[str, Any]:
+    out = {
+        "id": s.id,
+        "url": s.url,
+        "components": s.component_ids,
+        "enabled": s.enabled,
+        "disabled_at": statuspage.iso(s.disabled_ms),
+        "disabled_reason": s.disabled_reason or None,
+        "delivered": s.delivered,
+        "failed_attempts": s.failed_attempts,
+        "pending": pending,
+        "created_at": statuspage.iso(s.created_ms),
+    }
+    if secret:
+        out["secret"] = s.secret
+    return out
+
+
+def status_routes(runtime: StatusRuntime, admin_token: str) -> list[BaseRoute]:
+    """All status routes, to mount in any Starlette app that also runs `runtime.running()`."""
+    if not admin_token:
+        raise ValueError("admin_token must not be empty")
+    service = runtime.service
+    expected = f"Bearer {admin_token}".encode()
+
+    def admin(handler: Handler) -> Handler:
+        @functools.wraps(handler)
+        async def guarded(request: Request) -> Response:
+            given = request.headers.get("authorization", "").encode()
+            if not hmac.compare_digest(given, expected):
+                return error_response(
+                    "unauthorized",
+                    "missing or wrong admin token (Authorization: Bearer <token>)",
+                    401,
+                )
+            return await refusals(handler)(request)
+
+        return guarded
+
+    def public(render: Callable[[Request], Any]) -> Handler:
+        @refusals
+        async def handler(request: Request) -> Response:
+            return json_response(render(request), public=True)
+
+        return handler
+
+    def incident_out(i: Incident) -> dict[str, Any]:
+        v = service.view()
+        return statuspage.incident_json(i, {c.id: c for c in v.components}, v.page["id"], v.now_ms)
+
+    def base_url(request: Request) -> str:
+        return service.page["url"] or str(request.base_url).rstrip("/")
+
+    async def uptime(request: Request) -> Response:
+        days_raw = request.query_params.get("days", "90")
+        if not days_raw.isdigit():
+            raise StatusError("invalid_days", "days must be an integer between 1 and 366", 400)
+        data = await asyncio.to_thread(service.uptime, int(days_raw))
+        return json_response(statuspage.uptime_json(service.view(), data), public=True)
+
+    async def okx(request: Request) -> Response:
+        state = request.query_params.get("state")
+        try:
+            data = statuspage.okx_system_status(service.view(), state, service.demo)
+        except StatusError as exc:
+            body = {"code": exc.code, "message": exc.message, "msg": exc.message, "data": []}
+            return json_response(body, exc.http_status, public=True)
+        return json_response(data, public=True)
+
+    async def page(request: Request) -> Response:
+        days = await asyncio.to_thread(service.uptime, 90)
+        return HTMLResponse(
+            render_page(service.view(), days), headers={"Cache-Control": "no-store"}
+        )
+
+    async def feed(request: Request) -> Response:
+        return Response(
+            render_feed(service.view(), base_url(request)), media_type="application/atom+xml"
+        )
+
+    async def open_incident(request: Request) -> Response:
+        b = await read_body(request, schemas.OpenIncident)
+        inc = service.open_incident(
+            b.name,
+            b.body,
+            b.components,
+            status=b.status,
+            impact=b.impact,
+            component_status=b.component_status,
+        )
+        return json_response(incident_out(inc), 201)
+
+    async def update_incident(request: Request) -> Response:
+        b = await read_body(request, schemas.IncidentUpdate)
+        inc = service.update_incident(
+            request.path_params["id"],
+            b.status,
+            b.body,
+            impact=b.impact,
+            component_status=b.component_status,
+        )
+        return json_response(incident_out(inc))
+
+    async def resolve_incident(request: Request) -> Response:
+        b = await read_body(request, schemas.ResolveIncident)
+        return json_response(
+            incident_out(service.update_incident(request.path_params["id"], "resolved", b.body))
+        )
+
+    async def schedule(request: Request) -> Response:
+        b = await read_body(request, schemas.ScheduleMaintenance)
+        m = service.schedule_maintenance(
+            b.name,
+            b.body,
+            b.components,
+            schemas.to_ms(b.scheduled_for),
+            schemas.to_ms(b.scheduled_until),
+        )
+        return json_response(incident_out(m), 201)
+
+    def step(action: Callable[[str, str], Incident]) -> Handler:
+        async def handler(request: Request) -> Response:
+            b = await read_body(request, schemas.MaintenanceStep)
+            return json_response(incident_out(action(request.path_params["id"], b.body)))
+
+        return handler
+
+    async def add_component(request: Request) -> Response:
+        b = await read_body(request, schemas.NewComponent)
+        c = service.add_component(b.name, b.group, b.description)
+        return json_response(statuspage.component_json(c, service.page["id"]), 201)
+
+    async def list_components(request: Request) -> Response:
+        return json_response([msgspec.to_builtins(c) for c in service.view().components])
+
+    async def set_status(request: Request) -> Response:
+        b = await read_body(request, schemas.SetComponentStatus)
+        c = service.set_component_status(request.path_params["id"], b.status, b.note)
+        return json_response(msgspec.to_builtins(c))
+
+    async def add_subscriber(request: Request) -> Response:
+        b = await read_body(request, schemas.NewSubscriber)
+        url = httpx_url(b.url)
+        sub = service.add_subscriber(url, b.components, b.secret)
+        return json_response(_subscriber_json(sub, secret=True), 201)
+
+    async def list_subscribers(request: Request) -> Response:
+        pending = runtime.webhooks.pending()
+        return json_response(
+            [_subscriber_json(s, pending.get(s.id, 0)) for s in service.subscribers()]
+        )
+
+    async def remove_subscriber(request: Request) -> Response:
+        service.remove_subscriber(request.path_params["id"])
+        return Response(status_code=204)
+
+    async def enable_subscriber(request: Request) -> Response:
+        return json_response(
+            _subscriber_json(service.set_subscriber_enabled(request.path_params["id"], True))
+        )
+
+    v2 = "/api/v2"
+    return [
+        Route(f"{v2}/summary.json", public(lambda r: statuspage.summary_json(service.view()))),
+        Route(f"{v2}/status.json", public(lambda r: statuspage.status_json(service.view()))),
+        Route(
+            f"{v2}/components.json", public(lambda r: statuspage.components_json(service.view()))
+        ),
+        Route(f"{v2}/incidents.json", public(lambda r: statuspage.incidents_json(service.view()))),
+        Route(
+            f"{v2}/incidents/unresolved.json",
+            public(lambda r: statuspage.incidents_json(service.view(), True)),
+        ),
+        Route(
+            f"{v2}/scheduled-maintenances.json",
+            public(lambda r: statuspage.maintenances_json(service.view())),
+        ),
+        Route(
+            f"{v2}/scheduled-maintenances/upcoming.json",
+            public(lambda r: statuspage.maintenances_json(service.view(), "upcoming")),
+        ),
+        Route(
+            f"{v2}/scheduled-maintenances/active.json",
+            public(lambda r: statuspage.maintenances_json(service.view(), "active")),
+        ),
+        Route(f"{v2}/uptime.json", refusals(uptime)),
+        Route("/api/v5/system/status", okx),
+        Route("/status", page),
+        Route("/status/feed.atom", feed),
+        WebSocketRoute("/ws/status", runtime.hub.endpoint),
+        Route("/admin/status/incidents", admin(open_incident), methods=["POST"]),
+        Route("/admin/status/incidents/{id}/updates", admin(update_incident), methods=["POST"]),
+        Route("/admin/status/incidents/{id}/resolve", admin(resolve_incident), methods=["POST"]),
+        Route("/admin/status/maintenances", admin(schedule), methods=["POST"]),
+        Route(
+            "/admin/status/maintenances/{id}/start",
+            admin(step(service.start_maintenance)),
+            methods=["POST"],
+        ),
+        Route(
+            "/admin/status/maintenances/{id}/verify",
+            admin(step(service.verify_maintenance)),
+            methods=["POST"],
+        ),
+        Route(
+            "/admin/status/maintenances/{id}/complete",
+            admin(step(service.complete_maintenance)),
+            methods=["POST"],
+        ),
+        Route("/admin/status/components", admin(add_component), methods=["POST"]),
+        Route("/admin/status/components", admin(list_components), methods=["GET"]),
+        Route("/admin/status/components/{id}/status", admin(set_status), methods=["PUT"]),
+        Route("/admin/status/subscribers", admin(add_subscriber), methods=["POST"]),
+        Route("/admin/status/subscribers", admin(list_subscribers), methods=["GET"]),
+        Route("/admin/status/subscribers/{id}", admin(remove_subscriber), methods=["DELETE"]),
+        Route("/admin/status/subscribers/{id}/enable", admin(enable_subscriber), methods=["POST"]),
+    ]
+
+
+def httpx_url(url: str) -> str:
+    """Accept only absolute http(s) URLs with a host as webhook targets."""
+    import httpx
+
+    try:
+        parsed = httpx.URL(url)
+    except (httpx.InvalidURL, TypeError, ValueError):
+        raise StatusError("invalid_url", f"not a valid URL: {url!r}", 422) from None
+    if parsed.scheme not in ("http", "https") or not parsed.host:
+        raise StatusError(
+            "invalid_url", "webhook URL must be absolute http:// or https:// with a host", 422
+        )
+    return str(parsed)
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+    return error_response(code, str(exc.detail), exc.status_code)
+
+
+def create_app(
+    service: StatusService,
+    admin_token: str,
+    *,
+    tick_interval_s: float = 0.25,
+    retry: RetryPolicy | None = None,
+) -> Starlette:
+    """A standalone status server (the gateway mounts `status_routes` in its own app instead)."""
+    runtime = StatusRuntime(service, tick_interval_s=tick_interval_s, retry=retry)
+    app = Starlette(
+        routes=status_routes(runtime, admin_token),
+        lifespan=runtime.lifespan,
+        exception_handlers={HTTPException: _http_error},
+    )
+    app.state.status_runtime = runtime
+    return app
