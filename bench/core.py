@@ -23,6 +23,9 @@ from bastion.core import commands as C  # noqa: E402
 from bastion.core.engine import Engine  # noqa: E402
 from bastion.demo import BTC_USDT, demo_setup, stamp  # noqa: E402
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from perp_workload import gen_perp, mark_update_cost  # noqa: E402
+
 ACCOUNTS = 100
 MID = 5_000_000  # 50,000.00 USDT
 
@@ -105,7 +108,7 @@ def gen_churn(n: int, seed: int = 11) -> list[C.Command]:
     return cmds
 
 
-WORKLOADS = {"deep": gen_deep, "churn": gen_churn}
+WORKLOADS = {"deep": gen_deep, "churn": gen_churn, "perp": gen_perp}
 
 
 def prepare(workload: str, ops: int) -> tuple[Engine, list[C.Command]]:
@@ -113,6 +116,8 @@ def prepare(workload: str, ops: int) -> tuple[Engine, list[C.Command]]:
 
     Cancels in ``deep`` name order ids only; the account is filled in from a dry index so a
     cancel of a filled order is still a realistic UNKNOWN_ORDER."""
+    if workload == "perp":  # its own setup: 10k accounts with positions (bench/perp_workload)
+        return gen_perp(ops)
     engine = Engine()
     for cmd in stamp(demo_setup(list(range(1, ACCOUNTS + 1)))):
         engine.apply(cmd)
@@ -158,6 +163,9 @@ def main() -> None:
     runs = [run(args.workload, args.ops) for _ in range(args.repeat)]
     result = max(runs, key=lambda r: int(r["ops_per_s"]))  # type: ignore[call-overload]
     result["runs_ops_per_s"] = [r["ops_per_s"] for r in runs]
+    if args.workload == "perp":
+        result["mark_update_us"] = {n: mark_update_cost(n)["us_per_mark_update"]
+                                    for n in (1_000, 10_000)}
     if args.baseline:
         base = json.loads(args.baseline.read_text().strip().splitlines()[-1])
         result["baseline_ops_per_s"] = base["ops_per_s"]

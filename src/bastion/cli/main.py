@@ -2,6 +2,9 @@
 
 import typer
 
+from bastion.cli.durability import journal_app, replay_cmd, rollback_cmd, snapshot_app
+from bastion.cli.status import status_app
+
 app = typer.Typer(help="Bastion exchange core: run it, inspect its journal, drill incidents.",
                   no_args_is_help=True, add_completion=False)
 
@@ -17,6 +20,13 @@ def run() -> None:
     from bastion.cli.run import run_embedded
 
     run_embedded()
+
+
+app.add_typer(journal_app, name="journal")
+app.add_typer(snapshot_app, name="snapshot")
+app.command("replay")(replay_cmd)
+app.command("rollback")(rollback_cmd)
+app.add_typer(status_app, name="status")
 
 
 if __name__ == "__main__":

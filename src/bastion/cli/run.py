@@ -1,15 +1,13 @@
-"""Embedded default: until the gateway lands this replays a short demo through the engine."""
+"""``bastion run`` / ``make run``: the embedded default — one node with the local journal,
+demo markets and a funded demo account, the trading API on 127.0.0.1:8080.
 
-from rich.console import Console
+Environment overrides: BASTION_HTTP_PORT, BASTION_DATA, BASTION_DEMO_KEY, BASTION_DEMO_SECRET,
+BASTION_ADMIN_TOKEN (see README "Trading API" for the rest).
+"""
 
-from bastion.core.engine import Engine
-from bastion.demo import demo_setup, stamp
+from bastion.api.config import Settings
+from bastion.api.server import serve
 
 
 def run_embedded() -> None:
-    console = Console()
-    engine = Engine()
-    for cmd in stamp(demo_setup()):
-        for event in engine.apply(cmd):
-            console.print(event)
-    console.print(f"state hash {engine.state_hash()}")
+    serve(Settings.from_env())

@@ -122,6 +122,8 @@ class PlaceOrder(Command, tag="PlaceOrder"):
     post_only: bool = False
     client_id: str = ""
     stp: STPMode | None = None
+    #: perpetuals only: the order may only shrink a position (clipped at every fill).
+    reduce_only: bool = False
 
 
 class AmendOrder(Command, tag="AmendOrder"):
@@ -151,6 +153,152 @@ class CancelAll(Command, tag="CancelAll"):
     reason: str = ""
 
 
+# ---------------------------------------------------------------------------- perpetuals
+# Units: prices and quantities as for spot (quantity in the base asset's smallest unit; the
+# contract size is the quantity step). Money is in the settle asset's smallest unit. Rates are
+# fixed-point with RATE_SCALE = 10**9 (1e-9 per unit: 0.01% = 100_000), margins in ppm.
+
+TriggerType = Literal["stop_market", "stop_limit", "take_profit", "take_profit_limit"]
+
+
+class MarginTier(msgspec.Struct, kw_only=True):
+    """Positions with notional (settle units) up to ``max_notional`` may use up to
+    ``max_leverage`` and need ``maintenance_ppm`` of their notional as maintenance margin."""
+
+    max_notional: int
+    max_leverage: int
+    maintenance_ppm: int
+
+
+class CreatePerpMarket(Command, tag="CreatePerpMarket"):
+    """A linear perpetual settled in ``settle``. ``base`` must be a registered asset (its
+    decimals define the quantity unit); no base asset ever moves. ``tiers`` (ascending
+    ``max_notional``, the last one open-ended) default to one tier from ``max_leverage`` and
+    ``maintenance_ppm``. ``guards=False`` exists only for drills that must show a cascade."""
+
+    market: str
+    base: str
+    settle: str
+    price_decimals: int
+    tick_size: int
+    contract_size: int
+    min_qty: int
+    max_qty: int
+    min_notional: int = 0
+    maker_fee_ppm: int = 0
+    taker_fee_ppm: int = 0
+    market_band_bps: int = 500
+    ref_band_bps: int = 5
+    max_leverage: int = 20
+    maintenance_ppm: int = 25_000
+    tiers: list[MarginTier] = []
+    default_leverage: int = 10
+    price_band_bps: int = 500
+    funding_interval_ms: int = 8 * 3_600_000
+    interest_e9: int = 100_000
+    funding_clamp_e9: int = 500_000
+    max_funding_e9: int = 3_000_000
+    min_sources: int = 2
+    source_max_age_ms: int = 10_000
+    source_band_bps: int = 300
+    index_max_age_ms: int = 30_000
+    max_move_bps: int = 1_000
+    move_window_ms: int = 60_000
+    basis_window_ms: int = 30_000
+    liq_fee_ppm: int = 5_000
+    liq_step_ppm: int = 200_000
+    liq_slippage_bps: int = 300
+    liq_breaker_ppm: int = 200_000
+    liq_window_ms: int = 60_000
+    guards: bool = True
+    reason: str = ""
+
+
+class SourcePrice(msgspec.Struct, kw_only=True):
+    """One feeder's observation; ``ts`` (ms) is the source's own time, checked for staleness."""
+
+    source: str
+    price: int
+    ts: int
+
+
+class UpdateIndex(Command, tag="UpdateIndex"):
+    """Oracle update from price feeders: index from the fresh sources, then the mark price."""
+
+    market: str
+    sources: list[SourcePrice]
+
+
+class FundingTick(Command, tag="FundingTick"):
+    """Timer command stamped by the sequencer at funding boundaries. ``index`` is optional: an
+    authoritative cumulative index from an external funding service; it passes the same
+    guard as a computed one (Paradex 2026: such an index arrived reset to zero)."""
+
+    market: str
+    index: int | None = None
+
+
+class ResetOracle(Command, tag="ResetOracle"):
+    """Operator: forget the oracle move anchor (after a real jump halted the market). Only in a
+    restricted mode; the next accepted index becomes the new anchor."""
+
+    market: str
+    reason: str
+
+
+class AddMargin(Command, tag="AddMargin"):
+    """Move settle-asset funds from the spot wallet into cross margin (accepted in any mode)."""
+
+    account: int
+    asset: str
+    amount: int
+
+
+class RemoveMargin(Command, tag="RemoveMargin"):
+    """Move margin back to the spot wallet; only what exceeds the initial margin."""
+
+    account: int
+    asset: str
+    amount: int
+
+
+class SetLeverage(Command, tag="SetLeverage"):
+    account: int
+    market: str
+    leverage: int
+
+
+class FundInsurance(Command, tag="FundInsurance"):
+    """Operator: capitalise the insurance fund of a settle asset (counts as a deposit)."""
+
+    asset: str
+    amount: int
+    reason: str
+
+
+class PlaceTrigger(Command, tag="PlaceTrigger"):
+    """TP/SL held off-book until the mark price crosses ``trigger_price``. Stops fire when the
+    mark moves against the side (buy: up, sell: down), take-profits the other way. ``price``
+    is the limit for the ``*_limit`` types."""
+
+    account: int
+    market: str
+    side: Side
+    qty: int
+    trigger_price: int
+    order_type: TriggerType
+    price: int = 0
+    reduce_only: bool = True
+    client_id: str = ""
+
+
+class CancelTrigger(Command, tag="CancelTrigger"):
+    account: int
+    market: str
+    trigger_id: int = 0
+    client_id: str = ""
+
+
 AnyCommand = (
     CreateAsset
     | CreateMarket
@@ -165,4 +313,14 @@ AnyCommand = (
     | AmendOrder
     | CancelOrder
     | CancelAll
+    | CreatePerpMarket
+    | UpdateIndex
+    | FundingTick
+    | ResetOracle
+    | AddMargin
+    | RemoveMargin
+    | SetLeverage
+    | FundInsurance
+    | PlaceTrigger
+    | CancelTrigger
 )

@@ -30,6 +30,15 @@ NO_CHANGE: Final = "NO_CHANGE"
 SEQUENCE: Final = "SEQUENCE"
 GUARD: Final = "GUARD"
 INTERNAL_ERROR: Final = "INTERNAL_ERROR"
+# perpetuals
+NOT_PERP: Final = "NOT_PERP"
+INSUFFICIENT_MARGIN: Final = "INSUFFICIENT_MARGIN"
+REDUCE_ONLY: Final = "REDUCE_ONLY"
+NO_MARK_PRICE: Final = "NO_MARK_PRICE"
+ORACLE_STALE: Final = "ORACLE_STALE"
+INVALID_LEVERAGE: Final = "INVALID_LEVERAGE"
+WOULD_TRIGGER: Final = "WOULD_TRIGGER"
+UNKNOWN_TRIGGER: Final = "UNKNOWN_TRIGGER"
 
 #: Upper bound for every integer a command may carry: keeps arithmetic far from int64 limits at
 #: the edge and makes "huge integer" input a clean reject instead of a slow bignum path.

@@ -85,6 +85,7 @@ class OrderAccepted(Event, tag="OrderAccepted"):
     tif: str
     post_only: bool = False
     client_id: str = ""
+    reduce_only: bool = False
 
 
 class OrderAmended(Event, tag="OrderAmended"):
@@ -123,6 +124,134 @@ class OrderCanceled(Event, tag="OrderCanceled"):
     reason: str
 
 
+# ---------------------------------------------------------------------------- perpetuals
+
+
+class IndexUpdated(Event, tag="IndexUpdated"):
+    """Accepted oracle update: index from ``used`` fresh sources (``dropped`` were stale)."""
+
+    market: str
+    index: int
+    mark: int
+    used: int
+    dropped: int = 0
+
+
+class OracleReset(Event, tag="OracleReset"):
+    """Operator re-anchored the oracle move guard of a restricted market."""
+
+    market: str
+    reason: str
+
+
+class FundingSettled(Event, tag="FundingSettled"):
+    """One funding boundary. ``rate_e9`` per interval; ``dt`` (ms) accrued; ``paid`` by the
+    payers, ``dust`` (rounding, always >= 0) to the insurance fund. ``paused`` means nothing
+    accrued (restricted mode or no fresh oracle)."""
+
+    market: str
+    rate_e9: int
+    index: int
+    dt: int
+    paid: int = 0
+    dust: int = 0
+    paused: bool = False
+
+
+class MarginTransferred(Event, tag="MarginTransferred"):
+    """Spot wallet <-> cross margin; ``delta`` > 0 adds margin."""
+
+    account: int
+    asset: str
+    delta: int
+
+
+class LeverageChanged(Event, tag="LeverageChanged"):
+    account: int
+    market: str
+    leverage: int
+
+
+class InsuranceFunded(Event, tag="InsuranceFunded"):
+    asset: str
+    amount: int
+    reason: str = ""
+
+
+class LiquidationStarted(Event, tag="LiquidationStarted"):
+    """Margin balance fell below maintenance margin (both in settle units)."""
+
+    account: int
+    asset: str
+    equity: int
+    maintenance: int
+
+
+class Liquidated(Event, tag="Liquidated"):
+    """One liquidation step. ``via``: ``book`` (an IOC through the book), ``insurance`` (the fund
+    took the rest at the bankruptcy notional) or ``adl``. ``fee`` went to the insurance fund."""
+
+    account: int
+    market: str
+    qty: int
+    notional: int
+    via: str
+    fee: int = 0
+    order_id: int = 0
+
+
+class Deleveraged(Event, tag="Deleveraged"):
+    """ADL: ``account``'s position was closed by ``qty`` against a bankrupt ``counterparty``."""
+
+    account: int
+    market: str
+    qty: int
+    notional: int
+    counterparty: int
+
+
+class LossCovered(Event, tag="LossCovered"):
+    """The insurance fund paid an account's negative balance; ``shortfall`` > 0 means the fund
+    itself went below zero (an operator must recapitalise it)."""
+
+    account: int
+    asset: str
+    amount: int
+    shortfall: int = 0
+
+
+class TriggerAccepted(Event, tag="TriggerAccepted"):
+    trigger_id: int
+    account: int
+    market: str
+    side: Side
+    qty: int
+    trigger_price: int
+    order_type: str
+    price: int = 0
+    reduce_only: bool = True
+    client_id: str = ""
+
+
+class TriggerFired(Event, tag="TriggerFired"):
+    """The mark crossed the trigger. ``order_id`` is the order it became; ``result`` is
+    ``""`` or the reject code that stopped the order."""
+
+    trigger_id: int
+    account: int
+    market: str
+    mark: int
+    order_id: int = 0
+    result: str = ""
+
+
+class TriggerCanceled(Event, tag="TriggerCanceled"):
+    trigger_id: int
+    account: int
+    market: str
+    reason: str
+
+
 AnyEvent = (
     Rejected
     | AssetCreated
@@ -137,4 +266,17 @@ AnyEvent = (
     | OrderAmended
     | Trade
     | OrderCanceled
+    | IndexUpdated
+    | OracleReset
+    | FundingSettled
+    | MarginTransferred
+    | LeverageChanged
+    | InsuranceFunded
+    | LiquidationStarted
+    | Liquidated
+    | Deleveraged
+    | LossCovered
+    | TriggerAccepted
+    | TriggerFired
+    | TriggerCanceled
 )

@@ -7,6 +7,7 @@ that could drift from what the engine really holds.
 import msgspec
 
 from bastion.core.commands import MarketMode, Side, STPMode
+from bastion.core.perp.state import PerpState
 
 STATE_VERSION = 1
 
@@ -68,7 +69,7 @@ class Account(msgspec.Struct):
     stp: STPMode = "expire_taker"
 
 
-class EngineState(msgspec.Struct):
+class EngineState(msgspec.Struct, omit_defaults=True):
     version: int
     seq: int
     ts: int
@@ -81,3 +82,6 @@ class EngineState(msgspec.Struct):
     orders: list[Order]
     fees: dict[str, int]
     net_deposits: dict[str, int]
+    #: perpetual ledger (markets, margins, positions, triggers); absent on a spot-only engine,
+    #: so spot snapshots and their hashes are unchanged.
+    perp: PerpState | None = None

@@ -1,0 +1,388 @@
+"""Gateway load generator: orders/s and acknowledgement latency over REST and WebSocket.
+
+    python bench/gateway.py                      # starts its own server subprocess
+    python bench/gateway.py --json               # one JSON line at the end
+    python bench/gateway.py --url http://127.0.0.1:8080 --key K --secret S --admin TOKEN
+
+Runs in its own process against a real server on loopback; every acknowledgement is durable
+(the server answers only after the node journaled the order with fdatasync). Phases:
+1. REST max throughput: ``--conns`` keep-alive connections, one request in flight each.
+2. REST at a fixed rate (``--rest-rate``, default half the 4,000/s target): open loop, latency
+   measured from each request's *scheduled* send time (no coordinated omission).
+3. WebSocket max throughput: ``--ws-conns`` connections, ``--window`` orders in flight each.
+4. WebSocket at a fixed rate (``--ws-rate``, default half the 10,000/s target).
+Orders are limit orders around a mid price from two accounts, so some cross and trade.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import hmac
+import json
+import os
+import random
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+ADMIN = "bench-admin"
+KEY, SECRET = "bench-key-1", "bench-secret-1"
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def pct(sorted_lat: list[float], q: float) -> float:
+    if not sorted_lat:
+        return float("nan")
+    return sorted_lat[min(len(sorted_lat) - 1, int(len(sorted_lat) * q))] * 1000
+
+
+def summary(name: str, n_ok: int, n_err: int, seconds: float, lat: list[float]) -> dict[str, Any]:
+    lat.sort()
+    return {"phase": name, "orders": n_ok, "errors": n_err, "seconds": round(seconds, 3),
+            "orders_per_s": round(n_ok / seconds) if seconds else 0,
+            "p50_ms": round(pct(lat, 0.50), 3), "p99_ms": round(pct(lat, 0.99), 3),
+            "p999_ms": round(pct(lat, 0.999), 3), "max_ms": round(lat[-1] * 1000, 3) if lat
+            else None}
+
+
+class OrderGen:
+    """Limit orders around 50,000 from alternating accounts; ~1 in 8 crosses the spread."""
+
+    def __init__(self, seed: int) -> None:
+        self.rng = random.Random(seed)
+        self.i = 0
+        self.tag = b"%x%x" % (os.getpid(), seed)
+
+    def body(self) -> bytes:
+        self.i += 1
+        rng = self.rng
+        side = "buy" if self.i % 2 else "sell"
+        off = rng.randrange(-25, 200)
+        price = 50_000 - off if side == "buy" else 50_000 + off
+        return (b'{"market":"BTC-USDT","side":"%s","quantity":"0.001","price":"%d",'
+                b'"client_order_id":"%s-%d"}' % (side.encode(), price, self.tag, self.i))
+
+
+# ------------------------------------------------------------------ REST
+
+class HttpConn:
+    def __init__(self, host: str, port: int, key: str, secret: str) -> None:
+        self.host, self.port = host, port
+        self.key = key.encode()
+        self.secret = secret.encode()
+
+    async def open(self) -> None:
+        self.r, self.w = await asyncio.open_connection(self.host, self.port)
+        sock = self.w.get_extra_info("socket")
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+    async def post_order(self, body: bytes) -> int:
+        ts = str(now_ms()).encode()
+        sig = hmac.new(self.secret, ts + b"POST/v1/orders" + body, hashlib.sha256).hexdigest()
+        self.w.write(b"POST /v1/orders HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                     b"X-BX-APIKEY: %s\r\nX-BX-TIMESTAMP: %s\r\nX-BX-SIGNATURE: %s\r\n"
+                     b"Content-Length: %d\r\n\r\n%s"
+                     % (self.key, ts, sig.encode(), len(body), body))
+        head = await self.r.readuntil(b"\r\n\r\n")
+        status = int(head[9:12])
+        i = head.lower().find(b"content-length:")
+        n = int(head[i + 15:head.find(b"\r\n", i)])
+        await self.r.readexactly(n)
+        return status
+
+    def close(self) -> None:
+        self.w.close()
+
+
+async def rest_max(host: str, port: int, creds: list[tuple[str, str]], conns: int,
+                   total: int) -> dict[str, Any]:
+    pool = [HttpConn(host, port, *creds[i % len(creds)]) for i in range(conns)]
+    await asyncio.gather(*(c.open() for c in pool))
+    lat: list[float] = []
+    errs = 0
+    per = total // conns
+
+    async def worker(c: HttpConn, seed: int) -> None:
+        nonlocal errs
+        gen = OrderGen(seed)
+        pc = time.perf_counter
+        for _ in range(per):
+            body = gen.body()
+            t = pc()
+            st = await c.post_order(body)
+            lat.append(pc() - t)
+            if st >= 300:
+                errs += 1
+
+    t0 = time.perf_counter()
+    await asyncio.gather(*(worker(c, i) for i, c in enumerate(pool)))
+    el = time.perf_counter() - t0
+    for c in pool:
+        c.close()
+    return summary("rest_max", len(lat) - errs, errs, el, lat)
+
+
+async def rest_rate(host: str, port: int, creds: list[tuple[str, str]], rate: float,
+                    seconds: float, conns: int) -> dict[str, Any]:
+    """Open loop: request k is due at t0 + k/rate; latency counts from the due time."""
+    pool = [HttpConn(host, port, *creds[i % len(creds)]) for i in range(conns)]
+    await asyncio.gather(*(c.open() for c in pool))
+    free: asyncio.Queue[HttpConn] = asyncio.Queue()
+    for c in pool:
+        free.put_nowait(c)
+    lat: list[float] = []
+    errs = 0
+    n = int(rate * seconds)
+    gen = OrderGen(99)
+    tasks = []
+
+    async def one(due: float, body: bytes) -> None:
+        nonlocal errs
+        c = await free.get()
+        st = await c.post_order(body)
+        lat.append(time.perf_counter() - due)
+        if st >= 300:
+            errs += 1
+        free.put_nowait(c)
+
+    t0 = time.perf_counter()
+    for k in range(n):
+        due = t0 + k / rate
+        delay = due - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        tasks.append(asyncio.ensure_future(one(due, gen.body())))
+    await asyncio.gather(*tasks)
+    el = time.perf_counter() - t0
+    for c in pool:
+        c.close()
+    return summary(f"rest_rate_{int(rate)}", len(lat) - errs, errs, el, lat)
+
+
+# ------------------------------------------------------------------ WebSocket
+
+async def ws_connect(url: str, key: str, secret: str) -> Any:
+    from websockets.asyncio.client import connect
+
+    ws = await connect(url, max_size=2**20, compression=None, ping_interval=None)
+    ts = str(now_ms())
+    sig = hmac.new(secret.encode(), f"{ts}GET/v1/ws".encode(), hashlib.sha256).hexdigest()
+    await ws.send(json.dumps({"op": "auth", "id": 0, "key": key, "timestamp": ts,
+                              "signature": sig}))
+    reply = json.loads(await ws.recv())
+    if not reply.get("ok"):
+        raise RuntimeError(f"ws auth failed: {reply}")
+    return ws
+
+
+def _ws_msg(rid: int, body: bytes) -> bytes:
+    return b'{"op":"place","id":%d,"args":%s}' % (rid, body)
+
+
+async def ws_max(url: str, creds: list[tuple[str, str]], conns: int, window: int,
+                 total: int) -> dict[str, Any]:
+    socks = [await ws_connect(url, *creds[i % len(creds)]) for i in range(conns)]
+    lat: list[float] = []
+    errs = 0
+    per = total // conns
+
+    async def worker(ws: Any, seed: int) -> None:
+        nonlocal errs
+        gen = OrderGen(seed)
+        sent: dict[int, float] = {}
+        pc = time.perf_counter
+        credit = asyncio.Semaphore(window)
+
+        async def reader() -> None:
+            nonlocal errs
+            got = 0
+            while got < per:
+                raw = await ws.recv(decode=False)
+                i = raw.find(b'"id":')
+                j = raw.find(b",", i)
+                rid = int(raw[i + 5:j])
+                lat.append(pc() - sent.pop(rid))
+                if b'"ok":true' not in raw[:j + 12]:
+                    errs += 1
+                got += 1
+                credit.release()
+
+        rt = asyncio.ensure_future(reader())
+        for rid in range(1, per + 1):
+            await credit.acquire()
+            sent[rid] = pc()
+            await ws.send(_ws_msg(rid, gen.body()), text=True)
+        await rt
+
+    t0 = time.perf_counter()
+    await asyncio.gather(*(worker(ws, 1000 + i) for i, ws in enumerate(socks)))
+    el = time.perf_counter() - t0
+    for ws in socks:
+        await ws.close()
+    return summary("ws_max", len(lat) - errs, errs, el, lat)
+
+
+async def ws_rate(url: str, creds: list[tuple[str, str]], rate: float, seconds: float,
+                  conns: int) -> dict[str, Any]:
+    socks = [await ws_connect(url, *creds[i % len(creds)]) for i in range(conns)]
+    lat: list[float] = []
+    errs = 0
+    n = int(rate * seconds)
+    due_of: dict[int, float] = {}
+    done = asyncio.Event()
+    received = 0
+
+    async def reader(ws: Any) -> None:
+        nonlocal errs, received
+        while True:
+            raw = await ws.recv(decode=False)
+            i = raw.find(b'"id":')
+            j = raw.find(b",", i)
+            rid = int(raw[i + 5:j])
+            lat.append(time.perf_counter() - due_of.pop(rid))
+            if b'"ok":true' not in raw[:j + 12]:
+                errs += 1
+            received += 1
+            if received == n:
+                done.set()
+
+    readers = [asyncio.ensure_future(reader(ws)) for ws in socks]
+    gen = OrderGen(7)
+    t0 = time.perf_counter()
+    for k in range(n):
+        due = t0 + k / rate
+        delay = due - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        due_of[k + 1] = due
+        await socks[k % conns].send(_ws_msg(k + 1, gen.body()), text=True)
+    await asyncio.wait_for(done.wait(), 60)
+    el = time.perf_counter() - t0
+    for r in readers:
+        r.cancel()
+    for ws in socks:
+        await ws.close()
+    return summary(f"ws_rate_{int(rate)}", len(lat) - errs, errs, el, lat)
+
+
+# ------------------------------------------------------------------ orchestration
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def start_server(data: Path, port: int) -> subprocess.Popen[bytes]:
+    env = dict(os.environ)
+    env.update({"BASTION_DATA": str(data), "BASTION_HTTP_PORT": str(port),
+                "BASTION_ADMIN_TOKEN": ADMIN, "BASTION_DEMO_KEY": KEY,
+                "BASTION_DEMO_SECRET": SECRET, "BASTION_RATE_KEY": "0", "BASTION_RATE_IP": "0",
+                "BASTION_LOG_LEVEL": "warning"})
+    proc = subprocess.Popen([sys.executable, "-c", "from bastion.cli.main import app; app()",
+                             "run"], env=env, stdout=subprocess.DEVNULL,
+                            stderr=open(data.parent / "server.log", "wb"))  # noqa: SIM115
+    import httpx
+
+    for _ in range(400):
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/v1/time", timeout=0.5).status_code == 200:
+                return proc
+        except httpx.HTTPError:
+            time.sleep(0.05)
+    proc.kill()
+    raise RuntimeError("server did not start: " + (data.parent / "server.log").read_text())
+
+
+def second_key(base: str, admin: str) -> tuple[str, str]:
+    import httpx
+
+    r = httpx.post(base + "/admin/keys", json={"account": 2, "permissions": ["read", "trade"]},
+                   headers={"authorization": f"Bearer {admin}"})
+    r.raise_for_status()
+    return r.json()["key"], r.json()["secret"]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--url", help="use a running server (default: start one)")
+    ap.add_argument("--key", default=KEY)
+    ap.add_argument("--secret", default=SECRET)
+    ap.add_argument("--admin", default=ADMIN)
+    ap.add_argument("--rest-orders", type=int, default=40_000)
+    ap.add_argument("--conns", type=int, default=64)
+    ap.add_argument("--rest-rate", type=float, default=2_000)
+    ap.add_argument("--ws-orders", type=int, default=100_000)
+    ap.add_argument("--ws-conns", type=int, default=4)
+    ap.add_argument("--window", type=int, default=256)
+    ap.add_argument("--ws-rate", type=float, default=5_000)
+    ap.add_argument("--rate-seconds", type=float, default=5.0)
+    ap.add_argument("--only", choices=["rest", "ws"], help="run one transport only")
+    ap.add_argument("--json", action="store_true")
+    args = ap.parse_args()
+    try:
+        import uvloop
+
+        uvloop.install()
+    except ImportError:
+        pass
+    tmp = None
+    proc = None
+    if args.url:
+        base = args.url.rstrip("/")
+    else:
+        tmp = Path(tempfile.mkdtemp(prefix="bastion-bench-"))
+        port = free_port()
+        proc = start_server(tmp / "data", port)
+        base = f"http://127.0.0.1:{port}"
+    u = urlparse(base)
+    host, port = u.hostname or "127.0.0.1", u.port or 80
+    ws_url = f"ws://{host}:{port}/v1/ws"
+    results: list[dict[str, Any]] = []
+    try:
+        creds = [(args.key, args.secret), second_key(base, args.admin)]
+
+        def show(r: dict[str, Any]) -> None:
+            results.append(r)
+            if not args.json:
+                print(f"{r['phase']:>16}: {r['orders']:>7} orders in {r['seconds']:6.2f} s = "
+                      f"{r['orders_per_s']:>6}/s  p50 {r['p50_ms']:.2f} ms  p99 "
+                      f"{r['p99_ms']:.2f} ms  p99.9 {r['p999_ms']:.2f} ms  errors {r['errors']}",
+                      flush=True)
+
+        if args.only in (None, "rest"):
+            show(asyncio.run(rest_max(host, port, creds, args.conns, args.rest_orders)))
+            show(asyncio.run(rest_rate(host, port, creds, args.rest_rate, args.rate_seconds,
+                                       args.conns)))
+        if args.only in (None, "ws"):
+            show(asyncio.run(ws_max(ws_url, creds, args.ws_conns, args.window,
+                                    args.ws_orders)))
+            show(asyncio.run(ws_rate(ws_url, creds, args.ws_rate, args.rate_seconds,
+                                     args.ws_conns)))
+    finally:
+        if proc is not None:
+            proc.send_signal(signal.SIGINT)
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+    print(json.dumps({"bench": "gateway", "cpus": os.cpu_count(), "results": results}))
+
+
+if __name__ == "__main__":
+    main()

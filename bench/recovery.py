@@ -1,0 +1,185 @@
+"""Recovery and snapshot figures on a big book.
+
+    python bench/recovery.py [--orders 1000000] [--tail 1000000] [--json]
+
+1. A node builds a book of ``--orders`` resting orders (journaled like any command).
+2. Snapshot pause: the time the node's loop is stopped by ``fork()`` for a snapshot of that book
+   (the child encodes, writes and fsyncs on its own); measured ``--snapshots`` times.
+3. A ``--tail`` of churn commands is journaled after the snapshot.
+4. The node is stopped and started again: time to load and verify the snapshot, replay the
+   tail and be ready, and the state hash is checked against the one before the restart.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import resource
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from collections import deque
+from collections.abc import Sequence
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+sys.path.insert(0, str(ROOT))
+
+from bastion.core import commands as C  # noqa: E402
+from bastion.demo import BTC_USDT, demo_setup  # noqa: E402
+from bastion.node import Node, NodeConfig  # noqa: E402
+from bench.core import ACCOUNTS, MID, gen_churn  # noqa: E402
+
+
+def resting_orders(n: int) -> list[C.Command]:
+    """Orders that never cross and sit outside the churn workload's price range."""
+    cmds: list[C.Command] = []
+    for k in range(n):
+        side = "buy" if k % 2 == 0 else "sell"
+        off = 500 + (k // 2) % 20_000
+        cmds.append(
+            C.PlaceOrder(
+                account=1 + k % ACCOUNTS,
+                market=BTC_USDT,
+                side=side,
+                price=MID - off if side == "buy" else MID + off,
+                qty=1_000,
+            )
+        )
+    return cmds
+
+
+async def pump(node: Node, cmds: Sequence[C.Command], batch: int = 2000, depth: int = 8) -> float:
+    t0 = time.perf_counter()
+    window: deque[asyncio.Future[object]] = deque()
+    for i in range(0, len(cmds), batch):
+        window.append(node.submit_many(cmds[i : i + batch]))  # type: ignore[arg-type]
+        if len(window) >= depth:
+            await window.popleft()
+    while window:
+        await window.popleft()
+    return time.perf_counter() - t0
+
+
+async def build(
+    directory: Path, orders: int, tail: int, snapshots: int, collapse: bool
+) -> dict[str, float]:
+    config = NodeConfig(
+        snapshot_every_commands=0,
+        snapshot_every_seconds=0,
+        progress=False,
+        hugepage_collapse_min_rss_mb=256 if collapse else 0,
+    )
+    node = Node(directory, config=config)
+    await node.start()
+    await node.submit_many(demo_setup(list(range(1, ACCOUNTS + 1))))
+    build_s = await pump(node, resting_orders(orders))
+    book = len(node.engine.orders)
+    pauses: list[float] = []
+    writes: list[float] = []
+    size = 0
+    for _ in range(snapshots):
+        t0 = time.perf_counter()
+        info = await node.snapshot()
+        writes.append(time.perf_counter() - t0)
+        pauses.append(node.snapshot_pauses[-1])
+        size = info.path.stat().st_size
+    stream = gen_churn(tail)
+    offset = node.engine.next_order_id - 1
+    for cmd in stream:
+        if isinstance(cmd, C.CancelOrder):
+            cmd.order_id += offset
+    half = len(stream) // 2
+    snapshot = asyncio.ensure_future(node.snapshot())
+    during_s = await pump(node, stream[:half], batch=1000)
+    still_writing = not snapshot.done()
+    await snapshot
+    after_s = await pump(node, stream[half:], batch=1000)
+    tail_s = during_s + after_s
+    expected = node.engine.state_hash()
+    await node.close()
+    return {
+        "book": book,
+        "build_s": build_s,
+        "pauses": pauses,  # type: ignore[dict-item]
+        "writes": writes,  # type: ignore[dict-item]
+        "snapshot_bytes": size,
+        "tail_s": tail_s,
+        "during_ops_per_s": half / during_s,
+        "after_ops_per_s": (len(stream) - half) / after_s,
+        "overlap": still_writing,  # type: ignore[dict-item]
+        "collapse_s": [c.seconds for c in node.collapses],  # type: ignore[dict-item]
+        "expected": expected,  # type: ignore[dict-item]
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--orders", type=int, default=1_000_000, help="resting orders in the book")
+    ap.add_argument("--tail", type=int, default=1_000_000, help="commands after the snapshot")
+    ap.add_argument("--snapshots", type=int, default=3, help="snapshot pauses to measure")
+    ap.add_argument("--dir", type=Path, default=None, help="where the data goes (real disk)")
+    ap.add_argument("--no-collapse", action="store_true", help="plain fork, no huge pages")
+    ap.add_argument("--json", action="store_true", help="print one JSON object on the last line")
+    args = ap.parse_args()
+    workdir = Path(tempfile.mkdtemp(prefix="bastion-recovery-", dir=args.dir))
+    try:
+        built = asyncio.run(
+            build(workdir, args.orders, args.tail, args.snapshots, not args.no_collapse)
+        )
+        t0 = time.perf_counter()
+        node = Node(workdir, config=NodeConfig(progress=None))
+        ready = time.perf_counter() - t0
+        report = node.recovery
+        ok = node.engine.state_hash() == built["expected"]
+        node.close_offline()
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    if not ok:
+        raise SystemExit("recovered state hash differs from the state before the restart")
+    pauses = [p * 1000 for p in built["pauses"]]  # type: ignore[attr-defined]
+    result = {
+        "orders": args.orders,
+        "book_orders": built["book"],
+        "tail": args.tail,
+        "snapshot_pause_ms_max": round(max(pauses), 2),
+        "snapshot_pause_ms_median": round(statistics.median(pauses), 2),
+        "snapshot_write_s": round(statistics.median(built["writes"]), 3),  # type: ignore[arg-type]
+        "snapshot_mb": round(built["snapshot_bytes"] / 1e6, 1),
+        "startup_s": round(ready, 3),
+        "startup_snapshot_s": round(report.snapshot_seconds, 3),
+        "startup_replay_s": round(report.replay_seconds, 3),
+        "replayed": report.replayed,
+        "replay_ops_per_s": round(report.replayed / max(report.replay_seconds, 1e-9)),
+        "build_book_s": round(built["build_s"], 3),
+        "tail_ops_per_s": round(args.tail / built["tail_s"]),
+        "tail_ops_per_s_while_snapshot_child_writes": round(built["during_ops_per_s"]),
+        "tail_ops_per_s_after": round(built["after_ops_per_s"]),
+        "child_outlived_first_half": built["overlap"],
+        "hugepage_collapse_s": [round(c, 2) for c in built["collapse_s"]],  # type: ignore[attr-defined]
+        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+        "state_hash_ok": ok,
+    }
+    if not args.json:
+        print(
+            f"book {result['book_orders']:,} orders: fork-snapshot pause max "
+            f"{result['snapshot_pause_ms_max']} ms (median {result['snapshot_pause_ms_median']} "
+            f"ms), child writes {result['snapshot_mb']} MB in {result['snapshot_write_s']} s\n"
+            f"restart: snapshot + {result['replayed']:,}-command tail ready in "
+            f"{result['startup_s']} s (snapshot load+verify {result['startup_snapshot_s']} s, "
+            f"replay {result['startup_replay_s']} s = {result['replay_ops_per_s']:,} ops/s); "
+            f"state hash matches: {ok}\n"
+            f"tail throughput while a snapshot child writes "
+            f"{result['tail_ops_per_s_while_snapshot_child_writes']:,} ops/s, after "
+            f"{result['tail_ops_per_s_after']:,} ops/s; huge-page collapse before forks "
+            f"{result['hugepage_collapse_s']} s (worker thread)"
+        )
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,236 @@
+"""The ASGI application: native REST, WebSocket, Binance-compatible routes, operator routes,
+status page, OpenAPI and docs, behind per-IP limits and a request size cap.
+
+Starlette + msgspec was chosen by measurement (README "Trading API"); the hot path stays a
+plain Starlette route so the framework adds little per request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, Response
+from starlette.routing import BaseRoute, Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from bastion.api import admin, binance, native, ws
+from bastion.api import errors as A
+from bastion.api.app_context import Context
+from bastion.api.auth import Authenticator
+from bastion.api.config import Settings
+from bastion.api.errors import ApiError
+from bastion.api.fastpath import place_order
+from bastion.api.http import encode, error_body
+from bastion.api.keys import KeyStore, load_server_key
+from bastion.api.openapi import build_spec, docs_html
+from bastion.api.ratelimit import Limiter
+from bastion.api.service import Gateway
+
+log = logging.getLogger("bastion.api")
+
+BINANCE_PREFIXES = ("/api/", "/fapi/", "/sapi/", "/dapi/", "/eapi/")
+
+
+def _is_binance(path: str) -> bool:
+    return path.startswith(BINANCE_PREFIXES)
+
+
+def _error_response(path: str, err: ApiError) -> Response:
+    if _is_binance(path):
+        return binance.error_response(err)
+    return Response(error_body(err.code, err.message), status_code=err.status,
+                    media_type="application/json", headers=err.headers)
+
+
+class Guard:
+    """Per-IP rate limit and body-size cap, before routing so abuse costs little."""
+
+    def __init__(self, app: ASGIApp, limiter: Limiter, max_body: int,
+                 fast: dict[str, Any]) -> None:
+        self.app = app
+        self.limiter = limiter
+        self.max_body = max_body
+        #: filled by the lifespan: the context for the bare order-entry handler
+        self.fast = fast
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if kind != "http" and kind != "websocket":
+            await self.app(scope, receive, send)
+            return
+        client = scope.get("client")
+        ip = client[0] if client else "?"
+        try:
+            self.limiter.hit(ip)
+            if kind == "http":
+                for name, value in scope["headers"]:
+                    if name == b"content-length":
+                        if not value.isdigit() or int(value) > self.max_body:
+                            raise ApiError(A.BODY_TOO_LARGE, f"request body over "
+                                                             f"{self.max_body} bytes")
+                        break
+        except ApiError as err:
+            if kind == "websocket":
+                await send({"type": "websocket.close", "code": 1008, "reason": err.message})
+                return
+            await _error_response(scope["path"], err)(scope, receive, send)
+            return
+        if kind == "websocket":
+            await self.app(scope, receive, send)
+            return
+        ctx = self.fast.get("ctx")
+        if ctx is not None and scope["path"] == "/v1/orders" and scope["method"] == "POST":
+            await place_order(ctx, scope, receive, send)
+            return
+        seen = 0
+        limit = self.max_body
+
+        async def capped() -> Message:
+            nonlocal seen
+            msg = await receive()
+            if msg["type"] == "http.request":
+                seen += len(msg.get("body", b""))
+                if seen > limit:
+                    raise ApiError(A.BODY_TOO_LARGE, f"request body over {limit} bytes")
+            return msg
+
+        await self.app(scope, capped, send)
+
+
+def build(settings: Settings, node_factory: Callable[[], Any] | None = None) -> Starlette:
+    """Create the app; the node is opened in the lifespan (recovery happens there)."""
+    state: dict[str, Any] = {}
+    server_key = load_server_key(settings.data_dir, settings.server_key)
+    keys = KeyStore(settings.data_dir / "api" / "keys.json", server_key)
+    admin_token = settings.admin_token or secrets.token_urlsafe(24)
+    settings.admin_token = admin_token
+    auth = Authenticator(keys, admin_token, recv_window_default=settings.recv_window_default,
+                         recv_window_max=settings.recv_window_max)
+    fast: dict[str, Any] = {}
+    key_limiter = Limiter("per-key", *settings.key_rate)
+    ip_limiter = Limiter("per-IP", *settings.ip_rate)
+
+    async def openapi(request: Request) -> Response:
+        return Response(encode(state["spec"]), media_type="application/json")
+
+    async def docs(request: Request) -> Response:
+        return HTMLResponse(state["docs"])
+
+    async def root(request: Request) -> Response:
+        return HTMLResponse("<!doctype html><title>Bastion</title><h1>Bastion</h1><ul>"
+                            "<li><a href=/docs>API docs</a></li><li><a href=/openapi.json>"
+                            "OpenAPI</a></li><li><a href=/status>Status</a></li></ul>")
+
+    async def on_api_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, ApiError)
+        return _error_response(request.url.path, exc)
+
+    async def on_http_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, HTTPException)
+        code = {404: A.NOT_FOUND, 405: A.METHOD_NOT_ALLOWED}.get(exc.status_code,
+                                                                 A.MALFORMED_REQUEST)
+        return _error_response(request.url.path, ApiError(code, str(exc.detail),
+                                                          status=exc.status_code))
+
+    async def on_crash(request: Request, exc: Exception) -> Response:
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        return _error_response(request.url.path, ApiError("INTERNAL_ERROR", "internal error",
+                                                          status=500))
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        from bastion.api.server import Health, banner, close_node, ensure_demo_key, open_node
+
+        node = await open_node(settings, node_factory)
+        gateway = Gateway(node)
+        try:
+            ctx = Context(settings=settings, gateway=gateway, keys=keys, auth=auth,
+                          key_limiter=key_limiter, ip_limiter=ip_limiter)
+            hub = ws.Hub(ctx)
+            ctx.hub = hub
+            gateway.attach()
+            gateway.add_listener(hub.publish)
+            routes: list[BaseRoute] = []
+            routes += native.routes(ctx)
+            routes += ws.routes(ctx, hub)
+            routes += binance.routes(ctx)
+            routes += admin.routes(ctx)
+            status_cm = _status(settings, ctx, routes)
+            state["spec"] = build_spec()
+            state["docs"] = docs_html(state["spec"])
+        except BaseException:
+            gateway.detach()
+            await close_node(node)
+            raise
+        app.router.routes[:0] = routes
+        app.state.ctx = ctx
+        fast["ctx"] = ctx
+        hub.start()
+        print(banner(ctx, ensure_demo_key(ctx)), flush=True)
+        health_task = asyncio.create_task(Health(ctx).run())
+        try:
+            async with status_cm:
+                yield
+        finally:
+            health_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await health_task
+            await hub.stop()
+            gateway.detach()
+            await close_node(node)
+
+    app = Starlette(
+        routes=[Route("/openapi.json", openapi), Route("/docs", docs), Route("/", root)],
+        lifespan=lifespan,
+        exception_handlers={ApiError: on_api_error, HTTPException: on_http_error,
+                            Exception: on_crash},
+    )
+    app.add_middleware(Guard, limiter=ip_limiter, max_body=settings.max_body, fast=fast)
+    app.state.settings = settings
+    app.state.keys = keys
+    return app
+
+
+def _status(settings: Settings, ctx: Context, routes: list[BaseRoute]
+            ) -> contextlib.AbstractAsyncContextManager[None]:
+    """Mount the status page and feed it the engine's market modes, if the module is present."""
+    try:
+        from bastion.status import StatusRuntime, StatusService, status_routes
+    except ImportError:  # pragma: no cover - status is part of the tree
+        return contextlib.nullcontext()
+    service = StatusService(settings.data_dir / "status" / "status.db", demo=settings.demo)
+    runtime = StatusRuntime(service)
+    assert settings.admin_token is not None
+    routes += status_routes(runtime, settings.admin_token)
+    engine = ctx.gateway.engine
+    for name, mkt in sorted(engine.markets.items()):
+        service.register_market(name)
+        service.observe_market_mode(name, mkt.mode, mkt.mode_reason)
+
+    def observe(ev: Any) -> None:
+        service.observe_market_mode(ev.market, ev.new, ev.reason[:500], ev.ts)
+
+    ctx.gateway.on_mode_change(observe)
+    ctx.extra["status"] = service
+
+    @asynccontextmanager
+    async def running() -> AsyncIterator[None]:
+        try:
+            async with runtime.running():
+                yield
+        finally:
+            service.close()
+
+    return running()
+
+
+Handler = Callable[[Request], Awaitable[Response]]

@@ -1,0 +1,822 @@
+"""Binance-compatible surface: enough of ``/api/v3`` (spot), ``/fapi`` (USD-M perpetuals) and
+``/sapi`` for unmodified ccxt ``binance`` / ``binanceusdm`` pointed at this server.
+
+Auth is Binance's: header ``X-MBX-APIKEY``; ``signature`` = hex HMAC-SHA256 of the exact
+url-encoded parameters (query string, then form body) including ``timestamp`` and
+``recvWindow``. It runs through the same key store, receive window, replay cache, permission
+and rate-limit checks as the native API. Errors are ``{"code": -NNNN, "msg": ...}`` with the
+codes and messages ccxt maps to its own error classes (see ``_CODES``).
+
+Symbols: a spot market ``BTC-USDT`` is ``BTCUSDT`` on ``/api``; a perpetual ``BTC-USDT-PERP``
+is ``BTCUSDT`` on ``/fapi``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+from urllib.parse import parse_qsl
+
+import msgspec
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Route
+
+from bastion.api import errors as A
+from bastion.api import perps
+from bastion.api import views as V
+from bastion.api.app_context import Context
+from bastion.api.auth import require
+from bastion.api.convert import from_units, to_units, trim
+from bastion.api.errors import ApiError
+from bastion.api.keys import ApiKey
+from bastion.api.native import INTERVALS, now_ms
+from bastion.api.readmodel import CANCELED, EXPIRED, FILLED, OPEN, PARTIAL, Fill, OrderRecord
+from bastion.core import commands as C
+from bastion.core import errors as X
+from bastion.core.engine import Engine
+from bastion.core.state import Market
+
+_enc = msgspec.json.Encoder()
+
+Handler = Callable[[Request], Awaitable[Response]]
+
+# core / gateway code -> (binance code, message, http status); messages matter: ccxt matches
+# some exactly ("Account has insufficient balance..." -> InsufficientFunds).
+_CODES: dict[str, tuple[int, str, int]] = {
+    A.UNAUTHORIZED: (-2015, "Invalid API-key, IP, or permissions for action.", 401),
+    A.FORBIDDEN: (-2015, "Invalid API-key, IP, or permissions for action.", 401),
+    A.INVALID_SIGNATURE: (-1022, "Signature for this request is not valid.", 401),
+    A.REPLAYED: (-1022, "Signature for this request was already used (replay).", 401),
+    A.TIMESTAMP_OUTSIDE_WINDOW: (-1021, "Timestamp for this request is outside of the "
+                                        "recvWindow.", 400),
+    A.RATE_LIMITED: (-1003, "Too many requests; current limit is exceeded.", 429),
+    A.BODY_TOO_LARGE: (-1000, "Request body too large.", 413),
+    A.MALFORMED_REQUEST: (-1102, "A mandatory parameter was not sent, was empty/null, or "
+                                 "malformed.", 400),
+    A.NOT_FOUND: (-1000, "Unknown endpoint.", 404),
+    A.METHOD_NOT_ALLOWED: (-1000, "Method not allowed.", 405),
+    A.UNAVAILABLE: (-1001, "Internal error; unable to process your request. Please try "
+                           "again.", 503),
+    A.NOT_SUPPORTED: (-1130, "Data sent for parameter is not valid.", 400),
+    X.UNKNOWN_MARKET: (-1121, "Invalid symbol.", 400),
+    X.UNKNOWN_ORDER: (-2011, "Unknown order sent.", 400),
+    X.INSUFFICIENT_FUNDS: (-2010, "Account has insufficient balance for requested action.", 400),
+    X.UNKNOWN_ACCOUNT: (-2010, "Account has insufficient balance for requested action.", 400),
+    X.INSUFFICIENT_MARGIN: (-2010, "Account has insufficient balance for requested action.",
+                            400),
+    X.POST_ONLY_WOULD_CROSS: (-2010, "Order would immediately match and take.", 400),
+    X.TICK_SIZE: (-1013, "Filter failure: PRICE_FILTER", 400),
+    X.LOT_SIZE: (-1013, "Filter failure: LOT_SIZE", 400),
+    X.MIN_QUANTITY: (-1013, "Filter failure: LOT_SIZE", 400),
+    X.MAX_QUANTITY: (-1013, "Filter failure: LOT_SIZE", 400),
+    X.PRICE_BAND: (-1013, "Filter failure: PERCENT_PRICE_BY_SIDE", 400),
+    X.MIN_NOTIONAL: (-2010, "Filter failure: NOTIONAL", 400),
+    X.NO_LIQUIDITY: (-2010, "Order would not fill: no liquidity on the other side.", 400),
+    X.FOK_NOT_FILLABLE: (-2010, "Order could not be filled completely (FOK) and was rejected.",
+                         400),
+    X.MARKET_MODE: (-2010, "Market is closed.", 400),
+    X.REDUCE_ONLY: (-2022, "ReduceOnly Order is rejected.", 400),
+    X.DUPLICATE_CLIENT_ID: (-2010, "Duplicate order sent.", 400),
+    X.INVALID_PRICE: (-1013, "Invalid price.", 400),
+    X.INVALID_QUANTITY: (-1013, "Invalid quantity.", 400),
+    X.INVALID_AMOUNT: (-1013, "Invalid amount.", 400),
+    X.INVALID_ARGUMENT: (-1130, "Data sent for parameter is not valid.", 400),
+    X.NO_CHANGE: (-2010, "No need to modify the order.", 400),
+}
+
+_STATUS = {OPEN: "NEW", PARTIAL: "PARTIALLY_FILLED", FILLED: "FILLED", CANCELED: "CANCELED",
+           EXPIRED: "EXPIRED"}
+_MODE_STATUS = {"open": "TRADING", "post_only": "POST_ONLY", "recovery": "POST_ONLY",
+                "cancel_only": "CANCEL_ONLY", "halted": "HALT", "closed": "END_OF_DAY"}
+
+
+class BinanceError(Exception):
+    """An error that is already in Binance's vocabulary (parameter problems)."""
+
+    def __init__(self, code: int, msg: str, status: int = 400) -> None:
+        super().__init__(msg)
+        self.code = code
+        self.msg = msg
+        self.status = status
+
+
+def error_response(err: ApiError | BinanceError) -> Response:
+    if isinstance(err, BinanceError):
+        return Response(_enc.encode({"code": err.code, "msg": err.msg}), status_code=err.status,
+                        media_type="application/json")
+    code, msg, status = _CODES.get(err.code, (-1000, "An unknown error occurred while "
+                                                     "processing the request.", err.status))
+    if err.code == A.UNAUTHORIZED and "missing" in err.message:
+        code, msg = -2014, "API-key format invalid."
+    elif err.code in (X.INVALID_PRICE, X.INVALID_QUANTITY) and "decimal places" in err.message:
+        code, msg = -1111, "Precision is over the maximum defined for this asset."
+    elif err.code == X.MARKET_MODE and "post-only" in err.message:
+        msg = "Market accepts only post-only (LIMIT_MAKER / GTX) orders right now."
+    if code not in (-2010,) or msg in ("Duplicate order sent.",):
+        msg = f"{msg} ({err.message})" if err.message and code not in (-2015, -2014) else msg
+    headers = dict(err.headers)
+    return Response(_enc.encode({"code": code, "msg": msg}), status_code=status,
+                    media_type="application/json", headers=headers)
+
+
+def J(data: Any, status: int = 200) -> Response:
+    return Response(_enc.encode(data), status_code=status, media_type="application/json")
+
+
+# ---------------------------------------------------------------- parameters and auth
+
+class Params:
+    """Parsed query + form parameters of one request, with Binance-style validation errors."""
+
+    def __init__(self, items: dict[str, str]) -> None:
+        self.items = items
+
+    def opt(self, name: str) -> str | None:
+        v = self.items.get(name)
+        return v if v not in (None, "") else None
+
+    def req(self, name: str) -> str:
+        v = self.opt(name)
+        if v is None:
+            raise BinanceError(-1102, f"Mandatory parameter '{name}' was not sent, was "
+                                      "empty/null, or malformed.")
+        return v
+
+    def int(self, name: str, default: int | None = None, low: int = 0,
+            high: int = 2**62) -> int | None:
+        v = self.opt(name)
+        if v is None:
+            return default
+        if not v.isascii() or not v.isdigit() or len(v) > 19 or not low <= int(v) <= high:
+            raise BinanceError(-1100, f"Illegal characters found in parameter '{name}'; "
+                                      f"legal range is {low}..{high}.")
+        return int(v)
+
+    def flag(self, name: str) -> bool:
+        v = (self.opt(name) or "false").lower()
+        if v not in ("true", "false"):
+            raise BinanceError(-1130, f"Data sent for parameter '{name}' is not valid.")
+        return v == "true"
+
+
+def _strip_signature(raw: bytes) -> tuple[bytes, str | None]:
+    """Remove ``signature=...`` from an url-encoded string, keeping every other byte."""
+    parts = raw.split(b"&") if raw else []
+    sig = None
+    kept = []
+    for p in parts:
+        if p.startswith(b"signature="):
+            sig = p[10:].decode("ascii", "replace")
+        else:
+            kept.append(p)
+    return b"&".join(kept), sig
+
+
+async def read_params(request: Request) -> tuple[Params, bytes, bytes]:
+    qs: bytes = request.scope.get("query_string", b"")
+    body = b""
+    if request.method in ("POST", "PUT"):
+        body = await request.body()
+    items: dict[str, str] = {}
+    try:
+        for raw in (qs, body):
+            if raw:
+                for k, v in parse_qsl(raw.decode("utf-8"), keep_blank_values=True,
+                                      strict_parsing=False, max_num_fields=100):
+                    items[k] = v
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise BinanceError(-1100, f"Illegal characters found in a parameter: {exc}") from None
+    return Params(items), qs, body
+
+
+def authenticate(ctx: Context, request: Request, qs: bytes, body: bytes, p: Params,
+                 permission: str) -> ApiKey:
+    q2, sig_q = _strip_signature(qs)
+    b2, sig_b = _strip_signature(body)
+    payload = q2 + b2
+    key = ctx.auth.verify(request.headers.get("x-mbx-apikey"), p.opt("timestamp"),
+                          sig_q or sig_b, payload, p.opt("recvWindow"))
+    require(key, permission)
+    ctx.key_limiter.hit(key.key)
+    return key
+
+
+# ---------------------------------------------------------------- symbols and shapes
+
+def _is_perp(m: Market) -> bool:
+    return m.kind != "spot"
+
+
+class Symbols:
+    """Binance symbol <-> market name, per surface (spot markets on /api, perps on /fapi)."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.spot: dict[str, Market] = {}
+        self.perp: dict[str, Market] = {}
+        for m in engine.markets.values():
+            (self.perp if _is_perp(m) else self.spot)[bsym(m)] = m
+
+    def market(self, symbol: str | None, perp: bool) -> Market:
+        if symbol is None:
+            raise BinanceError(-1102, "Mandatory parameter 'symbol' was not sent, was "
+                                      "empty/null, or malformed.")
+        m = (self.perp if perp else self.spot).get(symbol.upper())
+        if m is None:
+            raise BinanceError(-1121, "Invalid symbol.")
+        return m
+
+
+def bsym(m: Market) -> str:
+    return m.base + quote_of(m)
+
+
+def quote_of(m: Market) -> str:
+    return m.quote
+
+
+def _order_type(r: OrderRecord, perp: bool) -> str:
+    if r.order_type == "market":
+        return "MARKET"
+    if r.post_only and not perp:
+        return "LIMIT_MAKER"
+    return "LIMIT"
+
+
+def _tif(r: OrderRecord, perp: bool) -> str:
+    if perp and r.post_only:
+        return "GTX"
+    return r.tif
+
+
+def order_json(u: V.Units, m: Market, r: OrderRecord, perp: bool,
+               fills: list[Fill] | None = None) -> dict[str, Any]:
+    price = u.price(r.price) if r.order_type == "limit" else u.price(0)
+    executed = u.qty(r.filled)
+    quote = u.quote_amount(r.filled_quote)
+    common: dict[str, Any] = {
+        "symbol": bsym(m), "orderId": r.order_id, "clientOrderId": r.client_id,
+        "price": price, "origQty": u.qty(r.qty), "executedQty": executed,
+        "status": _STATUS[r.status], "timeInForce": _tif(r, perp),
+        "type": _order_type(r, perp), "side": r.side.upper(), "time": r.created_ts,
+        "updateTime": r.updated_ts,
+    }
+    if perp:
+        avg = u.avg_price(r.filled_quote, r.filled) or u.price(0)
+        common.update({"avgPrice": avg, "cumQty": executed, "cumQuote": quote,
+                       "reduceOnly": r.reduce_only, "closePosition": False,
+                       "positionSide": "BOTH", "stopPrice": "0", "workingType": "CONTRACT_PRICE",
+                       "priceProtect": False, "origType": _order_type(r, perp),
+                       "priceMatch": "NONE", "selfTradePreventionMode": "EXPIRE_TAKER",
+                       "goodTillDate": 0})
+    else:
+        common.update({"orderListId": -1, "cummulativeQuoteQty": quote, "stopPrice": u.price(0),
+                       "icebergQty": u.qty(0), "isWorking": r.is_open,
+                       "workingTime": r.created_ts, "origQuoteOrderQty": u.quote_amount(0),
+                       "selfTradePreventionMode": "EXPIRE_TAKER"})
+        if fills is not None:
+            common["transactTime"] = r.updated_ts
+            common["fills"] = [{"price": u.price(f.price), "qty": u.qty(f.qty),
+                                "commission": u.quote_amount(f.fee),
+                                "commissionAsset": u.quote, "tradeId": f.trade_id}
+                               for f in fills]
+    return common
+
+
+def _filters(u: V.Units, m: Market, perp: bool) -> list[dict[str, Any]]:
+    max_price = u.price(10**15)
+    out: list[dict[str, Any]] = [
+        {"filterType": "PRICE_FILTER", "minPrice": trim(u.price(m.tick_size)),
+         "maxPrice": trim(max_price), "tickSize": trim(u.price(m.tick_size))},
+        {"filterType": "LOT_SIZE", "minQty": trim(u.qty(m.min_qty)),
+         "maxQty": trim(u.qty(m.max_qty)), "stepSize": trim(u.qty(m.lot_size))},
+        {"filterType": "MARKET_LOT_SIZE", "minQty": trim(u.qty(m.min_qty)),
+         "maxQty": trim(u.qty(m.max_qty)), "stepSize": trim(u.qty(m.lot_size))},
+    ]
+    notional = trim(u.quote_amount(m.min_notional))
+    if perp:
+        out.append({"filterType": "MIN_NOTIONAL", "notional": notional})
+    else:
+        out.append({"filterType": "NOTIONAL", "minNotional": notional,
+                    "applyMinToMarket": True, "maxNotional": "9000000000.00000000",
+                    "applyMaxToMarket": False, "avgPriceMins": 5})
+    return out
+
+
+def _decimals_of_step(step: str) -> int:
+    return len(step.split(".", 1)[1]) if "." in step else 0
+
+
+def symbol_info(engine: Engine, m: Market, perp: bool) -> dict[str, Any]:
+    u = V.Units(engine, m)
+    status = _MODE_STATUS.get(m.mode, "BREAK")
+    info: dict[str, Any] = {
+        "symbol": bsym(m), "status": status, "baseAsset": m.base,
+        "baseAssetPrecision": u.base_dp, "quoteAsset": u.quote, "quotePrecision": u.quote_dp,
+        "quoteAssetPrecision": u.quote_dp, "filters": _filters(u, m, perp),
+    }
+    if perp:
+        info.update({
+            "pair": bsym(m), "contractType": "PERPETUAL", "deliveryDate": 4133404800000,
+            "onboardDate": 0, "contractStatus": status, "marginAsset": u.quote,
+            "maintMarginPercent": "2.5000", "requiredMarginPercent": "5.0000",
+            "pricePrecision": m.price_decimals,
+            "quantityPrecision": _decimals_of_step(trim(u.qty(m.lot_size))),
+            "underlyingType": "COIN", "underlyingSubType": [], "settlePlan": 0,
+            "triggerProtect": "0.0500", "liquidationFee": "0.005000",
+            "marketTakeBound": "0.05", "orderTypes": ["LIMIT", "MARKET"],
+            "timeInForce": ["GTC", "IOC", "FOK", "GTX"]})
+    else:
+        info.update({
+            "baseCommissionPrecision": u.base_dp, "quoteCommissionPrecision": u.quote_dp,
+            "orderTypes": ["LIMIT", "LIMIT_MAKER", "MARKET"], "icebergAllowed": False,
+            "ocoAllowed": False, "otoAllowed": False, "quoteOrderQtyMarketAllowed": True,
+            "allowTrailingStop": False, "cancelReplaceAllowed": False,
+            "isSpotTradingAllowed": True, "isMarginTradingAllowed": False,
+            "permissions": ["SPOT"], "permissionSets": [["SPOT"]],
+            "defaultSelfTradePreventionMode": "EXPIRE_TAKER",
+            "allowedSelfTradePreventionModes": ["EXPIRE_TAKER"]})
+    return info
+
+
+# ---------------------------------------------------------------- routes
+
+def routes(ctx: Context) -> list[BaseRoute]:
+    gw = ctx.gateway
+
+    def guarded(fn: Callable[[Request], Awaitable[Response]]) -> Handler:
+        async def handler(request: Request) -> Response:
+            try:
+                return await fn(request)
+            except (ApiError, BinanceError) as err:
+                return error_response(err)
+        return handler
+
+    def symbols() -> Symbols:
+        return Symbols(gw.engine)
+
+    # ------------------------------------------------------------ public
+
+    async def ping(request: Request) -> Response:
+        return J({})
+
+    async def server_time(request: Request) -> Response:
+        return J({"serverTime": now_ms()})
+
+    def exchange_info(perp: bool) -> Handler:
+        async def handler(request: Request) -> Response:
+            e = gw.engine
+            syms = [symbol_info(e, m, perp) for _, m in sorted(e.markets.items())
+                    if _is_perp(m) == perp]
+            data: dict[str, Any] = {"timezone": "UTC", "serverTime": now_ms(),
+                                    "rateLimits": [], "exchangeFilters": [], "symbols": syms}
+            if perp:
+                data["assets"] = [{"asset": a, "marginAvailable": True,
+                                   "autoAssetExchange": "0"}
+                                  for a in sorted({m.quote for m in e.markets.values()
+                                                   if _is_perp(m)})]
+            return J(data)
+        return handler
+
+    async def dapi_exchange_info(request: Request) -> Response:
+        return J({"timezone": "UTC", "serverTime": now_ms(), "rateLimits": [],
+                  "exchangeFilters": [], "symbols": []})
+
+    def depth(perp: bool) -> Handler:
+        async def handler(request: Request) -> Response:
+            p, _, _ = await read_params(request)
+            m = symbols().market(p.opt("symbol"), perp)
+            limit = p.int("limit", 100, 1, 5000)
+            u = V.Units(gw.engine, m)
+            mirror = gw.books.mirror(m.market)
+            bids, asks = mirror.snapshot(limit) if mirror else ([], [])
+            data: dict[str, Any] = {
+                "lastUpdateId": mirror.seq if mirror else gw.engine.seq,
+                "bids": [[u.price(px), u.qty(q)] for px, q in bids],
+                "asks": [[u.price(px), u.qty(q)] for px, q in asks]}
+            if perp:
+                data["E"] = data["T"] = now_ms()
+            return J(data)
+        return handler
+
+    def ticker_24h(m: Market, perp: bool) -> dict[str, Any]:
+        e = gw.engine
+        u = V.Units(e, m)
+        book = e.books[m.market]
+        bid = book.bids.best()
+        ask = book.asks.best()
+        now = now_ms()
+        st = gw.readmodel.stats_24h(m.market, now)
+        last = m.last_price
+        open_ = st.open if st else last
+        change = last - open_ if last else 0
+        pct = f"{change * 100 / open_:.3f}" if open_ else "0.000"
+        wavg = (u.avg_price(st.quote_volume, st.volume) if st else None) or u.price(last)
+        trades = gw.readmodel.recent_trades(m.market, 1)
+        data: dict[str, Any] = {
+            "symbol": bsym(m), "priceChange": u.price(change) if change >= 0
+            else "-" + u.price(-change), "priceChangePercent": pct, "weightedAvgPrice": wavg,
+            "lastPrice": u.price(last), "lastQty": u.qty(trades[-1].qty) if trades
+            else u.qty(0), "openPrice": u.price(open_),
+            "highPrice": u.price(st.high if st else last),
+            "lowPrice": u.price(st.low if st else last),
+            "volume": u.qty(st.volume if st else 0),
+            "quoteVolume": u.quote_amount(st.quote_volume if st else 0),
+            "openTime": now - 86_400_000, "closeTime": now,
+            "firstId": -1, "lastId": trades[-1].trade_id if trades else -1,
+            "count": st.trades if st else 0}
+        if not perp:
+            lv = book.bids.levels.get(bid) if bid is not None else None
+            la = book.asks.levels.get(ask) if ask is not None else None
+            data.update({"prevClosePrice": u.price(open_),
+                         "bidPrice": u.price(bid or 0), "bidQty": u.qty(lv.qty if lv else 0),
+                         "askPrice": u.price(ask or 0), "askQty": u.qty(la.qty if la else 0)})
+        return data
+
+    def ticker(perp: bool) -> Handler:
+        async def handler(request: Request) -> Response:
+            p, _, _ = await read_params(request)
+            syms = symbols()
+            sym = p.opt("symbol")
+            if sym is None:
+                table = syms.perp if perp else syms.spot
+                return J([ticker_24h(m, perp) for _, m in sorted(table.items())])
+            return J(ticker_24h(syms.market(sym, perp), perp))
+        return handler
+
+    def book_ticker(perp: bool) -> Handler:
+        async def handler(request: Request) -> Response:
+            p, _, _ = await read_params(request)
+            syms = symbols()
+
+            def one(m: Market) -> dict[str, Any]:
+                e = gw.engine
+                u = V.Units(e, m)
+                book = e.books[m.market]
+                bid, ask = book.bids.best(), book.asks.best()
+                lv = book.bids.levels.get(bid) if bid is not None else None
+                la = book.asks.levels.get(ask) if ask is not None else None
+                return {"symbol": bsym(m), "bidPrice": u.price(bid or 0),
+                        "bidQty": u.qty(lv.qty if lv else 0), "askPrice": u.price(ask or 0),
+                        "askQty": u.qty(la.qty if la else 0), "time": now_ms()}
+
+            sym = p.opt("symbol")
+            if sym is None:
+                table = syms.perp if perp else syms.spot
+                return J([one(m) for _, m in sorted(table.items())])
+            return J(one(syms.market(sym, perp)))
+        return handler
+
+    def agg_trades(perp: bool) -> Handler:
+        async def handler(request: Request) -> Response:
+            p, _, _ = await read_params(request)
+            m = symbols().market(p.opt("symbol"), perp)
+            limit = p.int("limit", 500, 1, 1000) or 500
+            start = p.int("startTime")
+            end = p.int("endTime")
+            u = V.Units(gw.engine, m)
+            trades = gw.readmodel.recent_trades(m.market, 1000)
+            if start is not None:
+                trades = [t for t in trades if t.ts >= start]
+            if end is not None:
+                trades = [t for t in trades if t.ts <= end]
+            trades = trades[:limit] if start is not None else trades[-limit:]
+            return J([{"a": t.trade_id, "p": u.price(t.price), "q": u.qty(t.qty),
+                       "f": t.trade_id, "l": t.trade_id, "T": t.ts,
+                       "m": t.taker_side == "sell", "M": True} for t in trades])
+        return handler
+
+    def recent_trades(perp: bool) -> Handler:
+        async def handler(request: Request) -> Response:
+            p, _, _ = await read_params(request)
+            m = symbols().market(p.opt("symbol"), perp)
+            limit = p.int("limit", 500, 1, 1000) or 500
+            u = V.Units(gw.engine, m)
+            return J([{"id": t.trade_id, "price": u.price(t.price), "qty": u.qty(t.qty),
+                       "quoteQty": u.quote_amount(t.price * t.qty // u.price_div),
+                       "time": t.ts, "isBuyerMaker": t.taker_side == "sell",
+                       "isBestMatch": True}
+                      for t in gw.readmodel.recent_trades(m.market, limit)])
+        return handler
+
+    def klines(perp: bool) -> Handler:
+        async def handler(request: Request) -> Response:
+            p, _, _ = await read_params(request)
+            m = symbols().market(p.opt("symbol"), perp)
+            interval = p.req("interval")
+            if interval not in INTERVALS:
+                raise BinanceError(-1120, "Invalid interval.")
+            step = INTERVALS[interval]
+            limit = p.int("limit", 500, 1, 1500) or 500
+            u = V.Units(gw.engine, m)
+            rows = gw.readmodel.klines(m.market, step, limit, p.int("startTime"),
+                                       p.int("endTime"))
+            return J([[c.start, u.price(c.open), u.price(c.high), u.price(c.low),
+                       u.price(c.close), u.qty(c.volume), c.start + step - 1,
+                       u.quote_amount(c.quote_volume), c.trades, u.qty(0),
+                       u.quote_amount(0), "0"] for c in rows])
+        return handler
+
+    # ------------------------------------------------------------ private
+
+    async def signed(request: Request, permission: str) -> tuple[ApiKey, Params]:
+        p, qs, body = await read_params(request)
+        key = authenticate(ctx, request, qs, body, p, permission)
+        return key, p
+
+    def new_order(perp: bool) -> Handler:
+        async def handler(request: Request) -> Response:
+            key, p = await signed(request, "trade")
+            m = symbols().market(p.opt("symbol"), perp)
+            u = V.Units(gw.engine, m)
+            side = p.req("side").upper()
+            if side not in ("BUY", "SELL"):
+                raise BinanceError(-1117, "Invalid side.")
+            otype = p.req("type").upper()
+            tif = (p.opt("timeInForce") or "GTC").upper()
+            post_only = False
+            if otype == "LIMIT_MAKER" and not perp:
+                otype, post_only, tif = "LIMIT", True, "GTC"
+            if perp and tif == "GTX":
+                post_only, tif = True, "GTC"
+            if otype not in ("LIMIT", "MARKET"):
+                raise BinanceError(-1116, "Invalid orderType.")
+            if tif not in ("GTC", "IOC", "FOK"):
+                raise BinanceError(-1130, "Data sent for parameter 'timeInForce' is not valid.")
+            reduce_only = p.flag("reduceOnly")
+            if reduce_only and not perp:
+                raise BinanceError(-1106, "Parameter 'reduceOnly' sent when not required.")
+            qty_text = p.opt("quantity")
+            price = 0
+            if otype == "LIMIT":
+                price = to_units(p.req("price"), u.price_dp, X.INVALID_PRICE, "price")
+            if qty_text is None and otype == "MARKET" and side == "BUY" and not perp:
+                qty = _quote_to_qty(gw.engine, m, p.req("quoteOrderQty"))
+            else:
+                qty = to_units(p.req("quantity"), u.base_dp, X.INVALID_QUANTITY, "quantity")
+            cid = p.opt("newClientOrderId") or ""
+            if len(cid) > 64:
+                raise BinanceError(-1130, "Data sent for parameter 'newClientOrderId' is not "
+                                          "valid.")
+            kwargs: dict[str, Any] = {"reduce_only": True} if reduce_only else {}
+            cmd = C.PlaceOrder(account=key.account, market=m.market,
+                               side="buy" if side == "BUY" else "sell", qty=qty, price=price,
+                               order_type="limit" if otype == "LIMIT" else "market",
+                               tif=tif if otype == "LIMIT" else "IOC",  # type: ignore[arg-type]
+                               post_only=post_only, client_id=cid, **kwargs)
+            rec, _dup = await gw.place(cmd)
+            fills = [f for f in gw.readmodel.fills(key.account, m.market)[-64:]
+                     if f.order_id == rec.order_id]
+            return J(order_json(V.Units(gw.engine, m), m, rec, perp,
+                                None if perp else fills))
+        return handler
+
+    def _lookup(key: ApiKey, p: Params, m: Market) -> OrderRecord:
+        oid = p.int("orderId")
+        cid = p.opt("origClientOrderId")
+        if oid is None and cid is None:
+            raise BinanceError(-1102, "Either orderId or origClientOrderId must be sent.")
+        rec = gw.readmodel.order(key.account, oid) if oid is not None else \
+            gw.readmodel.order_by_client(key.account, cid or "")
+        if rec is None or rec.market != m.market:
+            raise BinanceError(-2013, "Order does not exist.")
+        return rec
+
+    def get_order(perp: bool) -> Handler:
+        async def handler(request: Request) -> Response:
+            key, p = await signed(request, "read")
+            m = symbols().market(p.opt("symbol"), perp)
+            rec = _lookup(key, p, m)
+            return J(order_json(V.Units(gw.engine, m), m, rec, perp))
+        return handler
+
+    def cancel_order(perp: bool) -> Handler:
+        async def handler(request: Request) -> Response:
+            key, p = await signed(request, "trade")
+            m = symbols().market(p.opt("symbol"), perp)
+            try:
+                rec = _lookup(key, p, m)
+            except BinanceError:
+                raise BinanceError(-2011, "Unknown order sent.") from None
+            rec = await gw.cancel(key.account, order_id=rec.order_id, market=m.market)
+            out = order_json(V.Units(gw.engine, m), m, rec, perp)
+            out["origClientOrderId"] = rec.client_id
+            return J(out)
+        return handler
+
+    def cancel_all(perp: bool) -> Handler:
+        async def handler(request: Request) -> Response:
+            key, p = await signed(request, "trade")
+            m = symbols().market(p.opt("symbol"), perp)
+            recs = await gw.cancel_all(key.account, m.market)
+            u = V.Units(gw.engine, m)
+            if perp:
+                return J({"code": 200, "msg": "The operation of cancel all open order is done."})
+            return J([order_json(u, m, r, perp) | {"origClientOrderId": r.client_id}
+                      for r in recs])
+        return handler
+
+    def open_orders(perp: bool) -> Handler:
+        async def handler(request: Request) -> Response:
+            key, p = await signed(request, "read")
+            syms = symbols()
+            sym = p.opt("symbol")
+            e = gw.engine
+            wanted = [syms.market(sym, perp)] if sym else list(
+                (syms.perp if perp else syms.spot).values())
+            out = []
+            for m in wanted:
+                u = V.Units(e, m)
+                recs = sorted(gw.readmodel.open_orders(key.account, m.market),
+                              key=lambda r: r.order_id)
+                out.extend(order_json(u, m, r, perp) for r in recs)
+            return J(out)
+        return handler
+
+    def all_orders(perp: bool) -> Handler:
+        async def handler(request: Request) -> Response:
+            key, p = await signed(request, "read")
+            m = symbols().market(p.opt("symbol"), perp)
+            limit = p.int("limit", 500, 1, 1000) or 500
+            start, end = p.int("startTime"), p.int("endTime")
+            since_id = p.int("orderId")
+            recs = gw.readmodel.all_orders(key.account, m.market)
+            if since_id is not None:
+                recs = [r for r in recs if r.order_id >= since_id]
+            if start is not None:
+                recs = [r for r in recs if r.created_ts >= start]
+            if end is not None:
+                recs = [r for r in recs if r.created_ts <= end]
+            recs = recs[:limit] if (start is not None or since_id is not None) else recs[-limit:]
+            u = V.Units(gw.engine, m)
+            return J([order_json(u, m, r, perp) for r in recs])
+        return handler
+
+    def my_trades(perp: bool) -> Handler:
+        async def handler(request: Request) -> Response:
+            key, p = await signed(request, "read")
+            m = symbols().market(p.opt("symbol"), perp)
+            limit = p.int("limit", 500, 1, 1000) or 500
+            start, end = p.int("startTime"), p.int("endTime")
+            from_id = p.int("fromId")
+            oid = p.int("orderId")
+            fills = gw.readmodel.fills(key.account, m.market)
+            if oid is not None:
+                fills = [f for f in fills if f.order_id == oid]
+            if from_id is not None:
+                fills = [f for f in fills if f.trade_id >= from_id]
+            if start is not None:
+                fills = [f for f in fills if f.ts >= start]
+            if end is not None:
+                fills = [f for f in fills if f.ts <= end]
+            fills = fills[:limit] if (start is not None or from_id is not None) \
+                else fills[-limit:]
+            u = V.Units(gw.engine, m)
+            if perp:
+                return J([{"symbol": bsym(m), "id": f.trade_id, "orderId": f.order_id,
+                           "side": "BUY" if f.is_buyer else "SELL", "price": u.price(f.price),
+                           "qty": u.qty(f.qty), "quoteQty": u.quote_amount(f.quote_qty),
+                           "realizedPnl": u.quote_amount(0),
+                           "commission": u.quote_amount(f.fee), "commissionAsset": u.quote,
+                           "time": f.ts, "positionSide": "BOTH", "buyer": f.is_buyer,
+                           "maker": f.is_maker} for f in fills])
+            return J([{"symbol": bsym(m), "id": f.trade_id, "orderId": f.order_id,
+                       "orderListId": -1, "price": u.price(f.price), "qty": u.qty(f.qty),
+                       "quoteQty": u.quote_amount(f.quote_qty),
+                       "commission": u.quote_amount(f.fee), "commissionAsset": u.quote,
+                       "time": f.ts, "isBuyer": f.is_buyer, "isMaker": f.is_maker,
+                       "isBestMatch": True} for f in fills])
+        return handler
+
+    async def account(request: Request) -> Response:
+        key, p = await signed(request, "read")
+        e = gw.engine
+        acct = e.accounts.get(key.account)
+        balances = []
+        if acct is not None:
+            for asset in sorted(set(acct.available) | set(acct.held)):
+                dp = e.assets[asset].decimals
+                balances.append({"asset": asset,
+                                 "free": from_units(acct.available.get(asset, 0), dp),
+                                 "locked": from_units(acct.held.get(asset, 0), dp)})
+        perms = key.permissions
+        return J({"makerCommission": 2, "takerCommission": 5, "buyerCommission": 0,
+                  "sellerCommission": 0,
+                  "commissionRates": {"maker": "0.00020000", "taker": "0.00050000",
+                                      "buyer": "0.00000000", "seller": "0.00000000"},
+                  "canTrade": "trade" in perms, "canWithdraw": "withdraw" in perms,
+                  "canDeposit": True, "brokered": False, "requireSelfTradePrevention": False,
+                  "preventSor": False, "updateTime": now_ms(), "accountType": "SPOT",
+                  "balances": balances, "permissions": ["SPOT"], "uid": key.account})
+
+    async def capital_config(request: Request) -> Response:
+        await signed(request, "read")
+        e = gw.engine
+        return J([{"coin": a.asset, "name": a.asset, "depositAllEnable": False,
+                   "withdrawAllEnable": True, "free": "0", "locked": "0", "freeze": "0",
+                   "withdrawing": "0", "ipoing": "0", "ipoable": "0", "storage": "0",
+                   "isLegalMoney": False, "trading": True, "networkList": []}
+                  for _, a in sorted(e.assets.items())])
+
+    async def empty_list(request: Request) -> Response:
+        await signed(request, "read")
+        return J([])
+
+    # ------------------------------------------------------------ perpetual-only
+
+    async def fapi_account(request: Request) -> Response:
+        key, p = await signed(request, "read")
+        return J(perps.binance_account(ctx, key.account))
+
+    async def fapi_balance(request: Request) -> Response:
+        key, p = await signed(request, "read")
+        return J(perps.binance_account(ctx, key.account)["assets"])
+
+    async def position_risk(request: Request) -> Response:
+        key, p = await signed(request, "read")
+        sym = p.opt("symbol")
+        syms = symbols()
+        markets = [syms.market(sym, True)] if sym else list(syms.perp.values())
+        return J(perps.binance_positions(ctx, key.account, markets))
+
+    async def premium_index(request: Request) -> Response:
+        p, _, _ = await read_params(request)
+        syms = symbols()
+        sym = p.opt("symbol")
+        if sym is None:
+            return J([perps.binance_premium(ctx, m) for _, m in sorted(syms.perp.items())])
+        return J(perps.binance_premium(ctx, syms.market(sym, True)))
+
+    async def funding_rate(request: Request) -> Response:
+        p, _, _ = await read_params(request)
+        syms = symbols()
+        sym = p.opt("symbol")
+        markets = [syms.market(sym, True)] if sym else list(syms.perp.values())
+        limit = p.int("limit", 100, 1, 1000) or 100
+        return J(perps.binance_funding_history(ctx, markets, limit))
+
+    async def set_leverage(request: Request) -> Response:
+        key, p = await signed(request, "trade")
+        m = symbols().market(p.opt("symbol"), True)
+        lev = p.int("leverage", None, 1, 1000)
+        if lev is None:
+            raise BinanceError(-1102, "Mandatory parameter 'leverage' was not sent.")
+        return J(await perps.binance_set_leverage(ctx, key.account, m, lev))
+
+    def R(path: str, fn: Handler, *methods: str) -> Route:
+        return Route(path, guarded(fn), methods=list(methods) or ["GET"])
+
+    out: list[BaseRoute] = []
+    for prefix, perp in (("/api/v3", False), ("/fapi/v1", True)):
+        out += [
+            R(f"{prefix}/ping", ping),
+            R(f"{prefix}/time", server_time),
+            R(f"{prefix}/exchangeInfo", exchange_info(perp)),
+            R(f"{prefix}/depth", depth(perp)),
+            R(f"{prefix}/ticker/24hr", ticker(perp)),
+            R(f"{prefix}/ticker/bookTicker", book_ticker(perp)),
+            R(f"{prefix}/aggTrades", agg_trades(perp)),
+            R(f"{prefix}/trades", recent_trades(perp)),
+            R(f"{prefix}/klines", klines(perp)),
+            R(f"{prefix}/order", new_order(perp), "POST"),
+            R(f"{prefix}/order", get_order(perp), "GET"),
+            R(f"{prefix}/order", cancel_order(perp), "DELETE"),
+            R(f"{prefix}/openOrders", open_orders(perp), "GET"),
+            R(f"{prefix}/allOrders", all_orders(perp), "GET"),
+        ]
+    out += [
+        R("/api/v3/openOrders", cancel_all(False), "DELETE"),
+        R("/fapi/v1/allOpenOrders", cancel_all(True), "DELETE"),
+        R("/api/v3/myTrades", my_trades(False)),
+        R("/fapi/v1/userTrades", my_trades(True)),
+        R("/api/v3/account", account),
+        R("/fapi/v2/account", fapi_account),
+        R("/fapi/v3/account", fapi_account),
+        R("/fapi/v2/balance", fapi_balance),
+        R("/fapi/v3/balance", fapi_balance),
+        R("/fapi/v2/positionRisk", position_risk),
+        R("/fapi/v3/positionRisk", position_risk),
+        R("/fapi/v1/premiumIndex", premium_index),
+        R("/fapi/v1/fundingRate", funding_rate),
+        R("/fapi/v1/leverage", set_leverage, "POST"),
+        R("/dapi/v1/exchangeInfo", dapi_exchange_info),
+        R("/sapi/v1/capital/config/getall", capital_config),
+        R("/sapi/v1/margin/allPairs", empty_list),
+        R("/sapi/v1/margin/isolated/allPairs", empty_list),
+    ]
+    return out
+
+
+def _quote_to_qty(engine: Engine, m: Market, quote_text: str) -> int:
+    """A spot market buy for a quote amount (``quoteOrderQty``): the base quantity that amount
+    buys at the best ask, rounded down to the lot (the engine then clips to funds)."""
+    u = V.Units(engine, m)
+    quote = to_units(quote_text, u.quote_dp, X.INVALID_AMOUNT, "quoteOrderQty")
+    ask = engine.books[m.market].asks.best()
+    if ask is None:
+        raise ApiError(X.NO_LIQUIDITY, f"no asks in {m.market}")
+    qty = quote * m.price_div // ask // m.lot_size * m.lot_size
+    if qty <= 0:
+        raise ApiError(X.MIN_QUANTITY, "quoteOrderQty buys less than one lot")
+    return qty
+

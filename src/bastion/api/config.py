@@ -1,0 +1,65 @@
+"""Gateway settings, read once from the environment so scripted runs and tests override them
+without touching code (``BASTION_*`` variables; see README "Trading API")."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+def _rate(text: str) -> tuple[float, float]:
+    """``"rate/burst"`` (per second) or ``"rate"`` (burst = 2 x rate); ``0`` disables."""
+    if "/" in text:
+        rate, burst = text.split("/", 1)
+        return float(rate), float(burst)
+    return float(text), 2 * float(text)
+
+
+@dataclass
+class Settings:
+    host: str = "127.0.0.1"
+    port: int = 8080
+    data_dir: Path = field(default_factory=lambda: Path("data"))
+    demo_key: str | None = None
+    demo_secret: str | None = None
+    demo_account: int = 1
+    admin_token: str | None = None
+    #: 32-byte key (hex) encrypting API secrets at rest; generated into the data dir if unset.
+    server_key: str | None = None
+    #: per API key and per client IP: (requests per second, burst); 0 disables.
+    key_rate: tuple[float, float] = (200.0, 400.0)
+    ip_rate: tuple[float, float] = (500.0, 1000.0)
+    max_body: int = 64 * 1024
+    max_ws_message: int = 64 * 1024
+    recv_window_default: int = 5_000
+    recv_window_max: int = 60_000
+    demo: bool = True
+    health_interval: float = 1.0
+    log_level: str = "info"
+    #: journal group-commit wait (s) and the interpreter's GIL switch interval (s): latency knobs
+    group_delay: float = 0.0
+    switch_interval: float = 0.0005
+
+    @classmethod
+    def from_env(cls, env: dict[str, str] | None = None) -> Settings:
+        e = dict(os.environ if env is None else env)
+        s = cls()
+        s.host = e.get("BASTION_HTTP_HOST", s.host)
+        s.port = int(e.get("BASTION_HTTP_PORT", s.port))
+        s.data_dir = Path(e.get("BASTION_DATA", str(s.data_dir)))
+        s.demo_key = e.get("BASTION_DEMO_KEY") or None
+        s.demo_secret = e.get("BASTION_DEMO_SECRET") or None
+        s.admin_token = e.get("BASTION_ADMIN_TOKEN") or None
+        s.server_key = e.get("BASTION_SERVER_KEY") or None
+        if "BASTION_RATE_KEY" in e:
+            s.key_rate = _rate(e["BASTION_RATE_KEY"])
+        if "BASTION_RATE_IP" in e:
+            s.ip_rate = _rate(e["BASTION_RATE_IP"])
+        s.max_body = int(e.get("BASTION_MAX_BODY", s.max_body))
+        s.demo = e.get("BASTION_DEMO", "1") not in ("0", "false", "no")
+        s.health_interval = float(e.get("BASTION_HEALTH_INTERVAL", s.health_interval))
+        s.log_level = e.get("BASTION_LOG_LEVEL", s.log_level)
+        s.group_delay = float(e.get("BASTION_GROUP_DELAY", s.group_delay))
+        s.switch_interval = float(e.get("BASTION_SWITCH_INTERVAL", s.switch_interval))
+        return s

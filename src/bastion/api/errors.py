@@ -1,0 +1,69 @@
+"""One error type for the whole gateway: an HTTP status, a stable code and a message.
+
+Codes are the core's reject codes (``bastion.core.errors``) where the core decided, plus a few
+gateway codes (auth, limits, malformed input). Clients branch on ``code``, never on ``message``.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+from bastion.core import errors as X
+
+# gateway-level codes (the core never emits these)
+UNAUTHORIZED: Final = "UNAUTHORIZED"
+INVALID_SIGNATURE: Final = "INVALID_SIGNATURE"
+TIMESTAMP_OUTSIDE_WINDOW: Final = "TIMESTAMP_OUTSIDE_WINDOW"
+REPLAYED: Final = "REPLAYED"
+FORBIDDEN: Final = "FORBIDDEN"
+RATE_LIMITED: Final = "RATE_LIMITED"
+BODY_TOO_LARGE: Final = "BODY_TOO_LARGE"
+MALFORMED_REQUEST: Final = "MALFORMED_REQUEST"
+NOT_FOUND: Final = "NOT_FOUND"
+METHOD_NOT_ALLOWED: Final = "METHOD_NOT_ALLOWED"
+UNAVAILABLE: Final = "UNAVAILABLE"
+NOT_SUPPORTED: Final = "NOT_SUPPORTED"
+
+_STATUS: dict[str, int] = {
+    UNAUTHORIZED: 401,
+    INVALID_SIGNATURE: 401,
+    TIMESTAMP_OUTSIDE_WINDOW: 401,
+    REPLAYED: 401,
+    FORBIDDEN: 403,
+    RATE_LIMITED: 429,
+    BODY_TOO_LARGE: 413,
+    MALFORMED_REQUEST: 400,
+    NOT_FOUND: 404,
+    METHOD_NOT_ALLOWED: 405,
+    UNAVAILABLE: 503,
+    NOT_SUPPORTED: 400,
+    X.UNKNOWN_ORDER: 404,
+    X.UNKNOWN_MARKET: 404,
+    X.UNKNOWN_ASSET: 404,
+    X.UNKNOWN_ACCOUNT: 404,
+    X.DUPLICATE_CLIENT_ID: 409,
+    X.MARKET_EXISTS: 409,
+    X.ASSET_EXISTS: 409,
+    X.NO_CHANGE: 409,
+    X.MARKET_MODE: 409,
+    X.SEQUENCE: 503,
+    X.GUARD: 503,
+    X.INTERNAL_ERROR: 500,
+}
+
+
+def status_for(code: str) -> int:
+    """HTTP status for a code; every core business reject not listed is a plain 400."""
+    return _STATUS.get(code, 400)
+
+
+class ApiError(Exception):
+    """Raised anywhere in the gateway; the app turns it into ``{"code", "message"}``."""
+
+    def __init__(self, code: str, message: str, status: int | None = None,
+                 headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.status = status if status is not None else status_for(code)
+        self.headers = headers or {}

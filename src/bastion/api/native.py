@@ -1,0 +1,292 @@
+"""Native REST API (``/v1``): orders, fills, balances, positions, markets, book, trades, time.
+
+Requests and responses are the msgspec Structs in ``schemas``; money crosses this boundary
+only as decimal strings converted exactly by ``convert``. Private routes are signed (see
+``auth``); public market data is not.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Route
+
+from bastion.api import errors as A
+from bastion.api import schemas as S
+from bastion.api import views as V
+from bastion.api.app_context import Context
+from bastion.api.convert import to_units
+from bastion.api.errors import ApiError
+from bastion.api.http import JSON, authenticate, decode, int_param, path_int
+from bastion.api.readmodel import OrderRecord, ReadModel
+from bastion.api.service import Gateway
+from bastion.core import commands as C
+from bastion.core import errors as X
+from bastion.core.engine import Engine
+
+Handler = Callable[[Request], Awaitable[Response]]
+
+INTERVALS = {"1m": 60_000, "3m": 180_000, "5m": 300_000, "15m": 900_000, "30m": 1_800_000,
+             "1h": 3_600_000, "2h": 7_200_000, "4h": 14_400_000, "6h": 21_600_000,
+             "8h": 28_800_000, "12h": 43_200_000, "1d": 86_400_000}
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def place_command(engine: Engine, account: int, req: S.PlaceOrder) -> C.PlaceOrder:
+    """Validate the edge-only rules and convert decimals; the core checks the rest."""
+    mkt = engine.markets.get(req.market)
+    if mkt is None:
+        raise ApiError(X.UNKNOWN_MARKET, f"unknown market {req.market!r}")
+    u = V.Units(engine, mkt)
+    qty = to_units(req.quantity, u.base_dp, X.INVALID_QUANTITY, "quantity")
+    if req.type == "limit":
+        if req.price is None:
+            raise ApiError(X.INVALID_PRICE, "a limit order needs a price")
+        price = to_units(req.price, u.price_dp, X.INVALID_PRICE, "price")
+    else:
+        if req.price is not None:
+            raise ApiError(X.INVALID_ARGUMENT, "a market order takes no price")
+        if req.post_only:
+            raise ApiError(X.INVALID_ARGUMENT, "a market order cannot be post-only")
+        price = 0
+    if req.reduce_only and mkt.kind == "spot":
+        raise ApiError(X.INVALID_ARGUMENT, "reduce_only applies to perpetual markets only")
+    kwargs: dict[str, Any] = {}
+    if req.reduce_only:
+        kwargs["reduce_only"] = True
+    return C.PlaceOrder(account=account, market=req.market, side=req.side, qty=qty, price=price,
+                        order_type=req.type, tif=req.time_in_force, post_only=req.post_only,
+                        client_id=req.client_order_id or "", **kwargs)
+
+
+def routes(ctx: Context) -> list[BaseRoute]:
+    gw = ctx.gateway
+
+    def eng() -> Engine:
+        return gw.engine
+
+    def rm() -> ReadModel:
+        return gw.readmodel
+
+    # ------------------------------------------------------------ public
+
+    async def server_time(request: Request) -> Response:
+        return JSON(S.ServerTime(server_time=now_ms()))
+
+    async def markets(request: Request) -> Response:
+        e = eng()
+        return JSON([V.market_info(e, m) for _, m in sorted(e.markets.items())])
+
+    async def market(request: Request) -> Response:
+        return JSON(V.market_info(eng(), gw.market(request.path_params["market"])))
+
+    async def book(request: Request) -> Response:
+        mkt = gw.market(request.path_params["market"])
+        depth = int_param(request, "depth", 50, 1, 5000)
+        mirror = gw.books.mirror(mkt.market)
+        u = V.Units(eng(), mkt)
+        if mirror is None:
+            return JSON(S.Book(market=mkt.market, seq=eng().seq, bids=[], asks=[]))
+        bids, asks = mirror.snapshot(depth)
+        return JSON(S.Book(market=mkt.market, seq=mirror.seq,
+                           bids=[(u.price(p), u.qty(q)) for p, q in bids],
+                           asks=[(u.price(p), u.qty(q)) for p, q in asks]))
+
+    async def trades(request: Request) -> Response:
+        mkt = gw.market(request.path_params["market"])
+        limit = int_param(request, "limit", 100, 1, 1000)
+        u = V.Units(eng(), mkt)
+        return JSON([S.PublicTrade(trade_id=t.trade_id, market=t.market, price=u.price(t.price),
+                                   quantity=u.qty(t.qty), taker_side=t.taker_side, ts=t.ts)
+                     for t in reversed(rm().recent_trades(mkt.market, limit))])
+
+    async def ticker(request: Request) -> Response:
+        mkt = gw.market(request.path_params["market"])
+        return JSON(ticker_view(ctx, mkt.market))
+
+    async def candles(request: Request) -> Response:
+        mkt = gw.market(request.path_params["market"])
+        interval = request.query_params.get("interval", "1m")
+        if interval not in INTERVALS:
+            raise ApiError(A.MALFORMED_REQUEST, f"interval must be one of {', '.join(INTERVALS)}")
+        limit = int_param(request, "limit", 500, 1, 1000)
+        u = V.Units(eng(), mkt)
+        return JSON([S.Candle(start=c.start, open=u.price(c.open), high=u.price(c.high),
+                              low=u.price(c.low), close=u.price(c.close), volume=u.qty(c.volume),
+                              quote_volume=u.quote_amount(c.quote_volume), trades=c.trades)
+                     for c in rm().klines(mkt.market, INTERVALS[interval], limit)])
+
+    # ------------------------------------------------------------ private: orders
+
+    async def place(request: Request) -> Response:
+        body = await request.body()
+        key = authenticate(ctx, request, body, "trade")
+        req = decode(body, S.PlaceOrder)
+        cmd = place_command(eng(), key.account, req)
+        rec, dup = await place_explained(gw, cmd)
+        return JSON(V.order(V.units(eng(), rec.market), rec, dup), status_code=200 if dup else 201)
+
+    async def list_orders(request: Request) -> Response:
+        key = authenticate(ctx, request, b"", "read")
+        market = request.query_params.get("market")
+        if market is not None:
+            gw.market(market)
+        status = request.query_params.get("status", "all")
+        if status not in ("open", "all"):
+            raise ApiError(A.MALFORMED_REQUEST, "status must be open or all")
+        limit = int_param(request, "limit", 500, 1, 10_000)
+        recs = (rm().open_orders(key.account, market) if status == "open"
+                else rm().all_orders(key.account, market))
+        recs.sort(key=lambda r: r.order_id)
+        e = eng()
+        return JSON([V.order(V.units(e, r.market), r) for r in recs[-limit:]])
+
+    async def open_orders(request: Request) -> Response:
+        key = authenticate(ctx, request, b"", "read")
+        market = request.query_params.get("market")
+        if market is not None:
+            gw.market(market)
+        e = eng()
+        recs = sorted(rm().open_orders(key.account, market), key=lambda r: r.order_id)
+        return JSON([V.order(V.units(e, r.market), r) for r in recs])
+
+    async def get_order(request: Request) -> Response:
+        key = authenticate(ctx, request, b"", "read")
+        rec = gw.own_order(key.account, order_id=path_int(request, "order_id"))
+        return JSON(V.order(V.units(eng(), rec.market), rec))
+
+    async def get_order_by_client(request: Request) -> Response:
+        key = authenticate(ctx, request, b"", "read")
+        rec = gw.own_order(key.account, client_id=request.path_params["client_id"])
+        return JSON(V.order(V.units(eng(), rec.market), rec))
+
+    async def amend(request: Request) -> Response:
+        body = await request.body()
+        key = authenticate(ctx, request, body, "trade")
+        req = decode(body, S.AmendOrder)
+        oid = path_int(request, "order_id")
+        rec = gw.own_order(key.account, order_id=oid)
+        u = V.units(eng(), rec.market)
+        if req.price is None and req.quantity is None:
+            raise ApiError(X.NO_CHANGE, "give a new price and/or quantity")
+        price = None if req.price is None else to_units(req.price, u.price_dp, X.INVALID_PRICE,
+                                                        "price")
+        qty = None if req.quantity is None else to_units(req.quantity, u.base_dp,
+                                                         X.INVALID_QUANTITY, "quantity")
+        rec = await gw.amend(key.account, oid, None, price, qty)
+        return JSON(V.order(u, rec))
+
+    async def cancel(request: Request) -> Response:
+        key = authenticate(ctx, request, b"", "trade")
+        rec = await gw.cancel(key.account, order_id=path_int(request, "order_id"))
+        return JSON(V.order(V.units(eng(), rec.market), rec))
+
+    async def cancel_by_client(request: Request) -> Response:
+        key = authenticate(ctx, request, b"", "trade")
+        rec = await gw.cancel(key.account, client_id=request.path_params["client_id"])
+        return JSON(V.order(V.units(eng(), rec.market), rec))
+
+    async def cancel_all(request: Request) -> Response:
+        key = authenticate(ctx, request, b"", "trade")
+        market = request.query_params.get("market")
+        recs = await gw.cancel_all(key.account, market)
+        e = eng()
+        return JSON(S.CancelAllResult(canceled=[V.order(V.units(e, r.market), r)
+                                                for r in recs]))
+
+    # ------------------------------------------------------------ private: account
+
+    async def fills(request: Request) -> Response:
+        key = authenticate(ctx, request, b"", "read")
+        market = request.query_params.get("market")
+        if market is not None:
+            gw.market(market)
+        limit = int_param(request, "limit", 500, 1, 10_000)
+        e = eng()
+        return JSON([V.fill(V.units(e, f.market), f)
+                     for f in rm().fills(key.account, market)[-limit:]])
+
+    async def balances(request: Request) -> Response:
+        key = authenticate(ctx, request, b"", "read")
+        return JSON(V.balances(eng(), key.account))
+
+    async def positions(request: Request) -> Response:
+        key = authenticate(ctx, request, b"", "read")
+        return JSON(position_views(ctx, key.account))
+
+    async def withdraw(request: Request) -> Response:
+        body = await request.body()
+        key = authenticate(ctx, request, body, "withdraw")
+        req = decode(body, S.Withdraw)
+        dp = gw.asset_decimals(req.asset)
+        amount = to_units(req.amount, dp, X.INVALID_AMOUNT, "amount")
+        await gw.submit(C.Withdraw(account=key.account, asset=req.asset, amount=amount,
+                                   reason="api withdrawal"))
+        return JSON(V.balances(eng(), key.account), status_code=201)
+
+    return [
+        Route("/v1/time", server_time, methods=["GET"]),
+        Route("/v1/markets", markets, methods=["GET"]),
+        Route("/v1/markets/{market}", market, methods=["GET"]),
+        Route("/v1/markets/{market}/book", book, methods=["GET"]),
+        Route("/v1/markets/{market}/trades", trades, methods=["GET"]),
+        Route("/v1/markets/{market}/ticker", ticker, methods=["GET"]),
+        Route("/v1/markets/{market}/candles", candles, methods=["GET"]),
+        Route("/v1/orders", place, methods=["POST"]),
+        Route("/v1/orders", list_orders, methods=["GET"]),
+        Route("/v1/orders", cancel_all, methods=["DELETE"]),
+        Route("/v1/orders/open", open_orders, methods=["GET"]),
+        Route("/v1/orders/by-client-id/{client_id}", get_order_by_client, methods=["GET"]),
+        Route("/v1/orders/by-client-id/{client_id}", cancel_by_client, methods=["DELETE"]),
+        Route("/v1/orders/{order_id}", get_order, methods=["GET"]),
+        Route("/v1/orders/{order_id}", amend, methods=["PATCH"]),
+        Route("/v1/orders/{order_id}", cancel, methods=["DELETE"]),
+        Route("/v1/fills", fills, methods=["GET"]),
+        Route("/v1/balances", balances, methods=["GET"]),
+        Route("/v1/positions", positions, methods=["GET"]),
+        Route("/v1/withdrawals", withdraw, methods=["POST"]),
+    ]
+
+
+async def place_explained(gw: Gateway, cmd: C.PlaceOrder) -> tuple[OrderRecord, bool]:
+    try:
+        return await gw.place(cmd)
+    except ApiError as err:
+        mkt = gw.engine.markets.get(cmd.market)
+        if mkt is None:
+            raise
+        raise V.explain(err, V.Units(gw.engine, mkt), mkt, cmd.qty, cmd.price) from None
+
+
+def ticker_view(ctx: Context, market: str) -> S.Ticker:
+    gw = ctx.gateway
+    e = gw.engine
+    mkt = e.markets[market]
+    u = V.Units(e, mkt)
+    book = e.books[market]
+    bid = book.bids.best()
+    ask = book.asks.best()
+    now = now_ms()
+    st = gw.readmodel.stats_24h(market, now)
+    return S.Ticker(
+        market=market, last=u.price(mkt.last_price) if mkt.last_price else None,
+        bid=u.price(bid) if bid is not None else None,
+        ask=u.price(ask) if ask is not None else None,
+        open_24h=u.price(st.open) if st else None, high_24h=u.price(st.high) if st else None,
+        low_24h=u.price(st.low) if st else None,
+        volume_24h=u.qty(st.volume if st else 0),
+        quote_volume_24h=u.quote_amount(st.quote_volume if st else 0), ts=now)
+
+
+def position_views(ctx: Context, account: int) -> list[S.Position]:
+    """Perpetual positions (empty until the core has perpetuals)."""
+    from bastion.api import perps
+
+    return perps.positions(ctx, account)

@@ -1,0 +1,242 @@
+"""The OpenAPI 3.1 document (``/openapi.json``) and a self-contained docs page (``/docs``).
+
+Assembled by hand from the same msgspec Structs the handlers decode and encode
+(``msgspec.json.schema_components``), so the document describes exactly what the server does;
+the docs page is plain server-rendered HTML that loads nothing from the network.
+"""
+
+from __future__ import annotations
+
+import html
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgspec
+
+from bastion.api import schemas as S
+
+REF = "#/components/schemas/{name}"
+
+
+@dataclass
+class Op:
+    method: str
+    path: str
+    summary: str
+    auth: str = "none"  # none | read | trade | withdraw | admin
+    body: type | None = None
+    response: Any = None
+    status: int = 200
+    query: list[tuple[str, dict[str, Any], bool]] = field(default_factory=list)
+    tag: str = "market data"
+
+
+_MARKET = ("market", {"type": "string", "pattern": "^[A-Za-z0-9_-]{1,32}$",
+                      "example": "BTC-USDT"}, False)
+_LIMIT = ("limit", {"type": "integer", "minimum": 1, "maximum": 1000}, False)
+
+OPS: list[Op] = [
+    Op("get", "/v1/time", "Server time (ms)", response=S.ServerTime),
+    Op("get", "/v1/markets", "Markets with their metadata and current mode",
+       response=list[S.MarketInfo]),
+    Op("get", "/v1/markets/{market}", "One market", response=S.MarketInfo),
+    Op("get", "/v1/markets/{market}/book", "L2 order book snapshot with its feed sequence",
+       response=S.Book, query=[("depth", {"type": "integer", "minimum": 1, "maximum": 5000},
+                                False)]),
+    Op("get", "/v1/markets/{market}/trades", "Recent public trades, newest first",
+       response=list[S.PublicTrade], query=[_LIMIT]),
+    Op("get", "/v1/markets/{market}/ticker", "Best bid/ask, last price, 24h statistics",
+       response=S.Ticker),
+    Op("get", "/v1/markets/{market}/candles", "OHLCV candles", response=list[S.Candle],
+       query=[("interval", {"type": "string", "enum": ["1m", "3m", "5m", "15m", "30m", "1h",
+                                                        "2h", "4h", "6h", "8h", "12h", "1d"]},
+               False), _LIMIT]),
+    Op("post", "/v1/orders", "Place an order (acknowledged once journaled)", "trade",
+       S.PlaceOrder, S.Order, 201, tag="orders"),
+    Op("get", "/v1/orders", "Your orders (open and recent history)", "read",
+       response=list[S.Order], tag="orders",
+       query=[_MARKET, ("status", {"type": "string", "enum": ["open", "all"]}, False),
+              ("limit", {"type": "integer", "minimum": 1, "maximum": 10000}, False)]),
+    Op("delete", "/v1/orders", "Cancel all your open orders (optionally in one market)",
+       "trade", response=S.CancelAllResult, tag="orders", query=[_MARKET]),
+    Op("get", "/v1/orders/open", "Your open orders", "read", response=list[S.Order],
+       tag="orders", query=[_MARKET]),
+    Op("get", "/v1/orders/{order_id}", "One of your orders", "read", response=S.Order,
+       tag="orders"),
+    Op("patch", "/v1/orders/{order_id}", "Amend price and/or quantity", "trade", S.AmendOrder,
+       S.Order, tag="orders"),
+    Op("delete", "/v1/orders/{order_id}", "Cancel an order", "trade", response=S.Order,
+       tag="orders"),
+    Op("get", "/v1/orders/by-client-id/{client_id}", "One of your orders by client order id",
+       "read", response=S.Order, tag="orders"),
+    Op("delete", "/v1/orders/by-client-id/{client_id}", "Cancel by client order id", "trade",
+       response=S.Order, tag="orders"),
+    Op("get", "/v1/fills", "Your fills, oldest first", "read", response=list[S.Fill],
+       tag="account", query=[_MARKET, ("limit", {"type": "integer", "minimum": 1,
+                                                 "maximum": 10000}, False)]),
+    Op("get", "/v1/balances", "Your balances", "read", response=list[S.Balance],
+       tag="account"),
+    Op("get", "/v1/positions", "Your perpetual positions", "read", response=list[S.Position],
+       tag="account"),
+    Op("post", "/v1/withdrawals", "Withdraw (ledger debit)", "withdraw", S.Withdraw,
+       list[S.Balance], 201, tag="account"),
+    Op("post", "/admin/deposits", "Credit an account (operator)", "admin", S.AdminDeposit,
+       S.Accepted, 201, tag="operator"),
+    Op("post", "/admin/markets/{market}/mode", "Change a market's mode (operator)", "admin",
+       S.AdminMode, S.Accepted, tag="operator"),
+    Op("patch", "/admin/markets/{market}", "Update market metadata (operator)", "admin",
+       S.AdminMarketUpdate, S.Accepted, tag="operator"),
+    Op("post", "/admin/markets/{market}/reference-price", "Set the reference price (operator)",
+       "admin", S.AdminReferencePrice, S.Accepted, tag="operator"),
+    Op("get", "/admin/markets/{market}/book", "The engine's full book (operator)", "admin",
+       response=S.Book, tag="operator"),
+    Op("post", "/admin/keys", "Create an API key; the secret is shown once (operator)",
+       "admin", S.AdminKey, S.ApiKeyCreated, 201, tag="operator"),
+    Op("get", "/admin/health", "State hash and invariant check (operator)", "admin",
+       response=S.Health, tag="operator"),
+]
+
+_ERRORS = {
+    "400": "invalid request (stable `code`, e.g. INVALID_PRICE, LOT_SIZE, INSUFFICIENT_FUNDS)",
+    "401": "missing/invalid credentials, signature, timestamp or replay",
+    "403": "the key lacks the permission",
+    "404": "unknown market/order",
+    "409": "conflict with current state (e.g. MARKET_MODE, NO_CHANGE)",
+    "413": "request body too large",
+    "429": "rate limited (see Retry-After)",
+}
+
+
+def _path_params(path: str) -> list[dict[str, Any]]:
+    out = []
+    for part in path.split("/"):
+        if part.startswith("{"):
+            name = part[1:-1]
+            schema: dict[str, Any] = ({"type": "integer", "minimum": 1} if name == "order_id"
+                                      else {"type": "string", "minLength": 1, "maxLength": 64})
+            out.append({"name": name, "in": "path", "required": True, "schema": schema})
+    return out
+
+
+def build_spec(title: str = "Bastion trading API", version: str = "1") -> dict[str, Any]:
+    types: list[Any] = [S.Error]
+    for op in OPS:
+        if op.body is not None:
+            types.append(op.body)
+        if op.response is not None:
+            types.append(op.response)
+    schemas, components = msgspec.json.schema_components(types, ref_template=REF)
+    it = iter(schemas[1:])
+    paths: dict[str, dict[str, Any]] = {}
+    for op in OPS:
+        body_schema = next(it) if op.body is not None else None
+        resp_schema = next(it) if op.response is not None else None
+        o: dict[str, Any] = {"summary": op.summary, "tags": [op.tag],
+                             "operationId": f"{op.method}_{op.path}".replace("/", "_")
+                             .replace("{", "").replace("}", "").replace("-", "_")}
+        params = _path_params(op.path) + [
+            {"name": n, "in": "query", "required": req, "schema": sch}
+            for n, sch, req in op.query]
+        if params:
+            o["parameters"] = params
+        if body_schema is not None:
+            o["requestBody"] = {"required": True,
+                                "content": {"application/json": {"schema": body_schema}}}
+        responses: dict[str, Any] = {str(op.status): {
+            "description": "success",
+            "content": {"application/json": {"schema": resp_schema or {}}}}}
+        for status, text in _ERRORS.items():
+            responses[status] = {"description": text, "content": {"application/json": {
+                "schema": {"$ref": REF.format(name="Error")}}}}
+        o["responses"] = responses
+        if op.auth == "admin":
+            o["security"] = [{"operator": []}]
+        elif op.auth != "none":
+            o["security"] = [{"apiKey": [], "timestamp": [], "signature": []}]
+            o["description"] = f"Needs the `{op.auth}` permission."
+        paths.setdefault(op.path, {})[op.method] = o
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": title, "version": version, "description": (
+            "Money is always a decimal string. Private calls are signed: X-BX-SIGNATURE = hex "
+            "HMAC-SHA256(secret, X-BX-TIMESTAMP + METHOD + path[?query] + body).")},
+        "paths": paths,
+        "components": {
+            "schemas": components,
+            "securitySchemes": {
+                "apiKey": {"type": "apiKey", "in": "header", "name": "X-BX-APIKEY"},
+                "timestamp": {"type": "apiKey", "in": "header", "name": "X-BX-TIMESTAMP"},
+                "signature": {"type": "apiKey", "in": "header", "name": "X-BX-SIGNATURE"},
+                "operator": {"type": "http", "scheme": "bearer"},
+            },
+        },
+    }
+
+
+def docs_html(spec: dict[str, Any]) -> str:
+    """A readable listing of every operation with its body and response schema."""
+    rows = []
+    for path, methods in spec["paths"].items():
+        for method, op in methods.items():
+            auth = "operator token" if op.get("security") == [{"operator": []}] else (
+                "signed" if op.get("security") else "public")
+            detail = []
+            if "parameters" in op:
+                detail.append("<b>parameters</b>: " + ", ".join(
+                    html.escape(f"{p['name']} ({p['in']})") for p in op["parameters"]))
+            if "requestBody" in op:
+                schema = op["requestBody"]["content"]["application/json"]["schema"]
+                detail.append("<b>body</b>: " + _ref_link(schema))
+            ok = next(iter(op["responses"].items()))
+            detail.append(f"<b>{ok[0]}</b>: " + _ref_link(
+                ok[1]["content"]["application/json"]["schema"]))
+            rows.append(
+                f"<tr><td class=m>{method.upper()}</td><td><code>{html.escape(path)}</code></td>"
+                f"<td>{html.escape(op['summary'])}<br><small>{' &middot; '.join(detail)}"
+                f"</small></td><td>{auth}</td></tr>")
+    schemas = []
+    for name, schema in spec["components"]["schemas"].items():
+        props = schema.get("properties", {})
+        required = set(schema.get("required", []))
+        lines = "".join(
+            f"<tr><td><code>{html.escape(p)}</code>{'' if p in required else '?'}</td>"
+            f"<td>{html.escape(_type(s))}</td></tr>" for p, s in props.items())
+        doc = html.escape(schema.get("description", ""))
+        schemas.append(f"<h3 id='{html.escape(name)}'>{html.escape(name)}</h3><p>{doc}</p>"
+                       f"<table>{lines}</table>")
+    return f"""<!doctype html><html><head><meta charset=utf-8>
+<title>{html.escape(spec['info']['title'])}</title>
+<style>body{{font:14px system-ui,sans-serif;margin:2em;max-width:1100px}}
+table{{border-collapse:collapse}}td{{border-bottom:1px solid #ddd;padding:4px 8px;
+vertical-align:top}}.m{{font-weight:bold;font-family:monospace}}code{{background:#f4f4f4}}
+</style></head><body><h1>{html.escape(spec['info']['title'])}</h1>
+<p>{html.escape(spec['info']['description'])}</p>
+<p>Machine-readable: <a href="/openapi.json">/openapi.json</a>. WebSocket: <code>/v1/ws</code>.
+Binance-compatible surface under <code>/api/v3</code>, <code>/fapi</code>.</p>
+<h2>Operations</h2><table>{''.join(rows)}</table><h2>Schemas</h2>{''.join(schemas)}
+</body></html>"""
+
+
+def _ref_link(schema: dict[str, Any]) -> str:
+    ref = schema.get("$ref") or schema.get("items", {}).get("$ref")
+    if not ref:
+        return html.escape(schema.get("type", "object"))
+    name = ref.rsplit("/", 1)[-1]
+    arr = "array of " if "items" in schema else ""
+    return f"{arr}<a href='#{html.escape(name)}'>{html.escape(name)}</a>"
+
+
+def _type(s: Any) -> str:
+    if not isinstance(s, dict):
+        return "any"
+    if "prefixItems" in s:
+        return "[" + ", ".join(_type(x) for x in s["prefixItems"]) + "]"
+    if "$ref" in s:
+        return s["$ref"].rsplit("/", 1)[-1]
+    if "anyOf" in s:
+        return " | ".join(_type(x) for x in s["anyOf"])
+    if "enum" in s:
+        return " | ".join(map(str, s["enum"]))
+    if s.get("type") == "array":
+        return f"array of {_type(s.get('items', {}))}"
+    return str(s.get("type", "any"))

@@ -1,0 +1,352 @@
+"""What the API shows beyond the engine's live state, kept from the event stream.
+
+The core holds only open orders and balances (it must stay small and fast). Order history,
+fills, public trades, candles and 24h statistics are derived here from events, so they can
+always be rebuilt by replaying the journal: they are a view, never a source of truth.
+Memory is bounded: per-account history and fills and per-market trades/candles are capped.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict, deque
+from collections.abc import Callable, Iterable
+
+import msgspec
+
+from bastion.core import events as E
+from bastion.core.engine import Engine
+
+CLOSED_PER_ACCOUNT = 10_000
+FILLS_PER_ACCOUNT = 10_000
+TRADES_PER_MARKET = 1_000
+CANDLES_PER_MARKET = 10_080  # one week of 1-minute candles
+MINUTE_MS = 60_000
+DAY_MS = 86_400_000
+
+OPEN, PARTIAL, FILLED, CANCELED, EXPIRED = "open", "partially_filled", "filled", "canceled", \
+    "expired"
+_EXPIRE_REASONS = frozenset(("IOC", "FOK", "SELF_TRADE"))
+
+
+class OrderRecord(msgspec.Struct, gc=False):
+    """One order's full life (mutable; the API renders it). ``gc=False``: records hold only
+    scalars, so the collector never has to scan the (large) history."""
+
+    order_id: int
+    account: int
+    market: str
+    side: str
+    order_type: str
+    tif: str
+    post_only: bool
+    client_id: str
+    price: int
+    qty: int
+    remaining: int
+    reduce_only: bool
+    created_ts: int
+    updated_ts: int
+    filled: int = 0
+    filled_quote: int = 0
+    fee: int = 0
+    status: str = OPEN
+    reason: str = ""
+
+    @property
+    def is_open(self) -> bool:
+        return self.status == OPEN or self.status == PARTIAL
+
+
+def record_of(ev: E.OrderAccepted) -> OrderRecord:
+    return OrderRecord(ev.order_id, ev.account, ev.market, ev.side, ev.order_type, ev.tif,
+                       ev.post_only, ev.client_id, ev.price, ev.qty, ev.qty,
+                       bool(getattr(ev, "reduce_only", False)), ev.ts, ev.ts)
+
+
+class Fill(msgspec.Struct, gc=False):
+    trade_id: int
+    seq: int
+    ts: int
+    account: int
+    market: str
+    order_id: int
+    is_buyer: bool
+    is_maker: bool
+    price: int
+    qty: int
+    quote_qty: int
+    fee: int
+
+
+class Candle(msgspec.Struct, gc=False):
+    start: int
+    open: int
+    high: int = 0
+    low: int = 0
+    close: int = 0
+    volume: int = 0
+    quote_volume: int = 0
+    trades: int = 0
+
+
+def new_candle(start: int, price: int) -> Candle:
+    return Candle(start, price, price, price, price)
+
+
+class AccountView:
+    __slots__ = ("closed", "fills", "open")
+
+    def __init__(self) -> None:
+        self.open: dict[int, OrderRecord] = {}
+        self.closed: deque[OrderRecord] = deque()
+        self.fills: deque[Fill] = deque(maxlen=FILLS_PER_ACCOUNT)
+
+
+#: (market, is_bid, price) of book levels an event batch may have changed
+Level = tuple[str, bool, int]
+
+
+class ReadModel:
+    def __init__(self, engine: Callable[[], Engine]) -> None:
+        self._engine = engine
+        self.orders: dict[int, OrderRecord] = {}
+        self.by_client: dict[tuple[int, str], OrderRecord] = {}
+        self.accounts: dict[int, AccountView] = {}
+        self.trades: dict[str, deque[E.Trade]] = {}
+        self.candles: dict[str, OrderedDict[int, Candle]] = {}
+        self.touched: set[Level] = set()
+        self.touched_accounts: set[int] = set()
+        self.seq = 0
+        self._handlers: dict[type, Callable[[E.Event], None]] = {
+            E.OrderAccepted: self._accepted,  # type: ignore[dict-item]
+            E.Trade: self._trade,  # type: ignore[dict-item]
+            E.OrderCanceled: self._canceled,  # type: ignore[dict-item]
+            E.OrderAmended: self._amended,  # type: ignore[dict-item]
+            E.BalanceChanged: self._balance,  # type: ignore[dict-item]
+        }
+
+    # ------------------------------------------------------------------ feeding
+
+    def apply(self, events: Iterable[E.Event]) -> None:
+        handlers = self._handlers
+        for ev in events:
+            h = handlers.get(type(ev))
+            if h is not None:
+                h(ev)
+            if ev.seq > self.seq:
+                self.seq = ev.seq
+
+    def seed_open_orders(self, engine: Engine) -> None:
+        """Start from a running engine's open orders when the journal's beginning is gone
+        (history before it is then unknown, open orders are still exact)."""
+        for o in engine.orders.values():
+            if o.order_id in self.orders:
+                continue
+            ev = E.OrderAccepted(seq=0, ts=o.ts, order_id=o.order_id, account=o.account,
+                                 market=o.market, side=o.side, price=o.price, qty=o.qty,
+                                 order_type="limit", tif=o.tif, post_only=o.post_only,
+                                 client_id=o.client_id)
+            rec = record_of(ev)
+            rec.remaining = o.remaining
+            rec.filled = o.qty - o.remaining
+            rec.filled_quote = o.filled_quote
+            rec.status = PARTIAL if rec.filled else OPEN
+            self._add(rec)
+        self.seq = max(self.seq, engine.seq)
+
+    def _view(self, account: int) -> AccountView:
+        v = self.accounts.get(account)
+        if v is None:
+            v = self.accounts[account] = AccountView()
+        return v
+
+    def _add(self, rec: OrderRecord) -> None:
+        self.orders[rec.order_id] = rec
+        if rec.client_id:
+            self.by_client[(rec.account, rec.client_id)] = rec
+        self._view(rec.account).open[rec.order_id] = rec
+
+    def _close(self, rec: OrderRecord) -> None:
+        view = self._view(rec.account)
+        view.open.pop(rec.order_id, None)
+        closed = view.closed
+        closed.append(rec)
+        if len(closed) > CLOSED_PER_ACCOUNT:
+            old = closed.popleft()
+            self.orders.pop(old.order_id, None)
+            if old.client_id and self.by_client.get((old.account, old.client_id)) is old:
+                del self.by_client[(old.account, old.client_id)]
+
+    def _accepted(self, ev: E.OrderAccepted) -> None:
+        rec = record_of(ev)
+        self._add(rec)
+        self.touched.add((ev.market, ev.side == "buy", ev.price))
+        self.touched_accounts.add(ev.account)
+
+    def _trade(self, ev: E.Trade) -> None:
+        mkt = self._engine().markets.get(ev.market)
+        div = mkt.price_div if mkt is not None else 1
+        quote = ev.price * ev.qty // div
+        taker_buys = ev.taker_side == "buy"
+        self.touched.add((ev.market, not taker_buys, ev.price))
+        for oid, account, remaining, fee, is_maker in (
+                (ev.maker_order, ev.maker_account, ev.maker_remaining, ev.maker_fee, True),
+                (ev.taker_order, ev.taker_account, ev.taker_remaining, ev.taker_fee, False)):
+            is_buyer = taker_buys != is_maker
+            rec = self.orders.get(oid)
+            if rec is not None:
+                rec.filled += ev.qty
+                rec.filled_quote += quote
+                rec.fee += fee
+                rec.remaining = remaining
+                rec.updated_ts = ev.ts
+                if remaining == 0:
+                    rec.status = FILLED
+                    self._close(rec)
+                else:
+                    rec.status = PARTIAL
+            self._view(account).fills.append(Fill(ev.trade_id, ev.seq, ev.ts, account, ev.market,
+                                                  oid, is_buyer, is_maker, ev.price, ev.qty,
+                                                  quote, fee))
+            self.touched_accounts.add(account)
+        trades = self.trades.get(ev.market)
+        if trades is None:
+            trades = self.trades[ev.market] = deque(maxlen=TRADES_PER_MARKET)
+        trades.append(ev)
+        self._candle(ev.market, ev.ts, ev.price, ev.qty, quote)
+
+    def _candle(self, market: str, ts: int, price: int, qty: int, quote: int) -> None:
+        candles = self.candles.get(market)
+        if candles is None:
+            candles = self.candles[market] = OrderedDict()
+        start = ts - ts % MINUTE_MS
+        c = candles.get(start)
+        if c is None:
+            c = candles[start] = new_candle(start, price)
+            if len(candles) > CANDLES_PER_MARKET:
+                candles.popitem(last=False)
+        if price > c.high:
+            c.high = price
+        if price < c.low:
+            c.low = price
+        c.close = price
+        c.volume += qty
+        c.quote_volume += quote
+        c.trades += 1
+
+    def _canceled(self, ev: E.OrderCanceled) -> None:
+        rec = self.orders.get(ev.order_id)
+        self.touched_accounts.add(ev.account)
+        if rec is None:
+            return
+        self.touched.add((rec.market, rec.side == "buy", rec.price))
+        rec.remaining = ev.remaining
+        rec.reason = ev.reason
+        rec.status = EXPIRED if ev.reason in _EXPIRE_REASONS else CANCELED
+        rec.updated_ts = ev.ts
+        self._close(rec)
+
+    def _amended(self, ev: E.OrderAmended) -> None:
+        rec = self.orders.get(ev.order_id)
+        self.touched_accounts.add(ev.account)
+        if rec is None:
+            return
+        self.touched.add((rec.market, rec.side == "buy", rec.price))
+        self.touched.add((rec.market, rec.side == "buy", ev.price))
+        rec.price = ev.price
+        rec.qty = ev.qty
+        rec.remaining = ev.remaining
+        rec.updated_ts = ev.ts
+
+    def _balance(self, ev: E.BalanceChanged) -> None:
+        self.touched_accounts.add(ev.account)
+
+    # ------------------------------------------------------------------ queries
+
+    def order(self, account: int, order_id: int) -> OrderRecord | None:
+        rec = self.orders.get(order_id)
+        return rec if rec is not None and rec.account == account else None
+
+    def order_by_client(self, account: int, client_id: str) -> OrderRecord | None:
+        return self.by_client.get((account, client_id))
+
+    def open_orders(self, account: int, market: str | None = None) -> list[OrderRecord]:
+        view = self.accounts.get(account)
+        if view is None:
+            return []
+        return [r for r in view.open.values() if market is None or r.market == market]
+
+    def all_orders(self, account: int, market: str | None = None) -> list[OrderRecord]:
+        """Closed (most recent capped) and open orders, oldest first."""
+        view = self.accounts.get(account)
+        if view is None:
+            return []
+        out = [r for r in view.closed if market is None or r.market == market]
+        out.extend(r for r in view.open.values() if market is None or r.market == market)
+        out.sort(key=lambda r: r.order_id)
+        return out
+
+    def fills(self, account: int, market: str | None = None) -> list[Fill]:
+        view = self.accounts.get(account)
+        if view is None:
+            return []
+        return [f for f in view.fills if market is None or f.market == market]
+
+    def recent_trades(self, market: str, limit: int) -> list[E.Trade]:
+        trades = self.trades.get(market)
+        if not trades:
+            return []
+        return list(trades)[-limit:]
+
+    def klines(self, market: str, interval_ms: int, limit: int, start: int | None = None,
+               end: int | None = None) -> list[Candle]:
+        """Candles of ``interval_ms`` (a multiple of a minute) aggregated from 1m candles."""
+        candles = self.candles.get(market)
+        if not candles:
+            return []
+        out: list[Candle] = []
+        for c in candles.values():
+            if start is not None and c.start < start - start % interval_ms:
+                continue
+            if end is not None and c.start > end:
+                break
+            bucket = c.start - c.start % interval_ms
+            if out and out[-1].start == bucket:
+                agg = out[-1]
+                agg.high = max(agg.high, c.high)
+                agg.low = min(agg.low, c.low)
+                agg.close = c.close
+                agg.volume += c.volume
+                agg.quote_volume += c.quote_volume
+                agg.trades += c.trades
+            else:
+                agg = new_candle(bucket, c.open)
+                agg.high, agg.low, agg.close = c.high, c.low, c.close
+                agg.volume, agg.quote_volume, agg.trades = c.volume, c.quote_volume, c.trades
+                out.append(agg)
+        if start is not None:
+            return out[:limit]
+        return out[-limit:]
+
+    def stats_24h(self, market: str, now_ms: int) -> Candle | None:
+        """Open/high/low/close/volume over the last 24 hours (1-minute resolution)."""
+        candles = self.candles.get(market)
+        if not candles:
+            return None
+        since = now_ms - DAY_MS
+        agg: Candle | None = None
+        for c in reversed(candles.values()):
+            if c.start < since - MINUTE_MS + 1:
+                break
+            if agg is None:
+                agg = new_candle(c.start, c.open)
+                agg.high, agg.low, agg.close = c.high, c.low, c.close
+            else:
+                agg.open = c.open
+                agg.start = c.start
+                agg.high = max(agg.high, c.high)
+                agg.low = min(agg.low, c.low)
+            agg.volume += c.volume
+            agg.quote_volume += c.quote_volume
+            agg.trades += c.trades
+        return agg

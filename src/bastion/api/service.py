@@ -1,0 +1,237 @@
+"""The gateway's one door to the node: turns API intents into journaled commands, answers from
+the engine and the read model, and fans applied events out to subscribers.
+
+Every state change goes through ``node.submit`` and is answered only after the node journaled
+and applied it, so an acknowledged order survives a crash. Reads never touch the journal.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from bastion.api import errors as A
+from bastion.api.errors import ApiError
+from bastion.api.marketdata import BookFeed
+from bastion.api.readmodel import OrderRecord, ReadModel
+from bastion.core import commands as C
+from bastion.core import errors as X
+from bastion.core import events as E
+from bastion.core.codec import decode_command
+from bastion.core.engine import Engine
+from bastion.core.state import Market
+
+if TYPE_CHECKING:
+    from bastion.node.node import Node
+
+log = logging.getLogger("bastion.api")
+
+EventListener = Callable[[list[E.Event], list[Any]], None]
+
+
+class Gateway:
+    def __init__(self, node: Node) -> None:
+        self.node = node
+        self.readmodel = ReadModel(lambda: self.node.engine)
+        self.books = BookFeed()
+        self._listeners: list[EventListener] = []
+        self._mode_observers: list[Callable[[E.ModeChanged], None]] = []
+        self._inflight: dict[tuple[int, str], asyncio.Future[None]] = {}
+        self._unsubscribe: Callable[[], None] | None = None
+        self.started_at = time.monotonic()
+        self.ops = 0
+
+    @property
+    def engine(self) -> Engine:
+        return self.node.engine
+
+    # ------------------------------------------------------------------ wiring
+
+    def attach(self) -> None:
+        """Build the read model from the journal (so history survives restarts), load book
+        mirrors, then follow the live event stream. Runs before any request is served."""
+        t0 = time.perf_counter()
+        engine = self.engine
+        journal = self.node.journal
+        target = engine.seq
+        replayed = 0
+        if target and journal.first_seq <= 1:
+            scratch = Engine()
+            rm = self.readmodel
+            for _seq, payload in journal.read(1, target):
+                rm.apply(scratch.apply(decode_command(payload)))
+                replayed += 1
+            if scratch.state_hash() != engine.state_hash():
+                log.error("read model replay diverged from the node's state; history may be "
+                          "incomplete (open orders are reseeded from the engine)")
+                self.readmodel = ReadModel(lambda: self.node.engine)
+                self.readmodel.seed_open_orders(engine)
+        elif target:
+            self.readmodel.seed_open_orders(engine)
+        self.readmodel.touched.clear()
+        self.readmodel.touched_accounts.clear()
+        self.books.load(engine)
+        self._unsubscribe = self.node.subscribe(self._on_events)
+        log.info("read model rebuilt from %d journaled commands in %.3f s", replayed,
+                 time.perf_counter() - t0)
+
+    def detach(self) -> None:
+        if self._unsubscribe is not None:
+            self._unsubscribe()
+            self._unsubscribe = None
+
+    def add_listener(self, listener: EventListener) -> None:
+        """``listener(events, book_deltas)`` after the read model absorbed a batch."""
+        self._listeners.append(listener)
+
+    def on_mode_change(self, observer: Callable[[E.ModeChanged], None]) -> None:
+        self._mode_observers.append(observer)
+
+    def _on_events(self, events: list[E.Event]) -> None:
+        rm = self.readmodel
+        rm.apply(events)
+        deltas = self.books.update(self.engine, rm.touched) if rm.touched else []
+        rm.touched.clear()
+        for listener in self._listeners:
+            try:
+                listener(events, deltas)
+            except Exception:
+                log.exception("event listener failed")
+        rm.touched_accounts.clear()
+        if self._mode_observers:
+            for ev in events:
+                if type(ev) is E.ModeChanged:
+                    for obs in self._mode_observers:
+                        try:
+                            obs(ev)
+                        except Exception:
+                            log.exception("mode observer failed")
+
+    # ------------------------------------------------------------------ lookups
+
+    def market(self, name: str) -> Market:
+        mkt = self.engine.markets.get(name)
+        if mkt is None:
+            raise ApiError(X.UNKNOWN_MARKET, f"unknown market {name!r}")
+        return mkt
+
+    def asset_decimals(self, asset: str) -> int:
+        a = self.engine.assets.get(asset)
+        if a is None:
+            raise ApiError(X.UNKNOWN_ASSET, f"unknown asset {asset!r}")
+        return a.decimals
+
+    # ------------------------------------------------------------------ commands
+
+    async def submit(self, cmd: C.Command) -> list[E.Event]:
+        """Journal and apply one command; a refusal becomes an ``ApiError`` with the core code."""
+        try:
+            events = await self.node.submit(cmd)
+        except Exception as exc:  # node stopped, closing, journal failure
+            code = getattr(exc, "code", "")
+            raise ApiError(A.UNAVAILABLE, f"the exchange is not accepting commands right now "
+                                          f"({code or type(exc).__name__})") from exc
+        self.ops += 1
+        for ev in events:
+            if type(ev) is E.Rejected:
+                raise ApiError(ev.code, ev.message)
+        return events
+
+    async def place(self, cmd: C.PlaceOrder) -> tuple[OrderRecord, bool]:
+        """Place an order; a client id already used by this account answers with that order
+        (``duplicate=True``) instead of placing a second one."""
+        account = cmd.account
+        cid = cmd.client_id
+        rm = self.readmodel
+        if not cid:
+            events = await self.submit(cmd)
+            return self._accepted(events), False
+        key = (account, cid)
+        while True:
+            rec = rm.order_by_client(account, cid)
+            if rec is not None:
+                return rec, True
+            pending = self._inflight.get(key)
+            if pending is None:
+                break
+            await asyncio.shield(pending)
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._inflight[key] = done
+        try:
+            events = await self.submit(cmd)
+        except ApiError as err:
+            if err.code == X.DUPLICATE_CLIENT_ID:
+                rec = rm.order_by_client(account, cid)
+                if rec is not None:
+                    return rec, True
+            raise
+        finally:
+            del self._inflight[key]
+            done.set_result(None)
+        return self._accepted(events), False
+
+    def _accepted(self, events: list[E.Event]) -> OrderRecord:
+        for ev in events:
+            if type(ev) is E.OrderAccepted:
+                rec = self.readmodel.orders.get(ev.order_id)
+                if rec is not None:
+                    return rec
+        raise ApiError(X.INTERNAL_ERROR, "order accepted but not found in the read model")
+
+    def own_order(self, account: int, order_id: int | None = None,
+                  client_id: str | None = None) -> OrderRecord:
+        """The account's order by id or client id; another account's order is reported
+        exactly like a missing one (no existence oracle)."""
+        rm = self.readmodel
+        rec = None
+        if order_id is not None:
+            rec = rm.order(account, order_id)
+        elif client_id:
+            rec = rm.order_by_client(account, client_id)
+        if rec is None:
+            raise ApiError(X.UNKNOWN_ORDER, f"no order {order_id or client_id!r} for this "
+                                            "account")
+        return rec
+
+    async def cancel(self, account: int, order_id: int | None = None,
+                     client_id: str | None = None, market: str | None = None) -> OrderRecord:
+        rec = self.own_order(account, order_id, client_id)
+        if market is not None and rec.market != market:
+            raise ApiError(X.UNKNOWN_ORDER, f"order {rec.order_id} is not in {market}")
+        if not rec.is_open:
+            raise ApiError(X.UNKNOWN_ORDER, f"order {rec.order_id} is already {rec.status}")
+        await self.submit(C.CancelOrder(account=account, market=rec.market,
+                                        order_id=rec.order_id))
+        return rec
+
+    async def amend(self, account: int, order_id: int | None, client_id: str | None,
+                    new_price: int | None, new_qty: int | None) -> OrderRecord:
+        rec = self.own_order(account, order_id, client_id)
+        if not rec.is_open:
+            raise ApiError(X.UNKNOWN_ORDER, f"order {rec.order_id} is already {rec.status}")
+        await self.submit(C.AmendOrder(account=account, market=rec.market, order_id=rec.order_id,
+                                       new_price=new_price, new_qty=new_qty))
+        return rec
+
+    async def cancel_all(self, account: int, market: str | None = None) -> list[OrderRecord]:
+        if market is not None:
+            self.market(market)
+        if account not in self.engine.accounts:
+            return []
+        try:
+            events = await self.submit(C.CancelAll(account=account, market=market or ""))
+        except ApiError as err:
+            if err.code == X.UNKNOWN_ORDER:
+                return []
+            raise
+        rm = self.readmodel
+        out = []
+        for ev in events:
+            if type(ev) is E.OrderCanceled:
+                rec = rm.orders.get(ev.order_id)
+                if rec is not None:
+                    out.append(rec)
+        return out

@@ -1,0 +1,439 @@
+"""WebSocket API (``/v1/ws``): public market data, private streams after auth, order entry.
+
+Protocol (JSON text frames):
+- ``{"op":"subscribe","channels":["book.BTC-USDT","trades.BTC-USDT","ticker.BTC-USDT","modes"]}``
+  and, after ``{"op":"auth","key":K,"timestamp":T,"signature":hex HMAC(secret, T+"GET/v1/ws")}``,
+  the private ``orders``, ``fills``, ``balances``, ``positions``.
+- ``book.M``: a ``snapshot`` (full L2, ``seq``) then ``delta`` messages with ``seq`` and
+  ``prev_seq``; a delta whose ``prev_seq`` is not your last ``seq`` means you missed one:
+  resubscribe for a fresh snapshot.
+- Order entry: ``{"op":"place"|"amend"|"cancel"|"cancel_all","id":N,"args":{...}}`` with the
+  REST bodies as ``args``; answered ``{"id":N,"ok":true,"result":...}`` once durable, or
+  ``{"id":N,"ok":false,"error":{"code","message"}}``.
+
+Each connection has one writer task and a bounded queue; a consumer that cannot keep up is
+disconnected (close code 1008) rather than growing memory without bound.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import defaultdict
+from typing import Any
+
+import msgspec
+from starlette.routing import BaseRoute, WebSocketRoute
+from starlette.websockets import WebSocket
+
+from bastion.api import errors as A
+from bastion.api import schemas as S
+from bastion.api import views as V
+from bastion.api.app_context import Context
+from bastion.api.auth import require
+from bastion.api.convert import to_units
+from bastion.api.errors import ApiError
+from bastion.api.keys import ApiKey
+from bastion.api.native import place_command, place_explained, position_views, ticker_view
+from bastion.core import errors as X
+from bastion.core import events as E
+
+log = logging.getLogger("bastion.api.ws")
+
+WS_PATH = "/v1/ws"
+QUEUE_LIMIT = 10_000
+MAX_INFLIGHT = 4_096
+TICKER_INTERVAL = 0.1
+PRIVATE = ("orders", "fills", "balances", "positions")
+
+_enc = msgspec.json.Encoder()
+
+
+class Op(msgspec.Struct, forbid_unknown_fields=False):
+    op: str
+    id: int | str | None = None
+    channels: list[str] = []
+    args: dict[str, Any] = {}
+    key: str = ""
+    timestamp: int | str = ""
+    signature: str = ""
+
+
+class CancelArgs(msgspec.Struct, forbid_unknown_fields=True):
+    order_id: int | None = None
+    client_order_id: str | None = None
+
+
+class AmendArgs(msgspec.Struct, forbid_unknown_fields=True):
+    order_id: int
+    price: S.Decimal | None = None
+    quantity: S.Decimal | None = None
+
+
+class CancelAllArgs(msgspec.Struct, forbid_unknown_fields=True):
+    market: str | None = None
+
+
+_op_decoder = msgspec.json.Decoder(Op)
+
+
+class Conn:
+    __slots__ = ("closed", "inflight", "ip", "key", "queue", "subs", "ws")
+
+    def __init__(self, ws: WebSocket) -> None:
+        self.ws = ws
+        self.key: ApiKey | None = None
+        self.subs: set[str] = set()
+        self.queue: asyncio.Queue[bytes | None] = asyncio.Queue()
+        self.inflight = 0
+        self.closed = False
+        client = ws.client
+        self.ip = client.host if client else "?"
+
+    def send(self, data: bytes) -> None:
+        if self.closed:
+            return
+        if self.queue.qsize() >= QUEUE_LIMIT:
+            self.closed = True
+            self.queue.put_nowait(None)
+            return
+        self.queue.put_nowait(data)
+
+    async def writer(self) -> None:
+        send = self.ws.send
+        q = self.queue
+        try:
+            while True:
+                data = await q.get()
+                if data is None:
+                    with contextlib.suppress(Exception):
+                        await self.ws.close(1008, "slow consumer: send queue overflow")
+                    return
+                await send({"type": "websocket.send", "text": data.decode()})
+        except Exception:
+            self.closed = True
+
+
+class Hub:
+    """Subscriptions and fan-out. ``publish`` runs synchronously in the node's event callback,
+    so a book snapshot taken on subscribe is always followed by exactly the later deltas."""
+
+    def __init__(self, ctx: Context) -> None:
+        self.ctx = ctx
+        self.channels: dict[str, set[Conn]] = defaultdict(set)
+        self.private: dict[int, set[Conn]] = defaultdict(set)
+        self.dirty_tickers: set[str] = set()
+        self._ticker_task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._ticker_task = asyncio.create_task(self._tickers())
+
+    async def stop(self) -> None:
+        if self._ticker_task is not None:
+            self._ticker_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._ticker_task
+
+    # ------------------------------------------------------------ subscriptions
+
+    def subscribe(self, conn: Conn, channel: str) -> None:
+        gw = self.ctx.gateway
+        if channel in PRIVATE:
+            if conn.key is None:
+                raise ApiError(A.UNAUTHORIZED, f"channel {channel!r} needs auth first")
+            require(conn.key, "read")
+            conn.subs.add(channel)
+            self.private[conn.key.account].add(conn)
+            if channel == "balances":
+                conn.send(_enc.encode({"channel": "balances", "data":
+                                       V.balances(gw.engine, conn.key.account)}))
+            elif channel == "positions":
+                conn.send(_enc.encode({"channel": "positions", "data":
+                                       position_views(self.ctx, conn.key.account)}))
+            return
+        if channel == "modes":
+            conn.subs.add(channel)
+            self.channels[channel].add(conn)
+            e = gw.engine
+            conn.send(_enc.encode({"channel": "modes", "type": "snapshot", "data": [
+                {"market": m.market, "mode": m.mode, "reason": m.mode_reason,
+                 "until_ts": m.mode_until} for _, m in sorted(e.markets.items())]}))
+            return
+        kind, _, market = channel.partition(".")
+        if kind not in ("book", "trades", "ticker"):
+            raise ApiError(A.MALFORMED_REQUEST, f"unknown channel {channel!r}")
+        mkt = gw.market(market)
+        conn.subs.add(channel)
+        self.channels[channel].add(conn)
+        if kind == "book":
+            mirror = gw.books.mirror(mkt.market)
+            if mirror is None:
+                gw.books.load(gw.engine)
+                mirror = gw.books.mirror(mkt.market)
+            assert mirror is not None
+            u = V.Units(gw.engine, mkt)
+            bids, asks = mirror.snapshot()
+            conn.send(_enc.encode({
+                "channel": channel, "type": "snapshot", "market": mkt.market, "seq": mirror.seq,
+                "bids": [(u.price(p), u.qty(q)) for p, q in bids],
+                "asks": [(u.price(p), u.qty(q)) for p, q in asks]}))
+        elif kind == "ticker":
+            conn.send(_enc.encode({"channel": channel,
+                                   "data": ticker_view(self.ctx, mkt.market)}))
+
+    def unsubscribe(self, conn: Conn, channel: str) -> None:
+        conn.subs.discard(channel)
+        if channel in PRIVATE:
+            if conn.key is not None and not any(c in conn.subs for c in PRIVATE):
+                self.private[conn.key.account].discard(conn)
+        else:
+            self.channels[channel].discard(conn)
+
+    def drop(self, conn: Conn) -> None:
+        for channel in list(conn.subs):
+            self.unsubscribe(conn, channel)
+        if conn.key is not None:
+            subs = self.private.get(conn.key.account)
+            if subs is not None:
+                subs.discard(conn)
+                if not subs:
+                    del self.private[conn.key.account]
+
+    # ------------------------------------------------------------ publishing
+
+    def publish(self, events: list[E.Event], deltas: list[Any]) -> None:
+        gw = self.ctx.gateway
+        engine = gw.engine
+        channels = self.channels
+        for market, prev_seq, seq, bids, asks in deltas:
+            self.dirty_tickers.add(market)
+            subs = channels.get("book." + market)
+            if subs:
+                u = V.units(engine, market)
+                data = _enc.encode({
+                    "channel": "book." + market, "type": "delta", "market": market, "seq": seq,
+                    "prev_seq": prev_seq, "bids": [(u.price(p), u.qty(q)) for p, q in bids],
+                    "asks": [(u.price(p), u.qty(q)) for p, q in asks]})
+                for c in subs:
+                    c.send(data)
+        private = self.private
+        trades: dict[str, list[E.Trade]] = {}
+        orders: dict[int, set[int]] = {}
+        fills: dict[int, list[tuple[int, int]]] = {}
+        for ev in events:
+            t = type(ev)
+            if t is E.Trade:
+                assert isinstance(ev, E.Trade)
+                trades.setdefault(ev.market, []).append(ev)
+                self.dirty_tickers.add(ev.market)
+                if private:
+                    for acct, oid in ((ev.maker_account, ev.maker_order),
+                                      (ev.taker_account, ev.taker_order)):
+                        if acct in private:
+                            orders.setdefault(acct, set()).add(oid)
+                            fills.setdefault(acct, []).append((ev.trade_id, oid))
+            elif t is E.ModeChanged:
+                assert isinstance(ev, E.ModeChanged)
+                subs = channels.get("modes")
+                if subs:
+                    data = _enc.encode({"channel": "modes", "type": "update", "data": {
+                        "market": ev.market, "old": ev.old, "new": ev.new, "reason": ev.reason,
+                        "until_ts": ev.until_ts, "seq": ev.seq, "ts": ev.ts}})
+                    for c in subs:
+                        c.send(data)
+            elif private and (t is E.OrderAccepted or t is E.OrderCanceled
+                              or t is E.OrderAmended):
+                acct = ev.account  # type: ignore[attr-defined]
+                if acct in private:
+                    orders.setdefault(acct, set()).add(ev.order_id)  # type: ignore[attr-defined]
+        for market, batch in trades.items():
+            subs = channels.get("trades." + market)
+            if subs:
+                u = V.units(engine, market)
+                data = _enc.encode({"channel": "trades." + market, "data": [
+                    S.PublicTrade(trade_id=t.trade_id, market=market, price=u.price(t.price),
+                                  quantity=u.qty(t.qty), taker_side=t.taker_side, ts=t.ts)
+                    for t in batch]})
+                for c in subs:
+                    c.send(data)
+        if private:
+            self._private(orders, fills, gw.readmodel.touched_accounts)
+
+    def _private(self, orders: dict[int, set[int]], fills: dict[int, list[tuple[int, int]]],
+                 touched: set[int]) -> None:
+        gw = self.ctx.gateway
+        engine = gw.engine
+        rm = gw.readmodel
+        for acct, conns in self.private.items():
+            if acct in orders:
+                msgs = []
+                for oid in sorted(orders[acct]):
+                    rec = rm.orders.get(oid)
+                    if rec is not None:
+                        msgs.append(_enc.encode({"channel": "orders", "data": V.order(
+                            V.units(engine, rec.market), rec)}))
+                for c in conns:
+                    if "orders" in c.subs:
+                        for m in msgs:
+                            c.send(m)
+            if acct in fills:
+                wanted = set(fills[acct])
+                view = rm.accounts.get(acct)
+                recent = [f for f in list(view.fills)[-len(wanted) * 2:]
+                          if (f.trade_id, f.order_id) in wanted] if view else []
+                msgs = [_enc.encode({"channel": "fills", "data": V.fill(
+                    V.units(engine, f.market), f)}) for f in recent]
+                for c in conns:
+                    if "fills" in c.subs:
+                        for m in msgs:
+                            c.send(m)
+            if acct in touched:
+                data = _enc.encode({"channel": "balances", "data": V.balances(engine, acct)})
+                for c in conns:
+                    if "balances" in c.subs:
+                        c.send(data)
+
+    async def _tickers(self) -> None:
+        while True:
+            await asyncio.sleep(TICKER_INTERVAL)
+            dirty, self.dirty_tickers = self.dirty_tickers, set()
+            for market in dirty:
+                subs = self.channels.get("ticker." + market)
+                if subs and market in self.ctx.gateway.engine.markets:
+                    data = _enc.encode({"channel": "ticker." + market,
+                                        "data": ticker_view(self.ctx, market)})
+                    for c in subs:
+                        c.send(data)
+
+
+# ---------------------------------------------------------------- connection handling
+
+def _reply(conn: Conn, rid: Any, result: Any) -> None:
+    conn.send(_enc.encode({"id": rid, "ok": True, "result": result}))
+
+
+def _fail(conn: Conn, rid: Any, err: ApiError) -> None:
+    conn.send(_enc.encode({"id": rid, "ok": False, "status": err.status,
+                           "error": {"code": err.code, "message": err.message}}))
+
+
+def routes(ctx: Context, hub: Hub) -> list[BaseRoute]:
+    gw = ctx.gateway
+    auth = ctx.auth
+
+    async def order_op(conn: Conn, op: Op) -> None:
+        rid = op.id
+        try:
+            key = conn.key
+            if key is None:
+                raise ApiError(A.UNAUTHORIZED, "authenticate first: {\"op\":\"auth\",...}")
+            require(key, "trade")
+            ctx.key_limiter.hit(key.key)
+            account = key.account
+            e = gw.engine
+            if op.op == "place":
+                req = msgspec.convert(op.args, S.PlaceOrder)
+                rec, dup = await place_explained(gw, place_command(e, account, req))
+                _reply(conn, rid, V.order(V.units(gw.engine, rec.market), rec, dup))
+            elif op.op == "cancel":
+                c = msgspec.convert(op.args, CancelArgs)
+                if c.order_id is None and not c.client_order_id:
+                    raise ApiError(A.MALFORMED_REQUEST, "give order_id or client_order_id")
+                rec = await gw.cancel(account, c.order_id, c.client_order_id)
+                _reply(conn, rid, V.order(V.units(gw.engine, rec.market), rec))
+            elif op.op == "amend":
+                a = msgspec.convert(op.args, AmendArgs)
+                rec = gw.own_order(account, order_id=a.order_id)
+                u = V.units(e, rec.market)
+                price = None if a.price is None else to_units(a.price, u.price_dp,
+                                                              X.INVALID_PRICE, "price")
+                qty = None if a.quantity is None else to_units(a.quantity, u.base_dp,
+                                                               X.INVALID_QUANTITY, "quantity")
+                if price is None and qty is None:
+                    raise ApiError(X.NO_CHANGE, "give a new price and/or quantity")
+                rec = await gw.amend(account, a.order_id, None, price, qty)
+                _reply(conn, rid, V.order(u, rec))
+            else:
+                ca = msgspec.convert(op.args, CancelAllArgs)
+                recs = await gw.cancel_all(account, ca.market)
+                _reply(conn, rid, S.CancelAllResult(canceled=[
+                    V.order(V.units(gw.engine, r.market), r) for r in recs]))
+        except ApiError as err:
+            _fail(conn, rid, err)
+        except msgspec.ValidationError as exc:
+            _fail(conn, rid, ApiError(A.MALFORMED_REQUEST, f"invalid args: {exc}"))
+        except Exception:
+            log.exception("websocket order op failed")
+            _fail(conn, rid, ApiError(X.INTERNAL_ERROR, "internal error"))
+        finally:
+            conn.inflight -= 1
+
+    def handle(conn: Conn, raw: str | bytes) -> None:
+        try:
+            op = _op_decoder.decode(raw)
+        except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+            _fail(conn, None, ApiError(A.MALFORMED_REQUEST, f"bad message: {exc}"))
+            return
+        rid = op.id
+        try:
+            if op.op in ("place", "cancel", "amend", "cancel_all"):
+                if conn.inflight >= MAX_INFLIGHT:
+                    raise ApiError(A.RATE_LIMITED, f"more than {MAX_INFLIGHT} requests in "
+                                                   "flight on this connection")
+                conn.inflight += 1
+                asyncio.ensure_future(order_op(conn, op))
+            elif op.op == "subscribe":
+                if not op.channels:
+                    raise ApiError(A.MALFORMED_REQUEST, "give channels")
+                for ch in op.channels:
+                    hub.subscribe(conn, ch)
+                _reply(conn, rid, {"subscribed": sorted(conn.subs)})
+            elif op.op == "unsubscribe":
+                for ch in op.channels:
+                    hub.unsubscribe(conn, ch)
+                _reply(conn, rid, {"subscribed": sorted(conn.subs)})
+            elif op.op == "auth":
+                ctx.ip_limiter.hit(conn.ip)
+                ts = str(op.timestamp)
+                key = auth.verify(op.key, ts, op.signature, f"{ts}GET{WS_PATH}".encode())
+                if conn.key is not None and conn.key.key != key.key:
+                    raise ApiError(A.FORBIDDEN, "this connection is already authenticated "
+                                                "with another key")
+                conn.key = key
+                _reply(conn, rid, {"account": key.account,
+                                   "permissions": sorted(key.permissions)})
+            elif op.op == "ping":
+                _reply(conn, rid, {"pong": True})
+            else:
+                raise ApiError(A.MALFORMED_REQUEST, f"unknown op {op.op!r}")
+        except ApiError as err:
+            _fail(conn, rid, err)
+
+    async def endpoint(ws: WebSocket) -> None:
+        await ws.accept()
+        conn = Conn(ws)
+        writer = asyncio.create_task(conn.writer())
+        receive = ws.receive
+        try:
+            while not conn.closed:
+                msg = await receive()
+                kind = msg["type"]
+                if kind == "websocket.disconnect":
+                    break
+                raw = msg.get("text")
+                if raw is None:
+                    raw = msg.get("bytes") or b""
+                handle(conn, raw)
+        except Exception:
+            pass
+        finally:
+            conn.closed = True
+            hub.drop(conn)
+            if conn.queue.empty():
+                conn.queue.put_nowait(None)
+            writer.cancel()
+            with contextlib.suppress(BaseException):
+                await writer
+
+    return [WebSocketRoute(WS_PATH, endpoint)]

@@ -1,0 +1,72 @@
+"""Position accounting and account risk: the only code that changes sizes, costs or collateral.
+
+A trade of ``qty`` for ``amount`` settle units changes the buyer's cost by +amount and the
+seller's by -amount; closing part of a position moves the matching share of its cost into
+collateral as realized PnL. Both steps are zero-sum on ``collateral - cost``, which is why funds
+stay conserved whatever the rounding.
+"""
+
+from typing import NamedTuple
+
+from bastion.core.perp.calc import PPM, tdiv, tier_for
+from bastion.core.perp.state import PerpMarket, Position
+
+
+def realize(pos: Position, delta: int, amount: int) -> int:
+    """Apply a signed size change traded for ``amount`` (unsigned settle units).
+
+    Returns the realized PnL the caller credits to collateral. Opening adds to the cost; closing
+    removes the closed share of the cost (truncated toward zero, exact for a full close); a flip
+    closes first and opens the rest with the remaining part of ``amount``."""
+    size = pos.size
+    if size == 0 or (size > 0) == (delta > 0):
+        pos.size = size + delta
+        pos.cost += amount if delta > 0 else -amount
+        return 0
+    want = -delta if delta < 0 else delta
+    held = -size if size < 0 else size
+    close = want if want < held else held
+    part = amount if close == want else amount * close // want
+    removed = tdiv(pos.cost * close, held) if close != held else pos.cost
+    realized = (part if size > 0 else -part) - removed
+    pos.cost -= removed
+    pos.size = size + (close if delta > 0 else -close)
+    rest = want - close
+    if rest:
+        pos.size += rest if delta > 0 else -rest
+        pos.cost += (amount - part) if delta > 0 else -(amount - part)
+    pos.realized_pnl += realized
+    return realized
+
+
+class Risk(NamedTuple):
+    """One cross-margin account at mark: ``equity`` (margin balance) = collateral + unrealized
+    PnL; ``maintenance`` and ``initial`` summed over positions; ``upnl`` the unrealized part."""
+
+    equity: int
+    maintenance: int
+    initial: int
+    upnl: int
+
+
+def risk(collateral: int, positions: dict[str, Position], markets: dict[str, PerpMarket],
+         leverage: dict[str, int]) -> Risk:
+    """Inlined ``value``/``maintenance``/``initial`` (one tier lookup per position): this runs
+    for every order placed and every account re-keyed."""
+    mm = 0
+    im = 0
+    upnl = 0
+    for name, pos in positions.items():
+        pm = markets[name]
+        mark = pm.mark
+        div = pm.price_div
+        size = pos.size
+        upnl += size * mark // div - pos.cost
+        n = (size if size > 0 else -size) * mark // div
+        if n > 0:
+            tiers = pm.tiers
+            t = tiers[0] if n <= tiers[0].max_notional else tier_for(tiers, n)
+            mm += -(-(n * t.mmr_ppm - t.cum_ppm) // PPM)
+            lev = leverage.get(name, pm.default_leverage)
+            im += -(-n // (lev if lev < t.max_leverage else t.max_leverage))
+    return Risk(collateral + upnl, mm, im, upnl)

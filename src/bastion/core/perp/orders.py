@@ -1,0 +1,376 @@
+"""Perp order entry and matching: same book, ids and events as spot, margin instead of assets.
+
+An order reserves initial margin (notional / leverage + worst fee) instead of quote or base; a
+fill moves positions, not assets. Reduce-only orders reserve nothing and are clipped at every
+fill to what is left of the position they reduce, so they can never open or grow one, whatever
+happened to the position since they were placed.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import msgspec
+
+from bastion.core import commands as C
+from bastion.core import errors as X
+from bastion.core import events as E
+from bastion.core.book import OrderBook
+from bastion.core.commands import Side
+from bastion.core.engine import BPS, MAX_CLIENT_ID, STP_MODES, GuardViolation, Refused, fee_amount
+from bastion.core.modes import accepts_order
+from bastion.core.perp.calc import ceil_div, order_hold
+from bastion.core.state import Market, Order
+
+if TYPE_CHECKING:
+    from bastion.core.perp.engine import PerpEngine
+    from bastion.core.perp.state import PerpMarket
+
+LIQUIDATION = "liquidation"
+
+
+def place_cmd(pe: PerpEngine, cmd: C.PlaceOrder, out: list[E.Event]) -> None:
+    place(pe, out, account=cmd.account, market=cmd.market, side=cmd.side, qty=cmd.qty,
+          price=cmd.price, order_type=cmd.order_type, tif=cmd.tif, post_only=cmd.post_only,
+          client_id=cmd.client_id, stp=cmd.stp, reduce_only=cmd.reduce_only)
+
+
+def reducible(pe: PerpEngine, account: int, pm: PerpMarket, is_buy: bool) -> int:
+    """How much an order on this side may still reduce the account's position."""
+    pos = pe.positions.get(pm.market, {}).get(account)
+    if pos is None or (pos.size < 0) != is_buy:
+        return 0
+    return abs(pos.size)
+
+
+def _band(pm: PerpMarket, mkt: Market, is_buy: bool) -> int:
+    """The furthest price an order may have from the mark (the perp price band)."""
+    tick = mkt.tick_size
+    if is_buy:
+        return pm.mark * (BPS + pm.price_band_bps) // BPS // tick * tick
+    return max(tick, ceil_div(pm.mark * (BPS - pm.price_band_bps), BPS * tick) * tick)
+
+
+def place(pe: PerpEngine, out: list[E.Event], *, account: object, market: object, side: object,
+          qty: object, price: object, order_type: object, tif: object, post_only: object,
+          client_id: object, stp: object, reduce_only: object) -> Order:
+    """Validate (raising ``Refused`` before any change), accept, match, rest or expire."""
+    eng = pe.eng
+    mkt, pm = pe.perp_market(market)
+    acct = eng._account(account)
+    if side != "buy" and side != "sell":
+        raise Refused(X.INVALID_ARGUMENT, f"side must be buy or sell, got {side!r}")
+    is_buy = side == "buy"
+    q = eng._validate_qty(mkt, qty)
+    if type(post_only) is not bool or type(reduce_only) is not bool:
+        raise Refused(X.INVALID_ARGUMENT, "post_only and reduce_only must be booleans")
+    if not isinstance(client_id, str) or len(client_id) > MAX_CLIENT_ID:
+        raise Refused(X.INVALID_ARGUMENT, f"client_id must be a string of at most "
+                                          f"{MAX_CLIENT_ID} characters")
+    if stp is not None and stp not in STP_MODES:
+        raise Refused(X.INVALID_ARGUMENT, f"unknown self-trade prevention mode {stp!r}")
+    mode = mkt.mode
+    if not accepts_order(mode, post_only):
+        raise Refused(X.MARKET_MODE, f"market {mkt.market} is {mode}: "
+                      + ("only post-only orders are accepted" if mode in ("post_only",
+                         "recovery") else "no new orders are accepted"))
+    if client_id and (acct.account, client_id) in eng.client_ids:
+        raise Refused(X.DUPLICATE_CLIENT_ID, f"client_id {client_id!r} is already used "
+                                             "by an open order")
+    if not pm.mark:
+        raise Refused(X.NO_MARK_PRICE, f"{mkt.market} has no mark price yet")
+    book = eng.books[mkt.market]
+    opposite = book.asks if is_buy else book.bids
+    best = opposite.best()
+    band_limit = _band(pm, mkt, is_buy)
+    if order_type == "market":
+        if post_only or price:
+            raise Refused(X.INVALID_ARGUMENT, "market orders take no price and cannot be "
+                                              "post-only")
+        if best is None:
+            raise Refused(X.NO_LIQUIDITY, f"no {'asks' if is_buy else 'bids'} in {mkt.market}")
+        tick = mkt.tick_size
+        band = mkt.market_band_bps
+        if is_buy:
+            p = min(best * (BPS + band) // BPS // tick * tick, band_limit)
+        else:
+            p = max(ceil_div(best * (BPS - band), BPS * tick) * tick, band_limit, tick)
+        tif = "IOC"
+    elif order_type == "limit":
+        p = eng._validate_price(mkt, price)
+        if tif != "GTC" and tif != "IOC" and tif != "FOK":
+            raise Refused(X.INVALID_ARGUMENT, f"time in force must be GTC, IOC or FOK, "
+                                              f"got {tif!r}")
+        if post_only and tif != "GTC":
+            raise Refused(X.INVALID_ARGUMENT, "post-only orders must be GTC")
+        if not reduce_only and p * q // mkt.price_div < mkt.min_notional:
+            raise Refused(X.MIN_NOTIONAL, f"notional {p * q // mkt.price_div} below minimum "
+                                          f"{mkt.min_notional}")
+        if (p > band_limit) if is_buy else (p < band_limit):
+            raise Refused(X.PRICE_BAND, f"{side} at {p} is outside the price band around mark "
+                                        f"{pm.mark} ({pm.price_band_bps} bps)")
+    else:
+        raise Refused(X.INVALID_ARGUMENT, f"order type must be limit or market, "
+                                          f"got {order_type!r}")
+    if mode != "open":
+        eng._check_ref_band(mkt, is_buy, p)
+    crosses = best is not None and (best <= p if is_buy else best >= p)
+    if post_only and crosses:
+        raise Refused(X.POST_ONLY_WOULD_CROSS, f"post-only {side} at {p} would take liquidity "
+                                               f"at {best}")
+    ma = pe.margins.get((acct.account, pm.settle))
+    if reduce_only:
+        can = reducible(pe, acct.account, pm, is_buy)
+        if not can:
+            raise Refused(X.REDUCE_ONLY, f"reduce-only {side} has no opposite position to "
+                                         f"reduce in {mkt.market}")
+        q = min(q, can)
+        hold = 0
+    else:
+        hold = order_hold(p * q // mkt.price_div, pe.leverage(ma, pm), mkt.taker_fee_ppm)
+        free = pe.available(ma)
+        if hold > free:
+            raise Refused(X.INSUFFICIENT_MARGIN, f"order needs {hold} {pm.settle} of margin, "
+                                                 f"available {free}")
+    stp_mode = stp if isinstance(stp, str) else acct.stp
+    if tif == "FOK" and not (crosses and eng._fok_fillable(opposite, is_buy, p, q,
+                                                           acct.account, stp_mode)):
+        raise Refused(X.FOK_NOT_FILLABLE, f"fill-or-kill {side} {q} at {p} cannot fill "
+                                          "completely")
+    # ---- accepted: from here on state changes
+    oid = eng.next_order_id
+    eng.next_order_id = oid + 1
+    order = Order(order_id=oid, account=acct.account, market=mkt.market, side=side, price=p,
+                  qty=q, remaining=q, hold=hold, ts=eng.ts, tif=str(tif), post_only=post_only,
+                  client_id=client_id, stp=stp if isinstance(stp, str) else None,  # type: ignore[arg-type]
+                  maker_cap=mkt.maker_fee_ppm, taker_cap=mkt.taker_fee_ppm)
+    if hold:
+        pe.margin(acct.account, pm.settle).order_im += hold
+    eng.orders[oid] = order
+    pe.opened(order, pm.settle)
+    if client_id:
+        eng.client_ids[(acct.account, client_id)] = oid
+    if reduce_only:
+        pe.reduce_only.add(oid)
+    out.append(E.OrderAccepted(seq=eng.seq, ts=eng.ts, order_id=oid, account=acct.account,
+                               market=mkt.market, side=side, price=p, qty=q,
+                               order_type=str(order_type), tif=str(tif), post_only=post_only,
+                               client_id=client_id, reduce_only=reduce_only))
+    execute(pe, mkt, pm, book, order, stp_mode, crosses, out)
+    return order
+
+
+def liquidation_order(pe: PerpEngine, mkt: Market, pm: PerpMarket, account: int, is_buy: bool,
+                      qty: int, limit: int, out: list[E.Event]) -> Order:
+    """An IOC reduce-only order of the liquidation engine; fee is charged by the caller."""
+    eng = pe.eng
+    oid = eng.next_order_id
+    eng.next_order_id = oid + 1
+    side: Side = "buy" if is_buy else "sell"
+    order = Order(order_id=oid, account=account, market=mkt.market, side=side, price=limit,
+                  qty=qty, remaining=qty, hold=0, ts=eng.ts, tif="IOC",
+                  client_id="", stp="expire_maker")
+    eng.orders[oid] = order
+    pe.opened(order, pm.settle)
+    pe.reduce_only.add(oid)
+    out.append(E.OrderAccepted(seq=eng.seq, ts=eng.ts, order_id=oid, account=account,
+                               market=mkt.market, side=side, price=limit, qty=qty,
+                               order_type=LIQUIDATION, tif="IOC", reduce_only=True))
+    book = eng.books[mkt.market]
+    best = (book.asks if is_buy else book.bids).best()
+    crosses = best is not None and (best <= limit if is_buy else best >= limit)
+    execute(pe, mkt, pm, book, order, "expire_maker", crosses, out, liquidation=True)
+    return order
+
+
+def _forget(pe: PerpEngine, order: Order) -> None:
+    pe.release(order)
+    pe.eng._forget(order)
+
+
+def execute(pe: PerpEngine, mkt: Market, pm: PerpMarket, book: OrderBook, order: Order,
+            stp_mode: str, crosses: bool, out: list[E.Event], liquidation: bool = False) -> None:
+    """Match a just-accepted (or re-priced) order, then rest or expire the remainder."""
+    eng = pe.eng
+    if crosses:
+        match(pe, mkt, pm, book, order, stp_mode, out, liquidation)
+    if order.order_id not in eng.orders:
+        return
+    if order.remaining == 0:
+        _forget(pe, order)
+        return
+    if order.tif == "GTC":
+        book.side(order.side == "buy").add(order)
+    else:
+        eng._close_order(order, mkt, None, order.tif, out)
+    if crosses and book.is_crossed():
+        raise GuardViolation(mkt.market, "book_crossed",
+                             f"best bid {book.bids.best()} >= best ask {book.asks.best()}")
+
+
+def match(pe: PerpEngine, mkt: Market, pm: PerpMarket, book: OrderBook, taker: Order,
+          stp_mode: str, out: list[E.Event], liquidation: bool = False) -> None:
+    eng = pe.eng
+    is_buy = taker.side == "buy"
+    opposite = book.asks if is_buy else book.bids
+    limit = taker.price
+    levels = opposite.levels
+    ro = pe.reduce_only
+    taker_ro = taker.order_id in ro
+    while taker.remaining:
+        best = opposite.best()
+        if best is None or ((best > limit) if is_buy else (best < limit)):
+            return
+        level = levels[best]
+        dq = level.orders
+        while taker.remaining and level.count:
+            maker = dq[0]
+            if not maker.live:
+                dq.popleft()
+                continue
+            if maker.account == taker.account and stp_mode != "none":
+                if stp_mode != "expire_taker":
+                    eng._close_order(maker, mkt, opposite, X.SELF_TRADE, out)
+                if stp_mode != "expire_maker":
+                    eng._close_order(taker, mkt, None, X.SELF_TRADE, out)
+                    return
+                continue
+            qty = maker.remaining if maker.remaining < taker.remaining else taker.remaining
+            if taker_ro:
+                can = reducible(pe, taker.account, pm, is_buy)
+                if can == 0:
+                    eng._close_order(taker, mkt, None, X.REDUCE_ONLY, out)
+                    return
+                qty = min(qty, can)
+            if maker.order_id in ro:
+                can = reducible(pe, maker.account, pm, not is_buy)
+                if can < maker.remaining:
+                    if can == 0:
+                        eng._close_order(maker, mkt, opposite, X.REDUCE_ONLY, out)
+                        continue
+                    cut = maker.remaining - can
+                    maker.remaining = can
+                    maker.qty -= cut
+                    level.qty -= cut
+                    out.append(E.OrderAmended(seq=eng.seq, ts=eng.ts, order_id=maker.order_id,
+                                              account=maker.account, market=mkt.market,
+                                              price=maker.price, qty=maker.qty, remaining=can,
+                                              kept_priority=True))
+                    qty = min(qty, can)
+            fill(pe, mkt, pm, maker, taker, best, qty, out, liquidation)
+            level.qty -= qty
+            if maker.remaining == 0:
+                maker.live = False
+                dq.popleft()
+                level.count -= 1
+                _forget(pe, maker)
+        if level.count == 0 and best in levels:
+            del levels[best]
+
+
+def _shrink_hold(pe: PerpEngine, pm: PerpMarket, order: Order, before: int) -> None:
+    """Holds shrink in proportion to the remaining quantity (zero when fully filled)."""
+    if order.hold:
+        keep = order.hold * order.remaining // before
+        pe.margins[(order.account, pm.settle)].order_im -= order.hold - keep
+        order.hold = keep
+
+
+def fill(pe: PerpEngine, mkt: Market, pm: PerpMarket, maker: Order, taker: Order, price: int,
+         qty: int, out: list[E.Event], liquidation: bool = False) -> None:
+    eng = pe.eng
+    amount = price * qty // mkt.price_div
+    taker_fee = 0 if liquidation else fee_amount(amount, mkt.taker_fee_ppm)
+    maker_rate = mkt.maker_fee_ppm
+    if maker_rate > maker.maker_cap >= 0:
+        maker_rate = maker.maker_cap
+    maker_fee = fee_amount(amount, maker_rate)
+    if taker.side == "buy":
+        pe.trade(pm, taker.account, maker.account, qty, amount)
+    else:
+        pe.trade(pm, maker.account, taker.account, qty, amount)
+    settle = pm.settle
+    margins = pe.margins
+    margins[(taker.account, settle)].collateral -= taker_fee
+    margins[(maker.account, settle)].collateral -= maker_fee
+    eng.fees[settle] = eng.fees.get(settle, 0) + taker_fee + maker_fee
+    for order in (maker, taker):
+        before = order.remaining
+        order.remaining = before - qty
+        _shrink_hold(pe, pm, order, before)
+        order.filled_quote += amount
+    mkt.last_price = price
+    tid = eng.next_trade_id
+    eng.next_trade_id = tid + 1
+    out.append(E.Trade(seq=eng.seq, ts=eng.ts, trade_id=tid, market=mkt.market, price=price,
+                       qty=qty, taker_side=taker.side, maker_order=maker.order_id,
+                       taker_order=taker.order_id, maker_account=maker.account,
+                       taker_account=taker.account, maker_fee=maker_fee, taker_fee=taker_fee,
+                       maker_remaining=maker.remaining, taker_remaining=taker.remaining))
+
+
+def amend(pe: PerpEngine, cmd: C.AmendOrder, out: list[E.Event]) -> None:
+    """Same rules as spot amend; a re-priced or grown order is re-margined and re-matched."""
+    eng = pe.eng
+    mkt, pm = pe.perp_market(cmd.market)
+    order = eng._find_order(cmd.account, mkt.market, cmd.order_id, cmd.client_id)
+    is_buy = order.side == "buy"
+    filled = order.qty - order.remaining
+    new_qty = order.qty if cmd.new_qty is None else eng._validate_qty(mkt, cmd.new_qty)
+    new_price = order.price if cmd.new_price is None else eng._validate_price(mkt, cmd.new_price)
+    if new_qty <= filled:
+        raise Refused(X.INVALID_QUANTITY, f"new quantity {new_qty} must exceed the {filled} "
+                                          "already filled")
+    if new_qty == order.qty and new_price == order.price:
+        raise Refused(X.NO_CHANGE, "amend changes neither price nor quantity")
+    shrink = new_price == order.price and new_qty < order.qty
+    mode = mkt.mode
+    if mode in ("halted", "closed") or (mode == "cancel_only" and not shrink):
+        raise Refused(X.MARKET_MODE, f"market {mkt.market} is {mode}: amend not accepted")
+    side = eng.books[mkt.market].side(is_buy)
+    new_remaining = new_qty - filled
+    if shrink:
+        before = order.remaining
+        side.levels[order.price].qty -= before - new_remaining
+        order.remaining = new_remaining
+        order.qty = new_qty
+        _shrink_hold(pe, pm, order, before)
+        out.append(E.OrderAmended(seq=eng.seq, ts=eng.ts, order_id=order.order_id,
+                                  account=order.account, market=mkt.market, price=order.price,
+                                  qty=new_qty, remaining=new_remaining, kept_priority=True))
+        return
+    band_limit = _band(pm, mkt, is_buy)
+    if (new_price > band_limit) if is_buy else (new_price < band_limit):
+        raise Refused(X.PRICE_BAND, f"amended price {new_price} is outside the price band "
+                                    f"around mark {pm.mark}")
+    if mode != "open":
+        eng._check_ref_band(mkt, is_buy, new_price)
+    book = eng.books[mkt.market]
+    best = (book.asks if is_buy else book.bids).best()
+    crosses = best is not None and (best <= new_price if is_buy else best >= new_price)
+    if crosses and (order.post_only or mode != "open"):
+        raise Refused(X.POST_ONLY_WOULD_CROSS, f"amended price {new_price} would take "
+                                               f"liquidity at {best}")
+    ma = pe.margins.get((order.account, pm.settle))
+    if order.order_id in pe.reduce_only:
+        new_hold = 0
+    else:
+        new_hold = order_hold(new_price * new_remaining // mkt.price_div, pe.leverage(ma, pm),
+                              mkt.taker_fee_ppm)
+        free = pe.available(ma) + order.hold
+        if new_hold > free:
+            raise Refused(X.INSUFFICIENT_MARGIN, f"amended order needs {new_hold} {pm.settle} "
+                                                 f"of margin, available {free}")
+    side.remove(order)
+    if ma is not None:
+        ma.order_im += new_hold - order.hold
+    # a fresh record: the old one may still sit, dead, in its level's deque
+    order = msgspec.structs.replace(order, hold=new_hold, price=new_price, qty=new_qty,
+                                    remaining=new_remaining, ts=eng.ts, live=True,
+                                    maker_cap=mkt.maker_fee_ppm, taker_cap=mkt.taker_fee_ppm)
+    eng.orders[order.order_id] = order
+    out.append(E.OrderAmended(seq=eng.seq, ts=eng.ts, order_id=order.order_id,
+                              account=order.account, market=mkt.market, price=new_price,
+                              qty=new_qty, remaining=new_remaining, kept_priority=False))
+    stp_mode = order.stp if order.stp is not None else eng.accounts[order.account].stp
+    execute(pe, mkt, pm, book, order, stp_mode, crosses, out)

@@ -1,0 +1,118 @@
+"""Perpetual state records: exported as part of ``EngineState`` so snapshot = state.
+
+Money is in the settle asset's smallest unit. A position's ``cost`` is the signed cash put into
+it (long > 0, short < 0), so its unrealized PnL at price P is ``size * P // price_div - cost``
+and funds are conserved as ``sum(collateral) - sum(cost) + spot + fees == net deposits``.
+"""
+
+import msgspec
+
+#: Fixed-point scale of funding rates, premiums and the funding index (1e-9 per unit).
+RATE_SCALE = 1_000_000_000
+#: Account id of the insurance fund's margin account (real accounts start at 1).
+INSURANCE = 0
+
+
+class Tier(msgspec.Struct):
+    """A margin tier; ``cum_ppm`` keeps maintenance margin continuous across tiers
+    (``mm = ceil((notional * mmr_ppm - cum_ppm) / 1e6)``, Binance's "maintenance amount")."""
+
+    max_notional: int
+    max_leverage: int
+    mmr_ppm: int
+    cum_ppm: int = 0
+
+
+class PerpMarket(msgspec.Struct, kw_only=True):
+    market: str
+    settle: str
+    price_div: int
+    tiers: list[Tier]
+    default_leverage: int
+    price_band_bps: int
+    funding_interval_ms: int
+    interest_e9: int
+    funding_clamp_e9: int
+    max_funding_e9: int
+    min_sources: int
+    source_max_age_ms: int
+    source_band_bps: int
+    index_max_age_ms: int
+    max_move_bps: int
+    move_window_ms: int
+    basis_window_ms: int
+    liq_fee_ppm: int
+    liq_step_ppm: int
+    liq_slippage_bps: int
+    liq_breaker_ppm: int
+    liq_window_ms: int
+    guards: bool = True
+    # ---- oracle
+    index: int = 0
+    index_ts: int = 0
+    mark: int = 0
+    #: move guard: index/mark at the start of the current window (0: no anchor yet)
+    anchor_index: int = 0
+    anchor_mark: int = 0
+    anchor_ts: int = 0
+    #: a fresh index arrived while ``open`` and no mode change since (liquidations, TP/SL and
+    #: funding act only when armed: the dYdX Oct 2025 stale-oracle lesson)
+    armed: bool = False
+    basis: list[tuple[int, int]] = msgspec.field(default_factory=list)
+    basis_sum: int = 0
+    # ---- funding
+    funding_index: int = 0
+    last_funding_ts: int = 0
+    funding_rate_e9: int = 0
+    premium_sum: int = 0
+    premium_count: int = 0
+    # ---- risk
+    open_interest: int = 0
+    liq_window: list[tuple[int, int]] = msgspec.field(default_factory=list)
+    liq_window_sum: int = 0
+
+
+class Position(msgspec.Struct):
+    account: int
+    market: str
+    size: int
+    cost: int
+    funding_index: int
+    realized_pnl: int = 0
+    funding_paid: int = 0
+
+
+class MarginAccount(msgspec.Struct):
+    """Cross margin of one account in one settle asset. ``collateral`` is the wallet balance
+    (transfers, realized PnL, fees, funding); ``order_im`` the sum of open orders' holds."""
+
+    account: int
+    asset: str
+    collateral: int = 0
+    order_im: int = 0
+    leverage: dict[str, int] = msgspec.field(default_factory=dict)
+
+
+class Trigger(msgspec.Struct):
+    trigger_id: int
+    account: int
+    market: str
+    side: str
+    qty: int
+    trigger_price: int
+    order_type: str
+    #: "up": fires when mark >= trigger_price; "down": when mark <= trigger_price
+    direction: str
+    price: int = 0
+    reduce_only: bool = True
+    client_id: str = ""
+    ts: int = 0
+
+
+class PerpState(msgspec.Struct):
+    markets: list[PerpMarket]
+    margins: list[MarginAccount]
+    positions: list[Position]
+    triggers: list[Trigger]
+    reduce_only_orders: list[int]
+    next_trigger_id: int

@@ -1,0 +1,420 @@
+"""One shard: sequencer -> journal (group commit) -> engine -> acknowledge and publish.
+
+A command is applied only after the journal holds it durably, and its caller hears back only
+after it is applied, so an acknowledgement always survives a crash and state never runs ahead
+of the log. Reads go straight to ``node.engine`` and never touch the journal.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import logging
+import time
+import typing
+from collections import deque
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass
+from pathlib import Path
+
+from bastion.core import commands as C
+from bastion.core import events as E
+from bastion.core.codec import encode_command
+from bastion.journal.base import Journal
+from bastion.journal.errors import DurabilityError
+from bastion.journal.group import GroupCommitter
+from bastion.journal.local import LocalJournal
+from bastion.node.config import NodeConfig
+from bastion.node.hugepages import CollapseResult, collapse_heap, rss_bytes
+from bastion.node.layout import DataDir, NodeLock
+from bastion.node.recovery import rebuild, write_snapshot
+from bastion.node.rollback import complete_pending_rollback
+from bastion.node.snapshotter import ForkSnapshotter
+from bastion.snapshots.store import AUTO, SnapshotInfo, SnapshotStore, check_name
+
+log = logging.getLogger("bastion.node")
+
+Results = list[list[E.Event]]
+Subscriber = Callable[[list[E.Event]], None]
+_KNOWN_COMMANDS = frozenset(typing.get_args(C.AnyCommand))
+
+
+def wall_clock_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+@dataclass
+class _Batch:
+    cmds: Sequence[C.Command]
+    future: asyncio.Future[Results]
+    durable: Future[int]
+
+
+class Node:
+    """Recovers the shard on construction; ``await start()`` (or ``async with``) to run it."""
+
+    def __init__(
+        self,
+        data_dir: str | Path,
+        *,
+        config: NodeConfig | None = None,
+        clock: Callable[[], int] = wall_clock_ms,
+        journal: Journal | None = None,
+    ) -> None:
+        self.data = DataDir.at(data_dir)
+        self.config = config or NodeConfig()
+        self._clock = clock
+        self._lock = NodeLock(self.data)
+        try:
+            complete_pending_rollback(self.data)
+            self.store = SnapshotStore(self.data.snapshots)
+            self.store.cleanup_tmp()
+            self.journal: Journal = journal or LocalJournal(
+                self.data.journal,
+                archive_dir=self.data.journal_archive,
+                segment_bytes=self.config.segment_bytes,
+            )
+            self.engine, self.recovery = rebuild(
+                self.journal, self.store, progress=self.config.progress
+            )
+        except BaseException:
+            self._lock.release()
+            raise
+        log.info("%s", self.recovery.summary())
+        self._next_seq = self.engine.seq + 1
+        self._last_ts = self.engine.ts
+        self._term = self.journal.term_at(self.engine.seq)
+        self._inflight: deque[_Batch] = deque()
+        self._pending: list[tuple[C.Command, asyncio.Future[list[E.Event]]]] = []
+        self._subscribers: list[Subscriber] = []
+        self._failure: BaseException | None = None
+        self._closing = False
+        self._wake_scheduled = False
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._committer: GroupCommitter | None = None
+        self._snapshotter: ForkSnapshotter | None = None
+        self._housekeeping: asyncio.Future[None] | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._last_snapshot_seq = self.recovery.snapshot_seq
+        self._last_snapshot_at = time.monotonic()
+        self._snapshot: asyncio.Future[SnapshotInfo] | None = None
+        self._collapse_supported = True
+        self.collapses: list[CollapseResult] = []
+
+    # --- lifecycle --------------------------------------------------------------------------
+
+    async def start(self) -> Node:
+        self._loop = asyncio.get_running_loop()
+        if self.config.gc_freeze_after_recovery:
+            gc.collect()
+            gc.freeze()
+        self._committer = GroupCommitter(
+            self.journal,
+            max_records=self.config.group_max_records,
+            max_delay=self.config.group_max_delay,
+        )
+        self._snapshotter = ForkSnapshotter(self.store, self._loop)
+        if self.config.snapshot_every_seconds > 0:
+            self._timer = self._loop.call_later(self.config.snapshot_every_seconds, self._tick)
+        return self
+
+    async def close(self) -> None:
+        """Drain in-flight commands, let a running snapshot finish, release files and locks."""
+        if self._closing:
+            return
+        self._closing = True
+        if self._timer is not None:
+            self._timer.cancel()
+        if self._pending:
+            self._flush_pending()
+        waiting = [b.future for b in self._inflight]
+        if waiting:
+            await asyncio.gather(*waiting, return_exceptions=True)
+        if self._snapshot is not None:
+            await asyncio.gather(self._snapshot, return_exceptions=True)
+        if self._housekeeping is not None:
+            await asyncio.gather(self._housekeeping, return_exceptions=True)
+        if self._committer is not None:
+            self._committer.close()
+        self.journal.close()
+        self._lock.release()
+
+    async def __aenter__(self) -> Node:
+        return await self.start()
+
+    async def __aexit__(self, *_exc: object) -> None:
+        await self.close()
+
+    # --- the write path ---------------------------------------------------------------------
+
+    @property
+    def epoch(self) -> int:
+        return self.journal.epoch
+
+    @property
+    def last_seq(self) -> int:
+        """Last applied (hence durable) sequence number."""
+        return self.engine.seq
+
+    @property
+    def snapshot_pauses(self) -> list[float]:
+        return self._snapshotter.pauses if self._snapshotter else []
+
+    def subscribe(self, callback: Subscriber) -> Callable[[], None]:
+        """Receive each applied batch's events (in sequence order); returns an unsubscribe."""
+        self._subscribers.append(callback)
+        return lambda: self._subscribers.remove(callback)
+
+    def submit_many(self, cmds: Sequence[C.Command]) -> asyncio.Future[Results]:
+        """Sequence, journal and apply a batch; resolves to each command's events once they are
+        durable and applied. The cheapest path: one journal request and one wake-up per batch.
+        Commands are stamped in place (``seq``, ``ts``)."""
+        self._check_accepting()
+        for cmd in cmds:
+            if type(cmd) not in _KNOWN_COMMANDS:
+                raise DurabilityError(
+                    f"not a journalable command: {type(cmd).__name__}", code="BAD_COMMAND"
+                )
+        return self._enqueue(cmds)
+
+    async def submit(self, cmd: C.Command) -> list[E.Event]:
+        """One command; concurrent callers in the same loop tick share one journal batch."""
+        self._check_accepting()
+        if type(cmd) not in _KNOWN_COMMANDS:
+            raise DurabilityError(
+                f"not a journalable command: {type(cmd).__name__}", code="BAD_COMMAND"
+            )
+        assert self._loop is not None
+        future: asyncio.Future[list[E.Event]] = self._loop.create_future()
+        if not self._pending:
+            self._loop.call_soon(self._flush_pending)
+        self._pending.append((cmd, future))
+        return await future
+
+    def _check_accepting(self) -> None:
+        if self._failure is not None:
+            exc = self._failure
+            code = exc.code if isinstance(exc, DurabilityError) else "NODE_FAILED"
+            raise DurabilityError(f"node stopped after a journal failure: {exc}", code=code)
+        if self._closing:
+            raise DurabilityError("node is shutting down", code="NODE_CLOSED")
+        if self._loop is None:
+            raise DurabilityError("node not started (await node.start())", code="NODE_NOT_STARTED")
+
+    def _flush_pending(self) -> None:
+        items, self._pending = self._pending, []
+        if not items:
+            return
+        try:
+            batch = self._enqueue([cmd for cmd, _ in items])
+        except DurabilityError as exc:
+            for _, future in items:
+                if not future.done():
+                    future.set_exception(exc)
+            return
+
+        def deliver(done: asyncio.Future[Results]) -> None:
+            exc = done.exception()
+            for i, (_, future) in enumerate(items):
+                if future.done():
+                    continue
+                if exc is not None:
+                    future.set_exception(exc)
+                else:
+                    future.set_result(done.result()[i])
+
+        batch.add_done_callback(deliver)
+
+    def _enqueue(self, cmds: Sequence[C.Command]) -> asyncio.Future[Results]:
+        assert self._loop is not None and self._committer is not None
+        future: asyncio.Future[Results] = self._loop.create_future()
+        if not cmds:
+            future.set_result([])
+            return future
+        ts = self._clock()
+        if ts < self._last_ts:
+            ts = self._last_ts
+        self._last_ts = ts
+        expected = self._next_seq - 1
+        seq = self._next_seq
+        for cmd in cmds:
+            cmd.seq = seq
+            cmd.ts = ts
+            seq += 1
+        self._next_seq = seq
+        durable = self._committer.submit(list(map(encode_command, cmds)), expected)
+        self._inflight.append(_Batch(cmds, future, durable))
+        durable.add_done_callback(self._wake)
+        return future
+
+    def _wake(self, _durable: Future[int]) -> None:
+        """Writer thread: hand completions back to the loop, once per burst."""
+        if not self._wake_scheduled:
+            self._wake_scheduled = True
+            assert self._loop is not None
+            try:
+                self._loop.call_soon_threadsafe(self._drain)
+            except RuntimeError:
+                log.warning("event loop closed with commands in flight; they stay unacknowledged")
+
+    def _drain(self) -> None:
+        self._wake_scheduled = False
+        queue = self._inflight
+        apply = self.engine.apply
+        applied = False
+        while queue and queue[0].durable.done():
+            batch = queue.popleft()
+            exc = batch.durable.exception()
+            if exc is not None:
+                self._fail(exc, batch)
+                return
+            try:
+                results = [apply(cmd) for cmd in batch.cmds]
+            except Exception as bug:  # apply never raises by contract; if it does, stop
+                self._fail(bug, batch)
+                return
+            applied = True
+            if not batch.future.done():
+                batch.future.set_result(results)
+            if self._subscribers:
+                self._publish(results)
+        if applied:
+            self._term = self.journal.epoch
+            self._maybe_snapshot()
+
+    def _publish(self, results: Results) -> None:
+        flat = [event for events in results for event in events]
+        for callback in list(self._subscribers):
+            try:
+                callback(flat)
+            except Exception:
+                log.exception("event subscriber failed; it stays subscribed")
+
+    def _fail(self, exc: BaseException, batch: _Batch) -> None:
+        """A journal failure (fence, I/O) stops the node: nothing after it can be acknowledged."""
+        log.error("journal append failed, node stops accepting commands: %s", exc)
+        self._failure = exc
+        doomed = [batch, *self._inflight]
+        self._inflight.clear()
+        for item in doomed:
+            if not item.future.done():
+                item.future.set_exception(exc)
+
+    @property
+    def failure(self) -> BaseException | None:
+        return self._failure
+
+    # --- snapshots --------------------------------------------------------------------------
+
+    def _tick(self) -> None:
+        assert self._loop is not None
+        self._maybe_snapshot()
+        self._timer = self._loop.call_later(self.config.snapshot_every_seconds, self._tick)
+
+    def _maybe_snapshot(self) -> None:
+        if self._snapshotting() or self._closing:
+            return
+        fresh = self.engine.seq - self._last_snapshot_seq
+        if fresh <= 0:
+            return
+        every_n = self.config.snapshot_every_commands
+        every_s = self.config.snapshot_every_seconds
+        if (every_n and fresh >= every_n) or (
+            every_s and time.monotonic() - self._last_snapshot_at >= every_s
+        ):
+            self._begin_snapshot(AUTO)
+
+    def _snapshotting(self) -> bool:
+        return self._snapshot is not None and not self._snapshot.done()
+
+    def _begin_snapshot(self, name: str) -> asyncio.Future[SnapshotInfo]:
+        """Collapse the heap into huge pages first when it is big (off the loop), then fork."""
+        assert self._loop is not None
+        result: asyncio.Future[SnapshotInfo] = self._loop.create_future()
+        self._snapshot = result
+        self._last_snapshot_at = time.monotonic()
+        limit = self.config.hugepage_collapse_min_rss_mb
+        if limit and self._collapse_supported and rss_bytes() > limit * 1024 * 1024:
+            collapsing = self._loop.run_in_executor(None, collapse_heap)
+            collapsing.add_done_callback(lambda done: self._fork_snapshot(name, result, done))
+        else:
+            self._fork_snapshot(name, result, None)
+        return result
+
+    def _fork_snapshot(
+        self,
+        name: str,
+        result: asyncio.Future[SnapshotInfo],
+        collapsed: asyncio.Future[CollapseResult] | None,
+    ) -> None:
+        assert self._snapshotter is not None
+        if collapsed is not None and collapsed.exception() is None:
+            outcome = collapsed.result()
+            self._collapse_supported = outcome.supported
+            self.collapses.append(outcome)
+        try:
+            job = self._snapshotter.start(
+                self.engine, term=self._term, created_ms=self._clock(), name=name
+            )
+        except DurabilityError as exc:
+            result.set_exception(exc)
+            return
+        except OSError as exc:
+            result.set_exception(
+                DurabilityError(f"cannot fork a snapshot writer: {exc}", code="SNAPSHOT_FAILED")
+            )
+            return
+        self._last_snapshot_seq = job.seq
+        job.future.add_done_callback(self._snapshot_done)
+
+        def forward(done: asyncio.Future[SnapshotInfo]) -> None:
+            exc = done.exception()
+            if result.done():
+                return
+            if exc is not None:
+                result.set_exception(exc)
+            else:
+                result.set_result(done.result())
+
+        job.future.add_done_callback(forward)
+
+    async def snapshot(self, name: str = AUTO) -> SnapshotInfo:
+        """On-demand snapshot of the current applied state (named ones survive retention)."""
+        check_name(name)
+        self._check_accepting()
+        while self._snapshot is not None and not self._snapshot.done():
+            await asyncio.gather(self._snapshot, return_exceptions=True)
+        return await self._begin_snapshot(name)
+
+    def _snapshot_done(self, done: asyncio.Future[SnapshotInfo]) -> None:
+        exc = done.exception()
+        if exc is not None:
+            log.error("snapshot failed: %s", exc)
+            return
+        if self._housekeeping is None or self._housekeeping.done():
+            assert self._loop is not None
+            self._housekeeping = self._loop.run_in_executor(None, self._housekeep)
+
+    def _housekeep(self) -> None:
+        """Retention, then archive journal segments the oldest kept snapshot covers."""
+        try:
+            self.store.retain(self.config.snapshot_keep)
+            kept = self.store.entries()
+            if self.config.archive_covered_segments and kept:
+                archive = getattr(self.journal, "archive_through", None)
+                if archive is not None:
+                    archive(kept[0].seq)
+        except Exception:
+            log.exception("snapshot housekeeping failed (nothing is lost; will retry next time)")
+
+    def snapshot_offline(self, name: str = AUTO) -> SnapshotInfo:
+        """Write a snapshot in-process (operator tools with no running loop)."""
+        return write_snapshot(
+            self.store, self.engine, term=self._term, created_ms=self._clock(), name=name
+        )
+
+    def close_offline(self) -> None:
+        """Release a node that was never started."""
+        self.journal.close()
+        self._lock.release()

@@ -1,0 +1,296 @@
+"""End-to-end tests of the native REST API against a server subprocess on a real socket."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from bastion.api.auth import sign
+from serverproc import ADMIN, DEMO_KEY, DEMO_SECRET, Admin, Client, Server, running
+
+
+@pytest.fixture(scope="module")
+def srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    with running(tmp_path_factory.mktemp("rest") / "data") as s:
+        yield s
+
+
+@pytest.fixture(scope="module")
+def admin(srv: Server) -> Iterator[Admin]:
+    a = Admin(srv.url)
+    yield a
+    a.close()
+
+
+@pytest.fixture(scope="module")
+def alice(srv: Server) -> Iterator[Client]:
+    c = Client(srv.url)
+    yield c
+    c.close()
+
+
+@pytest.fixture(scope="module")
+def bob(admin: Admin) -> Iterator[Client]:
+    c = admin.new_account(101)
+    yield c
+    c.close()
+
+
+def order(c: Client, **kw: object) -> httpx.Response:
+    body = {"market": "BTC-USDT", "side": "buy", "quantity": "0.01", "price": "40000"}
+    body.update(kw)  # type: ignore[arg-type]
+    return c.place(**body)
+
+
+def test_public_market_data(alice: Client) -> None:
+    t = alice.get("/v1/time", signed=False).json()["server_time"]
+    assert abs(t - time.time() * 1000) < 5_000
+    markets = {m["market"]: m for m in alice.get("/v1/markets", signed=False).json()}
+    assert {"BTC-USDT", "ETH-USDT"} <= set(markets)
+    btc = markets["BTC-USDT"]
+    assert btc["mode"] == "open" and btc["tick_size"] == "0.01" and btc["base"] == "BTC"
+    assert alice.get("/v1/markets/NOPE", signed=False).json()["code"] == "UNKNOWN_MARKET"
+    for path in ("book", "trades", "ticker", "candles"):
+        assert alice.get(f"/v1/markets/BTC-USDT/{path}", signed=False).status_code == 200
+
+
+def test_order_lifecycle_and_fills(alice: Client, bob: Client, admin: Admin) -> None:
+    r = order(alice, price="41000.5", quantity="0.02", client_order_id="life-1")
+    assert r.status_code == 201, r.text
+    o = r.json()
+    assert o["status"] == "open" and o["price"] == "41000.50" and o["quantity"] == "0.02000000"
+    oid = o["order_id"]
+    # amend: reduce keeps priority
+    r = alice.patch(f"/v1/orders/{oid}", {"quantity": "0.015"})
+    assert r.status_code == 200 and r.json()["quantity"] == "0.01500000"
+    # bob sells into it
+    r = order(bob, side="sell", price="41000", quantity="0.005")
+    assert r.status_code == 201 and r.json()["status"] == "filled"
+    assert r.json()["average_price"] == "41000.50"
+    got = alice.get(f"/v1/orders/{oid}").json()
+    assert got["status"] == "partially_filled" and got["filled_quantity"] == "0.00500000"
+    assert alice.get("/v1/orders/by-client-id/life-1").json()["order_id"] == oid
+    fills = alice.get("/v1/fills", params={"market": "BTC-USDT"}).json()
+    mine = [f for f in fills if f["order_id"] == oid]
+    assert mine and mine[-1]["liquidity"] == "maker" and mine[-1]["side"] == "buy"
+    assert any(o["order_id"] == oid for o in alice.get("/v1/orders/open").json())
+    book = alice.get("/v1/markets/BTC-USDT/book", signed=False).json()
+    assert ["41000.50", "0.01000000"] in book["bids"]
+    trades = alice.get("/v1/markets/BTC-USDT/trades", signed=False).json()
+    assert trades[0]["price"] == "41000.50" and trades[0]["taker_side"] == "sell"
+    tick = alice.get("/v1/markets/BTC-USDT/ticker", signed=False).json()
+    assert tick["last"] == "41000.50" and tick["bid"] == "41000.50"
+    # cancel, then cancel again is a clean 404
+    r = alice.delete(f"/v1/orders/{oid}")
+    assert r.status_code == 200 and r.json()["status"] == "canceled"
+    r = alice.delete(f"/v1/orders/{oid}")
+    assert r.status_code == 404 and r.json()["code"] == "UNKNOWN_ORDER"
+    hist = alice.get("/v1/orders", params={"status": "all"}).json()
+    assert any(h["order_id"] == oid and h["status"] == "canceled" for h in hist)
+    assert admin.health()["invariants_ok"]
+
+
+def test_cancel_all_and_balances(alice: Client) -> None:
+    before = {b["asset"]: b for b in alice.get("/v1/balances").json()}
+    ids = [order(alice, price=str(30000 + i)).json()["order_id"] for i in range(3)]
+    held = {b["asset"]: b for b in alice.get("/v1/balances").json()}["USDT"]["held"]
+    assert float(held) > float(before["USDT"]["held"])
+    r = alice.delete("/v1/orders", params={"market": "BTC-USDT"})
+    assert r.status_code == 200
+    assert {o["order_id"] for o in r.json()["canceled"]} >= set(ids)
+    assert alice.get("/v1/orders/open", params={"market": "BTC-USDT"}).json() == []
+    after = {b["asset"]: b for b in alice.get("/v1/balances").json()}
+    assert after["USDT"]["total"] == before["USDT"]["total"]
+    # nothing left: still a clean answer
+    assert alice.delete("/v1/orders").json() == {"canceled": []}
+
+
+def test_idempotent_client_order_id(alice: Client) -> None:
+    first = order(alice, client_order_id="idem-7", price="35000")
+    assert first.status_code == 201
+    again = order(alice, client_order_id="idem-7", price="35000")
+    assert again.status_code == 200 and again.json()["duplicate"] is True
+    assert again.json()["order_id"] == first.json()["order_id"]
+    # different body, same id: still the existing order, never a second one
+    other = order(alice, client_order_id="idem-7", price="36000", quantity="0.05")
+    assert other.json()["order_id"] == first.json()["order_id"]
+    open_ids = [o["order_id"] for o in alice.get("/v1/orders/open").json()
+                if o["client_order_id"] == "idem-7"]
+    assert open_ids == [first.json()["order_id"]]
+    # after it is closed, a repeat still answers with that order
+    alice.delete(f"/v1/orders/{first.json()['order_id']}")
+    closed = order(alice, client_order_id="idem-7")
+    assert closed.json()["order_id"] == first.json()["order_id"]
+    assert closed.json()["status"] == "canceled"
+
+
+@pytest.mark.parametrize(("body", "code"), [
+    ({"quantity": "0.000001"}, "LOT_SIZE"),
+    ({"quantity": "0.000000001"}, "INVALID_QUANTITY"),
+    ({"price": "40000.001"}, "INVALID_PRICE"),
+    ({"price": "-1"}, "INVALID_PRICE"),
+    ({"price": "1e5"}, "INVALID_PRICE"),
+    ({"quantity": "0"}, "INVALID_QUANTITY"),
+    ({"quantity": "99999999"}, "MAX_QUANTITY"),
+    ({"quantity": "999"}, "INSUFFICIENT_FUNDS"),
+    ({"market": "DOGE-EUR"}, "UNKNOWN_MARKET"),
+    ({"price": None}, "INVALID_PRICE"),
+    ({"type": "market"}, "INVALID_ARGUMENT"),
+    ({"side": "hold"}, "MALFORMED_REQUEST"),
+    ({"time_in_force": "GTD"}, "MALFORMED_REQUEST"),
+    ({"reduce_only": True}, "INVALID_ARGUMENT"),
+    ({"post_only": True, "price": "999999"}, "POST_ONLY_WOULD_CROSS"),
+    ({"extra": 1}, "MALFORMED_REQUEST"),
+])
+def test_rejects_have_stable_codes(alice: Client, bob: Client, body: dict[str, object],
+                                   code: str) -> None:
+    if code == "POST_ONLY_WOULD_CROSS":
+        assert order(bob, side="sell", price="60000").status_code == 201
+    r = order(alice, **body)
+    assert 400 <= r.status_code < 500, r.text
+    assert r.json()["code"] == code, r.text
+    assert r.json()["message"]
+
+
+def test_malformed_bodies(alice: Client) -> None:
+    for raw in (b"{not json", b"[]", b'{"market": 5}', b"\xff\xfe", b"null"):
+        r = alice.post("/v1/orders", raw)
+        assert r.status_code == 400 and r.json()["code"] in ("MALFORMED_REQUEST",), r.text
+    r = alice.get("/v1/orders/abc")
+    assert r.status_code == 404
+    r = alice.get("/v1/nope", signed=False)
+    assert r.status_code == 404 and r.json()["code"] == "NOT_FOUND"
+    r = alice.request("PUT", "/v1/orders", signed=False)
+    assert r.status_code == 405 and r.json()["code"] == "METHOD_NOT_ALLOWED"
+
+
+def test_auth_failures(srv: Server, alice: Client) -> None:
+    anon = Client(srv.url, key=None, secret=None)
+    assert anon.get("/v1/balances").json()["code"] == "UNAUTHORIZED"
+    bad = Client(srv.url, key=DEMO_KEY, secret="wrong-secret")
+    r = bad.get("/v1/balances")
+    assert r.status_code == 401 and r.json()["code"] == "INVALID_SIGNATURE"
+    unknown = Client(srv.url, key="no-such-key-123", secret="x" * 16)
+    assert unknown.get("/v1/balances").json()["code"] == "UNAUTHORIZED"
+    stale = alice.get("/v1/balances", ts=int(time.time() * 1000) - 60_000)
+    assert stale.status_code == 401 and stale.json()["code"] == "TIMESTAMP_OUTSIDE_WINDOW"
+    future = alice.get("/v1/balances", ts=int(time.time() * 1000) + 30_000)
+    assert future.json()["code"] == "TIMESTAMP_OUTSIDE_WINDOW"
+    # a captured request replayed verbatim inside its window is refused
+    ts = str(int(time.time() * 1000))
+    headers = {"X-BX-APIKEY": DEMO_KEY, "X-BX-TIMESTAMP": ts,
+               "X-BX-SIGNATURE": sign(DEMO_SECRET, f"{ts}GET/v1/balances")}
+    assert httpx.get(srv.url + "/v1/balances", headers=headers).status_code == 200
+    r = httpx.get(srv.url + "/v1/balances", headers=headers)
+    assert r.status_code == 401 and r.json()["code"] == "REPLAYED"
+    # tampering with the body after signing
+    body = b'{"market":"BTC-USDT","side":"buy","quantity":"0.01","price":"30000"}'
+    ts = str(int(time.time() * 1000))
+    sig = sign(DEMO_SECRET, ts.encode() + b"POST/v1/orders" + body)
+    r = httpx.post(srv.url + "/v1/orders", content=body.replace(b"0.01", b"0.02"),
+                   headers={"X-BX-APIKEY": DEMO_KEY, "X-BX-TIMESTAMP": ts,
+                            "X-BX-SIGNATURE": sig})
+    assert r.json()["code"] == "INVALID_SIGNATURE"
+    for c in (anon, bad, unknown):
+        c.close()
+
+
+def test_permissions_and_operator_separation(srv: Server, admin: Admin, alice: Client) -> None:
+    reader = admin.new_account(102, permissions=["read"])
+    assert reader.get("/v1/balances").status_code == 200
+    r = order(reader)
+    assert r.status_code == 403 and r.json()["code"] == "FORBIDDEN"
+    r = reader.post("/v1/withdrawals", {"asset": "USDT", "amount": "1"})
+    assert r.json()["code"] == "FORBIDDEN"
+    # operator endpoints never accept a trading key, signed or not
+    assert alice.get("/admin/health").status_code == 401
+    assert alice.post("/admin/deposits", {"account": 1, "asset": "USDT",
+                                          "amount": "1"}).status_code == 401
+    r = httpx.post(srv.url + "/admin/deposits", json={"account": 1, "asset": "USDT",
+                                                      "amount": "1"},
+                   headers={"authorization": f"Bearer {DEMO_SECRET}"})
+    assert r.status_code == 401
+    r = httpx.get(srv.url + "/admin/health", headers={"authorization": f"Bearer {ADMIN}"})
+    assert r.status_code == 200
+    # withdraw permission
+    w = admin.new_account(103, permissions=["read", "withdraw"])
+    r = w.post("/v1/withdrawals", {"asset": "USDT", "amount": "10.5"})
+    assert r.status_code == 201
+    usdt = {b["asset"]: b for b in r.json()}["USDT"]
+    assert usdt["total"] == "999989.50000000"
+    r = w.post("/v1/withdrawals", {"asset": "USDT", "amount": "99999999"})
+    assert r.status_code == 400 and r.json()["code"] == "INSUFFICIENT_FUNDS"
+    reader.close()
+    w.close()
+
+
+def test_accounts_cannot_see_or_touch_each_other(alice: Client, bob: Client) -> None:
+    mine = order(alice, price="33333", client_order_id="private-1").json()
+    oid = mine["order_id"]
+    assert bob.get(f"/v1/orders/{oid}").status_code == 404
+    assert bob.get("/v1/orders/by-client-id/private-1").status_code == 404
+    r = bob.delete(f"/v1/orders/{oid}")
+    assert r.status_code == 404 and r.json()["code"] == "UNKNOWN_ORDER"
+    assert bob.patch(f"/v1/orders/{oid}", {"price": "1"}).status_code == 404
+    assert bob.delete("/v1/orders/by-client-id/private-1").status_code == 404
+    bob.delete("/v1/orders")  # bob's cancel-all never reaches alice's orders
+    assert alice.get(f"/v1/orders/{oid}").json()["status"] == "open"
+    assert all(o["order_id"] != oid for o in bob.get("/v1/orders/open").json())
+    assert all(f["order_id"] != oid for f in bob.get("/v1/fills").json())
+    # the same client order id in another account is a different order
+    theirs = order(bob, price="33333", client_order_id="private-1").json()
+    assert theirs["order_id"] != oid and theirs["duplicate"] is False
+    alice.delete(f"/v1/orders/{oid}")
+    bob.delete(f"/v1/orders/{theirs['order_id']}")
+
+
+def test_operator_mode_change(admin: Admin, alice: Client) -> None:
+    r = admin.post("/admin/markets/ETH-USDT/mode", {"mode": "halted", "reason": "drill"})
+    assert r.status_code == 200, r.text
+    m = alice.get("/v1/markets/ETH-USDT", signed=False).json()
+    assert m["mode"] == "halted" and m["mode_reason"] == "drill"
+    r = order(alice, market="ETH-USDT", price="3000", quantity="0.1")
+    assert r.status_code == 409 and r.json()["code"] == "MARKET_MODE"
+    r = admin.post("/admin/markets/ETH-USDT/mode", {"mode": "halted", "reason": "again"})
+    assert r.status_code == 409 and r.json()["code"] == "NO_CHANGE"
+    assert admin.post("/admin/markets/ETH-USDT/mode", {"mode": "open",
+                                                       "reason": "drill over"}).status_code == 200
+    r = admin.http.patch("/admin/markets/ETH-USDT", json={"tick_size": "0.05"})
+    assert r.status_code == 200, r.text
+    assert alice.get("/v1/markets/ETH-USDT", signed=False).json()["tick_size"] == "0.05"
+    r = order(alice, market="ETH-USDT", price="3000.01", quantity="0.1")
+    assert r.json()["code"] == "TICK_SIZE"
+
+
+def test_openapi_and_docs(alice: Client) -> None:
+    spec = alice.get("/openapi.json", signed=False).json()
+    assert spec["openapi"].startswith("3.")
+    assert "post" in spec["paths"]["/v1/orders"]
+    docs = alice.get("/docs", signed=False)
+    assert docs.status_code == 200 and "/v1/orders" in docs.text and "<script" not in docs.text
+
+
+def test_limits(tmp_path: Path) -> None:
+    """Per-key and per-IP limits answer 429 with Retry-After; oversized bodies 413."""
+    with running(tmp_path / "data", BASTION_RATE_KEY="5/5", BASTION_RATE_IP="20/20",
+                 BASTION_MAX_BODY="2048") as s:
+        c = Client(s.url)
+        codes = [c.get("/v1/balances").status_code for _ in range(10)]
+        assert codes[:5] == [200] * 5 and 429 in codes
+        r = c.get("/v1/balances")
+        assert r.status_code == 429 and r.json()["code"] == "RATE_LIMITED"
+        assert int(r.headers["retry-after"]) >= 1 and "per-key" in r.json()["message"]
+        time.sleep(1.2)
+        assert c.get("/v1/balances").status_code == 200
+        big = b'{"market":"' + b"x" * 4000 + b'"}'
+        r = c.post("/v1/orders", big)
+        assert r.status_code == 413 and r.json()["code"] == "BODY_TOO_LARGE"
+        with httpx.Client(base_url=s.url) as h:
+            ip = [h.get("/v1/time") for _ in range(60)]
+        limited = [r for r in ip if r.status_code == 429]
+        assert limited and "per-IP" in limited[0].json()["message"]
+        c.close()
