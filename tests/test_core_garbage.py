@@ -99,3 +99,13 @@ def test_codec_roundtrip_and_malformed_bytes():
             decode_command(junk)
     with pytest.raises(msgspec.ValidationError):
         decode_command_json(b'{"type":"PlaceOrder","account":1,"market":"BTC-USDT","side":"up","qty":1}')
+
+
+def test_total_supply_is_bounded_so_state_always_encodes():
+    h = Harness()
+    before = h.engine.export_state()
+    ev = h.do(C.Deposit(account=77, asset="USDT", amount=X.MAX_INT))
+    assert rejected(ev) == X.INVALID_AMOUNT
+    assert 77 not in h.engine.accounts
+    assert h.engine.export_state().accounts == before.accounts
+    assert h.engine.state_hash()  # still encodes

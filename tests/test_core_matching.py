@@ -10,6 +10,7 @@ from core_harness import LOT, PX, Harness, only, rejected
 def test_resting_then_full_fill_moves_funds_and_fees():
     h = Harness()
     usdt1, btc2 = h.bal(1, "USDT"), h.bal(2, "BTC")
+    btc1, usdt2 = h.bal(1, "BTC"), h.bal(2, "USDT")
     ev = h.place(2, "sell", 10)
     assert only(ev, E.OrderAccepted) and not only(ev, E.Trade)
     assert h.bal(2, "BTC") == (btc2[0] - 10 * LOT, 10 * LOT)
@@ -19,8 +20,8 @@ def test_resting_then_full_fill_moves_funds_and_fees():
     notional = PX * 10 * LOT // 100
     assert trade.taker_fee == fee_amount(notional, 500) and trade.maker_fee == fee_amount(notional, 200)
     assert h.bal(1, "USDT") == (usdt1[0] - notional - trade.taker_fee, 0)
-    assert h.bal(1, "BTC")[0] == 10**12 + 10 * LOT
-    assert h.bal(2, "USDT")[0] == 10**15 + notional - trade.maker_fee
+    assert h.bal(1, "BTC")[0] == btc1[0] + 10 * LOT
+    assert h.bal(2, "USDT")[0] == usdt2[0] + notional - trade.maker_fee
     assert h.bal(2, "BTC") == (btc2[0] - 10 * LOT, 0)
     assert h.engine.fees["USDT"] == trade.taker_fee + trade.maker_fee
     assert not h.engine.orders and h.engine.check_invariants() == []

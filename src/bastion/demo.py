@@ -6,8 +6,8 @@ BTC_USDT = "BTC-USDT"
 ETH_USDT = "ETH-USDT"
 
 
-def demo_setup(accounts: list[int] | None = None, usdt: int = 10**15,
-               btc: int = 10**12, eth: int = 10**13) -> list[C.Command]:
+def demo_setup(accounts: list[int] | None = None, usdt: int = 10**14,
+               btc: int = 10**11, eth: int = 10**12) -> list[C.Command]:
     """Assets (8 decimals each), two spot markets and funded accounts.
 
     BTC-USDT: price in 0.01 USDT, tick 0.01, lot 0.00001 BTC; fees 2/5 bps maker/taker.

@@ -644,6 +644,8 @@ class Engine:
         if not _int_in(cmd.account, 1, X.MAX_INT):
             raise Refused(X.INVALID_ARGUMENT, f"account must be a positive integer, "
                                               f"got {cmd.account!r}")
+        if self.net_deposits.get(cmd.asset, 0) + amount > X.MAX_INT:
+            raise Refused(X.INVALID_AMOUNT, f"total {cmd.asset} supply would exceed 2**62 units")
         acct = self.accounts.get(cmd.account)
         if acct is None:
             acct = self.accounts[cmd.account] = Account(account=cmd.account, available={},
@@ -672,6 +674,11 @@ class Engine:
 
     def _credit(self, acct: Account, asset: str, delta: int, kind: str, reason: str,
                 out: list[E.Event]) -> None:
+        """The only way money enters or leaves. Total supply per asset stays below 2**62, so
+        every balance and sum fits the int64 snapshot encoding."""
+        supply = self.net_deposits.get(asset, 0) + delta
+        if supply > X.MAX_INT:
+            raise Refused(X.INVALID_AMOUNT, f"total {asset} supply would exceed 2**62 units")
         acct.available[asset] = acct.available.get(asset, 0) + delta
         self.net_deposits[asset] = self.net_deposits.get(asset, 0) + delta
         out.append(E.BalanceChanged(seq=self.seq, ts=self.ts, account=acct.account, asset=asset,
