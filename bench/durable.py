@@ -43,10 +43,17 @@ def core_run(ops: int) -> dict[str, float]:
         apply(cmd)
     wall, cpu = time.perf_counter() - t0, time.process_time() - c0
     gc.unfreeze()
-    return {"seconds": wall, "cpu": cpu, "orders": engine.next_order_id, "trades": engine.next_trade_id}
+    return {
+        "seconds": wall,
+        "cpu": cpu,
+        "orders": engine.next_order_id,
+        "trades": engine.next_trade_id,
+    }
 
 
-async def node_run(ops: int, batch: int, depth: int, directory: Path, delay: float) -> dict[str, float]:
+async def node_run(
+    ops: int, batch: int, depth: int, directory: Path, delay: float
+) -> dict[str, float]:
     _, stream = prepare("churn", ops)
     config = NodeConfig(
         snapshot_every_commands=0, snapshot_every_seconds=0, group_max_delay=delay, progress=False
@@ -103,7 +110,9 @@ def main() -> None:
         cores.append(core_run(args.ops))
         workdir = Path(tempfile.mkdtemp(prefix="bastion-durable-", dir=args.dir))
         try:
-            nodes.append(asyncio.run(node_run(args.ops, args.batch, args.depth, workdir, args.delay)))
+            nodes.append(
+                asyncio.run(node_run(args.ops, args.batch, args.depth, workdir, args.delay))
+            )
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
     core = min(cores, key=lambda r: r["seconds"])

@@ -5,7 +5,8 @@
 1. A node builds a book of ``--orders`` resting orders (journaled like any command).
 2. Snapshot pause: the time the node's loop is stopped by ``fork()`` for a snapshot of that book
    (the child encodes, writes and fsyncs on its own); measured ``--snapshots`` times.
-3. A ``--tail`` of churn commands is journaled after the snapshot.
+3. Throughput with a snapshot child writing vs without (half of a churn probe each), then a
+   final snapshot and a ``--tail`` of churn commands journaled after it.
 4. The node is stopped and started again: time to load and verify the snapshot, replay the
    tail and be ready, and the state hash is checked against the one before the restart.
 """
@@ -72,7 +73,7 @@ async def build(
         snapshot_every_commands=0,
         snapshot_every_seconds=0,
         progress=False,
-        hugepage_collapse_min_rss_mb=256 if collapse else 0,
+        hugepage_collapse_min_rss_mb=NodeConfig().hugepage_collapse_min_rss_mb if collapse else 0,
     )
     node = Node(directory, config=config)
     await node.start()
@@ -88,18 +89,20 @@ async def build(
         writes.append(time.perf_counter() - t0)
         pauses.append(node.snapshot_pauses[-1])
         size = info.path.stat().st_size
-    stream = gen_churn(tail)
+    probe = min(200_000, max(tail, 2))
+    stream = gen_churn(probe + tail)
     offset = node.engine.next_order_id - 1
     for cmd in stream:
         if isinstance(cmd, C.CancelOrder):
             cmd.order_id += offset
-    half = len(stream) // 2
-    snapshot = asyncio.ensure_future(node.snapshot())
+    half = probe // 2
+    pending = asyncio.ensure_future(node.snapshot())
     during_s = await pump(node, stream[:half], batch=1000)
-    still_writing = not snapshot.done()
-    await snapshot
-    after_s = await pump(node, stream[half:], batch=1000)
-    tail_s = during_s + after_s
+    still_writing = not pending.done()
+    await pending
+    after_s = await pump(node, stream[half:probe], batch=1000)
+    await node.snapshot()
+    tail_s = await pump(node, stream[probe:], batch=1000)
     expected = node.engine.state_hash()
     await node.close()
     return {
@@ -110,7 +113,7 @@ async def build(
         "snapshot_bytes": size,
         "tail_s": tail_s,
         "during_ops_per_s": half / during_s,
-        "after_ops_per_s": (len(stream) - half) / after_s,
+        "after_ops_per_s": (probe - half) / after_s,
         "overlap": still_writing,  # type: ignore[dict-item]
         "collapse_s": [c.seconds for c in node.collapses],  # type: ignore[dict-item]
         "expected": expected,  # type: ignore[dict-item]

@@ -73,13 +73,13 @@ def test_fuzz_native_api_from_openapi(tmp_path: Path) -> None:
                     @settings(max_examples=EXAMPLES, deadline=None, database=None,
                               derandomize=True, suppress_health_check=list(HealthCheck))
                     @given(case=strategy)
-                    def run(case: Any, op: Any = op) -> None:
+                    def run(case: Any) -> None:
                         nonlocal calls
                         r = _send(http, srv.url, case)
                         calls += 1
                         statuses[r.status_code] = statuses.get(r.status_code, 0) + 1
                         if r.status_code >= 500:
-                            failures.append(f"{op.method.upper()} {op.path}: "
+                            failures.append(f"{case.method} {case.path}: "
                                             f"{r.status_code} {r.text[:200]}")
                         elif r.status_code >= 400:
                             assert "code" in r.json(), r.text

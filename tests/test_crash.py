@@ -25,12 +25,13 @@ import pytest
 from bastion.core.codec import decode_command, encode_command
 from bastion.core.engine import Engine
 from bastion.journal import LocalJournal
+from bastion.journal.segments import list_segments
 from bastion.node import Node, NodeConfig
 from bastion.node.workload import SpotWorkload, spot_setup
 
 KILLS = int(os.environ.get("BASTION_CRASH_KILLS", "24"))
 CFG = NodeConfig(
-    segment_bytes=12 * 1024,
+    segment_bytes=4 * 1024,
     snapshot_every_commands=100,
     snapshot_every_seconds=0,
     snapshot_keep=2,
@@ -73,9 +74,11 @@ async def _worker(data: str, run: int) -> None:
     await asyncio.gather(batches(), batches(), singles(), singles())
 
 
-def _spawn(data: Path, run: int) -> tuple[subprocess.Popen[bytes], list[bytes], threading.Thread]:
+def _spawn(
+    data: Path, run: int, *kill_at: str
+) -> tuple[subprocess.Popen[bytes], list[bytes], threading.Thread]:
     proc = subprocess.Popen(
-        [sys.executable, __file__, str(data), str(run)],
+        [sys.executable, __file__, str(data), str(run), *kill_at],
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
         start_new_session=True,
@@ -100,6 +103,14 @@ def _has_children(pid: int) -> bool:
         return False
 
 
+def _inside_rollover(journal: Path) -> bool:
+    """The killed writer left a sealed last segment or a still-empty new one."""
+    segments = list_segments(journal)
+    return bool(segments) and (
+        segments[-1].sealed_last is not None or segments[-1].path.stat().st_size == 0
+    )
+
+
 def _clean_replay(data: Path) -> tuple[int, str, dict[int, bytes]]:
     journal = LocalJournal(
         data / "journal", archive_dir=data / "archive" / "journal", readonly=True
@@ -112,6 +123,35 @@ def _clean_replay(data: Path) -> tuple[int, str, dict[int, bytes]]:
     return engine.seq, engine.state_hash(), log
 
 
+def _acks(chunks: list[bytes]) -> dict[int, str]:
+    acked: dict[int, str] = {}
+    for line in b"".join(chunks).decode().splitlines():
+        seq_text, fp = line.split()
+        acked[int(seq_text)] = fp
+    return acked
+
+
+def _check_after_kill(
+    data: Path, acked_all: dict[int, str], label: str
+) -> tuple[int, str | None, int]:
+    """Restart recovery equals a clean replay, and every acknowledged command is in place."""
+    node = Node(data, config=CFG)
+    try:
+        recovered = (node.last_seq, node.engine.state_hash())
+        journal = node.journal
+        truncated = journal.torn_tail_truncated if isinstance(journal, LocalJournal) else 0
+        snapshot = node.recovery.snapshot
+    finally:
+        node.close_offline()
+    last, clean_hash, log = _clean_replay(data)
+    assert recovered == (last, clean_hash), f"{label}: recovery diverged from clean replay"
+    missing = [s for s in acked_all if s not in log]
+    assert not missing, f"{label}: acknowledged seqs lost: {missing[:10]}"
+    wrong = [s for s, fp in acked_all.items() if _fingerprint(log[s]) != fp]
+    assert not wrong, f"{label}: acknowledged seqs hold other commands: {wrong[:10]}"
+    return last, snapshot, truncated
+
+
 def test_sigkill_loses_no_acknowledged_command(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -119,7 +159,7 @@ def test_sigkill_loses_no_acknowledged_command(
     data = tmp_path / "shard"
     acked_total = 0
     acked_all: dict[int, str] = {}
-    kills = torn = mid_snapshot = restarted_from_snapshot = during_startup = 0
+    kills = torn = mid_snapshot = mid_rollover = restarted_from_snapshot = during_startup = 0
     t0 = time.perf_counter()
     for run in range(1, KILLS + 1):
         proc, chunks, reader = _spawn(data, run)
@@ -130,37 +170,81 @@ def test_sigkill_loses_no_acknowledged_command(
         reader.join(timeout=10)
         kills += 1
         mid_snapshot += snapshotting
-        acked: dict[int, str] = {}
-        for line in b"".join(chunks).decode().splitlines():
-            seq_text, fp = line.split()
-            acked[int(seq_text)] = fp
+        mid_rollover += _inside_rollover(data / "journal")
+        acked = _acks(chunks)
         acked_total += len(acked)
         during_startup += not acked
         acked_all.update(acked)
-
-        node = Node(data, config=CFG)
-        try:
-            recovered = (node.last_seq, node.engine.state_hash())
-            torn += node.journal.torn_tail_truncated if isinstance(node.journal, LocalJournal) else 0
-            restarted_from_snapshot += node.recovery.snapshot is not None
-        finally:
-            node.close_offline()
-        last, clean_hash, log = _clean_replay(data)
-        assert recovered == (last, clean_hash), f"run {run}: recovery diverged from clean replay"
-        missing = [s for s in acked_all if s not in log]
-        assert not missing, f"run {run}: acknowledged seqs lost: {missing[:10]}"
-        wrong = [s for s, fp in acked_all.items() if _fingerprint(log[s]) != fp]
-        assert not wrong, f"run {run}: acknowledged seqs hold other commands: {wrong[:10]}"
+        last, recovered_from, truncated = _check_after_kill(data, acked_all, f"run {run}")
+        torn += truncated
+        restarted_from_snapshot += recovered_from is not None
     assert acked_total > 1000
     with capsys.disabled():
         print(
             f"\ncrash test: {kills} SIGKILLs, {acked_total} acknowledged commands checked "
             f"({len(acked_all)} distinct seqs), journal at seq {last}; torn tails truncated "
-            f"{torn}, kills while a snapshot child was writing {mid_snapshot}, kills before the "
+            f"{torn}, kills while a snapshot child was writing {mid_snapshot}, kills inside a "
+            f"segment rollover {mid_rollover}, kills before the "
             f"first ack (startup/recovery) {during_startup}, restarts from a snapshot "
             f"{restarted_from_snapshot}; {time.perf_counter() - t0:.1f} s"
         )
 
 
+KILL_POINTS = {
+    # module, attribute, what the files look like when the process group dies there
+    "rollover-start": ("bastion.journal.local", "sealed_name"),  # old segment synced, not sealed
+    "rollover-created": ("bastion.journal.local", "fsync_dir"),  # sealed + new empty segment
+    "snapshot-half-written": ("bastion.snapshots.store", "write_all"),  # child mid tmp file
+    "snapshot-renamed": ("bastion.snapshots.store", "fsync_dir"),  # renamed, dir not synced
+    "archive-move": ("bastion.journal.local", "move_durable"),  # META says archived, not moved
+    "after-fork": ("bastion.node.snapshotter", "_child"),  # child starts, then all die
+}
+
+
+def _arm(point: str, nth: int) -> None:
+    """Worker side: SIGKILL the whole process group (node and snapshot child) the nth time
+    execution reaches ``point``: a real kill at an exact step, no mock anywhere."""
+    import importlib
+    import mmap
+
+    module_name, attr = KILL_POINTS[point]
+    module = importlib.import_module(module_name)
+    original = getattr(module, attr)
+    hits = mmap.mmap(-1, 8)  # shared with forked snapshot children: one count for all
+
+    def wrapper(*args: object, **kwargs: object) -> object:
+        count = int.from_bytes(hits[:8], "little") + 1
+        hits[:8] = count.to_bytes(8, "little")
+        if count == nth:
+            os.killpg(os.getpgrp(), signal.SIGKILL)
+        return original(*args, **kwargs)
+
+    setattr(module, attr, wrapper)
+
+
+@pytest.mark.parametrize("point", sorted(KILL_POINTS))
+def test_sigkill_at_exact_steps(
+    tmp_path: Path, point: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = tmp_path / "shard"
+    acked_all: dict[int, str] = {}
+    for run, nth in enumerate((2, 5), start=1):
+        proc, chunks, reader = _spawn(data, run, point, str(nth))
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+            pytest.fail(f"{point}: the worker never reached the kill point")
+        reader.join(timeout=10)
+        assert proc.returncode == -signal.SIGKILL
+        acked_all.update(_acks(chunks))
+        last, _, _ = _check_after_kill(data, acked_all, f"{point} run {run}")
+    with capsys.disabled():
+        print(f" [{point}: 2 kills, {len(acked_all)} acknowledged commands intact, seq {last}]")
+
+
 if __name__ == "__main__":
+    if len(sys.argv) > 3:
+        _arm(sys.argv[3], int(sys.argv[4]))
     asyncio.run(_worker(sys.argv[1], int(sys.argv[2])))

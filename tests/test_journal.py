@@ -7,11 +7,12 @@ import os
 import subprocess
 import sys
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from bastion.journal import FencedError, GroupCommitter, JournalCorruptError, LocalJournal
+from bastion.journal import FencedError, GroupCommitter, Journal, JournalCorruptError, LocalJournal
 from bastion.journal.errors import DurabilityError
 from bastion.journal.framing import HEADER_SIZE, Block, parse
 from bastion.journal.segments import list_segments
@@ -157,7 +158,9 @@ def _records_in(directory: Path) -> dict[int, bytes]:
         while off < len(buf):
             block = parse(buf, off)
             assert isinstance(block, Block)
-            found.update(zip(range(block.first_seq, block.last_seq + 1), block.payloads, strict=True))
+            found.update(
+                zip(range(block.first_seq, block.last_seq + 1), block.payloads, strict=True)
+            )
             off = block.end
     return found
 
@@ -229,9 +232,7 @@ def test_flip_in_sealed_segment_is_named_by_read_and_verify(tmp_path: Path) -> N
     _flip(seg, pos)
     j = LocalJournal(d, segment_bytes=512)
     assert [s for s, _ in j.read(50, 52)] == [50, 51, 52]
-    expected = (
-        f"JOURNAL_CORRUPT: segment {seg.name} offset {block} seq 5: record checksum mismatch"
-    )
+    expected = f"JOURNAL_CORRUPT: segment {seg.name} offset {block} seq 5: record checksum mismatch"
     with pytest.raises(JournalCorruptError) as err:
         j.verify()
     assert str(err.value) == expected
@@ -399,10 +400,58 @@ def test_every_rollover_crash_point_recovers(tmp_path: Path) -> None:
     j = LocalJournal(d, segment_bytes=256)
     assert j.last_seq == 41
     j.append([b"into the empty segment"], 41)
-    assert [p for _, p in j.read(40)] == [payloads(1, 40)[0], b"after seal", b"into the empty segment"]
+    assert [p for _, p in j.read(40)] == [
+        payloads(1, 40)[0],
+        b"after seal",
+        b"into the empty segment",
+    ]
     j.close()
     # an unsealed segment that is not the last one is sealed on open
     segs = list_segments(d)
     os.rename(segs[0].path, d / f"{segs[0].first:020d}.seg")
     j = LocalJournal(d, segment_bytes=256)
     assert list_segments(d)[0].sealed_last == segs[0].sealed_last and j.verify() == 42
+
+
+class ProtocolOnly:
+    """A backend exposing only the ``Journal`` protocol (as a replicated one would)."""
+
+    def __init__(self, inner: LocalJournal) -> None:
+        self.inner = inner
+
+    @property
+    def last_seq(self) -> int:
+        return self.inner.last_seq
+
+    @property
+    def first_seq(self) -> int:
+        return self.inner.first_seq
+
+    @property
+    def epoch(self) -> int:
+        return self.inner.epoch
+
+    def append(self, records: list[bytes], expected_last_seq: int) -> int:
+        return self.inner.append(records, expected_last_seq)
+
+    def read(self, from_seq: int, to_seq: int | None = None) -> Iterator[tuple[int, bytes]]:
+        return self.inner.read(from_seq, to_seq)
+
+    def term_at(self, seq: int) -> int:
+        return self.inner.term_at(seq)
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+def test_group_commit_over_a_protocol_only_backend(tmp_path: Path) -> None:
+    backend = ProtocolOnly(LocalJournal(tmp_path / "journal", segment_bytes=512))
+    assert isinstance(backend, Journal)
+    gc = GroupCommitter(backend, max_records=50, max_delay=0.002)
+    futures = [gc.submit(payloads(3, 1 + 3 * i), 3 * i) for i in range(40)]
+    assert [f.result(timeout=10) for f in futures] == [3 * (i + 1) for i in range(40)]
+    with pytest.raises(FencedError):
+        gc.submit([b"stale"], 5).result(timeout=10)
+    gc.close()
+    assert [p for _, p in backend.read(1)] == payloads(120)
+    assert gc.batches < 40

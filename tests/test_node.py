@@ -22,7 +22,9 @@ QUIET = NodeConfig(snapshot_every_commands=0, snapshot_every_seconds=0, progress
 
 def clean_replay_hash(data: Path) -> tuple[int, str]:
     engine = Engine()
-    journal = LocalJournal(data / "journal", archive_dir=data / "archive" / "journal", readonly=True)
+    journal = LocalJournal(
+        data / "journal", archive_dir=data / "archive" / "journal", readonly=True
+    )
     for _seq, payload in journal.read(1):
         engine.apply(decode_command(payload))
     return engine.seq, engine.state_hash()

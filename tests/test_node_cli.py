@@ -62,7 +62,9 @@ def test_snapshot_list_verify_and_replay(shard: Path) -> None:
     verified = bastion("snapshot", "verify", "--data", str(shard))
     assert verified.returncode == 0, verified.stdout + verified.stderr
     assert "1 snapshot(s) verified" in verified.stdout
-    replayed = bastion("replay", "--data", str(shard), "--to-seq", "400", "--out-snapshot", "at-400")
+    replayed = bastion(
+        "replay", "--data", str(shard), "--to-seq", "400", "--out-snapshot", "at-400"
+    )
     assert replayed.returncode == 0, replayed.stderr
     assert "state hash at seq 400" in replayed.stdout
     again = bastion("snapshot", "verify", "at-400", "--data", str(shard))

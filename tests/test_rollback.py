@@ -41,7 +41,9 @@ def frames_in(directory: Path) -> dict[int, bytes]:
         while off < len(buf):
             block = parse(buf, off)
             assert isinstance(block, Block)
-            found.update(zip(range(block.first_seq, block.last_seq + 1), block.payloads, strict=True))
+            found.update(
+                zip(range(block.first_seq, block.last_seq + 1), block.payloads, strict=True)
+            )
             off = block.end
     return found
 
@@ -69,9 +71,7 @@ def test_rollback_to_named_snapshot(tmp_path: Path) -> None:
     snap_seq, at_snap = asyncio.run(build(tmp_path))
     before = records(tmp_path)
     last = max(before)
-    report = rollback(
-        tmp_path, to_snapshot="pre-maintenance", who="alice", why="bad maintenance"
-    )
+    report = rollback(tmp_path, to_snapshot="pre-maintenance", who="alice", why="bad maintenance")
     assert (report.from_seq, report.to_seq, report.from_epoch, report.to_epoch) == (
         last,
         snap_seq,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -29,7 +30,7 @@ from bastion.api.auth import Authenticator
 from bastion.api.config import Settings
 from bastion.api.errors import ApiError
 from bastion.api.fastpath import place_order
-from bastion.api.http import encode, error_body
+from bastion.api.http import encode, error_body, now_ms
 from bastion.api.keys import KeyStore, load_server_key
 from bastion.api.openapi import build_spec, docs_html
 from bastion.api.ratelimit import Limiter
@@ -52,7 +53,8 @@ def _error_response(path: str, err: ApiError) -> Response:
 
 
 class Guard:
-    """Per-IP rate limit and body-size cap, before routing so abuse costs little."""
+    """The outermost ASGI layer: per-IP rate limit and body-size cap before anything else (so
+    abuse costs little), and the bare order-entry hot path (``fastpath``)."""
 
     def __init__(self, app: ASGIApp, limiter: Limiter, max_body: int,
                  fast: dict[str, Any]) -> None:
@@ -106,8 +108,15 @@ class Guard:
         await self.app(scope, capped, send)
 
 
+def asgi(settings: Settings, node_factory: Callable[[], Any] | None = None) -> Guard:
+    """What uvicorn serves: the Guard wrapping the Starlette app."""
+    guard: Guard = build(settings, node_factory).state.guard
+    return guard
+
+
 def build(settings: Settings, node_factory: Callable[[], Any] | None = None) -> Starlette:
-    """Create the app; the node is opened in the lifespan (recovery happens there)."""
+    """Create the app; the node is opened in the lifespan (recovery happens there). Serve
+    ``app.state.guard`` (see ``asgi``), not the bare app, to get limits and the fast path."""
     state: dict[str, Any] = {}
     server_key = load_server_key(settings.data_dir, settings.server_key)
     keys = KeyStore(settings.data_dir / "api" / "keys.json", server_key)
@@ -173,17 +182,31 @@ def build(settings: Settings, node_factory: Callable[[], Any] | None = None) -> 
             raise
         app.router.routes[:0] = routes
         app.state.ctx = ctx
+        gc.collect()
+        gc.freeze()  # startup state is long-lived: keep it out of every later collection
         fast["ctx"] = ctx
         hub.start()
+        tasks = [asyncio.create_task(Health(ctx).run())]
+        if settings.demo and settings.feeder_interval > 0 and gateway.engine.perp.markets:
+            # demo oracle + funding clock (bastion.feeds.demo): perpetuals trade only once an
+            # index arrives, so the first round is journaled before the server takes requests
+            from bastion.feeds.demo import DemoFeeder
+
+            feeder = DemoFeeder(node.engine, node.submit, now_ms,
+                                period_s=settings.feeder_interval,
+                                anchor=settings.feeder_start_price)
+            for cmd in feeder.index_commands():
+                await node.submit(cmd)
+            tasks.append(asyncio.create_task(feeder.run()))
         print(banner(ctx, ensure_demo_key(ctx)), flush=True)
-        health_task = asyncio.create_task(Health(ctx).run())
         try:
             async with status_cm:
                 yield
         finally:
-            health_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await health_task
+            for task in tasks:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
             await hub.stop()
             gateway.detach()
             await close_node(node)
@@ -194,7 +217,7 @@ def build(settings: Settings, node_factory: Callable[[], Any] | None = None) -> 
         exception_handlers={ApiError: on_api_error, HTTPException: on_http_error,
                             Exception: on_crash},
     )
-    app.add_middleware(Guard, limiter=ip_limiter, max_body=settings.max_body, fast=fast)
+    app.state.guard = Guard(app, limiter=ip_limiter, max_body=settings.max_body, fast=fast)
     app.state.settings = settings
     app.state.keys = keys
     return app

@@ -29,8 +29,9 @@ from bastion.api.app_context import Context
 from bastion.api.auth import require
 from bastion.api.convert import from_units, to_units, trim
 from bastion.api.errors import ApiError
+from bastion.api.http import now_ms
 from bastion.api.keys import ApiKey
-from bastion.api.native import INTERVALS, now_ms
+from bastion.api.native import INTERVALS
 from bastion.api.readmodel import CANCELED, EXPIRED, FILLED, OPEN, PARTIAL, Fill, OrderRecord
 from bastion.core import commands as C
 from bastion.core import errors as X
@@ -76,7 +77,11 @@ _CODES: dict[str, tuple[int, str, int]] = {
     X.FOK_NOT_FILLABLE: (-2010, "Order could not be filled completely (FOK) and was rejected.",
                          400),
     X.MARKET_MODE: (-2010, "Market is closed.", 400),
-    X.REDUCE_ONLY: (-2022, "ReduceOnly Order is rejected.", 400),
+    X.REDUCE_ONLY: (-2010, "ReduceOnly Order is rejected.", 400),
+    X.NO_MARK_PRICE: (-2010, "Order rejected: the market has no mark price yet.", 400),
+    X.ORACLE_STALE: (-2010, "Order rejected: the price oracle is stale.", 400),
+    X.NOT_PERP: (-1121, "Invalid symbol.", 400),
+    X.INVALID_LEVERAGE: (-1130, "Data sent for parameter 'leverage' is not valid.", 400),
     X.DUPLICATE_CLIENT_ID: (-2010, "Duplicate order sent.", 400),
     X.INVALID_PRICE: (-1013, "Invalid price.", 400),
     X.INVALID_QUANTITY: (-1013, "Invalid quantity.", 400),
@@ -624,7 +629,7 @@ def routes(ctx: Context) -> list[BaseRoute]:
             e = gw.engine
             wanted = [syms.market(sym, perp)] if sym else list(
                 (syms.perp if perp else syms.spot).values())
-            out = []
+            out: list[dict[str, Any]] = []
             for m in wanted:
                 u = V.Units(e, m)
                 recs = sorted(gw.readmodel.open_orders(key.account, m.market),
@@ -755,6 +760,14 @@ def routes(ctx: Context) -> list[BaseRoute]:
         limit = p.int("limit", 100, 1, 1000) or 100
         return J(perps.binance_funding_history(ctx, markets, limit))
 
+    async def leverage_bracket(request: Request) -> Response:
+        key, p = await signed(request, "read")
+        sym = p.opt("symbol")
+        syms = symbols()
+        if sym:
+            return J(perps.binance_brackets(ctx, [syms.market(sym, True)]))
+        return J(perps.binance_brackets(ctx, [m for _, m in sorted(syms.perp.items())]))
+
     async def set_leverage(request: Request) -> Response:
         key, p = await signed(request, "trade")
         m = symbols().market(p.opt("symbol"), True)
@@ -799,6 +812,7 @@ def routes(ctx: Context) -> list[BaseRoute]:
         R("/fapi/v1/premiumIndex", premium_index),
         R("/fapi/v1/fundingRate", funding_rate),
         R("/fapi/v1/leverage", set_leverage, "POST"),
+        R("/fapi/v1/leverageBracket", leverage_bracket),
         R("/dapi/v1/exchangeInfo", dapi_exchange_info),
         R("/sapi/v1/capital/config/getall", capital_config),
         R("/sapi/v1/margin/allPairs", empty_list),

@@ -35,8 +35,15 @@ class Settings:
     recv_window_default: int = 5_000
     recv_window_max: int = 60_000
     demo: bool = True
+    #: demo oracle (bastion.feeds.demo) for perpetuals: seconds between updates (0: off)
+    feeder_interval: float = 1.0
+    feeder_start_price: int = 5_000_000
     health_interval: float = 1.0
+    #: seconds between full garbage collections (see ``server.serve``)
+    full_gc_interval: float = 60.0
     log_level: str = "info"
+    #: uvicorn WebSocket implementation (measured: see README "Trading API")
+    ws_impl: str = "websockets-sansio"
     #: journal group-commit wait (s) and the interpreter's GIL switch interval (s): latency knobs
     group_delay: float = 0.0
     switch_interval: float = 0.0005
@@ -58,8 +65,11 @@ class Settings:
             s.ip_rate = _rate(e["BASTION_RATE_IP"])
         s.max_body = int(e.get("BASTION_MAX_BODY", s.max_body))
         s.demo = e.get("BASTION_DEMO", "1") not in ("0", "false", "no")
+        s.feeder_interval = float(e.get("BASTION_FEEDER_INTERVAL", s.feeder_interval))
+        s.full_gc_interval = float(e.get("BASTION_FULL_GC_INTERVAL", s.full_gc_interval))
         s.health_interval = float(e.get("BASTION_HEALTH_INTERVAL", s.health_interval))
         s.log_level = e.get("BASTION_LOG_LEVEL", s.log_level)
+        s.ws_impl = e.get("BASTION_WS_IMPL", s.ws_impl)
         s.group_delay = float(e.get("BASTION_GROUP_DELAY", s.group_delay))
         s.switch_interval = float(e.get("BASTION_SWITCH_INTERVAL", s.switch_interval))
         return s

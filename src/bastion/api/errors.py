@@ -49,6 +49,8 @@ _STATUS: dict[str, int] = {
     X.SEQUENCE: 503,
     X.GUARD: 503,
     X.INTERNAL_ERROR: 500,
+    X.NO_MARK_PRICE: 409,
+    X.ORACLE_STALE: 409,
 }
 
 

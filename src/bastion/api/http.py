@@ -3,6 +3,7 @@ authentication, query parameters. Kept free of routing so each route module stay
 
 from __future__ import annotations
 
+import time
 from typing import Any, TypeVar
 
 import msgspec
@@ -26,6 +27,10 @@ _FIELD_CODES = {"price": X.INVALID_PRICE, "quantity": X.INVALID_QUANTITY,
                 "amount": X.INVALID_AMOUNT}
 
 
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
 class JSON(Response):
     media_type = "application/json"
 
@@ -41,7 +46,7 @@ def error_body(code: str, message: str) -> bytes:
     return _enc.encode({"code": code, "message": message})
 
 
-def decode(body: bytes, kind: type[T]) -> T:
+def decode(body: bytes | msgspec.Raw, kind: type[T]) -> T:
     """Decode and validate a JSON body; errors name the offending field."""
     dec = _decoders.get(kind)
     if dec is None:

@@ -7,7 +7,6 @@ only as decimal strings converted exactly by ``convert``. Private routes are sig
 
 from __future__ import annotations
 
-import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -16,12 +15,13 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from bastion.api import errors as A
+from bastion.api import perps
 from bastion.api import schemas as S
 from bastion.api import views as V
 from bastion.api.app_context import Context
 from bastion.api.convert import to_units
 from bastion.api.errors import ApiError
-from bastion.api.http import JSON, authenticate, decode, int_param, path_int
+from bastion.api.http import JSON, authenticate, decode, int_param, now_ms, path_int
 from bastion.api.readmodel import OrderRecord, ReadModel
 from bastion.api.service import Gateway
 from bastion.core import commands as C
@@ -33,10 +33,6 @@ Handler = Callable[[Request], Awaitable[Response]]
 INTERVALS = {"1m": 60_000, "3m": 180_000, "5m": 300_000, "15m": 900_000, "30m": 1_800_000,
              "1h": 3_600_000, "2h": 7_200_000, "4h": 14_400_000, "6h": 21_600_000,
              "8h": 28_800_000, "12h": 43_200_000, "1d": 86_400_000}
-
-
-def now_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 def place_command(engine: Engine, account: int, req: S.PlaceOrder) -> C.PlaceOrder:
@@ -221,6 +217,29 @@ def routes(ctx: Context) -> list[BaseRoute]:
         key = authenticate(ctx, request, b"", "read")
         return JSON(position_views(ctx, key.account))
 
+    async def margin(request: Request) -> Response:
+        key = authenticate(ctx, request, b"", "read")
+        return JSON(perps.margins(ctx, key.account))
+
+    async def transfer_margin(request: Request) -> Response:
+        body = await request.body()
+        key = authenticate(ctx, request, body, "trade")
+        req = decode(body, S.MarginTransfer)
+        await perps.transfer_margin(ctx, key.account, req)
+        return JSON(perps.margins(ctx, key.account))
+
+    async def leverage(request: Request) -> Response:
+        body = await request.body()
+        key = authenticate(ctx, request, body, "trade")
+        req = decode(body, S.Leverage)
+        gw.market(req.market)
+        await perps.set_leverage(ctx, key.account, req.market, req.leverage)
+        return JSON(perps.margins(ctx, key.account))
+
+    async def funding(request: Request) -> Response:
+        mkt = gw.market(request.path_params["market"])
+        return JSON(perps.funding(ctx, mkt))
+
     async def withdraw(request: Request) -> Response:
         body = await request.body()
         key = authenticate(ctx, request, body, "withdraw")
@@ -239,6 +258,7 @@ def routes(ctx: Context) -> list[BaseRoute]:
         Route("/v1/markets/{market}/trades", trades, methods=["GET"]),
         Route("/v1/markets/{market}/ticker", ticker, methods=["GET"]),
         Route("/v1/markets/{market}/candles", candles, methods=["GET"]),
+        Route("/v1/markets/{market}/funding", funding, methods=["GET"]),
         Route("/v1/orders", place, methods=["POST"]),
         Route("/v1/orders", list_orders, methods=["GET"]),
         Route("/v1/orders", cancel_all, methods=["DELETE"]),
@@ -251,6 +271,9 @@ def routes(ctx: Context) -> list[BaseRoute]:
         Route("/v1/fills", fills, methods=["GET"]),
         Route("/v1/balances", balances, methods=["GET"]),
         Route("/v1/positions", positions, methods=["GET"]),
+        Route("/v1/margin", margin, methods=["GET"]),
+        Route("/v1/margin", transfer_margin, methods=["POST"]),
+        Route("/v1/leverage", leverage, methods=["POST"]),
         Route("/v1/withdrawals", withdraw, methods=["POST"]),
     ]
 
@@ -286,7 +309,4 @@ def ticker_view(ctx: Context, market: str) -> S.Ticker:
 
 
 def position_views(ctx: Context, account: int) -> list[S.Position]:
-    """Perpetual positions (empty until the core has perpetuals)."""
-    from bastion.api import perps
-
     return perps.positions(ctx, account)

@@ -51,6 +51,8 @@ OPS: list[Op] = [
        query=[("interval", {"type": "string", "enum": ["1m", "3m", "5m", "15m", "30m", "1h",
                                                         "2h", "4h", "6h", "8h", "12h", "1d"]},
                False), _LIMIT]),
+    Op("get", "/v1/markets/{market}/funding", "Mark, index and funding of a perpetual",
+       response=S.Funding),
     Op("post", "/v1/orders", "Place an order (acknowledged once journaled)", "trade",
        S.PlaceOrder, S.Order, 201, tag="orders"),
     Op("get", "/v1/orders", "Your orders (open and recent history)", "read",
@@ -78,6 +80,12 @@ OPS: list[Op] = [
        tag="account"),
     Op("get", "/v1/positions", "Your perpetual positions", "read", response=list[S.Position],
        tag="account"),
+    Op("get", "/v1/margin", "Your cross-margin accounts (perpetuals)", "read",
+       response=list[S.MarginAccount], tag="account"),
+    Op("post", "/v1/margin", "Move funds between spot wallet and cross margin", "trade",
+       S.MarginTransfer, list[S.MarginAccount], tag="account"),
+    Op("post", "/v1/leverage", "Set your leverage in a perpetual market", "trade", S.Leverage,
+       list[S.MarginAccount], tag="account"),
     Op("post", "/v1/withdrawals", "Withdraw (ledger debit)", "withdraw", S.Withdraw,
        list[S.Balance], 201, tag="account"),
     Op("post", "/admin/deposits", "Credit an account (operator)", "admin", S.AdminDeposit,
@@ -232,7 +240,7 @@ def _type(s: Any) -> str:
     if "prefixItems" in s:
         return "[" + ", ".join(_type(x) for x in s["prefixItems"]) + "]"
     if "$ref" in s:
-        return s["$ref"].rsplit("/", 1)[-1]
+        return str(s["$ref"]).rsplit("/", 1)[-1]
     if "anyOf" in s:
         return " | ".join(_type(x) for x in s["anyOf"])
     if "enum" in s:

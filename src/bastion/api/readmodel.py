@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable
+from typing import Any
 
 import msgspec
 
@@ -116,13 +117,22 @@ class ReadModel:
         self.candles: dict[str, OrderedDict[int, Candle]] = {}
         self.touched: set[Level] = set()
         self.touched_accounts: set[int] = set()
+        #: accounts whose perpetual positions or margin may have changed in the last batch
+        self.touched_positions: set[int] = set()
+        self.funding: dict[str, deque[E.FundingSettled]] = {}
         self.seq = 0
-        self._handlers: dict[type, Callable[[E.Event], None]] = {
-            E.OrderAccepted: self._accepted,  # type: ignore[dict-item]
-            E.Trade: self._trade,  # type: ignore[dict-item]
-            E.OrderCanceled: self._canceled,  # type: ignore[dict-item]
-            E.OrderAmended: self._amended,  # type: ignore[dict-item]
-            E.BalanceChanged: self._balance,  # type: ignore[dict-item]
+        self._handlers: dict[type, Callable[[Any], None]] = {
+            E.OrderAccepted: self._accepted,
+            E.Trade: self._trade,
+            E.OrderCanceled: self._canceled,
+            E.OrderAmended: self._amended,
+            E.BalanceChanged: self._balance,
+            E.FundingSettled: self._funding,
+            E.MarginTransferred: self._margin,
+            E.LeverageChanged: self._margin,
+            E.Liquidated: self._margin,
+            E.Deleveraged: self._margin,
+            E.LossCovered: self._margin,
         }
 
     # ------------------------------------------------------------------ feeding
@@ -189,6 +199,9 @@ class ReadModel:
         quote = ev.price * ev.qty // div
         taker_buys = ev.taker_side == "buy"
         self.touched.add((ev.market, not taker_buys, ev.price))
+        if mkt is not None and mkt.kind != "spot":
+            self.touched_positions.add(ev.maker_account)
+            self.touched_positions.add(ev.taker_account)
         for oid, account, remaining, fee, is_maker in (
                 (ev.maker_order, ev.maker_account, ev.maker_remaining, ev.maker_fee, True),
                 (ev.taker_order, ev.taker_account, ev.taker_remaining, ev.taker_fee, False)):
@@ -260,6 +273,17 @@ class ReadModel:
 
     def _balance(self, ev: E.BalanceChanged) -> None:
         self.touched_accounts.add(ev.account)
+
+    def _margin(self, ev: E.Event) -> None:
+        account = getattr(ev, "account", 0)
+        self.touched_accounts.add(account)
+        self.touched_positions.add(account)
+
+    def _funding(self, ev: E.FundingSettled) -> None:
+        hist = self.funding.get(ev.market)
+        if hist is None:
+            hist = self.funding[ev.market] = deque(maxlen=1_000)
+        hist.append(ev)
 
     # ------------------------------------------------------------------ queries
 

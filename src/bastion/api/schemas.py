@@ -68,6 +68,19 @@ class Withdraw(Base, kw_only=True):
     amount: Decimal
 
 
+class MarginTransfer(Base, kw_only=True):
+    """Move settle-asset funds between the spot wallet and cross margin."""
+
+    asset: AssetId
+    amount: Decimal
+    direction: Literal["add", "remove"] = "add"
+
+
+class Leverage(Base, kw_only=True):
+    market: MarketId
+    leverage: Annotated[int, Meta(ge=1, le=1000)]
+
+
 class AdminDeposit(Base, kw_only=True):
     account: AccountId
     asset: AssetId
@@ -168,12 +181,52 @@ class Balance(Out, kw_only=True):
 
 
 class Position(Out, kw_only=True):
+    """A perpetual position (cross margin); ``size`` is signed (short < 0)."""
+
     market: str
+    side: Literal["long", "short"]
     size: str
-    entry_price: str | None
+    entry_price: str
     mark_price: str | None
+    index_price: str | None
+    notional: str
     unrealized_pnl: str
-    margin: str
+    realized_pnl: str
+    funding_paid: str
+    leverage: int
+    initial_margin: str
+    maintenance_margin: str
+    settle_asset: str
+
+
+class MarginAccount(Out, kw_only=True):
+    """Cross margin in one settle asset: ``equity`` = collateral + unrealized PnL;
+    ``available`` is what new orders may reserve."""
+
+    asset: str
+    collateral: str
+    equity: str
+    unrealized_pnl: str
+    initial_margin: str
+    maintenance_margin: str
+    order_margin: str
+    available: str
+    leverage: dict[str, int]
+
+
+class Funding(Out, kw_only=True):
+    """Mark, index and funding of a perpetual; rates are fractions per interval."""
+
+    market: str
+    mark_price: str | None
+    index_price: str | None
+    index_ts: int
+    funding_rate: str
+    last_funding_rate: str
+    interval_ms: int
+    next_funding_ts: int
+    open_interest: str
+    armed: bool
 
 
 class MarketInfo(Out, kw_only=True):

@@ -4,6 +4,7 @@ serve with uvicorn, and shut down cleanly (final snapshot) on Ctrl-C / SIGTERM."
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import sys
 import time
@@ -29,9 +30,12 @@ async def open_node(settings: Settings, factory: Any = None) -> Any:
         node = Node(settings.data_dir, config=NodeConfig(group_max_delay=settings.group_delay))
     await node.start()
     if settings.demo and node.engine.seq == 0:
-        from bastion.demo import demo_setup
+        from bastion import demo
 
-        cmds = demo_setup()
+        cmds = demo.demo_setup()
+        perp_setup = getattr(demo, "demo_perp_setup", None)
+        if perp_setup is not None:
+            cmds += perp_setup()
         results = await node.submit_many(cmds)
         rejected = [ev for events in results for ev in events if type(ev).__name__ == "Rejected"]
         if rejected:
@@ -75,19 +79,75 @@ def ensure_demo_key(ctx: Context) -> tuple[str, str] | None:
     return key.key, secret
 
 
+class GcWatch:
+    """Longest garbage-collector pause since the last report (tail latency shows up here)."""
+
+    def __init__(self) -> None:
+        self.max_pause = 0.0
+        self.collections = 0
+        self._t0 = 0.0
+        gc.callbacks.append(self._cb)
+
+    def _cb(self, phase: str, info: dict[str, Any]) -> None:
+        if phase == "start":
+            self._t0 = time.perf_counter()
+        else:
+            self.collections += 1
+            self.max_pause = max(self.max_pause, time.perf_counter() - self._t0)
+
+    def take(self) -> tuple[int, float]:
+        out = (self.collections, self.max_pause)
+        self.collections, self.max_pause = 0, 0.0
+        return out
+
+    def close(self) -> None:
+        if self._cb in gc.callbacks:
+            gc.callbacks.remove(self._cb)
+
+
+class LoopLag:
+    """Worst event-loop stall since the last report: a 5 ms ticker measures how late it runs
+    (a blocked loop delays every acknowledgement by that much)."""
+
+    def __init__(self) -> None:
+        self.worst = 0.0
+
+    async def run(self) -> None:
+        while True:
+            t = time.perf_counter()
+            await asyncio.sleep(0.005)
+            self.worst = max(self.worst, time.perf_counter() - t - 0.005)
+
+    def take(self) -> float:
+        out, self.worst = self.worst, 0.0
+        return out
+
+
 class Health:
-    """One line a second: sequence, commands/s, open orders, WebSocket clients."""
+    """One line a second: sequence, commands/s, open orders, WebSocket clients, GC pauses and
+    the worst event-loop stall."""
 
     def __init__(self, ctx: Context) -> None:
         self.ctx = ctx
+        self.gc = GcWatch()
+        self.lag = LoopLag()
 
     async def run(self) -> None:
+        lag = asyncio.create_task(self.lag.run())
+        try:
+            await self._run()
+        finally:
+            lag.cancel()
+            self.gc.close()
+
+    async def _run(self) -> None:
         ctx = self.ctx
         gw = ctx.gateway
         interval = ctx.settings.health_interval
         status = ctx.extra.get("status")
         last_seq = gw.engine.seq
         last_t = time.monotonic()
+        last_full = last_t
         while True:
             await asyncio.sleep(interval)
             now = time.monotonic()
@@ -98,11 +158,23 @@ class Health:
             failed = getattr(node, "failure", None)
             conns = len({c for subs in (ctx.hub.channels.values() if ctx.hub else [])
                          for c in subs})
-            log.info("health seq=%d ops/s=%.0f open_orders=%d ws_subscribers=%d%s", seq, rate,
-                     len(gw.engine.orders), conns, f" NODE FAILED: {failed}" if failed else "")
+            if now - last_full >= ctx.settings.full_gc_interval:
+                last_full = now
+                t0 = time.perf_counter()
+                gc.collect()
+                log.info("full garbage collection took %.1f ms", (time.perf_counter() - t0) * 1e3)
+            n_gc, pause = self.gc.take()
+            log.info("health seq=%d ops/s=%.0f open_orders=%d ws_subscribers=%d gc=%d "
+                     "gc_max_ms=%.1f loop_lag_max_ms=%.1f%s", seq, rate, len(gw.engine.orders),
+                     conns, n_gc, pause * 1000, self.lag.take() * 1000,
+                     f" NODE FAILED: {failed}" if failed else "")
             if status is not None and failed is None:
                 try:
+                    t0 = time.perf_counter()
                     status.observe_node_health(time.time_ns() // 1_000_000, 0)
+                    if time.perf_counter() - t0 > 0.002:
+                        log.debug("status health report took %.1f ms",
+                                  (time.perf_counter() - t0) * 1000)
                 except Exception:
                     log.exception("status health report failed")
 
@@ -126,7 +198,7 @@ def serve(settings: Settings) -> None:
     """Blocking: run the server until Ctrl-C / SIGTERM."""
     import uvicorn
 
-    from bastion.api.app import build
+    from bastion.api.app import asgi
 
     logging.basicConfig(level=getattr(logging, settings.log_level.upper(), logging.INFO),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -134,24 +206,13 @@ def serve(settings: Settings) -> None:
     # The journal writer thread needs the GIL to hand back each durable batch; with the default
     # 5 ms switch interval a busy event loop makes it wait that long on every batch.
     sys.setswitchinterval(settings.switch_interval)
-    import os
-    if os.environ.get("BASTION_GC_EXPERIMENT") == "off":
-        import gc
-        gc.disable()
-    if os.environ.get("BASTION_GC_TRACE"):
-        import gc
-        t0 = [0.0]
-        def cb(phase, info):
-            if phase == "start":
-                t0[0] = time.perf_counter()
-            else:
-                d = time.perf_counter() - t0[0]
-                if d > 0.002:
-                    print(f"gc gen{info['generation']} {d*1000:.1f} ms collected {info['collected']}", file=sys.stderr)
-        gc.callbacks.append(cb)
-    app = build(settings)
+    # Full (gen2) collections walk every long-lived container (books, indexes, history): tens
+    # of ms once the book is large, at random moments. Young generations still collect as
+    # usual; the full collection runs on the health clock instead (``full_gc_interval``).
+    gc.set_threshold(700, 10, 1_000_000)
+    app = asgi(settings)
     config = uvicorn.Config(app, host=settings.host, port=settings.port, loop="uvloop",
-                            http="httptools", ws="websockets", lifespan="on",
+                            http="httptools", ws=settings.ws_impl, lifespan="on",
                             log_level="warning", access_log=False,
                             ws_max_size=settings.max_ws_message, ws_ping_interval=20,
                             timeout_graceful_shutdown=5, backlog=2048, proxy_headers=False,

@@ -73,6 +73,7 @@ class Gateway:
             self.readmodel.seed_open_orders(engine)
         self.readmodel.touched.clear()
         self.readmodel.touched_accounts.clear()
+        self.readmodel.touched_positions.clear()
         self.books.load(engine)
         self._unsubscribe = self.node.subscribe(self._on_events)
         log.info("read model rebuilt from %d journaled commands in %.3f s", replayed,
@@ -101,6 +102,7 @@ class Gateway:
             except Exception:
                 log.exception("event listener failed")
         rm.touched_accounts.clear()
+        rm.touched_positions.clear()
         if self._mode_observers:
             for ev in events:
                 if type(ev) is E.ModeChanged:

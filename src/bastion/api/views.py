@@ -50,7 +50,8 @@ def units(engine: Engine, market: str) -> Units:
 
 def order(u: Units, r: OrderRecord, duplicate: bool = False) -> S.Order:
     return S.Order(
-        order_id=r.order_id, client_order_id=r.client_id, market=r.market, side=r.side,
+        order_id=r.order_id, client_order_id=r.client_id, market=r.market,
+        side=r.side,  # type: ignore[arg-type]
         type=r.order_type, time_in_force=r.tif, post_only=r.post_only,
         reduce_only=r.reduce_only,
         price=u.price(r.price) if r.order_type == "limit" else None,

@@ -28,12 +28,14 @@ from starlette.routing import BaseRoute, WebSocketRoute
 from starlette.websockets import WebSocket
 
 from bastion.api import errors as A
+from bastion.api import perps
 from bastion.api import schemas as S
 from bastion.api import views as V
 from bastion.api.app_context import Context
 from bastion.api.auth import require
 from bastion.api.convert import to_units
 from bastion.api.errors import ApiError
+from bastion.api.http import decode
 from bastion.api.keys import ApiKey
 from bastion.api.native import place_command, place_explained, position_views, ticker_view
 from bastion.core import errors as X
@@ -54,7 +56,7 @@ class Op(msgspec.Struct, forbid_unknown_fields=False):
     op: str
     id: int | str | None = None
     channels: list[str] = []
-    args: dict[str, Any] = {}
+    args: msgspec.Raw = msgspec.Raw(b"{}")
     key: str = ""
     timestamp: int | str = ""
     signature: str = ""
@@ -149,8 +151,9 @@ class Hub:
                 conn.send(_enc.encode({"channel": "balances", "data":
                                        V.balances(gw.engine, conn.key.account)}))
             elif channel == "positions":
-                conn.send(_enc.encode({"channel": "positions", "data":
-                                       position_views(self.ctx, conn.key.account)}))
+                conn.send(_enc.encode({"channel": "positions", "data": {
+                    "positions": position_views(self.ctx, conn.key.account),
+                    "margin": perps.margins(self.ctx, conn.key.account)}}))
             return
         if channel == "modes":
             conn.subs.add(channel)
@@ -258,10 +261,11 @@ class Hub:
                 for c in subs:
                     c.send(data)
         if private:
-            self._private(orders, fills, gw.readmodel.touched_accounts)
+            self._private(orders, fills, gw.readmodel.touched_accounts,
+                          gw.readmodel.touched_positions)
 
     def _private(self, orders: dict[int, set[int]], fills: dict[int, list[tuple[int, int]]],
-                 touched: set[int]) -> None:
+                 touched: set[int], positions: set[int]) -> None:
         gw = self.ctx.gateway
         engine = gw.engine
         rm = gw.readmodel
@@ -292,6 +296,13 @@ class Hub:
                 data = _enc.encode({"channel": "balances", "data": V.balances(engine, acct)})
                 for c in conns:
                     if "balances" in c.subs:
+                        c.send(data)
+            if acct in positions:
+                data = _enc.encode({"channel": "positions", "data": {
+                    "positions": position_views(self.ctx, acct),
+                    "margin": perps.margins(self.ctx, acct)}})
+                for c in conns:
+                    if "positions" in c.subs:
                         c.send(data)
 
     async def _tickers(self) -> None:
@@ -333,17 +344,17 @@ def routes(ctx: Context, hub: Hub) -> list[BaseRoute]:
             account = key.account
             e = gw.engine
             if op.op == "place":
-                req = msgspec.convert(op.args, S.PlaceOrder)
+                req = decode(op.args, S.PlaceOrder)
                 rec, dup = await place_explained(gw, place_command(e, account, req))
                 _reply(conn, rid, V.order(V.units(gw.engine, rec.market), rec, dup))
             elif op.op == "cancel":
-                c = msgspec.convert(op.args, CancelArgs)
+                c = decode(op.args, CancelArgs)
                 if c.order_id is None and not c.client_order_id:
                     raise ApiError(A.MALFORMED_REQUEST, "give order_id or client_order_id")
                 rec = await gw.cancel(account, c.order_id, c.client_order_id)
                 _reply(conn, rid, V.order(V.units(gw.engine, rec.market), rec))
             elif op.op == "amend":
-                a = msgspec.convert(op.args, AmendArgs)
+                a = decode(op.args, AmendArgs)
                 rec = gw.own_order(account, order_id=a.order_id)
                 u = V.units(e, rec.market)
                 price = None if a.price is None else to_units(a.price, u.price_dp,
@@ -355,7 +366,7 @@ def routes(ctx: Context, hub: Hub) -> list[BaseRoute]:
                 rec = await gw.amend(account, a.order_id, None, price, qty)
                 _reply(conn, rid, V.order(u, rec))
             else:
-                ca = msgspec.convert(op.args, CancelAllArgs)
+                ca = decode(op.args, CancelAllArgs)
                 recs = await gw.cancel_all(account, ca.market)
                 _reply(conn, rid, S.CancelAllResult(canceled=[
                     V.order(V.units(gw.engine, r.market), r) for r in recs]))

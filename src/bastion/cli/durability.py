@@ -106,9 +106,7 @@ def journal_inspect(
                 body = msgspec.json.encode(decode_command(payload)).decode()
             except (msgspec.DecodeError, msgspec.ValidationError) as exc:
                 body = msgspec.json.encode({"undecodable": str(exc)}).decode()
-            out.print(
-                f'{{"seq": {seq}, "bytes": {len(payload)}, "command": {body}}}', markup=False
-            )
+            out.print(f'{{"seq": {seq}, "bytes": {len(payload)}, "command": {body}}}', markup=False)
 
 
 @snapshot_app.command("take")
@@ -225,7 +223,5 @@ def rollback_cmd(
     data: DataOpt = Path("data"),
 ) -> None:
     """Roll the stopped shard back to a snapshot or seq; the abandoned tail is archived."""
-    report = rollback(
-        data, who=who, why=why, to_snapshot=to_snapshot, to_seq=to_seq, progress=None
-    )
+    report = rollback(data, who=who, why=why, to_snapshot=to_snapshot, to_seq=to_seq, progress=None)
     out.print(report.summary(), markup=False)

@@ -46,6 +46,15 @@ class Block(NamedTuple):
         return self.first_seq + len(self.payloads) - 1
 
 
+class Framed(NamedTuple):
+    """A block encoded ahead of the write (see ``LocalJournal.frame``)."""
+
+    data: bytes
+    first_seq: int
+    count: int
+    epoch: int
+
+
 class Problem(Enum):
     SHORT = "block extends past end of file"
     BAD_HEADER = "block header checksum mismatch"

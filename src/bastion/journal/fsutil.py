@@ -19,6 +19,20 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def ensure_dir(path: Path) -> None:
+    """Create ``path`` (and parents) so that the new directory entries survive a crash."""
+    missing: list[Path] = []
+    probe = path
+    while not probe.exists():
+        missing.append(probe)
+        probe = probe.parent
+    if not missing:
+        return
+    path.mkdir(parents=True, exist_ok=True)
+    for created in missing:
+        fsync_dir(created.parent)
+
+
 def write_all(fd: int, data: bytes | memoryview) -> None:
     view = memoryview(data)
     while view:
@@ -47,7 +61,7 @@ def copy_durable(src: Path, dst: Path) -> None:
 
 def move_durable(src: Path, dst_dir: Path) -> Path:
     """Move a file into ``dst_dir`` without ever overwriting or deleting anything."""
-    dst_dir.mkdir(parents=True, exist_ok=True)
+    ensure_dir(dst_dir)
     dst = dst_dir / src.name
     if dst.exists():
         raise DurabilityError(

@@ -9,20 +9,33 @@ from __future__ import annotations
 
 import threading
 import time
+import typing
 from collections import deque
 from concurrent.futures import Future
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from bastion.journal.base import Journal
 from bastion.journal.errors import JournalClosedError
+from bastion.journal.framing import Framed
 
 
 @dataclass
 class _Request:
     records: list[bytes]
     expected_last_seq: int
+    count: int
+    framed: Framed | None = None
     future: Future[int] = field(default_factory=Future)
     arrived: float = field(default_factory=time.monotonic)
+
+
+class FramingJournal(Protocol):
+    """Optional backend extension: blocks built in the submitting thread."""
+
+    def frame(self, records: list[bytes], first_seq: int) -> Framed: ...
+
+    def append_framed(self, batches: list[Framed], expected_last_seq: int) -> int: ...
 
 
 class GroupCommitter:
@@ -33,6 +46,11 @@ class GroupCommitter:
         self, journal: Journal, *, max_records: int = 8192, max_delay: float = 0.001
     ) -> None:
         self.journal = journal
+        self._framing: FramingJournal | None = (
+            typing.cast(FramingJournal, journal)
+            if hasattr(journal, "frame") and hasattr(journal, "append_framed")
+            else None
+        )
         self.max_records = max_records
         self.max_delay = max_delay
         self._queue: deque[_Request] = deque()
@@ -45,7 +63,12 @@ class GroupCommitter:
 
     def submit(self, records: list[bytes], expected_last_seq: int) -> Future[int]:
         """Queue an append; the future resolves to the new last seq only after it is durable."""
-        request = _Request(records, expected_last_seq)
+        framed = (
+            self._framing.frame(records, expected_last_seq + 1)
+            if self._framing is not None and records
+            else None
+        )
+        request = _Request(records, expected_last_seq, len(records), framed)
         with self._cv:
             if self._closing:
                 raise JournalClosedError("group committer is closed")
@@ -73,7 +96,7 @@ class GroupCommitter:
                 while self._queue and count < self.max_records:
                     request = self._queue.popleft()
                     taken.append(request)
-                    count += len(request.records)
+                    count += request.count
                 remaining = deadline - time.monotonic()
                 if count >= self.max_records or remaining <= 0 or self._closing:
                     return taken
@@ -82,17 +105,24 @@ class GroupCommitter:
     def _run(self) -> None:
         while (taken := self._take()) is not None:
             for group in _contiguous(taken):
-                records = group[0].records if len(group) == 1 else _concat(group)
                 try:
-                    self.journal.append(records, group[0].expected_last_seq)
+                    self._append(group)
                 except BaseException as exc:  # every waiter must hear about the failure
                     for request in group:
                         request.future.set_exception(exc)
                     continue
                 self.batches += 1
-                self.records += len(records)
                 for request in group:
-                    request.future.set_result(request.expected_last_seq + len(request.records))
+                    self.records += request.count
+                    request.future.set_result(request.expected_last_seq + request.count)
+
+    def _append(self, group: list[_Request]) -> None:
+        expected = group[0].expected_last_seq
+        if self._framing is not None and all(r.framed is not None for r in group):
+            self._framing.append_framed([r.framed for r in group if r.framed], expected)
+        else:
+            records = group[0].records if len(group) == 1 else _concat(group)
+            self.journal.append(records, expected)
 
 
 def _contiguous(requests: list[_Request]) -> list[list[_Request]]:
@@ -100,7 +130,7 @@ def _contiguous(requests: list[_Request]) -> list[list[_Request]]:
     for request in requests:
         if groups:
             prev = groups[-1][-1]
-            if request.expected_last_seq == prev.expected_last_seq + len(prev.records):
+            if request.expected_last_seq == prev.expected_last_seq + prev.count:
                 groups[-1].append(request)
                 continue
         groups.append([request])

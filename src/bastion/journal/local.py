@@ -27,8 +27,15 @@ from bastion.journal.errors import (
     JournalCorruptError,
     JournalIOError,
 )
-from bastion.journal.framing import ENTRY_SIZE, HEADER_SIZE, encode_block, overhead
-from bastion.journal.fsutil import atomic_write, copy_durable, fsync_dir, move_durable, write_all
+from bastion.journal.framing import ENTRY_SIZE, HEADER_SIZE, Framed, encode_block, overhead
+from bastion.journal.fsutil import (
+    atomic_write,
+    copy_durable,
+    ensure_dir,
+    fsync_dir,
+    move_durable,
+    write_all,
+)
 from bastion.journal.segments import (
     Scanner,
     Segment,
@@ -97,7 +104,7 @@ class LocalJournal:
             self._lock_fd: int | None = None
             self._load()
         else:
-            self.directory.mkdir(parents=True, exist_ok=True)
+            ensure_dir(self.directory)
             self._lock_fd = os.open(self.directory / "LOCK", os.O_RDWR | os.O_CREAT, 0o644)
             with self._flocked():
                 self._load()
@@ -132,6 +139,41 @@ class LocalJournal:
                 if records:
                     try:
                         self._write(records)
+                    except OSError as exc:
+                        self._failed = exc
+                        raise JournalIOError(
+                            f"write to {self.directory} failed ({exc}); the journal refuses "
+                            "further writes until reopened"
+                        ) from exc
+            return self._last_seq
+
+    def frame(self, records: list[bytes], first_seq: int) -> Framed:
+        """Encode a block ahead of time, in the caller's thread: the group-commit writer then
+        only writes and syncs (no Python work competing with the engine for the GIL)."""
+        return Framed(
+            encode_block(records, first_seq, self._epoch), first_seq, len(records), self._epoch
+        )
+
+    def append_framed(self, batches: list[Framed], expected_last_seq: int) -> int:
+        """``append`` for blocks made by ``frame``: same fence, one write, one fdatasync. A
+        block is never split, so a segment may exceed ``segment_bytes`` by one block."""
+        with self._lock:
+            self._check_writable()
+            with self._flocked():
+                self._check_fence(expected_last_seq)
+                nxt = expected_last_seq + 1
+                for batch in batches:
+                    if batch.first_seq != nxt or batch.epoch != self._epoch:
+                        raise FencedError(
+                            expected_last_seq,
+                            self._last_seq,
+                            f"block for seq {batch.first_seq} epoch {batch.epoch} does not "
+                            f"extend seq {nxt - 1} in epoch {self._epoch}",
+                        )
+                    nxt += batch.count
+                if batches:
+                    try:
+                        self._write_framed(batches)
                     except OSError as exc:
                         self._failed = exc
                         raise JournalIOError(
@@ -252,7 +294,7 @@ class LocalJournal:
                 if self._fd is not None:
                     os.close(self._fd)
                     self._fd = None
-                into.mkdir(parents=True, exist_ok=True)
+                ensure_dir(into)
                 holder: Segment | None = None
                 for seg in self._segments:
                     if seg.first <= seq and (seg.sealed_last is None or seg.sealed_last >= seq):
@@ -475,6 +517,24 @@ class LocalJournal:
         assert self._fd is not None
         os.fdatasync(self._fd)
         self._last_seq = first + n - 1
+        self._last_epoch = self._epoch
+
+    def _write_framed(self, batches: list[Framed]) -> None:
+        pending: list[bytes] = []
+        for batch in batches:
+            if self._fd is None or self._active_size >= self.segment_bytes:
+                if pending:
+                    assert self._fd is not None
+                    write_all(self._fd, b"".join(pending))
+                    pending.clear()
+                self._roll(batch.first_seq)
+            pending.append(batch.data)
+            self._active_size += len(batch.data)
+        assert self._fd is not None
+        write_all(self._fd, pending[0] if len(pending) == 1 else b"".join(pending))
+        os.fdatasync(self._fd)
+        last = batches[-1]
+        self._last_seq = last.first_seq + last.count - 1
         self._last_epoch = self._epoch
 
     def _roll(self, first: int) -> None:

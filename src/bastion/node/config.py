@@ -20,7 +20,7 @@ class NodeConfig:
     snapshot_keep: int = 3
     #: before a snapshot fork, back the heap with huge pages (MADV_COLLAPSE) when the process
     #: is larger than this many MiB, so the fork pause stays a few ms (0 disables)
-    hugepage_collapse_min_rss_mb: int = 256
+    hugepage_collapse_min_rss_mb: int = 64
     #: move journal segments covered by the oldest retained snapshot to ``archive/journal``
     archive_covered_segments: bool = True
     #: rich progress bar during replay (None: only when stderr is a terminal)

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bastion.journal.errors import DurabilityError
+from bastion.journal.fsutil import ensure_dir
 
 
 @dataclass(frozen=True)
@@ -56,7 +57,7 @@ class NodeLock:
     this machine (the journal fence covers writers that bypass it)."""
 
     def __init__(self, data: DataDir) -> None:
-        data.root.mkdir(parents=True, exist_ok=True)
+        ensure_dir(data.root)
         path = data.root / "node.lock"
         self._fd: int | None = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
         try:

@@ -164,7 +164,12 @@ class Node:
     def subscribe(self, callback: Subscriber) -> Callable[[], None]:
         """Receive each applied batch's events (in sequence order); returns an unsubscribe."""
         self._subscribers.append(callback)
-        return lambda: self._subscribers.remove(callback)
+
+        def unsubscribe() -> None:
+            if callback in self._subscribers:
+                self._subscribers.remove(callback)
+
+        return unsubscribe
 
     def submit_many(self, cmds: Sequence[C.Command]) -> asyncio.Future[Results]:
         """Sequence, journal and apply a batch; resolves to each command's events once they are
@@ -400,13 +405,26 @@ class Node:
         """Retention, then archive journal segments the oldest kept snapshot covers."""
         try:
             self.store.retain(self.config.snapshot_keep)
-            kept = self.store.entries()
-            if self.config.archive_covered_segments and kept:
-                archive = getattr(self.journal, "archive_through", None)
-                if archive is not None:
-                    archive(kept[0].seq)
+            archive = getattr(self.journal, "archive_through", None)
+            if not self.config.archive_covered_segments or archive is None:
+                return
+            for info in self.store.entries():
+                if self._on_this_timeline(info):
+                    archive(info.seq)
+                    return
         except Exception:
             log.exception("snapshot housekeeping failed (nothing is lost; will retry next time)")
+
+    def _on_this_timeline(self, info: SnapshotInfo) -> bool:
+        """Only a snapshot of this journal's history may decide what gets archived (a stray
+        one from an abandoned timeline must not)."""
+        try:
+            header = self.store.header(info)
+            return header.seq <= self.journal.last_seq and (
+                self.journal.term_at(header.seq) == header.term
+            )
+        except DurabilityError:
+            return False
 
     def snapshot_offline(self, name: str = AUTO) -> SnapshotInfo:
         """Write a snapshot in-process (operator tools with no running loop)."""

@@ -37,8 +37,10 @@ class RollbackReport:
     seconds: float
 
     def summary(self) -> str:
-        target = f"snapshot {self.to_snapshot} (seq {self.to_seq}," if self.to_snapshot else (
-            f"seq {self.to_seq} ("
+        target = (
+            f"snapshot {self.to_snapshot} (seq {self.to_seq},"
+            if self.to_snapshot
+            else (f"seq {self.to_seq} (")
         )
         return (
             f"rolled back from seq {self.from_seq} (epoch {self.from_epoch}) to {target} "

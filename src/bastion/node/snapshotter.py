@@ -115,6 +115,8 @@ def _child(
     code = 1
     try:
         gc.disable()
+        with contextlib.suppress(OSError):
+            os.nice(10)  # trading keeps the CPU; the snapshot can take a little longer
         os.closerange(3, report_fd)
         os.closerange(report_fd + 1, 1 << 16)
         for sig in (signal.SIGINT, signal.SIGTERM):

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bastion.journal.errors import DurabilityError
-from bastion.journal.fsutil import fsync_dir, move_durable, write_all
+from bastion.journal.fsutil import ensure_dir, fsync_dir, move_durable, write_all
 from bastion.snapshots.format import (
     FORMAT_VERSION,
     MAX_HEADER,
@@ -93,7 +93,7 @@ class SnapshotStore:
                         f"a snapshot named {name!r} already exists ({other.id})",
                         code="SNAPSHOT_EXISTS",
                     )
-        self.directory.mkdir(parents=True, exist_ok=True)
+        ensure_dir(self.directory)
         header = SnapshotHeader(
             format_version=FORMAT_VERSION,
             seq=seq,
