@@ -9,10 +9,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from serverproc import Admin, Client, running
 from websockets.asyncio.client import connect
 
 from bastion.api.auth import sign
+from serverproc import Admin, Client, running
 
 PERP = "BTC-USDT-PERP"
 

@@ -180,13 +180,21 @@ def test_auth_failures(srv: Server, alice: Client) -> None:
     assert stale.status_code == 401 and stale.json()["code"] == "TIMESTAMP_OUTSIDE_WINDOW"
     future = alice.get("/v1/balances", ts=int(time.time() * 1000) + 30_000)
     assert future.json()["code"] == "TIMESTAMP_OUTSIDE_WINDOW"
-    # a captured request replayed verbatim inside its window is refused
+    # a captured order replayed verbatim inside its window is refused (a repeated read is not)
     ts = str(int(time.time() * 1000))
     headers = {"X-BX-APIKEY": DEMO_KEY, "X-BX-TIMESTAMP": ts,
                "X-BX-SIGNATURE": sign(DEMO_SECRET, f"{ts}GET/v1/balances")}
     assert httpx.get(srv.url + "/v1/balances", headers=headers).status_code == 200
-    r = httpx.get(srv.url + "/v1/balances", headers=headers)
+    assert httpx.get(srv.url + "/v1/balances", headers=headers).status_code == 200
+    raw = b'{"market":"BTC-USDT","side":"buy","quantity":"0.01","price":"30000"}'
+    headers = {"X-BX-APIKEY": DEMO_KEY, "X-BX-TIMESTAMP": ts, "content-type":
+               "application/json", "X-BX-SIGNATURE": sign(DEMO_SECRET, ts.encode()
+                                                          + b"POST/v1/orders" + raw)}
+    first = httpx.post(srv.url + "/v1/orders", content=raw, headers=headers)
+    assert first.status_code == 201
+    r = httpx.post(srv.url + "/v1/orders", content=raw, headers=headers)
     assert r.status_code == 401 and r.json()["code"] == "REPLAYED"
+    alice.delete(f"/v1/orders/{first.json()['order_id']}")
     # tampering with the body after signing
     body = b'{"market":"BTC-USDT","side":"buy","quantity":"0.01","price":"30000"}'
     ts = str(int(time.time() * 1000))

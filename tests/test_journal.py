@@ -455,3 +455,35 @@ def test_group_commit_over_a_protocol_only_backend(tmp_path: Path) -> None:
     gc.close()
     assert [p for _, p in backend.read(1)] == payloads(120)
     assert gc.batches < 40
+
+
+def test_damaged_complete_last_block_is_corruption_not_a_tail(tmp_path: Path) -> None:
+    d = tmp_path / "journal"
+    j = LocalJournal(d)
+    fill(j, 21)
+    j.close()
+    seg, block, pos = _locate(d, 20)
+    _flip(seg, pos + 2)
+    with pytest.raises(JournalCorruptError) as err:
+        LocalJournal(d)
+    assert str(err.value) == (
+        f"JOURNAL_CORRUPT: segment {seg.name} offset {block} seq 20: record checksum mismatch; "
+        "the last block is complete, so this is damage, not a torn write"
+    )
+
+
+def test_never_written_sector_in_last_block_is_a_torn_write(tmp_path: Path) -> None:
+    d = tmp_path / "journal"
+    j = LocalJournal(d)
+    fill(j, 10)
+    j.append([bytes([65 + i % 26]) * 60 for i in range(50)], 10)
+    j.close()
+    seg, block, _ = _locate(d, 11)
+    sector = (block // 512 + 2) * 512
+    raw = bytearray(seg.read_bytes())
+    assert sector + 512 < len(raw)
+    raw[sector : sector + 512] = bytes(512)
+    seg.write_bytes(bytes(raw))
+    j = LocalJournal(d)
+    assert j.last_seq == 10 and j.torn_tail_truncated == 1
+    assert seg.stat().st_size == block

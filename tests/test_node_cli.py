@@ -106,6 +106,20 @@ def test_corrupt_journal_is_named(tmp_path: Path, shard: Path) -> None:
     assert result.stderr.startswith(f"error: JOURNAL_CORRUPT: segment {seg.name} offset 0 seq ")
 
 
+def test_torn_tail_is_reported_not_fatal(tmp_path: Path, shard: Path) -> None:
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(shard, copy)
+    seg = list_segments(copy / "journal")[-1]
+    with open(seg.path, "r+b") as f:
+        f.truncate(seg.path.stat().st_size - 7)
+    result = bastion("journal", "verify", "--data", str(copy))
+    assert result.returncode == 0, result.stderr
+    assert "journal OK: 320 records" in result.stdout
+    assert result.stderr.startswith(f"warning: torn tail in {seg.name} at offset ")
+
+
 def test_take_and_rollback(tmp_path: Path, shard: Path) -> None:
     import shutil
 

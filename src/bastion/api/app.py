@@ -187,19 +187,19 @@ def build(settings: Settings, node_factory: Callable[[], Any] | None = None) -> 
         fast["ctx"] = ctx
         hub.start()
         tasks = [asyncio.create_task(Health(ctx).run())]
-        if settings.demo and settings.feeder_interval > 0 and gateway.engine.perp.markets:
-            # demo oracle + funding clock (bastion.feeds.demo): perpetuals trade only once an
-            # index arrives, so the first round is journaled before the server takes requests
-            from bastion.feeds.demo import DemoFeeder
-
-            feeder = DemoFeeder(node.engine, node.submit, now_ms,
-                                period_s=settings.feeder_interval,
-                                anchor=settings.feeder_start_price)
-            for cmd in feeder.index_commands():
-                await node.submit(cmd)
-            tasks.append(asyncio.create_task(feeder.run()))
-        print(banner(ctx, ensure_demo_key(ctx)), flush=True)
         try:
+            if settings.demo and settings.feeder_interval > 0 and gateway.engine.perp.markets:
+                # demo oracle + funding clock (bastion.feeds.demo): perpetuals trade only once
+                # an index arrives, so the first round is journaled before requests are served
+                from bastion.feeds.demo import DemoFeeder
+
+                feeder = DemoFeeder(node.engine, node.submit, now_ms,
+                                    period_s=settings.feeder_interval,
+                                    anchor=settings.feeder_start_price)
+                for cmd in feeder.index_commands():
+                    await node.submit(cmd)
+                tasks.append(asyncio.create_task(feeder.run()))
+            print(banner(ctx, ensure_demo_key(ctx)), flush=True)
             async with status_cm:
                 yield
         finally:

@@ -4,8 +4,8 @@ protection, per-key permissions, and a separate operator token.
 Native scheme (see README): headers ``X-BX-APIKEY``, ``X-BX-TIMESTAMP`` (ms),
 ``X-BX-SIGNATURE`` = hex HMAC-SHA256(secret, timestamp + METHOD + path[?query] + body), optional
 ``X-BX-RECV-WINDOW`` (ms). The Binance surface signs its url-encoded parameters instead but goes
-through the same checks. A signature is accepted once: a captured request cannot be replayed
-even inside its window.
+through the same checks. A signature is accepted once: a captured order cannot be replayed
+even inside its window (reads excepted: replaying a GET changes nothing).
 """
 
 from __future__ import annotations
@@ -64,8 +64,11 @@ class Authenticator:
         self.replay = ReplayCache()
 
     def verify(self, key_id: str | None, timestamp: str | None, signature: str | None,
-               payload: bytes, recv_window: str | None = None) -> ApiKey:
-        """Check one signed request; returns its key or raises ``ApiError`` (401)."""
+               payload: bytes, recv_window: str | None = None, *,
+               once: bool = True) -> ApiKey:
+        """Check one signed request; returns its key or raises ``ApiError`` (401). ``once``:
+        refuse a second use of the same signature (state-changing requests and WebSocket
+        logins; a repeated read changes nothing and may legitimately recur within a ms)."""
         if not key_id:
             raise ApiError(A.UNAUTHORIZED, "missing API key")
         key = self.keys.get(key_id)
@@ -94,7 +97,7 @@ class Authenticator:
             given = b""
         if not hmac.compare_digest(digest, given):
             raise ApiError(A.INVALID_SIGNATURE, "signature does not match the request")
-        if not self.replay.check_and_add(digest, ts + window + MAX_AHEAD_MS, now):
+        if once and not self.replay.check_and_add(digest, ts + window + MAX_AHEAD_MS, now):
             raise ApiError(A.REPLAYED, "this signature was already used; sign every request "
                                        "with a fresh timestamp")
         return key

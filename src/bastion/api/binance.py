@@ -118,8 +118,9 @@ def error_response(err: ApiError | BinanceError) -> Response:
         code, msg = -1111, "Precision is over the maximum defined for this asset."
     elif err.code == X.MARKET_MODE and "post-only" in err.message:
         msg = "Market accepts only post-only (LIMIT_MAKER / GTX) orders right now."
-    if code not in (-2010,) or msg in ("Duplicate order sent.",):
-        msg = f"{msg} ({err.message})" if err.message and code not in (-2015, -2014) else msg
+    # ccxt matches some -2010 messages exactly; elsewhere our detail helps the human reader
+    if err.message and code not in (-2010, -2014, -2015):
+        msg = f"{msg} ({err.message})"
     headers = dict(err.headers)
     return Response(_enc.encode({"code": code, "msg": msg}), status_code=status,
                     media_type="application/json", headers=headers)
@@ -201,7 +202,8 @@ def authenticate(ctx: Context, request: Request, qs: bytes, body: bytes, p: Para
     b2, sig_b = _strip_signature(body)
     payload = q2 + b2
     key = ctx.auth.verify(request.headers.get("x-mbx-apikey"), p.opt("timestamp"),
-                          sig_q or sig_b, payload, p.opt("recvWindow"))
+                          sig_q or sig_b, payload, p.opt("recvWindow"),
+                          once=request.method != "GET")
     require(key, permission)
     ctx.key_limiter.hit(key.key)
     return key
@@ -233,11 +235,7 @@ class Symbols:
 
 
 def bsym(m: Market) -> str:
-    return m.base + quote_of(m)
-
-
-def quote_of(m: Market) -> str:
-    return m.quote
+    return m.base + m.quote
 
 
 def _order_type(r: OrderRecord, perp: bool) -> str:

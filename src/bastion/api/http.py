@@ -83,7 +83,8 @@ def authenticate_scope(ctx: Context, scope: Any, key_id: str | None, ts: str | N
     qs: bytes = scope.get("query_string", b"")
     payload = b"".join(((ts or "").encode(), scope["method"].encode(), path,
                         b"?" + qs if qs else b"", body))
-    key = ctx.auth.verify(key_id, ts, signature, payload, recv_window)
+    key = ctx.auth.verify(key_id, ts, signature, payload, recv_window,
+                          once=scope["method"] != "GET")
     require(key, permission)
     ctx.key_limiter.hit(key.key)
     return key

@@ -395,6 +395,7 @@ def routes(ctx: Context, hub: Hub) -> list[BaseRoute]:
                 conn.inflight += 1
                 asyncio.ensure_future(order_op(conn, op))
             elif op.op == "subscribe":
+                ctx.ip_limiter.hit(conn.ip)  # a snapshot per subscribe: not free to spam
                 if not op.channels:
                     raise ApiError(A.MALFORMED_REQUEST, "give channels")
                 for ch in op.channels:
@@ -415,6 +416,7 @@ def routes(ctx: Context, hub: Hub) -> list[BaseRoute]:
                 _reply(conn, rid, {"account": key.account,
                                    "permissions": sorted(key.permissions)})
             elif op.op == "ping":
+                ctx.ip_limiter.hit(conn.ip)
                 _reply(conn, rid, {"pong": True})
             else:
                 raise ApiError(A.MALFORMED_REQUEST, f"unknown op {op.op!r}")

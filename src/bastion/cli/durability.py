@@ -74,6 +74,12 @@ def journal_verify(data: DataOpt = Path("data")) -> None:
     with _journal(layout) as journal:
         count = journal.verify()
         stats = journal.stats()
+        if journal.torn_tail:
+            err.print(
+                f"warning: {journal.torn_tail}: an unacknowledged write (cut by a crash, or "
+                "still in progress); a node starting on it truncates it",
+                markup=False,
+            )
     out.print(
         f"journal OK: {count} records, seqs {stats.first_seq}..{stats.last_seq}, "
         f"epoch {stats.epoch}, {stats.segments} live segment(s), "

@@ -836,25 +836,30 @@ class Engine:
         )
 
     @classmethod
-    def from_state(cls, state: EngineState) -> "Engine":
-        """Rebuild an engine; continuing from it equals never having stopped."""
+    def from_state(cls, state: EngineState, *, copy: bool = True) -> "Engine":
+        """Rebuild an engine; continuing from it equals never having stopped.
+
+        ``export_state`` shares records with the live engine, so by default the state is
+        deep-copied first; a freshly decoded snapshot can be adopted as is (``copy=False``),
+        which saves seconds on a large book."""
         eng = cls()
-        copy = msgspec.msgpack.decode(msgspec.msgpack.encode(state), type=EngineState)
-        eng.seq, eng.ts = copy.seq, copy.ts
-        eng.next_order_id, eng.next_trade_id = copy.next_order_id, copy.next_trade_id
-        eng.assets = {a.asset: a for a in copy.assets}
-        eng.markets = {m.market: m for m in copy.markets}
-        eng.books = {m.market: OrderBook(m.market) for m in copy.markets}
-        eng.accounts = {a.account: a for a in copy.accounts}
-        for order in copy.orders:
+        if copy:
+            state = msgspec.msgpack.decode(msgspec.msgpack.encode(state), type=EngineState)
+        eng.seq, eng.ts = state.seq, state.ts
+        eng.next_order_id, eng.next_trade_id = state.next_order_id, state.next_trade_id
+        eng.assets = {a.asset: a for a in state.assets}
+        eng.markets = {m.market: m for m in state.markets}
+        eng.books = {m.market: OrderBook(m.market) for m in state.markets}
+        eng.accounts = {a.account: a for a in state.accounts}
+        for order in state.orders:
             eng.orders[order.order_id] = order
             if order.client_id:
                 eng.client_ids[(order.account, order.client_id)] = order.order_id
             eng.books[order.market].side(order.side == "buy").add(order)
-        eng.fees = copy.fees
-        eng.net_deposits = copy.net_deposits
+        eng.fees = state.fees
+        eng.net_deposits = state.net_deposits
         eng._recompute_deadline()
-        eng.perp.restore(copy.perp)
+        eng.perp.restore(state.perp)
         return eng
 
     def state_hash(self) -> str:

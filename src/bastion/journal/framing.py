@@ -119,6 +119,23 @@ def parse(buf: bytes, offset: int) -> Block | Damage:
     return Block(first_seq, epoch, offset, end, payloads)
 
 
+SECTOR = 512
+_ZERO_SECTOR = bytes(SECTOR)
+
+
+def looks_torn(buf: bytes, offset: int, damage: Damage) -> bool:
+    """Damage at the very end that a crash can cause: the file ends inside the block, or the
+    last write left never-written (zero) sectors. A complete block with wrong bytes is not a
+    torn write and must not be truncated away."""
+    if damage.problem is Problem.SHORT or not buf[offset:].strip(b"\0"):
+        return True
+    first = -(-offset // SECTOR) * SECTOR
+    return any(
+        buf[pos : pos + SECTOR] == _ZERO_SECTOR
+        for pos in range(first, len(buf) - SECTOR + 1, SECTOR)
+    )
+
+
 def later_valid_block(buf: bytes, offset: int, min_seq: int) -> Block | None:
     """An intact block past damaged bytes, holding seqs at or after ``min_seq``.
 

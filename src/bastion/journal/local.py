@@ -96,6 +96,7 @@ class LocalJournal:
         self._archived_through = 0
         self._meta_ino = 0
         self.torn_tail_truncated = 0
+        self.torn_tail: str | None = None
         if readonly:
             if not self.directory.is_dir():
                 raise DurabilityError(
@@ -447,6 +448,12 @@ class LocalJournal:
     def _open_active(self, seg: Segment) -> None:
         buf = read_bytes(seg.path)
         scanner = Scanner(buf, seg.name, seg.first, tail_allowed=True).run()
+        self.torn_tail = None
+        if scanner.torn_at is not None:
+            self.torn_tail = (
+                f"torn tail in {seg.name} at offset {scanner.torn_at} after seq "
+                f"{scanner.last_seq} ({scanner.torn_reason}, {len(buf) - scanner.torn_at} bytes)"
+            )
         if scanner.torn_at is not None and not self.readonly:
             log.warning(
                 "journal %s: torn tail in %s at offset %d after seq %d (%s, %d bytes); "

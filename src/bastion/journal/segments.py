@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bastion.journal.errors import JournalCorruptError
-from bastion.journal.framing import Block, Damage, later_valid_block, parse
+from bastion.journal.framing import Block, Damage, later_valid_block, looks_torn, parse
 
 _NAME = re.compile(r"^(\d{20})(?:-(\d{20}))?\.seg$")
 
@@ -81,13 +81,18 @@ class Scanner:
             found = parse(buf, offset)
             if isinstance(found, Damage):
                 seq = found.seq if found.seq is not None else self.next_seq
-                if self.tail_allowed and later_valid_block(buf, offset, self.next_seq) is None:
-                    self.torn_at = offset
-                    self.torn_reason = found.problem.value
-                    return
                 detail = found.problem.value
                 if self.tail_allowed:
-                    detail += "; intact records follow it, so it is not a torn tail"
+                    if later_valid_block(buf, offset, self.next_seq) is not None:
+                        detail += "; intact records follow it, so it is not a torn tail"
+                    elif looks_torn(buf, offset, found):
+                        self.torn_at = offset
+                        self.torn_reason = found.problem.value
+                        return
+                    else:
+                        detail += (
+                            "; the last block is complete, so this is damage, not a torn write"
+                        )
                 raise JournalCorruptError(self.segment, offset, seq, detail)
             if found.first_seq != self.next_seq:
                 raise JournalCorruptError(

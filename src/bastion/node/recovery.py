@@ -70,7 +70,7 @@ def snapshot_checker(journal: Journal, loaded: dict[str, Engine]) -> SnapshotAcc
                 f"the journal has term {term} there"
             )
         try:
-            engine = Engine.from_state(decode_state(payload))
+            engine = Engine.from_state(decode_state(payload), copy=False)
         except Exception as exc:  # any damage that passed the checksums: skip, never crash
             return f"its state does not decode ({type(exc).__name__}: {exc})"
         if engine.seq != header.seq:
