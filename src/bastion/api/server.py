@@ -164,14 +164,17 @@ class Health:
                 gc.collect()
                 log.info("full garbage collection took %.1f ms", (time.perf_counter() - t0) * 1e3)
             n_gc, pause = self.gc.take()
+            loop_lag = self.lag.take()
+            pending = node.pending_age() if hasattr(node, "pending_age") else 0.0
             log.info("health seq=%d ops/s=%.0f open_orders=%d ws_subscribers=%d gc=%d "
-                     "gc_max_ms=%.1f loop_lag_max_ms=%.1f%s", seq, rate, len(gw.engine.orders),
-                     conns, n_gc, pause * 1000, self.lag.take() * 1000,
-                     f" NODE FAILED: {failed}" if failed else "")
+                     "gc_max_ms=%.1f loop_lag_max_ms=%.1f journal_wait_ms=%.1f%s", seq, rate,
+                     len(gw.engine.orders), conns, n_gc, pause * 1000, loop_lag * 1000,
+                     pending * 1000, f" NODE FAILED: {failed}" if failed else "")
             if status is not None and failed is None:
                 try:
                     t0 = time.perf_counter()
-                    status.observe_node_health(time.time_ns() // 1_000_000, 0)
+                    status.observe_node_health(time.time_ns() // 1_000_000 - int(pending * 1000),
+                                               int(loop_lag * 1000))
                     if time.perf_counter() - t0 > 0.002:
                         log.debug("status health report took %.1f ms",
                                   (time.perf_counter() - t0) * 1000)

@@ -49,6 +49,7 @@ class _Batch:
     cmds: Sequence[C.Command]
     future: asyncio.Future[Results]
     durable: Future[int]
+    queued: float = 0.0
 
 
 class Node:
@@ -157,6 +158,11 @@ class Node:
         """Last applied (hence durable) sequence number."""
         return self.engine.seq
 
+    def pending_age(self) -> float:
+        """Seconds the oldest unacknowledged batch has waited (0 when nothing is pending): a
+        journal that stops acknowledging shows here within seconds, an idle one never does."""
+        return time.monotonic() - self._inflight[0].queued if self._inflight else 0.0
+
     @property
     def snapshot_pauses(self) -> list[float]:
         return self._snapshotter.pauses if self._snapshotter else []
@@ -249,7 +255,7 @@ class Node:
             seq += 1
         self._next_seq = seq
         durable = self._committer.submit(list(map(encode_command, cmds)), expected)
-        self._inflight.append(_Batch(cmds, future, durable))
+        self._inflight.append(_Batch(cmds, future, durable, time.monotonic()))
         durable.add_done_callback(self._wake)
         return future
 
