@@ -16,6 +16,7 @@ from bastion.core import errors as X
 from bastion.core import events as E
 from bastion.core.book import BookSide, OrderBook
 from bastion.core.instruments import validate_market
+from bastion.core.matching import GuardViolation, execute, match
 from bastion.core.modes import MODES, accepts_cancel, accepts_order
 from bastion.core.state import STATE_VERSION, Account, Asset, EngineState, Market, Order
 
@@ -33,14 +34,6 @@ class Refused(Exception):
         super().__init__(message)
         self.code = code
         self.message = message
-
-
-class GuardViolation(Exception):
-    def __init__(self, market: str, guard: str, detail: str) -> None:
-        super().__init__(detail)
-        self.market = market
-        self.guard = guard
-        self.detail = detail
 
 
 def _int_in(value: object, low: int, high: int) -> bool:
@@ -400,21 +393,10 @@ class Engine:
 
     def _execute(self, mkt: Market, book: OrderBook, order: Order, stp_mode: str,
                  crosses: bool, out: list[E.Event]) -> None:
-        """Match a just-accepted (or re-priced) order, then rest or expire the remainder."""
-        if crosses:
-            self._match(mkt, book, order, stp_mode, out)
-        if order.order_id not in self.orders:
-            return
-        if order.remaining == 0:
-            self._forget(order)
-            return
-        if order.tif == "GTC":
-            book.side(order.side == "buy").add(order)
-        else:
-            self._close_order(order, mkt, None, order.tif, out)
-        if crosses and book.is_crossed():
-            raise GuardViolation(mkt.market, "book_crossed",
-                                 f"best bid {book.bids.best()} >= best ask {book.asks.best()}")
+        execute(mkt, book, order, crosses, out,
+                lambda: match(mkt, book, order, stp_mode, out, self._fill, self._close_order,
+                              self._forget),
+                self._close_order, self._forget, self.orders.__contains__)
 
     def _fok_fillable(self, opposite: BookSide, is_buy: bool, limit: int, qty: int,
                       account: int, stp_mode: str) -> bool:
@@ -433,41 +415,6 @@ class Engine:
                 if need <= 0:
                     return True
         return False
-
-    def _match(self, mkt: Market, book: OrderBook, taker: Order, stp_mode: str,
-               out: list[E.Event]) -> None:
-        is_buy = taker.side == "buy"
-        opposite = book.asks if is_buy else book.bids
-        limit = taker.price
-        levels = opposite.levels
-        while taker.remaining:
-            best = opposite.best()
-            if best is None or ((best > limit) if is_buy else (best < limit)):
-                return
-            level = levels[best]
-            dq = level.orders
-            while taker.remaining and level.count:
-                maker = dq[0]
-                if not maker.live:
-                    dq.popleft()
-                    continue
-                if maker.account == taker.account and stp_mode != "none":
-                    if stp_mode != "expire_taker":
-                        self._close_order(maker, mkt, opposite, X.SELF_TRADE, out)
-                    if stp_mode != "expire_maker":
-                        self._close_order(taker, mkt, None, X.SELF_TRADE, out)
-                        return
-                    continue
-                qty = maker.remaining if maker.remaining < taker.remaining else taker.remaining
-                self._fill(mkt, maker, taker, best, qty, out)
-                level.qty -= qty
-                if maker.remaining == 0:
-                    maker.live = False
-                    dq.popleft()
-                    level.count -= 1
-                    self._forget(maker)
-            if level.count == 0 and best in levels:
-                del levels[best]
 
     def _fill(self, mkt: Market, maker: Order, taker: Order, price: int, qty: int,
               out: list[E.Event]) -> None:

@@ -17,7 +17,8 @@ from typing import TYPE_CHECKING, Any
 from bastion.core import commands as C
 from bastion.core import errors as X
 from bastion.core import events as E
-from bastion.core.engine import GuardViolation, Refused
+from bastion.core.engine import Refused
+from bastion.core.matching import GuardViolation
 from bastion.core.perp import liquidation
 from bastion.core.perp.calc import (
     ALWAYS_LONG,

@@ -21,7 +21,8 @@ from typing import TYPE_CHECKING
 from bastion.core import commands as C
 from bastion.core import errors as X
 from bastion.core import events as E
-from bastion.core.engine import GuardViolation, Refused
+from bastion.core.engine import Refused
+from bastion.core.matching import GuardViolation
 from bastion.core.perp.calc import ceil_div, clamp, tdiv
 from bastion.core.perp.state import INSURANCE, RATE_SCALE, PerpMarket
 

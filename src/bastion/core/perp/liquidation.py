@@ -21,7 +21,8 @@ from collections import deque
 from typing import TYPE_CHECKING
 
 from bastion.core import events as E
-from bastion.core.engine import BPS, PPM, GuardViolation
+from bastion.core.engine import BPS, PPM
+from bastion.core.matching import GuardViolation
 from bastion.core.perp.calc import ceil_div, maintenance, notional, value
 from bastion.core.perp.orders import liquidation_order
 from bastion.core.perp.state import INSURANCE, Position

@@ -21,7 +21,8 @@ from typing import TYPE_CHECKING
 from bastion.core import commands as C
 from bastion.core import errors as X
 from bastion.core import events as E
-from bastion.core.engine import BPS, GuardViolation, Refused
+from bastion.core.engine import BPS, Refused
+from bastion.core.matching import GuardViolation
 from bastion.core.modes import RESTRICTED
 from bastion.core.perp.calc import ceil_div, clamp, median, tdiv
 from bastion.core.perp.funding import premium_e9, rate_e9

@@ -17,7 +17,10 @@ from bastion.core import errors as X
 from bastion.core import events as E
 from bastion.core.book import OrderBook
 from bastion.core.commands import Side
-from bastion.core.engine import BPS, MAX_CLIENT_ID, STP_MODES, GuardViolation, Refused, fee_amount
+from bastion.core.engine import BPS, MAX_CLIENT_ID, STP_MODES, Refused, fee_amount
+from bastion.core.matching import STOP
+from bastion.core.matching import execute as shared_execute
+from bastion.core.matching import match as shared_match
 from bastion.core.modes import accepts_order
 from bastion.core.perp.calc import ceil_div, order_hold
 from bastion.core.state import Market, Order
@@ -190,82 +193,48 @@ def _forget(pe: PerpEngine, order: Order) -> None:
 
 def execute(pe: PerpEngine, mkt: Market, pm: PerpMarket, book: OrderBook, order: Order,
             stp_mode: str, crosses: bool, out: list[E.Event], liquidation: bool = False) -> None:
-    """Match a just-accepted (or re-priced) order, then rest or expire the remainder."""
+    """The shared match-then-rest step with perp settlement and reduce-only clipping."""
     eng = pe.eng
-    if crosses:
-        match(pe, mkt, pm, book, order, stp_mode, out, liquidation)
-    if order.order_id not in eng.orders:
-        return
-    if order.remaining == 0:
-        _forget(pe, order)
-        return
-    if order.tif == "GTC":
-        book.side(order.side == "buy").add(order)
-    else:
-        eng._close_order(order, mkt, None, order.tif, out)
-    if crosses and book.is_crossed():
-        raise GuardViolation(mkt.market, "book_crossed",
-                             f"best bid {book.bids.best()} >= best ask {book.asks.best()}")
-
-
-def match(pe: PerpEngine, mkt: Market, pm: PerpMarket, book: OrderBook, taker: Order,
-          stp_mode: str, out: list[E.Event], liquidation: bool = False) -> None:
-    eng = pe.eng
-    is_buy = taker.side == "buy"
-    opposite = book.asks if is_buy else book.bids
-    limit = taker.price
-    levels = opposite.levels
     ro = pe.reduce_only
-    taker_ro = taker.order_id in ro
-    while taker.remaining:
-        best = opposite.best()
-        if best is None or ((best > limit) if is_buy else (best < limit)):
-            return
-        level = levels[best]
-        dq = level.orders
-        while taker.remaining and level.count:
-            maker = dq[0]
-            if not maker.live:
-                dq.popleft()
-                continue
-            if maker.account == taker.account and stp_mode != "none":
-                if stp_mode != "expire_taker":
-                    eng._close_order(maker, mkt, opposite, X.SELF_TRADE, out)
-                if stp_mode != "expire_maker":
-                    eng._close_order(taker, mkt, None, X.SELF_TRADE, out)
-                    return
-                continue
-            qty = maker.remaining if maker.remaining < taker.remaining else taker.remaining
-            if taker_ro:
-                can = reducible(pe, taker.account, pm, is_buy)
+    taker_ro = order.order_id in ro
+    opposite = book.asks if order.side == "buy" else book.bids
+
+    def settle(m: Market, maker: Order, taker: Order, price: int, qty: int,
+               o: list[E.Event]) -> None:
+        fill(pe, m, pm, maker, taker, price, qty, o, liquidation)
+
+    def clip(maker: Order, taker: Order, qty: int, o: list[E.Event]) -> int:
+        """Reduce-only orders never open or grow a position, whatever changed since."""
+        if taker_ro:
+            can = reducible(pe, taker.account, pm, taker.side == "buy")
+            if can == 0:
+                eng._close_order(taker, mkt, None, X.REDUCE_ONLY, o)
+                return STOP
+            qty = min(qty, can)
+        if maker.order_id in ro:
+            can = reducible(pe, maker.account, pm, maker.side == "buy")
+            if can < maker.remaining:
                 if can == 0:
-                    eng._close_order(taker, mkt, None, X.REDUCE_ONLY, out)
-                    return
+                    eng._close_order(maker, mkt, opposite, X.REDUCE_ONLY, o)
+                    return 0
+                cut = maker.remaining - can
+                maker.remaining = can
+                maker.qty -= cut
+                opposite.levels[maker.price].qty -= cut
+                o.append(E.OrderAmended(seq=eng.seq, ts=eng.ts, order_id=maker.order_id,
+                                        account=maker.account, market=mkt.market,
+                                        price=maker.price, qty=maker.qty, remaining=can,
+                                        kept_priority=True))
                 qty = min(qty, can)
-            if maker.order_id in ro:
-                can = reducible(pe, maker.account, pm, not is_buy)
-                if can < maker.remaining:
-                    if can == 0:
-                        eng._close_order(maker, mkt, opposite, X.REDUCE_ONLY, out)
-                        continue
-                    cut = maker.remaining - can
-                    maker.remaining = can
-                    maker.qty -= cut
-                    level.qty -= cut
-                    out.append(E.OrderAmended(seq=eng.seq, ts=eng.ts, order_id=maker.order_id,
-                                              account=maker.account, market=mkt.market,
-                                              price=maker.price, qty=maker.qty, remaining=can,
-                                              kept_priority=True))
-                    qty = min(qty, can)
-            fill(pe, mkt, pm, maker, taker, best, qty, out, liquidation)
-            level.qty -= qty
-            if maker.remaining == 0:
-                maker.live = False
-                dq.popleft()
-                level.count -= 1
-                _forget(pe, maker)
-        if level.count == 0 and best in levels:
-            del levels[best]
+        return qty
+
+    def forget(o: Order) -> None:
+        _forget(pe, o)
+
+    shared_execute(mkt, book, order, crosses, out,
+                   lambda: shared_match(mkt, book, order, stp_mode, out, settle,
+                                        eng._close_order, forget, clip),
+                   eng._close_order, forget, eng.orders.__contains__)
 
 
 def _shrink_hold(pe: PerpEngine, pm: PerpMarket, order: Order, before: int) -> None:
