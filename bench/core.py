@@ -145,8 +145,7 @@ def run(workload: str, ops: int) -> dict[str, object]:
         apply(cmd)
     elapsed = time.perf_counter() - t0
     gc.unfreeze()
-    resting = sum(len(b.bids.levels) and sum(lv.count for lv in b.bids.levels.values())
-                  + sum(lv.count for lv in b.asks.levels.values()) for b in engine.books.values())
+    resting = len(engine.orders)
     return {"workload": workload, "ops": ops, "seconds": round(elapsed, 3),
             "ops_per_s": round(ops / elapsed), "resting_orders": resting,
             "trades": engine.next_trade_id - 1}
