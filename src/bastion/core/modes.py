@@ -21,7 +21,3 @@ def accepts_order(mode: str, post_only: bool) -> bool:
 def accepts_cancel(mode: str) -> bool:
     return mode != "closed"
 
-
-def matches(mode: str) -> bool:
-    """Only an open market matches; post-only modes accept only orders that cannot match."""
-    return mode == "open"
