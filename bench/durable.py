@@ -30,6 +30,7 @@ sys.path.insert(0, str(ROOT))
 
 from bastion.demo import demo_setup  # noqa: E402
 from bastion.node import Node, NodeConfig  # noqa: E402
+from bastion.node.gcpolicy import apply_gc_policy  # noqa: E402
 from bench.core import ACCOUNTS, prepare  # noqa: E402
 
 
@@ -58,6 +59,7 @@ async def node_run(
     config = NodeConfig(
         snapshot_every_commands=0, snapshot_every_seconds=0, group_max_delay=delay, progress=False
     )
+    apply_gc_policy()  # the same collector policy as the server
     node = Node(directory, config=config)
     await node.start()
     await node.submit_many(demo_setup(list(range(1, ACCOUNTS + 1))))
@@ -77,6 +79,7 @@ async def node_run(
         await window.popleft()
     wall, cpu = time.perf_counter() - t0, time.process_time() - c0
     gc.unfreeze()
+    gc.set_threshold(700, 10, 10)  # back to CPython's defaults for the core run
     committer = node._committer
     assert committer is not None
     result = {

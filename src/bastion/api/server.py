@@ -13,6 +13,7 @@ from typing import Any
 from bastion.api.app_context import Context
 from bastion.api.config import Settings
 from bastion.api.keys import PERMISSIONS
+from bastion.node.gcpolicy import apply_gc_policy
 
 log = logging.getLogger("bastion.api")
 
@@ -209,10 +210,7 @@ def serve(settings: Settings) -> None:
     # The journal writer thread needs the GIL to hand back each durable batch; with the default
     # 5 ms switch interval a busy event loop makes it wait that long on every batch.
     sys.setswitchinterval(settings.switch_interval)
-    # Full (gen2) collections walk every long-lived container (books, indexes, history): tens
-    # of ms once the book is large, at random moments. Young generations still collect as
-    # usual; the full collection runs on the health clock instead (``full_gc_interval``).
-    gc.set_threshold(700, 10, 1_000_000)
+    apply_gc_policy()  # full collections then run on the health clock (``full_gc_interval``)
     app = asgi(settings)
     config = uvicorn.Config(app, host=settings.host, port=settings.port, loop="uvloop",
                             http="httptools", ws=settings.ws_impl, lifespan="on",
