@@ -254,15 +254,67 @@ class Engine:
                                         f"reference {ref}")
 
     def _place(self, cmd: C.PlaceOrder, out: list[E.Event]) -> None:
-        """Validate (no mutation until every check passed), reserve funds, match, rest.
-
-        This is the hot path: validations are inlined and structs built positionally."""
+        """Validate (no mutation until every check passed), reserve funds, match, rest."""
         market = cmd.market
         mkt = self.markets.get(market) if type(market) is str else None
         if mkt is None:
             raise Refused(X.UNKNOWN_MARKET, f"unknown market {market!r}")
         if mkt.kind != "spot":
             return self.perp.place_cmd(cmd, out)
+        acct, is_buy, qty, price, tif, book, best, crosses = self.order_terms(mkt, cmd)
+        taker_ppm = mkt.taker_fee_ppm
+        if is_buy:
+            hold_asset = mkt.quote
+            notional = -(-price * qty // mkt.price_div)
+            hold = notional + notional * taker_ppm // PPM if taker_ppm > 0 else notional
+        else:
+            hold_asset = mkt.base
+            hold = qty
+        available = acct.available.get(hold_asset, 0)
+        if hold > available:
+            if cmd.order_type == "market" and is_buy:
+                qty = self._affordable(mkt, price, available, qty)
+                hold = self.hold_for(mkt, True, price, qty, taker_ppm)
+            else:
+                raise Refused(X.INSUFFICIENT_FUNDS, f"order needs {hold} {hold_asset}, "
+                                                    f"available {available}")
+        account = acct.account
+        stp = cmd.stp
+        stp_mode = stp if stp is not None else acct.stp
+        if tif == "FOK":
+            self.check_fok(book, is_buy, price, qty, account, stp_mode, crosses)
+        # ---- accepted: from here on state changes
+        oid = self.next_order_id
+        self.next_order_id = oid + 1
+        ts = self.ts
+        side = cmd.side
+        post_only = cmd.post_only
+        client_id = cmd.client_id
+        order = Order(oid, account, market, side, price, qty, qty, hold, ts, tif, post_only,
+                      client_id, stp, mkt.maker_fee_ppm, taker_ppm)
+        acct.available[hold_asset] = available - hold
+        held = acct.held
+        held[hold_asset] = held.get(hold_asset, 0) + hold
+        self.orders[oid] = order
+        if client_id:
+            self.client_ids[(account, client_id)] = oid
+        out.append(E.OrderAccepted(oid, account, market, side, price, qty, cmd.order_type, tif,
+                                   post_only, client_id, seq=self.seq, ts=ts))
+        if not crosses and tif == "GTC":
+            book.side(is_buy).add(order)
+            return
+        self._execute(mkt, book, order, stp_mode, crosses, out)
+
+    def order_terms(self, mkt: Market, cmd: C.PlaceOrder, band_limit: int = 0,
+                    min_notional: bool = True
+                    ) -> tuple[Account, bool, int, int, str, OrderBook, int | None, bool]:
+        """The checks every market kind shares, in one place: account, side, quantity grid,
+        flags, client id, mode, limit price or a market order's protective limit, reference
+        band, post-only. ``band_limit`` (perpetuals) is the furthest price allowed on this
+        side. Returns (account, is_buy, qty, price, tif, book, best opposite, crosses).
+
+        This is the hot path: regular values pass inline checks, irregular ones fall through
+        to the validators that explain them."""
         account = cmd.account
         acct = self.accounts.get(account) if type(account) is int else None
         if acct is None:
@@ -295,13 +347,13 @@ class Engine:
         if stp is not None and stp not in STP_MODES:
             raise Refused(X.INVALID_ARGUMENT, f"unknown self-trade prevention mode {stp!r}")
         mode = mkt.mode
+        market = mkt.market
         if mode != "open" and not accepts_order(mode, post_only):
             raise Refused(X.MARKET_MODE, f"market {market} is {mode}: "
                           + ("only post-only orders are accepted" if mode in ("post_only",
                              "recovery") else "no new orders are accepted"))
         book = self.books[market]
-        opposite = book.asks if is_buy else book.bids
-        best = opposite.best()
+        best = (book.asks if is_buy else book.bids).best()
         tif = cmd.tif
         order_type = cmd.order_type
         if order_type == "limit":
@@ -313,9 +365,12 @@ class Engine:
                                                   f"got {tif!r}")
             if post_only and tif != "GTC":
                 raise Refused(X.INVALID_ARGUMENT, "post-only orders must be GTC")
-            if price * qty // mkt.price_div < mkt.min_notional:
+            if min_notional and price * qty // mkt.price_div < mkt.min_notional:
                 raise Refused(X.MIN_NOTIONAL, f"notional {price * qty // mkt.price_div} below "
                                               f"minimum {mkt.min_notional}")
+            if band_limit and ((price > band_limit) if is_buy else (price < band_limit)):
+                raise Refused(X.PRICE_BAND, f"{side} at {price} is outside the price band "
+                                            f"(limit {band_limit})")
         elif order_type == "market":
             if post_only or cmd.price:
                 raise Refused(X.INVALID_ARGUMENT, "market orders take no price and cannot be "
@@ -326,8 +381,10 @@ class Engine:
             tick = mkt.tick_size
             if is_buy:
                 price = best * (BPS + band) // BPS // tick * tick
+                if band_limit:
+                    price = min(price, band_limit)
             else:
-                price = max(tick, -(-best * (BPS - band) // BPS // tick) * tick)
+                price = max(tick, -(-best * (BPS - band) // BPS // tick) * tick, band_limit)
             tif = "IOC"
         else:
             raise Refused(X.INVALID_ARGUMENT, f"order type must be limit or market, "
@@ -338,45 +395,14 @@ class Engine:
         if post_only and crosses:
             raise Refused(X.POST_ONLY_WOULD_CROSS, f"post-only {side} at {price} would take "
                                                    f"liquidity at {best}")
-        taker_ppm = mkt.taker_fee_ppm
-        if is_buy:
-            hold_asset = mkt.quote
-            notional = -(-price * qty // mkt.price_div)
-            hold = notional + notional * taker_ppm // PPM if taker_ppm > 0 else notional
-        else:
-            hold_asset = mkt.base
-            hold = qty
-        available = acct.available.get(hold_asset, 0)
-        if hold > available:
-            if order_type == "market" and is_buy:
-                qty = self._affordable(mkt, price, available, qty)
-                hold = self.hold_for(mkt, True, price, qty, taker_ppm)
-            else:
-                raise Refused(X.INSUFFICIENT_FUNDS, f"order needs {hold} {hold_asset}, "
-                                                    f"available {available}")
-        stp_mode = stp if stp is not None else acct.stp
-        if tif == "FOK" and not (crosses and self._fok_fillable(
-                opposite, is_buy, price, qty, account, stp_mode)):
-            raise Refused(X.FOK_NOT_FILLABLE, f"fill-or-kill {side} {qty} at {price} cannot "
-                                              "fill completely")
-        # ---- accepted: from here on state changes
-        oid = self.next_order_id
-        self.next_order_id = oid + 1
-        ts = self.ts
-        order = Order(oid, account, market, side, price, qty, qty, hold, ts, tif, post_only,
-                      client_id, stp, mkt.maker_fee_ppm, taker_ppm)
-        acct.available[hold_asset] = available - hold
-        held = acct.held
-        held[hold_asset] = held.get(hold_asset, 0) + hold
-        self.orders[oid] = order
-        if client_id:
-            self.client_ids[(account, client_id)] = oid
-        out.append(E.OrderAccepted(oid, account, market, side, price, qty, order_type, tif,
-                                   post_only, client_id, seq=self.seq, ts=ts))
-        if not crosses and tif == "GTC":
-            book.side(is_buy).add(order)
-            return
-        self._execute(mkt, book, order, stp_mode, crosses, out)
+        return acct, is_buy, qty, price, tif, book, best, crosses
+
+    def check_fok(self, book: OrderBook, is_buy: bool, price: int, qty: int, account: int,
+                  stp_mode: str, crosses: bool) -> None:
+        if not (crosses and self._fok_fillable(book.asks if is_buy else book.bids, is_buy,
+                                                price, qty, account, stp_mode)):
+            raise Refused(X.FOK_NOT_FILLABLE, f"fill-or-kill {'buy' if is_buy else 'sell'} "
+                                              f"{qty} at {price} cannot fill completely")
 
     def _affordable(self, mkt: Market, price: int, available: int, want: int) -> int:
         """Largest lot-multiple quantity a market buy bounded at ``price`` can pay for."""

@@ -17,11 +17,10 @@ from bastion.core import errors as X
 from bastion.core import events as E
 from bastion.core.book import OrderBook
 from bastion.core.commands import Side
-from bastion.core.engine import BPS, MAX_CLIENT_ID, STP_MODES, Refused, fee_amount
+from bastion.core.engine import BPS, Refused, fee_amount
 from bastion.core.matching import STOP
 from bastion.core.matching import execute as shared_execute
 from bastion.core.matching import match as shared_match
-from bastion.core.modes import accepts_order
 from bastion.core.perp.calc import ceil_div, order_hold
 from bastion.core.state import Market, Order
 
@@ -33,9 +32,7 @@ LIQUIDATION = "liquidation"
 
 
 def place_cmd(pe: PerpEngine, cmd: C.PlaceOrder, out: list[E.Event]) -> None:
-    place(pe, out, account=cmd.account, market=cmd.market, side=cmd.side, qty=cmd.qty,
-          price=cmd.price, order_type=cmd.order_type, tif=cmd.tif, post_only=cmd.post_only,
-          client_id=cmd.client_id, stp=cmd.stp, reduce_only=cmd.reduce_only)
+    place(pe, out, cmd)
 
 
 def reducible(pe: PerpEngine, account: int, pm: PerpMarket, is_buy: bool) -> int:
@@ -54,73 +51,19 @@ def _band(pm: PerpMarket, mkt: Market, is_buy: bool) -> int:
     return max(tick, ceil_div(pm.mark * (BPS - pm.price_band_bps), BPS * tick) * tick)
 
 
-def place(pe: PerpEngine, out: list[E.Event], *, account: object, market: object, side: object,
-          qty: object, price: object, order_type: object, tif: object, post_only: object,
-          client_id: object, stp: object, reduce_only: object) -> Order:
+def place(pe: PerpEngine, out: list[E.Event], cmd: C.PlaceOrder) -> Order:
     """Validate (raising ``Refused`` before any change), accept, match, rest or expire."""
     eng = pe.eng
-    mkt, pm = pe.perp_market(market)
-    acct = eng._account(account)
-    if side != "buy" and side != "sell":
-        raise Refused(X.INVALID_ARGUMENT, f"side must be buy or sell, got {side!r}")
-    is_buy = side == "buy"
-    q = eng._validate_qty(mkt, qty)
-    if type(post_only) is not bool or type(reduce_only) is not bool:
-        raise Refused(X.INVALID_ARGUMENT, "post_only and reduce_only must be booleans")
-    if not isinstance(client_id, str) or len(client_id) > MAX_CLIENT_ID:
-        raise Refused(X.INVALID_ARGUMENT, f"client_id must be a string of at most "
-                                          f"{MAX_CLIENT_ID} characters")
-    if stp is not None and stp not in STP_MODES:
-        raise Refused(X.INVALID_ARGUMENT, f"unknown self-trade prevention mode {stp!r}")
-    mode = mkt.mode
-    if not accepts_order(mode, post_only):
-        raise Refused(X.MARKET_MODE, f"market {mkt.market} is {mode}: "
-                      + ("only post-only orders are accepted" if mode in ("post_only",
-                         "recovery") else "no new orders are accepted"))
-    if client_id and (acct.account, client_id) in eng.client_ids:
-        raise Refused(X.DUPLICATE_CLIENT_ID, f"client_id {client_id!r} is already used "
-                                             "by an open order")
+    mkt, pm = pe.perp_market(cmd.market)
+    reduce_only = cmd.reduce_only
+    if type(reduce_only) is not bool:
+        raise Refused(X.INVALID_ARGUMENT, "reduce_only must be a boolean")
     if not pm.mark:
         raise Refused(X.NO_MARK_PRICE, f"{mkt.market} has no mark price yet")
-    book = eng.books[mkt.market]
-    opposite = book.asks if is_buy else book.bids
-    best = opposite.best()
-    band_limit = _band(pm, mkt, is_buy)
-    if order_type == "market":
-        if post_only or price:
-            raise Refused(X.INVALID_ARGUMENT, "market orders take no price and cannot be "
-                                              "post-only")
-        if best is None:
-            raise Refused(X.NO_LIQUIDITY, f"no {'asks' if is_buy else 'bids'} in {mkt.market}")
-        tick = mkt.tick_size
-        band = mkt.market_band_bps
-        if is_buy:
-            p = min(best * (BPS + band) // BPS // tick * tick, band_limit)
-        else:
-            p = max(ceil_div(best * (BPS - band), BPS * tick) * tick, band_limit, tick)
-        tif = "IOC"
-    elif order_type == "limit":
-        p = eng._validate_price(mkt, price)
-        if tif != "GTC" and tif != "IOC" and tif != "FOK":
-            raise Refused(X.INVALID_ARGUMENT, f"time in force must be GTC, IOC or FOK, "
-                                              f"got {tif!r}")
-        if post_only and tif != "GTC":
-            raise Refused(X.INVALID_ARGUMENT, "post-only orders must be GTC")
-        if not reduce_only and p * q // mkt.price_div < mkt.min_notional:
-            raise Refused(X.MIN_NOTIONAL, f"notional {p * q // mkt.price_div} below minimum "
-                                          f"{mkt.min_notional}")
-        if (p > band_limit) if is_buy else (p < band_limit):
-            raise Refused(X.PRICE_BAND, f"{side} at {p} is outside the price band around mark "
-                                        f"{pm.mark} ({pm.price_band_bps} bps)")
-    else:
-        raise Refused(X.INVALID_ARGUMENT, f"order type must be limit or market, "
-                                          f"got {order_type!r}")
-    if mode != "open":
-        eng._check_ref_band(mkt, is_buy, p)
-    crosses = best is not None and (best <= p if is_buy else best >= p)
-    if post_only and crosses:
-        raise Refused(X.POST_ONLY_WOULD_CROSS, f"post-only {side} at {p} would take liquidity "
-                                               f"at {best}")
+    is_buy = cmd.side == "buy"
+    acct, is_buy, q, p, tif, book, best, crosses = eng.order_terms(
+        mkt, cmd, band_limit=_band(pm, mkt, is_buy), min_notional=not reduce_only)
+    side, post_only, client_id, stp = cmd.side, cmd.post_only, cmd.client_id, cmd.stp
     ma = pe.margins.get((acct.account, pm.settle))
     if reduce_only:
         can = reducible(pe, acct.account, pm, is_buy)
@@ -135,17 +78,15 @@ def place(pe: PerpEngine, out: list[E.Event], *, account: object, market: object
         if hold > free:
             raise Refused(X.INSUFFICIENT_MARGIN, f"order needs {hold} {pm.settle} of margin, "
                                                  f"available {free}")
-    stp_mode = stp if isinstance(stp, str) else acct.stp
-    if tif == "FOK" and not (crosses and eng._fok_fillable(opposite, is_buy, p, q,
-                                                           acct.account, stp_mode)):
-        raise Refused(X.FOK_NOT_FILLABLE, f"fill-or-kill {side} {q} at {p} cannot fill "
-                                          "completely")
+    stp_mode = stp if stp is not None else acct.stp
+    if tif == "FOK":
+        eng.check_fok(book, is_buy, p, q, acct.account, stp_mode, crosses)
     # ---- accepted: from here on state changes
     oid = eng.next_order_id
     eng.next_order_id = oid + 1
     order = Order(order_id=oid, account=acct.account, market=mkt.market, side=side, price=p,
                   qty=q, remaining=q, hold=hold, ts=eng.ts, tif=str(tif), post_only=post_only,
-                  client_id=client_id, stp=stp if isinstance(stp, str) else None,  # type: ignore[arg-type]
+                  client_id=client_id, stp=stp,
                   maker_cap=mkt.maker_fee_ppm, taker_cap=mkt.taker_fee_ppm)
     if hold:
         pe.margin(acct.account, pm.settle).order_im += hold
@@ -157,7 +98,7 @@ def place(pe: PerpEngine, out: list[E.Event], *, account: object, market: object
         pe.reduce_only.add(oid)
     out.append(E.OrderAccepted(seq=eng.seq, ts=eng.ts, order_id=oid, account=acct.account,
                                market=mkt.market, side=side, price=p, qty=q,
-                               order_type=str(order_type), tif=str(tif), post_only=post_only,
+                               order_type=cmd.order_type, tif=tif, post_only=post_only,
                                client_id=client_id, reduce_only=reduce_only))
     execute(pe, mkt, pm, book, order, stp_mode, crosses, out)
     return order

@@ -7,6 +7,8 @@ and funds are conserved as ``sum(collateral) - sum(cost) + spot + fees == net de
 
 import msgspec
 
+from bastion.core.commands import Side
+
 #: Fixed-point scale of funding rates, premiums and the funding index (1e-9 per unit).
 RATE_SCALE = 1_000_000_000
 #: Account id of the insurance fund's margin account (real accounts start at 1).
@@ -97,7 +99,7 @@ class Trigger(msgspec.Struct):
     trigger_id: int
     account: int
     market: str
-    side: str
+    side: Side
     qty: int
     trigger_price: int
     order_type: str

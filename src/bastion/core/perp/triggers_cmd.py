@@ -101,10 +101,10 @@ def fire(pe: PerpEngine, mkt: Market, pm: PerpMarket, out: list[E.Event]) -> Non
             return
         limit = t.order_type in LIMIT_TYPES
         try:
-            order = place(pe, out, account=t.account, market=t.market, side=t.side, qty=t.qty,
-                          price=t.price if limit else 0,
-                          order_type="limit" if limit else "market", tif="GTC",
-                          post_only=False, client_id="", stp=None, reduce_only=t.reduce_only)
+            order = place(pe, out, C.PlaceOrder(
+                account=t.account, market=t.market, side=t.side, qty=t.qty,
+                price=t.price if limit else 0, order_type="limit" if limit else "market",
+                reduce_only=t.reduce_only, seq=eng.seq, ts=eng.ts))
         except Refused as r:
             out.append(E.TriggerFired(seq=eng.seq, ts=eng.ts, trigger_id=t.trigger_id,
                                       account=t.account, market=t.market, mark=pm.mark,
