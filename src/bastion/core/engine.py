@@ -404,6 +404,41 @@ class Engine:
             raise Refused(X.FOK_NOT_FILLABLE, f"fill-or-kill {'buy' if is_buy else 'sell'} "
                                               f"{qty} at {price} cannot fill completely")
 
+    def amend_terms(self, mkt: Market, cmd: C.AmendOrder) -> tuple[Order, int, int, bool]:
+        """The amend checks every market kind shares: the order, the new price and quantity on
+        their grids, something changes, the mode allows it. Returns (order, new price, new
+        total quantity, shrink-only) where shrink-only (same price, less quantity) keeps time
+        priority and is all ``cancel_only`` accepts."""
+        order = self._find_order(cmd.account, mkt.market, cmd.order_id, cmd.client_id)
+        filled = order.qty - order.remaining
+        new_qty = order.qty if cmd.new_qty is None else self._validate_qty(mkt, cmd.new_qty)
+        new_price = order.price if cmd.new_price is None else self._validate_price(
+            mkt, cmd.new_price)
+        if new_qty <= filled:
+            raise Refused(X.INVALID_QUANTITY, f"new quantity {new_qty} must exceed the "
+                                              f"{filled} already filled")
+        if new_qty == order.qty and new_price == order.price:
+            raise Refused(X.NO_CHANGE, "amend changes neither price nor quantity")
+        shrink = new_price == order.price and new_qty < order.qty
+        mode = mkt.mode
+        if mode in ("halted", "closed") or (mode == "cancel_only" and not shrink):
+            raise Refused(X.MARKET_MODE, f"market {mkt.market} is {mode}: amend not accepted")
+        return order, new_price, new_qty, shrink
+
+    def reprice_crosses(self, mkt: Market, order: Order, new_price: int) -> bool:
+        """Whether a re-entered order would take liquidity; refused where it must not (post-only
+        orders, restricted modes) and outside the reference band in restricted modes."""
+        is_buy = order.side == "buy"
+        if mkt.mode != "open":
+            self._check_ref_band(mkt, is_buy, new_price)
+        book = self.books[mkt.market]
+        best = (book.asks if is_buy else book.bids).best()
+        crosses = best is not None and (best <= new_price if is_buy else best >= new_price)
+        if crosses and (order.post_only or mkt.mode != "open"):
+            raise Refused(X.POST_ONLY_WOULD_CROSS, f"amended price {new_price} would take "
+                                                   f"liquidity at {best}")
+        return crosses
+
     def _affordable(self, mkt: Market, price: int, available: int, want: int) -> int:
         """Largest lot-multiple quantity a market buy bounded at ``price`` can pay for."""
         lot = mkt.lot_size
@@ -542,26 +577,14 @@ class Engine:
         mkt = self._market(cmd.market)
         if mkt.kind != "spot":
             return self.perp.amend_cmd(cmd, out)
-        order = self._find_order(cmd.account, mkt.market, cmd.order_id, cmd.client_id)
+        order, new_price, new_qty, shrink = self.amend_terms(mkt, cmd)
         is_buy = order.side == "buy"
         filled = order.qty - order.remaining
-        new_qty = order.qty if cmd.new_qty is None else self._validate_qty(mkt, cmd.new_qty)
-        new_price = order.price if cmd.new_price is None else self._validate_price(mkt,
-                                                                                  cmd.new_price)
-        if new_qty <= filled:
-            raise Refused(X.INVALID_QUANTITY, f"new quantity {new_qty} must exceed the "
-                                              f"{filled} already filled")
-        if new_qty == order.qty and new_price == order.price:
-            raise Refused(X.NO_CHANGE, "amend changes neither price nor quantity")
-        reduce_only = new_price == order.price and new_qty < order.qty
-        mode = mkt.mode
-        if mode in ("halted", "closed") or (mode == "cancel_only" and not reduce_only):
-            raise Refused(X.MARKET_MODE, f"market {mkt.market} is {mode}: amend not accepted")
         side = self.books[mkt.market].side(is_buy)
         acct = self.accounts[order.account]
         hold_asset = mkt.quote if is_buy else mkt.base
         new_remaining = new_qty - filled
-        if reduce_only:
+        if shrink:
             keep = self.hold_for(mkt, is_buy, order.price, new_remaining, order.taker_cap)
             delta = order.remaining - new_remaining
             side.levels[order.price].qty -= delta
@@ -575,14 +598,8 @@ class Engine:
                                       account=order.account, market=mkt.market, price=order.price,
                                       qty=new_qty, remaining=new_remaining, kept_priority=True))
             return
-        if mode != "open":
-            self._check_ref_band(mkt, is_buy, new_price)
         book = self.books[mkt.market]
-        best = (book.asks if is_buy else book.bids).best()
-        crosses = best is not None and (best <= new_price if is_buy else best >= new_price)
-        if crosses and (order.post_only or mode != "open"):
-            raise Refused(X.POST_ONLY_WOULD_CROSS, f"amended price {new_price} would take "
-                                                   f"liquidity at {best}")
+        crosses = self.reprice_crosses(mkt, order, new_price)
         taker_ppm = mkt.taker_fee_ppm
         new_hold = self.hold_for(mkt, is_buy, new_price, new_remaining, taker_ppm)
         available = acct.available.get(hold_asset, 0)

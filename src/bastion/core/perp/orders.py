@@ -223,20 +223,9 @@ def amend(pe: PerpEngine, cmd: C.AmendOrder, out: list[E.Event]) -> None:
     """Same rules as spot amend; a re-priced or grown order is re-margined and re-matched."""
     eng = pe.eng
     mkt, pm = pe.perp_market(cmd.market)
-    order = eng._find_order(cmd.account, mkt.market, cmd.order_id, cmd.client_id)
+    order, new_price, new_qty, shrink = eng.amend_terms(mkt, cmd)
     is_buy = order.side == "buy"
     filled = order.qty - order.remaining
-    new_qty = order.qty if cmd.new_qty is None else eng._validate_qty(mkt, cmd.new_qty)
-    new_price = order.price if cmd.new_price is None else eng._validate_price(mkt, cmd.new_price)
-    if new_qty <= filled:
-        raise Refused(X.INVALID_QUANTITY, f"new quantity {new_qty} must exceed the {filled} "
-                                          "already filled")
-    if new_qty == order.qty and new_price == order.price:
-        raise Refused(X.NO_CHANGE, "amend changes neither price nor quantity")
-    shrink = new_price == order.price and new_qty < order.qty
-    mode = mkt.mode
-    if mode in ("halted", "closed") or (mode == "cancel_only" and not shrink):
-        raise Refused(X.MARKET_MODE, f"market {mkt.market} is {mode}: amend not accepted")
     side = eng.books[mkt.market].side(is_buy)
     new_remaining = new_qty - filled
     if shrink:
@@ -253,14 +242,8 @@ def amend(pe: PerpEngine, cmd: C.AmendOrder, out: list[E.Event]) -> None:
     if (new_price > band_limit) if is_buy else (new_price < band_limit):
         raise Refused(X.PRICE_BAND, f"amended price {new_price} is outside the price band "
                                     f"around mark {pm.mark}")
-    if mode != "open":
-        eng._check_ref_band(mkt, is_buy, new_price)
     book = eng.books[mkt.market]
-    best = (book.asks if is_buy else book.bids).best()
-    crosses = best is not None and (best <= new_price if is_buy else best >= new_price)
-    if crosses and (order.post_only or mode != "open"):
-        raise Refused(X.POST_ONLY_WOULD_CROSS, f"amended price {new_price} would take "
-                                               f"liquidity at {best}")
+    crosses = eng.reprice_crosses(mkt, order, new_price)
     ma = pe.margins.get((order.account, pm.settle))
     if order.order_id in pe.reduce_only:
         new_hold = 0
