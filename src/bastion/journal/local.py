@@ -10,6 +10,7 @@ a second process holding a stale view of the log is refused even though it has i
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import logging
@@ -138,15 +139,21 @@ class LocalJournal:
             with self._flocked():
                 self._check_fence(expected_last_seq)
                 if records:
-                    try:
+                    with self._failing_on_oserror():
                         self._write(records)
-                    except OSError as exc:
-                        self._failed = exc
-                        raise JournalIOError(
-                            f"write to {self.directory} failed ({exc}); the journal refuses "
-                            "further writes until reopened"
-                        ) from exc
             return self._last_seq
+
+    @contextlib.contextmanager
+    def _failing_on_oserror(self) -> Iterator[None]:
+        """A failed write leaves the file in an unknown state: refuse writes until reopened."""
+        try:
+            yield
+        except OSError as exc:
+            self._failed = exc
+            raise JournalIOError(
+                f"write to {self.directory} failed ({exc}); the journal refuses "
+                "further writes until reopened"
+            ) from exc
 
     def frame(self, records: list[bytes], first_seq: int) -> Framed:
         """Encode a block ahead of time, in the caller's thread: the group-commit writer then
@@ -173,14 +180,8 @@ class LocalJournal:
                         )
                     nxt += batch.count
                 if batches:
-                    try:
+                    with self._failing_on_oserror():
                         self._write_framed(batches)
-                    except OSError as exc:
-                        self._failed = exc
-                        raise JournalIOError(
-                            f"write to {self.directory} failed ({exc}); the journal refuses "
-                            "further writes until reopened"
-                        ) from exc
             return self._last_seq
 
     def read(self, from_seq: int, to_seq: int | None = None) -> Iterator[tuple[int, bytes]]:
