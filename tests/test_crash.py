@@ -29,6 +29,8 @@ from bastion.journal.segments import list_segments
 from bastion.node import Node, NodeConfig
 from bastion.node.workload import SpotWorkload, spot_setup
 
+pytestmark = pytest.mark.slow
+
 KILLS = int(os.environ.get("BASTION_CRASH_KILLS", "24"))
 CFG = NodeConfig(
     segment_bytes=4 * 1024,

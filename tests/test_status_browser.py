@@ -15,6 +15,8 @@ from bastion.status import StatusService, create_app
 from chromium_setup import dump_dom, png_pixels, require_chromium, screenshot
 from status_support import ManualClock, serve
 
+pytestmark = pytest.mark.slow
+
 ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
 DAY = 86_400_000
 HOUR = 3_600_000
