@@ -1,0 +1,1 @@
+"""One module per drill; each defines ``DRILL``, an instance of a ``Drill`` subclass."""
