@@ -2,6 +2,7 @@
 
 import typer
 
+from bastion.cli.custody import custody_sim_cmd
 from bastion.cli.drill import drill_cmd
 from bastion.cli.durability import journal_app, replay_cmd, rollback_cmd, snapshot_app
 from bastion.cli.status import status_app
@@ -29,6 +30,7 @@ app.command("replay")(replay_cmd)
 app.command("rollback")(rollback_cmd)
 app.add_typer(status_app, name="status")
 app.command("drill")(drill_cmd)
+app.command("custody-sim")(custody_sim_cmd)
 
 
 if __name__ == "__main__":
