@@ -48,9 +48,16 @@ class Sim:
         raise RuntimeError("custody simulator did not come up")
 
     def fault(self, mode: str, asset: str | None = None, delay_ms: int = 3000) -> None:
-        r = self.http.post("/faults", json={"mode": mode, "asset": asset,
-                                            "delay_ms": delay_ms})
-        assert r.status_code == 200, r.text
+        for _ in range(50):  # it may be restarting after a simulated crash
+            self.wait_up()
+            try:
+                r = self.http.post("/faults", json={"mode": mode, "asset": asset,
+                                                    "delay_ms": delay_ms})
+            except httpx.HTTPError:
+                continue
+            assert r.status_code == 200, r.text
+            return
+        raise RuntimeError("could not switch the simulator's fault mode")
 
     def ledger(self) -> dict[str, Any]:
         self.wait_up()
