@@ -6,14 +6,13 @@ from __future__ import annotations
 import asyncio
 import random
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
-from custody_support import Sim
 
 from bastion.custody.addresses import address_problem, derive_address
 from bastion.custody.client import CustodyClient, CustodyRejected, CustodyUnavailable
 from bastion.withdrawals.breaker import Backoff, Breaker
+from custody_support import Sim
 
 ETH_ADDR = "0x" + "ab" * 20
 

@@ -11,7 +11,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import pytest
-from custody_support import Sim
 
 from bastion.custody.client import CustodyClient
 from bastion.withdrawals.book import (
@@ -24,6 +23,7 @@ from bastion.withdrawals.book import (
     Submitted,
 )
 from bastion.withdrawals.worker import WithdrawalWorker, WorkerConfig
+from custody_support import Sim
 
 ADDR = "0x" + "12" * 20
 
@@ -43,6 +43,9 @@ class MemoryBook:
     def queue(self, asset: str) -> list[Queued]:
         return sorted((w for w in self.items.values() if w.asset == asset),
                       key=lambda w: w.wid)
+
+    def due(self, asset: str, now_ms: int) -> list[int]:
+        return []
 
     def assets(self) -> list[str]:
         return ["ETH", "BTC"]

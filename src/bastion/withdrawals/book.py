@@ -39,6 +39,13 @@ class Submitted:
 
 
 @dataclass(frozen=True)
+class Released:
+    """A withdrawal whose new address's delay has passed becomes approved."""
+
+    wid: int
+
+
+@dataclass(frozen=True)
 class Confirmed:
     wid: int
     txid: str
@@ -65,7 +72,7 @@ class DepositSeen:
     confirmations: int
 
 
-Outcome = Submitted | Confirmed | Failed | Paused | DepositSeen
+Outcome = Submitted | Released | Confirmed | Failed | Paused | DepositSeen
 
 
 class Book(Protocol):
@@ -73,6 +80,10 @@ class Book(Protocol):
 
     def queue(self, asset: str) -> list[Queued]:
         """Approved and submitted withdrawals of `asset`, oldest (lowest id) first."""
+        ...
+
+    def due(self, asset: str, now_ms: int) -> list[int]:
+        """Ids of withdrawals waiting for an address delay that has passed by `now_ms`."""
         ...
 
     def assets(self) -> list[str]:

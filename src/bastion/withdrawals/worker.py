@@ -33,6 +33,7 @@ from bastion.withdrawals.book import (
     Outcome,
     Paused,
     Queued,
+    Released,
     Submitted,
     idempotency_key,
 )
@@ -70,6 +71,7 @@ class WithdrawalWorker:
     client: CustodyClient
     config: WorkerConfig = field(default_factory=WorkerConfig)
     clock: Callable[[], float] = time.monotonic
+    wall_ms: Callable[[], int] = field(default=lambda: time.time_ns() // 1_000_000)
     lanes: dict[str, Lane] = field(default_factory=dict)
 
     def lane(self, asset: str) -> Lane:
@@ -98,6 +100,9 @@ class WithdrawalWorker:
 
     async def step(self, lane: Lane) -> bool:
         """One round of one lane; True if it did work (so the loop does not sleep)."""
+        due = self.book.due(lane.asset, self.wall_ms())
+        if due:
+            await self.book.record([Released(wid) for wid in due])
         queue = self.book.queue(lane.asset)
         now = self.clock()
         if not queue or not lane.breaker.allow(now):

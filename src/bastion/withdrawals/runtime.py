@@ -1,0 +1,149 @@
+"""The withdrawal pipeline beside a leader node: the custody connector, the withdrawal worker
+and the deposit watcher as tasks of the node's event loop, plus (in the embedded default) the
+custody simulator as a child process.
+
+Environment: ``BASTION_CUSTODY_URL`` (a real custody service; unset: start the simulator),
+``BASTION_CUSTODY_PORT`` (simulator port, 0 = any free one), ``BASTION_CUSTODY_BLOCK_MS``
+(simulated block time), ``BASTION_WITHDRAWALS=0`` (no pipeline at all).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bastion.core import commands as C
+from bastion.custody.client import CustodyClient
+from bastion.withdrawals.deposits import DepositWatcher
+from bastion.withdrawals.nodebook import NodeBook
+from bastion.withdrawals.worker import WithdrawalWorker, WorkerConfig
+
+log = logging.getLogger("bastion.withdrawals")
+
+#: demo rules per asset (8 decimals): minimum, fee, manual review above, confirmations
+DEMO_RULES = {
+    "BTC": dict(min_amount=10_000, fee=5_000, manual_above=10 * 10**8, confirmations=2),
+    "ETH": dict(min_amount=100_000, fee=50_000, manual_above=100 * 10**8, confirmations=3),
+    "USDT": dict(min_amount=10 * 10**8, fee=10**8, manual_above=100_000 * 10**8,
+                 confirmations=3),
+}
+
+
+@dataclass
+class PipelineConfig:
+    enabled: bool = True
+    custody_url: str | None = None
+    sim_port: int = 0
+    block_ms: int = 1000
+    timeout: float = 2.0
+    worker: WorkerConfig = field(default_factory=WorkerConfig)
+
+    @classmethod
+    def from_env(cls, env: dict[str, str] | None = None) -> PipelineConfig:
+        e = dict(os.environ if env is None else env)
+        c = cls()
+        c.enabled = e.get("BASTION_WITHDRAWALS", "1") not in ("0", "false", "no", "off")
+        c.custody_url = e.get("BASTION_CUSTODY_URL") or None
+        c.sim_port = int(e.get("BASTION_CUSTODY_PORT", "0"))
+        c.block_ms = int(e.get("BASTION_CUSTODY_BLOCK_MS", str(c.block_ms)))
+        c.timeout = float(e.get("BASTION_CUSTODY_TIMEOUT", str(c.timeout)))
+        c.worker.outage_pause_s = float(e.get("BASTION_OUTAGE_PAUSE_S",
+                                              str(c.worker.outage_pause_s)))
+        return c
+
+
+def _die_with_parent() -> None:  # pragma: no cover - runs in the child before exec
+    with contextlib.suppress(Exception):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def start_simulator(data_dir: Path, port: int, block_ms: int) -> tuple[subprocess.Popen[bytes],
+                                                                       str]:
+    """The embedded default's custody: ``bastion custody-sim`` as a child that dies with us."""
+    port = port or _free_port()
+    sim_dir = data_dir / "custody-sim"
+    sim_dir.mkdir(parents=True, exist_ok=True)
+    logf = open(sim_dir / "sim.log", "ab")  # noqa: SIM115 - owned by the child
+    proc = subprocess.Popen(
+        [sys.executable, "-c", "from bastion.cli.main import app; app()", "custody-sim",
+         "--port", str(port), "--data", str(sim_dir), "--block-ms", str(block_ms)],
+        stdout=logf, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent)
+    logf.close()
+    return proc, f"http://127.0.0.1:{port}"
+
+
+class Pipeline:
+    """Start with ``await pipeline.start()`` after the node recovered; ``await stop()``."""
+
+    def __init__(self, node: Any, data_dir: Path, config: PipelineConfig | None = None,
+                 demo: bool = False) -> None:
+        self.node = node
+        self.data_dir = data_dir
+        self.config = config or PipelineConfig.from_env()
+        self.demo = demo
+        self.book = NodeBook(node)
+        self.sim: subprocess.Popen[bytes] | None = None
+        self.client: CustodyClient | None = None
+        self.worker: WithdrawalWorker | None = None
+        self.watcher: DepositWatcher | None = None
+        self.tasks: list[asyncio.Task[None]] = []
+
+    @property
+    def custody_url(self) -> str:
+        return self.client.base_url if self.client else ""
+
+    async def start(self) -> None:
+        c = self.config
+        if not c.enabled:
+            return
+        if self.demo:
+            await self._demo_rules()
+        url = c.custody_url
+        if url is None:
+            self.sim, url = start_simulator(self.data_dir, c.sim_port, c.block_ms)
+            log.info("custody simulator started at %s (pid %d)", url, self.sim.pid)
+        self.client = CustodyClient(url, timeout=c.timeout)
+        self.worker = WithdrawalWorker(self.book, self.client, c.worker)
+        self.watcher = DepositWatcher(self.book, self.client)
+        self.tasks = [asyncio.create_task(self.worker.run(), name="withdrawal-worker"),
+                      asyncio.create_task(self.watcher.run(), name="deposit-watcher")]
+
+    async def _demo_rules(self) -> None:
+        wallet = self.node.engine.wallet
+        cmds: list[C.Command] = [
+            C.SetWithdrawalRules(asset=asset, reason="demo", **rules)  # type: ignore[arg-type]
+            for asset, rules in DEMO_RULES.items()
+            if asset in self.node.engine.assets and asset not in wallet.rules]
+        if cmds:
+            await self.node.submit_many(cmds)
+
+    async def stop(self) -> None:
+        for task in self.tasks:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self.tasks = []
+        if self.client is not None:
+            await self.client.close()
+        if self.sim is not None and self.sim.poll() is None:
+            self.sim.terminate()
+            try:
+                self.sim.wait(5)
+            except subprocess.TimeoutExpired:
+                self.sim.kill()
