@@ -312,6 +312,17 @@ def serve(port: int, data: Path, block_ms: int, host: str = "127.0.0.1") -> None
     uvicorn.run(build_app(sim), host=host, port=port, log_level="warning", access_log=False)
 
 
+def die_with_parent() -> None:  # pragma: no cover - runs in the child before exec
+    """For ``Popen(preexec_fn=...)``: the child gets SIGKILL when its parent dies (Linux
+    PR_SET_PDEATHSIG), so a SIGKILLed node leaves no orphan simulator behind."""
+    import contextlib
+    import ctypes
+    import signal
+
+    with contextlib.suppress(Exception):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)
+
+
 def supervise(port: int, data: Path, block_ms: int, host: str = "127.0.0.1") -> int:
     """Run the simulator in a child process and restart it after a simulated crash (exit
     70, from ``crash_after_accept``), like a custody service's own process manager would."""
@@ -331,7 +342,7 @@ def supervise(port: int, data: Path, block_ms: int, host: str = "127.0.0.1") -> 
     signal.signal(signal.SIGTERM, forward)
     signal.signal(signal.SIGINT, forward)
     while True:
-        child = subprocess.Popen(args)
+        child = subprocess.Popen(args, preexec_fn=die_with_parent)
         rc = child.wait()
         if rc != CRASH_EXIT:
             return rc

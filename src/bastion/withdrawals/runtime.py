@@ -11,10 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import logging
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -24,6 +22,7 @@ from typing import Any
 
 from bastion.core import commands as C
 from bastion.custody.client import CustodyClient
+from bastion.custody.sim import die_with_parent
 from bastion.withdrawals.deposits import DepositWatcher
 from bastion.withdrawals.nodebook import NodeBook
 from bastion.withdrawals.worker import WithdrawalWorker, WorkerConfig
@@ -62,11 +61,6 @@ class PipelineConfig:
         return c
 
 
-def _die_with_parent() -> None:  # pragma: no cover - runs in the child before exec
-    with contextlib.suppress(Exception):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-
-
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -83,7 +77,7 @@ def start_simulator(data_dir: Path, port: int, block_ms: int) -> tuple[subproces
     proc = subprocess.Popen(
         [sys.executable, "-c", "from bastion.cli.main import app; app()", "custody-sim",
          "--port", str(port), "--data", str(sim_dir), "--block-ms", str(block_ms)],
-        stdout=logf, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent)
+        stdout=logf, stderr=subprocess.STDOUT, preexec_fn=die_with_parent)
     logf.close()
     return proc, f"http://127.0.0.1:{port}"
 
