@@ -16,6 +16,7 @@ import os
 import socket
 import subprocess
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -46,6 +47,10 @@ class PipelineConfig:
     block_ms: int = 1000
     timeout: float = 2.0
     worker: WorkerConfig = field(default_factory=WorkerConfig)
+    #: how often the queue's health goes to the status page, and when it counts as delayed
+    status_interval: float = 1.0
+    unreachable_after_s: float = 2.0
+    stuck_after_ms: int = 60_000
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> PipelineConfig:
@@ -117,6 +122,55 @@ class Pipeline:
         self.watcher = DepositWatcher(self.book, self.client)
         self.tasks = [asyncio.create_task(self.worker.run(), name="withdrawal-worker"),
                       asyncio.create_task(self.watcher.run(), name="deposit-watcher")]
+
+    def watch_status(self, status: Any) -> None:
+        """Report each asset's queue health to the status service every ``status_interval``."""
+        if self.worker is not None and status is not None:
+            self.tasks.append(asyncio.create_task(self._feed_status(status),
+                                                  name="withdrawal-status"))
+
+    async def _feed_status(self, status: Any) -> None:
+        observe = getattr(status, "observe_withdrawal_queue", None)
+        while True:
+            now_ms = time.time_ns() // 1_000_000
+            for asset in self.book.assets():
+                depth, oldest_ms, reason = self.queue_health(asset, now_ms)
+                try:
+                    if observe is not None:
+                        observe(asset, depth, oldest_ms, reason)
+                    else:
+                        status.observe_withdrawals(asset, oldest_ms if reason else None)
+                except Exception:
+                    log.exception("withdrawal status report failed")
+            await asyncio.sleep(self.config.status_interval)
+
+    def queue_health(self, asset: str, now_ms: int) -> tuple[int, int, str]:
+        """(depth, age of the oldest queued withdrawal in ms, why it is delayed or "").
+
+        Delayed means: the asset is paused, custody has been unreachable for
+        ``unreachable_after_s``, or the oldest approved withdrawal has waited
+        ``stuck_after_ms`` without going out. Withdrawals waiting for an operator's review or
+        a new address's delay are intentional waits and do not count."""
+        wallet = self.node.engine.wallet
+        rules = wallet.rules.get(asset)
+        queued = [w for w in wallet.open.values()
+                  if w.asset == asset and w.state in ("approved", "submitted")]
+        depth = len(queued)
+        oldest = now_ms - min(w.created_ts for w in queued) if queued else 0
+        if rules is not None and rules.paused:
+            return depth, oldest, f"paused by {rules.paused_by}: {rules.pause_reason}"
+        if not queued or self.worker is None:
+            return depth, oldest, ""
+        lane = self.worker.lanes.get(asset)
+        down = lane.breaker.down_since if lane is not None else None
+        if down is not None:
+            for_s = time.monotonic() - down
+            if for_s >= self.config.unreachable_after_s:
+                return depth, oldest, f"custody unreachable for {int(for_s)} s"
+        unsent = [w for w in queued if w.state == "approved"]
+        if unsent and now_ms - unsent[0].created_ts > self.config.stuck_after_ms:
+            return depth, oldest, "the queue is not moving"
+        return depth, oldest, ""
 
     async def _demo_rules(self) -> None:
         wallet = self.node.engine.wallet
