@@ -5,6 +5,7 @@ import typer
 from bastion.cli.custody import custody_sim_cmd
 from bastion.cli.drill import drill_cmd
 from bastion.cli.durability import journal_app, replay_cmd, rollback_cmd, snapshot_app
+from bastion.cli.migrate import migrate_app
 from bastion.cli.shadow import shadow_cmd
 from bastion.cli.status import status_app
 
@@ -33,6 +34,7 @@ app.add_typer(status_app, name="status")
 app.command("drill")(drill_cmd)
 app.command("custody-sim")(custody_sim_cmd)
 app.command("shadow")(shadow_cmd)
+app.add_typer(migrate_app, name="migrate")
 
 
 if __name__ == "__main__":

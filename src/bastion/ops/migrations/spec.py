@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import re
 import tomllib
-from datetime import datetime
+from datetime import date, datetime, time
 from pathlib import Path
 from typing import Literal
 
@@ -19,13 +19,12 @@ import msgspec
 
 FORMAT_VERSION = 1
 MAX_CHANGES = 256
+MAX_TIME_MS = 2**53
 ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
 OnConflict = Literal["cancel", "refuse-migration"]
 #: modes a schedule may set; ``closed`` is a delisting, which has its own change.
 ScheduledMode = Literal["post_only", "cancel_only", "halted"]
-#: a time: an RFC 3339 / TOML offset date-time, or integer milliseconds since the epoch.
-When = datetime | int
 
 
 class MigrationError(Exception):
@@ -75,35 +74,36 @@ class TickChange(_Change, tag="tick"):
 class LotChange(_Change, tag="lot"):
     market: str
     lot_size: int
+    #: resting orders whose quantity is off the new grid
+    on_conflict: OnConflict
     #: min/max must stay multiples of the lot; give them when the old ones are not
     min_qty: int | None = None
     max_qty: int | None = None
-    #: resting orders whose quantity is off the new grid
-    on_conflict: OnConflict
 
 
 class FeeChange(_Change, tag="fees"):
     """New rates now (or from ``start``); with ``end`` it is a fee holiday: the rates in force
-    before it come back at ``end`` by themselves."""
+    before it come back at ``end`` by themselves. Times are ms since the epoch (the file may
+    give TOML date-times with a zone; they are converted on load)."""
 
     market: str
     maker_fee_ppm: int
     taker_fee_ppm: int
-    start: When | None = None
-    end: When | None = None
+    start: int | None = None
+    end: int | None = None
 
 
 class LimitsChange(_Change, tag="limits"):
     """Order size limits and price bands; ``None`` leaves a limit as it is."""
 
     market: str
+    #: resting orders whose size or notional is outside the new limits
+    on_conflict: OnConflict
     min_qty: int | None = None
     max_qty: int | None = None
     min_notional: int | None = None
     market_band_bps: int | None = None
     ref_band_bps: int | None = None
-    #: resting orders whose size or notional is outside the new limits
-    on_conflict: OnConflict
 
 
 class ModeSchedule(_Change, tag="mode"):
@@ -111,8 +111,8 @@ class ModeSchedule(_Change, tag="mode"):
 
     market: str
     mode: ScheduledMode
-    start: When
-    end: When
+    start: int
+    end: int
     reason: str
 
 
@@ -144,19 +144,21 @@ def _field(path: str) -> str:
     return path[2:] if path.startswith("$.") else path.lstrip("$")
 
 
-def _ms(value: When | None, field: str) -> int | None:
-    if value is None or isinstance(value, int):
-        if isinstance(value, int) and value < 0:
-            raise MigrationError(field, "a time in ms must be >= 0")
-        return value
-    if value.tzinfo is None:
-        raise MigrationError(field, "give a time zone (e.g. 2026-12-01T00:00:00Z)")
-    return int(value.timestamp() * 1000)
-
-
-def when_ms(value: When | None) -> int | None:
-    """A parsed time as integer milliseconds (the core's clock unit)."""
-    return _ms(value, "")
+def _times_to_ms(node: object, path: str) -> object:
+    """TOML date-times -> integer ms (the core's clock unit); a time without a zone is refused,
+    since it would mean a different instant on every operator's machine."""
+    if isinstance(node, dict):
+        return {k: _times_to_ms(v, f"{path}.{k}" if path else k) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_times_to_ms(v, f"{path}[{i}]") for i, v in enumerate(node)]
+    if isinstance(node, datetime):
+        if node.tzinfo is None:
+            raise MigrationError(path, "give a time zone (e.g. 2026-12-01T00:00:00Z)")
+        return int(node.timestamp() * 1000)
+    if isinstance(node, date | time):
+        raise MigrationError(path, "give a full date-time with a zone (e.g. "
+                                   "2026-12-01T00:00:00Z)")
+    return node
 
 
 def parse_migration(raw: bytes, source: str = "migration") -> Migration:
@@ -172,7 +174,7 @@ def parse_migration(raw: bytes, source: str = "migration") -> Migration:
     if "digest" in doc:
         raise MigrationError("digest", "is computed from the file, do not set it")
     try:
-        mig = msgspec.convert(doc, Migration, strict=True)
+        mig = msgspec.convert(_times_to_ms(doc, ""), Migration, strict=True)
     except msgspec.ValidationError as exc:
         text = str(exc)
         field = ""
@@ -224,12 +226,29 @@ def _check_shape(mig: Migration) -> None:
                                      f"({key[0]} {key[1]}); merge them")
         seen[key] = i
         if isinstance(ch, FeeChange | ModeSchedule):
-            start = _ms(ch.start, f"{at}.start")
-            end = _ms(ch.end, f"{at}.end")
-            if start is not None and end is not None and end <= start:
+            for name in ("start", "end"):
+                value = getattr(ch, name)
+                if value is not None and not 0 <= value <= MAX_TIME_MS:
+                    raise MigrationError(f"{at}.{name}", "time out of range")
+            if ch.start is not None and ch.end is not None and ch.end <= ch.start:
                 raise MigrationError(f"{at}.end", "must be after start")
         if isinstance(ch, ModeSchedule | Delist) and not ch.reason.strip():
             raise MigrationError(f"{at}.reason", "must not be empty")
+    _check_windows(mig.changes)
+
+
+def _check_windows(changes: list[Change]) -> None:
+    """Two mode windows of one market may not overlap: which mode would hold is ambiguous."""
+    windows: dict[str, list[tuple[int, int, int]]] = {}
+    for i, ch in enumerate(changes):
+        if isinstance(ch, ModeSchedule):
+            windows.setdefault(ch.market, []).append((ch.start, ch.end, i))
+    for spans in windows.values():
+        spans.sort()
+        for (_, end, i), (start, _, j) in zip(spans, spans[1:], strict=False):
+            if start < end:
+                raise MigrationError(f"changes[{j}].start", f"overlaps the window of "
+                                                            f"changes[{i}] on the same market")
 
 
 def _subject(ch: Change) -> tuple[str, str]:
