@@ -49,11 +49,11 @@ def print_dry_run(rep: dict[str, Any]) -> None:
                   f"{c['count']} ({per})")
     if rep["refused_at_window_start"]:
         r = rep["refused_at_window_start"]
-        out.print(f"REFUSED at the window start (seq {win['from_seq'] - 1}): {r['code']}: "
+        out.print(f"could not be applied anywhere in the replay window: {r['code']}: "
                   f"{r['message']}", markup=False)
-    out.print(f"replayed the last {win['minutes']} min of traffic: {win['commands']} commands "
-              f"(seqs {win['from_seq']}..{win['to_seq']}); orders cancelled at its start: "
-              f"{rep['cancelled_at_window_start']}")
+    out.print(f"replayed the last {win['minutes']} min of traffic through both copies: "
+              f"{win['commands']} commands (seqs {win['from_seq']}..{win['to_seq']}; conflicts "
+              f"resolved by cancel there: {rep['cancelled_at_window_start']} orders)")
     if rep["outcome_changes"]:
         table = Table("command", "market", "before", "after", "count", "of accepted",
                       "declared", "example")

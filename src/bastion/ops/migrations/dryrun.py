@@ -11,7 +11,6 @@ demo environment could not make: its data had drifted from production.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,6 +27,7 @@ from bastion.node.layout import DataDir
 from bastion.node.recovery import rebuild
 from bastion.ops.migrations import effect
 from bastion.ops.migrations import spec as S
+from bastion.snapshots.store import SnapshotStore
 
 MINUTE_MS = 60_000
 MAX_EXAMPLES = 3
@@ -138,37 +138,53 @@ def _cancelled(events: list[E.Event]) -> list[dict[str, Any]]:
             for e in events if isinstance(e, E.OrderCanceled)]
 
 
-def dry_run(mig: S.Migration, data: Path, *, minutes: int = 10, max_refused_pct: float = 1.0,
-            min_refused: int = 5,
-            progress: Callable[[str], None] | None = None) -> DryRun:
-    """Fork the live state, apply ``mig`` to the copy, replay the last ``minutes`` of traffic
-    through both; nothing in ``data`` is written."""
-    layout = DataDir.at(data).require()
-    from bastion.snapshots.store import SnapshotStore
+def what_if(mig: S.Migration) -> S.Migration:
+    """The migration with every ``on_conflict`` set to ``cancel``: replaying traffic needs it
+    applied even where the real one would be refused (the refusal is reported on its own)."""
+    changes = [msgspec.structs.replace(ch, on_conflict="cancel") if hasattr(ch, "on_conflict")
+               else ch for ch in mig.changes]
+    return msgspec.structs.replace(mig, changes=changes)
 
+
+#: commands after which a migration refused for a missing market or asset may apply
+CREATES = (C.CreateAsset, C.CreateMarket, C.CreatePerpMarket)
+
+
+def dry_run(mig: S.Migration, data: Path, *, minutes: int = 10, max_refused_pct: float = 1.0,
+            min_refused: int = 5) -> DryRun:
+    """Fork the live state, apply ``mig`` to the copy, replay the last ``minutes`` of traffic
+    through both; nothing in ``data`` is written. If the window begins before a market the
+    migration needs existed, the fork happens right after that market was created."""
+    layout = DataDir.at(data).require()
     store = SnapshotStore(layout.snapshots)
+    trial = what_if(mig)
     with LocalJournal(layout.journal, archive_dir=layout.journal_archive,
                       readonly=True) as journal:
         first, last, end_ts = window_start(journal, minutes)
         base, _ = rebuild(journal, store, first - 1, progress=False)
         rep = DryRun(migration=mig, live_seq=last, live_ts=end_ts, window_from=first,
                      window_minutes=minutes)
-        migrated = Engine.from_state(base.export_state())
-        events, rep.refusal_at_start, log = _try_apply(migrated, mig)
-        rep.cancelled_at_start = len(_cancelled(events))
-        rep.gone = _gone(base, events)
-        if progress:
-            progress(f"replaying seqs {first}..{last} through both copies")
-        for _, payload in journal.read(first, last):
+        migrated: Engine | None = None
+        log = effect.MigrationLog()
+        retry = True
+        for seq, payload in journal.read(first, last):
             cmd = decode_command(payload)
+            if migrated is None and retry:
+                migrated = Engine.from_state(base.export_state())
+                events, rep.refusal_at_start, log = _try_apply(migrated, trial)
+                if rep.refusal_at_start is None:
+                    rep.window_from = seq
+                    rep.cancelled_at_start = len(_cancelled(events))
+                    rep.gone = _gone(base, events)
+                else:
+                    migrated = None
             ev_b = base.apply(cmd)
-            if rep.refusal_at_start is None:
-                if effect.next_due(log) <= cmd.ts:
-                    effect.run_due(migrated, log, cmd.ts, [])
-                ev_m = migrated.apply(cmd)
-            else:
-                ev_m = ev_b
-            _compare(rep, cmd, ev_b, ev_m)
+            retry = isinstance(cmd, CREATES)
+            if migrated is None:
+                continue
+            if effect.next_due(log) <= cmd.ts:
+                effect.run_due(migrated, log, cmd.ts, [])
+            _compare(rep, cmd, ev_b, migrated.apply(cmd))
     now_events, rep.refusal_now, _ = _try_apply(Engine.from_state(base.export_state()), mig)
     rep.cancelled_now = _cancelled(now_events)
     rep.fee_assets = {m: base.markets[m].quote for m in rep.fees if m in base.markets}
