@@ -73,7 +73,8 @@ class PerpHarness(Harness):
         return p.size if p else 0
 
     def coll(self, account: int) -> int:
-        return self.engine.perp.margins[(account, "USDT")].collateral
+        """Collateral with funding settled (positions settle lazily; equity counts it)."""
+        return self.engine.perp.risk(self.engine.perp.margins[(account, "USDT")]).wallet
 
     def equity(self, account: int) -> int:
         return self.engine.perp.risk(self.engine.perp.margins[(account, "USDT")]).equity

@@ -3,7 +3,7 @@
 from bastion.core import commands as C
 from bastion.core import errors as X
 from bastion.core import events as E
-from bastion.core.engine import fee_amount
+from bastion.core.rules import fee_amount, spot_hold
 from core_harness import LOT, PX, Harness, only, rejected
 
 
@@ -46,7 +46,7 @@ def test_buyer_hold_released_when_filled_below_limit():
     oid = only(ev, E.OrderAccepted)[0].order_id
     order = h.engine.orders[oid]
     assert order.remaining == 6 * LOT
-    assert order.hold == h.engine.hold_for(h.engine.markets["BTC-USDT"], True, PX + 1000, 6 * LOT, 500)
+    assert order.hold == spot_hold(h.engine.markets["BTC-USDT"], True, PX + 1000, 6 * LOT, 500)
     assert h.bal(1, "USDT")[1] == order.hold
     assert h.engine.check_invariants() == []
 

@@ -11,7 +11,7 @@ from bastion.core.perp.calc import (
     median,
     threshold,
 )
-from bastion.core.perp.ledger import realize
+from bastion.core.perp.positions import realize
 from bastion.core.perp.state import Position
 
 TIERS = build_tiers([(50_000 * 10**8, 50, 10_000), (250_000 * 10**8, 20, 25_000),

@@ -111,7 +111,7 @@ def margins(ctx: Context, account: int) -> list[S.MarginAccount]:
         dp = e.assets[asset].decimals
         r = pe.risk(ma)
         out.append(S.MarginAccount(
-            asset=asset, collateral=amount(ma.collateral, dp), equity=amount(r.equity, dp),
+            asset=asset, collateral=amount(r.wallet, dp), equity=amount(r.equity, dp),
             unrealized_pnl=amount(r.upnl, dp), initial_margin=from_units(r.initial, dp),
             maintenance_margin=from_units(r.maintenance, dp),
             order_margin=from_units(ma.order_im, dp),
@@ -171,16 +171,16 @@ def binance_account(ctx: Context, account: int) -> dict[str, Any]:
         r = pe.risk(ma)
         avail = r.equity - r.initial - ma.order_im
         assets.append({
-            "asset": asset, "walletBalance": amount(ma.collateral, dp),
+            "asset": asset, "walletBalance": amount(r.wallet, dp),
             "unrealizedProfit": amount(r.upnl, dp), "marginBalance": amount(r.equity, dp),
             "maintMargin": from_units(r.maintenance, dp),
             "initialMargin": from_units(r.initial + ma.order_im, dp),
             "positionInitialMargin": from_units(r.initial, dp),
             "openOrderInitialMargin": from_units(ma.order_im, dp),
-            "crossWalletBalance": amount(ma.collateral, dp),
+            "crossWalletBalance": amount(r.wallet, dp),
             "crossUnPnl": amount(r.upnl, dp), "availableBalance": amount(avail, dp),
             "maxWithdrawAmount": amount(max(avail, 0), dp), "updateTime": now})
-        for key, v in (("wallet", ma.collateral), ("upnl", r.upnl), ("margin", r.equity),
+        for key, v in (("wallet", r.wallet), ("upnl", r.upnl), ("margin", r.equity),
                        ("initial", r.initial + ma.order_im), ("maint", r.maintenance),
                        ("avail", avail), ("order", ma.order_im)):
             totals[key] += v

@@ -145,9 +145,10 @@ class OracleReset(Event, tag="OracleReset"):
 
 
 class FundingSettled(Event, tag="FundingSettled"):
-    """One funding boundary. ``rate_e9`` per interval; ``dt`` (ms) accrued; ``paid`` by the
-    payers, ``dust`` (rounding, always >= 0) to the insurance fund. ``paused`` means nothing
-    accrued (restricted mode or no fresh oracle)."""
+    """One funding boundary. ``rate_e9`` per interval; ``dt`` (ms) accrued; ``paid``: what the
+    paying side owes for this step in total (floored; each position settles its part lazily,
+    through the market's funding pool, which also keeps the rounding dust); ``dust`` is no
+    longer used (0). ``paused`` means nothing accrued (restricted mode or no fresh oracle)."""
 
     market: str
     rate_e9: int

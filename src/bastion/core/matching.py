@@ -10,6 +10,7 @@ from collections.abc import Callable
 from bastion.core import errors as X
 from bastion.core import events as E
 from bastion.core.book import BookSide, OrderBook
+from bastion.core.rules import GuardViolation
 from bastion.core.state import Market, Order
 
 #: ``fill(mkt, maker, taker, price, qty, out)``: settle one fill, decrement both remainings.
@@ -20,16 +21,6 @@ Close = Callable[[Order, Market, BookSide | None, str, list[E.Event]], None]
 #: closed instead (move on), ``STOP`` when the taker was closed (matching ends).
 Clip = Callable[[Order, Order, int, list[E.Event]], int]
 STOP = -1
-
-
-class GuardViolation(Exception):
-    """An invariant failed mid-command: the engine halts the market instead of going on."""
-
-    def __init__(self, market: str, guard: str, detail: str) -> None:
-        super().__init__(detail)
-        self.market = market
-        self.guard = guard
-        self.detail = detail
 
 
 def match(mkt: Market, book: OrderBook, taker: Order, stp_mode: str, out: list[E.Event],

@@ -9,7 +9,8 @@ import msgspec
 from bastion.core.commands import MarketMode, Side, STPMode
 from bastion.core.perp.state import PerpState
 
-STATE_VERSION = 1
+#: 2: lazy funding (PerpMarket.funding_pool; positions settle when touched)
+STATE_VERSION = 2
 
 
 class Asset(msgspec.Struct):

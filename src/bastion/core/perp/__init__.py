@@ -1,7 +1,7 @@
-"""Perpetual futures: cross margin, oracle and mark price, funding, liquidation, TP/SL.
+"""Perpetual futures mechanics: oracle and mark price, funding, liquidation, TP/SL, market specs.
 
 Everything here is part of the deterministic core (integers only, time from ``cmd.ts``). The
-spot engine owns the books and order ids; this package adds the perp ledger and plugs into the
-engine through a few hooks (see ``perp.engine.PerpEngine``). Keep this module import-free:
-``core.state`` imports ``perp.state`` while the engine is still being defined.
+money (cross margin, positions, order holds) lives in ``core.ledger.margin``; orders go through
+the one lifecycle in ``core.orders``. Keep this module import-free: ``core.state`` imports
+``perp.state``.
 """

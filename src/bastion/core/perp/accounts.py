@@ -6,23 +6,17 @@ positions and open orders, without counting unrealized profit, and only while ev
 account holds has a live oracle (otherwise the margin cannot be valued).
 """
 
-from __future__ import annotations
-
-from typing import TYPE_CHECKING
-
 from bastion.core import commands as C
 from bastion.core import errors as X
 from bastion.core import events as E
-from bastion.core.engine import Refused, _int_in
-from bastion.core.perp.ledger import risk
+from bastion.core.ledger.margin import MarginLedger
+from bastion.core.perp.positions import risk
 from bastion.core.perp.state import INSURANCE
-
-if TYPE_CHECKING:
-    from bastion.core.perp.engine import PerpEngine
+from bastion.core.rules import Refused, int_in
 
 
-def _settle_asset(pe: PerpEngine, asset: object) -> str:
-    pe.eng._asset(asset)
+def _settle_asset(pe: MarginLedger, asset: object) -> str:
+    pe.v.asset(asset)
     assert isinstance(asset, str)
     if not any(pm.settle == asset for pm in pe.markets.values()):
         raise Refused(X.INVALID_ARGUMENT, f"{asset} settles no perpetual market")
@@ -30,15 +24,15 @@ def _settle_asset(pe: PerpEngine, asset: object) -> str:
 
 
 def _amount(value: object) -> int:
-    if not _int_in(value, 1, X.MAX_INT):
+    if not int_in(value, 1, X.MAX_INT):
         raise Refused(X.INVALID_AMOUNT, f"amount must be a positive integer, got {value!r}")
     assert isinstance(value, int)
     return value
 
 
-def add_margin(pe: PerpEngine, cmd: C.AddMargin, out: list[E.Event]) -> None:
-    eng = pe.eng
-    acct = eng._account(cmd.account)
+def add_margin(pe: MarginLedger, cmd: C.AddMargin, out: list[E.Event]) -> None:
+    v = pe.v
+    acct = v.account(cmd.account)
     asset = _settle_asset(pe, cmd.asset)
     amount = _amount(cmd.amount)
     have = acct.available.get(asset, 0)
@@ -48,22 +42,22 @@ def add_margin(pe: PerpEngine, cmd: C.AddMargin, out: list[E.Event]) -> None:
     acct.available[asset] = have - amount
     pe.margin(acct.account, asset).collateral += amount
     pe.touched.add((acct.account, asset))
-    out.append(E.MarginTransferred(seq=eng.seq, ts=eng.ts, account=acct.account, asset=asset,
+    out.append(E.MarginTransferred(seq=v.seq, ts=v.ts, account=acct.account, asset=asset,
                                    delta=amount))
 
 
-def withdrawable(pe: PerpEngine, account: int, asset: str) -> int:
+def withdrawable(pe: MarginLedger, account: int, asset: str) -> int:
     """Collateral beyond initial margin and order holds, unrealized profit not counted."""
     ma = pe.margins.get((account, asset))
     if ma is None:
         return 0
     r = pe.risk(ma)
-    return max(0, min(ma.collateral, ma.collateral + min(r.upnl, 0) - r.initial - ma.order_im))
+    return max(0, min(r.wallet, r.wallet + min(r.upnl, 0) - r.initial - ma.order_im))
 
 
-def remove_margin(pe: PerpEngine, cmd: C.RemoveMargin, out: list[E.Event]) -> None:
-    eng = pe.eng
-    acct = eng._account(cmd.account)
+def remove_margin(pe: MarginLedger, cmd: C.RemoveMargin, out: list[E.Event]) -> None:
+    v = pe.v
+    acct = v.account(cmd.account)
     asset = _settle_asset(pe, cmd.asset)
     amount = _amount(cmd.amount)
     who = (acct.account, asset)
@@ -77,16 +71,16 @@ def remove_margin(pe: PerpEngine, cmd: C.RemoveMargin, out: list[E.Event]) -> No
     pe.margins[who].collateral -= amount
     acct.available[asset] = acct.available.get(asset, 0) + amount
     pe.touched.add(who)
-    out.append(E.MarginTransferred(seq=eng.seq, ts=eng.ts, account=acct.account, asset=asset,
+    out.append(E.MarginTransferred(seq=v.seq, ts=v.ts, account=acct.account, asset=asset,
                                    delta=-amount))
 
 
-def set_leverage(pe: PerpEngine, cmd: C.SetLeverage, out: list[E.Event]) -> None:
-    eng = pe.eng
-    acct = eng._account(cmd.account)
+def set_leverage(pe: MarginLedger, cmd: C.SetLeverage, out: list[E.Event]) -> None:
+    v = pe.v
+    acct = v.account(cmd.account)
     _, pm = pe.perp_market(cmd.market)
     top = pm.tiers[0].max_leverage
-    if not _int_in(cmd.leverage, 1, top):
+    if not int_in(cmd.leverage, 1, top):
         raise Refused(X.INVALID_LEVERAGE, f"leverage must be an integer in 1..{top}")
     ma = pe.margins.get((acct.account, pm.settle))
     current = pe.leverage(ma, pm)
@@ -101,18 +95,18 @@ def set_leverage(pe: PerpEngine, cmd: C.SetLeverage, out: list[E.Event]) -> None
                                                  f"margin {r.initial} + orders {ma.order_im}, "
                                                  f"equity {r.equity}")
     pe.margin(acct.account, pm.settle).leverage[pm.market] = cmd.leverage
-    out.append(E.LeverageChanged(seq=eng.seq, ts=eng.ts, account=acct.account,
+    out.append(E.LeverageChanged(seq=v.seq, ts=v.ts, account=acct.account,
                                  market=pm.market, leverage=cmd.leverage))
 
 
-def fund_insurance(pe: PerpEngine, cmd: C.FundInsurance, out: list[E.Event]) -> None:
-    eng = pe.eng
+def fund_insurance(pe: MarginLedger, cmd: C.FundInsurance, out: list[E.Event]) -> None:
+    v = pe.v
     asset = _settle_asset(pe, cmd.asset)
     amount = _amount(cmd.amount)
     if not isinstance(cmd.reason, str) or not cmd.reason.strip():
         raise Refused(X.INVALID_ARGUMENT, "funding the insurance fund needs a reason")
     pe.insurance(asset).collateral += amount
-    eng.net_deposits[asset] = eng.net_deposits.get(asset, 0) + amount
+    v.net_deposits[asset] = v.net_deposits.get(asset, 0) + amount
     pe.touched.add((INSURANCE, asset))
-    out.append(E.InsuranceFunded(seq=eng.seq, ts=eng.ts, asset=asset, amount=amount,
+    out.append(E.InsuranceFunded(seq=v.seq, ts=v.ts, asset=asset, amount=amount,
                                  reason=cmd.reason))

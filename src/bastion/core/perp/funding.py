@@ -6,28 +6,24 @@ Rate per interval:     F = clamp(avg(P) + clamp(interest - avg(P), -c, +c), -max
 Index step at a tick:  dI = F * mark * dt / interval   (dt = ms since the last tick, at most
                        one interval), in price units x 1e9 per base unit.
 Payment of a position: size * dI / (price_div * 1e9) settle units, payers rounded up and
-                       receivers down; the (non-negative) rounding dust goes to the insurance
-                       fund, so every tick is exactly zero-sum.
+                       receivers down, settled lazily: a tick moves the index only (O(1) in
+                       positions); a position pays or collects when its size next changes,
+                       through the market's funding pool, and equity counts it at once. The
+                       liquidation index keys every account by the funding index at which its
+                       allowance runs out, so a tick re-checks only the accounts it crossed.
 
 Guard (Paradex 2026): whatever computed or supplied the new index, it may move at most
 ``max_funding x mark x dt / interval`` from the current one; a violation (e.g. a reset to zero)
 halts the market and settles nothing.
 """
 
-from __future__ import annotations
-
-from typing import TYPE_CHECKING
-
 from bastion.core import commands as C
 from bastion.core import errors as X
 from bastion.core import events as E
-from bastion.core.engine import Refused
-from bastion.core.matching import GuardViolation
-from bastion.core.perp.calc import ceil_div, clamp, tdiv
-from bastion.core.perp.state import INSURANCE, RATE_SCALE, PerpMarket
-
-if TYPE_CHECKING:
-    from bastion.core.perp.engine import PerpEngine
+from bastion.core.ledger.margin import MarginLedger
+from bastion.core.perp.calc import clamp, tdiv
+from bastion.core.perp.state import RATE_SCALE, PerpMarket
+from bastion.core.rules import GuardViolation, Refused
 
 
 def premium_e9(index: int, bid: int | None, ask: int | None) -> int:
@@ -51,24 +47,24 @@ def max_step(pm: PerpMarket, dt: int) -> int:
     return pm.max_funding_e9 * pm.mark * dt // pm.funding_interval_ms + 1
 
 
-def funding_tick(pe: PerpEngine, cmd: C.FundingTick, out: list[E.Event]) -> None:
-    eng = pe.eng
+def funding_tick(pe: MarginLedger, cmd: C.FundingTick, out: list[E.Event]) -> None:
+    v = pe.v
     mkt, pm = pe.perp_market(cmd.market)
     if mkt.mode == "closed":
         raise Refused(X.MARKET_MODE, f"market {mkt.market} is closed")
     supplied = cmd.index
     if supplied is not None and not (type(supplied) is int and abs(supplied) <= X.MAX_INT):
         raise Refused(X.INVALID_ARGUMENT, f"index must be an integer, got {supplied!r}")
-    elapsed = eng.ts - pm.last_funding_ts
+    elapsed = v.ts - pm.last_funding_ts
     if elapsed <= 0:
         raise Refused(X.NO_CHANGE, "funding already settled at this timestamp")
     dt = min(elapsed, pm.funding_interval_ms)
     old = pm.funding_index
     if not pe.active(pm):
         # restricted mode or no fresh oracle: nothing accrues for the paused time
-        pm.last_funding_ts = eng.ts
+        pm.last_funding_ts = v.ts
         pm.premium_sum = pm.premium_count = 0
-        out.append(E.FundingSettled(seq=eng.seq, ts=eng.ts, market=pm.market, rate_e9=0,
+        out.append(E.FundingSettled(seq=v.seq, ts=v.ts, market=pm.market, rate_e9=0,
                                     index=old, dt=0, paused=True))
         return
     interval = pm.funding_interval_ms
@@ -84,41 +80,13 @@ def funding_tick(pe: PerpEngine, cmd: C.FundingTick, out: list[E.Event]) -> None
             guard = "funding_index_reset" if new == 0 else "funding_index_jump"
             raise GuardViolation(pm.market, guard, f"funding index {old} -> {new} moves more "
                                  f"than {allowed} allowed in {dt} ms at mark {pm.mark}")
-    # ---- accepted
+    # ---- accepted: O(1) in positions; each settles lazily (ledger.margin)
     pm.funding_index = new
     pm.funding_rate_e9 = rate
-    pm.last_funding_ts = eng.ts
+    pm.last_funding_ts = v.ts
     pm.premium_sum = pm.premium_count = 0
-    paid, received = settle_positions(pe, pm)
-    dust = paid - received
-    if dust:
-        pe.insurance(pm.settle).collateral += dust
-        pe.touched.add((INSURANCE, pm.settle))
-    out.append(E.FundingSettled(seq=eng.seq, ts=eng.ts, market=pm.market, rate_e9=rate,
-                                index=new, dt=dt, paid=paid, dust=dust))
-
-
-def settle_positions(pe: PerpEngine, pm: PerpMarket) -> tuple[int, int]:
-    """Bring every position of the market to the current index; returns (paid, received)."""
-    new = pm.funding_index
-    den = pm.price_div * RATE_SCALE
-    paid = 0
-    received = 0
-    margins = pe.margins
-    settle = pm.settle
-    touched = pe.touched
-    for account, pos in pe.positions.get(pm.market, {}).items():
-        owed = pos.size * (new - pos.funding_index)
-        pos.funding_index = new
-        if owed > 0:
-            amount = ceil_div(owed, den)
-            paid += amount
-        elif owed < 0:
-            amount = -(-owed // den)
-            received -= amount
-        else:
-            continue
-        margins[(account, settle)].collateral -= amount
-        pos.funding_paid += amount
-        touched.add((account, settle))
-    return paid, received
+    for account in pe.liq.crossed_funding(pm.market, pm.settle, new):
+        pe.touched.add((account, pm.settle))
+    moved = pm.open_interest * abs(new - old) // (pm.price_div * RATE_SCALE)
+    out.append(E.FundingSettled(seq=v.seq, ts=v.ts, market=pm.market, rate_e9=rate,
+                                index=new, dt=dt, paid=moved, dust=0))

@@ -1,37 +1,49 @@
-"""Liquidation index: which accounts might have crossed maintenance after a mark update.
+"""Liquidation index: which accounts might have crossed maintenance after a mark update or a
+funding tick.
 
 Per market, longs sit in a max-heap and shorts in a min-heap keyed by a threshold price; a mark
 update pops only the entries it crossed, so its cost does not grow with the number of accounts.
+Funding works the same way: longs pay when the funding index rises and shorts when it falls, so
+each entry also carries the funding index at which its funding allowance is used up, in a
+min-heap (longs) or max-heap (shorts) per market; a funding tick pops only what it crossed.
 
 Cross margin makes one account's liquidation point depend on every market it holds. The margin
-cushion ``equity - maintenance`` is a sum of one term per market (``calc.cushion_term``), so an
-account's cushion is split across its positions in proportion to notional and each market gets
-the price at which its term would have eaten its share (``calc.threshold``). While no market has
-crossed its threshold the cushion is provably >= 0; crossing one re-checks and re-keys the
-account. Entries are versioned and deleted lazily; heaps are rebuilt when mostly garbage.
-Nothing here is exported: ``PerpEngine.restore`` re-keys every account from state, and which
-accounts get *checked* never changes which accounts get *liquidated*.
+cushion ``equity - maintenance`` is a sum of one term per market (``calc.cushion_term``) minus
+the funding owed, so an account's cushion is split into a funding allowance and a price budget,
+each shared across its positions in proportion to notional; each market gets the price at which
+its term would have eaten its price share (``calc.threshold``) and the funding index at which
+its funding would have eaten its allowance. While no key is crossed the cushion is provably
+>= 0; crossing one re-checks and re-keys the account. Entries are versioned and deleted lazily;
+heaps are rebuilt when mostly garbage. Nothing here is exported: the ledger's restore re-keys
+every account from state, and which accounts get *checked* never changes which accounts get
+*liquidated*.
 """
 
 from collections.abc import Iterable
 from heapq import heapify, heappop, heappush
 
 Key = tuple[int, str]  # (account, settle asset)
+#: One market's entry: (is_long, price key, funding-index key).
+Entry = tuple[bool, int, int]
+Heap = list[tuple[int, int, int]]
+Accounts = set[int]
 
 
 class LiqIndex:
-    __slots__ = ("keys", "live", "longs", "shorts", "version")
+    __slots__ = ("fund_longs", "fund_shorts", "keys", "live", "longs", "shorts", "version")
 
     def __init__(self) -> None:
-        self.longs: dict[str, list[tuple[int, int, int]]] = {}   # (-key, account, version)
-        self.shorts: dict[str, list[tuple[int, int, int]]] = {}  # (key, account, version)
+        self.longs: dict[str, Heap] = {}        # (-price key, account, version)
+        self.shorts: dict[str, Heap] = {}       # (price key, account, version)
+        self.fund_longs: dict[str, Heap] = {}   # (funding key, account, version)
+        self.fund_shorts: dict[str, Heap] = {}  # (-funding key, account, version)
         self.version: dict[Key, int] = {}
-        #: current entries per account: market -> (is_long, key)
-        self.keys: dict[Key, dict[str, tuple[bool, int]]] = {}
+        #: current entries per account: market -> entry
+        self.keys: dict[Key, dict[str, Entry]] = {}
         #: live entries per market (the rest of each heap is garbage)
         self.live: dict[str, int] = {}
 
-    def set(self, who: Key, asset_entries: dict[str, tuple[bool, int]]) -> None:
+    def set(self, who: Key, entries: dict[str, Entry]) -> None:
         """Replace an account's entries (all its markets at once)."""
         version = self.version.get(who, 0) + 1
         self.version[who] = version
@@ -39,41 +51,47 @@ class LiqIndex:
         live = self.live
         for market in self.keys.get(who, ()):
             live[market] -= 1
-        for market in asset_entries:
+        for market in entries:
             live[market] = live.get(market, 0) + 1
-        if asset_entries:
-            self.keys[who] = asset_entries
+        if entries:
+            self.keys[who] = entries
         else:
             self.keys.pop(who, None)
-        for market, (is_long, key) in asset_entries.items():
+        for market, (is_long, key, fkey) in entries.items():
             if is_long:
-                heap = self.longs.setdefault(market, [])
-                heappush(heap, (-key, account, version))
+                heappush(self.longs.setdefault(market, []), (-key, account, version))
+                heappush(self.fund_longs.setdefault(market, []), (fkey, account, version))
             else:
-                heap = self.shorts.setdefault(market, [])
-                heappush(heap, (key, account, version))
+                heappush(self.shorts.setdefault(market, []), (key, account, version))
+                heappush(self.fund_shorts.setdefault(market, []), (-fkey, account, version))
 
     def forget(self, who: Key) -> None:
         if who in self.keys:
             self.set(who, {})
 
+    def _pop(self, heap: Heap | None, bound: int, asset: str, found: Accounts) -> None:
+        """Pop entries with first element <= bound; keep the accounts of the live ones."""
+        if not heap:
+            return
+        version = self.version
+        while heap and heap[0][0] <= bound:
+            _, account, v = heappop(heap)
+            if version.get((account, asset)) == v:
+                found.add(account)
+
     def crossed(self, market: str, asset: str, mark: int) -> list[int]:
         """Pop every live entry of ``market`` the mark has crossed; the caller must re-key the
         accounts returned (sorted, deduplicated)."""
-        found: set[int] = set()
-        version = self.version
-        heap = self.longs.get(market)
-        if heap:
-            while heap and -heap[0][0] >= mark:
-                _, account, v = heappop(heap)
-                if version.get((account, asset)) == v:
-                    found.add(account)
-        heap = self.shorts.get(market)
-        if heap:
-            while heap and heap[0][0] <= mark:
-                _, account, v = heappop(heap)
-                if version.get((account, asset)) == v:
-                    found.add(account)
+        found: Accounts = set()
+        self._pop(self.longs.get(market), -mark, asset, found)
+        self._pop(self.shorts.get(market), mark, asset, found)
+        return sorted(found)
+
+    def crossed_funding(self, market: str, asset: str, index: int) -> list[int]:
+        """Pop every live entry of ``market`` whose funding allowance ``index`` has used up."""
+        found: Accounts = set()
+        self._pop(self.fund_longs.get(market), index, asset, found)
+        self._pop(self.fund_shorts.get(market), -index, asset, found)
         return sorted(found)
 
     def compact(self, market: str, asset: str, accounts: Iterable[int]) -> None:
@@ -82,23 +100,25 @@ class LiqIndex:
         total = len(self.longs.get(market, ())) + len(self.shorts.get(market, ()))
         if total < 2 * self.live.get(market, 0) + 4096:
             return
-        live_long: list[tuple[int, int, int]] = []
-        live_short: list[tuple[int, int, int]] = []
+        heaps: tuple[Heap, Heap, Heap, Heap] = ([], [], [], [])
         for account in accounts:
             who = (account, asset)
             entry = self.keys.get(who, {}).get(market)
             if entry is None:
                 continue
-            is_long, key = entry
+            is_long, key, fkey = entry
             v = self.version[who]
             if is_long:
-                live_long.append((-key, account, v))
+                heaps[0].append((-key, account, v))
+                heaps[2].append((fkey, account, v))
             else:
-                live_short.append((key, account, v))
-        heapify(live_long)
-        heapify(live_short)
-        self.longs[market] = live_long
-        self.shorts[market] = live_short
+                heaps[1].append((key, account, v))
+                heaps[3].append((-fkey, account, v))
+        for heap in heaps:
+            heapify(heap)
+        self.longs[market], self.shorts[market] = heaps[0], heaps[1]
+        self.fund_longs[market], self.fund_shorts[market] = heaps[2], heaps[3]
 
     def size(self, market: str) -> int:
+        """Price-heap entries of ``market``, garbage included."""
         return len(self.longs.get(market, ())) + len(self.shorts.get(market, ()))

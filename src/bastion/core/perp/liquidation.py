@@ -15,24 +15,63 @@ last position goes. Before every step the circuit breaker compares liquidated no
 rolling window with the market's open interest and halts the market instead of acting.
 """
 
-from __future__ import annotations
-
 from collections import deque
-from typing import TYPE_CHECKING
 
 from bastion.core import events as E
-from bastion.core.engine import BPS, PPM
-from bastion.core.matching import GuardViolation
+from bastion.core.commands import Side
+from bastion.core.ledger.margin import Key, MarginLedger
+from bastion.core.orders import execute
 from bastion.core.perp.calc import ceil_div, maintenance, notional, value
-from bastion.core.perp.orders import liquidation_order
-from bastion.core.perp.state import INSURANCE, Position
+from bastion.core.perp.state import INSURANCE, PerpMarket, Position
+from bastion.core.rules import BPS, PPM, GuardViolation
+from bastion.core.state import Market, Order
 
-if TYPE_CHECKING:
-    from bastion.core.perp.engine import Key, PerpEngine
-    from bastion.core.perp.state import PerpMarket
+#: A settle pass that loops this often is a defect (liquidations feeding each other forever).
+MAX_SETTLE_ROUNDS = 10_000
+LIQUIDATION = "liquidation"
 
 
-def cover_flat_loss(pe: PerpEngine, who: Key, out: list[E.Event]) -> None:
+def settle(pe: MarginLedger, out: list[E.Event]) -> None:
+    """The settle pass after a command: every touched account is re-keyed in the liquidation
+    index and, below maintenance in live markets, liquidated (which may touch more)."""
+    rounds = 0
+    while pe.touched:
+        rounds += 1
+        if rounds > MAX_SETTLE_ROUNDS:
+            raise GuardViolation("", "settle_loop", "liquidations did not converge")
+        batch = sorted(pe.touched)
+        pe.touched.clear()
+        for who in batch:
+            cover_flat_loss(pe, who, out)
+            cushion = pe.rekey(who)
+            if cushion < 0 and pe.all_active(who):
+                liquidate(pe, who, out)
+    pe.adl_queues.clear()
+
+
+def liquidation_order(pe: MarginLedger, mkt: Market, pm: PerpMarket, account: int,
+                      is_buy: bool, qty: int, limit: int, out: list[E.Event]) -> Order:
+    """An IOC reduce-only order of the liquidation engine; its fee is charged by the caller."""
+    v = pe.v
+    oid = v.next_order_id
+    v.next_order_id = oid + 1
+    side: Side = "buy" if is_buy else "sell"
+    order = Order(order_id=oid, account=account, market=mkt.market, side=side, price=limit,
+                  qty=qty, remaining=qty, hold=0, ts=v.ts, tif="IOC",
+                  client_id="", stp="expire_maker")
+    v.orders[oid] = order
+    pe.reserve(mkt, order, True)
+    out.append(E.OrderAccepted(seq=v.seq, ts=v.ts, order_id=oid, account=account,
+                               market=mkt.market, side=side, price=limit, qty=qty,
+                               order_type=LIQUIDATION, tif="IOC", reduce_only=True))
+    book = v.books[mkt.market]
+    best = (book.asks if is_buy else book.bids).best()
+    crosses = best is not None and (best <= limit if is_buy else best >= limit)
+    execute(v, mkt, pe, book, order, "expire_maker", crosses, out, liquidation=True)
+    return order
+
+
+def cover_flat_loss(pe: MarginLedger, who: Key, out: list[E.Event]) -> None:
     """A flat account below zero (it closed at a loss larger than its margin) is topped up by
     the insurance fund; a fund that cannot pay goes negative and says so (``shortfall``)."""
     account, asset = who
@@ -45,22 +84,22 @@ def cover_flat_loss(pe: PerpEngine, who: Key, out: list[E.Event]) -> None:
     fund.collateral -= amount
     ma.collateral = 0
     pe.touched.add((INSURANCE, asset))
-    out.append(E.LossCovered(seq=pe.eng.seq, ts=pe.eng.ts, account=account, asset=asset,
+    out.append(E.LossCovered(seq=pe.v.seq, ts=pe.v.ts, account=account, asset=asset,
                              amount=amount, shortfall=shortfall))
 
 
-def _breaker_ok(pe: PerpEngine, pm: PerpMarket, amount: int, out: list[E.Event]) -> bool:
+def _breaker_ok(pe: MarginLedger, pm: PerpMarket, amount: int, out: list[E.Event]) -> bool:
     """Liquidation circuit breaker: trip (halt the market, act on nothing) when this step would
     take liquidated notional in the window above ``liq_breaker_ppm`` of open interest."""
-    eng = pe.eng
+    v = pe.v
     window = pm.liq_window
-    horizon = eng.ts - pm.liq_window_ms
+    horizon = v.ts - pm.liq_window_ms
     while window and window[0][0] <= horizon:
         pm.liq_window_sum -= window.pop(0)[1]
     if pm.guards and pm.liq_breaker_ppm:
         oi_value = notional(pm.open_interest, pm.mark, pm.price_div)
         if (pm.liq_window_sum + amount) * PPM > pm.liq_breaker_ppm * oi_value:
-            eng._trip(pm.market, "liquidation_breaker",
+            v.trip(pm.market, "liquidation_breaker",
                       f"liquidating {amount} more would take {pm.liq_window_sum + amount} "
                       f"in {pm.liq_window_ms} ms above {pm.liq_breaker_ppm} ppm of open "
                       f"interest {oi_value}", out)
@@ -68,18 +107,18 @@ def _breaker_ok(pe: PerpEngine, pm: PerpMarket, amount: int, out: list[E.Event])
     return True
 
 
-def _record(pe: PerpEngine, pm: PerpMarket, amount: int) -> None:
-    pm.liq_window.append((pe.eng.ts, amount))
+def _record(pe: MarginLedger, pm: PerpMarket, amount: int) -> None:
+    pm.liq_window.append((pe.v.ts, amount))
     pm.liq_window_sum += amount
 
 
-def _pick(pe: PerpEngine, who: Key) -> Position:
+def _pick(pe: MarginLedger, who: Key) -> Position:
     """The position to work on next: largest maintenance margin, then market name."""
     held = pe.held[who]
     return max(held.values(), key=lambda p: (pe.maintenance_of(p), p.market))
 
 
-def bankruptcy_amount(pe: PerpEngine, who: Key, pos: Position) -> int:
+def bankruptcy_amount(pe: MarginLedger, who: Key, pos: Position) -> int:
     """Notional at which giving ``pos`` away takes its share of the account's equity with it."""
     ma = pe.margins[who]
     r = pe.risk(ma)
@@ -93,18 +132,18 @@ def bankruptcy_amount(pe: PerpEngine, who: Key, pos: Position) -> int:
     return max(amount, 0)
 
 
-def liquidate(pe: PerpEngine, who: Key, out: list[E.Event]) -> None:
-    eng = pe.eng
+def liquidate(pe: MarginLedger, who: Key, out: list[E.Event]) -> None:
+    v = pe.v
     account, asset = who
     ma = pe.margins[who]
     r = pe.risk(ma)
-    out.append(E.LiquidationStarted(seq=eng.seq, ts=eng.ts, account=account, asset=asset,
+    out.append(E.LiquidationStarted(seq=v.seq, ts=v.ts, account=account, asset=asset,
                                     equity=r.equity, maintenance=r.maintenance))
     if account != INSURANCE:
         for oid in sorted(pe.orders_of.get(who, ())):
-            order = eng.orders[oid]
-            mkt = eng.markets[order.market]
-            eng._close_order(order, mkt, eng.books[mkt.market].side(order.side == "buy"),
+            order = v.orders[oid]
+            mkt = v.markets[order.market]
+            v.close_order(order, mkt, v.books[mkt.market].side(order.side == "buy"),
                              "LIQUIDATION", out)
     exhausted: set[str] = set()
     while who in pe.held:
@@ -130,12 +169,12 @@ def liquidate(pe: PerpEngine, who: Key, out: list[E.Event]) -> None:
             _adl(pe, who, pm, pos, amount, out)
 
 
-def _book_step(pe: PerpEngine, who: Key, pm: PerpMarket, pos: Position, equity: int,
+def _book_step(pe: MarginLedger, who: Key, pm: PerpMarket, pos: Position, equity: int,
                out: list[E.Event]) -> bool | None:
     """One IOC step through the book. True if it filled completely, False if the book could
     not take it within the price limit, None if the circuit breaker tripped."""
-    eng = pe.eng
-    mkt = eng.markets[pm.market]
+    v = pe.v
+    mkt = v.markets[pm.market]
     lot = mkt.lot_size
     size = abs(pos.size)
     step = min(size, max(lot, ceil_div(size * pm.liq_step_ppm, PPM * lot) * lot))
@@ -167,13 +206,13 @@ def _book_step(pe: PerpEngine, who: Key, pm: PerpMarket, pos: Position, equity: 
                 pe.margins[who].collateral -= fee
                 pe.insurance(pm.settle).collateral += fee
                 pe.touched.add((INSURANCE, pm.settle))
-        out.append(E.Liquidated(seq=eng.seq, ts=eng.ts, account=who[0], market=pm.market,
+        out.append(E.Liquidated(seq=v.seq, ts=v.ts, account=who[0], market=pm.market,
                                 qty=filled, notional=order.filled_quote, via="book", fee=fee,
                                 order_id=order.order_id))
     return filled == step
 
 
-def _fund_can_take(pe: PerpEngine, pm: PerpMarket, pos: Position, amount: int) -> bool:
+def _fund_can_take(pe: MarginLedger, pm: PerpMarket, pos: Position, amount: int) -> bool:
     """Would the insurance fund stay at or above its maintenance margin holding this too?"""
     fund = pe.insurance(pm.settle)
     held = pe.held.get((INSURANCE, pm.settle), {})
@@ -188,7 +227,7 @@ def _fund_can_take(pe: PerpEngine, pm: PerpMarket, pos: Position, amount: int) -
     return equity >= mm
 
 
-def _to_insurance(pe: PerpEngine, who: Key, pm: PerpMarket, pos: Position, amount: int,
+def _to_insurance(pe: MarginLedger, who: Key, pm: PerpMarket, pos: Position, amount: int,
                   out: list[E.Event]) -> None:
     size = pos.size
     qty = abs(size)
@@ -196,11 +235,11 @@ def _to_insurance(pe: PerpEngine, who: Key, pm: PerpMarket, pos: Position, amoun
         pe.trade(pm, INSURANCE, who[0], qty, amount)
     else:
         pe.trade(pm, who[0], INSURANCE, qty, amount)
-    out.append(E.Liquidated(seq=pe.eng.seq, ts=pe.eng.ts, account=who[0], market=pm.market,
+    out.append(E.Liquidated(seq=pe.v.seq, ts=pe.v.ts, account=who[0], market=pm.market,
                             qty=qty, notional=amount, via="insurance"))
 
 
-def adl_ranking(pe: PerpEngine, pm: PerpMarket, long_side: bool) -> deque[Position]:
+def adl_ranking(pe: MarginLedger, pm: PerpMarket, long_side: bool) -> deque[Position]:
     """Positions on one side to deleverage, first the most profitable per unit of margin:
     PnL% x leverage for winners, PnL% / leverage for losers; the insurance fund last. Ranked
     once per command (a cascade would otherwise re-rank every position per bankrupt account);
@@ -227,9 +266,9 @@ def adl_ranking(pe: PerpEngine, pm: PerpMarket, long_side: bool) -> deque[Positi
     return queue
 
 
-def _adl(pe: PerpEngine, who: Key, pm: PerpMarket, pos: Position, amount: int,
+def _adl(pe: MarginLedger, who: Key, pm: PerpMarket, pos: Position, amount: int,
          out: list[E.Event]) -> None:
-    eng = pe.eng
+    v = pe.v
     account = who[0]
     size = pos.size
     total = abs(size)
@@ -252,7 +291,7 @@ def _adl(pe: PerpEngine, who: Key, pm: PerpMarket, pos: Position, amount: int,
                 pe.trade(pm, other.account, account, take, part)
             else:
                 pe.trade(pm, account, other.account, take, part)
-            out.append(E.Deleveraged(seq=eng.seq, ts=eng.ts, account=other.account,
+            out.append(E.Deleveraged(seq=v.seq, ts=v.ts, account=other.account,
                                      market=pm.market, qty=take, notional=part,
                                      counterparty=account))
         if not left:
@@ -261,5 +300,5 @@ def _adl(pe: PerpEngine, who: Key, pm: PerpMarket, pos: Position, amount: int,
     if left:
         raise GuardViolation(pm.market, "adl", f"no opposite positions left for {left} of "
                                                f"account {account}")
-    out.append(E.Liquidated(seq=eng.seq, ts=eng.ts, account=account, market=pm.market,
+    out.append(E.Liquidated(seq=v.seq, ts=v.ts, account=account, market=pm.market,
                             qty=total, notional=given, via="adl"))

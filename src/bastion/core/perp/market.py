@@ -5,22 +5,16 @@ market, with the settle asset as quote and the contract size as lot; the perp pa
 here so a market can never be created with margin rules that make liquidation unsound.
 """
 
-from __future__ import annotations
-
-from typing import TYPE_CHECKING
-
 from bastion.core import commands as C
 from bastion.core import errors as X
 from bastion.core import events as E
 from bastion.core.book import OrderBook
-from bastion.core.engine import Refused, _int_in
 from bastion.core.instruments import validate_market
+from bastion.core.ledger.margin import MarginLedger
 from bastion.core.perp.calc import PPM, build_tiers
 from bastion.core.perp.state import RATE_SCALE, PerpMarket
+from bastion.core.rules import Refused, int_in
 from bastion.core.state import Market
-
-if TYPE_CHECKING:
-    from bastion.core.perp.engine import PerpEngine
 
 MAX_LEVERAGE = 1_000
 DAY_MS = 86_400_000
@@ -39,8 +33,8 @@ def validate_perp(cmd: C.CreatePerpMarket) -> str:
     specs = _tier_specs(cmd)
     prev = (0, MAX_LEVERAGE + 1, 0)
     for i, (bound, lev, mmr) in enumerate(specs):
-        if not (_int_in(bound, 1, X.MAX_INT) and _int_in(lev, 1, MAX_LEVERAGE)
-                and _int_in(mmr, 1, PPM - 1)):
+        if not (int_in(bound, 1, X.MAX_INT) and int_in(lev, 1, MAX_LEVERAGE)
+                and int_in(mmr, 1, PPM - 1)):
             return f"tier {i}: max_notional > 0, leverage in 1..{MAX_LEVERAGE}, mmr in ppm"
         if bound <= prev[0] or lev > prev[1] or mmr < prev[2]:
             return (f"tier {i}: tiers need rising max_notional, non-rising leverage and "
@@ -49,7 +43,7 @@ def validate_perp(cmd: C.CreatePerpMarket) -> str:
             return (f"tier {i}: maintenance {mmr} ppm must stay below the initial margin "
                     f"1/{lev} (else a fresh position is liquidatable)")
         prev = (bound, lev, mmr)
-    if not _int_in(cmd.default_leverage, 1, specs[0][1]):
+    if not int_in(cmd.default_leverage, 1, specs[0][1]):
         return f"default_leverage must be in 1..{specs[0][1]}"
     checks: list[tuple[str, object, int, int]] = [
         ("price_band_bps", cmd.price_band_bps, 1, 9_999),
@@ -71,19 +65,19 @@ def validate_perp(cmd: C.CreatePerpMarket) -> str:
         ("liq_window_ms", cmd.liq_window_ms, 1, DAY_MS),
     ]
     for name, val, low, high in checks:
-        if not _int_in(val, low, high):
+        if not int_in(val, low, high):
             return f"{name} must be an integer in {low}..{high}"
     if type(cmd.guards) is not bool:
         return "guards must be a boolean"
     return ""
 
 
-def create_perp_market(pe: PerpEngine, cmd: C.CreatePerpMarket, out: list[E.Event]) -> None:
-    eng = pe.eng
-    if isinstance(cmd.market, str) and cmd.market in eng.markets:
+def create_perp_market(pe: MarginLedger, cmd: C.CreatePerpMarket, out: list[E.Event]) -> None:
+    v = pe.v
+    if isinstance(cmd.market, str) and cmd.market in v.markets:
         raise Refused(X.MARKET_EXISTS, f"market {cmd.market} exists")
-    base = eng._asset(cmd.base)
-    settle = eng._asset(cmd.settle)
+    base = v.asset(cmd.base)
+    settle = v.asset(cmd.settle)
     spot = C.CreateMarket(market=cmd.market, base=cmd.base, quote=cmd.settle,
                           price_decimals=cmd.price_decimals, tick_size=cmd.tick_size,
                           lot_size=cmd.contract_size, min_qty=cmd.min_qty, max_qty=cmd.max_qty,
@@ -112,9 +106,9 @@ def create_perp_market(pe: PerpEngine, cmd: C.CreatePerpMarket, out: list[E.Even
         move_window_ms=cmd.move_window_ms, basis_window_ms=cmd.basis_window_ms,
         liq_fee_ppm=cmd.liq_fee_ppm, liq_step_ppm=cmd.liq_step_ppm,
         liq_slippage_bps=cmd.liq_slippage_bps, liq_breaker_ppm=cmd.liq_breaker_ppm,
-        liq_window_ms=cmd.liq_window_ms, guards=cmd.guards, last_funding_ts=eng.ts)
-    eng.markets[mkt.market] = mkt
-    eng.books[mkt.market] = OrderBook(mkt.market)
+        liq_window_ms=cmd.liq_window_ms, guards=cmd.guards, last_funding_ts=v.ts)
+    v.markets[mkt.market] = mkt
+    v.books[mkt.market] = OrderBook(mkt.market)
     pe.markets[mkt.market] = pm
-    out.append(E.MarketCreated(seq=eng.seq, ts=eng.ts, market=mkt.market,
+    out.append(E.MarketCreated(seq=v.seq, ts=v.ts, market=mkt.market,
                                reason=cmd.reason if isinstance(cmd.reason, str) else ""))

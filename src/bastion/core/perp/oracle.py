@@ -14,22 +14,16 @@ acts on nothing (no index change, no trigger, no liquidation). ``ResetOracle`` l
 re-anchor after a real move, only while the market is restricted.
 """
 
-from __future__ import annotations
-
-from typing import TYPE_CHECKING
-
 from bastion.core import commands as C
 from bastion.core import errors as X
 from bastion.core import events as E
-from bastion.core.engine import BPS, Refused
-from bastion.core.matching import GuardViolation
+from bastion.core.ledger.margin import MarginLedger
 from bastion.core.modes import RESTRICTED
 from bastion.core.perp.calc import ceil_div, clamp, median, tdiv
 from bastion.core.perp.funding import premium_e9, rate_e9
 from bastion.core.perp.state import RATE_SCALE, PerpMarket
-
-if TYPE_CHECKING:
-    from bastion.core.perp.engine import PerpEngine
+from bastion.core.perp.triggers_cmd import fire
+from bastion.core.rules import BPS, GuardViolation, Refused
 
 MAX_SOURCES = 32
 
@@ -60,14 +54,14 @@ def aggregate(pm: PerpMarket, sources: object, now: int) -> tuple[int, int, int]
     return index, len(fresh), len(sources) - len(fresh)
 
 
-def update_index(pe: PerpEngine, cmd: C.UpdateIndex, out: list[E.Event]) -> None:
-    eng = pe.eng
+def update_index(pe: MarginLedger, cmd: C.UpdateIndex, out: list[E.Event]) -> None:
+    v = pe.v
     mkt, pm = pe.perp_market(cmd.market)
     if mkt.mode == "closed":
         raise Refused(X.MARKET_MODE, f"market {mkt.market} is closed")
-    now = eng.ts
+    now = v.ts
     index, used, dropped = aggregate(pm, cmd.sources, now)
-    book = eng.books[mkt.market]
+    book = v.books[mkt.market]
     bid = book.bids.best()
     ask = book.asks.best()
     live = mkt.mode == "open"
@@ -121,19 +115,17 @@ def update_index(pe: PerpEngine, cmd: C.UpdateIndex, out: list[E.Event]) -> None
         pm.armed = True
         pm.premium_sum += premium
         pm.premium_count += 1
-    out.append(E.IndexUpdated(seq=eng.seq, ts=now, market=pm.market, index=index, mark=mark,
+    out.append(E.IndexUpdated(seq=v.seq, ts=now, market=pm.market, index=index, mark=mark,
                               used=used, dropped=dropped))
     if pe.active(pm):
-        from bastion.core.perp.triggers_cmd import fire
-
         fire(pe, mkt, pm, out)
         for account in pe.liq.crossed(pm.market, pm.settle, mark):
             pe.touched.add((account, pm.settle))
         pe.liq.compact(pm.market, pm.settle, pe.positions.get(pm.market, {}))
 
 
-def reset_oracle(pe: PerpEngine, cmd: C.ResetOracle, out: list[E.Event]) -> None:
-    eng = pe.eng
+def reset_oracle(pe: MarginLedger, cmd: C.ResetOracle, out: list[E.Event]) -> None:
+    v = pe.v
     mkt, pm = pe.perp_market(cmd.market)
     if not isinstance(cmd.reason, str) or not cmd.reason.strip():
         raise Refused(X.INVALID_ARGUMENT, "an oracle reset needs a reason")
@@ -142,4 +134,4 @@ def reset_oracle(pe: PerpEngine, cmd: C.ResetOracle, out: list[E.Event]) -> None
                                      "only in a restricted mode")
     pm.anchor_index = pm.anchor_mark = pm.anchor_ts = 0
     pm.armed = False
-    out.append(E.OracleReset(seq=eng.seq, ts=eng.ts, market=pm.market, reason=cmd.reason))
+    out.append(E.OracleReset(seq=v.seq, ts=v.ts, market=pm.market, reason=cmd.reason))

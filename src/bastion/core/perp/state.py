@@ -64,6 +64,9 @@ class PerpMarket(msgspec.Struct, kw_only=True):
     basis_sum: int = 0
     # ---- funding
     funding_index: int = 0
+    #: funding settled by positions and not yet settled by their counterparties, plus the
+    #: (non-negative) rounding dust: keeps lazy settlement exactly zero-sum
+    funding_pool: int = 0
     last_funding_ts: int = 0
     funding_rate_e9: int = 0
     premium_sum: int = 0
@@ -75,6 +78,9 @@ class PerpMarket(msgspec.Struct, kw_only=True):
 
 
 class Position(msgspec.Struct):
+    """``funding_index``: the market's index when this position last settled funding (it
+    settles lazily, when its size changes; equity always counts what it owes since)."""
+
     account: int
     market: str
     size: int

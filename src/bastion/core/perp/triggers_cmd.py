@@ -7,42 +7,35 @@ reported on ``TriggerFired.result`` and the trigger is gone. Triggers survive a 
 Paradex 2026 reopening kept TP/SL) and are dropped when the market closes.
 """
 
-from __future__ import annotations
-
-from typing import TYPE_CHECKING
-
 from bastion.core import commands as C
 from bastion.core import errors as X
 from bastion.core import events as E
-from bastion.core.engine import MAX_CLIENT_ID, Refused
-from bastion.core.perp.orders import place
-from bastion.core.perp.state import Trigger
+from bastion.core.ledger.margin import MarginLedger
+from bastion.core.orders import place_order
+from bastion.core.perp.state import PerpMarket, Trigger
 from bastion.core.perp.triggers import LIMIT_TYPES, TRIGGER_TYPES, direction, fires
+from bastion.core.rules import MAX_CLIENT_ID, Refused, valid_price, valid_qty
 from bastion.core.state import Market
-
-if TYPE_CHECKING:
-    from bastion.core.perp.engine import PerpEngine
-    from bastion.core.perp.state import PerpMarket
 
 #: a trigger may be placed unless the market accepts nothing new at all
 NO_TRIGGERS = frozenset(("halted", "closed", "cancel_only"))
 
 
-def place_trigger(pe: PerpEngine, cmd: C.PlaceTrigger, out: list[E.Event]) -> None:
-    eng = pe.eng
+def place_trigger(pe: MarginLedger, cmd: C.PlaceTrigger, out: list[E.Event]) -> None:
+    v = pe.v
     mkt, pm = pe.perp_market(cmd.market)
-    acct = eng._account(cmd.account)
+    acct = v.account(cmd.account)
     side = cmd.side
     if side != "buy" and side != "sell":
         raise Refused(X.INVALID_ARGUMENT, f"side must be buy or sell, got {side!r}")
     if cmd.order_type not in TRIGGER_TYPES:
         raise Refused(X.INVALID_ARGUMENT, f"trigger type must be one of "
                                           f"{', '.join(sorted(TRIGGER_TYPES))}")
-    qty = eng._validate_qty(mkt, cmd.qty)
-    trigger_price = eng._validate_price(mkt, cmd.trigger_price)
+    qty = valid_qty(mkt, cmd.qty)
+    trigger_price = valid_price(mkt, cmd.trigger_price)
     price = 0
     if cmd.order_type in LIMIT_TYPES:
-        price = eng._validate_price(mkt, cmd.price)
+        price = valid_price(mkt, cmd.price)
     elif cmd.price:
         raise Refused(X.INVALID_ARGUMENT, "market triggers take no limit price")
     if type(cmd.reduce_only) is not bool:
@@ -61,20 +54,20 @@ def place_trigger(pe: PerpEngine, cmd: C.PlaceTrigger, out: list[E.Event]) -> No
     t = Trigger(trigger_id=pe.next_trigger_id, account=acct.account, market=mkt.market,
                 side=side, qty=qty, trigger_price=trigger_price, order_type=cmd.order_type,
                 direction=direction(cmd.order_type, side), price=price,
-                reduce_only=cmd.reduce_only, client_id=client_id, ts=eng.ts)
+                reduce_only=cmd.reduce_only, client_id=client_id, ts=v.ts)
     if fires(t, pm.mark):
         raise Refused(X.WOULD_TRIGGER, f"mark {pm.mark} already satisfies trigger "
                                        f"{trigger_price} ({t.direction})")
     pe.next_trigger_id += 1
     pe.triggers.add(t)
-    out.append(E.TriggerAccepted(seq=eng.seq, ts=eng.ts, trigger_id=t.trigger_id,
+    out.append(E.TriggerAccepted(seq=v.seq, ts=v.ts, trigger_id=t.trigger_id,
                                  account=t.account, market=t.market, side=side, qty=qty,
                                  trigger_price=trigger_price, order_type=t.order_type,
                                  price=price, reduce_only=t.reduce_only, client_id=client_id))
 
 
-def cancel_trigger(pe: PerpEngine, cmd: C.CancelTrigger, out: list[E.Event]) -> None:
-    eng = pe.eng
+def cancel_trigger(pe: MarginLedger, cmd: C.CancelTrigger, out: list[E.Event]) -> None:
+    v = pe.v
     mkt, _ = pe.perp_market(cmd.market)
     if mkt.mode == "closed":
         raise Refused(X.MARKET_MODE, f"market {mkt.market} is closed")
@@ -86,13 +79,13 @@ def cancel_trigger(pe: PerpEngine, cmd: C.CancelTrigger, out: list[E.Event]) -> 
         raise Refused(X.UNKNOWN_TRIGGER, f"no trigger {cmd.trigger_id or cmd.client_id!r} for "
                                          f"account {cmd.account} in {mkt.market}")
     pe.triggers.remove(tid)
-    out.append(E.TriggerCanceled(seq=eng.seq, ts=eng.ts, trigger_id=tid, account=t.account,
+    out.append(E.TriggerCanceled(seq=v.seq, ts=v.ts, trigger_id=tid, account=t.account,
                                  market=t.market, reason="CANCELED"))
 
 
-def fire(pe: PerpEngine, mkt: Market, pm: PerpMarket, out: list[E.Event]) -> None:
+def fire(pe: MarginLedger, mkt: Market, pm: PerpMarket, out: list[E.Event]) -> None:
     """Turn every trigger the mark crossed into an order, oldest first."""
-    eng = pe.eng
+    v = pe.v
     due = pe.triggers.due(pm.market, pm.mark)
     for i, t in enumerate(due):
         if mkt.mode != "open":
@@ -101,15 +94,15 @@ def fire(pe: PerpEngine, mkt: Market, pm: PerpMarket, out: list[E.Event]) -> Non
             return
         limit = t.order_type in LIMIT_TYPES
         try:
-            order = place(pe, out, C.PlaceOrder(
+            order = place_order(v, C.PlaceOrder(
                 account=t.account, market=t.market, side=t.side, qty=t.qty,
                 price=t.price if limit else 0, order_type="limit" if limit else "market",
-                reduce_only=t.reduce_only, seq=eng.seq, ts=eng.ts))
+                reduce_only=t.reduce_only, seq=v.seq, ts=v.ts), out)
         except Refused as r:
-            out.append(E.TriggerFired(seq=eng.seq, ts=eng.ts, trigger_id=t.trigger_id,
+            out.append(E.TriggerFired(seq=v.seq, ts=v.ts, trigger_id=t.trigger_id,
                                       account=t.account, market=t.market, mark=pm.mark,
                                       result=r.code))
             continue
-        out.append(E.TriggerFired(seq=eng.seq, ts=eng.ts, trigger_id=t.trigger_id,
+        out.append(E.TriggerFired(seq=v.seq, ts=v.ts, trigger_id=t.trigger_id,
                                   account=t.account, market=t.market, mark=pm.mark,
                                   order_id=order.order_id))

@@ -1,4 +1,5 @@
-"""Position accounting and account risk: the only code that changes sizes, costs or collateral.
+"""Position accounting and account risk: how sizes, costs and realized PnL change, and what an
+account is worth at mark with its funding settled.
 
 A trade of ``qty`` for ``amount`` settle units changes the buyer's cost by +amount and the
 seller's by -amount; closing part of a position moves the matching share of its cost into
@@ -9,7 +10,7 @@ stay conserved whatever the rounding.
 from typing import NamedTuple
 
 from bastion.core.perp.calc import PPM, tdiv, tier_for
-from bastion.core.perp.state import PerpMarket, Position
+from bastion.core.perp.state import RATE_SCALE, PerpMarket, Position
 
 
 def realize(pos: Position, delta: int, amount: int) -> int:
@@ -39,29 +40,44 @@ def realize(pos: Position, delta: int, amount: int) -> int:
     return realized
 
 
+def funding_owed(pos: Position, pm: PerpMarket) -> int:
+    """What the position owes (negative: is owed) for the funding index's move since it last
+    settled: payers round up, receivers down, so settling in any order never creates money."""
+    moved = pm.funding_index - pos.funding_index
+    if not moved:
+        return 0
+    return -(-(pos.size * moved) // (pm.price_div * RATE_SCALE))
+
+
 class Risk(NamedTuple):
-    """One cross-margin account at mark: ``equity`` (margin balance) = collateral + unrealized
-    PnL; ``maintenance`` and ``initial`` summed over positions; ``upnl`` the unrealized part."""
+    """One cross-margin account at mark, funding settled: ``wallet`` = collateral - funding
+    owed; ``equity`` (margin balance) = wallet + unrealized PnL; ``maintenance`` and ``initial``
+    summed over positions; ``upnl`` the unrealized part."""
 
     equity: int
     maintenance: int
     initial: int
     upnl: int
+    wallet: int
 
 
 def risk(collateral: int, positions: dict[str, Position], markets: dict[str, PerpMarket],
          leverage: dict[str, int]) -> Risk:
-    """Inlined ``value``/``maintenance``/``initial`` (one tier lookup per position): this runs
-    for every order placed and every account re-keyed."""
+    """Inlined ``value``/``maintenance``/``initial``/``funding_owed`` (one tier lookup per
+    position): this runs for every order placed and every account re-keyed."""
     mm = 0
     im = 0
     upnl = 0
+    owed = 0
     for name, pos in positions.items():
         pm = markets[name]
         mark = pm.mark
         div = pm.price_div
         size = pos.size
         upnl += size * mark // div - pos.cost
+        moved = pm.funding_index - pos.funding_index
+        if moved:
+            owed -= -(size * moved) // (div * RATE_SCALE)
         n = (size if size > 0 else -size) * mark // div
         if n > 0:
             tiers = pm.tiers
@@ -69,4 +85,5 @@ def risk(collateral: int, positions: dict[str, Position], markets: dict[str, Per
             mm += -(-(n * t.mmr_ppm - t.cum_ppm) // PPM)
             lev = leverage.get(name, pm.default_leverage)
             im += -(-n // (lev if lev < t.max_leverage else t.max_leverage))
-    return Risk(collateral + upnl, mm, im, upnl)
+    wallet = collateral - owed
+    return Risk(wallet + upnl, mm, im, upnl, wallet)

@@ -1,0 +1,512 @@
+"""Margin ledger: cross margin per (account, settle asset), positions, perp market records,
+TP/SL triggers, and the order-lifecycle verbs for perpetual markets.
+
+An order reserves initial margin (notional / leverage + worst fee) instead of quote or base; a
+fill moves positions, not assets. Reduce-only orders reserve nothing and are clipped at every
+fill to what is left of the position they reduce, so they can never open or grow one.
+
+Funding is lazy: a funding tick moves the market's cumulative index only; a position settles
+what it owes when its size changes (``_move``), and every equity, margin and liquidation figure
+counts what it owes since (``positions.risk``). The market's ``funding_pool`` holds what one
+side settled before the other, so funds stay exactly conserved at every step.
+
+Every command that changed an account adds it to ``touched``; the engine then runs the settle
+pass (``perp.liquidation.settle``): re-key in the liquidation index, liquidate if below
+maintenance in live markets.
+"""
+
+from collections import deque
+
+from bastion.core import commands as C
+from bastion.core import errors as X
+from bastion.core import events as E
+from bastion.core.book import BookSide
+from bastion.core.matching import STOP, Clip
+from bastion.core.perp.calc import (
+    ALWAYS_LONG,
+    ALWAYS_SHORT,
+    PPM,
+    ceil_div,
+    maintenance,
+    notional,
+    order_hold,
+    threshold,
+    tier_for,
+)
+from bastion.core.perp.liqindex import Entry, LiqIndex
+from bastion.core.perp.positions import Risk, funding_owed, realize, risk
+from bastion.core.perp.state import (
+    INSURANCE,
+    RATE_SCALE,
+    MarginAccount,
+    PerpMarket,
+    PerpState,
+    Position,
+)
+from bastion.core.perp.triggers import TriggerBook
+from bastion.core.rules import BPS, Refused
+from bastion.core.state import Account, Market, Order
+from bastion.core.venue import Venue
+
+Key = tuple[int, str]
+#: Share of an account's margin cushion set aside for funding in the liquidation index (1/N):
+#: funding moves slowly, so a small allowance rarely re-checks anyone at a tick.
+FUNDING_ALLOWANCE_DIV = 4
+
+
+class MarginLedger:
+    def __init__(self, v: Venue) -> None:
+        self.v = v
+        self.markets: dict[str, PerpMarket] = {}
+        self.margins: dict[Key, MarginAccount] = {}
+        #: market -> account -> position
+        self.positions: dict[str, dict[int, Position]] = {}
+        #: (account, asset) -> market -> position (the account's cross-margin book)
+        self.held: dict[Key, dict[str, Position]] = {}
+        self.triggers = TriggerBook()
+        self.next_trigger_id = 1
+        self.reduce_only: set[int] = set()
+        self.liq = LiqIndex()
+        #: accounts whose positions or collateral changed in this command (settle pass input)
+        self.touched: set[Key] = set()
+        #: open perp order ids per (account, settle asset): liquidation cancels without a scan
+        self.orders_of: dict[Key, set[int]] = {}
+        #: ADL queues ranked once per command: (market, long side) -> positions
+        self.adl_queues: dict[tuple[str, bool], deque[Position]] = {}
+
+    # ------------------------------------------------------------------ lookups
+
+    def perp_market(self, market: object) -> tuple[Market, PerpMarket]:
+        """The spot record and perp record of a perp market, or the right reject."""
+        pm = self.markets.get(market) if type(market) is str else None
+        if pm is not None:
+            return self.v.markets[pm.market], pm
+        mkt = self.v.market(market)
+        pm = self.markets.get(mkt.market)
+        if pm is None:
+            raise Refused(X.NOT_PERP, f"{mkt.market} is not a perpetual market")
+        return mkt, pm
+
+    def margin(self, account: int, asset: str) -> MarginAccount:
+        key = (account, asset)
+        ma = self.margins.get(key)
+        if ma is None:
+            ma = self.margins[key] = MarginAccount(account=account, asset=asset)
+        return ma
+
+    def insurance(self, asset: str) -> MarginAccount:
+        return self.margin(INSURANCE, asset)
+
+    def leverage(self, ma: MarginAccount | None, pm: PerpMarket) -> int:
+        if ma is None:
+            return pm.default_leverage
+        return ma.leverage.get(pm.market, pm.default_leverage)
+
+    def risk(self, ma: MarginAccount) -> Risk:
+        return risk(ma.collateral, self.held.get((ma.account, ma.asset), {}), self.markets,
+                    ma.leverage)
+
+    def available(self, ma: MarginAccount | None) -> int:
+        """What new orders may reserve: equity - position initial margin - order holds."""
+        if ma is None:
+            return 0
+        r = self.risk(ma)
+        return r.equity - r.initial - ma.order_im
+
+    def active(self, pm: PerpMarket) -> bool:
+        """Liquidations, TP/SL and funding act only on an open market with a fresh oracle that
+        arrived after the last mode change."""
+        v = self.v
+        return (pm.armed and v.markets[pm.market].mode == "open"
+                and v.ts - pm.index_ts <= pm.index_max_age_ms)
+
+    def all_active(self, who: Key) -> bool:
+        markets = self.markets
+        return all(self.active(markets[m]) for m in self.held.get(who, ()))
+
+    def reducible(self, account: int, pm: PerpMarket, is_buy: bool) -> int:
+        """How much an order on this side may still reduce the account's position."""
+        pos = self.positions.get(pm.market, {}).get(account)
+        if pos is None or (pos.size < 0) != is_buy:
+            return 0
+        return abs(pos.size)
+
+    def maintenance_of(self, pos: Position) -> int:
+        pm = self.markets[pos.market]
+        return maintenance(pm.tiers, notional(pos.size, pm.mark, pm.price_div))
+
+    # ------------------------------------------------------------------ order entry
+
+    def band(self, mkt: Market, pm: PerpMarket, is_buy: bool) -> int:
+        """The furthest price an order may have from the mark (the perp price band)."""
+        tick = mkt.tick_size
+        if is_buy:
+            return pm.mark * (BPS + pm.price_band_bps) // BPS // tick * tick
+        return max(tick, ceil_div(pm.mark * (BPS - pm.price_band_bps), BPS * tick) * tick)
+
+    def entry(self, mkt: Market, cmd: C.PlaceOrder) -> tuple[int, bool]:
+        pm = self.markets[mkt.market]
+        reduce_only = cmd.reduce_only
+        if type(reduce_only) is not bool:
+            raise Refused(X.INVALID_ARGUMENT, "reduce_only must be a boolean")
+        if not pm.mark:
+            raise Refused(X.NO_MARK_PRICE, f"{mkt.market} has no mark price yet")
+        return self.band(mkt, pm, cmd.side == "buy"), not reduce_only
+
+    def reserve_terms(self, acct: Account, mkt: Market, cmd: C.PlaceOrder, is_buy: bool,
+                      qty: int, price: int) -> tuple[int, int]:
+        pm = self.markets[mkt.market]
+        if cmd.reduce_only:
+            can = self.reducible(acct.account, pm, is_buy)
+            if not can:
+                raise Refused(X.REDUCE_ONLY, f"reduce-only {cmd.side} has no opposite position "
+                                             f"to reduce in {mkt.market}")
+            return min(qty, can), 0
+        ma = self.margins.get((acct.account, pm.settle))
+        hold = order_hold(price * qty // mkt.price_div, self.leverage(ma, pm), mkt.taker_fee_ppm)
+        free = self.available(ma)
+        if hold > free:
+            raise Refused(X.INSUFFICIENT_MARGIN, f"order needs {hold} {pm.settle} of margin, "
+                                                 f"available {free}")
+        return qty, hold
+
+    def reserve(self, mkt: Market, order: Order, reduce_only: bool) -> bool:
+        settle = self.markets[mkt.market].settle
+        if order.hold:
+            self.margin(order.account, settle).order_im += order.hold
+        self.opened(order, settle)
+        if reduce_only:
+            self.reduce_only.add(order.order_id)
+        return reduce_only
+
+    def opened(self, order: Order, settle: str) -> None:
+        """Index a newly accepted perp order under its account."""
+        self.orders_of.setdefault((order.account, settle), set()).add(order.order_id)
+
+    # ------------------------------------------------------------------ fills
+
+    def settle_fill(self, mkt: Market, maker: Order, taker: Order, price: int, qty: int,
+                    notional: int, maker_fee: int, taker_fee: int) -> None:
+        pm = self.markets[mkt.market]
+        if taker.side == "buy":
+            self.trade(pm, taker.account, maker.account, qty, notional)
+        else:
+            self.trade(pm, maker.account, taker.account, qty, notional)
+        settle = pm.settle
+        margins = self.margins
+        margins[(taker.account, settle)].collateral -= taker_fee
+        margins[(maker.account, settle)].collateral -= maker_fee
+        self._shrink_hold(settle, maker, maker.remaining + qty)
+        self._shrink_hold(settle, taker, taker.remaining + qty)
+
+    def _shrink_hold(self, settle: str, order: Order, before: int) -> None:
+        """Holds shrink in proportion to the remaining quantity (zero when fully filled)."""
+        if order.hold:
+            keep = order.hold * order.remaining // before
+            self.margins[(order.account, settle)].order_im -= order.hold - keep
+            order.hold = keep
+
+    def clipper(self, mkt: Market, order: Order, opposite: BookSide) -> Clip | None:
+        """Reduce-only orders never open or grow a position, whatever changed since."""
+        ro = self.reduce_only
+        if not ro:
+            return None
+        pm = self.markets[mkt.market]
+        v = self.v
+        taker_ro = order.order_id in ro
+
+        def clip(maker: Order, taker: Order, qty: int, o: list[E.Event]) -> int:
+            if taker_ro:
+                can = self.reducible(taker.account, pm, taker.side == "buy")
+                if can == 0:
+                    v.close_order(taker, mkt, None, X.REDUCE_ONLY, o)
+                    return STOP
+                qty = min(qty, can)
+            if maker.order_id in ro:
+                can = self.reducible(maker.account, pm, maker.side == "buy")
+                if can < maker.remaining:
+                    if can == 0:
+                        v.close_order(maker, mkt, opposite, X.REDUCE_ONLY, o)
+                        return 0
+                    cut = maker.remaining - can
+                    maker.remaining = can
+                    maker.qty -= cut
+                    opposite.levels[maker.price].qty -= cut
+                    o.append(E.OrderAmended(seq=v.seq, ts=v.ts, order_id=maker.order_id,
+                                            account=maker.account, market=mkt.market,
+                                            price=maker.price, qty=maker.qty, remaining=can,
+                                            kept_priority=True))
+                    qty = min(qty, can)
+            return qty
+
+        return clip
+
+    def release(self, mkt: Market, order: Order) -> None:
+        pm = self.markets[order.market]
+        key = (order.account, pm.settle)
+        if order.hold:
+            self.margins[key].order_im -= order.hold
+            order.hold = 0
+        self.reduce_only.discard(order.order_id)
+        mine = self.orders_of.get(key)
+        if mine is not None:
+            mine.discard(order.order_id)
+            if not mine:
+                del self.orders_of[key]
+
+    # ------------------------------------------------------------------ amend
+
+    def shrink(self, mkt: Market, order: Order, before: int) -> None:
+        self._shrink_hold(self.markets[mkt.market].settle, order, before)
+
+    def check_reprice(self, mkt: Market, order: Order, new_price: int) -> None:
+        pm = self.markets[mkt.market]
+        is_buy = order.side == "buy"
+        band_limit = self.band(mkt, pm, is_buy)
+        if (new_price > band_limit) if is_buy else (new_price < band_limit):
+            raise Refused(X.PRICE_BAND, f"amended price {new_price} is outside the price band "
+                                        f"around mark {pm.mark}")
+
+    def amend_terms(self, mkt: Market, order: Order, new_price: int, new_remaining: int
+                    ) -> int:
+        if order.order_id in self.reduce_only:
+            return 0
+        pm = self.markets[mkt.market]
+        ma = self.margins.get((order.account, pm.settle))
+        new_hold = order_hold(new_price * new_remaining // mkt.price_div, self.leverage(ma, pm),
+                              mkt.taker_fee_ppm)
+        free = self.available(ma) + order.hold
+        if new_hold > free:
+            raise Refused(X.INSUFFICIENT_MARGIN, f"amended order needs {new_hold} {pm.settle} "
+                                                 f"of margin, available {free}")
+        return new_hold
+
+    def rehold(self, mkt: Market, order: Order, new_hold: int) -> None:
+        ma = self.margins.get((order.account, self.markets[mkt.market].settle))
+        if ma is not None:
+            ma.order_im += new_hold - order.hold
+
+    def mode_changed(self, mkt: Market, out: list[E.Event]) -> None:
+        """Any mode change disarms the market until a fresh index arrives while it is open;
+        closing it also cancels its triggers."""
+        pm = self.markets[mkt.market]
+        pm.armed = False
+        if mkt.mode == "closed":
+            for t in self.triggers.of_market(mkt.market):
+                self.triggers.remove(t.trigger_id)
+                out.append(E.TriggerCanceled(seq=self.v.seq, ts=self.v.ts,
+                                             trigger_id=t.trigger_id, account=t.account,
+                                             market=t.market, reason="MARKET_CLOSED"))
+
+    # ------------------------------------------------------------------ positions
+
+    def trade(self, pm: PerpMarket, buyer: int, seller: int, qty: int, amount: int) -> None:
+        """Move ``qty`` from seller to buyer for ``amount`` settle units (book trades,
+        insurance take-overs and ADL all come through here)."""
+        self._move(pm, buyer, qty, amount)
+        self._move(pm, seller, -qty, amount)
+
+    def _move(self, pm: PerpMarket, account: int, delta: int, amount: int) -> None:
+        market = pm.market
+        asset = pm.settle
+        book = self.positions.setdefault(market, {})
+        pos = book.get(account)
+        key = (account, asset)
+        ma = self.margins.get(key) or self.margin(account, asset)
+        if pos is None:
+            pos = book[account] = Position(account=account, market=market, size=0, cost=0,
+                                           funding_index=pm.funding_index)
+            self.held.setdefault(key, {})[market] = pos
+        elif pos.funding_index != pm.funding_index:
+            self.settle_funding(pm, pos, ma)
+        old = pos.size
+        ma.collateral += realize(pos, delta, amount)
+        pm.open_interest += (pos.size if pos.size > 0 else 0) - (old if old > 0 else 0)
+        if pos.size == 0:
+            del book[account]
+            held = self.held[key]
+            del held[market]
+            if not held:
+                del self.held[key]
+        self.touched.add(key)
+
+    def settle_funding(self, pm: PerpMarket, pos: Position, ma: MarginAccount) -> None:
+        """Bring one position to the market's funding index: pay or collect through the pool."""
+        owed = funding_owed(pos, pm)
+        pos.funding_index = pm.funding_index
+        if owed:
+            ma.collateral -= owed
+            pos.funding_paid += owed
+            pm.funding_pool += owed
+
+    # ------------------------------------------------------------------ liquidation index
+
+    def rekey_touched(self) -> None:
+        """Re-key (never liquidate) accounts left over from a command a guard aborted, so the
+        index is sound and nothing depends on history that a snapshot would not hold."""
+        self.adl_queues.clear()
+        if self.touched:
+            for who in sorted(self.touched):
+                self.rekey(who)
+            self.touched.clear()
+
+    def rekey(self, who: Key) -> int:
+        """Recompute an account's cushion (``equity - maintenance``, funding owed counted) and
+        its liquidation-index entries; returns the cushion."""
+        positions = self.held.get(who)
+        ma = self.margins.get(who)
+        if not positions or ma is None:
+            self.liq.forget(who)
+            return 0  # nothing to liquidate (a flat loss is cover_flat_loss's job)
+        markets = self.markets
+        base = ma.collateral
+        terms: list[tuple[str, PerpMarket, Position, int, int]] = []
+        total_notional = 0
+        for name, pos in positions.items():
+            pm = markets[name]
+            mark = pm.mark
+            div = pm.price_div
+            size = pos.size
+            n = (size if size > 0 else -size) * mark // div
+            term = size * mark // div
+            if n > 0:  # calc.cushion_term, inlined
+                tiers = pm.tiers
+                t = tiers[0] if n <= tiers[0].max_notional else tier_for(tiers, n)
+                term += (t.cum_ppm - n * t.mmr_ppm) // PPM  # minus ceil(mm)
+            base += term - pos.cost - funding_owed(pos, pm)
+            total_notional += n
+            terms.append((name, pm, pos, term, n))
+        cushion = base
+        entries: dict[str, Entry] = {}
+        if cushion < 0:
+            for name, pm, pos, _, _ in terms:
+                is_long = pos.size > 0
+                entries[name] = ((True, ALWAYS_LONG, pm.funding_index) if is_long
+                                 else (False, ALWAYS_SHORT, pm.funding_index))
+        else:
+            count = len(terms)
+            allowance = cushion // FUNDING_ALLOWANCE_DIV
+            budget = cushion - allowance
+            for name, pm, pos, term, n in terms:
+                if total_notional:
+                    share = budget * n // total_notional
+                    fshare = allowance * n // total_notional
+                else:
+                    share = budget // count
+                    fshare = allowance // count
+                size = pos.size
+                key = threshold(pm.tiers, size, pm.price_div, term - share + 2)
+                # funding may cost this position up to fshare: |size| * d_index / den + 1
+                reach = (fshare - 1) * pm.price_div * RATE_SCALE // abs(size)
+                if size > 0:
+                    entries[name] = (True, key, pm.funding_index + reach + 1)
+                else:
+                    entries[name] = (False, key, pm.funding_index - reach - 1)
+        self.liq.set(who, entries)
+        return cushion
+
+    # ------------------------------------------------------------------ state
+
+    def export(self) -> PerpState | None:
+        if not self.markets and not self.margins:
+            return None
+        positions = [p for name in sorted(self.positions)
+                     for _, p in sorted(self.positions[name].items())]
+        margins = [MarginAccount(account=m.account, asset=m.asset, collateral=m.collateral,
+                                 order_im=m.order_im, leverage=dict(sorted(m.leverage.items())))
+                   for _, m in sorted(self.margins.items())]
+        return PerpState(
+            markets=[self.markets[k] for k in sorted(self.markets)],
+            margins=margins,
+            positions=positions,
+            triggers=[self.triggers.by_id[k] for k in sorted(self.triggers.by_id)],
+            reduce_only_orders=sorted(self.reduce_only),
+            next_trigger_id=self.next_trigger_id,
+        )
+
+    def restore(self, state: PerpState | None) -> None:
+        if state is None:
+            return
+        self.markets = {m.market: m for m in state.markets}
+        self.margins = {(m.account, m.asset): m for m in state.margins}
+        for pos in state.positions:
+            self.positions.setdefault(pos.market, {})[pos.account] = pos
+            settle = self.markets[pos.market].settle
+            self.held.setdefault((pos.account, settle), {})[pos.market] = pos
+        for t in state.triggers:
+            self.triggers.add(t)
+        self.reduce_only = set(state.reduce_only_orders)
+        for order in self.v.orders.values():
+            pm = self.markets.get(order.market)
+            if pm is not None:
+                self.opened(order, pm.settle)
+        self.next_trigger_id = state.next_trigger_id
+        for who in sorted(self.held):
+            self.rekey(who)
+
+    def totals(self) -> dict[str, int]:
+        """Per settle asset: sum(collateral) + funding pools - sum(position cost). With spot
+        balances and fees this must equal net deposits (``Engine.check_invariants``)."""
+        totals: dict[str, int] = {}
+        for (_, asset), ma in self.margins.items():
+            totals[asset] = totals.get(asset, 0) + ma.collateral
+        for name, pm in self.markets.items():
+            asset = pm.settle
+            book = self.positions.get(name, {})
+            totals[asset] = (totals.get(asset, 0) + pm.funding_pool
+                             - sum(p.cost for p in book.values()))
+        return totals
+
+    def audit(self) -> list[str]:
+        """O(state) audit of the margin ledger (funds conservation is checked by the engine)."""
+        problems: list[str] = []
+        v = self.v
+        holds: dict[Key, int] = {}
+        for order in v.orders.values():
+            pm = self.markets.get(order.market)
+            if pm is None:
+                continue
+            key = (order.account, pm.settle)
+            holds[key] = holds.get(key, 0) + order.hold
+            if order.hold < 0:
+                problems.append(f"order {order.order_id} negative hold {order.hold}")
+            if order.order_id in self.reduce_only and order.hold:
+                problems.append(f"reduce-only order {order.order_id} holds {order.hold}")
+        for oid in self.reduce_only:
+            if oid not in v.orders:
+                problems.append(f"reduce-only flag on closed order {oid}")
+        indexed = {oid for ids in self.orders_of.values() for oid in ids}
+        perp_orders = {o.order_id for o in v.orders.values() if o.market in self.markets}
+        if indexed != perp_orders:
+            problems.append(f"per-account order index off by {sorted(indexed ^ perp_orders)[:5]}")
+        for key, ma in self.margins.items():
+            if ma.order_im != holds.get(key, 0):
+                problems.append(f"margin {key} order_im {ma.order_im} != holds "
+                                f"{holds.get(key, 0)}")
+            if key not in self.held and ma.collateral < 0 and ma.account != INSURANCE:
+                problems.append(f"flat account {key} has negative collateral {ma.collateral}")
+        for name, pm in self.markets.items():
+            book = self.positions.get(name, {})
+            net = sum(p.size for p in book.values())
+            if net:
+                problems.append(f"{name}: positions net to {net}, not zero")
+            oi = sum(p.size for p in book.values() if p.size > 0)
+            if oi != pm.open_interest:
+                problems.append(f"{name}: open interest {pm.open_interest} != longs {oi}")
+            owed = sum(funding_owed(p, pm) for p in book.values())
+            if pm.funding_pool + owed < 0:
+                problems.append(f"{name}: funding pool {pm.funding_pool} cannot pay the "
+                                f"{-owed} owed to positions")
+            for account, pos in book.items():
+                if pos.size == 0:
+                    problems.append(f"{name}: empty position of {account} kept")
+                if self.held.get((account, pm.settle), {}).get(name) is not pos:
+                    problems.append(f"{name}: position {account} missing from its account")
+                if (account, pm.settle) not in self.margins:
+                    problems.append(f"{name}: position {account} without a margin account")
+            if v.markets[name].kind != "perp":
+                problems.append(f"{name}: perp record on a {v.markets[name].kind} market")
+        n_held = sum(len(p) for p in self.held.values())
+        if n_held != sum(len(p) for p in self.positions.values()):
+            problems.append("account position index disagrees with market position index")
+        return problems

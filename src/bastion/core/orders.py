@@ -1,0 +1,376 @@
+"""The one order lifecycle, for every market kind: entry, amend, cancel, matching, fills, fees,
+the id and client-id indexes and the ``OrderAccepted``/``Trade`` events.
+
+Money is the market's ledger's job (``ledger.base.Ledger``): order entry validates everything
+first (shared terms here, the hold there), then reserves; each fill is priced and charged here
+and settled there. Nothing in this module knows whether a market is spot or perpetual.
+"""
+
+import msgspec
+
+from bastion.core import commands as C
+from bastion.core import errors as X
+from bastion.core import events as E
+from bastion.core.book import BookSide, OrderBook
+from bastion.core.ledger.base import Ledger
+from bastion.core.matching import match
+from bastion.core.modes import accepts_cancel, accepts_order
+from bastion.core.rules import (
+    BPS,
+    MAX_CLIENT_ID,
+    STP_MODES,
+    GuardViolation,
+    Refused,
+    check_ref_band,
+    fee_amount,
+    maker_rate,
+    valid_price,
+    valid_qty,
+)
+from bastion.core.state import Account, Market, Order
+from bastion.core.venue import Venue
+
+Terms = tuple[Account, bool, int, int, str, OrderBook, int | None, bool]
+
+
+# ---------------------------------------------------------------------- handlers
+
+def place(v: Venue, cmd: C.PlaceOrder, out: list[E.Event]) -> None:
+    place_order(v, cmd, out)
+
+
+def place_order(v: Venue, cmd: C.PlaceOrder, out: list[E.Event]) -> Order:
+    """Validate (no mutation until every check passed), reserve, match, rest or expire."""
+    market = cmd.market
+    mkt = v.markets.get(market) if type(market) is str else None
+    if mkt is None:
+        raise Refused(X.UNKNOWN_MARKET, f"unknown market {market!r}")
+    led = v.ledgers[mkt.kind]
+    band_limit, min_notional = led.entry(mkt, cmd)
+    acct, is_buy, qty, price, tif, book, _, crosses = order_terms(v, mkt, cmd, band_limit,
+                                                                  min_notional)
+    qty, hold = led.reserve_terms(acct, mkt, cmd, is_buy, qty, price)
+    account = acct.account
+    stp = cmd.stp
+    stp_mode = stp if stp is not None else acct.stp
+    if tif == "FOK":
+        check_fok(book, is_buy, price, qty, account, stp_mode, crosses)
+    # ---- accepted: from here on state changes
+    oid = v.next_order_id
+    v.next_order_id = oid + 1
+    ts = v.ts
+    side = cmd.side
+    post_only = cmd.post_only
+    client_id = cmd.client_id
+    order = Order(oid, account, market, side, price, qty, qty, hold, ts, tif, post_only,
+                  client_id, stp, mkt.maker_fee_ppm, mkt.taker_fee_ppm)
+    reduce_only = led.reserve(mkt, order, cmd.reduce_only)
+    v.orders[oid] = order
+    if client_id:
+        v.client_ids[(account, client_id)] = oid
+    out.append(E.OrderAccepted(oid, account, market, side, price, qty, cmd.order_type, tif,
+                               post_only, client_id, reduce_only, seq=v.seq, ts=ts))
+    if not crosses and tif == "GTC":
+        book.side(is_buy).add(order)
+        return order
+    execute(v, mkt, led, book, order, stp_mode, crosses, out)
+    return order
+
+
+def amend(v: Venue, cmd: C.AmendOrder, out: list[E.Event]) -> None:
+    """A quantity cut keeps priority; any other change re-enters the book as a fresh record
+    (the old one may still sit, dead, in its level's deque) and may match."""
+    mkt = v.market(cmd.market)
+    led = v.ledgers[mkt.kind]
+    order, new_price, new_qty, shrink = amend_terms(v, mkt, cmd)
+    is_buy = order.side == "buy"
+    side = v.books[mkt.market].side(is_buy)
+    new_remaining = new_qty - (order.qty - order.remaining)
+    if shrink:
+        before = order.remaining
+        side.levels[order.price].qty -= before - new_remaining
+        order.remaining = new_remaining
+        order.qty = new_qty
+        led.shrink(mkt, order, before)
+        out.append(E.OrderAmended(seq=v.seq, ts=v.ts, order_id=order.order_id,
+                                  account=order.account, market=mkt.market, price=order.price,
+                                  qty=new_qty, remaining=new_remaining, kept_priority=True))
+        return
+    led.check_reprice(mkt, order, new_price)
+    crosses = reprice_crosses(v, mkt, order, new_price)
+    new_hold = led.amend_terms(mkt, order, new_price, new_remaining)
+    # ---- accepted
+    side.remove(order)
+    led.rehold(mkt, order, new_hold)
+    order = msgspec.structs.replace(order, hold=new_hold, price=new_price, qty=new_qty,
+                                    remaining=new_remaining, ts=v.ts, live=True,
+                                    maker_cap=mkt.maker_fee_ppm, taker_cap=mkt.taker_fee_ppm)
+    v.orders[order.order_id] = order
+    out.append(E.OrderAmended(seq=v.seq, ts=v.ts, order_id=order.order_id,
+                              account=order.account, market=mkt.market, price=new_price,
+                              qty=new_qty, remaining=new_remaining, kept_priority=False))
+    stp_mode = order.stp if order.stp is not None else v.accounts[order.account].stp
+    execute(v, mkt, led, v.books[mkt.market], order, stp_mode, crosses, out)
+
+
+def cancel(v: Venue, cmd: C.CancelOrder, out: list[E.Event]) -> None:
+    market = cmd.market
+    mkt = v.markets.get(market) if type(market) is str else None
+    if mkt is None:
+        raise Refused(X.UNKNOWN_MARKET, f"unknown market {market!r}")
+    if mkt.mode == "closed":
+        raise Refused(X.MARKET_MODE, f"market {market} is closed: nothing is accepted")
+    order_id = cmd.order_id
+    order = v.orders.get(order_id) if type(order_id) is int and order_id else None
+    if order is None or order.account != cmd.account or order.market != market:
+        order = v.find_order(cmd.account, market, order_id, cmd.client_id)
+    book = v.books[market]
+    v.close_order(order, mkt, book.bids if order.side == "buy" else book.asks, "CANCELED", out)
+
+
+def cancel_all(v: Venue, cmd: C.CancelAll, out: list[E.Event]) -> None:
+    account = cmd.account
+    market = cmd.market
+    if type(account) is not int or not isinstance(market, str):
+        raise Refused(X.INVALID_ARGUMENT, "account must be an integer, market a string")
+    if account:
+        v.account(account)
+    elif not market:
+        raise Refused(X.INVALID_ARGUMENT, "cancel-all needs an account, a market or both")
+    if market:
+        mkt = v.market(market)
+        if not accepts_cancel(mkt.mode):
+            raise Refused(X.MARKET_MODE, f"market {market} is {mkt.mode}")
+    victims = sorted(
+        (o for o in v.orders.values()
+         if (not account or o.account == account) and (not market or o.market == market)
+         and accepts_cancel(v.markets[o.market].mode)),
+        key=lambda o: o.order_id,
+    )
+    reason = cmd.reason if isinstance(cmd.reason, str) and cmd.reason else "CANCELED"
+    for order in victims:
+        m = v.markets[order.market]
+        v.close_order(order, m, v.books[m.market].side(order.side == "buy"), reason, out)
+    if not victims:
+        out.append(E.Rejected(seq=v.seq, ts=v.ts, code=X.UNKNOWN_ORDER,
+                              message="no open orders matched", command="CancelAll",
+                              account=account))
+
+
+# ---------------------------------------------------------------------- shared terms
+
+def order_terms(v: Venue, mkt: Market, cmd: C.PlaceOrder, band_limit: int = 0,
+                min_notional: bool = True) -> Terms:
+    """The checks every market kind shares, in one place: account, side, quantity grid,
+    flags, client id, mode, limit price or a market order's protective limit, reference
+    band, post-only. ``band_limit`` (perpetuals) is the furthest price allowed on this
+    side. Returns (account, is_buy, qty, price, tif, book, best opposite, crosses).
+
+    This is the hot path: regular values pass inline checks, irregular ones fall through
+    to the validators that explain them."""
+    account = cmd.account
+    acct = v.accounts.get(account) if type(account) is int else None
+    if acct is None:
+        raise Refused(X.UNKNOWN_ACCOUNT, f"unknown account {account!r}")
+    side = cmd.side
+    if side == "buy":
+        is_buy = True
+    elif side == "sell":
+        is_buy = False
+    else:
+        raise Refused(X.INVALID_ARGUMENT, f"side must be buy or sell, got {side!r}")
+    qty = cmd.qty
+    if type(qty) is not int or not 0 < qty <= mkt.max_qty or qty % mkt.lot_size \
+            or qty < mkt.min_qty:
+        qty = valid_qty(mkt, qty)
+    post_only = cmd.post_only
+    client_id = cmd.client_id
+    stp = cmd.stp
+    if post_only is not False and post_only is not True:
+        raise Refused(X.INVALID_ARGUMENT, "post_only must be a boolean")
+    if client_id:
+        if type(client_id) is not str or len(client_id) > MAX_CLIENT_ID:
+            raise Refused(X.INVALID_ARGUMENT, f"client_id must be a string of at most "
+                                              f"{MAX_CLIENT_ID} characters")
+        if (account, client_id) in v.client_ids:
+            raise Refused(X.DUPLICATE_CLIENT_ID, f"client_id {client_id!r} is already used "
+                                                 "by an open order")
+    elif client_id != "":
+        raise Refused(X.INVALID_ARGUMENT, "client_id must be a string")
+    if stp is not None and stp not in STP_MODES:
+        raise Refused(X.INVALID_ARGUMENT, f"unknown self-trade prevention mode {stp!r}")
+    mode = mkt.mode
+    market = mkt.market
+    if mode != "open" and not accepts_order(mode, post_only):
+        raise Refused(X.MARKET_MODE, f"market {market} is {mode}: "
+                      + ("only post-only orders are accepted" if mode in ("post_only",
+                         "recovery") else "no new orders are accepted"))
+    book = v.books[market]
+    best = (book.asks if is_buy else book.bids).best()
+    tif = cmd.tif
+    order_type = cmd.order_type
+    if order_type == "limit":
+        price = cmd.price
+        if type(price) is not int or not 0 < price <= X.MAX_INT or price % mkt.tick_size:
+            price = valid_price(mkt, price)
+        if tif != "GTC" and tif != "IOC" and tif != "FOK":
+            raise Refused(X.INVALID_ARGUMENT, f"time in force must be GTC, IOC or FOK, "
+                                              f"got {tif!r}")
+        if post_only and tif != "GTC":
+            raise Refused(X.INVALID_ARGUMENT, "post-only orders must be GTC")
+        if min_notional and price * qty // mkt.price_div < mkt.min_notional:
+            raise Refused(X.MIN_NOTIONAL, f"notional {price * qty // mkt.price_div} below "
+                                          f"minimum {mkt.min_notional}")
+        if band_limit and ((price > band_limit) if is_buy else (price < band_limit)):
+            raise Refused(X.PRICE_BAND, f"{side} at {price} is outside the price band "
+                                        f"(limit {band_limit})")
+    elif order_type == "market":
+        if post_only or cmd.price:
+            raise Refused(X.INVALID_ARGUMENT, "market orders take no price and cannot be "
+                                              "post-only")
+        if best is None:
+            raise Refused(X.NO_LIQUIDITY, f"no {'asks' if is_buy else 'bids'} in {market}")
+        band = mkt.market_band_bps
+        tick = mkt.tick_size
+        if is_buy:
+            price = best * (BPS + band) // BPS // tick * tick
+            if band_limit:
+                price = min(price, band_limit)
+        else:
+            price = max(tick, -(-best * (BPS - band) // BPS // tick) * tick, band_limit)
+        tif = "IOC"
+    else:
+        raise Refused(X.INVALID_ARGUMENT, f"order type must be limit or market, "
+                                          f"got {order_type!r}")
+    if mode != "open":
+        check_ref_band(mkt, is_buy, price)
+    crosses = best is not None and (best <= price if is_buy else best >= price)
+    if post_only and crosses:
+        raise Refused(X.POST_ONLY_WOULD_CROSS, f"post-only {side} at {price} would take "
+                                               f"liquidity at {best}")
+    return acct, is_buy, qty, price, tif, book, best, crosses
+
+
+def check_fok(book: OrderBook, is_buy: bool, price: int, qty: int, account: int,
+              stp_mode: str, crosses: bool) -> None:
+    """A fill-or-kill order is accepted only if matching would fill it completely, counting
+    what self-trade prevention would do on the way (``expire_maker`` skips the account's own
+    orders, the other modes stop at them)."""
+    if not (crosses and fok_fillable(book.asks if is_buy else book.bids, is_buy, price, qty,
+                                     account, stp_mode)):
+        raise Refused(X.FOK_NOT_FILLABLE, f"fill-or-kill {'buy' if is_buy else 'sell'} "
+                                          f"{qty} at {price} cannot fill completely")
+
+
+def fok_fillable(opposite: BookSide, is_buy: bool, limit: int, qty: int, account: int,
+                 stp_mode: str) -> bool:
+    need = qty
+    for price in opposite.prices():
+        if (price > limit) if is_buy else (price < limit):
+            return False
+        for m in opposite.levels[price].orders:
+            if not m.live:
+                continue
+            if m.account == account and stp_mode != "none":
+                if stp_mode == "expire_maker":
+                    continue
+                return False
+            need -= m.remaining
+            if need <= 0:
+                return True
+    return False
+
+
+def amend_terms(v: Venue, mkt: Market, cmd: C.AmendOrder) -> tuple[Order, int, int, bool]:
+    """The amend checks every market kind shares: the order, the new price and quantity on
+    their grids, something changes, the mode allows it. Returns (order, new price, new
+    total quantity, shrink-only) where shrink-only (same price, less quantity) keeps time
+    priority and is all ``cancel_only`` accepts."""
+    order = v.find_order(cmd.account, mkt.market, cmd.order_id, cmd.client_id)
+    filled = order.qty - order.remaining
+    new_qty = order.qty if cmd.new_qty is None else valid_qty(mkt, cmd.new_qty)
+    new_price = order.price if cmd.new_price is None else valid_price(mkt, cmd.new_price)
+    if new_qty <= filled:
+        raise Refused(X.INVALID_QUANTITY, f"new quantity {new_qty} must exceed the "
+                                          f"{filled} already filled")
+    if new_qty == order.qty and new_price == order.price:
+        raise Refused(X.NO_CHANGE, "amend changes neither price nor quantity")
+    shrink = new_price == order.price and new_qty < order.qty
+    mode = mkt.mode
+    if mode in ("halted", "closed") or (mode == "cancel_only" and not shrink):
+        raise Refused(X.MARKET_MODE, f"market {mkt.market} is {mode}: amend not accepted")
+    return order, new_price, new_qty, shrink
+
+
+def reprice_crosses(v: Venue, mkt: Market, order: Order, new_price: int) -> bool:
+    """Whether a re-entered order would take liquidity; refused where it must not (post-only
+    orders, restricted modes) and outside the reference band in restricted modes."""
+    is_buy = order.side == "buy"
+    if mkt.mode != "open":
+        check_ref_band(mkt, is_buy, new_price)
+    book = v.books[mkt.market]
+    best = (book.asks if is_buy else book.bids).best()
+    crosses = best is not None and (best <= new_price if is_buy else best >= new_price)
+    if crosses and (order.post_only or mkt.mode != "open"):
+        raise Refused(X.POST_ONLY_WOULD_CROSS, f"amended price {new_price} would take "
+                                               f"liquidity at {best}")
+    return crosses
+
+
+# ---------------------------------------------------------------------- matching and fills
+
+def execute(v: Venue, mkt: Market, led: Ledger, book: OrderBook, order: Order, stp_mode: str,
+            crosses: bool, out: list[E.Event], liquidation: bool = False) -> None:
+    """Match a just-accepted (or re-priced) order, then rest or expire the remainder."""
+
+    def forget(o: Order) -> None:
+        led.release(mkt, o)
+        v.forget(o)
+
+    if crosses:
+        def fill(m: Market, maker: Order, taker: Order, price: int, qty: int,
+                 o: list[E.Event]) -> None:
+            settle_fill(v, led, m, maker, taker, price, qty, o, liquidation)
+
+        opposite = book.asks if order.side == "buy" else book.bids
+        match(mkt, book, order, stp_mode, out, fill, v.close_order, forget,
+              led.clipper(mkt, order, opposite))
+    if order.order_id not in v.orders:
+        return
+    if order.remaining == 0:
+        forget(order)
+        return
+    if order.tif == "GTC":
+        book.side(order.side == "buy").add(order)
+    else:
+        v.close_order(order, mkt, None, order.tif, out)
+    if crosses and book.is_crossed():
+        raise GuardViolation(mkt.market, "book_crossed",
+                             f"best bid {book.bids.best()} >= best ask {book.asks.best()}")
+
+
+def settle_fill(v: Venue, led: Ledger, mkt: Market, maker: Order, taker: Order, price: int,
+                qty: int, out: list[E.Event], liquidation: bool = False) -> None:
+    """One fill: price it, charge the fees (the maker's capped by what it was placed under;
+    no taker fee on a liquidation, which pays its own), let the ledger move the money, report
+    the trade."""
+    notional = price * qty // mkt.price_div
+    taker_fee = 0 if liquidation else fee_amount(notional, mkt.taker_fee_ppm)
+    maker_fee = fee_amount(notional, maker_rate(mkt.maker_fee_ppm, maker.maker_cap))
+    maker.remaining -= qty
+    taker.remaining -= qty
+    led.settle_fill(mkt, maker, taker, price, qty, notional, maker_fee, taker_fee)
+    fees = v.fees
+    quote = mkt.quote
+    fees[quote] = fees.get(quote, 0) + taker_fee + maker_fee
+    maker.filled_quote += notional
+    taker.filled_quote += notional
+    mkt.last_price = price
+    tid = v.next_trade_id
+    v.next_trade_id = tid + 1
+    out.append(E.Trade(seq=v.seq, ts=v.ts, trade_id=tid, market=mkt.market,
+                       price=price, qty=qty, taker_side=taker.side,
+                       maker_order=maker.order_id, taker_order=taker.order_id,
+                       maker_account=maker.account, taker_account=taker.account,
+                       maker_fee=maker_fee, taker_fee=taker_fee,
+                       maker_remaining=maker.remaining, taker_remaining=taker.remaining))

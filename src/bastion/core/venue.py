@@ -1,0 +1,109 @@
+"""The state every command handler works on: sequence, ids, assets, markets, books, accounts,
+open orders and their indexes, fee pool; lookups that refuse precisely; closing an order; halting
+a market on a broken guard.
+
+``Engine`` (engine.py) is this plus dispatch, export, hash and audit. Handlers and ledgers take a
+``Venue``, so nothing below the engine imports it.
+"""
+
+from bastion.core import errors as X
+from bastion.core import events as E
+from bastion.core.book import BookSide, OrderBook
+from bastion.core.ledger.base import Ledger
+from bastion.core.rules import NO_DEADLINE, Refused
+from bastion.core.state import Account, Asset, Market, Order
+
+
+class Venue:
+    def __init__(self) -> None:
+        self.seq = 0
+        self.ts = 0
+        self.next_order_id = 1
+        self.next_trade_id = 1
+        self.assets: dict[str, Asset] = {}
+        self.markets: dict[str, Market] = {}
+        self.books: dict[str, OrderBook] = {}
+        self.accounts: dict[int, Account] = {}
+        self.orders: dict[int, Order] = {}
+        self.client_ids: dict[tuple[int, str], int] = {}
+        self.fees: dict[str, int] = {}
+        self.net_deposits: dict[str, int] = {}
+        #: ts of the earliest timed return from ``recovery``
+        self.deadline = NO_DEADLINE
+        #: market kind -> the ledger holding its money (set up by the engine)
+        self.ledgers: dict[str, Ledger] = {}
+
+    # ------------------------------------------------------------------ lookups
+
+    def market(self, market: object) -> Market:
+        mkt = self.markets.get(market) if type(market) is str else None
+        if mkt is None:
+            raise Refused(X.UNKNOWN_MARKET, f"unknown market {market!r}")
+        return mkt
+
+    def account(self, account: object) -> Account:
+        acct = self.accounts.get(account) if type(account) is int else None
+        if acct is None:
+            raise Refused(X.UNKNOWN_ACCOUNT, f"unknown account {account!r}")
+        return acct
+
+    def asset(self, asset: object) -> Asset:
+        a = self.assets.get(asset) if type(asset) is str else None
+        if a is None:
+            raise Refused(X.UNKNOWN_ASSET, f"unknown asset {asset!r}")
+        return a
+
+    def find_order(self, account: object, market: str, order_id: object, client_id: object
+                   ) -> Order:
+        if type(order_id) is not int or not isinstance(client_id, str):
+            raise Refused(X.INVALID_ARGUMENT, "order_id must be an integer, client_id a string")
+        if order_id:
+            order = self.orders.get(order_id)
+        elif client_id:
+            oid = self.client_ids.get((account, client_id))  # type: ignore[arg-type]
+            order = self.orders.get(oid) if oid is not None else None
+        else:
+            raise Refused(X.INVALID_ARGUMENT, "give order_id or client_id")
+        if order is None or order.account != account or order.market != market:
+            raise Refused(X.UNKNOWN_ORDER, f"no open order {order_id or client_id!r} "
+                                           f"for account {account} in {market}")
+        return order
+
+    # ------------------------------------------------------------------ orders leaving
+
+    def forget(self, order: Order) -> None:
+        """Drop a finished order from the id indexes (its hold is already zero)."""
+        del self.orders[order.order_id]
+        if order.client_id:
+            self.client_ids.pop((order.account, order.client_id), None)
+
+    def close_order(self, order: Order, mkt: Market, side: BookSide | None, reason: str,
+                    out: list[E.Event]) -> None:
+        """Remove an open order (from the book if resting), release its hold, emit the event."""
+        if side is not None:
+            side.remove(order)
+        out.append(E.OrderCanceled(order.order_id, order.account, order.market,
+                                   order.remaining, reason, seq=self.seq, ts=self.ts))
+        self.ledgers[mkt.kind].release(mkt, order)
+        del self.orders[order.order_id]
+        if order.client_id:
+            self.client_ids.pop((order.account, order.client_id), None)
+
+    # ------------------------------------------------------------------ guards and modes
+
+    def trip(self, market: str, guard: str, detail: str, out: list[E.Event]) -> None:
+        """A guard failed: report it and halt the market rather than act on bad state."""
+        out.append(E.GuardTripped(seq=self.seq, ts=self.ts, market=market, guard=guard,
+                                  detail=detail))
+        mkt = self.markets.get(market)
+        if mkt is not None and mkt.mode != "halted":
+            out.append(E.ModeChanged(seq=self.seq, ts=self.ts, market=market, old=mkt.mode,
+                                     new="halted", reason=f"guard {guard}: {detail}"))
+            mkt.mode = "halted"
+            mkt.mode_reason = f"guard {guard}"
+            mkt.mode_until = 0
+            self.recompute_deadline()
+
+    def recompute_deadline(self) -> None:
+        self.deadline = min((m.mode_until for m in self.markets.values()
+                             if m.mode == "recovery"), default=NO_DEADLINE)
