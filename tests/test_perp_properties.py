@@ -3,7 +3,7 @@
 After every step: funds conserved per asset (spot + fees + margin + insurance - position cost
 == net deposits), positions net to zero per market, holds match open orders, no flat account
 below zero, and every account whose markets are all live is at or above maintenance margin (the
-liquidation index missed nobody). A restored copy must emit the same events from the moment it
+liquidation index missed nobody, price moves and funding ticks alike). A restored copy must emit the same events from the moment it
 was restored, and replaying the whole log must give the same state hash.
 """
 
@@ -169,6 +169,24 @@ class PerpMachine(RuleBasedStateMachine):
             index = 0
         self.index(market, 0, dt=600_000)  # ten minutes on, with a fresh oracle
         self.do(C.FundingTick(market=market, index=index))
+
+    @rule(market=MARKETS, up=st.booleans(), ticks=st.integers(1, 4),
+          traders=st.lists(st.tuples(ACCOUNTS, ACCOUNTS), max_size=4))
+    def funding_squeeze(self, market, up, ticks, traders):
+        """The largest legal funding moves, interval after interval, with trades in between:
+        funding alone must liquidate who it drains (the liquidation index's funding keys), and
+        positions that settle lazily when they trade must keep the ledger exact."""
+        pe = self.h.engine.perp
+        for i in range(ticks):
+            self.index(market, 0, dt=pe.markets[market].funding_interval_ms)
+            pm = pe.markets[market]
+            step = pm.max_funding_e9 * pm.mark * pm.funding_interval_ms \
+                // pm.funding_interval_ms
+            self.do(C.FundingTick(market=market,
+                                  index=pm.funding_index + (step if up else -step)))
+            if i < len(traders):
+                buyer, seller = traders[i]
+                self.trade(buyer, seller, market, 1, 0)
 
     @rule(account=ACCOUNTS, amount=st.integers(1, 60), add=st.booleans())
     def margin(self, account, amount, add):
