@@ -13,7 +13,8 @@ import msgspec
 import pytest
 
 from bastion.core import events as E
-from bastion.core.engine import Engine, Refused
+from bastion.core.engine import Engine
+from bastion.core.rules import Refused
 from bastion.demo import BTC_USDT, ETH_USDT, demo_setup, stamp
 from bastion.journal.local import LocalJournal
 from bastion.node import Node, NodeConfig

@@ -13,7 +13,8 @@ import pytest
 
 from bastion.core import events as E
 from bastion.core.codec import decode_command
-from bastion.core.engine import PPM, Engine
+from bastion.core.engine import Engine
+from bastion.core.rules import PPM
 from bastion.journal.local import LocalJournal
 from bastion.node import Node, NodeConfig
 from bastion.node.workload import SpotWorkload, spot_setup
@@ -89,7 +90,7 @@ def test_clean_candidate_from_git_ref_passes(shard: Path, tmp_path: Path) -> Non
 
 def test_fee_rounding_flip_is_caught_at_its_first_event(shard: Path, tmp_path: Path) -> None:
     faulty = _copy_source(tmp_path / "faulty")
-    engine_py = faulty / "src" / "bastion" / "core" / "engine.py"
+    engine_py = faulty / "src" / "bastion" / "core" / "rules.py"
     text = engine_py.read_text()
     assert text.count(ROUND_DOWN) == 1, "fee_amount changed shape; update this test"
     engine_py.write_text(text.replace(ROUND_DOWN, ROUND_UP))

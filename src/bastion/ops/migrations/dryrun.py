@@ -20,7 +20,8 @@ import msgspec
 from bastion.core import commands as C
 from bastion.core import events as E
 from bastion.core.codec import decode_command
-from bastion.core.engine import Engine, Refused
+from bastion.core.engine import Engine
+from bastion.core.rules import Refused
 from bastion.journal.errors import DurabilityError
 from bastion.journal.local import LocalJournal
 from bastion.node.layout import DataDir

@@ -12,8 +12,10 @@ import msgspec
 from bastion.core import commands as C
 from bastion.core import errors as X
 from bastion.core import events as E
-from bastion.core.engine import Engine, Refused
+from bastion.core import markets
+from bastion.core.engine import Engine
 from bastion.core.instruments import validate_market
+from bastion.core.rules import Refused
 from bastion.core.state import Market, Order
 from bastion.ops.migrations import spec as S
 
@@ -343,21 +345,21 @@ def apply(engine: Engine, log: MigrationLog, mig: S.Migration,
     before = [msgspec.structs.replace(engine.markets[m]) for m in sorted(p.views)]
     why = f"migration {mig.id}"
     for asset in p.assets:
-        engine._create_asset(asset, out)
+        markets.create_asset(engine, asset, out)
     for market in p.markets:
-        engine._create_market(market, out)
+        markets.create_market(engine, market, out)
     for oid in sorted(p.cancel):
         order = engine.orders[oid]
         mkt = engine.markets[order.market]
-        engine._close_order(order, mkt, engine.books[mkt.market].side(order.side == "buy"),
+        engine.close_order(order, mkt, engine.books[mkt.market].side(order.side == "buy"),
                             CANCEL_REASON, out)
     for name in sorted(p.views):
         mkt, view = engine.markets[name], p.views[name]
         changes = {f: getattr(view, f) for f in META_FIELDS if getattr(view, f) != getattr(mkt, f)}
         if changes:
-            engine._update_market(C.UpdateMarket(market=name, **changes, reason=why), out)
+            markets.update_market(engine, C.UpdateMarket(market=name, **changes, reason=why), out)
     for cmd in p.modes_now + p.delist:
-        engine._set_mode(cmd, out)
+        markets.set_mode(engine, cmd, out)
     record = MigrationRecord(migration_id=mig.id, digest=mig.digest, description=mig.description,
                              author=mig.author, seq=engine.seq, ts=engine.ts, before=before,
                              created_assets=[a.asset for a in p.assets],
@@ -421,7 +423,7 @@ def rollback(engine: Engine, log: MigrationLog, migration_id: str, out: list[E.E
         del engine.assets[asset]
         engine.net_deposits.pop(asset, None)
         engine.fees.pop(asset, None)
-    engine._recompute_deadline()
+    engine.recompute_deadline()
     record.rolled_back_seq = engine.seq
 
 
@@ -440,10 +442,10 @@ def run_due(engine: Engine, log: MigrationLog, now: int, out: list[E.Event]) -> 
         try:
             if step.mode is not None:
                 if mkt.mode == step.expect_mode:
-                    engine._set_mode(C.SetMarketMode(market=step.market, mode=step.mode,
+                    markets.set_mode(engine, C.SetMarketMode(market=step.market, mode=step.mode,
                                                      reason=step.reason), out)
             else:
-                engine._update_market(C.UpdateMarket(market=step.market,
+                markets.update_market(engine, C.UpdateMarket(market=step.market,
                                                      maker_fee_ppm=step.maker_fee_ppm,
                                                      taker_fee_ppm=step.taker_fee_ppm,
                                                      reason=step.reason), out)
