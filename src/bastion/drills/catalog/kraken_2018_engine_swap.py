@@ -30,7 +30,7 @@ def candidate_tree(dest: Path, flip_fee_rounding: bool = False) -> Path:
     shutil.copytree(current_source() / "bastion", dest / "src" / "bastion",
                     ignore=shutil.ignore_patterns("__pycache__"))
     if flip_fee_rounding:
-        engine = dest / "src" / "bastion" / "core" / "engine.py"
+        engine = dest / "src" / "bastion" / "core" / "rules.py"
         text = engine.read_text()
         if ROUND_DOWN not in text:
             raise RuntimeError("fee_amount changed shape; update the drill's faulty candidate")
