@@ -56,6 +56,9 @@ class Lane:
 @dataclass
 class WorkerConfig:
     batch: int = 64  # submits per lane per round, journaled together
+    #: custody calls in flight per lane: 1 sends strictly in id order; more overlaps the
+    #: round trips (custody may then accept neighbours within a window out of order)
+    window: int = 1
     idle_sleep: float = 0.02
     poll_interval: float = 0.25  # confirmation polling of submitted withdrawals
     outage_pause_s: float = 300.0  # dYdX v4: a chain outage of 5 min pauses withdrawals
@@ -161,26 +164,42 @@ class WithdrawalWorker:
         return True
 
     async def _send(self, lane: Lane, claimed: list[Queued]) -> bool:
-        """Send claimed withdrawals in id order; stop at the first one without an answer."""
+        """Send claimed withdrawals in id order, ``window`` at a time (1: strictly one after
+        the other); stop after the first group in which one got no answer."""
         outcomes: list[Outcome] = []
-        try:
-            for w in claimed:
-                try:
-                    status = await self.client.submit(self.key(w.wid), str(w.wid), w.asset,
-                                                      w.address, w.amount)
-                except CustodyRejected as exc:
-                    outcomes.append(Failed(w.wid, f"custody refused: {exc}"))
-                else:
-                    lane.breaker.success()
-                    lane.sent_total += 1
-                    if status.status == "confirmed":
-                        outcomes.append(Confirmed(w.wid, status.txid))
+        window = max(1, self.config.window)
+        for i in range(0, len(claimed), window):
+            group = claimed[i:i + window]
+            results = await asyncio.gather(*(self._send_one(w) for w in group),
+                                           return_exceptions=True)
+            unavailable: BaseException | None = None
+            for w, result in zip(group, results, strict=True):
+                if isinstance(result, CustodyUnavailable):
+                    unavailable = result
+                    continue
+                if isinstance(result, BaseException):
+                    raise result
                 lane.claimed.discard(w.wid)
-        except CustodyUnavailable as exc:
-            self._failed_call(lane, exc)
+                lane.breaker.success()  # custody answered
+                if result is not None:
+                    outcomes.append(result)
+                if not isinstance(result, Failed):
+                    lane.sent_total += 1
+            if unavailable is not None:
+                self._failed_call(lane, unavailable)
+                break
         if outcomes:
             await self.book.record(outcomes)
         return True
+
+    async def _send_one(self, w: Queued) -> Outcome | None:
+        """One custody call: Failed on a refusal, Confirmed if custody says so at once."""
+        try:
+            status = await self.client.submit(self.key(w.wid), str(w.wid), w.asset, w.address,
+                                              w.amount)
+        except CustodyRejected as exc:
+            return Failed(w.wid, f"custody refused: {exc}")
+        return Confirmed(w.wid, status.txid) if status.status == "confirmed" else None
 
     def _failed_call(self, lane: Lane, exc: Exception) -> None:
         lane.breaker.failure(self.clock())
