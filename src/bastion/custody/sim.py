@@ -64,6 +64,7 @@ class Simulator:
         self.ledger = SimLedger.open(data / "ledger.jsonl", _now_ms())
         self.faults: dict[str, dict[str, Any]] = {}
         self.blocked: set[str] = set()
+        self.key_locks: dict[str, asyncio.Lock] = {}
         self._load_switches()
 
     # ------------------------------------------------------------------ switches (survive crashes)
@@ -156,21 +157,25 @@ def build_app(sim: Simulator) -> Starlette:
         assert isinstance(address, str)
         fault = sim.fault_for(asset)
         deliveries = 2 if fault["mode"] == "duplicate_delivery" else 1
-        for _ in range(deliveries):
-            existing = sim.ledger.sends.get(key)
-            if existing is not None:
-                if (existing.asset, existing.address, existing.amount, existing.reference) != (
-                        asset, address, amount, ref):
-                    return _err(409, "KEY_REUSED", f"key {key} was used for another send")
-                sim.ledger.replays += 1
-                continue
-            txid = hashlib.sha256(f"{key}:{sim.ledger.genesis_ms}".encode()).hexdigest()
-            send = Send(key=key, reference=ref, asset=asset, address=address, amount=amount,
-                        txid=txid, height=sim.height(), accepted_ms=_now_ms(),
-                        failed="address blocked by the chain" if address in sim.blocked else "")
-            sim.ledger.add_send(send)
-            if fault["mode"] == "crash_after_accept":
-                os._exit(CRASH_EXIT)  # accepted durably, never answered
+        lock = sim.key_locks.setdefault(key, asyncio.Lock())
+        async with lock:  # one key at a time; other keys' writes overlap (fsync in a thread)
+            for _ in range(deliveries):
+                existing = sim.ledger.sends.get(key)
+                if existing is not None:
+                    if (existing.asset, existing.address, existing.amount,
+                            existing.reference) != (asset, address, amount, ref):
+                        return _err(409, "KEY_REUSED", f"key {key} was used for another send")
+                    sim.ledger.replays += 1
+                    continue
+                txid = hashlib.sha256(f"{key}:{sim.ledger.genesis_ms}".encode()).hexdigest()
+                send = Send(key=key, reference=ref, asset=asset, address=address,
+                            amount=amount, txid=txid, height=sim.height(),
+                            accepted_ms=_now_ms(), failed="address blocked by the chain"
+                            if address in sim.blocked else "")
+                await asyncio.to_thread(sim.ledger.add_send, send)
+                if fault["mode"] == "crash_after_accept":
+                    os._exit(CRASH_EXIT)  # accepted durably, never answered
+        sim.key_locks.pop(key, None)
         return JSONResponse(sim.send_view(sim.ledger.sends[key]))
 
     async def status(request: Request) -> Response:
