@@ -299,6 +299,99 @@ class CancelTrigger(Command, tag="CancelTrigger"):
     client_id: str = ""
 
 
+# ---------------------------------------------------------------------- withdrawals, deposits
+# (core/withdrawals.py): the journaled state machine behind the withdrawal worker.
+
+
+class SetWithdrawalRules(Command, tag="SetWithdrawalRules"):
+    """Per-asset risk rules (operator). ``daily_limit``/``manual_above`` of 0 mean none."""
+
+    asset: str
+    min_amount: int = 1
+    fee: int = 0
+    daily_limit: int = 0
+    manual_above: int = 0
+    address_delay_ms: int = 0
+    confirmations: int = 1
+    reason: str = ""
+
+
+class RequestWithdrawal(Command, tag="RequestWithdrawal"):
+    """Holds amount + fee and queues a withdrawal; ``client_id`` is unique per account."""
+
+    account: int
+    asset: str
+    amount: int
+    address: str
+    client_id: str = ""
+
+
+class CancelWithdrawal(Command, tag="CancelWithdrawal"):
+    """By the user, until the withdrawal is submitted."""
+
+    account: int
+    wid: int
+
+
+class ReviewWithdrawal(Command, tag="ReviewWithdrawal"):
+    """Operator decision on a withdrawal in risk review."""
+
+    wid: int
+    approve: bool
+    operator: str
+    reason: str = ""
+
+
+class ReleaseWithdrawal(Command, tag="ReleaseWithdrawal"):
+    """A withdrawal waiting for its new address's delay becomes approved (from its time on)."""
+
+    wid: int
+
+
+class SubmitWithdrawal(Command, tag="SubmitWithdrawal"):
+    """The worker claims an approved withdrawal before sending it to custody: cancel closes."""
+
+    wid: int
+    key: str
+
+
+class ConfirmWithdrawal(Command, tag="ConfirmWithdrawal"):
+    wid: int
+    txid: str
+
+
+class FailWithdrawal(Command, tag="FailWithdrawal"):
+    """Custody refused it or the chain failed it: the held funds go back."""
+
+    wid: int
+    reason: str
+
+
+class PauseWithdrawals(Command, tag="PauseWithdrawals"):
+    """Pause (or resume) new withdrawals of an asset; ``by`` is the operator or "auto"."""
+
+    asset: str
+    paused: bool
+    reason: str
+    by: str = "operator"
+
+
+class AssignDepositAddress(Command, tag="AssignDepositAddress"):
+    account: int
+    asset: str
+    address: str
+
+
+class ObserveDeposit(Command, tag="ObserveDeposit"):
+    """What the chain shows for a deposit transaction; credited once at the asset's N."""
+
+    txid: str
+    asset: str
+    address: str
+    amount: int
+    confirmations: int
+
+
 AnyCommand = (
     CreateAsset
     | CreateMarket
@@ -323,4 +416,15 @@ AnyCommand = (
     | FundInsurance
     | PlaceTrigger
     | CancelTrigger
+    | SetWithdrawalRules
+    | RequestWithdrawal
+    | CancelWithdrawal
+    | ReviewWithdrawal
+    | ReleaseWithdrawal
+    | SubmitWithdrawal
+    | ConfirmWithdrawal
+    | FailWithdrawal
+    | PauseWithdrawals
+    | AssignDepositAddress
+    | ObserveDeposit
 )

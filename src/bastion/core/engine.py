@@ -35,6 +35,8 @@ from bastion.core.perp import market as perp_market
 from bastion.core.rules import GuardViolation, Refused
 from bastion.core.state import STATE_VERSION, Account, EngineState, Order
 from bastion.core.venue import Venue
+from bastion.core.wallet.desk import COMMANDS as WALLET_COMMANDS
+from bastion.core.wallet.desk import Wallet, WalletHandler
 
 
 class SnapshotVersionError(ValueError):
@@ -48,6 +50,8 @@ class Engine(Venue):
         #: perpetual markets: cross margin, positions, oracle and funding records, triggers
         self.perp = MarginLedger(self)
         self.ledgers = {"spot": self.spot, "perp": self.perp}
+        #: withdrawals (held funds, the journaled state machine) and deposits
+        self.wallet = Wallet(self)
 
     def apply(self, cmd: C.Command) -> list[E.Event]:
         """Apply one sequenced command; returns its events. Never raises."""
@@ -124,6 +128,7 @@ class Engine(Venue):
             accounts=accounts_, orders=orders_, fees=dict(sorted(self.fees.items())),
             net_deposits=dict(sorted(self.net_deposits.items())),
             perp=self.perp.export(),
+            wallet=self.wallet.export(),
         )
 
     @classmethod
@@ -156,6 +161,8 @@ class Engine(Venue):
         eng.net_deposits = state.net_deposits
         eng.recompute_deadline()
         eng.perp.restore(state.perp)
+        if state.wallet is not None:
+            eng.wallet.restore(state.wallet)
         return eng
 
     def state_hash(self) -> str:
@@ -171,6 +178,9 @@ class Engine(Venue):
             problems.extend(led.audit())
             for asset, amount in led.totals().items():
                 totals[asset] = totals.get(asset, 0) + amount
+        problems.extend(self.wallet.check_invariants())
+        for asset, amount in self.wallet.held_totals().items():
+            totals[asset] = totals.get(asset, 0) + amount  # held for pending withdrawals
         for asset in set(totals) | set(self.net_deposits) | set(self.fees):
             have = totals.get(asset, 0) + self.fees.get(asset, 0)
             if have != self.net_deposits.get(asset, 0):
@@ -198,6 +208,13 @@ def _on_margin(fn: Callable[[MarginLedger, Any, list[E.Event]], None]) -> Handle
     """A perpetual-mechanics handler works on the margin ledger."""
     def handler(eng: Engine, cmd: Any, out: list[E.Event]) -> None:
         fn(eng.perp, cmd, out)
+    return handler
+
+
+def _on_wallet(fn: WalletHandler) -> Handler:
+    """A withdrawal or deposit handler works on the wallet."""
+    def handler(eng: Engine, cmd: Any, out: list[E.Event]) -> None:
+        fn(eng.wallet, cmd, out)
     return handler
 
 
@@ -230,6 +247,8 @@ HANDLERS: dict[type, Handler] = {
     C.FundInsurance: _on_margin(margin_accounts.fund_insurance),
     C.PlaceTrigger: _on_margin(triggers_cmd.place_trigger),
     C.CancelTrigger: _on_margin(triggers_cmd.cancel_trigger),
+    # withdrawals and deposits (core/wallet)
+    **{command: _on_wallet(fn) for command, fn in WALLET_COMMANDS.items()},
 }
 
 

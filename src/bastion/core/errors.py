@@ -39,6 +39,15 @@ ORACLE_STALE: Final = "ORACLE_STALE"
 INVALID_LEVERAGE: Final = "INVALID_LEVERAGE"
 WOULD_TRIGGER: Final = "WOULD_TRIGGER"
 UNKNOWN_TRIGGER: Final = "UNKNOWN_TRIGGER"
+# withdrawals and deposits
+WITHDRAWALS_DISABLED: Final = "WITHDRAWALS_DISABLED"
+WITHDRAWALS_PAUSED: Final = "WITHDRAWALS_PAUSED"
+BELOW_MINIMUM: Final = "BELOW_MINIMUM"
+DAILY_LIMIT: Final = "DAILY_LIMIT"
+UNKNOWN_WITHDRAWAL: Final = "UNKNOWN_WITHDRAWAL"
+WITHDRAWAL_STATE: Final = "WITHDRAWAL_STATE"
+DUPLICATE_TXID: Final = "DUPLICATE_TXID"
+UNKNOWN_ADDRESS: Final = "UNKNOWN_ADDRESS"
 
 #: Upper bound for every integer a command may carry: keeps arithmetic far from int64 limits at
 #: the edge and makes "huge integer" input a clean reject instead of a slow bignum path.

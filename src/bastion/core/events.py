@@ -253,6 +253,54 @@ class TriggerCanceled(Event, tag="TriggerCanceled"):
     reason: str
 
 
+# ---------------------------------------------------------------------- withdrawals, deposits
+
+class WithdrawalUpdated(Event, tag="WithdrawalUpdated"):
+    """Every withdrawal transition: requested, risk_review, approved, submitted, confirmed,
+    failed, cancelled, rejected."""
+
+    wid: int
+    account: int
+    asset: str
+    amount: int
+    fee: int
+    state: str
+    address: str = ""
+    client_id: str = ""
+    txid: str = ""
+    reason: str = ""
+
+
+class DepositUpdated(Event, tag="DepositUpdated"):
+    """``confirming`` (n of required) or ``credited`` (exactly once per txid)."""
+
+    txid: str
+    account: int
+    asset: str
+    amount: int
+    confirmations: int
+    required: int
+    state: str
+
+
+class WithdrawalsPaused(Event, tag="WithdrawalsPaused"):
+    asset: str
+    paused: bool
+    reason: str
+    by: str
+
+
+class WithdrawalRulesSet(Event, tag="WithdrawalRulesSet"):
+    asset: str
+    reason: str = ""
+
+
+class DepositAddressAssigned(Event, tag="DepositAddressAssigned"):
+    account: int
+    asset: str
+    address: str
+
+
 AnyEvent = (
     Rejected
     | AssetCreated
@@ -280,4 +328,9 @@ AnyEvent = (
     | TriggerAccepted
     | TriggerFired
     | TriggerCanceled
+    | WithdrawalUpdated
+    | DepositUpdated
+    | WithdrawalsPaused
+    | WithdrawalRulesSet
+    | DepositAddressAssigned
 )

@@ -8,6 +8,7 @@ import msgspec
 
 from bastion.core.commands import MarketMode, Side, STPMode
 from bastion.core.perp.state import PerpState
+from bastion.core.wallet.state import WalletState
 
 #: 2: lazy funding (PerpMarket.funding_pool; positions settle when touched)
 STATE_VERSION = 2
@@ -86,3 +87,6 @@ class EngineState(msgspec.Struct, omit_defaults=True):
     #: perpetual ledger (markets, margins, positions, triggers); absent on a spot-only engine,
     #: so spot snapshots and their hashes are unchanged.
     perp: PerpState | None = None
+    #: withdrawals and deposits (core/wallet); absent until the wallet is first used, so
+    #: snapshots and hashes of engines without it are unchanged.
+    wallet: WalletState | None = None
