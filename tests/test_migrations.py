@@ -1,4 +1,4 @@
-"""Migrations: the file format's errors, the atomic effect and its rollback, and dry-runs
+"""Migrations: the file format's errors, the journaled command and its rollback, and dry-runs
 against a real journal (CLI in a subprocess)."""
 
 from __future__ import annotations
@@ -12,16 +12,16 @@ from pathlib import Path
 import msgspec
 import pytest
 
+from bastion.core import commands as C
 from bastion.core import events as E
+from bastion.core import migrations
 from bastion.core.engine import Engine
-from bastion.core.rules import Refused
 from bastion.demo import BTC_USDT, ETH_USDT, demo_setup, stamp
 from bastion.journal.local import LocalJournal
 from bastion.node import Node, NodeConfig
 from bastion.node.recovery import rebuild
 from bastion.node.workload import SpotWorkload, spot_setup
-from bastion.ops.migrations import effect
-from bastion.ops.migrations.spec import MigrationError, parse_migration
+from bastion.ops.migrations.spec import MigrationError, parse_migration, to_command
 from bastion.snapshots.store import SnapshotStore
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "migrations"
@@ -122,22 +122,39 @@ def _tick(policy: str, tick: int = 100) -> bytes:
                f'on_conflict = "{policy}"\n')
 
 
+def _apply(eng: Engine, cmd: C.Command, dt: int = 0) -> list[E.Event]:
+    """The next command, as the sequencer would stamp it."""
+    cmd.seq, cmd.ts = eng.seq + 1, eng.ts + dt
+    return eng.apply(cmd)
+
+
+def _migrate(eng: Engine, text: bytes) -> list[E.Event]:
+    return _apply(eng, to_command(parse_migration(text)))
+
+
+def _refusal(events: list[E.Event]) -> E.Rejected:
+    assert len(events) == 1 and isinstance(events[0], E.Rejected), events
+    return events[0]
+
+
+def _unsequenced(eng: Engine) -> bytes:
+    return msgspec.msgpack.encode(msgspec.structs.replace(eng.export_state(), seq=0, ts=0))
+
+
 def test_refuse_migration_changes_nothing_and_names_the_orders() -> None:
     eng = _engine_with_book()
-    before = eng.export_state()
-    off = sorted(o.order_id for o in effect.resting(eng, BTC_USDT) if o.price % 100)
+    before = _unsequenced(eng)
+    off = sorted(o.order_id for o in migrations.resting(eng, BTC_USDT) if o.price % 100)
     assert off, "no off-grid orders to conflict with"
-    with pytest.raises(Refused) as info:
-        effect.apply(eng, effect.MigrationLog(), parse_migration(_tick("refuse-migration")), [])
-    assert info.value.code == effect.MIGRATION_CONFLICT
-    assert info.value.message.startswith(f"changes[0].on_conflict: {len(off)} resting order(s)")
-    assert str(off[0]) in info.value.message
-    assert msgspec.msgpack.encode(eng.export_state()) == msgspec.msgpack.encode(before)
+    refused = _refusal(_migrate(eng, _tick("refuse-migration")))
+    assert refused.code == migrations.MIGRATION_CONFLICT and refused.command == "ApplyMigration"
+    assert refused.message.startswith(f"changes[0].on_conflict: {len(off)} resting order(s)")
+    assert str(off[0]) in refused.message
+    assert _unsequenced(eng) == before
 
 
 def test_semantic_errors_name_the_field() -> None:
     eng = _engine_with_book()
-    log = effect.MigrationLog()
     cases = [
         ('[[changes]]\nkind = "tick"\nmarket = "DOGE-USDT"\ntick_size = 1\n'
          'on_conflict = "cancel"\n', "changes[0].market: unknown market 'DOGE-USDT'"),
@@ -151,54 +168,54 @@ def test_semantic_errors_name_the_field() -> None:
          'taker_fee_ppm = 500\n', "changes[0].taker_fee_ppm: maker_fee_ppm must be within"),
     ]
     for body, message in cases:
-        with pytest.raises(Refused) as info:
-            effect.apply(eng, log, parse_migration(mig(body)), [])
-        assert info.value.message.startswith(message), info.value.message
+        refused = _refusal(_migrate(eng, mig(body)))
+        assert refused.message.startswith(message), refused.message
     holiday = mig(f'[[changes]]\nkind = "fees"\nmarket = "BTC-USDT"\nmaker_fee_ppm = 0\n'
                   f'taker_fee_ppm = 0\nend = {T0 + 3_600_000}\n')
-    effect.apply(eng, log, parse_migration(holiday), [])
-    with pytest.raises(Refused) as again:
-        effect.apply(eng, log, parse_migration(holiday), [])
-    assert again.value.code == effect.MIGRATION_APPLIED
-    assert again.value.message.startswith("id: migration m1 was already applied")
+    applied = _migrate(eng, holiday)
+    assert isinstance(applied[-1], E.MigrationApplied) and applied[-1].scheduled == 1
+    again = _refusal(_migrate(eng, holiday))
+    assert again.code == migrations.MIGRATION_APPLIED
+    assert again.message.startswith("id: migration m1 was already applied")
     other = holiday.replace(b'id = "m1"', b'id = "m2"')
-    with pytest.raises(Refused) as overlap:
-        effect.apply(eng, log, parse_migration(other), [])
+    overlap = _refusal(_migrate(eng, other))
     assert "changes[0].start: overlaps the pending fee schedule of migration m1" in \
-        overlap.value.message
+        overlap.message
 
 
 def test_apply_cancel_schedule_and_rollback_restore_metadata_byte_for_byte() -> None:
     eng = _engine_with_book()
-    log = effect.MigrationLog()
     before = _metadata(eng)
-    off = {o.order_id for o in effect.resting(eng, BTC_USDT) if o.price % 100}
+    off = {o.order_id for o in migrations.resting(eng, BTC_USDT) if o.price % 100}
     text = _tick("cancel") + (
         f'[[changes]]\nkind = "fees"\nmarket = "BTC-USDT"\nmaker_fee_ppm = 0\n'
         f'taker_fee_ppm = 0\nend = {eng.ts + 60_000}\n'
         f'[[changes]]\nkind = "mode"\nmarket = "ETH-USDT"\nmode = "post_only"\nreason = "warm"\n'
         f'start = {eng.ts + 10_000}\nend = {eng.ts + 20_000}\n').encode()
-    m = parse_migration(text + NEW_SOL)
-    out: list[E.Event] = []
-    record = effect.apply(eng, log, m, out)
+    out = _migrate(eng, text + NEW_SOL)
+    assert isinstance(out[-1], E.MigrationApplied), out[-1]
     cancelled = {e.order_id for e in out if isinstance(e, E.OrderCanceled)}
-    assert cancelled == off == set(record.cancelled)
-    assert all(e.reason == effect.CANCEL_REASON for e in out if isinstance(e, E.OrderCanceled))
+    assert cancelled == off and out[-1].cancelled == len(off)
+    assert all(e.reason == migrations.CANCEL_REASON for e in out
+               if isinstance(e, E.OrderCanceled))
     assert eng.markets[BTC_USDT].tick_size == 100 and eng.markets[BTC_USDT].taker_fee_ppm == 0
     assert "SOL-USDT" in eng.markets and "SOL" in eng.assets
     assert not eng.check_invariants()
-    steps: list[E.Event] = []
-    for dt, mode in ((10_000, "post_only"), (20_000, "open")):
-        effect.run_due(eng, log, eng.ts + dt, steps)
-        assert eng.markets[ETH_USDT].mode == mode
-    effect.run_due(eng, log, eng.ts + 60_000, steps)
+    restored = Engine.from_state(eng.export_state())
+    assert restored.state_hash() == eng.state_hash()
+    for dt, mode in ((10_000, "post_only"), (10_000, "open")):
+        for e in (eng, restored):  # timed steps run at the same point after a restore
+            _apply(e, C.Deposit(account=1, asset="USDT", amount=1), dt)
+            assert e.markets[ETH_USDT].mode == mode
+    _apply(eng, C.Deposit(account=1, asset="USDT", amount=1), 40_000)
     assert eng.markets[BTC_USDT].taker_fee_ppm == 500, "fee holiday did not end"
-    assert not log.pending
-    effect.rollback(eng, log, "m1", [])
+    assert not eng.migrations.pending
+    back = _apply(eng, C.RollbackMigration(migration_id="m1", reason="test"))
+    assert isinstance(back[-1], E.MigrationRolledBack), back
     assert _metadata(eng) == before
     assert not eng.check_invariants()
-    with pytest.raises(Refused):
-        effect.rollback(eng, log, "m1", [])
+    assert _refusal(_apply(eng, C.RollbackMigration(migration_id="m1", reason="again"))).code \
+        == migrations.UNKNOWN_MIGRATION
 
 
 # ------------------------------------------------------------------ dry-runs on a journal
@@ -259,7 +276,7 @@ def test_cancel_policy_reports_cancellations_and_bulk_refusals(shard: Path,
     seq, _ = _live(shard)
     with LocalJournal(shard / "journal", readonly=True) as journal:
         engine, _ = rebuild(journal, SnapshotStore(shard / "snapshots"), progress=False)
-    off = [o for o in effect.resting(engine, BTC_USDT) if o.price % 100]
+    off = [o for o in migrations.resting(engine, BTC_USDT) if o.price % 100]
     assert rep["refused_now"] is None and rep["cancelled_now"]["count"] == len(off) > 0
     places = [c for c in rep["outcome_changes"]
               if c["command"] == "PlaceOrder" and c["after"] == "TICK_SIZE"]

@@ -8,6 +8,8 @@ from typing import Literal
 
 import msgspec
 
+from bastion.core.migration_spec import AnyChange
+
 SCHEMA_VERSION = 1
 
 Side = Literal["buy", "sell"]
@@ -392,6 +394,23 @@ class ObserveDeposit(Command, tag="ObserveDeposit"):
     confirmations: int
 
 
+class ApplyMigration(Command, tag="ApplyMigration"):
+    """A metadata migration, applied atomically (every change checked against live state
+    first, then all of it or nothing) and recorded under its id: re-applying is refused, and
+    ``RollbackMigration`` puts back the metadata recorded before it (``core/migrations.py``)."""
+
+    migration_id: str
+    digest: str
+    description: str
+    author: str
+    changes: list[AnyChange]
+
+
+class RollbackMigration(Command, tag="RollbackMigration"):
+    migration_id: str
+    reason: str
+
+
 AnyCommand = (
     CreateAsset
     | CreateMarket
@@ -427,4 +446,6 @@ AnyCommand = (
     | PauseWithdrawals
     | AssignDepositAddress
     | ObserveDeposit
+    | ApplyMigration
+    | RollbackMigration
 )

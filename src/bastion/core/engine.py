@@ -2,7 +2,7 @@
 
 The pipeline, in one place (``Engine.apply``):
   1. sequence: ``seq``/``ts`` must increase, else one ``Rejected`` and nothing else;
-  2. timed mode changes due at this ``ts`` (the end of ``recovery``);
+  2. timed changes due at this ``ts`` (the end of ``recovery``, a migration's scheduled steps);
   3. dispatch: ``HANDLERS[type(cmd)]`` validates everything, then mutates (``Refused`` before
      any change becomes the command's one ``Rejected`` event);
   4. settle pass: margin accounts the command touched are re-keyed for liquidation and, below
@@ -22,7 +22,7 @@ from typing import Any
 
 import msgspec
 
-from bastion.core import accounts, markets, orders
+from bastion.core import accounts, markets, migrations, orders
 from bastion.core import commands as C
 from bastion.core import errors as X
 from bastion.core import events as E
@@ -72,6 +72,7 @@ class Engine(Venue):
         out: list[E.Event] = []
         if ts >= self.deadline:
             markets.end_recovery(self, out)
+            migrations.run_due(self, out)
         handler = HANDLERS.get(type(cmd))
         perp = self.perp
         try:
@@ -129,6 +130,7 @@ class Engine(Venue):
             net_deposits=dict(sorted(self.net_deposits.items())),
             perp=self.perp.export(),
             wallet=self.wallet.export(),
+            migrations=self.migrations if self.migrations.records else None,
         )
 
     @classmethod
@@ -159,6 +161,8 @@ class Engine(Venue):
             eng.books[order.market].side(order.side == "buy").add(order)
         eng.fees = state.fees
         eng.net_deposits = state.net_deposits
+        if state.migrations is not None:
+            eng.migrations = state.migrations
         eng.recompute_deadline()
         eng.perp.restore(state.perp)
         if state.wallet is not None:
@@ -236,6 +240,8 @@ HANDLERS: dict[type, Handler] = {
     C.UpdateMarket: markets.update_market,
     C.SetReferencePrice: markets.set_ref_price,
     C.SetMarketMode: markets.set_mode,
+    C.ApplyMigration: migrations.apply_migration,
+    C.RollbackMigration: migrations.rollback_migration,
     # perpetual mechanics
     C.CreatePerpMarket: _on_margin(perp_market.create_perp_market),
     C.UpdateIndex: _on_margin(oracle.update_index),

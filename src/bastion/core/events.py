@@ -299,6 +299,27 @@ class DepositAddressAssigned(Event, tag="DepositAddressAssigned"):
     account: int
     asset: str
     address: str
+class MigrationApplied(Event, tag="MigrationApplied"):
+    """After the events of its changes (created, updated, cancelled, mode changed)."""
+
+    migration_id: str
+    digest: str
+    cancelled: int
+    scheduled: int
+
+
+class MigrationRolledBack(Event, tag="MigrationRolledBack"):
+    migration_id: str
+    reason: str
+
+
+class MigrationStepSkipped(Event, tag="MigrationStepSkipped"):
+    """A timed step found the market changed meanwhile (e.g. halted by an operator) and left
+    it as it was."""
+
+    migration_id: str
+    market: str
+    reason: str
 
 
 AnyEvent = (
@@ -333,4 +354,7 @@ AnyEvent = (
     | WithdrawalsPaused
     | WithdrawalRulesSet
     | DepositAddressAssigned
+    | MigrationApplied
+    | MigrationRolledBack
+    | MigrationStepSkipped
 )

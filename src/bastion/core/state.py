@@ -71,6 +71,43 @@ class Account(msgspec.Struct):
     stp: STPMode = "expire_taker"
 
 
+class ScheduledStep(msgspec.Struct, kw_only=True):
+    """A timed step of a migration (fee holiday start/end, mode window start/end), run at the
+    first command stamped at or after ``at_ts``."""
+
+    at_ts: int
+    market: str
+    migration_id: str
+    index: int
+    maker_fee_ppm: int | None = None
+    taker_fee_ppm: int | None = None
+    mode: MarketMode | None = None
+    #: a mode step applies only if the market is still in this mode (an operator's halt wins)
+    expect_mode: MarketMode | None = None
+    reason: str = ""
+
+
+class MigrationRecord(msgspec.Struct, kw_only=True):
+    migration_id: str
+    digest: str
+    description: str
+    author: str
+    seq: int
+    ts: int
+    #: touched markets exactly as they were: rollback puts these back
+    before: list[Market]
+    created_assets: list[str]
+    created_markets: list[str]
+    cancelled: list[int]
+    rolled_back_seq: int = 0
+
+
+class MigrationLog(msgspec.Struct, kw_only=True):
+    records: list[MigrationRecord] = []
+    #: ordered by ``at_ts``, then by the order they were scheduled in
+    pending: list[ScheduledStep] = []
+
+
 class EngineState(msgspec.Struct, omit_defaults=True):
     version: int
     seq: int
@@ -90,3 +127,5 @@ class EngineState(msgspec.Struct, omit_defaults=True):
     #: withdrawals and deposits (core/wallet); absent until the wallet is first used, so
     #: snapshots and hashes of engines without it are unchanged.
     wallet: WalletState | None = None
+    #: applied migrations and their pending timed steps; absent until the first one
+    migrations: MigrationLog | None = None

@@ -11,7 +11,7 @@ from bastion.core import events as E
 from bastion.core.book import BookSide, OrderBook
 from bastion.core.ledger.base import Ledger
 from bastion.core.rules import NO_DEADLINE, Refused
-from bastion.core.state import Account, Asset, Market, Order
+from bastion.core.state import Account, Asset, Market, MigrationLog, Order
 
 
 class Venue:
@@ -28,8 +28,10 @@ class Venue:
         self.client_ids: dict[tuple[int, str], int] = {}
         self.fees: dict[str, int] = {}
         self.net_deposits: dict[str, int] = {}
-        #: ts of the earliest timed return from ``recovery``
+        #: ts of the earliest timed change: a return from ``recovery``, a migration's step
         self.deadline = NO_DEADLINE
+        #: applied migrations and their pending timed steps (``core/migrations.py``)
+        self.migrations = MigrationLog()
         #: market kind -> the ledger holding its money (set up by the engine)
         self.ledgers: dict[str, Ledger] = {}
 
@@ -107,3 +109,6 @@ class Venue:
     def recompute_deadline(self) -> None:
         self.deadline = min((m.mode_until for m in self.markets.values()
                              if m.mode == "recovery"), default=NO_DEADLINE)
+        pending = self.migrations.pending
+        if pending and pending[0].at_ts < self.deadline:
+            self.deadline = pending[0].at_ts

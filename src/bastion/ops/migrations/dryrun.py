@@ -21,12 +21,11 @@ from bastion.core import commands as C
 from bastion.core import events as E
 from bastion.core.codec import decode_command
 from bastion.core.engine import Engine
-from bastion.core.rules import Refused
+from bastion.core.migration_spec import Delist, ModeSchedule
 from bastion.journal.errors import DurabilityError
 from bastion.journal.local import LocalJournal
 from bastion.node.layout import DataDir
 from bastion.node.recovery import rebuild
-from bastion.ops.migrations import effect
 from bastion.ops.migrations import spec as S
 from bastion.snapshots.store import SnapshotStore
 
@@ -91,9 +90,9 @@ def _declared(mig: S.Migration) -> dict[str, frozenset[str] | None]:
     """Markets where the migration itself says orders will be refused: ``None`` = any code."""
     out: dict[str, frozenset[str] | None] = {}
     for ch in mig.changes:
-        if isinstance(ch, S.Delist):
+        if isinstance(ch, Delist):
             out[ch.market] = None
-        elif isinstance(ch, S.ModeSchedule) and out.get(ch.market, MODE_CODES) is not None:
+        elif isinstance(ch, ModeSchedule) and out.get(ch.market, MODE_CODES) is not None:
             out[ch.market] = MODE_CODES
     return out
 
@@ -122,15 +121,16 @@ def window_start(journal: LocalJournal, minutes: int) -> tuple[int, int, int]:
     return lo, last, end_ts
 
 
-def _try_apply(engine: Engine, mig: S.Migration) -> tuple[list[E.Event], tuple[str, str] | None,
-                                                          effect.MigrationLog]:
-    log = effect.MigrationLog()
-    out: list[E.Event] = []
-    try:
-        effect.apply(engine, log, mig, out)
-    except Refused as r:
-        return [], (r.code, r.message), log
-    return out, None, log
+def _try_apply(engine: Engine, mig: S.Migration) -> tuple[list[E.Event], tuple[str, str] | None]:
+    """Apply the migration's one command to ``engine`` (a copy), as the next command at the
+    same time; its refusal as (code, message)."""
+    cmd = S.to_command(mig)
+    cmd.seq, cmd.ts = engine.seq + 1, engine.ts
+    events = engine.apply(cmd)
+    refused = next((e for e in events if isinstance(e, E.Rejected)), None)
+    if refused is not None:
+        return [], (refused.code, refused.message)
+    return events, None
 
 
 def _cancelled(events: list[E.Event]) -> list[dict[str, Any]]:
@@ -166,13 +166,12 @@ def dry_run(mig: S.Migration, data: Path, *, minutes: int = 10, max_refused_pct:
         rep = DryRun(migration=mig, live_seq=last, live_ts=end_ts, window_from=first,
                      window_minutes=minutes)
         migrated: Engine | None = None
-        log = effect.MigrationLog()
         retry = True
         for seq, payload in journal.read(first, last):
             cmd = decode_command(payload)
             if migrated is None and retry:
                 migrated = Engine.from_state(base.export_state())
-                events, rep.refusal_at_start, log = _try_apply(migrated, trial)
+                events, rep.refusal_at_start = _try_apply(migrated, trial)
                 if rep.refusal_at_start is None:
                     rep.window_from = seq
                     rep.cancelled_at_start = len(_cancelled(events))
@@ -183,10 +182,9 @@ def dry_run(mig: S.Migration, data: Path, *, minutes: int = 10, max_refused_pct:
             retry = isinstance(cmd, CREATES)
             if migrated is None:
                 continue
-            if effect.next_due(log) <= cmd.ts:
-                effect.run_due(migrated, log, cmd.ts, [])
-            _compare(rep, cmd, ev_b, migrated.apply(cmd))
-    now_events, rep.refusal_now, _ = _try_apply(Engine.from_state(base.export_state()), mig)
+            # the copy took one extra command (the migration): its sequence runs one ahead
+            _compare(rep, cmd, ev_b, migrated.apply(msgspec.structs.replace(cmd, seq=seq + 1)))
+    now_events, rep.refusal_now = _try_apply(Engine.from_state(base.export_state()), mig)
     rep.cancelled_now = _cancelled(now_events)
     rep.fee_assets = {m: base.markets[m].quote for m in rep.fees if m in base.markets}
     _bulk(rep, _declared(mig), max_refused_pct, min_refused)

@@ -9,22 +9,18 @@ fit says what to do with them (``on_conflict``); there is no default.
 from __future__ import annotations
 
 import hashlib
-import re
 import tomllib
 from datetime import date, datetime, time
 from pathlib import Path
-from typing import Literal
 
 import msgspec
 
-FORMAT_VERSION = 1
-MAX_CHANGES = 256
-MAX_TIME_MS = 2**53
-ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+from bastion.core import commands as C
+from bastion.core.migration_spec import AnyChange
+from bastion.core.migrations import check_shape
+from bastion.core.rules import Refused
 
-OnConflict = Literal["cancel", "refuse-migration"]
-#: modes a schedule may set; ``closed`` is a delisting, which has its own change.
-ScheduledMode = Literal["post_only", "cancel_only", "halted"]
+FORMAT_VERSION = 1
 
 
 class MigrationError(Exception):
@@ -37,104 +33,12 @@ class MigrationError(Exception):
         self.code = code
 
 
-class _Change(msgspec.Struct, tag_field="kind", kw_only=True, forbid_unknown_fields=True):
-    pass
-
-
-class NewAsset(_Change, tag="new_asset"):
-    asset: str
-    decimals: int
-
-
-class NewMarket(_Change, tag="new_market"):
-    """A spot market; units as in ``CreateMarket`` (integers in the smallest units)."""
-
-    market: str
-    base: str
-    quote: str
-    price_decimals: int
-    tick_size: int
-    lot_size: int
-    min_qty: int
-    max_qty: int
-    min_notional: int = 0
-    maker_fee_ppm: int = 0
-    taker_fee_ppm: int = 0
-    market_band_bps: int = 500
-    ref_band_bps: int = 5
-
-
-class TickChange(_Change, tag="tick"):
-    market: str
-    tick_size: int
-    #: resting orders whose price is off the new grid
-    on_conflict: OnConflict
-
-
-class LotChange(_Change, tag="lot"):
-    market: str
-    lot_size: int
-    #: resting orders whose quantity is off the new grid
-    on_conflict: OnConflict
-    #: min/max must stay multiples of the lot; give them when the old ones are not
-    min_qty: int | None = None
-    max_qty: int | None = None
-
-
-class FeeChange(_Change, tag="fees"):
-    """New rates now (or from ``start``); with ``end`` it is a fee holiday: the rates in force
-    before it come back at ``end`` by themselves. Times are ms since the epoch (the file may
-    give TOML date-times with a zone; they are converted on load)."""
-
-    market: str
-    maker_fee_ppm: int
-    taker_fee_ppm: int
-    start: int | None = None
-    end: int | None = None
-
-
-class LimitsChange(_Change, tag="limits"):
-    """Order size limits and price bands; ``None`` leaves a limit as it is."""
-
-    market: str
-    #: resting orders whose size or notional is outside the new limits
-    on_conflict: OnConflict
-    min_qty: int | None = None
-    max_qty: int | None = None
-    min_notional: int | None = None
-    market_band_bps: int | None = None
-    ref_band_bps: int | None = None
-
-
-class ModeSchedule(_Change, tag="mode"):
-    """``mode`` from ``start`` to ``end``; at ``end`` the market returns to the mode it had."""
-
-    market: str
-    mode: ScheduledMode
-    start: int
-    end: int
-    reason: str
-
-
-class Delist(_Change, tag="delist"):
-    """Close the market; it accepts nothing afterwards."""
-
-    market: str
-    reason: str
-    #: resting orders in the market
-    on_conflict: OnConflict
-
-
-Change = NewAsset | NewMarket | TickChange | LotChange | FeeChange | LimitsChange | ModeSchedule \
-    | Delist
-
-
 class Migration(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     format: int
     id: str
     description: str
     author: str
-    changes: list[Change]
+    changes: list[AnyChange]
     #: BLAKE2b of the file's bytes: the journaled record names exactly what was applied.
     digest: str = ""
 
@@ -205,57 +109,20 @@ def load_migration(path: str | Path) -> Migration:
 
 
 def _check_shape(mig: Migration) -> None:
-    """What can be checked without live state: ids, versions, times, duplicate changes."""
+    """Everything that needs no live state (the core's own check, so the file and the
+    journaled command are judged by one rule)."""
     if mig.format != FORMAT_VERSION:
         raise MigrationError("format", f"unsupported format {mig.format}; this Bastion reads "
                                        f"format {FORMAT_VERSION}")
-    if not ID_PATTERN.match(mig.id):
-        raise MigrationError("id", "1-64 letters, digits, '.', '_' or '-', starting with a "
-                                   "letter or digit")
-    for name in ("description", "author"):
-        if not getattr(mig, name).strip():
-            raise MigrationError(name, "must not be empty")
-    if not 1 <= len(mig.changes) <= MAX_CHANGES:
-        raise MigrationError("changes", f"give 1..{MAX_CHANGES} changes")
-    seen: dict[tuple[str, str], int] = {}
-    for i, ch in enumerate(mig.changes):
-        at = f"changes[{i}]"
-        key = _subject(ch)
-        if key in seen:
-            raise MigrationError(at, f"changes the same thing as changes[{seen[key]}] "
-                                     f"({key[0]} {key[1]}); merge them")
-        seen[key] = i
-        if isinstance(ch, FeeChange | ModeSchedule):
-            for name in ("start", "end"):
-                value = getattr(ch, name)
-                if value is not None and not 0 <= value <= MAX_TIME_MS:
-                    raise MigrationError(f"{at}.{name}", "time out of range")
-            if ch.start is not None and ch.end is not None and ch.end <= ch.start:
-                raise MigrationError(f"{at}.end", "must be after start")
-        if isinstance(ch, ModeSchedule | Delist) and not ch.reason.strip():
-            raise MigrationError(f"{at}.reason", "must not be empty")
-    _check_windows(mig.changes)
+    try:
+        check_shape(to_command(mig))
+    except Refused as r:
+        field, _, message = r.message.partition(": ")
+        raise MigrationError(field, message) from None
 
 
-def _check_windows(changes: list[Change]) -> None:
-    """Two mode windows of one market may not overlap: which mode would hold is ambiguous."""
-    windows: dict[str, list[tuple[int, int, int]]] = {}
-    for i, ch in enumerate(changes):
-        if isinstance(ch, ModeSchedule):
-            windows.setdefault(ch.market, []).append((ch.start, ch.end, i))
-    for spans in windows.values():
-        spans.sort()
-        for (_, end, i), (start, _, j) in zip(spans, spans[1:], strict=False):
-            if start < end:
-                raise MigrationError(f"changes[{j}].start", f"overlaps the window of "
-                                                            f"changes[{i}] on the same market")
-
-
-def _subject(ch: Change) -> tuple[str, str]:
-    if isinstance(ch, NewAsset):
-        return ("asset", ch.asset)
-    if isinstance(ch, ModeSchedule):
-        # several windows per market are allowed; overlap is checked against the timeline
-        return (f"mode@{ch.start}", ch.market)
-    kind = type(ch).__struct_config__.tag
-    return (str(kind), ch.market)
+def to_command(mig: Migration) -> C.ApplyMigration:
+    """The one journaled command that applies the migration."""
+    return C.ApplyMigration(migration_id=mig.id, digest=mig.digest,
+                            description=mig.description, author=mig.author,
+                            changes=list(mig.changes))

@@ -1,11 +1,9 @@
-"""What a migration does to an engine: every change checked against the live state first, then
-all of it applied, or nothing. Rollback restores the metadata recorded before it.
-
-Deterministic and integer-only, like the core (times are the sequencer's ms): the dry-run runs
-exactly this on a copy of live state, and the node runs it as one journaled command.
+"""Metadata migrations in the core: ``ApplyMigration`` checks every change against the live
+state first (naming the change and field at fault), then applies all of it or nothing, and
+records it under its id with the markets as they were; ``RollbackMigration`` puts those back;
+timed steps (a fee holiday's end, a mode window) run at the first command stamped at or after
+their time, so a replay runs them at exactly the same point.
 """
-
-from __future__ import annotations
 
 import msgspec
 
@@ -13,56 +11,22 @@ from bastion.core import commands as C
 from bastion.core import errors as X
 from bastion.core import events as E
 from bastion.core import markets
-from bastion.core.engine import Engine
+from bastion.core import migration_spec as S
+from bastion.core.errors import MAX_INT
 from bastion.core.instruments import validate_market
 from bastion.core.rules import Refused
-from bastion.core.state import Market, Order
-from bastion.ops.migrations import spec as S
+from bastion.core.state import Market, MigrationLog, MigrationRecord, Order, ScheduledStep
+from bastion.core.venue import Venue
 
 MIGRATION_APPLIED = "MIGRATION_APPLIED"
 MIGRATION_CONFLICT = "MIGRATION_CONFLICT"
 UNKNOWN_MIGRATION = "UNKNOWN_MIGRATION"
 NEVER = 2**63
 CANCEL_REASON = "MIGRATION"
-#: metadata fields a migration may change and a rollback restores
-META_FIELDS = ("tick_size", "lot_size", "min_qty", "max_qty", "min_notional", "maker_fee_ppm",
-               "taker_fee_ppm", "market_band_bps", "ref_band_bps")
+MAX_CHANGES = 256
 SHOWN_CONFLICTS = 5
-
-
-class Scheduled(msgspec.Struct, kw_only=True):
-    """A timed step of a migration (fee holiday start/end, mode window start/end)."""
-
-    at_ts: int
-    market: str
-    migration_id: str
-    index: int
-    maker_fee_ppm: int | None = None
-    taker_fee_ppm: int | None = None
-    mode: C.MarketMode | None = None
-    #: a mode step applies only if the market is still in this mode (an operator's halt wins)
-    expect_mode: C.MarketMode | None = None
-    reason: str = ""
-
-
-class MigrationRecord(msgspec.Struct, kw_only=True):
-    migration_id: str
-    digest: str
-    description: str
-    author: str
-    seq: int
-    ts: int
-    #: touched markets exactly as they were: rollback puts these back
-    before: list[Market]
-    created_assets: list[str]
-    created_markets: list[str]
-    cancelled: list[int]
-    rolled_back_seq: int = 0
-
-
-class MigrationLog(msgspec.Struct, kw_only=True):
-    records: list[MigrationRecord] = []
-    pending: list[Scheduled] = []
+#: metadata fields a migration may change and a rollback restores
+META_FIELDS = markets.UPDATABLE
 
 
 class _Plan:
@@ -75,7 +39,7 @@ class _Plan:
         self.cancel: dict[int, str] = {}
         self.modes_now: list[C.SetMarketMode] = []
         self.delist: list[C.SetMarketMode] = []
-        self.schedule: list[Scheduled] = []
+        self.schedule: list[ScheduledStep] = []
 
 
 def _refuse(at: str, message: str, code: str = X.INVALID_MARKET_SPEC) -> Refused:
@@ -91,8 +55,8 @@ def _spec_of(m: Market) -> C.CreateMarket:
                           ref_band_bps=m.ref_band_bps)
 
 
-def resting(engine: Engine, market: str) -> list[Order]:
-    book = engine.books[market]
+def resting(v: Venue, market: str) -> list[Order]:
+    book = v.books[market]
     return book.bids.orders_in_priority() + book.asks.orders_in_priority()
 
 
@@ -121,11 +85,11 @@ def _check_window(log: MigrationLog, market: str, fees: bool, start: int, end: i
 class Planner:
     """Builds a ``_Plan`` change by change, naming the change and field at fault."""
 
-    def __init__(self, engine: Engine, log: MigrationLog, mig: S.Migration) -> None:
-        self.e = engine
-        self.log = log
-        self.mig = mig
-        self.now = engine.ts
+    def __init__(self, v: Venue, cmd: C.ApplyMigration) -> None:
+        self.e = v
+        self.log = v.migrations
+        self.mig = cmd
+        self.now = v.ts
         self.p = _Plan()
         self.new_assets: dict[str, int] = {}
         self.new_markets: set[str] = set()
@@ -134,11 +98,13 @@ class Planner:
         self.i = 0
 
     def plan(self) -> _Plan:
-        done = next((r for r in self.log.records if r.migration_id == self.mig.id), None)
+        mid = self.mig.migration_id
+        check_shape(self.mig)
+        done = next((r for r in self.log.records if r.migration_id == mid), None)
         if done is not None:
             state = f", rolled back at seq {done.rolled_back_seq}" if done.rolled_back_seq else ""
-            raise _refuse("id", f"migration {self.mig.id} was already applied at seq {done.seq}"
-                                f"{state}; a new version needs a new id", MIGRATION_APPLIED)
+            raise _refuse("id", f"migration {mid} was already applied at seq {done.seq}{state}; "
+                                "a new version needs a new id", MIGRATION_APPLIED)
         for i, ch in enumerate(self.mig.changes):
             self.i = i
             at = f"changes[{i}]"
@@ -172,7 +138,7 @@ class Planner:
         if ch.market in self.e.markets or ch.market in self.new_markets:
             raise _refuse(f"{at}.market", f"market {ch.market} exists", X.MARKET_EXISTS)
         fields = {f: getattr(ch, f) for f in ch.__struct_fields__}
-        spec = C.CreateMarket(**fields, reason=f"migration {self.mig.id}")
+        spec = C.CreateMarket(**fields, reason=f"migration {self.mig.migration_id}")
         problem = validate_market(spec, self._decimals(ch.base, f"{at}.base"),
                                   self._decimals(ch.quote, f"{at}.quote"))
         if problem:
@@ -217,7 +183,7 @@ class Planner:
         for o in misfit:
             self.p.cancel.setdefault(o.order_id, view.market)
 
-    def _market_change(self, ch: S.Change, at: str) -> None:
+    def _market_change(self, ch: S.AnyChange, at: str) -> None:
         assert not isinstance(ch, S.NewAsset | S.NewMarket)
         view = self._view(ch.market, at)
         orders = resting(self.e, ch.market)
@@ -275,15 +241,16 @@ class Planner:
         trial = msgspec.structs.replace(view, maker_fee_ppm=ch.maker_fee_ppm,
                                         taker_fee_ppm=ch.taker_fee_ppm)
         self._validate(trial, at, "taker_fee_ppm")
-        mid, why = self.mig.id, f"fee schedule of migration {self.mig.id}"
+        mid = self.mig.migration_id
+        why = f"fee schedule of migration {mid}"
         if start == self.now:
             view.maker_fee_ppm, view.taker_fee_ppm = ch.maker_fee_ppm, ch.taker_fee_ppm
         else:
-            self.p.schedule.append(Scheduled(at_ts=start, market=ch.market, migration_id=mid,
+            self.p.schedule.append(ScheduledStep(at_ts=start, market=ch.market, migration_id=mid,
                                              index=self.i, maker_fee_ppm=ch.maker_fee_ppm,
                                              taker_fee_ppm=ch.taker_fee_ppm, reason=why))
         if end != NEVER:
-            self.p.schedule.append(Scheduled(at_ts=end, market=ch.market, migration_id=mid,
+            self.p.schedule.append(ScheduledStep(at_ts=end, market=ch.market, migration_id=mid,
                                              index=self.i,
                                              maker_fee_ppm=mkt.maker_fee_ppm,
                                              taker_fee_ppm=mkt.taker_fee_ppm,
@@ -303,17 +270,17 @@ class Planner:
         if previous == ch.mode:
             raise _refuse(f"{at}.mode", f"{ch.market} is already {ch.mode}", X.NO_CHANGE)
         idx = self.i
-        reason = f"migration {self.mig.id}: {ch.reason}"
+        reason = f"migration {self.mig.migration_id}: {ch.reason}"
         if start == self.now:
             self.p.modes_now.append(C.SetMarketMode(market=ch.market, mode=ch.mode,
                                                     reason=reason))
         else:
-            self.p.schedule.append(Scheduled(at_ts=start, market=ch.market,
-                                             migration_id=self.mig.id, index=idx, mode=ch.mode,
-                                             expect_mode=previous, reason=reason))
-        self.p.schedule.append(Scheduled(at_ts=ch.end, market=ch.market,
-                                         migration_id=self.mig.id, index=idx, mode=previous,
-                                         expect_mode=ch.mode, reason=f"end of {reason}"))
+            self.p.schedule.append(ScheduledStep(
+                at_ts=start, market=ch.market, migration_id=self.mig.migration_id, index=idx,
+                mode=ch.mode, expect_mode=previous, reason=reason))
+        self.p.schedule.append(ScheduledStep(
+            at_ts=ch.end, market=ch.market, migration_id=self.mig.migration_id, index=idx,
+            mode=previous, expect_mode=ch.mode, reason=f"end of {reason}"))
 
     def _delist(self, ch: S.Delist, view: Market, at: str, orders: list[Order]) -> None:
         if view.kind != "spot":
@@ -327,127 +294,199 @@ class Planner:
                                           "migration; roll it back first", X.INVALID_ARGUMENT)
         self._conflicts(view, at, ch.on_conflict, "are open", orders)
         self.delisted.add(ch.market)
-        self.p.delist.append(C.SetMarketMode(market=ch.market, mode="closed",
-                                             reason=f"migration {self.mig.id}: {ch.reason}"))
+        reason = f"migration {self.mig.migration_id}: {ch.reason}"
+        self.p.delist.append(C.SetMarketMode(market=ch.market, mode="closed", reason=reason))
 
 
-def plan(engine: Engine, log: MigrationLog, mig: S.Migration) -> _Plan:
-    """Check the whole migration against the engine's state; raise ``Refused`` naming the
-    change and field at fault. Changes nothing."""
-    return Planner(engine, log, mig).plan()
+
+def _subject(ch: S.AnyChange) -> tuple[str, str]:
+    if isinstance(ch, S.NewAsset):
+        return ("asset", ch.asset)
+    if isinstance(ch, S.ModeSchedule):  # several windows per market; overlaps checked apart
+        return (f"mode@{ch.start}", ch.market)
+    return (str(type(ch).__struct_config__.tag), ch.market)
 
 
-def apply(engine: Engine, log: MigrationLog, mig: S.Migration,
-          out: list[E.Event]) -> MigrationRecord:
+def check_shape(cmd: C.ApplyMigration) -> None:
+    """What needs no live state: id, texts, counts, times, duplicate changes, overlapping
+    windows. Raises ``Refused`` naming the field."""
+    mid = cmd.migration_id
+    if not 1 <= len(mid) <= 64 or not mid.isascii() or not mid[0].isalnum() \
+            or not all(c.isalnum() or c in "._-" for c in mid):
+        raise _refuse("id", "1-64 letters, digits, '.', '_' or '-', starting with a letter or "
+                            "digit", X.INVALID_ARGUMENT)
+    for name in ("description", "author"):
+        if not getattr(cmd, name).strip():
+            raise _refuse(name, "must not be empty", X.INVALID_ARGUMENT)
+    if not 1 <= len(cmd.changes) <= MAX_CHANGES:
+        raise _refuse("changes", f"give 1..{MAX_CHANGES} changes", X.INVALID_ARGUMENT)
+    seen: dict[tuple[str, str], int] = {}
+    windows: dict[str, list[tuple[int, int, int]]] = {}
+    for i, ch in enumerate(cmd.changes):
+        at = f"changes[{i}]"
+        key = _subject(ch)
+        if key in seen:
+            raise _refuse(at, f"changes the same thing as changes[{seen[key]}] ({key[0]} "
+                              f"{key[1]}); merge them", X.INVALID_ARGUMENT)
+        seen[key] = i
+        if isinstance(ch, S.FeeChange | S.ModeSchedule):
+            for name in ("start", "end"):
+                value = getattr(ch, name)
+                if value is not None and not 0 <= value <= MAX_INT:
+                    raise _refuse(f"{at}.{name}", "time out of range", X.INVALID_ARGUMENT)
+            if ch.start is not None and ch.end is not None and ch.end <= ch.start:
+                raise _refuse(f"{at}.end", "must be after start", X.INVALID_ARGUMENT)
+        if isinstance(ch, S.ModeSchedule | S.Delist) and not ch.reason.strip():
+            raise _refuse(f"{at}.reason", "must not be empty", X.INVALID_ARGUMENT)
+        if isinstance(ch, S.ModeSchedule):
+            windows.setdefault(ch.market, []).append((ch.start, ch.end, i))
+    for spans in windows.values():
+        spans.sort()
+        for (_, end, i), (start, _, j) in zip(spans, spans[1:], strict=False):
+            if start < end:
+                raise _refuse(f"changes[{j}].start", f"overlaps the window of changes[{i}] on "
+                                                     "the same market", X.INVALID_ARGUMENT)
+
+
+def plan(v: Venue, cmd: C.ApplyMigration) -> _Plan:
+    """Check the whole migration against the state; raise ``Refused`` naming the change and
+    field at fault. Changes nothing."""
+    return Planner(v, cmd).plan()
+
+
+def apply_migration(v: Venue, cmd: C.ApplyMigration, out: list[E.Event]) -> None:
     """All of the migration or nothing: ``plan`` refuses before any mutation, and every step
     below is one the plan has shown cannot be refused."""
-    p = plan(engine, log, mig)
-    before = [msgspec.structs.replace(engine.markets[m]) for m in sorted(p.views)]
-    why = f"migration {mig.id}"
+    p = plan(v, cmd)
+    log = v.migrations
+    before = [msgspec.structs.replace(v.markets[m]) for m in sorted(p.views)]
+    why = f"migration {cmd.migration_id}"
     for asset in p.assets:
-        markets.create_asset(engine, asset, out)
+        markets.create_asset(v, asset, out)
     for market in p.markets:
-        markets.create_market(engine, market, out)
+        markets.create_market(v, market, out)
     for oid in sorted(p.cancel):
-        order = engine.orders[oid]
-        mkt = engine.markets[order.market]
-        engine.close_order(order, mkt, engine.books[mkt.market].side(order.side == "buy"),
-                            CANCEL_REASON, out)
+        order = v.orders[oid]
+        mkt = v.markets[order.market]
+        v.close_order(order, mkt, v.books[mkt.market].side(order.side == "buy"), CANCEL_REASON,
+                      out)
     for name in sorted(p.views):
-        mkt, view = engine.markets[name], p.views[name]
+        mkt, view = v.markets[name], p.views[name]
         changes = {f: getattr(view, f) for f in META_FIELDS if getattr(view, f) != getattr(mkt, f)}
         if changes:
-            markets.update_market(engine, C.UpdateMarket(market=name, **changes, reason=why), out)
-    for cmd in p.modes_now + p.delist:
-        markets.set_mode(engine, cmd, out)
-    record = MigrationRecord(migration_id=mig.id, digest=mig.digest, description=mig.description,
-                             author=mig.author, seq=engine.seq, ts=engine.ts, before=before,
-                             created_assets=[a.asset for a in p.assets],
-                             created_markets=[m.market for m in p.markets],
-                             cancelled=sorted(p.cancel))
-    log.records.append(record)
+            markets.update_market(v, C.UpdateMarket(market=name, **changes, reason=why), out)
+    for mode in p.modes_now + p.delist:
+        markets.set_mode(v, mode, out)
+    log.records.append(MigrationRecord(
+        migration_id=cmd.migration_id, digest=cmd.digest, description=cmd.description,
+        author=cmd.author, seq=v.seq, ts=v.ts, before=before,
+        created_assets=[a.asset for a in p.assets], created_markets=[m.market for m in p.markets],
+        cancelled=sorted(p.cancel)))
     log.pending.extend(p.schedule)
     log.pending.sort(key=lambda s: s.at_ts)
+    v.recompute_deadline()
+    out.append(E.MigrationApplied(seq=v.seq, ts=v.ts, migration_id=cmd.migration_id,
+                                  digest=cmd.digest, cancelled=len(p.cancel),
+                                  scheduled=len(p.schedule)))
     for name in sorted(p.views):
-        m = engine.markets[name]
+        m = v.markets[name]
         assert all(o.price % m.tick_size == 0 and o.remaining % m.lot_size == 0
-                   for o in resting(engine, name)), f"{name}: an order left off the grid"
-    return record
+                   for o in resting(v, name)), f"{name}: an order left off the grid"
+    assert not log.pending or log.pending[0].at_ts >= v.ts, "a step scheduled in the past"
 
 
-def rollback(engine: Engine, log: MigrationLog, migration_id: str, out: list[E.Event]) -> None:
-    """Put back the metadata recorded before ``migration_id``; only the latest one applied,
-    so rollbacks unwind in order. Orders it cancelled stay cancelled."""
-    live = [r for r in log.records if not r.rolled_back_seq]
+def _rollback_target(log: MigrationLog, migration_id: str) -> MigrationRecord:
     record = next((r for r in log.records if r.migration_id == migration_id), None)
     if record is None:
         raise Refused(UNKNOWN_MIGRATION, f"no migration {migration_id!r} was applied")
     if record.rolled_back_seq:
         raise Refused(UNKNOWN_MIGRATION, f"migration {migration_id} was already rolled back "
                                          f"at seq {record.rolled_back_seq}")
+    live = [r for r in log.records if not r.rolled_back_seq]
     if live[-1] is not record:
         raise Refused(MIGRATION_CONFLICT, f"roll back {live[-1].migration_id} first (it was "
                                           "applied later)")
+    return record
+
+
+def rollback_migration(v: Venue, cmd: C.RollbackMigration, out: list[E.Event]) -> None:
+    """Put back the metadata recorded before the migration; only the latest one applied, so
+    rollbacks unwind in order. Orders it cancelled stay cancelled."""
+    if not isinstance(cmd.reason, str) or not cmd.reason.strip():
+        raise Refused(X.INVALID_ARGUMENT, "a rollback needs a reason")
+    mid = cmd.migration_id
+    record = _rollback_target(v.migrations, mid)
     for name in record.created_markets:
-        if resting(engine, name):
-            raise Refused(MIGRATION_CONFLICT, f"market {name}, created by {migration_id}, has "
-                                              "open orders; cancel them first")
+        if resting(v, name):
+            raise Refused(MIGRATION_CONFLICT, f"market {name}, created by {mid}, has open "
+                                              "orders; cancel them first")
     for asset in record.created_assets:
-        if engine.net_deposits.get(asset) or engine.fees.get(asset) or any(
-                m.base == asset or m.quote == asset for m in engine.markets.values()
+        if v.net_deposits.get(asset) or v.fees.get(asset) or any(
+                m.base == asset or m.quote == asset for m in v.markets.values()
                 if m.market not in record.created_markets):
-            raise Refused(MIGRATION_CONFLICT, f"asset {asset}, created by {migration_id}, is "
-                                              "in use")
-    why = f"rollback of migration {migration_id}"
-    log.pending = [s for s in log.pending if s.migration_id != migration_id]
+            raise Refused(MIGRATION_CONFLICT, f"asset {asset}, created by {mid}, is in use")
+    why = f"rollback of migration {mid}: {cmd.reason}"
+    v.migrations.pending = [s for s in v.migrations.pending if s.migration_id != mid]
     for old in record.before:
-        mkt = engine.markets[old.market]
-        changes = {f: getattr(old, f) for f in META_FIELDS if getattr(old, f) != getattr(mkt, f)}
-        for f, v in changes.items():
-            setattr(mkt, f, v)
-        if changes:
-            out.append(E.MarketUpdated(seq=engine.seq, ts=engine.ts, market=mkt.market,
-                                       changes=changes, reason=why))
-        if (mkt.mode, mkt.mode_until, mkt.mode_reason) != (old.mode, old.mode_until,
-                                                            old.mode_reason):
-            out.append(E.ModeChanged(seq=engine.seq, ts=engine.ts, market=mkt.market,
-                                     old=mkt.mode, new=old.mode, reason=why,
-                                     until_ts=old.mode_until))
-            mkt.mode, mkt.mode_reason, mkt.mode_until = old.mode, old.mode_reason, old.mode_until
-            if mkt.kind != "spot":
-                engine.perp.mode_changed(mkt, out)
+        _restore(v, old, why, out)
     for name in record.created_markets:
-        del engine.markets[name]
-        del engine.books[name]
+        del v.markets[name]
+        del v.books[name]
     for asset in record.created_assets:
-        del engine.assets[asset]
-        engine.net_deposits.pop(asset, None)
-        engine.fees.pop(asset, None)
-    engine.recompute_deadline()
-    record.rolled_back_seq = engine.seq
+        del v.assets[asset]
+        v.net_deposits.pop(asset, None)
+        v.fees.pop(asset, None)
+    v.recompute_deadline()
+    record.rolled_back_seq = v.seq
+    out.append(E.MigrationRolledBack(seq=v.seq, ts=v.ts, migration_id=mid, reason=cmd.reason))
+    assert all(m.market in v.markets for m in record.before)
+
+
+def _restore(v: Venue, old: Market, why: str, out: list[E.Event]) -> None:
+    """The market's metadata and mode exactly as recorded; prices it has seen since stay."""
+    mkt = v.markets[old.market]
+    changes = {f: getattr(old, f) for f in META_FIELDS if getattr(old, f) != getattr(mkt, f)}
+    for f, value in changes.items():
+        setattr(mkt, f, value)
+    if changes:
+        out.append(E.MarketUpdated(seq=v.seq, ts=v.ts, market=mkt.market, changes=changes,
+                                   reason=why))
+    if (mkt.mode, mkt.mode_until, mkt.mode_reason) != (old.mode, old.mode_until,
+                                                        old.mode_reason):
+        out.append(E.ModeChanged(seq=v.seq, ts=v.ts, market=mkt.market, old=mkt.mode,
+                                 new=old.mode, reason=why, until_ts=old.mode_until))
+        mkt.mode, mkt.mode_reason, mkt.mode_until = old.mode, old.mode_reason, old.mode_until
+        v.ledgers[mkt.kind].mode_changed(mkt, out)
 
 
 def next_due(log: MigrationLog) -> int:
     return log.pending[0].at_ts if log.pending else NEVER
 
 
-def run_due(engine: Engine, log: MigrationLog, now: int, out: list[E.Event]) -> None:
-    """Timed steps whose time has come, at the first command stamped at or after them (so a
-    replay runs them at exactly the same point)."""
-    while log.pending and log.pending[0].at_ts <= now:
+def run_due(v: Venue, out: list[E.Event]) -> None:
+    """Timed steps whose time has come (called by the engine once ``ts`` reaches them)."""
+    log = v.migrations
+    while log.pending and log.pending[0].at_ts <= v.ts:
         step = log.pending.pop(0)
-        mkt = engine.markets.get(step.market)
+        mkt = v.markets.get(step.market)
+        why = ""
         if mkt is None or mkt.mode == "closed":
-            continue
-        try:
-            if step.mode is not None:
-                if mkt.mode == step.expect_mode:
-                    markets.set_mode(engine, C.SetMarketMode(market=step.market, mode=step.mode,
-                                                     reason=step.reason), out)
-            else:
-                markets.update_market(engine, C.UpdateMarket(market=step.market,
-                                                     maker_fee_ppm=step.maker_fee_ppm,
-                                                     taker_fee_ppm=step.taker_fee_ppm,
-                                                     reason=step.reason), out)
-        except Refused:
-            continue  # nothing left to change (e.g. rates already equal): the step is moot
+            why = "market closed"
+        elif step.mode is not None and mkt.mode != step.expect_mode:
+            why = f"market is {mkt.mode}, not {step.expect_mode}"
+        else:
+            try:
+                if step.mode is not None:
+                    markets.set_mode(v, C.SetMarketMode(market=step.market, mode=step.mode,
+                                                        reason=step.reason), out)
+                else:
+                    markets.update_market(v, C.UpdateMarket(
+                        market=step.market, maker_fee_ppm=step.maker_fee_ppm,
+                        taker_fee_ppm=step.taker_fee_ppm, reason=step.reason), out)
+            except Refused as r:
+                why = r.message
+        if why:
+            out.append(E.MigrationStepSkipped(seq=v.seq, ts=v.ts,
+                                              migration_id=step.migration_id,
+                                              market=step.market, reason=why))
+    v.recompute_deadline()
