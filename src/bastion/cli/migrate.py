@@ -7,16 +7,22 @@ in bulk), 2 bad input (a bad file names the field at fault) or an unreachable no
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
 
+import msgspec
 import typer
 from rich.table import Table
 
 from bastion.cli.durability import DataOpt, clean_errors, err, out
+from bastion.journal.local import LocalJournal
+from bastion.node.layout import DataDir
+from bastion.node.recovery import rebuild
 from bastion.ops.migrations.dryrun import dry_run
 from bastion.ops.migrations.dryrun import report_dict as dry_run_dict
 from bastion.ops.migrations.spec import MigrationError, load_migration
+from bastion.snapshots.store import SnapshotStore
 
 migrate_app = typer.Typer(help="Metadata migrations: dry-run on a copy of live state, apply, "
                                "roll back.", no_args_is_help=True)
@@ -108,3 +114,35 @@ def dry_run_cmd(
         print_dry_run(rep)
     if not rep["ok"]:
         raise typer.Exit(1)
+
+
+def _utc(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, tz=UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
+@migrate_app.command("history")
+@clean_errors
+def history_cmd(data: DataOpt = Path("data"), as_json: JsonOpt = False) -> None:
+    """Applied migrations and pending timed steps, from the journal (read-only; the node may
+    keep running)."""
+    layout = DataDir.at(data).require()
+    with LocalJournal(layout.journal, archive_dir=layout.journal_archive,
+                      readonly=True) as journal:
+        engine, _ = rebuild(journal, SnapshotStore(layout.snapshots), progress=False)
+    log = engine.migrations
+    if as_json:
+        out.print(msgspec.json.encode({"seq": engine.seq, "records": log.records,
+                                       "pending": log.pending}).decode(), markup=False)
+        return
+    table = Table("id", "applied (UTC)", "seq", "author", "digest", "cancelled", "rolled back",
+                  "description")
+    for r in log.records:
+        table.add_row(r.migration_id, _utc(r.ts), str(r.seq), r.author, r.digest[:12],
+                      str(len(r.cancelled)), str(r.rolled_back_seq or ""), r.description)
+    out.print(table if log.records else f"no migrations applied (journal at seq {engine.seq})")
+    if log.pending:
+        steps = Table("due (UTC)", "market", "migration", "step")
+        for s in log.pending:
+            what = f"mode -> {s.mode}" if s.mode else f"fees {s.maker_fee_ppm}/{s.taker_fee_ppm} ppm"
+            steps.add_row(_utc(s.at_ts), s.market, s.migration_id, f"{what} ({s.reason})")
+        out.print(steps)
