@@ -22,6 +22,7 @@ from bastion.api.http import JSON, admin, decode, encode
 from bastion.core import commands as C
 from bastion.core import errors as X
 from bastion.core import events as E
+from bastion.textnum import ascii_int
 
 
 def _accepted(events: list[E.Event]) -> S.Accepted:
@@ -110,9 +111,9 @@ def routes(ctx: Context) -> list[BaseRoute]:
     async def account(request: Request) -> Response:
         admin(ctx, request)
         raw = request.path_params["account"]
-        if not raw.isdigit() or len(raw) > 18:
+        acct = ascii_int(raw, max_digits=18)
+        if acct is None:
             raise ApiError(X.UNKNOWN_ACCOUNT, "account must be a positive integer")
-        acct = int(raw)
         if acct not in gw.engine.accounts:
             raise ApiError(X.UNKNOWN_ACCOUNT, f"unknown account {acct}")
         rm = gw.readmodel

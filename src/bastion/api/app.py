@@ -35,6 +35,7 @@ from bastion.api.keys import KeyStore, load_server_key
 from bastion.api.openapi import build_spec, docs_html
 from bastion.api.ratelimit import Limiter
 from bastion.api.service import Gateway
+from bastion.textnum import ascii_int
 
 log = logging.getLogger("bastion.api")
 
@@ -76,7 +77,8 @@ class Guard:
             if kind == "http":
                 for name, value in scope["headers"]:
                     if name == b"content-length":
-                        if not value.isdigit() or int(value) > self.max_body:
+                        size = ascii_int(value)
+                        if size is None or size > self.max_body:
                             raise ApiError(A.BODY_TOO_LARGE, f"request body over "
                                                              f"{self.max_body} bytes")
                         break
@@ -87,6 +89,11 @@ class Guard:
             await _error_response(scope["path"], err)(scope, receive, send)
             return
         if kind == "websocket":
+            # the server's transport, so a socket whose client stopped reading can be cut
+            # (a close frame cannot reach it through a full send buffer)
+            transport = getattr(getattr(send, "__self__", None), "transport", None)
+            if transport is not None:
+                scope["bastion.abort"] = transport.abort
             await self.app(scope, receive, send)
             return
         ctx = self.fast.get("ctx")

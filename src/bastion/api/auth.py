@@ -4,8 +4,8 @@ protection, per-key permissions, and a separate operator token.
 Native scheme (see README): headers ``X-BX-APIKEY``, ``X-BX-TIMESTAMP`` (ms),
 ``X-BX-SIGNATURE`` = hex HMAC-SHA256(secret, timestamp + METHOD + path[?query] + body), optional
 ``X-BX-RECV-WINDOW`` (ms). The Binance surface signs its url-encoded parameters instead but goes
-through the same checks. A signature is accepted once: a captured order cannot be replayed
-even inside its window (reads excepted: replaying a GET changes nothing).
+through the same checks. Every signature is accepted once, reads included, whatever the method
+and path it comes back with: a captured request cannot be resent even inside its window.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from collections.abc import Callable
 from bastion.api import errors as A
 from bastion.api.errors import ApiError
 from bastion.api.keys import ApiKey, KeyStore
+from bastion.textnum import ascii_int
 
 #: a timestamp may run this far ahead of the server clock (client clocks drift both ways)
 MAX_AHEAD_MS = 1_000
@@ -64,25 +65,29 @@ class Authenticator:
         self.replay = ReplayCache()
 
     def verify(self, key_id: str | None, timestamp: str | None, signature: str | None,
-               payload: bytes, recv_window: str | None = None, *,
-               once: bool = True) -> ApiKey:
-        """Check one signed request; returns its key or raises ``ApiError`` (401). ``once``:
-        refuse a second use of the same signature (state-changing requests and WebSocket
-        logins; a repeated read changes nothing and may legitimately recur within a ms)."""
+               payload: bytes, recv_window: str | None = None) -> ApiKey:
+        """Check one signed request; returns its key or raises ``ApiError`` (401 for
+        credentials, 400 for a malformed timestamp or window). Every signature is accepted
+        once, whatever the method and path: Binance's signature covers only the parameters,
+        so a captured signed read could otherwise be resent as a ``DELETE`` of the same URL."""
         if not key_id:
             raise ApiError(A.UNAUTHORIZED, "missing API key")
         key = self.keys.get(key_id)
         if key is None:
             raise ApiError(A.UNAUTHORIZED, "unknown API key")
-        if not timestamp or not timestamp.isdigit() or len(timestamp) > 16:
-            raise ApiError(A.TIMESTAMP_OUTSIDE_WINDOW, "missing or malformed timestamp (ms)")
+        if not timestamp:
+            raise ApiError(A.TIMESTAMP_OUTSIDE_WINDOW, "missing timestamp (ms)")
+        ts = ascii_int(timestamp, max_digits=16)
+        if ts is None:
+            raise ApiError(A.MALFORMED_REQUEST, "timestamp must be an integer (ms since the "
+                                                "epoch) in ASCII digits")
         window = self.recv_window_default
         if recv_window:
-            if not recv_window.isdigit() or not 0 < int(recv_window) <= self.recv_window_max:
+            parsed = ascii_int(recv_window, max_digits=9)
+            if parsed is None or not 0 < parsed <= self.recv_window_max:
                 raise ApiError(A.MALFORMED_REQUEST, f"recvWindow must be an integer in "
                                                     f"1..{self.recv_window_max} ms")
-            window = int(recv_window)
-        ts = int(timestamp)
+            window = parsed
         now = self.clock()
         if ts > now + MAX_AHEAD_MS or now - ts > window:
             raise ApiError(A.TIMESTAMP_OUTSIDE_WINDOW,
@@ -97,7 +102,7 @@ class Authenticator:
             given = b""
         if not hmac.compare_digest(digest, given):
             raise ApiError(A.INVALID_SIGNATURE, "signature does not match the request")
-        if once and not self.replay.check_and_add(digest, ts + window + MAX_AHEAD_MS, now):
+        if not self.replay.check_and_add(digest, ts + window + MAX_AHEAD_MS, now):
             raise ApiError(A.REPLAYED, "this signature was already used; sign every request "
                                        "with a fresh timestamp")
         return key

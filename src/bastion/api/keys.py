@@ -14,6 +14,7 @@ import os
 import secrets
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -70,6 +71,7 @@ class KeyStore:
         self._keys: dict[str, ApiKey] = {}
         self._lock = threading.Lock()
         self._records: dict[str, dict[str, object]] = {}
+        self._watchers: list[Callable[[str, ApiKey | None], None]] = []
         if path.exists():
             for rec in json.loads(path.read_text()).get("keys", []):
                 self._records[rec["key"]] = rec
@@ -87,6 +89,15 @@ class KeyStore:
         return ApiKey(key=key, account=account, permissions=frozenset(perms),
                       label=str(rec.get("label", "")),
                       created_ms=created if isinstance(created, int) else 0, secret=secret)
+
+    def watch(self, watcher: Callable[[str, ApiKey | None], None]) -> None:
+        """``watcher(key_id, new_key_or_None)`` right after a key is replaced or revoked, so
+        sessions opened with the old key (WebSockets) lose its rights at once."""
+        self._watchers.append(watcher)
+
+    def _changed(self, key: str, new: ApiKey | None) -> None:
+        for watcher in self._watchers:
+            watcher(key, new)
 
     def get(self, key: str) -> ApiKey | None:
         return self._keys.get(key)
@@ -113,9 +124,12 @@ class KeyStore:
             "secret_enc": base64.b64encode(blob).decode(),
         }
         with self._lock:
+            replaced = key in self._records
             self._records[key] = rec
             self._save()
             api_key = self._keys[key] = self._decode(rec)
+        if replaced:
+            self._changed(key, api_key)
         return api_key, secret
 
     def revoke(self, key: str) -> bool:
@@ -125,7 +139,8 @@ class KeyStore:
             del self._records[key]
             self._keys.pop(key, None)
             self._save()
-            return True
+        self._changed(key, None)
+        return True
 
     def _save(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)

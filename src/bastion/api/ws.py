@@ -11,8 +11,12 @@ Protocol (JSON text frames):
   REST bodies as ``args``; answered ``{"id":N,"ok":true,"result":...}`` once durable, or
   ``{"id":N,"ok":false,"error":{"code","message"}}``.
 
-Each connection has one writer task and a bounded queue; a consumer that cannot keep up is
-disconnected (close code 1008) rather than growing memory without bound.
+Limits (each a stable error or close code, and a log line): a connection's unsent messages are
+bounded in bytes (``BASTION_WS_SEND_BUFFER``): a consumer that cannot keep up is closed with
+1008 and resyncs from a fresh snapshot; subscriptions are de-duplicated and capped per frame
+(``MAX_CHANNELS_PER_FRAME``) and per connection (``MAX_CHANNELS``); connections per client IP
+are capped (``BASTION_WS_PER_IP``); a frame nested too deeply closes with 1007. Revoking a key
+closes its sockets at once; changing its permissions applies to its open sockets at once.
 """
 
 from __future__ import annotations
@@ -44,8 +48,13 @@ from bastion.core import events as E
 log = logging.getLogger("bastion.api.ws")
 
 WS_PATH = "/v1/ws"
-QUEUE_LIMIT = 10_000
 MAX_INFLIGHT = 4_096
+MAX_CHANNELS = 100
+MAX_CHANNELS_PER_FRAME = 50
+#: seconds a slow consumer gets to take its close frame before the socket is aborted
+CLOSE_GRACE = 2.0
+#: close codes: policy (slow consumer, limits, revoked key) and invalid payload (nesting)
+POLICY, INVALID = 1008, 1007
 TICKER_INTERVAL = 0.1
 PRIVATE = ("orders", "fills", "balances", "positions")
 
@@ -81,26 +90,58 @@ _op_decoder = msgspec.json.Decoder(Op)
 
 
 class Conn:
-    __slots__ = ("closed", "inflight", "ip", "key", "queue", "subs", "ws")
+    """One socket: its key, its subscriptions and its outgoing messages, bounded in bytes."""
 
-    def __init__(self, ws: WebSocket) -> None:
+    __slots__ = ("buffered", "closed", "closer", "inflight", "ip", "key", "limit", "queue",
+                 "subs", "writer_task", "ws")
+
+    def __init__(self, ws: WebSocket, limit: int) -> None:
         self.ws = ws
         self.key: ApiKey | None = None
         self.subs: set[str] = set()
-        self.queue: asyncio.Queue[bytes | None] = asyncio.Queue()
+        self.queue: asyncio.Queue[bytes] = asyncio.Queue()
+        #: bytes queued and not yet handed to the transport
+        self.buffered = 0
+        self.limit = limit
         self.inflight = 0
         self.closed = False
+        self.closer: asyncio.Task[None] | None = None
+        self.writer_task: asyncio.Task[None] | None = None
         client = ws.client
         self.ip = client.host if client else "?"
 
     def send(self, data: bytes) -> None:
         if self.closed:
             return
-        if self.queue.qsize() >= QUEUE_LIMIT:
-            self.closed = True
-            self.queue.put_nowait(None)
+        self.buffered += len(data)
+        if self.buffered > self.limit:
+            self.close(POLICY, f"slow consumer: more than {self.limit} bytes unsent; "
+                               "resubscribe for a fresh snapshot")
             return
         self.queue.put_nowait(data)
+
+    def close(self, code: int, reason: str) -> None:
+        """Stop serving this socket now; the close frame goes out from a task of its own,
+        so a client that stopped reading holds neither the caller nor the loop."""
+        if self.closed:
+            return
+        self.closed = True
+        log.warning("closing WebSocket from %s (key %s) with %d: %s", self.ip,
+                    self.key.key if self.key else "-", code, reason)
+        self.closer = asyncio.ensure_future(self._close(code, reason[:120]))
+
+    async def _close(self, code: int, reason: str) -> None:
+        writer = self.writer_task
+        if writer is not None:
+            writer.cancel()
+            with contextlib.suppress(BaseException):
+                await writer
+        try:
+            await asyncio.wait_for(self.ws.close(code, reason), CLOSE_GRACE)
+        except Exception:
+            abort = self.ws.scope.get("bastion.abort")
+            if abort is not None:
+                abort()
 
     async def writer(self) -> None:
         send = self.ws.send
@@ -108,11 +149,8 @@ class Conn:
         try:
             while True:
                 data = await q.get()
-                if data is None:
-                    with contextlib.suppress(Exception):
-                        await self.ws.close(1008, "slow consumer: send queue overflow")
-                    return
                 await send({"type": "websocket.send", "text": data.decode()})
+                self.buffered -= len(data)
         except Exception:
             self.closed = True
 
@@ -127,6 +165,63 @@ class Hub:
         self.private: dict[int, set[Conn]] = defaultdict(set)
         self.dirty_tickers: set[str] = set()
         self._ticker_task: asyncio.Task[None] | None = None
+        #: open sockets per client IP and per API key (limits, revocation)
+        self.per_ip: dict[str, int] = defaultdict(int)
+        self.by_key: dict[str, set[Conn]] = defaultdict(set)
+        ctx.keys.watch(self.key_changed)
+
+    # ------------------------------------------------------------ sessions
+
+    def admit(self, ip: str) -> bool:
+        """Count a new socket from ``ip``; False if that IP already has its maximum."""
+        if self.per_ip[ip] >= self.ctx.settings.ws_per_ip:
+            return False
+        self.per_ip[ip] += 1
+        return True
+
+    def release(self, ip: str) -> None:
+        left = self.per_ip[ip] - 1
+        if left > 0:
+            self.per_ip[ip] = left
+        else:
+            self.per_ip.pop(ip, None)
+
+    def login(self, conn: Conn, key: ApiKey) -> None:
+        conn.key = key
+        self.by_key[key.key].add(conn)
+
+    def key_changed(self, key_id: str, new: ApiKey | None) -> None:
+        """A revoked key closes its sockets; a changed key applies to them at once (a key
+        that lost ``read`` loses its private streams, one that lost ``trade`` its orders)."""
+        for conn in list(self.by_key.get(key_id, ())):
+            old = conn.key
+            if new is None or old is None or new.account != old.account:
+                self._forget_key(conn)
+                conn.close(POLICY, "API key revoked")
+                continue
+            conn.key = new
+            if "read" not in new.permissions:
+                for channel in PRIVATE:
+                    if channel in conn.subs:
+                        self.unsubscribe(conn, channel)
+
+    def _forget_key(self, conn: Conn) -> None:
+        key = conn.key
+        if key is None:
+            return
+        subs = self.private.get(key.account)
+        if subs is not None:
+            subs.discard(conn)
+            if not subs:
+                del self.private[key.account]
+        for channel in PRIVATE:
+            conn.subs.discard(channel)
+        conns = self.by_key.get(key.key)
+        if conns is not None:
+            conns.discard(conn)
+            if not conns:
+                del self.by_key[key.key]
+        conn.key = None
 
     def start(self) -> None:
         self._ticker_task = asyncio.create_task(self._tickers())
@@ -193,15 +288,27 @@ class Hub:
         else:
             self.channels[channel].discard(conn)
 
+    def subscribe_all(self, conn: Conn, channels: list[str]) -> None:
+        """One ``subscribe`` frame: de-duplicated, capped per frame and per connection, and
+        checked as a whole before any snapshot is sent."""
+        if len(channels) > MAX_CHANNELS_PER_FRAME:
+            raise ApiError(A.TOO_MANY_SUBSCRIPTIONS, f"at most {MAX_CHANNELS_PER_FRAME} "
+                                                     "channels per subscribe frame")
+        wanted = list(dict.fromkeys(channels))
+        if len(conn.subs | set(wanted)) > MAX_CHANNELS:
+            raise ApiError(A.TOO_MANY_SUBSCRIPTIONS, f"at most {MAX_CHANNELS} channels per "
+                                                     "connection")
+        for ch in wanted:
+            if not isinstance(ch, str) or len(ch) > 64:
+                raise ApiError(A.MALFORMED_REQUEST, "a channel is a name such as "
+                                                    "\"book.BTC-USDT\"")
+        for ch in wanted:
+            self.subscribe(conn, ch)
+
     def drop(self, conn: Conn) -> None:
         for channel in list(conn.subs):
             self.unsubscribe(conn, channel)
-        if conn.key is not None:
-            subs = self.private.get(conn.key.account)
-            if subs is not None:
-                subs.discard(conn)
-                if not subs:
-                    del self.private[conn.key.account]
+        self._forget_key(conn)
 
     # ------------------------------------------------------------ publishing
 
@@ -386,6 +493,9 @@ def routes(ctx: Context, hub: Hub) -> list[BaseRoute]:
         except (msgspec.ValidationError, msgspec.DecodeError) as exc:
             _fail(conn, None, ApiError(A.MALFORMED_REQUEST, f"bad message: {exc}"))
             return
+        except RecursionError:
+            conn.close(INVALID, "JSON nested too deeply")
+            return
         rid = op.id
         try:
             if op.op in ("place", "cancel", "amend", "cancel_all"):
@@ -398,11 +508,10 @@ def routes(ctx: Context, hub: Hub) -> list[BaseRoute]:
                 ctx.ip_limiter.hit(conn.ip)  # a snapshot per subscribe: not free to spam
                 if not op.channels:
                     raise ApiError(A.MALFORMED_REQUEST, "give channels")
-                for ch in op.channels:
-                    hub.subscribe(conn, ch)
+                hub.subscribe_all(conn, op.channels)
                 _reply(conn, rid, {"subscribed": sorted(conn.subs)})
             elif op.op == "unsubscribe":
-                for ch in op.channels:
+                for ch in op.channels[:MAX_CHANNELS_PER_FRAME]:
                     hub.unsubscribe(conn, ch)
                 _reply(conn, rid, {"subscribed": sorted(conn.subs)})
             elif op.op == "auth":
@@ -412,21 +521,35 @@ def routes(ctx: Context, hub: Hub) -> list[BaseRoute]:
                 if conn.key is not None and conn.key.key != key.key:
                     raise ApiError(A.FORBIDDEN, "this connection is already authenticated "
                                                 "with another key")
-                conn.key = key
+                hub.login(conn, key)
                 _reply(conn, rid, {"account": key.account,
                                    "permissions": sorted(key.permissions)})
             elif op.op == "ping":
                 ctx.ip_limiter.hit(conn.ip)
                 _reply(conn, rid, {"pong": True})
             else:
-                raise ApiError(A.MALFORMED_REQUEST, f"unknown op {op.op!r}")
+                raise ApiError(A.MALFORMED_REQUEST, f"unknown op {op.op[:40]!r}")
         except ApiError as err:
             _fail(conn, rid, err)
 
     async def endpoint(ws: WebSocket) -> None:
+        ip = ws.client.host if ws.client else "?"
+        if not hub.admit(ip):
+            log.warning("refusing WebSocket from %s: %d connections already open", ip,
+                        ctx.settings.ws_per_ip)
+            await ws.accept()
+            await ws.close(POLICY, f"too many WebSocket connections from your address "
+                                   f"(max {ctx.settings.ws_per_ip})")
+            return
+        try:
+            await serve(ws)
+        finally:
+            hub.release(ip)
+
+    async def serve(ws: WebSocket) -> None:
         await ws.accept()
-        conn = Conn(ws)
-        writer = asyncio.create_task(conn.writer())
+        conn = Conn(ws, ctx.settings.ws_send_buffer)
+        writer = conn.writer_task = asyncio.create_task(conn.writer())
         receive = ws.receive
         try:
             while not conn.closed:
@@ -438,13 +561,16 @@ def routes(ctx: Context, hub: Hub) -> list[BaseRoute]:
                 if raw is None:
                     raw = msg.get("bytes") or b""
                 handle(conn, raw)
+                await asyncio.sleep(0)  # a client with many frames buffered takes turns
         except Exception:
-            pass
+            log.exception("WebSocket from %s failed", conn.ip)
+            conn.close(1011, "internal error")
         finally:
-            conn.closed = True
             hub.drop(conn)
-            if conn.queue.empty():
-                conn.queue.put_nowait(None)
+            if conn.closer is not None:
+                with contextlib.suppress(BaseException):
+                    await conn.closer
+            conn.closed = True
             writer.cancel()
             with contextlib.suppress(BaseException):
                 await writer

@@ -27,6 +27,7 @@ from bastion.status.model import Incident, Subscriber
 from bastion.status.runtime import StatusRuntime
 from bastion.status.service import StatusService
 from bastion.status.webhooks import RetryPolicy
+from bastion.textnum import ascii_int
 
 MAX_BODY = 64 * 1024
 Handler = Callable[[Request], Awaitable[Response]]
@@ -67,7 +68,8 @@ def refusals(handler: Handler) -> Handler:
 async def read_body(request: Request, schema: type[T]) -> T:
     """Decode and validate a JSON body, refusing oversize, malformed or off-schema input."""
     declared = request.headers.get("content-length")
-    if declared is not None and (not declared.isdigit() or int(declared) > MAX_BODY):
+    length = None if declared is None else ascii_int(declared)
+    if declared is not None and (length is None or length > MAX_BODY):
         raise StatusError("body_too_large", f"request body must be at most {MAX_BODY} bytes", 413)
     chunks, size = [], 0
     async for chunk in request.stream():
@@ -84,6 +86,8 @@ async def read_body(request: Request, schema: type[T]) -> T:
         raise StatusError("invalid_request", str(exc), 422) from None
     except msgspec.DecodeError as exc:
         raise StatusError("invalid_json", f"body is not valid JSON: {exc}", 400) from None
+    except RecursionError:
+        raise StatusError("invalid_json", "body is nested too deeply", 400) from None
 
 
 def _subscriber_json(s: Subscriber, pending: int = 0, secret: bool = False) -> dict[str, Any]:
@@ -141,9 +145,10 @@ def status_routes(runtime: StatusRuntime, admin_token: str) -> list[BaseRoute]:
 
     async def uptime(request: Request) -> Response:
         days_raw = request.query_params.get("days", "90")
-        if not days_raw.isdigit():
+        days = ascii_int(days_raw, max_digits=3)
+        if days is None:
             raise StatusError("invalid_days", "days must be an integer between 1 and 366", 400)
-        data = await asyncio.to_thread(service.uptime, int(days_raw))
+        data = await asyncio.to_thread(service.uptime, days)
         return json_response(statuspage.uptime_json(service.view(), data), public=True)
 
     async def okx(request: Request) -> Response:

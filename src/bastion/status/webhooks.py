@@ -24,6 +24,7 @@ import httpx
 import msgspec
 
 from bastion.status.service import Event, StatusService
+from bastion.textnum import ascii_int
 
 log = logging.getLogger("bastion.status.webhooks")
 
@@ -38,7 +39,8 @@ def sign(secret: str, timestamp: str, body: bytes) -> str:
 
 def verify(secret: str, timestamp: str, body: bytes, signature: str, max_age_s: int = 300) -> bool:
     """Receiver-side check: right signature and a timestamp no older than `max_age_s`."""
-    if not timestamp.isdigit() or abs(time.time() - int(timestamp)) > max_age_s:
+    ts = ascii_int(timestamp, max_digits=12)
+    if ts is None or abs(time.time() - ts) > max_age_s:
         return False
     return hmac.compare_digest(sign(secret, timestamp, body), signature)
 
