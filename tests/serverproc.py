@@ -41,6 +41,8 @@ class Server:
         self.env = env
         self.proc: subprocess.Popen[bytes] | None = None
         self.log_path = data_dir.parent / f"server-{self.port}.log"
+        #: Python run in the server process before it starts (e.g. a resource limit)
+        self.prelude = ""
 
     @property
     def url(self) -> str:
@@ -60,7 +62,8 @@ class Server:
         env.update(self.env)
         self.log = open(self.log_path, "ab")  # noqa: SIM115
         self.proc = subprocess.Popen(
-            [sys.executable, "-c", "from bastion.cli.main import app; app()", "run"],
+            [sys.executable, "-c", f"{self.prelude}\nfrom bastion.cli.main import app; app()",
+             "run"],
             env=env, stdout=self.log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

@@ -10,12 +10,16 @@ from pathlib import Path
 
 import httpx
 
-from bastion.status import RetryPolicy, StatusService, create_app
+from bastion.status import Egress, RetryPolicy, StatusService, create_app
 from status_support import receiver, serve, wait_until
 
 TOKEN = "webhook-admin-token-91"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 SECRET = "s3cret-s3cret-s3cret"
+
+
+#: the receivers below listen on loopback, which deliveries refuse unless allowed
+LOOPBACK = Egress.parse("127.0.0.0/8")
 
 
 def expected_signature(secret: str, delivery_headers: dict[str, str], body: bytes) -> str:
@@ -30,7 +34,7 @@ def test_signed_delivery_filters_retries_and_disables_failing_subscriber(tmp_pat
     svc.register_market("BTC-USDT")
     svc.register_market("ETH-USDT")
     policy = RetryPolicy(max_attempts=4, base_delay_s=0.1, max_delay_s=1.0, timeout_s=1.0)
-    app = create_app(svc, TOKEN, retry=policy)
+    app = create_app(svc, TOKEN, retry=policy, egress=LOOPBACK)
     with (
         receiver() as everything,
         receiver() as eth_only,
@@ -99,7 +103,7 @@ def test_signed_delivery_filters_retries_and_disables_failing_subscriber(tmp_pat
             timeout=5,
         )
         assert (
-            "ConnectError"
+            "delivery failed"
             in next(s for s in svc.subscribers() if s.id == dead_port["id"]).disabled_reason
         )
         assert len(broken.deliveries) == 4
@@ -149,7 +153,8 @@ def test_slow_receiver_does_not_delay_others(tmp_path: Path) -> None:
     svc = StatusService(tmp_path / "status.db")
     svc.register_market("BTC-USDT")
     policy = RetryPolicy(max_attempts=2, base_delay_s=0.1, timeout_s=2.0)
-    with receiver() as fast, receiver() as slow, serve(create_app(svc, TOKEN, retry=policy)):
+    app = create_app(svc, TOKEN, retry=policy, egress=LOOPBACK)
+    with receiver() as fast, receiver() as slow, serve(app):
         slow.delay_s = 0.5  # answers, but only after a long pause
         svc.add_subscriber(slow.url)
         svc.add_subscriber(fast.url)

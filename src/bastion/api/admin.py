@@ -95,6 +95,18 @@ def routes(ctx: Context) -> list[BaseRoute]:
         return JSON(S.ApiKeyCreated(key=key.key, secret=secret, account=key.account,
                                     permissions=sorted(key.permissions)), status_code=201)
 
+    async def change_key(request: Request) -> Response:
+        """New permissions apply at once, also to WebSockets the key has open."""
+        admin(ctx, request)
+        req = decode(await request.body(), S.AdminKeyPermissions)
+        if not req.permissions:
+            raise ApiError(A.MALFORMED_REQUEST, "give at least one permission")
+        key = ctx.keys.set_permissions(request.path_params["key"], frozenset(req.permissions))
+        if key is None:
+            raise ApiError(A.NOT_FOUND, "no such key")
+        return JSON(S.ApiKeyInfo(key=key.key, account=key.account,
+                                 permissions=sorted(key.permissions)))
+
     async def revoke_key(request: Request) -> Response:
         admin(ctx, request)
         if not ctx.keys.revoke(request.path_params["key"]):
@@ -141,6 +153,7 @@ def routes(ctx: Context) -> list[BaseRoute]:
         Route("/admin/markets/{market}/book", book, methods=["GET"]),
         Route("/admin/keys", create_key, methods=["POST"]),
         Route("/admin/keys/{key}", revoke_key, methods=["DELETE"]),
+        Route("/admin/keys/{key}", change_key, methods=["PATCH"]),
         Route("/admin/accounts/{account}", account, methods=["GET"]),
         Route("/admin/health", health, methods=["GET"]),
     ]

@@ -12,6 +12,7 @@ import contextlib
 import gc
 import logging
 import secrets
+import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
@@ -53,13 +54,24 @@ def _error_response(path: str, err: ApiError) -> Response:
                     media_type="application/json", headers=err.headers)
 
 
+def _fix_send_buffer(transport: Any, size: int) -> None:
+    """Pin a WebSocket's kernel send buffer: left to autotuning it grows to megabytes for a
+    client that stops reading, and the per-connection byte bound (``ws.Conn``) would only
+    start counting after that."""
+    sock = transport.get_extra_info("socket")
+    if size > 0 and sock is not None:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, size)
+
+
 class Guard:
     """The outermost ASGI layer: per-IP rate limit and body-size cap before anything else (so
     abuse costs little), and the bare order-entry hot path (``fastpath``)."""
 
     def __init__(self, app: ASGIApp, limiter: Limiter, max_body: int,
-                 fast: dict[str, Any]) -> None:
+                 fast: dict[str, Any], ws_sndbuf: int = 0) -> None:
         self.app = app
+        self.ws_sndbuf = ws_sndbuf
         self.limiter = limiter
         self.max_body = max_body
         #: filled by the lifespan: the context for the bare order-entry handler
@@ -94,6 +106,7 @@ class Guard:
             transport = getattr(getattr(send, "__self__", None), "transport", None)
             if transport is not None:
                 scope["bastion.abort"] = transport.abort
+                _fix_send_buffer(transport, self.ws_sndbuf)
             await self.app(scope, receive, send)
             return
         ctx = self.fast.get("ctx")
@@ -224,7 +237,8 @@ def build(settings: Settings, node_factory: Callable[[], Any] | None = None) -> 
         exception_handlers={ApiError: on_api_error, HTTPException: on_http_error,
                             Exception: on_crash},
     )
-    app.state.guard = Guard(app, limiter=ip_limiter, max_body=settings.max_body, fast=fast)
+    app.state.guard = Guard(app, limiter=ip_limiter, max_body=settings.max_body, fast=fast,
+                            ws_sndbuf=settings.ws_socket_buffer)
     app.state.settings = settings
     app.state.keys = keys
     return app
@@ -234,17 +248,20 @@ def _status(settings: Settings, ctx: Context, routes: list[BaseRoute]
             ) -> contextlib.AbstractAsyncContextManager[None]:
     """Mount the status page and feed it the engine's market modes, if the module is present."""
     try:
-        from bastion.status import StatusRuntime, StatusService, status_routes
+        from bastion.status import Egress, StatusRuntime, StatusService, status_routes
     except ImportError:  # pragma: no cover - status is part of the tree
         return contextlib.nullcontext()
-    service = StatusService(settings.data_dir / "status" / "status.db", demo=settings.demo)
-    runtime = StatusRuntime(service)
+    engine = ctx.gateway.engine
+
+    def prime(service: Any) -> None:
+        for name, mkt in sorted(engine.markets.items()):
+            service.register_market(name)
+            service.observe_market_mode(name, mkt.mode, mkt.mode_reason)
+
+    service = _status_service(settings, StatusService, prime)
+    runtime = StatusRuntime(service, egress=Egress.parse(settings.webhook_allow))
     assert settings.admin_token is not None
     routes += status_routes(runtime, settings.admin_token)
-    engine = ctx.gateway.engine
-    for name, mkt in sorted(engine.markets.items()):
-        service.register_market(name)
-        service.observe_market_mode(name, mkt.mode, mkt.mode_reason)
 
     def observe(ev: Any) -> None:
         service.observe_market_mode(ev.market, ev.new, ev.reason[:500], ev.ts)
@@ -261,6 +278,36 @@ def _status(settings: Settings, ctx: Context, routes: list[BaseRoute]
             service.close()
 
     return running()
+
+
+def _status_service(settings: Settings, factory: Callable[..., Any],
+                    prime: Callable[[Any], None]) -> Any:
+    """The status service on its database, primed with the markets; if the database fails,
+    trading still starts and the page runs from memory, saying so in an incident (details go
+    to the log)."""
+    path = settings.data_dir / "status" / "status.db"
+    try:
+        service = factory(path, demo=settings.demo)
+    except Exception:
+        log.exception("status database %s cannot be opened; the status page runs degraded "
+                      "(live state only, nothing saved) until it is fixed", path)
+    else:
+        try:
+            prime(service)
+            return service
+        except Exception:
+            log.exception("status database %s failed at start; the status page runs degraded "
+                          "(live state only, nothing saved) until it is fixed", path)
+            with contextlib.suppress(Exception):
+                service.close()
+    service = factory(":memory:", demo=settings.demo)
+    prime(service)
+    service.open_incident(
+        "Status page degraded: history unavailable",
+        "The status database could not be opened at start. Trading is not affected. This "
+        "page shows live state only: uptime history, past incidents and operator updates are "
+        "not saved until the operators fix it.", [], impact="minor")
+    return service
 
 
 Handler = Callable[[Request], Awaitable[Response]]

@@ -35,7 +35,19 @@ class Settings:
     #: WebSocket limits: open sockets per client IP; unsent bytes per socket before the
     #: client is dropped as a slow consumer
     ws_per_ip: int = 64
+    ws_max_channels: int = 100
+    #: connection limits (``bastion.api.protocol``): seconds to complete a request's headers,
+    #: connections per IP that have not completed one, requests + connections server-wide
+    #: before 503, and seconds an idle kept-alive connection stays open
+    header_timeout: float = 10.0
+    pending_per_ip: int = 64
+    max_concurrency: int = 4096
+    keep_alive: float = 5.0
+    #: webhook deliveries refuse private/loopback/link-local addresses except these CIDRs
+    webhook_allow: str = ""
     ws_send_buffer: int = 1024 * 1024
+    #: the kernel's send buffer for each WebSocket (bytes; 0 leaves it to autotuning)
+    ws_socket_buffer: int = 256 * 1024
     recv_window_default: int = 5_000
     recv_window_max: int = 60_000
     demo: bool = True
@@ -69,7 +81,14 @@ class Settings:
             s.ip_rate = _rate(e["BASTION_RATE_IP"])
         s.max_body = int(e.get("BASTION_MAX_BODY", s.max_body))
         s.ws_per_ip = int(e.get("BASTION_WS_PER_IP", s.ws_per_ip))
+        s.ws_max_channels = int(e.get("BASTION_WS_MAX_CHANNELS", s.ws_max_channels))
+        s.header_timeout = float(e.get("BASTION_HEADER_TIMEOUT", s.header_timeout))
+        s.pending_per_ip = int(e.get("BASTION_PENDING_PER_IP", s.pending_per_ip))
+        s.max_concurrency = int(e.get("BASTION_MAX_CONCURRENCY", s.max_concurrency))
+        s.keep_alive = float(e.get("BASTION_KEEP_ALIVE", s.keep_alive))
+        s.webhook_allow = e.get("BASTION_WEBHOOK_ALLOW", s.webhook_allow)
         s.ws_send_buffer = int(e.get("BASTION_WS_SEND_BUFFER", s.ws_send_buffer))
+        s.ws_socket_buffer = int(e.get("BASTION_WS_SOCKET_BUFFER", s.ws_socket_buffer))
         s.demo = e.get("BASTION_DEMO", "1") not in ("0", "false", "no")
         s.feeder_interval = float(e.get("BASTION_FEEDER_INTERVAL", s.feeder_interval))
         s.full_gc_interval = float(e.get("BASTION_FULL_GC_INTERVAL", s.full_gc_interval))

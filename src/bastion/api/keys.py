@@ -20,6 +20,8 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from bastion.journal.fsutil import ensure_dir
+
 PERMISSIONS = ("read", "trade", "withdraw")
 KEY_ALPHABET = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_"
 
@@ -39,6 +41,12 @@ def _valid_key_text(text: str) -> bool:
     return 8 <= len(text) <= 128 and all(c in KEY_ALPHABET for c in text)
 
 
+def private_dir(path: Path) -> None:
+    """Create ``path`` durably and make it 0700: key material is for this user only."""
+    ensure_dir(path)
+    os.chmod(path, 0o700)
+
+
 def load_server_key(data_dir: Path, configured: str | None) -> bytes:
     """The 32-byte key-encryption key: from configuration, else a generated 0600 file."""
     if configured:
@@ -47,12 +55,13 @@ def load_server_key(data_dir: Path, configured: str | None) -> bytes:
             raise ValueError("BASTION_SERVER_KEY must be 64 hex characters (32 bytes)")
         return raw
     path = data_dir / "api" / "server.key"
+    private_dir(path.parent)
     if path.exists():
+        os.chmod(path, 0o600)
         raw = bytes.fromhex(path.read_text().strip())
         if len(raw) != 32:
             raise ValueError(f"{path} does not hold a 32-byte hex key")
         return raw
-    path.parent.mkdir(parents=True, exist_ok=True)
     raw = secrets.token_bytes(32)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as f:
@@ -72,7 +81,9 @@ class KeyStore:
         self._lock = threading.Lock()
         self._records: dict[str, dict[str, object]] = {}
         self._watchers: list[Callable[[str, ApiKey | None], None]] = []
+        private_dir(path.parent)
         if path.exists():
+            os.chmod(path, 0o600)
             for rec in json.loads(path.read_text()).get("keys", []):
                 self._records[rec["key"]] = rec
                 self._keys[rec["key"]] = self._decode(rec)
@@ -132,6 +143,22 @@ class KeyStore:
             self._changed(key, api_key)
         return api_key, secret
 
+    def set_permissions(self, key: str, permissions: frozenset[str]) -> ApiKey | None:
+        """Change what a key may do (same secret); None if there is no such key."""
+        unknown = permissions - set(PERMISSIONS)
+        if unknown:
+            raise ValueError(f"unknown permissions {sorted(unknown)}")
+        with self._lock:
+            rec = self._records.get(key)
+            if rec is None:
+                return None
+            rec = dict(rec, permissions=sorted(permissions))
+            self._records[key] = rec
+            self._save()
+            api_key = self._keys[key] = self._decode(rec)
+        self._changed(key, api_key)
+        return api_key
+
     def revoke(self, key: str) -> bool:
         with self._lock:
             if key not in self._records:
@@ -143,7 +170,6 @@ class KeyStore:
         return True
 
     def _save(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_suffix(".tmp")
         data = json.dumps({"format": 1, "keys": list(self._records.values())}, indent=1)
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)

@@ -100,6 +100,9 @@ OPS: list[Op] = [
        response=S.Book, tag="operator"),
     Op("post", "/admin/keys", "Create an API key; the secret is shown once (operator)",
        "admin", S.AdminKey, S.ApiKeyCreated, 201, tag="operator"),
+    Op("patch", "/admin/keys/{key}", "Change a key's permissions; applies at once, open "
+       "WebSockets included (operator)", "admin", S.AdminKeyPermissions, S.ApiKeyInfo,
+       tag="operator"),
     Op("get", "/admin/health", "State hash and invariant check (operator)", "admin",
        response=S.Health, tag="operator"),
 ]

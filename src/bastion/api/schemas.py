@@ -119,6 +119,10 @@ class AdminKey(Base, kw_only=True):
     label: Annotated[str, Meta(max_length=100)] = ""
 
 
+class AdminKeyPermissions(Base, kw_only=True):
+    permissions: list[Permission]
+
+
 # ---------------------------------------------------------------- responses
 
 class Error(Out, kw_only=True):
@@ -294,6 +298,12 @@ class Candle(Out, kw_only=True):
 class ApiKeyCreated(Out, kw_only=True):
     key: str
     secret: str
+    account: int
+    permissions: list[str]
+
+
+class ApiKeyInfo(Out, kw_only=True):
+    key: str
     account: int
     permissions: list[str]
 

@@ -4,6 +4,7 @@ serve with uvicorn, and shut down cleanly (final snapshot) on Ctrl-C / SIGTERM."
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import logging
 import sys
@@ -13,6 +14,7 @@ from typing import Any
 from bastion.api.app_context import Context
 from bastion.api.config import Settings
 from bastion.api.keys import PERMISSIONS
+from bastion.api.protocol import guarded_protocol
 from bastion.node.gcpolicy import apply_gc_policy
 
 log = logging.getLogger("bastion.api")
@@ -171,7 +173,12 @@ class Health:
                      "gc_max_ms=%.1f loop_lag_max_ms=%.1f journal_wait_ms=%.1f%s", seq, rate,
                      len(gw.engine.orders), conns, n_gc, pause * 1000, loop_lag * 1000,
                      pending * 1000, f" NODE FAILED: {failed}" if failed else "")
-            if status is not None and failed is None:
+            if status is not None and failed is not None:
+                try:
+                    status.observe_node_failure(str(failed) or type(failed).__name__)
+                except Exception:
+                    log.exception("status failure report failed")
+            elif status is not None:
                 try:
                     t0 = time.perf_counter()
                     status.observe_node_health(time.time_ns() // 1_000_000 - int(pending * 1000),
@@ -195,7 +202,29 @@ def banner(ctx: Context, creds: tuple[str, str] | None) -> str:
     if creds:
         lines.append(f"demo account {s.demo_account}: API key {creds[0]}  secret {creds[1]}")
     lines.append(f"operator token (Authorization: Bearer ...): {s.admin_token}")
+    if s.demo:
+        lines.append("DEMO MODE: demo markets, a funded demo account with a printed key, a "
+                     "simulated price feed and a generated operator token. For a real "
+                     "deployment set BASTION_DEMO=0, BASTION_ADMIN_TOKEN, and "
+                     "BASTION_SERVER_KEY (kept apart from the data directory); see README "
+                     "\"Running for real\".")
     return "\n".join(lines)
+
+
+def _file_budget(wanted: int) -> int:
+    """Raise the open-file limit to its hard maximum and keep the concurrency cap below it
+    (with room for the journal, snapshots and the listening socket), so a flood meets a 503
+    from the cap rather than a failed ``accept``."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and soft < hard:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            soft = hard
+    if soft == resource.RLIM_INFINITY:
+        return wanted
+    return max(16, min(wanted, soft - 128))
 
 
 def serve(settings: Settings) -> None:
@@ -212,8 +241,13 @@ def serve(settings: Settings) -> None:
     sys.setswitchinterval(settings.switch_interval)
     apply_gc_policy()  # full collections then run on the health clock (``full_gc_interval``)
     app = asgi(settings)
+    concurrency = _file_budget(settings.max_concurrency)
     config = uvicorn.Config(app, host=settings.host, port=settings.port, loop="uvloop",
-                            http="httptools", ws=settings.ws_impl, lifespan="on",
+                            http=guarded_protocol(settings.header_timeout,
+                                                  settings.pending_per_ip),
+                            ws=settings.ws_impl, lifespan="on",
+                            limit_concurrency=concurrency,
+                            timeout_keep_alive=max(1, round(settings.keep_alive)),
                             log_level="warning", access_log=False,
                             ws_max_size=settings.max_ws_message, ws_ping_interval=20,
                             timeout_graceful_shutdown=5, backlog=2048, proxy_headers=False,

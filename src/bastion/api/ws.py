@@ -14,7 +14,7 @@ Protocol (JSON text frames):
 Limits (each a stable error or close code, and a log line): a connection's unsent messages are
 bounded in bytes (``BASTION_WS_SEND_BUFFER``): a consumer that cannot keep up is closed with
 1008 and resyncs from a fresh snapshot; subscriptions are de-duplicated and capped per frame
-(``MAX_CHANNELS_PER_FRAME``) and per connection (``MAX_CHANNELS``); connections per client IP
+(``MAX_CHANNELS_PER_FRAME``) and per connection (``BASTION_WS_MAX_CHANNELS``); connections per IP
 are capped (``BASTION_WS_PER_IP``); a frame nested too deeply closes with 1007. Revoking a key
 closes its sockets at once; changing its permissions applies to its open sockets at once.
 """
@@ -49,7 +49,6 @@ log = logging.getLogger("bastion.api.ws")
 
 WS_PATH = "/v1/ws"
 MAX_INFLIGHT = 4_096
-MAX_CHANNELS = 100
 MAX_CHANNELS_PER_FRAME = 50
 #: seconds a slow consumer gets to take its close frame before the socket is aborted
 CLOSE_GRACE = 2.0
@@ -295,8 +294,9 @@ class Hub:
             raise ApiError(A.TOO_MANY_SUBSCRIPTIONS, f"at most {MAX_CHANNELS_PER_FRAME} "
                                                      "channels per subscribe frame")
         wanted = list(dict.fromkeys(channels))
-        if len(conn.subs | set(wanted)) > MAX_CHANNELS:
-            raise ApiError(A.TOO_MANY_SUBSCRIPTIONS, f"at most {MAX_CHANNELS} channels per "
+        cap = self.ctx.settings.ws_max_channels
+        if len(conn.subs | set(wanted)) > cap:
+            raise ApiError(A.TOO_MANY_SUBSCRIPTIONS, f"at most {cap} channels per "
                                                      "connection")
         for ch in wanted:
             if not isinstance(ch, str) or len(ch) > 64:

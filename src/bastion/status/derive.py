@@ -37,6 +37,8 @@ class Signals:
     last_ack_ms: int | None = None
     lag_ms: int = 0
     withdrawals_pending_since: dict[str, int | None] | None = None
+    #: why the node stopped accepting commands (journal I/O error...); "" while it runs
+    node_failure: str = ""
 
 
 def check_mode(mode: str) -> str:
@@ -90,6 +92,8 @@ def derive_component(
     c: Component, s: Signals, now_ms: int, maintenance: bool, t: Thresholds
 ) -> tuple[ComponentStatus, str]:
     """The automatic status of one component and a short reason a human can read."""
+    if c.kind == "market" and s.node_failure:
+        return "major_outage", f"trading is stopped: {s.node_failure}"
     if c.kind == "market" and c.key in s.market_modes:
         mode, why = s.market_modes[c.key]
         status = market_mode_status(mode, maintenance)

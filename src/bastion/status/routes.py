@@ -20,6 +20,7 @@ from starlette.responses import HTMLResponse, Response
 from starlette.routing import BaseRoute, Route, WebSocketRoute
 
 from bastion.status import schemas, statuspage
+from bastion.status.egress import Egress
 from bastion.status.errors import StatusError
 from bastion.status.feed import render_feed
 from bastion.status.html import render_page
@@ -337,9 +338,10 @@ def create_app(
     *,
     tick_interval_s: float = 0.25,
     retry: RetryPolicy | None = None,
+    egress: Egress | None = None,
 ) -> Starlette:
     """A standalone status server (the gateway mounts `status_routes` in its own app instead)."""
-    runtime = StatusRuntime(service, tick_interval_s=tick_interval_s, retry=retry)
+    runtime = StatusRuntime(service, tick_interval_s=tick_interval_s, retry=retry, egress=egress)
     app = Starlette(
         routes=status_routes(runtime, admin_token),
         lifespan=runtime.lifespan,

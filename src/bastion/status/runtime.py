@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+from bastion.status.egress import Egress
 from bastion.status.live import StatusHub
 from bastion.status.service import StatusService
 from bastion.status.webhooks import RetryPolicy, WebhookDispatcher
@@ -29,11 +30,12 @@ class StatusRuntime:
         *,
         tick_interval_s: float = 0.25,
         retry: RetryPolicy | None = None,
+        egress: Egress | None = None,
     ) -> None:
         self.service = service
         self.tick_interval_s = tick_interval_s
         self.hub = StatusHub(service)
-        self.webhooks = WebhookDispatcher(service, retry)
+        self.webhooks = WebhookDispatcher(service, retry, egress)
 
     async def _ticker(self) -> None:
         while True:

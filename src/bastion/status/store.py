@@ -8,6 +8,7 @@ API has acknowledged survives a crash or power loss.
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import threading
 from collections.abc import Iterator
@@ -18,6 +19,7 @@ from typing import Any
 
 import msgspec
 
+from bastion.journal.fsutil import ensure_dir
 from bastion.status.model import Component, Group, Incident, Subscriber
 
 SCHEMA = """
@@ -44,12 +46,26 @@ class Loaded:
     signals: dict[str, Any] = field(default_factory=dict)
 
 
+def _private(db: Path) -> None:
+    """The database and its WAL/shared-memory files 0600 in a 0700 directory: operator
+    notes and webhook secrets are for this user only (SQLite gives the side files the
+    database file's mode, so creating it 0600 first is enough for new ones)."""
+    ensure_dir(db.parent)
+    os.chmod(db.parent, 0o700)
+    os.close(os.open(db, os.O_RDWR | os.O_CREAT, 0o600))
+    for name in (db.name, db.name + "-wal", db.name + "-shm"):
+        side = db.with_name(name)
+        if side.exists():
+            os.chmod(side, 0o600)
+
+
 class Store:
     """Thread-safe SQLite wrapper; callers group writes with `transaction()`."""
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if str(path) != ":memory:":
+            _private(self.path)
         self._lock = threading.RLock()
         self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         self._db.execute("PRAGMA journal_mode=WAL")

@@ -302,6 +302,15 @@ class StatusTracker:
             self._signals.lag_ms = int(lag_ms)
             self._reevaluate_kind("market")
 
+    def observe_node_failure(self, reason: str) -> None:
+        """The node has stopped (journal I/O error, fenced...): every order is refused, so
+        every market is a major outage until the node runs again (``""`` clears it)."""
+        with self._lock:
+            if self._signals.node_failure == reason:
+                return
+            self._signals.node_failure = reason[:300]
+            self._reevaluate_kind("market")
+
     def observe_withdrawals(self, asset: str, oldest_pending_age_ms: int | None) -> None:
         """Report the age of the oldest pending withdrawal of `asset` (None when the queue is
         empty). It keeps ageing between reports, so a pipeline that stops reporting still shows

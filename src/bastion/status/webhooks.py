@@ -23,6 +23,7 @@ from typing import Any
 import httpx
 import msgspec
 
+from bastion.status.egress import Egress, Refused
 from bastion.status.service import Event, StatusService
 from bastion.textnum import ascii_int
 
@@ -70,9 +71,11 @@ class _Outbox:
 class WebhookDispatcher:
     """Fans service events out to webhook subscribers from a running event loop."""
 
-    def __init__(self, service: StatusService, policy: RetryPolicy | None = None) -> None:
+    def __init__(self, service: StatusService, policy: RetryPolicy | None = None,
+                 egress: Egress | None = None) -> None:
         self.service = service
         self.policy = policy or RetryPolicy()
+        self.egress = egress or Egress()
         self._outboxes: dict[str, _Outbox] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._client: httpx.AsyncClient | None = None
@@ -172,10 +175,21 @@ class WebhookDispatcher:
             "X-Bastion-Timestamp": ts,
             "X-Bastion-Signature": sign(secret, ts, body),
         }
+        # errors stay generic: the operator API shows them, and details such as "connection
+        # refused" vs "timed out" would map which internal ports are open
         try:
-            resp = await self._client.post(url, content=body, headers=headers)
-        except httpx.HTTPError as exc:
-            return False, f"{type(exc).__name__}: {exc}"
+            target, host = await self.egress.resolve(url)
+        except Refused as exc:
+            log.warning("webhook to %s refused: %s", url, exc)
+            return False, str(exc)
+        headers["Host"] = httpx.URL(url).netloc.decode("ascii")
+        try:
+            resp = await self._client.post(target, content=body, headers=headers,
+                                           extensions={"sni_hostname": host})
+        except httpx.TimeoutException:
+            return False, "delivery timed out"
+        except httpx.HTTPError:
+            return False, "delivery failed (could not connect or send)"
         if 200 <= resp.status_code < 300:
             return True, ""
         return False, f"HTTP {resp.status_code}"

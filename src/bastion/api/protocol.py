@@ -1,0 +1,117 @@
+"""The HTTP connection layer under the ASGI app: limits a request cannot reach.
+
+A slowloris client opens sockets and sends headers a byte at a time; nothing above the
+protocol ever sees it, so the limits live here, on uvicorn's httptools protocol:
+
+- a **header timeout**: a request's headers must be complete within ``header_timeout`` s of
+  the connection opening (or of the request's first byte on a kept-alive connection);
+- a **per-IP cap on connections that have not completed a request's headers**: beyond it, a
+  new socket from that address is cut at once, so one address cannot take the file table;
+- the **server-wide concurrency cap** is uvicorn's ``limit_concurrency``, which answers 503.
+
+Idle kept-alive connections are closed by uvicorn's keep-alive timeout.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import defaultdict
+from typing import Any
+
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+log = logging.getLogger("bastion.api")
+
+
+class _Limits:
+    """Shared by every connection of one server: pending connections per IP and the log
+    throttle (one line per IP and kind per ``LOG_EVERY`` seconds, never one per socket)."""
+
+    LOG_EVERY = 10.0
+
+    def __init__(self, header_timeout: float, pending_per_ip: int) -> None:
+        self.header_timeout = header_timeout
+        self.pending_per_ip = pending_per_ip
+        self.pending: dict[str, int] = defaultdict(int)
+        self.refused = 0
+        self.timed_out = 0
+        self._logged: dict[tuple[str, str], float] = {}
+
+    def note(self, ip: str, kind: str, what: str) -> None:
+        now = time.monotonic()
+        if now - self._logged.get((ip, kind), -self.LOG_EVERY) >= self.LOG_EVERY:
+            self._logged[(ip, kind)] = now
+            if len(self._logged) > 10_000:
+                self._logged.clear()
+            log.warning("connection limits: %s from %s (refused %d, header timeouts %d so "
+                        "far)", what, ip, self.refused, self.timed_out)
+
+
+def guarded_protocol(header_timeout: float, pending_per_ip: int) -> type[HttpToolsProtocol]:
+    """An ``HttpToolsProtocol`` subclass enforcing the limits above (pass it as uvicorn's
+    ``http``); each call has its own counters."""
+    limits = _Limits(header_timeout, pending_per_ip)
+
+    class GuardedHttpProtocol(HttpToolsProtocol):
+        bastion_limits = limits
+
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            self._ip = ""
+            self._pending = False
+            self._header_timer: asyncio.TimerHandle | None = None
+
+        def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+            super().connection_made(transport)
+            self._ip = self.client[0] if self.client else "?"
+            if limits.pending[self._ip] >= limits.pending_per_ip:
+                limits.refused += 1
+                limits.note(self._ip, "cap", f"over {limits.pending_per_ip} connections without a "
+                                      "complete request")
+                transport.abort()
+                return
+            self._wait_for_headers()
+
+        def _wait_for_headers(self) -> None:
+            if not self._pending:
+                self._pending = True
+                limits.pending[self._ip] += 1
+            if self._header_timer is None:
+                self._header_timer = self.loop.call_later(limits.header_timeout,
+                                                          self._headers_late)
+
+        def _headers_done(self) -> None:
+            if self._header_timer is not None:
+                self._header_timer.cancel()
+                self._header_timer = None
+            if self._pending:
+                self._pending = False
+                left = limits.pending[self._ip] - 1
+                if left > 0:
+                    limits.pending[self._ip] = left
+                else:
+                    limits.pending.pop(self._ip, None)
+
+        def _headers_late(self) -> None:
+            self._header_timer = None
+            limits.timed_out += 1
+            limits.note(self._ip, "timeout", f"request headers not complete within "
+                                  f"{limits.header_timeout:g} s")
+            self._headers_done()
+            self.transport.abort()
+
+        def on_message_begin(self) -> None:
+            super().on_message_begin()
+            self._wait_for_headers()
+
+        def on_headers_complete(self) -> None:
+            self._headers_done()
+            super().on_headers_complete()
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self._headers_done()
+            super().connection_lost(exc)
+
+    return GuardedHttpProtocol
