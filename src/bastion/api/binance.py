@@ -35,8 +35,9 @@ from bastion.api.native import INTERVALS
 from bastion.api.readmodel import CANCELED, EXPIRED, FILLED, OPEN, PARTIAL, Fill, OrderRecord
 from bastion.core import commands as C
 from bastion.core import errors as X
-from bastion.core.engine import Engine
-from bastion.core.state import Market
+from bastion.core.engine import STP_MODES, Engine
+from bastion.core.perp.calc import PPM
+from bastion.core.state import Account, Market
 from bastion.textnum import ascii_int
 
 _enc = msgspec.json.Encoder()
@@ -90,6 +91,9 @@ _CODES: dict[str, tuple[int, str, int]] = {
     X.INVALID_ARGUMENT: (-1130, "Data sent for parameter is not valid.", 400),
     X.NO_CHANGE: (-2010, "No need to modify the order.", 400),
 }
+
+#: the core's default self-trade prevention mode of an account
+DEFAULT_STP = Account(account=0, available={}, held={}).stp
 
 _STATUS = {OPEN: "NEW", PARTIAL: "PARTIALLY_FILLED", FILLED: "FILLED", CANCELED: "CANCELED",
            EXPIRED: "EXPIRED"}
@@ -253,8 +257,19 @@ def _tif(r: OrderRecord, perp: bool) -> str:
     return r.tif
 
 
+def stp_mode(engine: Engine, r: OrderRecord) -> str:
+    """The self-trade prevention mode that applies to an order: its own if it set one (known
+    while it rests), else its account's."""
+    order = engine.orders.get(r.order_id) if r.is_open else None
+    mode = order.stp if order is not None else None
+    if mode is None:
+        acct = engine.accounts.get(r.account)
+        mode = acct.stp if acct is not None else DEFAULT_STP
+    return str(mode).upper()
+
+
 def order_json(u: V.Units, m: Market, r: OrderRecord, perp: bool,
-               fills: list[Fill] | None = None) -> dict[str, Any]:
+               fills: list[Fill] | None = None, *, engine: Engine) -> dict[str, Any]:
     price = u.price(r.price) if r.order_type == "limit" else u.price(0)
     executed = u.qty(r.filled)
     quote = u.quote_amount(r.filled_quote)
@@ -271,13 +286,13 @@ def order_json(u: V.Units, m: Market, r: OrderRecord, perp: bool,
                        "reduceOnly": r.reduce_only, "closePosition": False,
                        "positionSide": "BOTH", "stopPrice": "0", "workingType": "CONTRACT_PRICE",
                        "priceProtect": False, "origType": _order_type(r, perp),
-                       "priceMatch": "NONE", "selfTradePreventionMode": "EXPIRE_TAKER",
+                       "priceMatch": "NONE", "selfTradePreventionMode": stp_mode(engine, r),
                        "goodTillDate": 0})
     else:
         common.update({"orderListId": -1, "cummulativeQuoteQty": quote, "stopPrice": u.price(0),
                        "icebergQty": u.qty(0), "isWorking": r.is_open,
                        "workingTime": r.created_ts, "origQuoteOrderQty": u.quote_amount(0),
-                       "selfTradePreventionMode": "EXPIRE_TAKER"})
+                       "selfTradePreventionMode": stp_mode(engine, r)})
         if fills is not None:
             common["transactTime"] = r.updated_ts
             common["fills"] = [{"price": u.price(f.price), "qty": u.qty(f.qty),
@@ -307,12 +322,24 @@ def _filters(u: V.Units, m: Market, perp: bool) -> list[dict[str, Any]]:
     return out
 
 
+def _rates(maker_ppm: int, taker_ppm: int) -> dict[str, str]:
+    """Binance's ``commissionRates``: fractions with 8 decimals (1 ppm = 0.000001)."""
+    return {"maker": from_units(maker_ppm * 100, 8), "taker": from_units(taker_ppm * 100, 8),
+            "buyer": from_units(0, 8), "seller": from_units(0, 8)}
+
+
 def _decimals_of_step(step: str) -> int:
     return len(step.split(".", 1)[1]) if "." in step else 0
 
 
+def _percent(ppm: int) -> str:
+    """A rate in ppm as Binance's 4-decimal percent string (50_000 ppm -> "5.0000")."""
+    return from_units(ppm, 4)
+
+
 def symbol_info(engine: Engine, m: Market, perp: bool) -> dict[str, Any]:
     u = V.Units(engine, m)
+    tiers = engine.perp.markets[m.market].tiers if perp else []
     status = _MODE_STATUS.get(m.mode, "BREAK")
     info: dict[str, Any] = {
         "symbol": bsym(m), "status": status, "baseAsset": m.base,
@@ -323,7 +350,8 @@ def symbol_info(engine: Engine, m: Market, perp: bool) -> dict[str, Any]:
         info.update({
             "pair": bsym(m), "contractType": "PERPETUAL", "deliveryDate": 4133404800000,
             "onboardDate": 0, "contractStatus": status, "marginAsset": u.quote,
-            "maintMarginPercent": "2.5000", "requiredMarginPercent": "5.0000",
+            "maintMarginPercent": _percent(tiers[0].mmr_ppm),
+            "requiredMarginPercent": _percent(PPM // tiers[0].max_leverage),
             "pricePrecision": m.price_decimals,
             "quantityPrecision": _decimals_of_step(trim(u.qty(m.lot_size))),
             "underlyingType": "COIN", "underlyingSubType": [], "settlePlan": 0,
@@ -338,8 +366,8 @@ def symbol_info(engine: Engine, m: Market, perp: bool) -> dict[str, Any]:
             "allowTrailingStop": False, "cancelReplaceAllowed": False,
             "isSpotTradingAllowed": True, "isMarginTradingAllowed": False,
             "permissions": ["SPOT"], "permissionSets": [["SPOT"]],
-            "defaultSelfTradePreventionMode": "EXPIRE_TAKER",
-            "allowedSelfTradePreventionModes": ["EXPIRE_TAKER"]})
+            "defaultSelfTradePreventionMode": str(DEFAULT_STP).upper(),
+            "allowedSelfTradePreventionModes": sorted(m.upper() for m in STP_MODES)})
     return info
 
 
@@ -563,6 +591,12 @@ def routes(ctx: Context) -> list[BaseRoute]:
                 raise BinanceError(-1130, "Data sent for parameter 'newClientOrderId' is not "
                                           "valid.")
             kwargs: dict[str, Any] = {"reduce_only": True} if reduce_only else {}
+            stp = p.opt("selfTradePreventionMode")
+            if stp is not None:
+                if stp.lower() not in STP_MODES:
+                    raise BinanceError(-1130, "Data sent for parameter "
+                                              "'selfTradePreventionMode' is not valid.")
+                kwargs["stp"] = stp.lower()
             cmd = C.PlaceOrder(account=key.account, market=m.market,
                                side="buy" if side == "BUY" else "sell", qty=qty, price=price,
                                order_type="limit" if otype == "LIMIT" else "market",
@@ -572,7 +606,7 @@ def routes(ctx: Context) -> list[BaseRoute]:
             fills = [f for f in gw.readmodel.fills(key.account, m.market)[-64:]
                      if f.order_id == rec.order_id]
             return J(order_json(V.Units(gw.engine, m), m, rec, perp,
-                                None if perp else fills))
+                                None if perp else fills, engine=gw.engine))
         return handler
 
     def _lookup(key: ApiKey, p: Params, m: Market) -> OrderRecord:
@@ -591,7 +625,7 @@ def routes(ctx: Context) -> list[BaseRoute]:
             key, p = await signed(request, "read")
             m = symbols().market(p.opt("symbol"), perp)
             rec = _lookup(key, p, m)
-            return J(order_json(V.Units(gw.engine, m), m, rec, perp))
+            return J(order_json(V.Units(gw.engine, m), m, rec, perp, engine=gw.engine))
         return handler
 
     def cancel_order(perp: bool) -> Handler:
@@ -603,7 +637,7 @@ def routes(ctx: Context) -> list[BaseRoute]:
             except BinanceError:
                 raise BinanceError(-2011, "Unknown order sent.") from None
             rec = await gw.cancel(key.account, order_id=rec.order_id, market=m.market)
-            out = order_json(V.Units(gw.engine, m), m, rec, perp)
+            out = order_json(V.Units(gw.engine, m), m, rec, perp, engine=gw.engine)
             out["origClientOrderId"] = rec.client_id
             return J(out)
         return handler
@@ -616,7 +650,7 @@ def routes(ctx: Context) -> list[BaseRoute]:
             u = V.Units(gw.engine, m)
             if perp:
                 return J({"code": 200, "msg": "The operation of cancel all open order is done."})
-            return J([order_json(u, m, r, perp) | {"origClientOrderId": r.client_id}
+            return J([order_json(u, m, r, perp, engine=gw.engine) | {"origClientOrderId": r.client_id}
                       for r in recs])
         return handler
 
@@ -633,7 +667,7 @@ def routes(ctx: Context) -> list[BaseRoute]:
                 u = V.Units(e, m)
                 recs = sorted(gw.readmodel.open_orders(key.account, m.market),
                               key=lambda r: r.order_id)
-                out.extend(order_json(u, m, r, perp) for r in recs)
+                out.extend(order_json(u, m, r, perp, engine=gw.engine) for r in recs)
             return J(out)
         return handler
 
@@ -653,7 +687,7 @@ def routes(ctx: Context) -> list[BaseRoute]:
                 recs = [r for r in recs if r.created_ts <= end]
             recs = recs[:limit] if (start is not None or since_id is not None) else recs[-limit:]
             u = V.Units(gw.engine, m)
-            return J([order_json(u, m, r, perp) for r in recs])
+            return J([order_json(u, m, r, perp, engine=gw.engine) for r in recs])
         return handler
 
     def my_trades(perp: bool) -> Handler:
@@ -680,7 +714,7 @@ def routes(ctx: Context) -> list[BaseRoute]:
                 return J([{"symbol": bsym(m), "id": f.trade_id, "orderId": f.order_id,
                            "side": "BUY" if f.is_buyer else "SELL", "price": u.price(f.price),
                            "qty": u.qty(f.qty), "quoteQty": u.quote_amount(f.quote_qty),
-                           "realizedPnl": u.quote_amount(0),
+                           "realizedPnl": perps.amount(f.realized, u.quote_dp),
                            "commission": u.quote_amount(f.fee), "commissionAsset": u.quote,
                            "time": f.ts, "positionSide": "BOTH", "buyer": f.is_buyer,
                            "maker": f.is_maker} for f in fills])
@@ -704,14 +738,32 @@ def routes(ctx: Context) -> list[BaseRoute]:
                                  "free": from_units(acct.available.get(asset, 0), dp),
                                  "locked": from_units(acct.held.get(asset, 0), dp)})
         perms = key.permissions
-        return J({"makerCommission": 2, "takerCommission": 5, "buyerCommission": 0,
-                  "sellerCommission": 0,
-                  "commissionRates": {"maker": "0.00020000", "taker": "0.00050000",
-                                      "buyer": "0.00000000", "seller": "0.00000000"},
+        spot = [m for m in e.markets.values() if not _is_perp(m)]
+        maker = max((m.maker_fee_ppm for m in spot), default=0)
+        taker = max((m.taker_fee_ppm for m in spot), default=0)
+        return J({"makerCommission": maker // 100, "takerCommission": taker // 100,
+                  "buyerCommission": 0, "sellerCommission": 0,
+                  "commissionRates": _rates(maker, taker),
                   "canTrade": "trade" in perms, "canWithdraw": "withdraw" in perms,
                   "canDeposit": True, "brokered": False, "requireSelfTradePrevention": False,
                   "preventSor": False, "updateTime": now_ms(), "accountType": "SPOT",
                   "balances": balances, "permissions": ["SPOT"], "uid": key.account})
+
+    def commission(perp: bool) -> Handler:
+        async def handler(request: Request) -> Response:
+            _, p = await signed(request, "read")
+            m = symbols().market(p.opt("symbol"), perp)
+            if perp:
+                return J({"symbol": bsym(m),
+                          "makerCommissionRate": from_units(m.maker_fee_ppm, 6),
+                          "takerCommissionRate": from_units(m.taker_fee_ppm, 6)})
+            zero = from_units(0, 8)
+            return J({"symbol": bsym(m),
+                      "standardCommission": _rates(m.maker_fee_ppm, m.taker_fee_ppm),
+                      "taxCommission": _rates(0, 0),
+                      "discount": {"enabledForAccount": False, "enabledForSymbol": False,
+                                   "discountAsset": "BNB", "discount": zero}})
+        return handler
 
     async def capital_config(request: Request) -> Response:
         await signed(request, "read")
@@ -802,6 +854,8 @@ def routes(ctx: Context) -> list[BaseRoute]:
         R("/api/v3/myTrades", my_trades(False)),
         R("/fapi/v1/userTrades", my_trades(True)),
         R("/api/v3/account", account),
+        R("/api/v3/account/commission", commission(False)),
+        R("/fapi/v1/commissionRate", commission(True)),
         R("/fapi/v2/account", fapi_account),
         R("/fapi/v3/account", fapi_account),
         R("/fapi/v2/balance", fapi_balance),

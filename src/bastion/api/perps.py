@@ -20,7 +20,7 @@ from bastion.api.http import now_ms
 from bastion.core import commands as C
 from bastion.core import errors as X
 from bastion.core.engine import Engine
-from bastion.core.perp.calc import initial, maintenance, notional
+from bastion.core.perp.calc import PPM, initial, maintenance, notional
 from bastion.core.perp.funding import rate_e9
 from bastion.core.perp.state import PerpMarket, Position
 from bastion.core.state import Market
@@ -64,6 +64,41 @@ def _position_numbers(engine: Engine, pos: Position) -> dict[str, int]:
         "initial": initial(pm.tiers, n, lev), "maintenance": maintenance(pm.tiers, n),
         "leverage": lev,
     }
+
+
+def liquidation_price(engine: Engine, pos: Position) -> int:
+    """The mark at which this position's account reaches maintenance margin, other positions
+    held at their current marks (cross margin), or 0 if no positive price gets there.
+
+    With size s, cost c, price divisor d and the tier's (mmr, cum) in ppm, equality of margin
+    balance and maintenance gives ``P = d * (1e6 * K + cum) / (|s| * mmr - 1e6 * s)``, where
+    ``K`` is collateral + other positions' PnL - c - their maintenance. The tier is the one
+    whose notional range holds ``|s| * P / d``. Rounded toward the position's safe side."""
+    pe = engine.perp
+    pm = pe.markets[pos.market]
+    ma = pe.margins.get((pos.account, pm.settle))
+    if ma is None or pos.size == 0:
+        return 0
+    r = pe.risk(ma)
+    mine = _position_numbers(engine, pos)
+    k = r.equity - mine["upnl"] - pos.cost - (r.maintenance - mine["maintenance"])
+    size, div = pos.size, pm.price_div
+    held = abs(size)
+    floor = 0
+    for tier in pm.tiers:
+        den = held * tier.mmr_ppm - PPM * size
+        num = div * (PPM * k + tier.cum_ppm)
+        if den == 0:
+            return 0
+        price = -(-num // den) if size > 0 else num // den
+        if price <= 0:
+            return 0
+        value = held * price // div
+        first, last = tier is pm.tiers[0], tier is pm.tiers[-1]
+        if (value > floor or first) and (value <= tier.max_notional or last):
+            return price
+        floor = tier.max_notional
+    return 0
 
 
 def open_positions(engine: Engine, account: int,
@@ -210,7 +245,7 @@ def binance_position_row(e: Engine, pos: Position) -> dict[str, Any]:
         "symbol": _bsym(mkt), "positionSide": "BOTH", "positionAmt": amount(pos.size, u.base_dp),
         "entryPrice": u.price(k["entry"]), "breakEvenPrice": u.price(k["entry"]),
         "markPrice": u.price(k["mark"]), "unRealizedProfit": amount(k["upnl"], u.quote_dp),
-        "liquidationPrice": "0", "isolatedMargin": "0",
+        "liquidationPrice": u.price(liquidation_price(e, pos)), "isolatedMargin": "0",
         "notional": signed(u.quote_amount(k["notional"]), sign), "marginAsset": u.quote,
         "isolatedWallet": "0", "initialMargin": u.quote_amount(k["initial"]),
         "maintMargin": u.quote_amount(k["maintenance"]),

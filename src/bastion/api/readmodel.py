@@ -16,6 +16,8 @@ import msgspec
 
 from bastion.core import events as E
 from bastion.core.engine import Engine
+from bastion.core.perp.ledger import realize
+from bastion.core.perp.state import Position
 
 CLOSED_PER_ACCOUNT = 10_000
 FILLS_PER_ACCOUNT = 10_000
@@ -77,6 +79,8 @@ class Fill(msgspec.Struct, gc=False):
     qty: int
     quote_qty: int
     fee: int
+    #: perpetuals: PnL this fill realized (closing part of a position), before fees
+    realized: int = 0
 
 
 class Candle(msgspec.Struct, gc=False):
@@ -120,6 +124,9 @@ class ReadModel:
         #: accounts whose perpetual positions or margin may have changed in the last batch
         self.touched_positions: set[int] = set()
         self.funding: dict[str, deque[E.FundingSettled]] = {}
+        #: perpetual positions as of the last applied fill, to split realized PnL per fill
+        #: with the core's own ``realize`` (re-synced from the engine after every live batch)
+        self.positions: dict[tuple[int, str], Position] = {}
         self.seq = 0
         self._handlers: dict[type, Callable[[Any], None]] = {
             E.OrderAccepted: self._accepted,
@@ -193,18 +200,54 @@ class ReadModel:
         self.touched.add((ev.market, ev.side == "buy", ev.price))
         self.touched_accounts.add(ev.account)
 
+    def sync_positions(self, engine: Engine, accounts: Iterable[int]) -> None:
+        """Copy ``accounts``' perpetual positions from the engine (after a live batch, so
+        position changes without a fill, such as ADL, never accumulate here)."""
+        books = engine.perp.positions
+        for account in accounts:
+            for market, book in books.items():
+                pos = book.get(account)
+                if pos is None:
+                    self.positions.pop((account, market), None)
+                else:
+                    self.positions[(account, market)] = Position(
+                        account=account, market=market, size=pos.size, cost=pos.cost,
+                        funding_index=0)
+            for key in [k for k in self.positions if k[0] == account and k[1] not in books]:
+                del self.positions[key]
+
+    def _realize(self, account: int, market: str, delta: int, amount: int) -> int:
+        key = (account, market)
+        pos = self.positions.get(key)
+        if pos is None:
+            pos = self.positions[key] = Position(account=account, market=market, size=0,
+                                                 cost=0, funding_index=0)
+        realized = realize(pos, delta, amount)
+        if pos.size == 0:
+            del self.positions[key]
+        return realized
+
     def _trade(self, ev: E.Trade) -> None:
         mkt = self._engine().markets.get(ev.market)
         div = mkt.price_div if mkt is not None else 1
         quote = ev.price * ev.qty // div
         taker_buys = ev.taker_side == "buy"
         self.touched.add((ev.market, not taker_buys, ev.price))
+        realized = (0, 0)
         if mkt is not None and mkt.kind != "spot":
             self.touched_positions.add(ev.maker_account)
             self.touched_positions.add(ev.taker_account)
-        for oid, account, remaining, fee, is_maker in (
-                (ev.maker_order, ev.maker_account, ev.maker_remaining, ev.maker_fee, True),
-                (ev.taker_order, ev.taker_account, ev.taker_remaining, ev.taker_fee, False)):
+            # the core moves the buyer first, then the seller (``PerpEngine.trade``)
+            buyer, seller = ((ev.taker_account, ev.maker_account) if taker_buys
+                             else (ev.maker_account, ev.taker_account))
+            bought = self._realize(buyer, ev.market, ev.qty, quote)
+            sold = self._realize(seller, ev.market, -ev.qty, quote)
+            realized = (sold, bought) if taker_buys else (bought, sold)  # (maker, taker)
+        for oid, account, remaining, fee, is_maker, pnl in (
+                (ev.maker_order, ev.maker_account, ev.maker_remaining, ev.maker_fee, True,
+                 realized[0]),
+                (ev.taker_order, ev.taker_account, ev.taker_remaining, ev.taker_fee, False,
+                 realized[1])):
             is_buyer = taker_buys != is_maker
             rec = self.orders.get(oid)
             if rec is not None:
@@ -220,7 +263,7 @@ class ReadModel:
                     rec.status = PARTIAL
             self._view(account).fills.append(Fill(ev.trade_id, ev.seq, ev.ts, account, ev.market,
                                                   oid, is_buyer, is_maker, ev.price, ev.qty,
-                                                  quote, fee))
+                                                  quote, fee, pnl))
             self.touched_accounts.add(account)
         trades = self.trades.get(ev.market)
         if trades is None:

@@ -94,6 +94,8 @@ class Gateway:
     def _on_events(self, events: list[E.Event]) -> None:
         rm = self.readmodel
         rm.apply(events)
+        if rm.touched_positions:
+            rm.sync_positions(self.engine, rm.touched_positions)
         deltas = self.books.update(self.engine, rm.touched) if rm.touched else []
         rm.touched.clear()
         for listener in self._listeners:
