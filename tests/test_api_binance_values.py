@@ -16,7 +16,7 @@ import pytest
 from bastion.api.auth import sign
 from bastion.api.perps import liquidation_price
 from bastion.api.readmodel import ReadModel
-from perp_harness import LOT, PERP, PX, PerpHarness
+from perp_harness import PERP, PX, PerpHarness
 from serverproc import ADMIN, DEMO_KEY, DEMO_SECRET, Admin, Server, running
 
 
