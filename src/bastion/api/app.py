@@ -28,6 +28,7 @@ from bastion.api import admin, binance, native, ws
 from bastion.api import errors as A
 from bastion.api.app_context import Context
 from bastion.api.auth import Authenticator
+from bastion.api.checkpoint import Checkpoints, Restorer
 from bastion.api.config import Settings
 from bastion.api.errors import ApiError
 from bastion.api.fastpath import place_order
@@ -179,14 +180,16 @@ def build(settings: Settings, node_factory: Callable[[], Any] | None = None) -> 
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         from bastion.api.server import Health, banner, close_node, ensure_demo_key, open_node
 
-        node = await open_node(settings, node_factory)
+        checkpoints = Checkpoints(settings.data_dir / "api" / "readmodel")
+        restorer = Restorer(checkpoints)
+        node = await open_node(settings, node_factory, restorer)
         gateway = Gateway(node)
         try:
             ctx = Context(settings=settings, gateway=gateway, keys=keys, auth=auth,
                           key_limiter=key_limiter, ip_limiter=ip_limiter)
             hub = ws.Hub(ctx)
             ctx.hub = hub
-            gateway.attach()
+            gateway.attach(restorer, checkpoints)
             gateway.add_listener(hub.publish)
             routes: list[BaseRoute] = []
             routes += native.routes(ctx)
@@ -197,8 +200,8 @@ def build(settings: Settings, node_factory: Callable[[], Any] | None = None) -> 
             state["spec"] = build_spec()
             state["docs"] = docs_html(state["spec"])
         except BaseException:
-            gateway.detach()
             await close_node(node)
+            gateway.detach()
             raise
         app.router.routes[:0] = routes
         app.state.ctx = ctx
@@ -228,8 +231,10 @@ def build(settings: Settings, node_factory: Callable[[], Any] | None = None) -> 
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
             await hub.stop()
-            gateway.detach()
+            # the read model follows until the node is closed: the final snapshot's child
+            # writes its checkpoint from the same memory
             await close_node(node)
+            gateway.detach()
 
     app = Starlette(
         routes=[Route("/openapi.json", openapi), Route("/docs", docs), Route("/", root)],

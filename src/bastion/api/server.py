@@ -12,6 +12,7 @@ import time
 from typing import Any
 
 from bastion.api.app_context import Context
+from bastion.api.checkpoint import Restorer
 from bastion.api.config import Settings
 from bastion.api.keys import PERMISSIONS
 from bastion.api.protocol import guarded_protocol
@@ -20,9 +21,11 @@ from bastion.node.gcpolicy import apply_gc_policy
 log = logging.getLogger("bastion.api")
 
 
-async def open_node(settings: Settings, factory: Any = None) -> Any:
-    """Recover the node from ``settings.data_dir`` and start it; on an empty journal (and
-    ``settings.demo``) journal the demo markets and funded accounts once."""
+async def open_node(settings: Settings, factory: Any = None,
+                    restorer: Restorer | None = None) -> Any:
+    """Recover the node from ``settings.data_dir`` and start it (``restorer`` follows the
+    recovery to restore the read model); on an empty journal (and ``settings.demo``) journal
+    the demo markets and funded accounts once."""
     from bastion.node.node import Node
 
     if factory is not None:
@@ -30,7 +33,8 @@ async def open_node(settings: Settings, factory: Any = None) -> Any:
     else:
         from bastion.node.config import NodeConfig
 
-        node = Node(settings.data_dir, config=NodeConfig(group_max_delay=settings.group_delay))
+        node = Node(settings.data_dir, config=NodeConfig(group_max_delay=settings.group_delay),
+                    recovery_sink=restorer.sink if restorer is not None else None)
     await node.start()
     if settings.demo and node.engine.seq == 0:
         from bastion import demo

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from bastion.api import errors as A
+from bastion.api.checkpoint import Checkpoints, Restorer
 from bastion.api.errors import ApiError
 from bastion.api.marketdata import BookFeed
 from bastion.api.readmodel import OrderRecord, ReadModel
@@ -50,34 +51,58 @@ class Gateway:
 
     # ------------------------------------------------------------------ wiring
 
-    def attach(self) -> None:
-        """Build the read model from the journal (so history survives restarts), load book
-        mirrors, then follow the live event stream. Runs before any request is served."""
+    def attach(self, restorer: Restorer | None = None,
+               checkpoints: Checkpoints | None = None) -> None:
+        """Bring the read model to the node's seq, load book mirrors, then follow the live
+        event stream. Runs before any request is served.
+
+        The read model comes from its checkpoint at the node's snapshot plus the tail the node
+        replayed (``restorer``); without a usable checkpoint it is rebuilt by replaying the
+        journal from seq 1 through a scratch engine (checked against the node's state hash).
+        With ``checkpoints``, every later node snapshot writes one."""
         t0 = time.perf_counter()
         engine = self.engine
-        journal = self.node.journal
         target = engine.seq
-        replayed = 0
-        if target and journal.first_seq <= 1:
-            scratch = Engine()
-            rm = self.readmodel
-            for _seq, payload in journal.read(1, target):
-                rm.apply(scratch.apply(decode_command(payload)))
-                replayed += 1
-            if scratch.state_hash() != engine.state_hash():
-                log.error("read model replay diverged from the node's state; history may be "
-                          "incomplete (open orders are reseeded from the engine)")
-                self.readmodel = ReadModel(lambda: self.node.engine)
-                self.readmodel.seed_open_orders(engine)
-        elif target:
-            self.readmodel.seed_open_orders(engine)
-        self.readmodel.touched.clear()
-        self.readmodel.touched_accounts.clear()
-        self.readmodel.touched_positions.clear()
+        restored = restorer.restored if restorer is not None else None
+        if restored is not None and restorer is not None \
+                and restorer.base_seq + restorer.tail == target:
+            restored._engine = lambda: self.node.engine
+            self.readmodel = restored
+            how = (f"restored from its checkpoint at seq {restorer.base_seq} "
+                   f"({restorer.seconds:.3f} s) + {restorer.tail} commands the node replayed")
+        else:
+            how = self._replay_all(engine, target)
+        rm = self.readmodel
+        rm.sync_positions(engine, {a for a, _ in rm.positions}
+                          | {a for book in engine.perp.positions.values() for a in book})
+        rm.touched.clear()
+        rm.touched_accounts.clear()
+        rm.touched_positions.clear()
         self.books.load(engine)
         self._unsubscribe = self.node.subscribe(self._on_events)
-        log.info("read model rebuilt from %d journaled commands in %.3f s", replayed,
-                 time.perf_counter() - t0)
+        if checkpoints is not None:
+            hooks = getattr(self.node, "snapshot_hooks", None)
+            if hooks is not None:
+                hooks.append(lambda seq: checkpoints.write(self.readmodel, seq))
+        log.info("read model %s; ready in %.3f s", how, time.perf_counter() - t0)
+
+    def _replay_all(self, engine: Engine, target: int) -> str:
+        journal = self.node.journal
+        if not target:
+            return "empty"
+        if journal.first_seq > 1:
+            self.readmodel.seed_open_orders(engine)
+            return "seeded with open orders (the journal's beginning is archived)"
+        scratch = Engine()
+        rm = self.readmodel
+        for _seq, payload in journal.read(1, target):
+            rm.apply(scratch.apply(decode_command(payload)))
+        if scratch.state_hash() != engine.state_hash():
+            log.error("read model replay diverged from the node's state; history may be "
+                      "incomplete (open orders are reseeded from the engine)")
+            self.readmodel = ReadModel(lambda: self.node.engine)
+            self.readmodel.seed_open_orders(engine)
+        return f"rebuilt by replaying {target} journaled commands"
 
     def detach(self) -> None:
         if self._unsubscribe is not None:

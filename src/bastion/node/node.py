@@ -28,7 +28,7 @@ from bastion.journal.local import LocalJournal
 from bastion.node.config import NodeConfig
 from bastion.node.hugepages import CollapseResult, collapse_heap, rss_bytes
 from bastion.node.layout import DataDir, NodeLock
-from bastion.node.recovery import rebuild, write_snapshot
+from bastion.node.recovery import RecoverySink, rebuild, write_snapshot
 from bastion.node.rollback import complete_pending_rollback
 from bastion.node.snapshotter import ForkSnapshotter
 from bastion.snapshots.store import AUTO, SnapshotInfo, SnapshotStore, check_name
@@ -62,8 +62,11 @@ class Node:
         config: NodeConfig | None = None,
         clock: Callable[[], int] = wall_clock_ms,
         journal: Journal | None = None,
+        recovery_sink: RecoverySink | None = None,
     ) -> None:
         self.data = DataDir.at(data_dir)
+        #: called in each snapshot's writer child with the snapshot's seq (``ForkSnapshotter``)
+        self.snapshot_hooks: list[Callable[[int], None]] = []
         self.config = config or NodeConfig()
         self._clock = clock
         self._lock = NodeLock(self.data)
@@ -77,7 +80,7 @@ class Node:
                 segment_bytes=self.config.segment_bytes,
             )
             self.engine, self.recovery = rebuild(
-                self.journal, self.store, progress=self.config.progress
+                self.journal, self.store, progress=self.config.progress, sink=recovery_sink
             )
         except BaseException:
             self._lock.release()
@@ -115,7 +118,7 @@ class Node:
             max_records=self.config.group_max_records,
             max_delay=self.config.group_max_delay,
         )
-        self._snapshotter = ForkSnapshotter(self.store, self._loop)
+        self._snapshotter = ForkSnapshotter(self.store, self._loop, self.snapshot_hooks)
         if self.config.snapshot_every_seconds > 0:
             self._timer = self._loop.call_later(self.config.snapshot_every_seconds, self._tick)
         return self

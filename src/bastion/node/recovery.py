@@ -16,6 +16,7 @@ import msgspec
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from bastion.core import events as E
 from bastion.core.codec import decode_command, decode_state, encode_state
 from bastion.core.engine import Engine
 from bastion.journal.base import Journal
@@ -50,6 +51,9 @@ class RecoveryReport:
 
 
 SnapshotAcceptor = Callable[[SnapshotInfo, SnapshotHeader, bytes], str | None]
+#: what a replayed command produced, for a reader that follows recovery (``rebuild``'s ``sink``)
+EventSink = Callable[[list[E.Event]], None]
+RecoverySink = Callable[[Engine], EventSink | None]
 
 
 class ReplayError(DurabilityError):
@@ -95,6 +99,7 @@ def replay(
     *,
     progress: bool | None = None,
     label: str = "replaying journal",
+    on_events: EventSink | None = None,
 ) -> int:
     """Apply records ``engine.seq+1 .. to_seq``; every record must carry its own seq."""
     start = engine.seq + 1
@@ -133,7 +138,9 @@ def replay(
                 raise ReplayError(f"record {seq} does not decode as a command: {exc}") from exc
             if cmd.seq != seq:
                 raise ReplayError(f"record {seq} holds a command stamped seq {cmd.seq}")
-            apply(cmd)
+            events = apply(cmd)
+            if on_events is not None:
+                on_events(events)
             if engine.seq != seq:
                 raise ReplayError(f"engine refused to advance to seq {seq} (at {engine.seq})")
             count += 1
@@ -154,9 +161,12 @@ def rebuild(
     to_seq: int | None = None,
     *,
     progress: bool | None = None,
+    sink: RecoverySink | None = None,
 ) -> tuple[Engine, RecoveryReport]:
     """Engine state at ``to_seq`` (default: the journal's end), from the newest valid snapshot
-    at or below it plus replay; damaged or foreign snapshots are skipped with a warning."""
+    at or below it plus replay; damaged or foreign snapshots are skipped with a warning.
+    ``sink(engine at the snapshot)`` may return a callback that receives each replayed
+    command's events (a read model following the tail instead of replaying it again)."""
     t0 = time.perf_counter()
     target = journal.last_seq if to_seq is None else to_seq
     if target < 0 or target > journal.last_seq:
@@ -173,7 +183,8 @@ def rebuild(
         snap_id = found[0].id
     t1 = time.perf_counter()
     base = engine.seq
-    replayed = replay(journal, engine, target, progress=progress)
+    on_events = sink(engine) if sink is not None else None
+    replayed = replay(journal, engine, target, progress=progress, on_events=on_events)
     t2 = time.perf_counter()
     report = RecoveryReport(
         snapshot=snap_id,

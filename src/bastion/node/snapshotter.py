@@ -9,6 +9,7 @@ import gc
 import os
 import signal
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from bastion.core.engine import Engine
@@ -30,9 +31,13 @@ class SnapshotJob:
 
 
 class ForkSnapshotter:
-    def __init__(self, store: SnapshotStore, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, store: SnapshotStore, loop: asyncio.AbstractEventLoop,
+                 hooks: list[Callable[[int], None]] | None = None) -> None:
         self.store = store
         self.loop = loop
+        #: run in the child after the snapshot is durable, with its seq: state derived from
+        #: the same moment (a gateway's read model) is saved alongside, consistent by the fork
+        self.hooks = hooks if hooks is not None else []
         self.job: SnapshotJob | None = None
         self.pauses: list[float] = []
 
@@ -55,7 +60,7 @@ class ForkSnapshotter:
             os.close(write_fd)
             raise
         if pid == 0:  # child: never returns
-            _child(self.store, engine, term, created_ms, name, write_fd)
+            _child(self.store, engine, term, created_ms, name, write_fd, self.hooks)
         pause = time.perf_counter() - t0
         os.close(write_fd)
         os.set_blocking(read_fd, False)
@@ -110,7 +115,8 @@ class ForkSnapshotter:
 
 
 def _child(
-    store: SnapshotStore, engine: Engine, term: int, created_ms: int, name: str, report_fd: int
+    store: SnapshotStore, engine: Engine, term: int, created_ms: int, name: str, report_fd: int,
+    hooks: list[Callable[[int], None]],
 ) -> None:
     code = 1
     try:
@@ -122,6 +128,9 @@ def _child(
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, signal.SIG_DFL)
         info = write_snapshot(store, engine, term=term, created_ms=created_ms, name=name)
+        for hook in hooks:
+            with contextlib.suppress(Exception):  # the snapshot itself is already durable
+                hook(info.seq)
         os.write(report_fd, f"OK {info.path.name}".encode())
         code = 0
     except DurabilityError as exc:
