@@ -3,6 +3,7 @@
     python bench/gateway.py                      # starts its own server subprocess
     python bench/gateway.py --json               # one JSON line at the end
     python bench/gateway.py --url http://127.0.0.1:8080 --key K --secret S --admin TOKEN
+    python bench/gateway.py --baseline-src /tmp/base/src --rounds 3   # before/after, same run
 
 Runs in its own process against a real server on loopback; every acknowledgement is durable
 (the server answers only after the node journaled the order with fdatasync). Phases:
@@ -307,8 +308,11 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def start_server(data: Path, port: int) -> subprocess.Popen[bytes]:
+def start_server(data: Path, port: int, src: str | None = None) -> subprocess.Popen[bytes]:
+    """``src``: run the server from another source tree (a baseline checkout's ``src``)."""
     env = dict(os.environ)
+    if src:
+        env["PYTHONPATH"] = src
     env.update({"BASTION_DATA": str(data), "BASTION_HTTP_PORT": str(port),
                 "BASTION_ADMIN_TOKEN": ADMIN, "BASTION_DEMO_KEY": KEY,
                 "BASTION_DEMO_SECRET": SECRET, "BASTION_RATE_KEY": "0", "BASTION_RATE_IP": "0",
@@ -361,7 +365,13 @@ def main() -> None:
     ap.add_argument("--rate-seconds", type=float, default=5.0)
     ap.add_argument("--only", choices=["rest", "ws"], help="run one transport only")
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--baseline-src", help="also run a server from this source tree (e.g. a "
+                    "checkout of main at the base commit, its src/) and compare, alternating")
+    ap.add_argument("--rounds", type=int, default=3, help="rounds per build with --baseline-src")
     args = ap.parse_args()
+    if args.baseline_src:
+        compare(args)
+        return
     try:
         import uvloop
 
@@ -370,6 +380,31 @@ def main() -> None:
         pass
     # the load generator must not add its own full-collection pauses to measured latency
     gc.set_threshold(700, 10, 1_000_000)
+    results = run(args, None)
+    print(json.dumps({"bench": "gateway", "cpus": os.cpu_count(), "results": results}))
+
+
+def compare(args: argparse.Namespace) -> None:
+    """Baseline and candidate servers alternately, ``--rounds`` each, same load generator;
+    per phase the best throughput of each build and the ratio."""
+    best: dict[str, dict[str, int]] = {"baseline": {}, "candidate": {}}
+    runs: list[dict[str, Any]] = []
+    for i in range(args.rounds):
+        for build, src in (("baseline", args.baseline_src), ("candidate", None)):
+            results = run(args, src)
+            runs.append({"round": i + 1, "build": build, "results": results})
+            for r in results:
+                prev = best[build].get(r["phase"], 0)
+                best[build][r["phase"]] = max(prev, r["orders_per_s"])
+    print(f"{'phase':>16}  {'baseline/s':>10}  {'candidate/s':>11}  ratio")
+    for phase, base in best["baseline"].items():
+        cand = best["candidate"].get(phase, 0)
+        print(f"{phase:>16}  {base:>10}  {cand:>11}  {cand / base if base else 0:.3f}")
+    print(json.dumps({"bench": "gateway-compare", "cpus": os.cpu_count(), "best": best,
+                      "runs": runs}))
+
+
+def run(args: argparse.Namespace, src: str | None) -> list[dict[str, Any]]:
     tmp = None
     proc = None
     if args.url:
@@ -377,7 +412,7 @@ def main() -> None:
     else:
         tmp = Path(tempfile.mkdtemp(prefix="bastion-bench-"))
         port = free_port()
-        proc = start_server(tmp / "data", port)
+        proc = start_server(tmp / "data", port, src)
         base = f"http://127.0.0.1:{port}"
     u = urlparse(base)
     host, port = u.hostname or "127.0.0.1", u.port or 80
@@ -417,7 +452,7 @@ def main() -> None:
                 proc.kill()
         if tmp is not None:
             shutil.rmtree(tmp, ignore_errors=True)
-    print(json.dumps({"bench": "gateway", "cpus": os.cpu_count(), "results": results}))
+    return results
 
 
 if __name__ == "__main__":

@@ -1,0 +1,202 @@
+"""A well-behaved client's latency while hostile WebSocket clients misbehave.
+
+    python bench/ws_flood.py [--hostile 50] [--seconds 15] [--json]
+
+Starts its own server (IP rate limit off, so nothing but the hardening stands between the
+attack and the well-behaved client), seeds a 200-level book, then measures twice for
+``--seconds`` each: quiet, and while ``--hostile`` connections (a separate process, raw
+sockets, all from 127.0.0.1) do what the attack review did, in five equal groups:
+1. a 60 KB ``subscribe`` frame listing ``book.BTC-USDT`` 3,500 times, again and again;
+2. re-subscribing to the book for a fresh snapshot hundreds of times and never reading
+   (tiny receive buffer): slow consumers, dropped and reconnecting;
+3. frames of JSON nested 5,000 deep (closed with 1007), reconnecting;
+4. garbage and ping frames as fast as the socket takes them, never reading;
+5. every public channel, never reading.
+Meanwhile the well-behaved client sends ``GET /v1/time`` and a WebSocket ``place`` + ``cancel``
+every 20 ms and records each round trip. Target: p99 < 50 ms for both under the flood.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import multiprocessing as mp
+import os
+import shutil
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))
+
+import httpx  # noqa: E402
+from websockets.asyncio.client import connect  # noqa: E402
+
+from bastion.api.auth import sign  # noqa: E402
+from hostile_support import RawWs  # noqa: E402
+from serverproc import DEMO_KEY, DEMO_SECRET, Admin, Server  # noqa: E402
+
+GIANT = json.dumps({"op": "subscribe", "id": 1, "channels": ["book.BTC-USDT"] * 3500})
+NESTED = '{"op":"place","args":' + "[" * 5000 + "]" * 5000 + "}"
+RESUB = json.dumps({"op": "subscribe", "id": 2, "channels": ["book.BTC-USDT"]})
+ALL = json.dumps({"op": "subscribe", "id": 3, "channels": [
+    f"{k}.{m}" for m in ("BTC-USDT", "ETH-USDT") for k in ("book", "trades", "ticker")]
+    + ["modes"]})
+
+
+def pct(xs: list[float], q: float) -> float:
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, int(len(xs) * q))] * 1000 if xs else float("nan")
+
+
+def _hostile(port: int, kind: int, stop: threading.Event, counts: list[int]) -> None:
+    """One hostile connection's loop: misbehave, get dropped, reconnect (bounded by ``stop``)."""
+    while not stop.is_set():
+        try:
+            ws = RawWs("127.0.0.1", port, rcvbuf=4096 if kind in (1, 3, 4) else None,
+                       timeout=2.0)
+        except OSError:
+            time.sleep(0.05)
+            continue
+        try:
+            for _ in range(200):
+                if stop.is_set():
+                    break
+                if kind == 0:
+                    ws.send_text(GIANT)
+                    ws.recv_frame()
+                elif kind == 1:
+                    ws.send_text(RESUB)
+                elif kind == 2:
+                    ws.send_text(NESTED)
+                    ws.wait_close(2.0)
+                    break
+                elif kind == 3:
+                    ws.send_text(b"{nonsense" if counts[0] % 2 else b'{"op":"ping","id":9}')
+                else:
+                    ws.send_text(ALL)
+                    stop.wait(0.5)
+                counts[0] += 1
+        except (OSError, ConnectionError, TimeoutError):
+            pass
+        finally:
+            ws.close()
+
+
+def hostile_process(port: int, n: int, seconds: float, out: Any) -> None:
+    stop = threading.Event()
+    counts = [0]
+    threads = [threading.Thread(target=_hostile, args=(port, i % 5, stop, counts), daemon=True)
+               for i in range(n)]
+    for t in threads:
+        t.start()
+    time.sleep(seconds)
+    stop.set()
+    for t in threads:
+        t.join(5)
+    out.put(counts[0])
+
+
+async def good_client(srv: Server, seconds: float) -> dict[str, Any]:
+    times: list[float] = []
+    acks: list[float] = []
+    errors = 0
+    async with httpx.AsyncClient(base_url=srv.url, timeout=10) as http, \
+            connect(srv.ws_url, max_size=None) as ws:
+        ts = str(time.time_ns() // 1_000_000)
+        await ws.send(json.dumps({"op": "auth", "id": 0, "key": DEMO_KEY, "timestamp": ts,
+                                  "signature": sign(DEMO_SECRET, f"{ts}GET/v1/ws")}))
+        await ws.recv()
+        rid = 0
+
+        async def call(op: dict[str, Any]) -> dict[str, Any]:
+            await ws.send(json.dumps(op))
+            while True:
+                msg: dict[str, Any] = json.loads(await ws.recv())
+                if msg.get("id") == op["id"]:
+                    return msg
+
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            t0 = time.perf_counter()
+            r = await http.get("/v1/time")
+            times.append(time.perf_counter() - t0)
+            errors += r.status_code != 200
+            rid += 2
+            t0 = time.perf_counter()
+            placed = await call({"op": "place", "id": rid, "args": {
+                "market": "BTC-USDT", "side": "buy", "quantity": "0.001", "price": "40000"}})
+            acks.append(time.perf_counter() - t0)
+            if not placed.get("ok"):
+                errors += 1
+            else:
+                t0 = time.perf_counter()
+                await call({"op": "cancel", "id": rid + 1,
+                            "args": {"order_id": placed["result"]["order_id"]}})
+                acks.append(time.perf_counter() - t0)
+            await asyncio.sleep(0.02)
+    return {"time_n": len(times), "time_p50_ms": round(pct(times, 0.5), 2),
+            "time_p99_ms": round(pct(times, 0.99), 2), "time_max_ms": round(max(times) * 1000, 2),
+            "ack_n": len(acks), "ack_p50_ms": round(pct(acks, 0.5), 2),
+            "ack_p99_ms": round(pct(acks, 0.99), 2), "ack_max_ms": round(max(acks) * 1000, 2),
+            "errors": errors}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--hostile", type=int, default=50)
+    ap.add_argument("--seconds", type=float, default=15.0)
+    ap.add_argument("--json", action="store_true")
+    args = ap.parse_args()
+    tmp = Path(tempfile.mkdtemp(prefix="bastion-flood-"))
+    srv = Server(tmp / "data", BASTION_RATE_IP="0", BASTION_RATE_KEY="0",
+                 BASTION_HEALTH_INTERVAL="1")
+    srv.start()
+    out: dict[str, Any] = {"bench": "ws_flood", "cpus": os.cpu_count(), "hostile": args.hostile,
+                           "seconds": args.seconds}
+    try:
+        admin = Admin(srv.url)
+        maker = admin.new_account(900, {"USDT": "10000000", "BTC": "1000"})
+        for i in range(200):
+            maker.place(market="BTC-USDT", side="sell", quantity="0.001", price=str(60_000 + i))
+        out["quiet"] = asyncio.run(good_client(srv, args.seconds))
+        queue: Any = mp.Queue()
+        proc = mp.Process(target=hostile_process,
+                          args=(srv.port, args.hostile, args.seconds + 2, queue))
+        proc.start()
+        time.sleep(2)  # let the flood build up
+        out["flood"] = asyncio.run(good_client(srv, args.seconds))
+        proc.join(args.seconds + 30)
+        out["hostile_frames"] = queue.get(timeout=5) if proc.exitcode == 0 else None
+        log = srv.output()
+        out["slow_consumers_dropped"] = log.count("slow consumer")
+        out["nested_closed"] = log.count("JSON nested too deeply")
+        lags = [float(x.split("loop_lag_max_ms=")[1].split()[0])
+                for x in log.splitlines() if "loop_lag_max_ms=" in x]
+        out["loop_lag_max_ms"] = max(lags) if lags else None
+        admin.close()
+    finally:
+        srv.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
+    if not args.json:
+        for phase in ("quiet", "flood"):
+            r = out[phase]
+            print(f"{phase:>6}: /v1/time p50 {r['time_p50_ms']} ms p99 {r['time_p99_ms']} ms "
+                  f"max {r['time_max_ms']} ms | order acks p50 {r['ack_p50_ms']} ms p99 "
+                  f"{r['ack_p99_ms']} ms max {r['ack_max_ms']} ms | errors {r['errors']}")
+        ok = out["flood"]["time_p99_ms"] < 50 and out["flood"]["ack_p99_ms"] < 50
+        print(f"hostile frames sent {out['hostile_frames']}, slow consumers dropped "
+              f"{out['slow_consumers_dropped']}, nested closed {out['nested_closed']}, worst "
+              f"loop lag {out['loop_lag_max_ms']} ms; target p99 < 50 ms: "
+              f"{'met' if ok else 'NOT met'}")
+    print(json.dumps(out))
+
+
+if __name__ == "__main__":
+    main()
