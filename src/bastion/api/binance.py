@@ -35,8 +35,9 @@ from bastion.api.native import INTERVALS
 from bastion.api.readmodel import CANCELED, EXPIRED, FILLED, OPEN, PARTIAL, Fill, OrderRecord
 from bastion.core import commands as C
 from bastion.core import errors as X
-from bastion.core.engine import STP_MODES, Engine
+from bastion.core.engine import Engine
 from bastion.core.perp.calc import PPM
+from bastion.core.rules import STP_MODES
 from bastion.core.state import Account, Market
 from bastion.textnum import ascii_int
 

@@ -16,7 +16,7 @@ import msgspec
 
 from bastion.core import events as E
 from bastion.core.engine import Engine
-from bastion.core.perp.ledger import realize
+from bastion.core.perp.positions import realize
 from bastion.core.perp.state import Position
 
 CLOSED_PER_ACCOUNT = 10_000
