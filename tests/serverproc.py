@@ -121,6 +121,7 @@ class Client:
         self.key = key
         self.secret = secret
         self.http = httpx.Client(base_url=base, timeout=timeout)
+        self._last_ts = 0
 
     def close(self) -> None:
         self.http.close()
@@ -134,7 +135,12 @@ class Client:
                                         else json.dumps(body).encode())
         h = {"content-type": "application/json"} if raw else {}
         if signed and self.key and self.secret:
-            stamp = str(ts if ts is not None else time.time_ns() // 1_000_000)
+            if ts is None:
+                # a signature is accepted once: two identical requests in one millisecond
+                # need different timestamps
+                ts = max(time.time_ns() // 1_000_000, self._last_ts + 1)
+                self._last_ts = ts
+            stamp = str(ts)
             h.update({"X-BX-APIKEY": self.key, "X-BX-TIMESTAMP": stamp,
                       "X-BX-SIGNATURE": sign(self.secret, stamp.encode() + method.encode()
                                              + path.encode() + raw)})
