@@ -100,6 +100,7 @@ def test_fee_rounding_flip_is_caught_at_its_first_event(shard: Path, tmp_path: P
     first = rep["first_divergence"]
     assert first["seq"] == _first_inexact_fee_seq(shard)
     assert "Trade" in first["unexplained"]
+    assert {f.rsplit(".", 1)[1] for f in first["differing_fields"]} <= {"maker_fee", "taker_fee"}
     fees = [(e["maker_fee"], e["taker_fee"]) for e in first["baseline"] if e["type"] == "Trade"]
     flipped = [(e["maker_fee"], e["taker_fee"]) for e in first["candidate"]
                if e["type"] == "Trade"]

@@ -41,6 +41,9 @@ def _print(rep: dict[str, Any]) -> None:
     first = rep["first_divergence"]
     if first is not None:
         out.print(f"first divergence at seq {first['seq']} ({', '.join(first['unexplained'])})")
+        if first["differing_fields"]:
+            out.print("fields that differ: " + ", ".join(first["differing_fields"]),
+                      markup=False)
         out.print("baseline events:\n" + _events(first["baseline"]), markup=False)
         out.print("candidate events:\n" + _events(first["candidate"]), markup=False)
     if rep["unexplained_hash_mismatch_seq"]:

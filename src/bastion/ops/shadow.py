@@ -178,6 +178,7 @@ def report_dict(rep: ShadowReport) -> dict[str, object]:
     first = None
     if d.first is not None:
         first = {"seq": d.first.seq, "unexplained": d.first.unexplained,
+                 "differing_fields": d.first.differing_fields(),
                  "baseline": d.first.baseline, "candidate": d.first.candidate}
     runs = {
         r.label: {"source": r.source, "commands": r.commands,

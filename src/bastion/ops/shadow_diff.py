@@ -65,6 +65,15 @@ class Divergence:
     candidate: list[dict[str, Any]]
     unexplained: list[str]
 
+    def differing_fields(self) -> list[str]:
+        """``Trade[1].taker_fee`` for each field that differs between same-type events."""
+        out = []
+        for i, (a, b) in enumerate(zip(self.baseline, self.candidate, strict=False)):
+            if _event_type(a) == _event_type(b):
+                out += [f"{_event_type(a)}[{i}].{k}" for k in sorted(set(a) | set(b))
+                        if a.get(k) != b.get(k)]
+        return out
+
 
 @dataclass
 class DiffResult:
