@@ -22,6 +22,7 @@ from bastion.api.http import JSON, admin, decode, encode
 from bastion.core import commands as C
 from bastion.core import errors as X
 from bastion.core import events as E
+from bastion.ops.migrations.spec import MigrationError, parse_migration, to_command
 from bastion.textnum import ascii_int
 
 
@@ -145,7 +146,37 @@ def routes(ctx: Context) -> list[BaseRoute]:
                            bids=[(u.price(p), u.qty(q)) for p, q in bids],
                            asks=[(u.price(p), u.qty(q)) for p, q in asks]))
 
+    async def apply_migration(request: Request) -> Response:
+        """The body is the migration file itself (TOML); ``?dry_run=`` records what the
+        operator's dry-run found (or that it was skipped) in the journaled command."""
+        admin(ctx, request)
+        try:
+            mig = parse_migration(await request.body(), source="request body")
+        except MigrationError as exc:
+            raise ApiError(exc.code, f"{exc.field}: {exc.message}" if exc.field
+                           else exc.message) from None
+        cmd = to_command(mig)
+        cmd.dry_run = request.query_params.get("dry_run", "not reported")[:200]
+        events = await gw.submit(cmd)
+        return JSON(_accepted(events), status_code=201)
+
+    async def rollback_migration(request: Request) -> Response:
+        admin(ctx, request)
+        req = decode(await request.body(), S.AdminMigrationRollback)
+        events = await gw.submit(C.RollbackMigration(
+            migration_id=request.path_params["migration"], reason=req.reason))
+        return JSON(_accepted(events))
+
+    async def migrations(request: Request) -> Response:
+        admin(ctx, request)
+        log = gw.engine.migrations
+        return Response(encode({"seq": gw.engine.seq, "records": log.records,
+                                "pending": log.pending}), media_type="application/json")
+
     return [
+        Route("/admin/migrations", apply_migration, methods=["POST"]),
+        Route("/admin/migrations", migrations, methods=["GET"]),
+        Route("/admin/migrations/{migration}/rollback", rollback_migration, methods=["POST"]),
         Route("/admin/deposits", deposit, methods=["POST"]),
         Route("/admin/markets/{market}/mode", set_mode, methods=["POST"]),
         Route("/admin/markets/{market}", update_market, methods=["PATCH"]),

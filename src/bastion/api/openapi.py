@@ -105,6 +105,15 @@ OPS: list[Op] = [
        tag="operator"),
     Op("get", "/admin/health", "State hash and invariant check (operator)", "admin",
        response=S.Health, tag="operator"),
+    Op("post", "/admin/migrations", "Apply a metadata migration; the body is the migration "
+       "file (TOML), applied atomically as one journaled command (operator)", "admin",
+       response=S.Accepted, status=201,
+       query=[("dry_run", {"type": "string", "maxLength": 200}, False)], tag="operator"),
+    Op("get", "/admin/migrations", "Applied migrations and pending timed steps (operator)",
+       "admin", tag="operator"),
+    Op("post", "/admin/migrations/{migration}/rollback", "Roll back the latest applied "
+       "migration as another journaled command (operator)", "admin", S.AdminMigrationRollback,
+       S.Accepted, tag="operator"),
 ]
 
 _ERRORS = {

@@ -109,6 +109,10 @@ class AdminMarketUpdate(Base, kw_only=True):
     reason: Reason = "metadata update"
 
 
+class AdminMigrationRollback(Base, kw_only=True):
+    reason: Reason
+
+
 class AdminReferencePrice(Base, kw_only=True):
     price: Decimal
 

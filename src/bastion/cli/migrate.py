@@ -135,10 +135,11 @@ def history_cmd(data: DataOpt = Path("data"), as_json: JsonOpt = False) -> None:
                                        "pending": log.pending}).decode(), markup=False)
         return
     table = Table("id", "applied (UTC)", "seq", "author", "digest", "cancelled", "rolled back",
-                  "description")
+                  "dry-run", "description")
     for r in log.records:
         table.add_row(r.migration_id, _utc(r.ts), str(r.seq), r.author, r.digest[:12],
-                      str(len(r.cancelled)), str(r.rolled_back_seq or ""), r.description)
+                      str(len(r.cancelled)), str(r.rolled_back_seq or ""), r.dry_run[:40],
+                      r.description)
     out.print(table if log.records else f"no migrations applied (journal at seq {engine.seq})")
     if log.pending:
         steps = Table("due (UTC)", "market", "migration", "step")
@@ -146,3 +147,83 @@ def history_cmd(data: DataOpt = Path("data"), as_json: JsonOpt = False) -> None:
             what = f"mode -> {s.mode}" if s.mode else f"fees {s.maker_fee_ppm}/{s.taker_fee_ppm} ppm"
             steps.add_row(_utc(s.at_ts), s.market, s.migration_id, f"{what} ({s.reason})")
         out.print(steps)
+
+
+UrlOpt = Annotated[str, typer.Option("--url", envvar="BASTION_URL",
+                                     help="The running node's gateway.")]
+TokenOpt = Annotated[str, typer.Option("--token", envvar="BASTION_ADMIN_TOKEN",
+                                       help="Operator token.")]
+
+
+def _operator(method: str, url: str, token: str, path: str, **kw: Any) -> dict[str, Any]:
+    """One operator API call; a refusal prints ``error: CODE: message`` (exit 1), no node
+    answering prints NODE_UNREACHABLE (exit 2)."""
+    import httpx
+
+    try:
+        r = httpx.request(method, url.rstrip("/") + path, timeout=60.0,
+                          headers={"authorization": f"Bearer {token}"}, **kw)
+    except httpx.HTTPError as exc:
+        err.print(f"error: NODE_UNREACHABLE: no node answering at {url} ({exc}); this command "
+                  "needs the running node", markup=False)
+        raise typer.Exit(2) from None
+    try:
+        body: dict[str, Any] = r.json()
+    except ValueError:
+        body = {"code": f"HTTP_{r.status_code}", "message": r.text[:300]}
+    if r.status_code >= 400:
+        err.print(f"error: {body.get('code')}: {body.get('message')}", markup=False)
+        raise typer.Exit(1)
+    return body
+
+
+@migrate_app.command("apply")
+@clean_errors
+def apply_cmd(
+    file: FileArg,
+    data: DataOpt = Path("data"),
+    url: UrlOpt = "http://127.0.0.1:8080",
+    token: TokenOpt = "",
+    skip_dry_run: Annotated[bool, typer.Option(
+        "--skip-dry-run", help="Apply without a dry-run (logged, and recorded in the "
+                               "journal).")] = False,
+    minutes: Annotated[int, typer.Option("--minutes", min=1, max=24 * 60)] = 10,
+    max_refused_pct: Annotated[float, typer.Option("--max-refused-pct")] = 1.0,
+    min_refused: Annotated[int, typer.Option("--min-refused")] = 5,
+) -> None:
+    """Dry-run the migration on a copy of live state, then apply it through the operator API
+    as one journaled command (the node must be running)."""
+    mig = _load(file)
+    if skip_dry_run:
+        note = "skipped by the operator (--skip-dry-run)"
+        err.print(f"warning: applying {mig.id} WITHOUT a dry-run (--skip-dry-run); the journal "
+                  "records that it was skipped", markup=False)
+    else:
+        rep = dry_run_dict(dry_run(mig, data, minutes=minutes, max_refused_pct=max_refused_pct,
+                                   min_refused=min_refused))
+        print_dry_run(rep)
+        if not rep["ok"]:
+            err.print(f"error: DRY_RUN_FAILED: {mig.id} was not applied", markup=False)
+            raise typer.Exit(1)
+        note = (f"passed on live seq {rep['live']['seq']}: {rep['window']['commands']} "
+                f"commands replayed, {rep['cancelled_now']['count']} orders to cancel")
+    reply = _operator("POST", url, token, "/admin/migrations", params={"dry_run": note},
+                      content=file.read_bytes())
+    events = reply.get("events", [])
+    done: dict[str, Any] = next((e for e in events if e.get("type") == "MigrationApplied"), {})
+    out.print(f"applied {mig.id} at seq {reply.get('seq')}: {len(events)} events, "
+              f"{done.get('cancelled', 0)} orders cancelled, {done.get('scheduled', 0)} timed "
+              "steps scheduled", markup=False)
+
+
+@migrate_app.command("rollback")
+def rollback_cmd(
+    migration_id: Annotated[str, typer.Argument(help="Id of the latest applied migration.")],
+    reason: Annotated[str, typer.Option("--reason", help="Why (journaled).")],
+    url: UrlOpt = "http://127.0.0.1:8080",
+    token: TokenOpt = "",
+) -> None:
+    """Put back the metadata recorded before a migration, as another journaled command."""
+    reply = _operator("POST", url, token, f"/admin/migrations/{migration_id}/rollback",
+                      json={"reason": reason})
+    out.print(f"rolled back {migration_id} at seq {reply.get('seq')}", markup=False)

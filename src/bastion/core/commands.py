@@ -404,6 +404,9 @@ class ApplyMigration(Command, tag="ApplyMigration"):
     description: str
     author: str
     changes: list[AnyChange]
+    #: what the operator's tool says about its dry-run ("passed ...", "skipped by ..."): the
+    #: journal keeps it next to the change, for the audit trail
+    dry_run: str = ""
 
 
 class RollbackMigration(Command, tag="RollbackMigration"):

@@ -318,6 +318,9 @@ def check_shape(cmd: C.ApplyMigration) -> None:
     for name in ("description", "author"):
         if not getattr(cmd, name).strip():
             raise _refuse(name, "must not be empty", X.INVALID_ARGUMENT)
+    if len(cmd.dry_run) > 200 or len(cmd.description) > 1000 or len(cmd.author) > 200:
+        raise _refuse("description", "description <= 1000, author and dry_run <= 200 "
+                                     "characters", X.INVALID_ARGUMENT)
     if not 1 <= len(cmd.changes) <= MAX_CHANGES:
         raise _refuse("changes", f"give 1..{MAX_CHANGES} changes", X.INVALID_ARGUMENT)
     seen: dict[tuple[str, str], int] = {}
@@ -381,7 +384,7 @@ def apply_migration(v: Venue, cmd: C.ApplyMigration, out: list[E.Event]) -> None
         migration_id=cmd.migration_id, digest=cmd.digest, description=cmd.description,
         author=cmd.author, seq=v.seq, ts=v.ts, before=before,
         created_assets=[a.asset for a in p.assets], created_markets=[m.market for m in p.markets],
-        cancelled=sorted(p.cancel)))
+        cancelled=sorted(p.cancel), dry_run=cmd.dry_run))
     log.pending.extend(p.schedule)
     log.pending.sort(key=lambda s: s.at_ts)
     v.recompute_deadline()

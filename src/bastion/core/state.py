@@ -100,6 +100,8 @@ class MigrationRecord(msgspec.Struct, kw_only=True):
     created_markets: list[str]
     cancelled: list[int]
     rolled_back_seq: int = 0
+    #: what the operator's tool reported about its dry-run (or that it was skipped)
+    dry_run: str = ""
 
 
 class MigrationLog(msgspec.Struct, kw_only=True):
