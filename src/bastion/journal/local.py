@@ -30,10 +30,12 @@ from bastion.journal.errors import (
 )
 from bastion.journal.framing import ENTRY_SIZE, HEADER_SIZE, Framed, encode_block, overhead
 from bastion.journal.fsutil import (
+    FILE_MODE,
+    PLAIN,
+    FileOps,
     atomic_write,
     copy_durable,
     ensure_dir,
-    fsync_dir,
     move_durable,
     write_all,
 )
@@ -74,8 +76,10 @@ class LocalJournal:
         archive_dir: str | os.PathLike[str] | None = None,
         segment_bytes: int = DEFAULT_SEGMENT_BYTES,
         readonly: bool = False,
+        fs: FileOps = PLAIN,
     ) -> None:
         self.directory = Path(directory)
+        self._fs = fs
         self.archive_dir = (
             Path(archive_dir)
             if archive_dir is not None
@@ -106,8 +110,8 @@ class LocalJournal:
             self._lock_fd: int | None = None
             self._load()
         else:
-            ensure_dir(self.directory)
-            self._lock_fd = os.open(self.directory / "LOCK", os.O_RDWR | os.O_CREAT, 0o644)
+            ensure_dir(self.directory, fs)
+            self._lock_fd = fs.open(self.directory / "LOCK", os.O_RDWR | os.O_CREAT, FILE_MODE)
             with self._flocked():
                 self._load()
 
@@ -256,7 +260,7 @@ class LocalJournal:
                 assert last is not None
                 self._write_meta(self._epoch, last)
                 for seg in covered:
-                    move_durable(seg.path, self.archive_dir)
+                    move_durable(seg.path, self.archive_dir, self._fs)
                 del self._segments[: len(covered)]
                 return self._archived_through
 
@@ -296,7 +300,7 @@ class LocalJournal:
                 if self._fd is not None:
                     os.close(self._fd)
                     self._fd = None
-                ensure_dir(into)
+                ensure_dir(into, self._fs)
                 holder: Segment | None = None
                 for seg in self._segments:
                     if seg.first <= seq and (seg.sealed_last is None or seg.sealed_last >= seq):
@@ -304,17 +308,17 @@ class LocalJournal:
                 holder_last = self._segment_last(holder) if holder else seq
                 cut = holder is not None and holder_last > seq
                 if cut and holder is not None and not list(into.glob(f"{holder.first:020d}*")):
-                    copy_durable(holder.path, into / holder.name)
+                    copy_durable(holder.path, into / holder.name, self._fs)
                 for seg in self._segments:
                     if seg.first > seq:
-                        move_durable(seg.path, into)
+                        move_durable(seg.path, into, self._fs)
                 if cut and holder is not None:
                     active = self.directory / active_name(holder.first)
                     if holder.sealed_last is not None:
                         os.rename(holder.path, active)
-                        fsync_dir(self.directory)
+                        self._fs.fsync_dir(self.directory)
                         holder = Segment(active, holder.first, None)
-                    atomic_write(active, self._cut_content(holder, seq))
+                    atomic_write(active, self._cut_content(holder, seq), self._fs)
                 self._write_meta(max(new_epoch, self._epoch), self._archived_through)
                 self._load()
 
@@ -366,7 +370,7 @@ class LocalJournal:
 
     def _write_meta(self, epoch: int, archived_through: int) -> None:
         body = {"format": META_FORMAT, "epoch": epoch, "archived_through": archived_through}
-        atomic_write(self.directory / META_NAME, json.dumps(body).encode())
+        atomic_write(self.directory / META_NAME, json.dumps(body).encode(), self._fs)
         self._epoch = epoch
         self._archived_through = archived_through
         self._meta_ino = self._meta_stat()
@@ -402,7 +406,7 @@ class LocalJournal:
             ]
             for seg in done:
                 log.warning("finishing interrupted archive of %s", seg.name)
-                move_durable(seg.path, self.archive_dir)
+                move_durable(seg.path, self.archive_dir, self._fs)
             segments = segments[len(done) :]
         for seg in segments[:-1]:
             if seg.sealed_last is None:
@@ -443,7 +447,7 @@ class LocalJournal:
             log.warning("sealing %s left open by an interrupted rollover", seg.name)
             sealed = seg.path.with_name(sealed_name(seg.first, scanner.last_seq))
             os.rename(seg.path, sealed)
-            fsync_dir(self.directory)
+            self._fs.fsync_dir(self.directory)
             seg.path = sealed
 
     def _open_active(self, seg: Segment) -> None:
@@ -468,7 +472,7 @@ class LocalJournal:
             )
             with open(seg.path, "r+b") as f:
                 f.truncate(scanner.torn_at)
-                os.fsync(f.fileno())
+                self._fs.fsync(f.fileno())
             self.torn_tail_truncated += 1
         self._last_seq = scanner.last_seq
         self._last_epoch = scanner.last_epoch if scanner.last_seq >= seg.first else 0
@@ -523,7 +527,7 @@ class LocalJournal:
             self._active_size += len(data)
             i = j
         assert self._fd is not None
-        os.fdatasync(self._fd)
+        self._fs.fdatasync(self._fd)
         self._last_seq = first + n - 1
         self._last_epoch = self._epoch
 
@@ -540,7 +544,7 @@ class LocalJournal:
             self._active_size += len(batch.data)
         assert self._fd is not None
         write_all(self._fd, pending[0] if len(pending) == 1 else b"".join(pending))
-        os.fdatasync(self._fd)
+        self._fs.fdatasync(self._fd)
         last = batches[-1]
         self._last_seq = last.first_seq + last.count - 1
         self._last_epoch = self._epoch
@@ -548,7 +552,7 @@ class LocalJournal:
     def _roll(self, first: int) -> None:
         """Seal the active segment (data synced first) and start ``<first>.seg``."""
         if self._fd is not None:
-            os.fdatasync(self._fd)
+            self._fs.fdatasync(self._fd)
             os.close(self._fd)
             self._fd = None
             active = self._segments[-1]
@@ -557,8 +561,10 @@ class LocalJournal:
             active.path = sealed
             active.sealed_last = first - 1
         path = self.directory / active_name(first)
-        self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o644)
-        fsync_dir(self.directory)
+        self._fd = self._fs.open(
+            path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, FILE_MODE
+        )
+        self._fs.fsync_dir(self.directory)
         self._segments.append(Segment(path, first, None))
         self._active_size = 0
 

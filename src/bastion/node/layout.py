@@ -59,7 +59,7 @@ class NodeLock:
     def __init__(self, data: DataDir) -> None:
         ensure_dir(data.root)
         path = data.root / "node.lock"
-        self._fd: int | None = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        self._fd: int | None = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
         try:
             fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

@@ -23,6 +23,7 @@ from bastion.core import events as E
 from bastion.core.codec import encode_command
 from bastion.journal.base import Journal
 from bastion.journal.errors import DurabilityError
+from bastion.journal.fsutil import PLAIN, FileOps
 from bastion.journal.group import GroupCommitter
 from bastion.journal.local import LocalJournal
 from bastion.node.config import NodeConfig
@@ -63,6 +64,7 @@ class Node:
         clock: Callable[[], int] = wall_clock_ms,
         journal: Journal | None = None,
         recovery_sink: RecoverySink | None = None,
+        fs: FileOps = PLAIN,
     ) -> None:
         self.data = DataDir.at(data_dir)
         #: called in each snapshot's writer child with the snapshot's seq (``ForkSnapshotter``)
@@ -72,12 +74,13 @@ class Node:
         self._lock = NodeLock(self.data)
         try:
             complete_pending_rollback(self.data)
-            self.store = SnapshotStore(self.data.snapshots)
+            self.store = SnapshotStore(self.data.snapshots, fs=fs)
             self.store.cleanup_tmp()
             self.journal: Journal = journal or LocalJournal(
                 self.data.journal,
                 archive_dir=self.data.journal_archive,
                 segment_bytes=self.config.segment_bytes,
+                fs=fs,
             )
             self.engine, self.recovery = rebuild(
                 self.journal, self.store, progress=self.config.progress, sink=recovery_sink
@@ -394,12 +397,14 @@ class Node:
         job.future.add_done_callback(forward)
 
     async def snapshot(self, name: str = AUTO) -> SnapshotInfo:
-        """On-demand snapshot of the current applied state (named ones survive retention)."""
+        """On-demand snapshot of the current applied state (named ones survive retention).
+        A caller giving up (cancelled) must not cancel the node's record of a running child,
+        which ``close()`` waits for: hence ``wait`` and ``shield``, never a cancelling gather."""
         check_name(name)
         self._check_accepting()
         while self._snapshot is not None and not self._snapshot.done():
-            await asyncio.gather(self._snapshot, return_exceptions=True)
-        return await self._begin_snapshot(name)
+            await asyncio.wait([self._snapshot])
+        return await asyncio.shield(self._begin_snapshot(name))
 
     def _snapshot_done(self, done: asyncio.Future[SnapshotInfo]) -> None:
         exc = done.exception()

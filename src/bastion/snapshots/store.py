@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bastion.journal.errors import DurabilityError
-from bastion.journal.fsutil import ensure_dir, fsync_dir, move_durable, write_all
+from bastion.journal.fsutil import FILE_MODE, PLAIN, FileOps, ensure_dir, move_durable, write_all
 from bastion.snapshots.format import (
     FORMAT_VERSION,
     MAX_HEADER,
@@ -58,8 +58,9 @@ def check_name(name: str) -> str:
 
 
 class SnapshotStore:
-    def __init__(self, directory: str | os.PathLike[str]) -> None:
+    def __init__(self, directory: str | os.PathLike[str], *, fs: FileOps = PLAIN) -> None:
         self.directory = Path(directory)
+        self._fs = fs
 
     def entries(self) -> list[SnapshotInfo]:
         """All snapshot files, oldest first (cheap: from names only)."""
@@ -93,7 +94,7 @@ class SnapshotStore:
                         f"a snapshot named {name!r} already exists ({other.id})",
                         code="SNAPSHOT_EXISTS",
                     )
-        ensure_dir(self.directory)
+        ensure_dir(self.directory, self._fs)
         header = SnapshotHeader(
             format_version=FORMAT_VERSION,
             seq=seq,
@@ -106,15 +107,15 @@ class SnapshotStore:
         )
         path = self.directory / f"{seq:020d}-{name}.snap"
         tmp = path.with_name(f"{path.name.removesuffix('.snap')}{TMP_MARK}{os.getpid()}")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        fd = self._fs.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE)
         try:
             write_all(fd, encode(header))
             write_all(fd, payload)
-            os.fsync(fd)
+            self._fs.fsync(fd)
         finally:
             os.close(fd)
         os.replace(tmp, path)
-        fsync_dir(self.directory)
+        self._fs.fsync_dir(self.directory)
         return SnapshotInfo(path, seq, name)
 
     def read(self, info: SnapshotInfo) -> tuple[SnapshotHeader, bytes]:
@@ -181,11 +182,11 @@ class SnapshotStore:
         for info in doomed:
             info.path.unlink(missing_ok=True)
         if doomed:
-            fsync_dir(self.directory)
+            self._fs.fsync_dir(self.directory)
         return doomed
 
     def move(self, info: SnapshotInfo, into: Path) -> Path:
-        return move_durable(info.path, into)
+        return move_durable(info.path, into, self._fs)
 
     def cleanup_tmp(self) -> int:
         """Remove half-written files of snapshot writers that died (never a finished snapshot)."""
