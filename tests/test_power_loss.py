@@ -180,10 +180,12 @@ async def workload(node: Node, sim: PowerLossFS, ledger: Ledger, run: int) -> bo
     return natural
 
 
-async def episode(root: Path, seed: int, cuts: int, tally: Tally) -> None:
+async def episode(
+    root: Path, seed: int, cuts: int, tally: Tally, layer: type[PowerLossFS] = PowerLossFS
+) -> None:
     rng = random.Random(seed)
     data = root / "shard"
-    sim = PowerLossFS(data, root / "durable")
+    sim = layer(data, root / "durable")
     ledger = Ledger()
     for run in range(1, cuts + 1):
         label = f"seed {seed} run {run}"
@@ -245,3 +247,68 @@ def test_power_loss_keeps_every_acknowledgement(
             f"{time.perf_counter() - t0:.1f} s"
         )
 
+
+
+# --- the test can fail: the layer itself, and the harness against a node that skips a sync --
+
+
+def test_layer_keeps_only_what_a_sync_covers(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    sim = PowerLossFS(root, tmp_path / "durable")
+    sim.fsync_dir(root)
+    a = sim.open(root / "a", os.O_WRONLY | os.O_CREAT, 0o600)
+    os.write(a, b"synced")
+    sim.fdatasync(a)
+    os.write(a, b" not synced")
+    b = sim.open(root / "b", os.O_WRONLY | os.O_CREAT, 0o600)
+    os.write(b, b"data synced, name not")
+    sim.fsync_dir(root)  # covers "a" and "b"
+    c = sim.open(root / "c", os.O_WRONLY | os.O_CREAT, 0o600)
+    os.write(c, b"name never synced")
+    sim.fsync(c)
+    os.rename(root / "a", root / "renamed")  # rename never synced
+    for fd in (a, b, c):
+        os.close(fd)
+    sim.arm(1)
+    with pytest.raises(OSError):
+        sim.fsync_dir(root)
+    assert sim.dead and sim.cut_info == ("fsync_dir", False)
+    with pytest.raises(OSError):
+        sim.open(root / "d", os.O_WRONLY | os.O_CREAT, 0o600)
+    sim.restore()
+    assert sorted(p.name for p in root.iterdir()) == ["a", "b"]
+    assert (root / "a").read_bytes() == b"synced"
+    assert (root / "b").read_bytes() == b""  # name durable, data never synced
+
+
+def test_layer_makes_a_synced_rename_durable(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    sim = PowerLossFS(root, tmp_path / "durable")
+    (root / "sub").mkdir()
+    sim.fsync_dir(root)
+    fd = sim.open(root / "sub" / "f.tmp", os.O_WRONLY | os.O_CREAT, 0o600)
+    os.write(fd, b"whole")
+    sim.fsync(fd)
+    os.close(fd)
+    os.replace(root / "sub" / "f.tmp", root / "f")
+    sim.fsync_dir(root)
+    sim.cut_now()
+    sim.restore()
+    assert (root / "f").read_bytes() == b"whole"
+    assert list((root / "sub").iterdir()) == []
+
+
+class _SkipsDataSync(PowerLossFS):
+    def fdatasync(self, fd: int) -> None:
+        pass
+
+
+class _SkipsDirSync(PowerLossFS):
+    def fsync_dir(self, path: Path) -> None:
+        self._check_alive("fsync_dir")
+
+
+@pytest.mark.parametrize("layer", [_SkipsDataSync, _SkipsDirSync])
+def test_harness_catches_a_missing_sync(tmp_path: Path, layer: type[PowerLossFS]) -> None:
+    with pytest.raises((AssertionError, DurabilityError)):  # lost acks, or a corrupt journal
+        asyncio.run(episode(tmp_path, 1, EPISODE, Tally(), layer))
