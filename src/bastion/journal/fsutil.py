@@ -41,6 +41,8 @@ PLAIN = FileOps()
 
 
 def fsync_dir(path: Path, fs: FileOps = PLAIN) -> None:
+    """The one name every caller syncs a directory through (the crash test stops a process
+    here to catch a rename that is not yet durable)."""
     fs.fsync_dir(path)
 
 

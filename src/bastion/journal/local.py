@@ -36,6 +36,7 @@ from bastion.journal.fsutil import (
     atomic_write,
     copy_durable,
     ensure_dir,
+    fsync_dir,
     move_durable,
     write_all,
 )
@@ -316,7 +317,7 @@ class LocalJournal:
                     active = self.directory / active_name(holder.first)
                     if holder.sealed_last is not None:
                         os.rename(holder.path, active)
-                        self._fs.fsync_dir(self.directory)
+                        fsync_dir(self.directory, self._fs)
                         holder = Segment(active, holder.first, None)
                     atomic_write(active, self._cut_content(holder, seq), self._fs)
                 self._write_meta(max(new_epoch, self._epoch), self._archived_through)
@@ -447,7 +448,7 @@ class LocalJournal:
             log.warning("sealing %s left open by an interrupted rollover", seg.name)
             sealed = seg.path.with_name(sealed_name(seg.first, scanner.last_seq))
             os.rename(seg.path, sealed)
-            self._fs.fsync_dir(self.directory)
+            fsync_dir(self.directory, self._fs)
             seg.path = sealed
 
     def _open_active(self, seg: Segment) -> None:
@@ -564,7 +565,7 @@ class LocalJournal:
         self._fd = self._fs.open(
             path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, FILE_MODE
         )
-        self._fs.fsync_dir(self.directory)
+        fsync_dir(self.directory, self._fs)
         self._segments.append(Segment(path, first, None))
         self._active_size = 0
 

@@ -11,7 +11,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bastion.journal.errors import DurabilityError
-from bastion.journal.fsutil import FILE_MODE, PLAIN, FileOps, ensure_dir, move_durable, write_all
+from bastion.journal.fsutil import (
+    FILE_MODE,
+    PLAIN,
+    FileOps,
+    ensure_dir,
+    fsync_dir,
+    move_durable,
+    write_all,
+)
 from bastion.snapshots.format import (
     FORMAT_VERSION,
     MAX_HEADER,
@@ -115,7 +123,7 @@ class SnapshotStore:
         finally:
             os.close(fd)
         os.replace(tmp, path)
-        self._fs.fsync_dir(self.directory)
+        fsync_dir(self.directory, self._fs)
         return SnapshotInfo(path, seq, name)
 
     def read(self, info: SnapshotInfo) -> tuple[SnapshotHeader, bytes]:
@@ -182,7 +190,7 @@ class SnapshotStore:
         for info in doomed:
             info.path.unlink(missing_ok=True)
         if doomed:
-            self._fs.fsync_dir(self.directory)
+            fsync_dir(self.directory, self._fs)
         return doomed
 
     def move(self, info: SnapshotInfo, into: Path) -> Path:
