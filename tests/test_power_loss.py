@@ -23,16 +23,17 @@ import tempfile
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
 
 import pytest
 
+import test_crash
 from bastion.core.codec import decode_command, encode_command
 from bastion.core.engine import Engine
 from bastion.journal import DurabilityError, LocalJournal
-from bastion.node import Node, NodeConfig
+from bastion.node import Node
 from bastion.node.workload import SpotWorkload, spot_setup
 from bastion.snapshots import SnapshotStore
 from powerloss_fs import PowerLossFS
@@ -41,15 +42,8 @@ CUTS = int(os.environ.get("BASTION_POWER_CUTS", "200"))
 EPISODE = 10  # cuts per fresh shard: keeps every clean replay short
 MAX_K = 40  # the cut lands on a sync drawn from 1..MAX_K after arming
 RUN_SECONDS = 3.0  # a run whose cut has not come by then is cut there
-CFG = NodeConfig(
-    segment_bytes=4 * 1024,
-    snapshot_every_commands=100,
-    snapshot_every_seconds=0,
-    snapshot_keep=2,
-    group_max_delay=0.0005,
-    hugepage_collapse_min_rss_mb=0,
-    gc_freeze_after_recovery=False,
-    progress=False,
+CFG = replace(  # the crash test's workload settings; no hugepage or GC tuning inside pytest
+    test_crash.CFG, hugepage_collapse_min_rss_mb=0, gc_freeze_after_recovery=False
 )
 
 
