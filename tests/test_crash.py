@@ -97,6 +97,13 @@ def _spawn(
     return proc, chunks, reader
 
 
+def _wait_for_output(chunks: list[bytes], proc: subprocess.Popen[bytes], limit: float = 60) -> None:
+    """Block until the worker has acknowledged something (or died, or `limit` passed)."""
+    deadline = time.monotonic() + limit
+    while not chunks and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+
+
 def _has_children(pid: int) -> bool:
     """A forked snapshot writer is alive right now."""
     try:
@@ -165,6 +172,8 @@ def test_sigkill_loses_no_acknowledged_command(
     t0 = time.perf_counter()
     for run in range(1, KILLS + 1):
         proc, chunks, reader = _spawn(data, run)
+        if run % 6:  # most kills land while trading, however slow start-up is on this machine
+            _wait_for_output(chunks, proc)
         time.sleep(rng.uniform(0.2, 1.1))
         snapshotting = _has_children(proc.pid)
         os.killpg(proc.pid, signal.SIGKILL)
