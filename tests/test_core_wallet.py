@@ -194,3 +194,19 @@ def test_random_streams_keep_every_invariant_and_replay(ops: list[tuple[str, int
     restored = Engine.from_state(h.engine.export_state())
     assert restored.state_hash() == h.engine.state_hash()
     assert restored.check_invariants() == []
+
+
+def test_negative_insurance_fund_pauses_that_asset_until_covered() -> None:
+    h = Harness()
+    h.do(C.SetWithdrawalRules(asset="USDT", min_amount=1))
+    h.do(C.SetWithdrawalRules(asset="ETH", min_amount=1))
+    fund = h.engine.perp.insurance("USDT")
+    fund.collateral = -5  # what a liquidation the fund could not pay leaves behind
+    events = h.do(C.RequestWithdrawal(account=1, asset="USDT", amount=10, address=ADDR))
+    assert rejected(events) == X.WITHDRAWALS_PAUSED and "insurance fund" in events[0].message
+    assert h.engine.wallet.paused_reason("ETH") == ""
+    assert only(h.do(C.RequestWithdrawal(account=1, asset="ETH", amount=10, address=ADDR)),
+                E.WithdrawalUpdated)
+    fund.collateral = 0
+    assert only(h.do(C.RequestWithdrawal(account=1, asset="USDT", amount=10, address=ADDR)),
+                E.WithdrawalUpdated)

@@ -59,8 +59,7 @@ class NodeBook:
         return sorted(self.wallet.rules)
 
     def paused(self, asset: str) -> bool:
-        rules = self.wallet.rules.get(asset)
-        return rules is None or bool(rules.paused)
+        return asset not in self.wallet.rules or bool(self.wallet.paused_reason(asset))
 
     def deposit_progress(self, txid: str) -> tuple[int, bool] | None:
         dep = self.wallet.deposits.get(txid)

@@ -116,7 +116,8 @@ class Pipeline:
         url = c.custody_url
         if url is None:
             self.sim, url = start_simulator(self.data_dir, c.sim_port, c.block_ms)
-            log.info("custody simulator started at %s (pid %d)", url, self.sim.pid)
+            print(f"custody simulator (bastion custody-sim): {url}  ledger "
+                  f"{self.data_dir / 'custody-sim'}", flush=True)
         self.client = CustodyClient(url, timeout=c.timeout)
         self.worker = WithdrawalWorker(self.book, self.client, c.worker)
         self.watcher = DepositWatcher(self.book, self.client)
@@ -152,13 +153,13 @@ class Pipeline:
         ``stuck_after_ms`` without going out. Withdrawals waiting for an operator's review or
         a new address's delay are intentional waits and do not count."""
         wallet = self.node.engine.wallet
-        rules = wallet.rules.get(asset)
+        paused = wallet.paused_reason(asset)
         queued = [w for w in wallet.open.values()
                   if w.asset == asset and w.state in ("approved", "submitted")]
         depth = len(queued)
         oldest = now_ms - min(w.created_ts for w in queued) if queued else 0
-        if rules is not None and rules.paused:
-            return depth, oldest, f"paused by {rules.paused_by}: {rules.pause_reason}"
+        if paused:
+            return depth, oldest, f"paused: {paused}"
         if not queued or self.worker is None:
             return depth, oldest, ""
         lane = self.worker.lanes.get(asset)

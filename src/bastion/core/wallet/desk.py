@@ -21,6 +21,7 @@ from bastion.core import commands as C
 from bastion.core import errors as X
 from bastion.core import events as E
 from bastion.core.accounts import credit
+from bastion.core.perp.state import INSURANCE
 from bastion.core.rules import Refused, int_in
 from bastion.core.state import Account
 from bastion.core.venue import Venue
@@ -77,6 +78,21 @@ class Wallet:
             raise Refused(X.UNKNOWN_WITHDRAWAL, f"no withdrawal {wid!r}")
         return w
 
+    def paused_reason(self, asset: str) -> str:
+        """Why new withdrawals of `asset` are refused right now, or "" when they are not: an
+        operator's or the worker's pause (journaled), or, derived and lifted by itself, the
+        venue's own perpetual account in `asset` (the insurance fund) below zero: dYdX v4
+        gates withdrawals on negative collateral the same way."""
+        rules = self.rules.get(asset)
+        if rules is not None and rules.paused:
+            return f"{rules.pause_reason} (by {rules.paused_by})"
+        margins = getattr(self.v.ledgers.get("perp"), "margins", None)
+        fund = margins.get((INSURANCE, asset)) if margins else None
+        if fund is not None and fund.collateral < 0:
+            return (f"the venue's {asset} insurance fund is negative ({fund.collateral}): "
+                    f"withdrawals wait until it is covered")
+        return ""
+
     def held_of(self, account: int, asset: str) -> int:
         return self.held.get((account, asset), 0)
 
@@ -128,9 +144,10 @@ class Wallet:
         if client_id and (acct.account, client_id) in self.client_ids:
             raise Refused(X.DUPLICATE_CLIENT_ID, f"withdrawal client id {client_id!r} exists "
                                                  f"(withdrawal {self.client_ids[(acct.account, client_id)]})")
-        if rules.paused:
+        paused = self.paused_reason(cmd.asset)
+        if paused:
             raise Refused(X.WITHDRAWALS_PAUSED, f"withdrawals of {cmd.asset} are paused: "
-                                                f"{rules.pause_reason}")
+                                                f"{paused}")
         if not int_in(cmd.amount, 1, X.MAX_INT):
             raise Refused(X.INVALID_AMOUNT, f"amount must be a positive integer, got "
                                             f"{cmd.amount!r}")
