@@ -213,7 +213,8 @@ def test_permissions_and_operator_separation(srv: Server, admin: Admin, alice: C
     assert reader.get("/v1/balances").status_code == 200
     r = order(reader)
     assert r.status_code == 403 and r.json()["code"] == "FORBIDDEN"
-    r = reader.post("/v1/withdrawals", {"asset": "USDT", "amount": "1"})
+    r = reader.post("/v1/withdrawals", {"asset": "USDT", "amount": "1",
+                                        "address": "0x" + "11" * 20})
     assert r.json()["code"] == "FORBIDDEN"
     # operator endpoints never accept a trading key, signed or not
     assert alice.get("/admin/health").status_code == 401
@@ -227,11 +228,12 @@ def test_permissions_and_operator_separation(srv: Server, admin: Admin, alice: C
     assert r.status_code == 200
     # withdraw permission
     w = admin.new_account(103, permissions=["read", "withdraw"])
-    r = w.post("/v1/withdrawals", {"asset": "USDT", "amount": "10.5"})
-    assert r.status_code == 201
-    usdt = {b["asset"]: b for b in r.json()}["USDT"]
-    assert usdt["total"] == "999989.50000000"
-    r = w.post("/v1/withdrawals", {"asset": "USDT", "amount": "99999999"})
+    to = "0x" + "11" * 20
+    r = w.post("/v1/withdrawals", {"asset": "USDT", "amount": "10.5", "address": to})
+    assert r.status_code == 201 and r.json()["fee"] == "1.00000000"
+    usdt = {b["asset"]: b for b in w.get("/v1/balances").json()}["USDT"]
+    assert usdt["available"] == "999988.50000000"  # amount + fee held, then paid
+    r = w.post("/v1/withdrawals", {"asset": "USDT", "amount": "99999999", "address": to})
     assert r.status_code == 400 and r.json()["code"] == "INSUFFICIENT_FUNDS"
     reader.close()
     w.close()

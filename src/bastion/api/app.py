@@ -24,7 +24,7 @@ from starlette.responses import HTMLResponse, Response
 from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from bastion.api import admin, binance, native, ws
+from bastion.api import admin, binance, native, wallet, ws
 from bastion.api import errors as A
 from bastion.api.app_context import Context
 from bastion.api.auth import Authenticator
@@ -192,6 +192,7 @@ def build(settings: Settings, node_factory: Callable[[], Any] | None = None) -> 
             gateway.attach(restorer, checkpoints)
             gateway.add_listener(hub.publish)
             routes: list[BaseRoute] = []
+            routes += wallet.routes(ctx)  # withdrawals, deposits (ahead of native/binance)
             routes += native.routes(ctx)
             routes += ws.routes(ctx, hub)
             routes += binance.routes(ctx)
@@ -210,7 +211,9 @@ def build(settings: Settings, node_factory: Callable[[], Any] | None = None) -> 
         fast["ctx"] = ctx
         hub.start()
         tasks = [asyncio.create_task(Health(ctx).run())]
+        pipeline = None
         try:
+            pipeline = await _withdrawals(settings, ctx, node)
             if settings.demo and settings.feeder_interval > 0 and gateway.engine.perp.markets:
                 # demo oracle + funding clock (bastion.feeds.demo): perpetuals trade only once
                 # an index arrives, so the first round is journaled before requests are served
@@ -230,6 +233,8 @@ def build(settings: Settings, node_factory: Callable[[], Any] | None = None) -> 
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+            if pipeline is not None:
+                await pipeline.stop()
             await hub.stop()
             # the read model follows until the node is closed: the final snapshot's child
             # writes its checkpoint from the same memory
@@ -313,6 +318,18 @@ def _status_service(settings: Settings, factory: Callable[..., Any],
         "page shows live state only: uptime history, past incidents and operator updates are "
         "not saved until the operators fix it.", [], impact="minor")
     return service
+
+
+async def _withdrawals(settings: Settings, ctx: Context, node: Any) -> Any:
+    """The withdrawal pipeline beside this (leader) node: worker, deposit watcher, custody
+    connector, and the custody simulator in the embedded default (``bastion.withdrawals``)."""
+    from bastion.withdrawals.runtime import Pipeline
+
+    pipeline = Pipeline(node, settings.data_dir, demo=settings.demo)
+    await pipeline.start()
+    pipeline.watch_status(ctx.extra.get("status"))
+    ctx.extra["withdrawals"] = pipeline
+    return pipeline
 
 
 Handler = Callable[[Request], Awaitable[Response]]

@@ -766,15 +766,6 @@ def routes(ctx: Context) -> list[BaseRoute]:
                                    "discountAsset": "BNB", "discount": zero}})
         return handler
 
-    async def capital_config(request: Request) -> Response:
-        await signed(request, "read")
-        e = gw.engine
-        return J([{"coin": a.asset, "name": a.asset, "depositAllEnable": False,
-                   "withdrawAllEnable": True, "free": "0", "locked": "0", "freeze": "0",
-                   "withdrawing": "0", "ipoing": "0", "ipoable": "0", "storage": "0",
-                   "isLegalMoney": False, "trading": True, "networkList": []}
-                  for _, a in sorted(e.assets.items())])
-
     async def empty_list(request: Request) -> Response:
         await signed(request, "read")
         return J([])
@@ -868,7 +859,6 @@ def routes(ctx: Context) -> list[BaseRoute]:
         R("/fapi/v1/leverage", set_leverage, "POST"),
         R("/fapi/v1/leverageBracket", leverage_bracket),
         R("/dapi/v1/exchangeInfo", dapi_exchange_info),
-        R("/sapi/v1/capital/config/getall", capital_config),
         R("/sapi/v1/margin/allPairs", empty_list),
         R("/sapi/v1/margin/isolated/allPairs", empty_list),
     ]

@@ -25,7 +25,7 @@ _decoders: dict[type, msgspec.json.Decoder[Any]] = {}
 
 #: a validation error at one of these fields reports the core's code for it
 _FIELD_CODES = {"price": X.INVALID_PRICE, "quantity": X.INVALID_QUANTITY,
-                "amount": X.INVALID_AMOUNT}
+                "amount": X.INVALID_AMOUNT, "address": X.INVALID_ADDRESS}
 
 
 def now_ms() -> int:

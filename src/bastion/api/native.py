@@ -240,16 +240,6 @@ def routes(ctx: Context) -> list[BaseRoute]:
         mkt = gw.market(request.path_params["market"])
         return JSON(perps.funding(ctx, mkt))
 
-    async def withdraw(request: Request) -> Response:
-        body = await request.body()
-        key = authenticate(ctx, request, body, "withdraw")
-        req = decode(body, S.Withdraw)
-        dp = gw.asset_decimals(req.asset)
-        amount = to_units(req.amount, dp, X.INVALID_AMOUNT, "amount")
-        await gw.submit(C.Withdraw(account=key.account, asset=req.asset, amount=amount,
-                                   reason="api withdrawal"))
-        return JSON(V.balances(eng(), key.account), status_code=201)
-
     return [
         Route("/v1/time", server_time, methods=["GET"]),
         Route("/v1/markets", markets, methods=["GET"]),
@@ -274,7 +264,6 @@ def routes(ctx: Context) -> list[BaseRoute]:
         Route("/v1/margin", margin, methods=["GET"]),
         Route("/v1/margin", transfer_margin, methods=["POST"]),
         Route("/v1/leverage", leverage, methods=["POST"]),
-        Route("/v1/withdrawals", withdraw, methods=["POST"]),
     ]
 
 

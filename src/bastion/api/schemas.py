@@ -64,8 +64,13 @@ class AmendOrder(Base, kw_only=True):
 
 
 class Withdraw(Base, kw_only=True):
+    """A withdrawal request: held at once, then sent to custody by the withdrawal worker."""
+
     asset: AssetId
     amount: Decimal
+    address: Annotated[str, Meta(min_length=1, max_length=90, examples=[
+        "0x000000000000000000000000000000000000dEaD"])]
+    client_id: ClientId = ""
 
 
 class MarginTransfer(Base, kw_only=True):
@@ -186,6 +191,8 @@ class Balance(Out, kw_only=True):
     available: str
     held: str
     total: str
+    #: held for pending withdrawals (amount + fee), part of ``total``
+    withdrawing: str = "0"
 
 
 class Position(Out, kw_only=True):

@@ -76,12 +76,16 @@ def balances(engine: Engine, account: int) -> list[S.Balance]:
     if acct is None:
         return []
     out = []
+    wallet = engine.wallet
     for asset in sorted(set(acct.available) | set(acct.held)):
         dp = engine.assets[asset].decimals
         avail = acct.available.get(asset, 0)
         held = acct.held.get(asset, 0)
+        leaving = wallet.held_of(account, asset)
         out.append(S.Balance(asset=asset, available=from_units(avail, dp),
-                             held=from_units(held, dp), total=from_units(avail + held, dp)))
+                             held=from_units(held, dp),
+                             total=from_units(avail + held + leaving, dp),
+                             withdrawing=from_units(leaving, dp)))
     return out
 
 

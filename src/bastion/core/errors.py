@@ -48,6 +48,7 @@ UNKNOWN_WITHDRAWAL: Final = "UNKNOWN_WITHDRAWAL"
 WITHDRAWAL_STATE: Final = "WITHDRAWAL_STATE"
 DUPLICATE_TXID: Final = "DUPLICATE_TXID"
 UNKNOWN_ADDRESS: Final = "UNKNOWN_ADDRESS"
+INVALID_ADDRESS: Final = "INVALID_ADDRESS"
 
 #: Upper bound for every integer a command may carry: keeps arithmetic far from int64 limits at
 #: the edge and makes "huge integer" input a clean reject instead of a slow bignum path.

@@ -37,6 +37,8 @@ class Signals:
     last_ack_ms: int | None = None
     lag_ms: int = 0
     withdrawals_pending_since: dict[str, int | None] | None = None
+    #: per asset, from the withdrawal pipeline: (depth, oldest queued since ms, why delayed)
+    withdrawal_queues: dict[str, tuple[int, int, str]] | None = None
     #: why the node stopped accepting commands (journal I/O error...); "" while it runs
     node_failure: str = ""
 
@@ -88,6 +90,19 @@ def withdrawal_reason(now_ms: int, pending_since_ms: int | None, t: Thresholds) 
     return ""
 
 
+def withdrawal_queue_reason(asset: str, now_ms: int, queue: tuple[int, int, str] | None
+                            ) -> str:
+    """"Withdrawals of BTC are delayed (<why>); <n> queued, oldest waiting <age>", or "" when
+    the pipeline says they flow."""
+    if queue is None or not queue[2]:
+        return ""
+    depth, since_ms, why = queue
+    age_s = max(0, now_ms - since_ms) // 1000 if depth else 0
+    age = f"{age_s // 60} min {age_s % 60} s" if age_s >= 60 else f"{age_s} s"
+    return (f"Withdrawals of {asset} are delayed ({why}); {depth} queued"
+            + (f", oldest waiting {age}" if depth else ""))
+
+
 def derive_component(
     c: Component, s: Signals, now_ms: int, maintenance: bool, t: Thresholds
 ) -> tuple[ComponentStatus, str]:
@@ -103,6 +118,10 @@ def derive_component(
         return "under_maintenance", "scheduled maintenance in progress"
     if c.kind == "market":
         reason = node_health_reason(now_ms, s.last_ack_ms, s.lag_ms, t)
+        if reason:
+            return "degraded_performance", reason
+    if c.kind == "wallet" and s.withdrawal_queues:
+        reason = withdrawal_queue_reason(c.key, now_ms, s.withdrawal_queues.get(c.key))
         if reason:
             return "degraded_performance", reason
     if c.kind == "wallet" and s.withdrawals_pending_since:

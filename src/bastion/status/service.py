@@ -45,7 +45,8 @@ class StatusService(OperatorActions):
     """Status of the exchange as users should see it, derived first and annotated by operators.
 
     Inputs from the node/gateway: `register_market`, `register_asset`, `observe_market_mode`,
-    `observe_node_health`, `observe_withdrawals` (or `observe_engine_events`); `tick` re-applies
+    `observe_node_health`, `observe_withdrawals`, `observe_withdrawal_queue` (or
+    `observe_engine_events`); `tick` re-applies
     the time-based rules and is driven by `StatusRuntime.running()` when served over HTTP.
     """
 

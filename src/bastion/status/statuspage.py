@@ -46,6 +46,9 @@ def component_json(c: Component, page_id: str) -> JSON:
         "updated_at": iso(c.updated_ms),
         "position": c.position,
         "description": c.description or None,
+        # Bastion extension: why the derived status is what it is (e.g. "Withdrawals of BTC
+        # are delayed (...); 12 queued, oldest waiting 40 s")
+        "reason": c.derived_reason or None,
         "showcase": True,
         "start_date": iso(c.created_ms)[:10] if c.created_ms else None,  # type: ignore[index]
         "group_id": c.group_id,

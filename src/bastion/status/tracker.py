@@ -102,6 +102,7 @@ class StatusTracker:
                 k: (v[0], v[1]) for k, v in (loaded.signals.get("market_modes") or {}).items()
             },
             withdrawals_pending_since={},
+            withdrawal_queues={},
         )
         self._mode_ts: dict[str, int] = dict(loaded.signals.get("market_mode_ts") or {})
         with self._tx():
@@ -325,6 +326,26 @@ class StatusTracker:
             with self._tx():
                 self._reevaluate([cid])
 
+    def observe_withdrawal_queue(self, asset: str, depth: int, oldest_age_ms: int,
+                                 delayed: str) -> None:
+        """Report the withdrawal pipeline's view of `asset`: queue depth, age of the oldest
+        queued withdrawal, and why it is delayed ("" when it flows: paused, custody
+        unreachable, not moving). The wallet component is degraded while `delayed` is set and
+        clears itself with the first report that says it flows; `tick` keeps the age fresh."""
+        if not isinstance(delayed, str) or len(delayed) > 300:
+            raise StatusError("invalid_reason", "delayed must be at most 300 characters", 422)
+        with self._lock:
+            cid = self.register_asset(asset)
+            queues = self._signals.withdrawal_queues
+            assert queues is not None
+            entry = (int(depth), self.clock() - int(oldest_age_ms), delayed)
+            before = queues.get(asset)
+            queues[asset] = entry
+            if before is not None and before[0] == entry[0] and before[2] == delayed:
+                return  # nothing a reader would see changed
+            with self._tx():
+                self._reevaluate([cid])
+
     def observe_engine_events(self, events: Iterable[object]) -> None:
         """Feed engine events as they are applied: MarketCreated and AssetCreated register
         components, ModeChanged drives the market status (its `ts` orders replays); others are
@@ -363,6 +384,12 @@ class StatusTracker:
                     events.append(self._maintenance_event("maintenance.advisory", m))
             self._emit(events)
             self._reevaluate(list(self._components))
+
+    def active_maintenances(self) -> list[str]:
+        """Names of the maintenances in progress or being verified (for system-status APIs)."""
+        with self._lock:
+            return [m.name for m in self._incidents.values()
+                    if m.kind == "maintenance" and m.status in ("in_progress", "verifying")]
 
     def _reevaluate_kind(self, kind: ComponentKind) -> None:
         with self._tx():

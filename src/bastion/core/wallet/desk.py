@@ -34,11 +34,12 @@ MAX_CLIENT_ID = 64
 MAX_CONFIRMATIONS = 1_000
 
 
-def _text(value: object, name: str, limit: int, required: bool = True) -> str:
+def _text(value: object, name: str, limit: int, required: bool = True,
+          code: str = X.INVALID_ARGUMENT) -> str:
     if not isinstance(value, str) or len(value) > limit or not value.isascii() \
             or not value.isprintable() or (required and not value):
-        raise Refused(X.INVALID_ARGUMENT, f"{name} must be {'1-' if required else ''}{limit} "
-                                          f"printable ASCII characters")
+        raise Refused(code, f"{name} must be {'1-' if required else 'up to '}{limit} printable "
+                            f"ASCII characters")
     return value
 
 
@@ -139,7 +140,7 @@ class Wallet:
         acct = v.accounts.get(cmd.account) if type(cmd.account) is int else None
         if acct is None:
             raise Refused(X.UNKNOWN_ACCOUNT, f"unknown account {cmd.account!r}")
-        address = _text(cmd.address, "address", MAX_ADDRESS)
+        address = _text(cmd.address, "address", MAX_ADDRESS, code=X.INVALID_ADDRESS)
         client_id = _text(cmd.client_id, "client_id", MAX_CLIENT_ID, required=False)
         if client_id and (acct.account, client_id) in self.client_ids:
             raise Refused(X.DUPLICATE_CLIENT_ID, f"withdrawal client id {client_id!r} exists "
