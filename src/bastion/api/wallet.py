@@ -211,7 +211,8 @@ class WalletService:
                 "paused_by": rules.paused_by,
                 "worker": worker.lane_view(asset) if worker is not None else None,
             }
-        return {"assets": assets, "open": [self.view(w) for w in wallet.open.values()]}
+        return {"assets": assets, "custody": getattr(pipeline, "custody_url", None),
+                "open": [self.view(w) for w in wallet.open.values()]}
 
 
 def routes(ctx: Context) -> list[BaseRoute]:

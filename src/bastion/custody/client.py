@@ -110,6 +110,10 @@ class CustodyClient:
                 out[item["key"]] = self._status(item)
         return out
 
+    async def health(self) -> None:
+        """Raises CustodyUnavailable unless custody answers."""
+        await self._call("GET", "/health")
+
     async def new_address(self, asset: str, label: str) -> str:
         body = await self._call("POST", "/v1/addresses", json={"asset": asset, "label": label})
         return str(body["address"])

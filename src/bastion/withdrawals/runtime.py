@@ -121,8 +121,19 @@ class Pipeline:
         self.client = CustodyClient(url, timeout=c.timeout)
         self.worker = WithdrawalWorker(self.book, self.client, c.worker)
         self.watcher = DepositWatcher(self.book, self.client)
-        self.tasks = [asyncio.create_task(self.worker.run(), name="withdrawal-worker"),
-                      asyncio.create_task(self.watcher.run(), name="deposit-watcher")]
+        self.tasks = [asyncio.create_task(self._run(self.worker.run()), name="withdrawal-worker"),
+                      asyncio.create_task(self._run(self.watcher.run()), name="deposit-watcher")]
+
+    async def _run(self, job: Any) -> None:
+        """A freshly started simulator needs a moment: wait for it quietly, then work."""
+        if self.sim is not None and self.client is not None:
+            for _ in range(150):
+                try:
+                    await self.client.health()
+                    break
+                except Exception:
+                    await asyncio.sleep(0.1)
+        await job
 
     def watch_status(self, status: Any) -> None:
         """Report each asset's queue health to the status service every ``status_interval``."""
