@@ -1,6 +1,7 @@
 """Core throughput: replay a seeded, pre-generated command stream through Engine.apply.
 
     python bench/core.py --ops 300000 --workload churn [--json] [--baseline FILE]
+    python bench/core.py --ops 100000 --workload perp --against churn   # interleaved, ratio
 
 Workloads: ``deep`` (50% passive limits, 15% crossing, 35% cancels of random earlier orders,
 some already filled; the book grows to ~200k orders) and ``churn`` (40% cancels of live
@@ -158,13 +159,25 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=3, help="best of N runs (the machine is noisy)")
     ap.add_argument("--json", action="store_true", help="print one JSON object on the last line")
     ap.add_argument("--baseline", type=Path, help="JSON from an earlier run to compare against")
+    ap.add_argument("--against", choices=sorted(WORKLOADS),
+                    help="also run this workload, interleaved run by run, and print the ratio")
     args = ap.parse_args()
-    runs = [run(args.workload, args.ops) for _ in range(args.repeat)]
+    runs: list[dict[str, object]] = []
+    other: list[dict[str, object]] = []
+    for _ in range(args.repeat):
+        runs.append(run(args.workload, args.ops))
+        if args.against:
+            other.append(run(args.against, args.ops))
     result = max(runs, key=lambda r: int(r["ops_per_s"]))  # type: ignore[call-overload]
     result["runs_ops_per_s"] = [r["ops_per_s"] for r in runs]
     if args.workload == "perp":
         result["mark_update_us"] = {n: mark_update_cost(n)["us_per_mark_update"]
                                     for n in (1_000, 10_000)}
+    if args.against:
+        best_other = max(int(r["ops_per_s"]) for r in other)  # type: ignore[call-overload]
+        result["against"] = {"workload": args.against, "ops_per_s": best_other,
+                             "runs_ops_per_s": [r["ops_per_s"] for r in other]}
+        result["ratio_to_against"] = round(int(result["ops_per_s"]) / best_other, 3)  # type: ignore[call-overload]
     if args.baseline:
         base = json.loads(args.baseline.read_text().strip().splitlines()[-1])
         result["baseline_ops_per_s"] = base["ops_per_s"]
@@ -173,6 +186,9 @@ def main() -> None:
         print(f"{result['workload']}: {result['ops']} ops in {result['seconds']} s = "
               f"{result['ops_per_s']:,} ops/s; resting {result['resting_orders']}, "
               f"trades {result['trades']}")
+        if args.against:
+            print(f"{args.against}: best {result['against']['ops_per_s']:,} ops/s; ratio "  # type: ignore[index]
+                  f"{args.workload}/{args.against} = {result['ratio_to_against']}")
     print(json.dumps(result))
 
 

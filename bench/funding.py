@@ -15,6 +15,7 @@ funding allowance in the liquidation index it used up) and checks the ledger aft
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import statistics
 import sys
@@ -34,6 +35,8 @@ def probe(accounts: int, ticks: int, max_rate: bool = False) -> dict[str, object
     t0 = time.perf_counter()
     eng = setup(accounts)
     setup_s = time.perf_counter() - t0
+    gc.collect()
+    gc.freeze()  # as the node does after recovery: the setup is long-lived, not garbage
     pm = eng.perp.markets[BTC_USDT_PERP]
     positions = len(eng.perp.positions[BTC_USDT_PERP])
     costs: list[float] = []
@@ -57,6 +60,7 @@ def probe(accounts: int, ticks: int, max_rate: bool = False) -> dict[str, object
         settled = [e for e in events if isinstance(e, E.FundingSettled)]
         assert settled and not settled[0].paused, events
         rechecked += sum(1 for k, v in eng.perp.liq.version.items() if versions.get(k) != v)
+    gc.unfreeze()
     problems = eng.check_invariants()
     assert not problems, problems[:5]
     return {"accounts": accounts, "positions": positions, "ticks": ticks,

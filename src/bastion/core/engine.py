@@ -205,7 +205,7 @@ class Engine(Venue):
         return problems
 
 
-Handler = Callable[[Engine, Any, list[E.Event]], None]
+Handler = Callable[[Engine, Any, list[E.Event]], object]
 
 
 def _on_margin(fn: Callable[[MarginLedger, Any, list[E.Event]], None]) -> Handler:
@@ -225,7 +225,7 @@ def _on_wallet(fn: WalletHandler) -> Handler:
 #: command type -> handler: the one dispatch table.
 HANDLERS: dict[type, Handler] = {
     # order lifecycle (every market kind)
-    C.PlaceOrder: orders.place,
+    C.PlaceOrder: orders.place_order,
     C.CancelOrder: orders.cancel,
     C.AmendOrder: orders.amend,
     C.CancelAll: orders.cancel_all,

@@ -35,10 +35,6 @@ Terms = tuple[Account, bool, int, int, str, OrderBook, int | None, bool]
 
 # ---------------------------------------------------------------------- handlers
 
-def place(v: Venue, cmd: C.PlaceOrder, out: list[E.Event]) -> None:
-    place_order(v, cmd, out)
-
-
 def place_order(v: Venue, cmd: C.PlaceOrder, out: list[E.Event]) -> Order:
     """Validate (no mutation until every check passed), reserve, match, rest or expire."""
     market = cmd.market
@@ -46,7 +42,7 @@ def place_order(v: Venue, cmd: C.PlaceOrder, out: list[E.Event]) -> Order:
     if mkt is None:
         raise Refused(X.UNKNOWN_MARKET, f"unknown market {market!r}")
     led = v.ledgers[mkt.kind]
-    band_limit, min_notional = led.entry(mkt, cmd)
+    band_limit, min_notional = led.entry(mkt, cmd) if led.has_entry_checks else (0, True)
     acct, is_buy, qty, price, tif, book, _, crosses = order_terms(v, mkt, cmd, band_limit,
                                                                   min_notional)
     qty, hold = led.reserve_terms(acct, mkt, cmd, is_buy, qty, price)
@@ -71,7 +67,7 @@ def place_order(v: Venue, cmd: C.PlaceOrder, out: list[E.Event]) -> Order:
     out.append(E.OrderAccepted(oid, account, market, side, price, qty, cmd.order_type, tif,
                                post_only, client_id, reduce_only, seq=v.seq, ts=ts))
     if not crosses and tif == "GTC":
-        book.side(is_buy).add(order)
+        (book.bids if is_buy else book.asks).add(order)
         return order
     execute(v, mkt, led, book, order, stp_mode, crosses, out)
     return order

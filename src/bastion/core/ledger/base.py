@@ -18,6 +18,9 @@ from bastion.core.state import Account, Market, Order
 
 
 class Ledger(Protocol):
+    #: whether ``entry`` checks anything (order entry skips the call when it does not)
+    has_entry_checks: bool
+
     def entry(self, mkt: Market, cmd: C.PlaceOrder) -> tuple[int, bool]:
         """Checks before the shared order terms: returns (price band limit or 0, whether the
         minimum notional applies)."""

@@ -55,6 +55,8 @@ FUNDING_ALLOWANCE_DIV = 4
 
 
 class MarginLedger:
+    has_entry_checks = True
+
     def __init__(self, v: Venue) -> None:
         self.v = v
         self.markets: dict[str, PerpMarket] = {}

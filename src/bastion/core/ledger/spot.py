@@ -16,6 +16,8 @@ from bastion.core.venue import Venue
 
 
 class SpotLedger:
+    has_entry_checks = False
+
     def __init__(self, v: Venue) -> None:
         self.v = v
 
