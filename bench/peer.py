@@ -35,8 +35,8 @@ PEER_PACKAGE = "matching-engine==0.1.1"
 
 # ---------------------------------------------------------------------- the workers
 
-def _bastion_worker(path: Path) -> float:
-    sys.path.insert(0, str(ROOT / "src"))
+def _bastion_worker(path: Path, src: Path) -> float:
+    sys.path.insert(0, str(src))
     from bastion.core.codec import decode_command
     from bastion.core.engine import Engine
     from bastion.demo import demo_setup, stamp
@@ -157,9 +157,10 @@ def build_stream(ops: int, path: Path) -> dict[str, int]:
             "resting": len(engine.orders)}
 
 
-def _run(python: str, kind: str, path: Path) -> int:
+def _run(python: str, kind: str, path: Path, src: Path = ROOT / "src") -> int:
     out = subprocess.run([python, str(Path(__file__).resolve()), "--worker", kind,
-                          "--stream", str(path)], capture_output=True, text=True, check=True)
+                          "--stream", str(path), "--src", str(src)],
+                         capture_output=True, text=True, check=True)
     return round(float(out.stdout.strip().splitlines()[-1]))
 
 
@@ -168,12 +169,16 @@ def main() -> None:
     ap.add_argument("--ops", type=int, default=200_000)
     ap.add_argument("--repeat", type=int, default=5, help="runs per engine (best of N)")
     ap.add_argument("--json", action="store_true", help="one JSON object on the last line")
+    ap.add_argument("--baseline-src", type=Path,
+                    help="another Bastion source tree (its src/) to time alongside, e.g. an "
+                         "older commit's `git archive` (Python 3.12 runs)")
     ap.add_argument("--worker", choices=["bastion", "peer"], help=argparse.SUPPRESS)
+    ap.add_argument("--src", type=Path, default=ROOT / "src", help=argparse.SUPPRESS)
     ap.add_argument("--stream", type=Path, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.worker:
-        fn = _bastion_worker if args.worker == "bastion" else _peer_worker
-        print(fn(args.stream))
+        print(_bastion_worker(args.stream, args.src) if args.worker == "bastion"
+              else _peer_worker(args.stream))
         return
     py312 = peer_python()
     with tempfile.TemporaryDirectory() as tmp:
@@ -184,23 +189,34 @@ def main() -> None:
         if py312:
             runs["bastion_py312"] = []
             runs["peer_py312"] = []
+            if args.baseline_src:
+                runs["baseline_py312"] = []
         for _ in range(args.repeat):
             runs[f"bastion_py{here}"].append(_run(sys.executable, "bastion", path))
             if py312:
                 runs["bastion_py312"].append(_run(py312, "bastion", path))
                 runs["peer_py312"].append(_run(py312, "peer", path))
+                if args.baseline_src:
+                    runs["baseline_py312"].append(_run(py312, "bastion", path,
+                                                       args.baseline_src.resolve()))
     best = {k: max(v) for k, v in runs.items()}
     result: dict[str, object] = {"workload": "churn", **info, "runs_ops_per_s": runs,
                                  "best_ops_per_s": best, "cpus": os.cpu_count()}
     if py312:
         result["ratio_bastion_to_peer_py312"] = round(best["bastion_py312"]
                                                       / best["peer_py312"], 3)
+        if args.baseline_src:
+            result["ratio_baseline_to_peer_py312"] = round(best["baseline_py312"]
+                                                           / best["peer_py312"], 3)
     if not args.json:
         for k, v in runs.items():
             print(f"{k:>16}: best {best[k]:>9,} ops/s  runs {v}")
         if py312:
             print(f"ratio Bastion / matching-engine (both Python 3.12): "
                   f"{result['ratio_bastion_to_peer_py312']}")
+            if args.baseline_src:
+                print(f"ratio baseline / matching-engine: "
+                      f"{result['ratio_baseline_to_peer_py312']}")
     print(json.dumps(result))
 
 
