@@ -112,6 +112,12 @@ def test_cancel_review_and_pause(env: tuple[Server, Sim]) -> None:
     assert r.status_code == 200 and r.json()["state"] == "cancelled"
     r = admin.post(f"/admin/withdrawals/{big['id']}/approve", {})
     assert r.status_code == 409 and r.json()["code"] == "WITHDRAWAL_STATE"
+    for wid in ("²", "9" * 40, "-1", "1e3", "%C2%B2"):
+        r = admin.post(f"/admin/withdrawals/{wid}/approve", {})
+        assert r.status_code == 404 and r.json()["code"] == "UNKNOWN_WITHDRAWAL", (wid, r.text)
+        if wid.isascii():  # the test client signs the path as written, so send it encoded
+            r = c.get(f"/v1/withdrawals/{wid}")
+            assert r.status_code == 404 and r.json()["code"] == "UNKNOWN_WITHDRAWAL", (wid, r.text)
     big2 = c.post("/v1/withdrawals", {"asset": "BTC", "amount": "12", "address": BTC}).json()
     r = admin.post(f"/admin/withdrawals/{big2['id']}/reject", {"reason": "unusual"})
     assert r.status_code == 200 and r.json()["state"] == "rejected"

@@ -123,9 +123,15 @@ class WalletService:
         wid = self.wallet.client_ids.get((account, client_id))
         return None if wid is None else self.wallet.withdrawals[wid]
 
+    def find(self, wid_text: str) -> W.Withdrawal | None:
+        """The withdrawal with this id (ASCII digits only), or None."""
+        if not (wid_text.isascii() and wid_text.isdigit() and len(wid_text) < 19):
+            return None
+        found: W.Withdrawal | None = self.wallet.withdrawals.get(int(wid_text))
+        return found
+
     def own(self, account: int, wid_text: str) -> W.Withdrawal:
-        w = self.wallet.withdrawals.get(int(wid_text)) \
-            if wid_text.isascii() and wid_text.isdigit() and len(wid_text) < 19 else None
+        w = self.find(wid_text)
         if w is None or w.account != account:
             raise ApiError(X.UNKNOWN_WITHDRAWAL, f"no withdrawal {wid_text[:40]!r}", status=404)
         return w
@@ -266,11 +272,9 @@ def routes(ctx: Context) -> list[BaseRoute]:
             admin(ctx, request)
             body = await request.body()
             req = decode(body, Decision) if body else Decision()
-            wid = request.path_params["wid"]
-            w = svc.wallet.withdrawals.get(int(wid)) if wid.isdigit() and len(wid) < 19 \
-                else None
+            w = svc.find(request.path_params["wid"])
             if w is None:
-                raise ApiError(X.UNKNOWN_WITHDRAWAL, f"no withdrawal {wid[:40]!r}", status=404)
+                raise ApiError(X.UNKNOWN_WITHDRAWAL, "no such withdrawal", status=404)
             await gw.submit(C.ReviewWithdrawal(wid=w.wid, approve=approve, operator="admin",
                                                reason=req.reason))
             return JSON(svc.view(w))
