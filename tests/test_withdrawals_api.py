@@ -169,6 +169,12 @@ def test_ccxt_withdraw_and_history(env: tuple[Server, Sim]) -> None:
     assert addr["address"].startswith("bc1") and addr["currency"] == "BTC"
     assert isinstance(ex.fetch_deposits("BTC"), list)
     admin = Admin(server.url)
+    r = admin.post("/admin/markets/ETH-USDT/mode", {"mode": "halted", "reason": "drill"})
+    assert r.status_code == 200, r.text
+    status = ex.fetch_status()
+    assert status["status"] == "maintenance" and "ETH-USDT halted" in status["info"]["detail"]
+    admin.post("/admin/markets/ETH-USDT/mode", {"mode": "open", "reason": "drill over"})
+    assert ex.fetch_status()["status"] == "ok"
     admin.post("/admin/withdrawals/pause", {"asset": "ETH", "reason": "drill"})
     try:
         ex2 = binance(server.url, DEMO_KEY, DEMO_SECRET)
