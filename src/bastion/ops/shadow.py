@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import bastion
+from bastion.journal.base import Journal
 from bastion.journal.errors import DurabilityError
 from bastion.journal.local import LocalJournal
 from bastion.node.layout import DataDir
@@ -112,24 +113,30 @@ def write_feed(data: Path, workdir: Path, snapshot: str | None,
         state_path.write_bytes(payload)
         start, snap_id = header.seq, info.id
     feed = workdir / "feed.bin"
-    head = shadow_worker.FEED_HEAD
     with LocalJournal(layout.journal, archive_dir=layout.journal_archive,
                       readonly=True) as journal:
-        end = journal.last_seq if to_seq is None else to_seq
-        if end > journal.last_seq:
-            raise DurabilityError(f"--to-seq {end} is beyond the journal's end "
-                                  f"({journal.last_seq})", code="SEQ_BEYOND_END")
-        if end <= start:
-            raise DurabilityError(f"nothing to compare: range {start + 1}..{end}",
-                                  code="BAD_RANGE")
-        if start + 1 < journal.first_seq:
-            raise DurabilityError(f"the journal starts at seq {journal.first_seq}; give "
-                                  "--from-snapshot at or after it", code="BAD_RANGE")
-        with feed.open("wb") as f:
-            for seq, payload in journal.read(start + 1, end):
-                f.write(head.pack(seq, len(payload)))
-                f.write(payload)
+        end = copy_range(journal, feed, start, to_seq)
     return feed, state_path, start + 1, end, snap_id
+
+
+def copy_range(journal: Journal, feed: Path, start: int, to_seq: int | None) -> int:
+    """Records ``start+1 .. to_seq`` (default: the end) of any journal backend into a feed
+    file; returns the last seq copied."""
+    end = journal.last_seq if to_seq is None else to_seq
+    if end > journal.last_seq:
+        raise DurabilityError(f"--to-seq {end} is beyond the journal's end "
+                              f"({journal.last_seq})", code="SEQ_BEYOND_END")
+    if end <= start:
+        raise DurabilityError(f"nothing to compare: range {start + 1}..{end}", code="BAD_RANGE")
+    if start + 1 < journal.first_seq:
+        raise DurabilityError(f"the journal starts at seq {journal.first_seq}; give "
+                              "--from-snapshot at or after it", code="BAD_RANGE")
+    head = shadow_worker.FEED_HEAD
+    with feed.open("wb") as f:
+        for seq, payload in journal.read(start + 1, end):
+            f.write(head.pack(seq, len(payload)))
+            f.write(payload)
+    return end
 
 
 def run_worker(label: str, root: Path, source: str, feed: Path, state: Path | None,
@@ -162,12 +169,31 @@ def shadow(candidate: str, data: Path, *, snapshot: str | None = None,
         work = Path(tmp)
         feed, state, first, last, snap_id = write_feed(data, work, snapshot, to_seq)
         cand_root, cand_label = materialize(candidate, work, repo or Path.cwd())
-        py = python or sys.executable
-        base = run_worker("baseline", current_source(), str(current_source()), feed, state,
-                          work / "baseline.out", py, hash_every)
-        cand = run_worker("candidate", cand_root, cand_label, feed, state,
-                          work / "candidate.out", py, hash_every)
-        diff = compare(work / "baseline.out", work / "candidate.out", rules or [])
+        return _runs(cand_root, cand_label, work, feed, state, first, last, snap_id, rules,
+                     python, hash_every)
+
+
+def shadow_journal(candidate: str, journal: Journal, *, to_seq: int | None = None,
+                   rules: list[IntendedDifference] | None = None, repo: Path | None = None,
+                   python: str | None = None, hash_every: int = 1000) -> ShadowReport:
+    """The same over any journal backend (a cluster's replicated stream), from seq 1."""
+    with tempfile.TemporaryDirectory(prefix="bastion-shadow-") as tmp:
+        work = Path(tmp)
+        last = copy_range(journal, work / "feed.bin", 0, to_seq)
+        cand_root, cand_label = materialize(candidate, work, repo or Path.cwd())
+        return _runs(cand_root, cand_label, work, work / "feed.bin", None, 1, last, None,
+                     rules, python, hash_every)
+
+
+def _runs(cand_root: Path, cand_label: str, work: Path, feed: Path, state: Path | None,
+          first: int, last: int, snap_id: str | None, rules: list[IntendedDifference] | None,
+          python: str | None, hash_every: int) -> ShadowReport:
+    py = python or sys.executable
+    base = run_worker("baseline", current_source(), str(current_source()), feed, state,
+                      work / "baseline.out", py, hash_every)
+    cand = run_worker("candidate", cand_root, cand_label, feed, state, work / "candidate.out",
+                      py, hash_every)
+    diff = compare(work / "baseline.out", work / "candidate.out", rules or [])
     return ShadowReport(first_seq=first, last_seq=last, snapshot=snap_id, baseline=base,
                         candidate=cand, diff=diff)
 
