@@ -175,22 +175,25 @@ def shadow(candidate: str, data: Path, *, snapshot: str | None = None,
 
 def shadow_journal(candidate: str, journal: Journal, *, to_seq: int | None = None,
                    rules: list[IntendedDifference] | None = None, repo: Path | None = None,
-                   python: str | None = None, hash_every: int = 1000) -> ShadowReport:
-    """The same over any journal backend (a cluster's replicated stream), from seq 1."""
+                   python: str | None = None, hash_every: int = 1000,
+                   baseline: Path | None = None) -> ShadowReport:
+    """The same over any journal backend (a cluster's replicated stream), from seq 1;
+    ``baseline`` is the source root of the version running now (default: this one)."""
     with tempfile.TemporaryDirectory(prefix="bastion-shadow-") as tmp:
         work = Path(tmp)
         last = copy_range(journal, work / "feed.bin", 0, to_seq)
         cand_root, cand_label = materialize(candidate, work, repo or Path.cwd())
         return _runs(cand_root, cand_label, work, work / "feed.bin", None, 1, last, None,
-                     rules, python, hash_every)
+                     rules, python, hash_every, baseline)
 
 
 def _runs(cand_root: Path, cand_label: str, work: Path, feed: Path, state: Path | None,
           first: int, last: int, snap_id: str | None, rules: list[IntendedDifference] | None,
-          python: str | None, hash_every: int) -> ShadowReport:
+          python: str | None, hash_every: int, baseline: Path | None = None) -> ShadowReport:
     py = python or sys.executable
-    base = run_worker("baseline", current_source(), str(current_source()), feed, state,
-                      work / "baseline.out", py, hash_every)
+    root = baseline or current_source()
+    base = run_worker("baseline", root, str(root), feed, state, work / "baseline.out", py,
+                      hash_every)
     cand = run_worker("candidate", cand_root, cand_label, feed, state, work / "candidate.out",
                       py, hash_every)
     diff = compare(work / "baseline.out", work / "candidate.out", rules or [])
