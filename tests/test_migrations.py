@@ -299,3 +299,37 @@ def test_fee_holiday_dry_run_passes_with_fee_estimate(shard: Path) -> None:
     assert fees["trades"] > 0 and fees["baseline"] > 0 and fees["migrated"] == 0
     assert fees["delta"] == -fees["baseline"] and fees["asset"] == "USDT"
     assert not [c for c in rep["outcome_changes"] if c["before"] == "ok"]
+
+
+def test_delist_and_limits_follow_their_on_conflict() -> None:
+    eng = _engine_with_book()
+    resting_btc = {o.order_id for o in migrations.resting(eng, BTC_USDT)}
+    delist = mig('[[changes]]\nkind = "delist"\nmarket = "BTC-USDT"\nreason = "sunset"\n'
+                 'on_conflict = "refuse-migration"\n')
+    refused = _refusal(_migrate(eng, delist))
+    assert refused.message.startswith(f"changes[0].on_conflict: {len(resting_btc)} resting")
+    out = _migrate(eng, delist.replace(b'"refuse-migration"', b'"cancel"'))
+    assert isinstance(out[-1], E.MigrationApplied)
+    assert {e.order_id for e in out if isinstance(e, E.OrderCanceled)} == resting_btc
+    assert eng.markets[BTC_USDT].mode == "closed" and not migrations.resting(eng, BTC_USDT)
+    late = _apply(eng, C.PlaceOrder(account=1, market=BTC_USDT, side="buy", price=5_000_000,
+                                    qty=1_000))
+    assert _refusal(late).code == "MARKET_MODE"
+    again = _refusal(_migrate(eng, mig('[[changes]]\nkind = "tick"\nmarket = "BTC-USDT"\n'
+                                       'tick_size = 10\non_conflict = "cancel"\n',
+                                       head=HEAD.replace("m1", "m9"))))
+    assert again.message == "changes[0].market: BTC-USDT is closed (delisted)"
+    _apply(eng, C.RollbackMigration(migration_id="m1", reason="relist"))
+    assert eng.markets[BTC_USDT].mode == "open"
+
+    for qty in (20_000_000, 10_000):
+        _apply(eng, C.PlaceOrder(account=1, market=ETH_USDT, side="sell", price=300_000, qty=qty))
+    big = {o.order_id for o in migrations.resting(eng, ETH_USDT) if o.qty > 10_000_000}
+    assert len(big) == 1 and len(migrations.resting(eng, ETH_USDT)) == 2
+    limits = mig('[[changes]]\nkind = "limits"\nmarket = "ETH-USDT"\nmax_qty = 10_000_000\n'
+                 'market_band_bps = 300\non_conflict = "cancel"\n', head=HEAD.replace("m1", "m2"))
+    out = _migrate(eng, limits)
+    assert {e.order_id for e in out if isinstance(e, E.OrderCanceled)} == big
+    mkt = eng.markets[ETH_USDT]
+    assert (mkt.max_qty, mkt.market_band_bps) == (10_000_000, 300)
+    assert not eng.check_invariants()
