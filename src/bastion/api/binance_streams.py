@@ -82,7 +82,7 @@ def parse(name: str, surface: str, markets: dict[str, Market]) -> Spec:
     futures = surface == FUTURES
     if name.startswith("!"):
         body = name.lower()
-        if futures and body in ("!markprice@arr", "!markprice@arr@1s"):
+        if futures and body in ("!markprice@arr", "!markprice@arr@1s", "!markprice@arr@3s"):
             return Spec(name, "markPrice", "", "all", 1000 if body.endswith("@1s") else 3000)
         raise StreamError(f"Invalid request: unknown stream {name!r}")
     sym, at, rest = name.partition("@")
@@ -114,8 +114,8 @@ def parse(name: str, surface: str, markets: dict[str, Market]) -> Spec:
         return Spec(canon, "bookTicker", m.market, "", 0)
     elif not speed and kind == "ticker":
         return Spec(canon, "ticker", m.market, "", 1000)
-    elif futures and kind == "markprice" and speed in ("", "1s"):
-        return Spec(canon, "markPrice", m.market, "", 1000 if speed else 3000)
+    elif futures and kind == "markprice" and speed in ("", "1s", "3s"):
+        return Spec(canon, "markPrice", m.market, "", 1000 if speed == "1s" else 3000)
     raise StreamError(f"Invalid request: unknown stream {name!r}")
 
 

@@ -361,7 +361,10 @@ class BinanceWs:
 
     def _initial(self, conn: StreamConn, ws: WebSocket) -> None:
         """Streams named in the URL (path or ``streams=`` / ``listenKey=`` query)."""
-        names = [n for n in str(ws.path_params.get("names", "")).split("/") if n]
+        # a path segment that cannot be a stream (ccxt opens ``/ws/0``, ``/ws/1`` to label
+        # its connections) names nothing, as on Binance
+        names = [n for n in str(ws.path_params.get("names", "")).split("/")
+                 if "@" in n or n.startswith("!") or len(n) >= LISTEN_KEY_MIN]
         query = dict(parse_qsl(ws.scope.get("query_string", b"").decode("latin-1"),
                                max_num_fields=16))
         names += [n for n in query.get("streams", "").split("/") if n]
