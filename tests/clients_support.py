@@ -68,7 +68,7 @@ class Stream:
         """Send a frame and return the reply carrying its ``id``."""
         self.send(obj)
         return self.until(lambda m: isinstance(m, dict) and m.get("id") == obj.get("id")
-                          and ("result" in m or "code" in m), timeout)
+                          and ("result" in m or "code" in m or "error" in m), timeout)
 
     def close(self) -> None:
         self.ws.close()

@@ -91,7 +91,7 @@ class BinanceWs:
         self.ctx = ctx
         self.streams = StreamHub(ctx)
         self.users = UserStreams(ctx)
-        self.listen_keys = listen_keys or ListenKeys()
+        self.listen_keys = listen_keys if listen_keys is not None else ListenKeys()
         self.listen_keys.on_close(self._listen_key_closed)
         self._sweeper: asyncio.Task[None] | None = None
 
@@ -370,16 +370,15 @@ class BinanceWs:
         names += [n for n in query.get("streams", "").split("/") if n]
         if query.get("listenKey"):
             names.append(query["listenKey"])
-        if not names:
-            return
-        try:
-            self.subscribe(conn, names)
-        except StreamError as err:
-            if err.code == -1125 and len(names) == 1:
-                conn.send(_enc.encode({"e": "listenKeyExpired", "E": wall_ms(),
-                                       "listenKey": names[0]}))
-            else:
-                conn.send(_frame_error(err.code, err.msg))
+        for name in names[:MAX_STREAMS + 1]:  # each on its own: a bad one spoils no other
+            try:
+                self.subscribe(conn, [name])
+            except StreamError as err:
+                if err.code == -1125:
+                    conn.send(_enc.encode({"e": "listenKeyExpired", "E": wall_ms(),
+                                           "listenKey": name}))
+                else:
+                    conn.send(_frame_error(err.code, err.msg))
 
 
 def _text(v: Any) -> str:
