@@ -45,7 +45,7 @@ class Stream:
     """A raw Binance stream connection for the tests' own frames (websockets, sync)."""
 
     def __init__(self, url: str) -> None:
-        self.ws: ClientConnection = connect(url, open_timeout=10, max_size=2**22)
+        self.ws: ClientConnection = connect(url, open_timeout=10, max_size=2**22).__enter__()
 
     def send(self, obj: Any) -> None:
         self.ws.send(obj if isinstance(obj, str | bytes) else json.dumps(obj))

@@ -67,6 +67,8 @@ def test_frames_and_bad_input(srv: Server) -> None:
             s.send(frame)
             err = s.until(lambda m: isinstance(m, dict) and "code" in m)
             assert err["code"] == code and err["msg"], (frame, err)
+        s.send("[" * 30_000 + "]" * 30_000)  # nested past the decoder's depth
+        assert s.until(lambda m: isinstance(m, dict) and "code" in m)["code"] == 3
         s.ws.send(b"\x00\xff binary")
         assert s.until(lambda m: isinstance(m, dict) and "code" in m)["code"] == 3
         too_many = [f"btcusdt@kline_{i}" for i in range(2000)]

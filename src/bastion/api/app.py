@@ -24,7 +24,7 @@ from starlette.responses import HTMLResponse, Response
 from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from bastion.api import admin, binance, native, wallet, ws
+from bastion.api import admin, binance, binance_ws, native, wallet, ws
 from bastion.api import errors as A
 from bastion.api.app_context import Context
 from bastion.api.auth import Authenticator
@@ -34,6 +34,7 @@ from bastion.api.errors import ApiError
 from bastion.api.fastpath import place_order
 from bastion.api.http import encode, error_body, now_ms
 from bastion.api.keys import KeyStore, load_server_key
+from bastion.api.listenkeys import ListenKeys
 from bastion.api.openapi import build_spec, docs_html
 from bastion.api.ratelimit import Limiter
 from bastion.api.service import Gateway
@@ -191,6 +192,9 @@ def build(settings: Settings, node_factory: Callable[[], Any] | None = None) -> 
             ctx.hub = hub
             gateway.attach(restorer, checkpoints)
             gateway.add_listener(hub.publish)
+            bws = binance_ws.BinanceWs(ctx, ListenKeys(settings.listen_key_ttl_ms))
+            bws.attach()
+            ctx.extra["binance_ws"] = bws
             routes: list[BaseRoute] = []
             routes += wallet.routes(ctx)  # withdrawals, deposits (ahead of native/binance)
             routes += native.routes(ctx)
@@ -198,6 +202,7 @@ def build(settings: Settings, node_factory: Callable[[], Any] | None = None) -> 
             routes += binance.routes(ctx)
             routes += admin.routes(ctx)
             status_cm = _status(settings, ctx, routes)
+            routes += bws.routes()  # after the status page's /ws/status
             state["spec"] = build_spec()
             state["docs"] = docs_html(state["spec"])
         except BaseException:
@@ -210,6 +215,7 @@ def build(settings: Settings, node_factory: Callable[[], Any] | None = None) -> 
         gc.freeze()  # startup state is long-lived: keep it out of every later collection
         fast["ctx"] = ctx
         hub.start()
+        bws.start()
         tasks = [asyncio.create_task(Health(ctx).run())]
         pipeline = None
         try:
@@ -236,6 +242,7 @@ def build(settings: Settings, node_factory: Callable[[], Any] | None = None) -> 
             if pipeline is not None:
                 await pipeline.stop()
             await hub.stop()
+            await bws.stop()
             # the read model follows until the node is closed: the final snapshot's child
             # writes its checkpoint from the same memory
             await close_node(node)

@@ -33,11 +33,13 @@ from bastion.api.http import now_ms
 from bastion.api.keys import ApiKey
 from bastion.api.native import INTERVALS
 from bastion.api.readmodel import CANCELED, EXPIRED, FILLED, OPEN, PARTIAL, Fill, OrderRecord
+from bastion.api.service import Gateway
 from bastion.core import commands as C
 from bastion.core import errors as X
 from bastion.core.engine import Engine
+from bastion.core.orders import order_terms
 from bastion.core.perp.calc import PPM
-from bastion.core.rules import STP_MODES
+from bastion.core.rules import STP_MODES, Refused
 from bastion.core.state import Account, Market
 from bastion.textnum import ascii_int
 
@@ -116,6 +118,13 @@ def error_response(err: ApiError | BinanceError) -> Response:
     if isinstance(err, BinanceError):
         return Response(_enc.encode({"code": err.code, "msg": err.msg}), status_code=err.status,
                         media_type="application/json")
+    code, msg, status = binance_error(err)
+    return Response(_enc.encode({"code": code, "msg": msg}), status_code=status,
+                    media_type="application/json", headers=dict(err.headers))
+
+
+def binance_error(err: ApiError) -> tuple[int, str, int]:
+    """A gateway error in Binance's vocabulary: ``(code, msg, http status)``."""
     code, msg, status = _CODES.get(err.code, (-1000, "An unknown error occurred while "
                                                      "processing the request.", err.status))
     if err.code == A.UNAUTHORIZED and "missing" in err.message:
@@ -127,9 +136,7 @@ def error_response(err: ApiError | BinanceError) -> Response:
     # ccxt matches some -2010 messages exactly; elsewhere our detail helps the human reader
     if err.message and code not in (-2010, -2014, -2015):
         msg = f"{msg} ({err.message})"
-    headers = dict(err.headers)
-    return Response(_enc.encode({"code": code, "msg": msg}), status_code=status,
-                    media_type="application/json", headers=headers)
+    return code, msg, status
 
 
 def J(data: Any, status: int = 200) -> Response:
@@ -188,9 +195,9 @@ def _strip_signature(raw: bytes) -> tuple[bytes, str | None]:
 
 async def read_params(request: Request) -> tuple[Params, bytes, bytes]:
     qs: bytes = request.scope.get("query_string", b"")
-    body = b""
-    if request.method in ("POST", "PUT"):
-        body = await request.body()
+    # Binance reads parameters from the query string and the form body alike, whatever the
+    # method (python-binance sends DELETE parameters in the body)
+    body = b"" if request.method in ("GET", "HEAD") else await request.body()
     items: dict[str, str] = {}
     try:
         for raw in (qs, body):
@@ -372,6 +379,43 @@ def symbol_info(engine: Engine, m: Market, perp: bool) -> dict[str, Any]:
     return info
 
 
+def ticker_24h(gw: Gateway, m: Market, perp: bool) -> dict[str, Any]:
+    """Binance's 24-hour rolling ticker of one market (REST ``ticker/24hr`` and the
+    ``@ticker`` stream)."""
+    e = gw.engine
+    u = V.Units(e, m)
+    book = e.books[m.market]
+    bid = book.bids.best()
+    ask = book.asks.best()
+    now = now_ms()
+    st = gw.readmodel.stats_24h(m.market, now)
+    last = m.last_price
+    open_ = st.open if st else last
+    change = last - open_ if last else 0
+    pct = f"{change * 100 / open_:.3f}" if open_ else "0.000"
+    wavg = (u.avg_price(st.quote_volume, st.volume) if st else None) or u.price(last)
+    trades = gw.readmodel.recent_trades(m.market, 1)
+    data: dict[str, Any] = {
+        "symbol": bsym(m), "priceChange": u.price(change) if change >= 0
+        else "-" + u.price(-change), "priceChangePercent": pct, "weightedAvgPrice": wavg,
+        "lastPrice": u.price(last), "lastQty": u.qty(trades[-1].qty) if trades
+        else u.qty(0), "openPrice": u.price(open_),
+        "highPrice": u.price(st.high if st else last),
+        "lowPrice": u.price(st.low if st else last),
+        "volume": u.qty(st.volume if st else 0),
+        "quoteVolume": u.quote_amount(st.quote_volume if st else 0),
+        "openTime": now - 86_400_000, "closeTime": now,
+        "firstId": -1, "lastId": trades[-1].trade_id if trades else -1,
+        "count": st.trades if st else 0}
+    if not perp:
+        lv = book.bids.levels.get(bid) if bid is not None else None
+        la = book.asks.levels.get(ask) if ask is not None else None
+        data.update({"prevClosePrice": u.price(open_),
+                     "bidPrice": u.price(bid or 0), "bidQty": u.qty(lv.qty if lv else 0),
+                     "askPrice": u.price(ask or 0), "askQty": u.qty(la.qty if la else 0)})
+    return data
+
+
 # ---------------------------------------------------------------- routes
 
 def routes(ctx: Context) -> list[BaseRoute]:
@@ -432,39 +476,40 @@ def routes(ctx: Context) -> list[BaseRoute]:
             return J(data)
         return handler
 
-    def ticker_24h(m: Market, perp: bool) -> dict[str, Any]:
-        e = gw.engine
-        u = V.Units(e, m)
-        book = e.books[m.market]
-        bid = book.bids.best()
-        ask = book.asks.best()
+    def price_ticker(perp: bool) -> Handler:
+        async def handler(request: Request) -> Response:
+            p, _, _ = await read_params(request)
+            syms = symbols()
+            e = gw.engine
+
+            def row(m: Market) -> dict[str, Any]:
+                out: dict[str, Any] = {"symbol": bsym(m),
+                                       "price": V.Units(e, m).price(m.last_price)}
+                if perp:
+                    out["time"] = now_ms()
+                return out
+            sym = p.opt("symbol")
+            if sym is not None:
+                return J(row(syms.market(sym, perp)))
+            table = syms.perp if perp else syms.spot
+            wanted = _symbol_list(p.opt("symbols"))
+            if wanted is not None:
+                return J([row(syms.market(s, perp)) for s in wanted])
+            return J([row(m) for _, m in sorted(table.items())])
+        return handler
+
+    async def avg_price(request: Request) -> Response:
+        """Volume-weighted price of the last 5 minutes' trades (the last price if none)."""
+        p, _, _ = await read_params(request)
+        m = symbols().market(p.opt("symbol"), False)
+        u = V.Units(gw.engine, m)
         now = now_ms()
-        st = gw.readmodel.stats_24h(m.market, now)
-        last = m.last_price
-        open_ = st.open if st else last
-        change = last - open_ if last else 0
-        pct = f"{change * 100 / open_:.3f}" if open_ else "0.000"
-        wavg = (u.avg_price(st.quote_volume, st.volume) if st else None) or u.price(last)
-        trades = gw.readmodel.recent_trades(m.market, 1)
-        data: dict[str, Any] = {
-            "symbol": bsym(m), "priceChange": u.price(change) if change >= 0
-            else "-" + u.price(-change), "priceChangePercent": pct, "weightedAvgPrice": wavg,
-            "lastPrice": u.price(last), "lastQty": u.qty(trades[-1].qty) if trades
-            else u.qty(0), "openPrice": u.price(open_),
-            "highPrice": u.price(st.high if st else last),
-            "lowPrice": u.price(st.low if st else last),
-            "volume": u.qty(st.volume if st else 0),
-            "quoteVolume": u.quote_amount(st.quote_volume if st else 0),
-            "openTime": now - 86_400_000, "closeTime": now,
-            "firstId": -1, "lastId": trades[-1].trade_id if trades else -1,
-            "count": st.trades if st else 0}
-        if not perp:
-            lv = book.bids.levels.get(bid) if bid is not None else None
-            la = book.asks.levels.get(ask) if ask is not None else None
-            data.update({"prevClosePrice": u.price(open_),
-                         "bidPrice": u.price(bid or 0), "bidQty": u.qty(lv.qty if lv else 0),
-                         "askPrice": u.price(ask or 0), "askQty": u.qty(la.qty if la else 0)})
-        return data
+        rows = gw.readmodel.klines(m.market, 60_000, 5, now - 5 * 60_000 + 1, now, now=now)
+        qty = sum(c.volume for c in rows)
+        quote = sum(c.quote_volume for c in rows)
+        last = gw.readmodel.recent_trades(m.market, 1)
+        return J({"mins": 5, "price": u.avg_price(quote, qty) or u.price(m.last_price),
+                  "closeTime": last[-1].ts if last else now})
 
     def ticker(perp: bool) -> Handler:
         async def handler(request: Request) -> Response:
@@ -473,8 +518,8 @@ def routes(ctx: Context) -> list[BaseRoute]:
             sym = p.opt("symbol")
             if sym is None:
                 table = syms.perp if perp else syms.spot
-                return J([ticker_24h(m, perp) for _, m in sorted(table.items())])
-            return J(ticker_24h(syms.market(sym, perp), perp))
+                return J([ticker_24h(gw, m, perp) for _, m in sorted(table.items())])
+            return J(ticker_24h(gw, syms.market(sym, perp), perp))
         return handler
 
     def book_ticker(perp: bool) -> Handler:
@@ -543,7 +588,7 @@ def routes(ctx: Context) -> list[BaseRoute]:
             limit = p.int("limit", 500, 1, 1500) or 500
             u = V.Units(gw.engine, m)
             rows = gw.readmodel.klines(m.market, step, limit, p.int("startTime"),
-                                       p.int("endTime"))
+                                       p.int("endTime"), now=now_ms())
             return J([[c.start, u.price(c.open), u.price(c.high), u.price(c.low),
                        u.price(c.close), u.qty(c.volume), c.start + step - 1,
                        u.quote_amount(c.quote_volume), c.trades, u.qty(0),
@@ -557,57 +602,80 @@ def routes(ctx: Context) -> list[BaseRoute]:
         key = authenticate(ctx, request, qs, body, p, permission)
         return key, p
 
-    def new_order(perp: bool) -> Handler:
-        async def handler(request: Request) -> Response:
-            key, p = await signed(request, "trade")
-            m = symbols().market(p.opt("symbol"), perp)
-            u = V.Units(gw.engine, m)
-            side = p.req("side").upper()
-            if side not in ("BUY", "SELL"):
-                raise BinanceError(-1117, "Invalid side.")
-            otype = p.req("type").upper()
-            tif = (p.opt("timeInForce") or "GTC").upper()
-            post_only = False
-            if otype == "LIMIT_MAKER" and not perp:
-                otype, post_only, tif = "LIMIT", True, "GTC"
-            if perp and tif == "GTX":
-                post_only, tif = True, "GTC"
-            if otype not in ("LIMIT", "MARKET"):
-                raise BinanceError(-1116, "Invalid orderType.")
-            if tif not in ("GTC", "IOC", "FOK"):
-                raise BinanceError(-1130, "Data sent for parameter 'timeInForce' is not valid.")
-            reduce_only = p.flag("reduceOnly")
-            if reduce_only and not perp:
-                raise BinanceError(-1106, "Parameter 'reduceOnly' sent when not required.")
-            qty_text = p.opt("quantity")
-            price = 0
-            if otype == "LIMIT":
-                price = to_units(p.req("price"), u.price_dp, X.INVALID_PRICE, "price")
-            if qty_text is None and otype == "MARKET" and side == "BUY" and not perp:
-                qty = _quote_to_qty(gw.engine, m, p.req("quoteOrderQty"))
-            else:
-                qty = to_units(p.req("quantity"), u.base_dp, X.INVALID_QUANTITY, "quantity")
-            cid = p.opt("newClientOrderId") or ""
-            if len(cid) > 64:
-                raise BinanceError(-1130, "Data sent for parameter 'newClientOrderId' is not "
-                                          "valid.")
-            kwargs: dict[str, Any] = {"reduce_only": True} if reduce_only else {}
-            stp = p.opt("selfTradePreventionMode")
-            if stp is not None:
-                if stp.lower() not in STP_MODES:
-                    raise BinanceError(-1130, "Data sent for parameter "
-                                              "'selfTradePreventionMode' is not valid.")
-                kwargs["stp"] = stp.lower()
-            cmd = C.PlaceOrder(account=key.account, market=m.market,
+    def order_command(key: ApiKey, p: Params, perp: bool) -> tuple[Market, C.PlaceOrder]:
+        """An order's Binance parameters as the core's command (shared by ``order`` and
+        ``order/test``)."""
+        m = symbols().market(p.opt("symbol"), perp)
+        u = V.Units(gw.engine, m)
+        side = p.req("side").upper()
+        if side not in ("BUY", "SELL"):
+            raise BinanceError(-1117, "Invalid side.")
+        otype = p.req("type").upper()
+        tif = (p.opt("timeInForce") or "GTC").upper()
+        post_only = False
+        if otype == "LIMIT_MAKER" and not perp:
+            otype, post_only, tif = "LIMIT", True, "GTC"
+        if perp and tif == "GTX":
+            post_only, tif = True, "GTC"
+        if otype not in ("LIMIT", "MARKET"):
+            raise BinanceError(-1116, "Invalid orderType.")
+        if tif not in ("GTC", "IOC", "FOK"):
+            raise BinanceError(-1130, "Data sent for parameter 'timeInForce' is not valid.")
+        reduce_only = p.flag("reduceOnly")
+        if reduce_only and not perp:
+            raise BinanceError(-1106, "Parameter 'reduceOnly' sent when not required.")
+        qty_text = p.opt("quantity")
+        price = 0
+        if otype == "LIMIT":
+            price = to_units(p.req("price"), u.price_dp, X.INVALID_PRICE, "price")
+        if qty_text is None and otype == "MARKET" and side == "BUY" and not perp:
+            qty = _quote_to_qty(gw.engine, m, p.req("quoteOrderQty"))
+        else:
+            qty = to_units(p.req("quantity"), u.base_dp, X.INVALID_QUANTITY, "quantity")
+        cid = p.opt("newClientOrderId") or ""
+        if len(cid) > 64:
+            raise BinanceError(-1130, "Data sent for parameter 'newClientOrderId' is not "
+                                      "valid.")
+        kwargs: dict[str, Any] = {"reduce_only": True} if reduce_only else {}
+        stp = p.opt("selfTradePreventionMode")
+        if stp is not None:
+            if stp.lower() not in STP_MODES:
+                raise BinanceError(-1130, "Data sent for parameter "
+                                          "'selfTradePreventionMode' is not valid.")
+            kwargs["stp"] = stp.lower()
+        return m, C.PlaceOrder(account=key.account, market=m.market,
                                side="buy" if side == "BUY" else "sell", qty=qty, price=price,
                                order_type="limit" if otype == "LIMIT" else "market",
                                tif=tif if otype == "LIMIT" else "IOC",  # type: ignore[arg-type]
                                post_only=post_only, client_id=cid, **kwargs)
+
+    def new_order(perp: bool) -> Handler:
+        async def handler(request: Request) -> Response:
+            key, p = await signed(request, "trade")
+            m, cmd = order_command(key, p, perp)
             rec, _dup = await gw.place(cmd)
             fills = [f for f in gw.readmodel.fills(key.account, m.market)[-64:]
                      if f.order_id == rec.order_id]
             return J(order_json(V.Units(gw.engine, m), m, rec, perp,
                                 None if perp else fills, engine=gw.engine))
+        return handler
+
+    def test_order(perp: bool) -> Handler:
+        async def handler(request: Request) -> Response:
+            """Validate an order as the core would (filters, mode, prices), place nothing."""
+            key, p = await signed(request, "trade")
+            m, cmd = order_command(key, p, perp)
+            try:
+                order_terms(gw.engine, m, cmd)
+            except Refused as exc:
+                raise ApiError(exc.code, exc.message) from None
+            if p.flag("computeCommissionRates"):
+                rates = _rates(m.maker_fee_ppm, m.taker_fee_ppm)
+                return J({"standardCommissionForOrder": rates,
+                          "taxCommissionForOrder": _rates(0, 0),
+                          "discount": {"enabledForAccount": False, "enabledForSymbol": False,
+                                       "discountAsset": "BNB", "discount": from_units(0, 8)}})
+            return J({})
         return handler
 
     def _lookup(key: ApiKey, p: Params, m: Market) -> OrderRecord:
@@ -778,7 +846,24 @@ def routes(ctx: Context) -> list[BaseRoute]:
 
     async def fapi_balance(request: Request) -> Response:
         key, p = await signed(request, "read")
-        return J(perps.binance_account(ctx, key.account)["assets"])
+        return J(perps.binance_balances(ctx, key.account))
+
+    def one_way_setting(name: str, field: str, what: str) -> Handler:
+        """Hedge mode and multi-asset margin are not offered: reading answers the one mode
+        Bastion has, asking for it again succeeds, asking for the other is refused."""
+        async def handler(request: Request) -> Response:
+            if request.method == "GET":
+                await signed(request, "read")
+                return J({field: False})
+            key, p = await signed(request, "trade")
+            if p.flag(name):
+                raise BinanceError(-1130, f"Data sent for parameter '{name}' is not valid "
+                                          f"({what} is not supported; it is always off).")
+            if p.opt(name) is None:
+                raise BinanceError(-1102, f"Mandatory parameter '{name}' was not sent, was "
+                                          "empty/null, or malformed.")
+            return J({"code": 200, "msg": "success"})
+        return handler
 
     async def position_risk(request: Request) -> Response:
         key, p = await signed(request, "read")
@@ -831,6 +916,8 @@ def routes(ctx: Context) -> list[BaseRoute]:
             R(f"{prefix}/depth", depth(perp)),
             R(f"{prefix}/ticker/24hr", ticker(perp)),
             R(f"{prefix}/ticker/bookTicker", book_ticker(perp)),
+            R(f"{prefix}/ticker/price", price_ticker(perp)),
+            R(f"{prefix}/order/test", test_order(perp), "POST"),
             R(f"{prefix}/aggTrades", agg_trades(perp)),
             R(f"{prefix}/trades", recent_trades(perp)),
             R(f"{prefix}/klines", klines(perp)),
@@ -858,11 +945,32 @@ def routes(ctx: Context) -> list[BaseRoute]:
         R("/fapi/v1/fundingRate", funding_rate),
         R("/fapi/v1/leverage", set_leverage, "POST"),
         R("/fapi/v1/leverageBracket", leverage_bracket),
+        R("/fapi/v2/ticker/price", price_ticker(True)),
+        R("/api/v3/avgPrice", avg_price),
+        R("/fapi/v1/positionSide/dual",
+          one_way_setting("dualSidePosition", "dualSidePosition", "hedge mode"), "GET", "POST"),
+        R("/fapi/v1/multiAssetsMargin",
+          one_way_setting("multiAssetsMargin", "multiAssetsMargin", "multi-assets margin"),
+          "GET", "POST"),
         R("/dapi/v1/exchangeInfo", dapi_exchange_info),
         R("/sapi/v1/margin/allPairs", empty_list),
         R("/sapi/v1/margin/isolated/allPairs", empty_list),
     ]
     return out
+
+
+def _symbol_list(text: str | None) -> list[str] | None:
+    """Binance's ``symbols=["BTCUSDT","ETHUSDT"]`` parameter."""
+    if text is None:
+        return None
+    try:
+        names = msgspec.json.decode(text)
+    except msgspec.DecodeError:
+        names = None
+    if not isinstance(names, list) or not names or len(names) > 100 \
+            or not all(isinstance(n, str) for n in names):
+        raise BinanceError(-1100, "Illegal characters found in parameter 'symbols'.")
+    return names
 
 
 def _quote_to_qty(engine: Engine, m: Market, quote_text: str) -> int:

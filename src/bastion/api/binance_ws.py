@@ -40,16 +40,16 @@ from bastion.api.binance import BinanceError, J, binance_error, error_response
 from bastion.api.binance_streams import FUTURES, SPOT, Spec, StreamError, StreamHub, parse
 from bastion.api.binance_user import Sink, UserStreams
 from bastion.api.errors import ApiError
+from bastion.api.keys import ApiKey
 from bastion.api.listenkeys import ListenKey, ListenKeyError, ListenKeys
-from bastion.api.ws import Conn
+from bastion.api.ws import POLICY, Conn
 
 log = logging.getLogger("bastion.api.binance")
 
 _enc = msgspec.json.Encoder()
 _dec = msgspec.json.Decoder()
 
-#: Binance's own limits: streams per connection, and a listenKey-looking name's minimum length
-MAX_STREAMS = 1024
+#: a name without ``@`` this long is taken for a listenKey
 LISTEN_KEY_MIN = 32
 FUTURES_CATEGORIES = ("public", "market", "private")
 METHODS = ("SUBSCRIBE", "UNSUBSCRIBE", "LIST_SUBSCRIPTIONS", "SET_PROPERTY", "GET_PROPERTY")
@@ -60,8 +60,8 @@ class StreamConn(Conn):
 
     __slots__ = ("combined", "names", "next_sub", "sinks", "surface")
 
-    def __init__(self, ws: WebSocket, surface: str, combined: bool) -> None:
-        super().__init__(ws)
+    def __init__(self, ws: WebSocket, limit: int, surface: str, combined: bool) -> None:
+        super().__init__(ws, limit)
         self.surface = surface
         self.combined = combined
         #: stream name -> its spec (market streams) or None (a listenKey stream)
@@ -93,6 +93,9 @@ class BinanceWs:
         self.users = UserStreams(ctx)
         self.listen_keys = listen_keys if listen_keys is not None else ListenKeys()
         self.listen_keys.on_close(self._listen_key_closed)
+        #: the native WebSocket's cap on subscriptions per connection, for streams too
+        self.max_streams = ctx.settings.ws_max_channels
+        ctx.keys.watch(self._key_changed)
         self._sweeper: asyncio.Task[None] | None = None
 
     def attach(self) -> None:
@@ -114,6 +117,16 @@ class BinanceWs:
         while True:
             await asyncio.sleep(1.0)
             self.listen_keys.sweep()
+
+    def _key_changed(self, key_id: str, new: ApiKey | None) -> None:
+        """A revoked key (or one that lost ``read``) ends its user-data streams at once."""
+        if new is None or "read" not in new.permissions:
+            self.revoke(key_id)
+        else:
+            for sink in self.users.of_api_key(key_id):
+                if sink.account != new.account:
+                    self.revoke(key_id)
+                    return
 
     def revoke(self, api_key: str) -> None:
         """The API key was revoked: its listen keys end and so do its WebSocket API
@@ -150,9 +163,10 @@ class BinanceWs:
             if name in conn.names:
                 continue
             specs.append((name, self._parse(conn, name, markets)))
-        if len(conn.names) + len(specs) > MAX_STREAMS:
+        cap = self.max_streams
+        if len(conn.names) + len(specs) > cap:
             raise StreamError(f"Invalid request: too many streams; a connection can listen "
-                              f"to at most {MAX_STREAMS}")
+                              f"to at most {cap} (BASTION_WS_MAX_CHANNELS)")
         for name, spec in specs:
             if spec is None:
                 self._add_user(conn, name)
@@ -199,8 +213,8 @@ class BinanceWs:
         the connection."""
         try:
             msg = _dec.decode(raw)
-        except msgspec.DecodeError as exc:
-            conn.send(_frame_error(3, f"Invalid JSON: {exc}"))
+        except (msgspec.DecodeError, RecursionError) as exc:
+            conn.send(_frame_error(3, f"Invalid JSON: {str(exc)[:200]}"))
             return
         if not isinstance(msg, dict):
             conn.send(_frame_error(2, "Invalid request: expected a JSON object"))
@@ -222,7 +236,7 @@ class BinanceWs:
                                   "`LIST_SUBSCRIPTIONS`, `SET_PROPERTY`, `GET_PROPERTY`")
             if not isinstance(params, list):
                 raise StreamError("Invalid request: params must be an array")
-            if len(params) > MAX_STREAMS:
+            if len(params) > self.max_streams:
                 raise StreamError("Invalid request: too many parameters")
             result: Any = None
             if method == "SUBSCRIBE":
@@ -253,8 +267,8 @@ class BinanceWs:
     def ws_api(self, conn: StreamConn, raw: str | bytes) -> None:
         try:
             msg = _dec.decode(raw)
-        except msgspec.DecodeError as exc:
-            conn.send(_api_error(None, -1100, 400, f"Malformed request: {exc}"))
+        except (msgspec.DecodeError, RecursionError) as exc:
+            conn.send(_api_error(None, -1100, 400, f"Malformed request: {str(exc)[:200]}"))
             return
         if not isinstance(msg, dict):
             conn.send(_api_error(None, -1100, 400, "Malformed request: expected an object"))
@@ -293,7 +307,7 @@ class BinanceWs:
                                        payload.encode(),
                                        _text(params.get("recvWindow")) or None)
             require(key, "read")
-            if len(conn.sinks) >= MAX_STREAMS:
+            if len(conn.sinks) >= self.max_streams:
                 raise BinanceError(-1015, "Too many subscriptions on this connection.")
             sub = conn.next_sub
             conn.next_sub += 1
@@ -334,30 +348,47 @@ class BinanceWs:
 
     def _endpoint(self, surface: str, combined: bool, api: bool = False) -> Any:
         async def endpoint(ws: WebSocket) -> None:
-            await ws.accept()
-            conn = StreamConn(ws, surface, combined)
-            writer = asyncio.create_task(conn.writer())
+            hub = self.ctx.hub
+            assert hub is not None
+            ip = ws.client.host if ws.client else "?"
+            if not hub.admit(ip):  # the native WebSocket's per-IP socket cap, shared
+                await ws.accept()
+                await ws.close(POLICY, f"too many WebSocket connections from your address "
+                                       f"(max {self.ctx.settings.ws_per_ip})")
+                return
             try:
-                if not api:
-                    self._initial(conn, ws)
-                handle = self.ws_api if api else self.handle
-                while not conn.closed:
-                    msg = await ws.receive()
-                    if msg["type"] == "websocket.disconnect":
-                        break
-                    raw = msg.get("text")
-                    handle(conn, raw if raw is not None else (msg.get("bytes") or b""))
-            except Exception:
-                log.exception("Binance stream connection failed")
+                await self._serve(ws, surface, combined, api)
             finally:
-                conn.closed = True
-                self.drop(conn)
-                if conn.queue.empty():
-                    conn.queue.put_nowait(None)
-                writer.cancel()
-                with contextlib.suppress(BaseException):
-                    await writer
+                hub.release(ip)
         return endpoint
+
+    async def _serve(self, ws: WebSocket, surface: str, combined: bool, api: bool) -> None:
+        await ws.accept()
+        conn = StreamConn(ws, self.ctx.settings.ws_send_buffer, surface, combined)
+        writer = conn.writer_task = asyncio.create_task(conn.writer())
+        try:
+            if not api:
+                self._initial(conn, ws)
+            handle = self.ws_api if api else self.handle
+            while not conn.closed:
+                msg = await ws.receive()
+                if msg["type"] == "websocket.disconnect":
+                    break
+                raw = msg.get("text")
+                handle(conn, raw if raw is not None else (msg.get("bytes") or b""))
+                await asyncio.sleep(0)  # a client with many frames buffered takes turns
+        except Exception:
+            log.exception("Binance stream connection from %s failed", conn.ip)
+            conn.close(1011, "internal error")
+        finally:
+            self.drop(conn)
+            if conn.closer is not None:
+                with contextlib.suppress(BaseException):
+                    await conn.closer
+            conn.closed = True
+            writer.cancel()
+            with contextlib.suppress(BaseException):
+                await writer
 
     def _initial(self, conn: StreamConn, ws: WebSocket) -> None:
         """Streams named in the URL (path or ``streams=`` / ``listenKey=`` query)."""
@@ -370,7 +401,7 @@ class BinanceWs:
         names += [n for n in query.get("streams", "").split("/") if n]
         if query.get("listenKey"):
             names.append(query["listenKey"])
-        for name in names[:MAX_STREAMS + 1]:  # each on its own: a bad one spoils no other
+        for name in names[:self.max_streams + 1]:  # each on its own: a bad one spoils no other
             try:
                 self.subscribe(conn, [name])
             except StreamError as err:

@@ -50,6 +50,8 @@ class Settings:
     ws_socket_buffer: int = 256 * 1024
     recv_window_default: int = 5_000
     recv_window_max: int = 60_000
+    #: Binance user-data listen keys expire this long after creation or the last keepalive
+    listen_key_ttl_ms: int = 60 * 60 * 1000
     demo: bool = True
     #: demo oracle (bastion.feeds.demo) for perpetuals: seconds between updates (0: off)
     feeder_interval: float = 1.0
@@ -89,6 +91,7 @@ class Settings:
         s.webhook_allow = e.get("BASTION_WEBHOOK_ALLOW", s.webhook_allow)
         s.ws_send_buffer = int(e.get("BASTION_WS_SEND_BUFFER", s.ws_send_buffer))
         s.ws_socket_buffer = int(e.get("BASTION_WS_SOCKET_BUFFER", s.ws_socket_buffer))
+        s.listen_key_ttl_ms = int(e.get("BASTION_LISTEN_KEY_TTL_MS", s.listen_key_ttl_ms))
         s.demo = e.get("BASTION_DEMO", "1") not in ("0", "false", "no")
         s.feeder_interval = float(e.get("BASTION_FEEDER_INTERVAL", s.feeder_interval))
         s.full_gc_interval = float(e.get("BASTION_FULL_GC_INTERVAL", s.full_gc_interval))

@@ -117,7 +117,8 @@ def routes(ctx: Context) -> list[BaseRoute]:
         return JSON([S.Candle(start=c.start, open=u.price(c.open), high=u.price(c.high),
                               low=u.price(c.low), close=u.price(c.close), volume=u.qty(c.volume),
                               quote_volume=u.quote_amount(c.quote_volume), trades=c.trades)
-                     for c in rm().klines(mkt.market, INTERVALS[interval], limit)])
+                     for c in rm().klines(mkt.market, INTERVALS[interval], limit,
+                                         now=now_ms())])
 
     # ------------------------------------------------------------ private: orders
 

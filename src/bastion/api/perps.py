@@ -236,6 +236,17 @@ def binance_account(ctx: Context, account: int) -> dict[str, Any]:
         "updateTime": now}
 
 
+def binance_balances(ctx: Context, account: int) -> list[dict[str, Any]]:
+    """``/fapi/v2|v3/balance`` rows: the account's margin assets with Binance's ``balance``
+    (wallet balance) and the fields clients read next to it."""
+    acct = binance_account(ctx, account)
+    return [{"accountAlias": "", "asset": a["asset"], "balance": a["walletBalance"],
+             "crossWalletBalance": a["crossWalletBalance"], "crossUnPnl": a["crossUnPnl"],
+             "availableBalance": a["availableBalance"],
+             "maxWithdrawAmount": a["maxWithdrawAmount"], "marginAvailable": True,
+             "updateTime": a["updateTime"]} | a for a in acct["assets"]]
+
+
 def binance_position_row(e: Engine, pos: Position) -> dict[str, Any]:
     mkt = e.markets[pos.market]
     u = V.Units(e, mkt)
@@ -311,6 +322,18 @@ def binance_brackets(ctx: Context, markets: list[Market]) -> list[dict[str, Any]
 
 async def binance_set_leverage(ctx: Context, account: int, m: Market, leverage: int
                                ) -> dict[str, Any]:
-    await set_leverage(ctx, account, m.market, leverage)
-    return {"symbol": _bsym(m), "leverage": leverage, "maxNotionalValue": "0"}
+    """Set leverage; asking for the leverage already in force answers the current setting
+    (bots re-send it on every start and treat an error as fatal)."""
+    try:
+        await set_leverage(ctx, account, m.market, leverage)
+    except ApiError as err:
+        if err.code != X.NO_CHANGE:
+            raise
+    e = ctx.gateway.engine
+    pm = perp_record(e, m.market)
+    current = e.perp.leverage(e.perp.margins.get((account, pm.settle)), pm)
+    cap = max((t.max_notional for t in pm.tiers if t.max_leverage >= current), default=0)
+    dp = e.assets[pm.settle].decimals
+    return {"symbol": _bsym(m), "leverage": current,
+            "maxNotionalValue": trim(from_units(min(cap, 10**18), dp)) if cap else "0"}
 

@@ -366,34 +366,56 @@ class ReadModel:
         return list(trades)[-limit:]
 
     def klines(self, market: str, interval_ms: int, limit: int, start: int | None = None,
-               end: int | None = None) -> list[Candle]:
-        """Candles of ``interval_ms`` (a multiple of a minute) aggregated from 1m candles."""
+               end: int | None = None, now: int | None = None) -> list[Candle]:
+        """Candles of ``interval_ms`` (a multiple of a minute) aggregated from 1m candles,
+        one for every interval as Binance gives them: an interval without trades has open =
+        high = low = close = the previous close and volume 0. Intervals before the market's
+        first (remembered) trade are not invented. ``now`` extends the series to the current
+        interval; the window is bounded by ``limit``, so the cost never depends on how long a
+        market was idle."""
         candles = self.candles.get(market)
-        if not candles:
+        if not candles or limit <= 0:
             return []
-        out: list[Candle] = []
-        for c in candles.values():
-            if start is not None and c.start < start - start % interval_ms:
-                continue
-            if end is not None and c.start > end:
-                break
-            bucket = c.start - c.start % interval_ms
-            if out and out[-1].start == bucket:
-                agg = out[-1]
-                agg.high = max(agg.high, c.high)
-                agg.low = min(agg.low, c.low)
-                agg.close = c.close
-                agg.volume += c.volume
-                agg.quote_volume += c.quote_volume
-                agg.trades += c.trades
-            else:
-                agg = new_candle(bucket, c.open)
-                agg.high, agg.low, agg.close = c.high, c.low, c.close
-                agg.volume, agg.quote_volume, agg.trades = c.volume, c.quote_volume, c.trades
-                out.append(agg)
+        step = interval_ms
+        last_start = next(reversed(candles))
+        hi = end if end is not None else (now if now is not None else last_start)
+        hi -= hi % step
         if start is not None:
-            return out[:limit]
-        return out[-limit:]
+            b0 = start - start % step
+            hi = min(hi, b0 + (limit - 1) * step)
+        else:
+            b0 = hi - (limit - 1) * step
+        if hi < b0:
+            return []
+        prev_close: int | None = None
+        buckets: dict[int, Candle] = {}
+        for c in candles.values():
+            if c.start < b0:
+                prev_close = c.close
+                continue
+            if c.start >= hi + step:
+                break
+            bucket = c.start - c.start % step
+            agg = buckets.get(bucket)
+            if agg is None:
+                agg = buckets[bucket] = new_candle(bucket, c.open)
+                agg.high, agg.low = c.high, c.low
+            agg.high = max(agg.high, c.high)
+            agg.low = min(agg.low, c.low)
+            agg.close = c.close
+            agg.volume += c.volume
+            agg.quote_volume += c.quote_volume
+            agg.trades += c.trades
+        out: list[Candle] = []
+        for bucket in range(b0, hi + 1, step):
+            agg = buckets.get(bucket)
+            if agg is None:
+                if prev_close is None:
+                    continue
+                agg = new_candle(bucket, prev_close)
+            out.append(agg)
+            prev_close = agg.close
+        return out
 
     def stats_24h(self, market: str, now_ms: int) -> Candle | None:
         """Open/high/low/close/volume over the last 24 hours (1-minute resolution)."""
