@@ -10,6 +10,10 @@ $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -e '.[dev]'
+	@# the official Binance connectors both write binance/api.py, binance/websocket/... and the
+	@# spot connector's copies serve both (the futures one's break the spot WebSocket client):
+	@# reinstall it last, whatever order pip chose
+	$(BIN)/python -m pip install -q --no-deps --force-reinstall binance-connector==3.13.0
 	rm -f $(VENV)/.installed-* && touch $(STAMP)
 
 run: $(STAMP)

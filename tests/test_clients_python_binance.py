@@ -10,9 +10,14 @@ from typing import Any
 
 import pytest
 
-binance = pytest.importorskip("binance")
-from binance import AsyncClient, BinanceSocketManager, Client  # noqa: E402
+# python-binance and the official connectors all install into the ``binance`` package and
+# each ships its own ``binance/__init__.py``; import python-binance's modules directly so the
+# suite does not depend on which package pip wrote last
+pytest.importorskip("binance.client")
+from binance.async_client import AsyncClient  # noqa: E402
+from binance.client import Client  # noqa: E402
 from binance.exceptions import BinanceAPIException  # noqa: E402
+from binance.ws.streams import BinanceSocketManager  # noqa: E402
 
 from clients_support import (  # noqa: E402
     next_event,
@@ -98,6 +103,9 @@ def test_futures(client: Client, other: Client) -> None:
         client.futures_change_position_mode(dualSidePosition="true")
     assert client.futures_get_multi_assets_mode() == {"multiAssetsMargin": False}
     assert client.futures_change_multi_assets_mode(multiAssetsMargin=False)["code"] == 200
+    with pytest.raises(BinanceAPIException) as same:
+        client.futures_change_margin_type(symbol=SYM, marginType="CROSSED")
+    assert same.value.code == -4046  # Binance's "No need to change margin type."
     lev = client.futures_change_leverage(symbol=SYM, leverage=5)
     assert lev["leverage"] == 5
     again = client.futures_change_leverage(symbol=SYM, leverage=5)  # bots re-send on start

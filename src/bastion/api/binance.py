@@ -865,6 +865,18 @@ def routes(ctx: Context) -> list[BaseRoute]:
             return J({"code": 200, "msg": "success"})
         return handler
 
+    async def margin_type(request: Request) -> Response:
+        """Cross margin is the only mode: asking for it answers Binance's -4046 "No need to
+        change margin type." (which ccxt and freqtrade treat as success), isolated is
+        refused."""
+        key, p = await signed(request, "trade")
+        symbols().market(p.opt("symbol"), True)
+        wanted = p.req("marginType").upper()
+        if wanted in ("CROSSED", "CROSS"):
+            raise BinanceError(-4046, "No need to change margin type.")
+        raise BinanceError(-1130, "Data sent for parameter 'marginType' is not valid "
+                                  "(isolated margin is not supported; margin is cross).")
+
     async def position_risk(request: Request) -> Response:
         key, p = await signed(request, "read")
         sym = p.opt("symbol")
@@ -947,6 +959,7 @@ def routes(ctx: Context) -> list[BaseRoute]:
         R("/fapi/v1/leverageBracket", leverage_bracket),
         R("/fapi/v2/ticker/price", price_ticker(True)),
         R("/api/v3/avgPrice", avg_price),
+        R("/fapi/v1/marginType", margin_type, "POST"),
         R("/fapi/v1/positionSide/dual",
           one_way_setting("dualSidePosition", "dualSidePosition", "hedge mode"), "GET", "POST"),
         R("/fapi/v1/multiAssetsMargin",
