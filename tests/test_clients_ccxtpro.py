@@ -130,6 +130,9 @@ def test_watch_trades_and_orders(srv: Server, traders: list[Client]) -> None:
             taker = Admin(srv.url).new_account(603)
             trades = asyncio.ensure_future(spot.watch_trades(ETH))
             orders = asyncio.ensure_future(spot.watch_orders(ETH))
+            mytrades = asyncio.ensure_future(spot.watch_my_trades(ETH))
+            balance = asyncio.ensure_future(spot.watch_balance())
+            ticker = asyncio.ensure_future(spot.watch_ticker(ETH))
             porders = asyncio.ensure_future(perp.watch_orders(PERP))
             await asyncio.sleep(0.5)
             mine = await spot.create_order(ETH, "limit", "sell", 0.2, 3_000)
@@ -140,6 +143,15 @@ def test_watch_trades_and_orders(srv: Server, traders: list[Client]) -> None:
             seen = await asyncio.wait_for(orders, 10)
             assert seen[-1]["id"] == mine["id"]
             assert (await cached_order(spot, mine["id"], "closed"))["filled"] == 0.2
+            fill = (await asyncio.wait_for(mytrades, 10))[-1]
+            assert fill["order"] == mine["id"] and fill["amount"] == 0.2
+            assert (await asyncio.wait_for(balance, 10))["ETH"]["total"] is not None
+            tick = await asyncio.wait_for(ticker, 10)
+            for _ in range(5):
+                if tick["last"] == 3_000.0:
+                    break
+                tick = await asyncio.wait_for(spot.watch_ticker(ETH), 10)
+            assert tick["last"] == 3_000.0
             mark = float((await perp.fetch_funding_rate(PERP))["markPrice"])
             p = await perp.create_order(PERP, "limit", "buy", 0.003, round(mark * 0.99))
             pseen = await asyncio.wait_for(porders, 10)

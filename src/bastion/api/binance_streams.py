@@ -1,7 +1,8 @@
 """Binance WebSocket market streams (spot and USD-M), fed by the gateway's one event fan-out.
 
 Stream names are Binance's: ``<symbol>@depth[@100ms]``, ``<symbol>@depth<5|10|20>[@100ms]``,
-``@trade``, ``@aggTrade``, ``@kline_<interval>``, ``@bookTicker``, ``@ticker`` and, for
+``@trade``, ``@aggTrade``, ``@kline_<interval>``, ``@bookTicker``, ``@ticker``,
+``@miniTicker`` and, for
 perpetuals, ``@markPrice[@1s]`` and ``!markPrice@arr[@1s]``. ``StreamHub.publish`` is a
 ``Gateway`` listener: it receives the same event batches and book deltas as the native
 WebSocket hub (one read model, one set of book mirrors), renders each message once per stream
@@ -50,9 +51,9 @@ class Spec(NamedTuple):
     ``LIST_SUBSCRIPTIONS``; ``key`` (surface + name) identifies the stream server-side."""
 
     name: str
-    kind: str  # depth partial trade aggTrade kline bookTicker ticker markPrice user
+    kind: str  # depth partial trade aggTrade kline bookTicker ticker markPrice
     market: str  # engine market name; "" for all-market and user streams
-    arg: str  # kline interval, partial levels, or the listenKey of a user stream
+    arg: str  # kline interval, partial levels, "mini" (@miniTicker) or "all" (!markPrice@arr)
     period_ms: int  # timed streams: minimum time between two messages
 
     def key(self, surface: str) -> str:
@@ -112,8 +113,8 @@ def parse(name: str, surface: str, markets: dict[str, Market]) -> Spec:
         return Spec(canon, "kline", m.market, rest[6:], 1000)
     elif not speed and kind == "bookticker":
         return Spec(canon, "bookTicker", m.market, "", 0)
-    elif not speed and kind == "ticker":
-        return Spec(canon, "ticker", m.market, "", 1000)
+    elif not speed and kind in ("ticker", "miniticker"):
+        return Spec(canon, "ticker", m.market, "mini" if kind == "miniticker" else "", 1000)
     elif futures and kind == "markprice" and speed in ("", "1s", "3s"):
         return Spec(canon, "markPrice", m.market, "", 1000 if speed == "1s" else 3000)
     raise StreamError(f"Invalid request: unknown stream {name!r}")
@@ -339,6 +340,10 @@ class StreamHub:
         m = gw.engine.markets[st.spec.market]
         t = ticker_24h(gw, m, st.surface == FUTURES)
         st.last = wall
+        if st.spec.arg == "mini":
+            return {"e": "24hrMiniTicker", "E": wall, "s": t["symbol"], "c": t["lastPrice"],
+                    "o": t["openPrice"], "h": t["highPrice"], "l": t["lowPrice"],
+                    "v": t["volume"], "q": t["quoteVolume"]}
         out = {"e": "24hrTicker", "E": wall, "s": t["symbol"], "p": t["priceChange"],
                "P": t["priceChangePercent"], "w": t["weightedAvgPrice"]}
         if st.surface == SPOT:
