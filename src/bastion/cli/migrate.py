@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
+from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -72,10 +73,12 @@ def print_dry_run(rep: dict[str, Any]) -> None:
     else:
         out.print("no command's outcome changes")
     if rep["fees"]:
-        fees = Table("market", "trades", "fees before", "fees after", "delta", "asset units")
+        fees = Table("market", "trades", "fees before", "fees after", "delta", "asset")
         for mk, f in rep["fees"].items():
-            fees.add_row(mk, str(f["trades"]), str(f["baseline"]), str(f["migrated"]),
-                         f"{f['delta']:+d}", f["asset"])
+            def amount(units: int, dp: int = f["decimals"]) -> str:
+                return f"{Decimal(units).scaleb(-dp):f}"
+            fees.add_row(mk, str(f["trades"]), amount(f["baseline"]), amount(f["migrated"]),
+                         ("+" if f["delta"] >= 0 else "") + amount(f["delta"]), f["asset"])
         out.print(fees)
     for b in rep["bulk_refusals"]:
         out.print(f"BULK REFUSAL: {b['refused']} of {b['previously_accepted']} previously "

@@ -65,7 +65,7 @@ class DryRun:
     changes: dict[tuple[str, str, str, str], ClassChange] = field(default_factory=dict)
     fees: dict[str, list[int]] = field(default_factory=dict)
     bulk: list[dict[str, Any]] = field(default_factory=list)
-    fee_assets: dict[str, str] = field(default_factory=dict)
+    fee_assets: dict[str, tuple[str, int]] = field(default_factory=dict)
     gone: set[tuple[int, int | str]] = field(default_factory=set)
     orphans: set[tuple[int, int | str]] = field(default_factory=set)
 
@@ -186,7 +186,8 @@ def dry_run(mig: S.Migration, data: Path, *, minutes: int = 10, max_refused_pct:
             _compare(rep, cmd, ev_b, migrated.apply(msgspec.structs.replace(cmd, seq=seq + 1)))
     now_events, rep.refusal_now = _try_apply(Engine.from_state(base.export_state()), mig)
     rep.cancelled_now = _cancelled(now_events)
-    rep.fee_assets = {m: base.markets[m].quote for m in rep.fees if m in base.markets}
+    rep.fee_assets = {m: (base.markets[m].quote, base.assets[base.markets[m].quote].decimals)
+                      for m in rep.fees if m in base.markets}
     _bulk(rep, _declared(mig), max_refused_pct, min_refused)
     return rep
 
@@ -283,7 +284,8 @@ def report_dict(rep: DryRun) -> dict[str, Any]:
              "examples": c.examples}
             for c in sorted(rep.changes.values(), key=lambda c: -c.count)
         ],
-        "fees": {m: {"asset": rep.fee_assets.get(m, ""), "baseline": b, "migrated": a,
+        "fees": {m: {"asset": rep.fee_assets.get(m, ("", 0))[0],
+                     "decimals": rep.fee_assets.get(m, ("", 0))[1], "baseline": b, "migrated": a,
                      "delta": a - b, "trades": n}
                  for m, (b, a, n) in sorted(rep.fees.items())},
         "bulk_refusals": rep.bulk,
