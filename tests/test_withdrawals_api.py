@@ -160,6 +160,15 @@ def test_ccxt_withdraw_and_history(env: tuple[Server, Sim]) -> None:
     assert currencies["ETH"]["withdraw"] is True and currencies["ETH"]["deposit"] is True
     assert ex.fetch_status()["status"] == "ok"
     ex.load_markets()
+    admin = Admin(server.url)
+    before = ex.fetch_balance()["ETH"]
+    big = ex.withdraw("ETH", 150, ETH)  # above the manual-review amount: stays held
+    held = ex.fetch_balance()["ETH"]
+    assert held["used"] == pytest.approx(before["used"] + 150.0005)
+    assert held["total"] == pytest.approx(before["total"])
+    assert admin.post(f"/admin/withdrawals/{big['id']}/reject", {"reason": "test"}
+                      ).status_code == 200
+    assert ex.fetch_balance()["ETH"] == before
     tx = ex.withdraw("ETH", 0.25, ETH, {"withdrawOrderId": "ccxt-1"})
     assert tx["id"]
     rows = _wait(lambda: [w for w in ex.fetch_withdrawals("ETH") if w["id"] == tx["id"]
@@ -168,7 +177,6 @@ def test_ccxt_withdraw_and_history(env: tuple[Server, Sim]) -> None:
     addr = ex.fetch_deposit_address("BTC")
     assert addr["address"].startswith("bc1") and addr["currency"] == "BTC"
     assert isinstance(ex.fetch_deposits("BTC"), list)
-    admin = Admin(server.url)
     r = admin.post("/admin/markets/ETH-USDT/mode", {"mode": "halted", "reason": "drill"})
     assert r.status_code == 200, r.text
     status = ex.fetch_status()

@@ -805,7 +805,10 @@ def routes(ctx: Context) -> list[BaseRoute]:
                 dp = e.assets[asset].decimals
                 balances.append({"asset": asset,
                                  "free": from_units(acct.available.get(asset, 0), dp),
-                                 "locked": from_units(acct.held.get(asset, 0), dp)})
+                                 # order holds plus funds held for pending withdrawals
+                                 "locked": from_units(acct.held.get(asset, 0)
+                                                      + e.wallet.held_of(key.account, asset),
+                                                      dp)})
         perms = key.permissions
         spot = [m for m in e.markets.values() if not _is_perp(m)]
         maker = max((m.maker_fee_ppm for m in spot), default=0)
