@@ -23,7 +23,7 @@ from typing import Any
 
 from bastion.core import commands as C
 from bastion.custody.client import CustodyClient
-from bastion.custody.sim import die_with_parent
+from bastion.custody.sim import CRASH_EXIT, die_with_parent
 from bastion.withdrawals.deposits import DepositWatcher
 from bastion.withdrawals.nodebook import NodeBook
 from bastion.withdrawals.worker import WithdrawalWorker, WorkerConfig
@@ -74,15 +74,16 @@ def _free_port() -> int:
 
 def start_simulator(data_dir: Path, port: int, block_ms: int) -> tuple[subprocess.Popen[bytes],
                                                                        str]:
-    """The embedded default's custody: ``bastion custody-sim`` as a child that dies with us."""
+    """The embedded default's custody: the simulator (what ``bastion custody-sim`` runs) as a
+    child that dies with us; the pipeline itself restarts it after a simulated crash, so no
+    separate supervisor process is needed."""
     port = port or _free_port()
     sim_dir = data_dir / "custody-sim"
     sim_dir.mkdir(parents=True, exist_ok=True)
     logf = open(sim_dir / "sim.log", "ab")  # noqa: SIM115 - owned by the child
     proc = subprocess.Popen(
-        [sys.executable, "-c", "from bastion.cli.main import app; app()", "custody-sim",
-         "--port", str(port), "--data", str(sim_dir), "--block-ms", str(block_ms)],
-        stdout=logf, stderr=subprocess.STDOUT, preexec_fn=die_with_parent)
+        [sys.executable, "-m", "bastion.custody.sim", str(port), str(sim_dir), str(block_ms),
+         "127.0.0.1"], stdout=logf, stderr=subprocess.STDOUT, preexec_fn=die_with_parent)
     logf.close()
     return proc, f"http://127.0.0.1:{port}"
 
@@ -123,6 +124,16 @@ class Pipeline:
         self.watcher = DepositWatcher(self.book, self.client)
         self.tasks = [asyncio.create_task(self._run(self.worker.run()), name="withdrawal-worker"),
                       asyncio.create_task(self._run(self.watcher.run()), name="deposit-watcher")]
+        if self.sim is not None:
+            port = int(url.rsplit(":", 1)[1])
+            self.tasks.append(asyncio.create_task(self._supervise_sim(port), name="custody-sim"))
+
+    async def _supervise_sim(self, port: int) -> None:
+        """Restart the embedded simulator after a simulated crash (``crash_after_accept``)."""
+        while True:
+            await asyncio.sleep(0.2)
+            if self.sim is not None and self.sim.poll() == CRASH_EXIT:
+                self.sim, _ = start_simulator(self.data_dir, port, self.config.block_ms)
 
     async def _run(self, job: Any) -> None:
         """A freshly started simulator needs a moment: wait for it quietly, then work."""
