@@ -231,12 +231,8 @@ def _file_budget(wanted: int) -> int:
     return max(16, min(wanted, soft - 128))
 
 
-def serve(settings: Settings) -> None:
-    """Blocking: run the server until Ctrl-C / SIGTERM."""
-    import uvicorn
-
-    from bastion.api.app import asgi
-
+def prepare_process(settings: Settings) -> None:
+    """Logging, GIL switch interval and GC policy of a server process (once per process)."""
     logging.basicConfig(level=getattr(logging, settings.log_level.upper(), logging.INFO),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         stream=sys.stderr)
@@ -244,16 +240,30 @@ def serve(settings: Settings) -> None:
     # 5 ms switch interval a busy event loop makes it wait that long on every batch.
     sys.setswitchinterval(settings.switch_interval)
     apply_gc_policy()  # full collections then run on the health clock (``full_gc_interval``)
-    app = asgi(settings)
+
+
+def serve_config(settings: Settings, app: Any) -> Any:
+    """The uvicorn configuration of every server process (``serve``, ``bastion run``)."""
+    import uvicorn
+
     concurrency = _file_budget(settings.max_concurrency)
-    config = uvicorn.Config(app, host=settings.host, port=settings.port, loop="uvloop",
-                            http=guarded_protocol(settings.header_timeout,
-                                                  settings.pending_per_ip),
-                            ws=settings.ws_impl, lifespan="on",
-                            limit_concurrency=concurrency,
-                            timeout_keep_alive=max(1, round(settings.keep_alive)),
-                            log_level="warning", access_log=False,
-                            ws_max_size=settings.max_ws_message, ws_ping_interval=20,
-                            timeout_graceful_shutdown=5, backlog=2048, proxy_headers=False,
-                            server_header=False, date_header=False)
-    uvicorn.Server(config).run()
+    return uvicorn.Config(app, host=settings.host, port=settings.port, loop="uvloop",
+                          http=guarded_protocol(settings.header_timeout,
+                                                settings.pending_per_ip),
+                          ws=settings.ws_impl, lifespan="on",
+                          limit_concurrency=concurrency,
+                          timeout_keep_alive=max(1, round(settings.keep_alive)),
+                          log_level="warning", access_log=False,
+                          ws_max_size=settings.max_ws_message, ws_ping_interval=20,
+                          timeout_graceful_shutdown=5, backlog=2048, proxy_headers=False,
+                          server_header=False, date_header=False)
+
+
+def serve(settings: Settings) -> None:
+    """Blocking: run the server until Ctrl-C / SIGTERM."""
+    import uvicorn
+
+    from bastion.api.app import asgi
+
+    prepare_process(settings)
+    uvicorn.Server(serve_config(settings, asgi(settings))).run()

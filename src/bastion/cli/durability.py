@@ -227,7 +227,20 @@ def rollback_cmd(
     ] = None,
     to_seq: Annotated[int | None, typer.Option("--to-seq", help="Journal position.")] = None,
     data: DataOpt = Path("data"),
+    live: Annotated[bool, typer.Option("--live", help="Roll back the RUNNING server at --url: "
+                                       "halt, roll back, restart, reopen in recovery.")] = False,
+    recovery_s: Annotated[float, typer.Option("--recovery-s", help="With --live: seconds in "
+                                              "recovery after the restart.")] = 600.0,
+    url: Annotated[str, typer.Option("--url", envvar="BASTION_URL")] = "http://127.0.0.1:8080",
+    admin_token: Annotated[str, typer.Option("--admin-token", envvar="BASTION_ADMIN_TOKEN",
+                                             show_default=False)] = "",
 ) -> None:
-    """Roll the stopped shard back to a snapshot or seq; the abandoned tail is archived."""
+    """Roll the stopped shard back to a snapshot or seq (or, with --live, the running one);
+    the abandoned tail is archived."""
+    if live:
+        from bastion.cli.ops import rollback_live
+
+        rollback_live(url, admin_token, who, why, to_snapshot, to_seq, recovery_s)
+        return
     report = rollback(data, who=who, why=why, to_snapshot=to_snapshot, to_seq=to_seq, progress=None)
     out.print(report.summary(), markup=False)

@@ -6,6 +6,14 @@ from bastion.cli.custody import custody_sim_cmd
 from bastion.cli.drill import drill_cmd
 from bastion.cli.durability import journal_app, replay_cmd, rollback_cmd, snapshot_app
 from bastion.cli.migrate import migrate_app
+from bastion.cli.ops import (
+    cancel_cmd,
+    compensate_cmd,
+    halt_cmd,
+    maintenance_app,
+    resume_cmd,
+    snapshot_online_cmd,
+)
 from bastion.cli.shadow import shadow_cmd
 from bastion.cli.status import status_app
 
@@ -35,6 +43,12 @@ app.command("drill")(drill_cmd)
 app.command("custody-sim")(custody_sim_cmd)
 app.command("shadow")(shadow_cmd)
 app.add_typer(migrate_app, name="migrate")
+app.command("halt")(halt_cmd)
+app.command("resume")(resume_cmd)
+app.command("cancel")(cancel_cmd)
+app.command("compensate")(compensate_cmd)
+app.add_typer(maintenance_app, name="maintenance")
+snapshot_app.command("online")(snapshot_online_cmd)
 
 
 if __name__ == "__main__":

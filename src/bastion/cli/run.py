@@ -1,13 +1,98 @@
 """``bastion run`` / ``make run``: the embedded default — one node with the local journal,
 demo markets and a funded demo account, the trading API on 127.0.0.1:8080.
 
+The process serves until Ctrl-C / SIGTERM. An operator rollback of the running deployment
+(``POST /admin/ops/rollback``, ``bastion rollback --live``) halts every market, records the
+request and shuts the server down cleanly; this loop then rolls the data directory back
+(abandoned tail archived, audited) and serves again, every market reopened in ``recovery``
+for the requested time.
+
 Environment overrides: BASTION_HTTP_PORT, BASTION_DATA, BASTION_DEMO_KEY, BASTION_DEMO_SECRET,
-BASTION_ADMIN_TOKEN (see README "Trading API" for the rest).
+BASTION_ADMIN_TOKEN, BASTION_DEMO_TRAFFIC (see README "Trading API" for the rest).
 """
 
+from __future__ import annotations
+
+import logging
+import secrets
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager, suppress
+from typing import Any
+
 from bastion.api.config import Settings
-from bastion.api.server import serve
+
+log = logging.getLogger("bastion.run")
+
+Hook = Callable[[Any, Settings], None]
+
+
+def with_startup(app: Any, step: Callable[[Any], Any]) -> None:
+    """Run ``await step(app)`` once the app's own startup (node recovery, demo seed) is done
+    and before the first request is served."""
+    inner = app.router.lifespan_context
+
+    @asynccontextmanager
+    async def lifespan(a: Any) -> AsyncIterator[None]:
+        async with inner(a):
+            await step(a)
+            yield
+
+    app.router.lifespan_context = lifespan
+
+
+def ops_hook(reopen_recovery_s: float) -> Hook:
+    """Mount the operator kit routes (unless the app already has them) and, when asked,
+    reopen every trading market in recovery before serving."""
+
+    def hook(app: Any, settings: Settings) -> None:
+        async def step(a: Any) -> None:
+            from bastion.api import ops
+            from bastion.api.http import now_ms
+            from bastion.ops.recovery import reopen_in_recovery
+
+            ctx = a.state.ctx
+            if not any(getattr(r, "path", "") == "/admin/ops/modes" for r in a.router.routes):
+                a.router.routes[:0] = ops.routes(ctx)
+            if reopen_recovery_s > 0:
+                done = await reopen_in_recovery(ctx.gateway.node, now_ms(), reopen_recovery_s,
+                                                "reopened after restart: recovery protection")
+                log.warning("markets in recovery for %.0f s: %s", reopen_recovery_s,
+                            ", ".join(done) or "none")
+
+        with_startup(app, step)
+
+    return hook
+
+
+def serve_loop(settings: Settings, hooks: list[Callable[[float], Hook]] | None = None,
+               reopen_recovery_s: float = 0.0) -> None:
+    """Serve; after an operator rollback request, roll back and serve again in recovery.
+    ``hooks`` are factories called with this start's recovery seconds (drills add theirs)."""
+    import uvicorn
+
+    from bastion.api.app import build
+    from bastion.api.server import serve_config
+    from bastion.ops.kit import perform_pending_rollback
+
+    settings.admin_token = settings.admin_token or secrets.token_urlsafe(24)
+    while True:
+        app = build(settings)
+        for factory in [ops_hook, *(hooks or [])]:
+            factory(reopen_recovery_s)(app, settings)
+        server = uvicorn.Server(serve_config(settings, app.state.guard))
+        with suppress(KeyboardInterrupt):
+            server.run()
+        done = perform_pending_rollback(settings.data_dir)
+        if done is None:
+            return
+        report, reopen_recovery_s = done
+        log.warning("%s; restarting in recovery for %.0f s", report.summary(),
+                    reopen_recovery_s)
 
 
 def run_embedded() -> None:
-    serve(Settings.from_env())
+    from bastion.api.server import prepare_process
+
+    settings = Settings.from_env()
+    prepare_process(settings)
+    serve_loop(settings)
