@@ -86,7 +86,7 @@ class Drill:
         """The deployment to run against (override to seed history or set env)."""
         return Deployment(root)
 
-    def prepare(self, deployment: Deployment, opts: DrillOptions) -> None:
+    async def prepare(self, deployment: Deployment, opts: DrillOptions) -> None:
         """Before the first start: seed the journal (``deployment.seed``) if needed."""
 
     async def fault(self, run: Run) -> None:

@@ -53,27 +53,23 @@ class Deployment:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def seed(self, steps: Sequence[tuple[int, C.Command]], start_ms: int) -> int:
+    async def seed(self, steps: Sequence[tuple[int, C.Command]], start_ms: int) -> int:
         """Journal setup commands before the first start, each ``dt`` ms after the previous
         one on a simulated clock from ``start_ms`` (history such as hours of funding ticks);
         the clock never runs ahead of the wall clock the server will use. Returns last seq."""
         from bastion.node.node import Node
 
         now = [start_ms]
-
-        async def run() -> int:
-            async with Node(self.data, clock=lambda: now[0]) as node:
-                for dt, cmd in steps:
-                    now[0] += dt
-                    events = await node.submit(cmd)
-                    bad = [e for e in events if type(e).__name__ == "Rejected"]
-                    if bad:
-                        raise RuntimeError(f"seed command {cmd!r} refused: {bad}")
-                return node.last_seq
-
-        if now[0] + sum(dt for dt, _ in steps) > time.time() * 1000:
+        if start_ms + sum(dt for dt, _ in steps) > time.time() * 1000:
             raise ValueError("seeded history would end in the future")
-        return asyncio.run(run())
+        async with Node(self.data, clock=lambda: now[0]) as node:
+            for dt, cmd in steps:
+                now[0] += dt
+                events = await node.submit(cmd)
+                bad = [e for e in events if type(e).__name__ == "Rejected"]
+                if bad:
+                    raise RuntimeError(f"seed command {cmd!r} refused: {bad}")
+            return node.last_seq
 
     def _env(self) -> dict[str, str]:
         env = dict(os.environ)
@@ -106,6 +102,37 @@ class Deployment:
             time.sleep(0.05)
         self.kill()
         raise RuntimeError(f"server did not come up in {timeout} s:\n{self.tail()}")
+
+    async def wait_up(self, timeout: float = 30.0) -> float:
+        """Wait until the (self-restarting) server answers again; returns the seconds."""
+        t0 = time.monotonic()
+        async with httpx.AsyncClient(timeout=0.5) as http:
+            while time.monotonic() - t0 < timeout:
+                if self.proc is not None and self.proc.poll() is not None:
+                    raise RuntimeError(f"server exited with {self.proc.returncode}:\n"
+                                       f"{self.tail()}")
+                try:
+                    if (await http.get(self.url + "/v1/time")).status_code == 200:
+                        return time.monotonic() - t0
+                except httpx.HTTPError:
+                    pass
+                await asyncio.sleep(0.05)
+        raise RuntimeError(f"server not back within {timeout} s:\n{self.tail()}")
+
+    async def wait_restart(self, timeout: float = 60.0) -> float:
+        """After asking the server to restart itself (a live rollback): wait for it to stop
+        answering, then to answer again; returns the seconds it was away."""
+        t0 = time.monotonic()
+        async with httpx.AsyncClient(timeout=0.5) as http:
+            while time.monotonic() - t0 < timeout:
+                try:
+                    await http.get(self.url + "/v1/time")
+                except httpx.HTTPError:
+                    break
+                await asyncio.sleep(0.01)
+        down = time.monotonic()
+        await self.wait_up(timeout - (down - t0))
+        return time.monotonic() - down
 
     async def start_async(self, timeout: float = 30.0) -> float:
         return await asyncio.to_thread(self.start, timeout)

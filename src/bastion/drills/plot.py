@@ -44,7 +44,8 @@ def plot(report: Report, path: Path) -> Path:
             ax1.annotate(mark.text[:28], (mark.t, 1), xycoords=("data", "axes fraction"),
                          rotation=90, va="top", ha="right", fontsize=7, color=color)
     ax1.legend(loc="upper left", fontsize=8)
-    ax2.legend(loc="lower left", fontsize=8)
+    if series.get("modes"):
+        ax2.legend(loc="lower left", fontsize=8)
     result = "PASS" if report.passed else "FAIL"
     fig.suptitle(f"{report.drill} ({'guards on' if report.guards else 'guards OFF'}): {result}")
     fig.tight_layout()

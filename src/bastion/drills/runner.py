@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import random
 import tempfile
+import time
 from decimal import Decimal
 from pathlib import Path
 
@@ -148,10 +149,12 @@ async def execute(drill: Drill, opts: DrillOptions) -> Report:
     sampler: asyncio.Task[None] | None = None
     end = 0.0
     try:
-        drill.prepare(dep, opts)
-        run.note(f"deployment up in {await dep.start_async():.2f} s at {dep.url}", "info")
+        await drill.prepare(dep, opts)
+        up = await dep.start_async()
         rng = random.Random(opts.seed)
         run.crew = await make_crew(dep.operator, dep.url, list(drill.markets), run.tape, rng)
+        run.tape.t0 = time.monotonic()
+        run.note(f"deployment up in {up:.2f} s at {dep.url}", "info")
         sampler = asyncio.create_task(sample_modes(run, stop))
         run.crew.start()
         run.note(f"traffic: {len(run.crew.bots)} bots on {', '.join(drill.markets)}")
@@ -212,9 +215,8 @@ def _offline(run: Run) -> None:
     if result.snapshot_seq:
         run.check("replay reproduces the node's last snapshot", result.snapshot_matches,
                   f"seq {result.snapshot_seq}")
-    if run.fault_seq:
+    if run.fault_seq and "liquidations_caused" not in run.report.figures:
         run.figure("liquidations_caused", len(result.liquidated))
-        run.state["liquidated"] = result.liquidated
 
 
 def settle_units(amount: int, decimals: int = 8) -> str:

@@ -160,17 +160,19 @@ def replay(engine: Engine, cmds: list[C.Command], correction: Correction | None)
     return Replay(engine.export_state(), tallies, len(cmds), dropped, replaced)
 
 
-def _funding_positions(engine: Engine, cmd: C.Command) -> tuple[str, int, list[Any]] | None:
+def _funding_positions(engine: Engine, cmd: C.Command) -> tuple[str, int, int, list[Any]] | None:
+    """Before a funding tick: the market's index and every position's size. Funding accrued
+    by the tick is size x index move, whether the core settles it at once or lazily."""
     market = getattr(cmd, "market", "")
     pm = engine.perp.markets.get(market)
     if pm is None:
         return None
-    positions = list(engine.perp.positions.get(market, {}).values())
-    return pm.settle, pm.price_div, [(p.account, p.size, p.funding_index) for p in positions]
+    positions = [(p.account, p.size) for p in engine.perp.positions.get(market, {}).values()]
+    return pm.settle, pm.price_div, pm.funding_index, positions
 
 
 def _tally(tallies: dict[int, Tally], events: list[E.Event], quote: dict[str, str],
-           funding: tuple[str, int, list[Any]] | None) -> None:
+           funding: tuple[str, int, int, list[Any]] | None) -> None:
     for ev in events:
         kind = type(ev)
         if kind is E.Trade:
@@ -186,12 +188,14 @@ def _tally(tallies: dict[int, Tally], events: list[E.Event], quote: dict[str, st
         elif kind is E.MarginTransferred:
             tallies[ev.account].margin_in[ev.asset] += ev.delta
         elif kind is E.FundingSettled and funding is not None and not ev.paused:
-            settle, price_div, positions = funding
-            den = price_div * 1_000_000_000
-            for account, size, index in positions:
-                owed = size * (ev.index - index)
-                amount = -(-owed // den) if owed > 0 else -((-owed) // den)
-                tallies[account].funding_paid[settle] += amount
+            settle, price_div, index, positions = funding
+            for account, size in positions:
+                tallies[account].funding_paid[settle] += _owed(size, ev.index - index, price_div)
+
+
+def _owed(size: int, moved: int, price_div: int) -> int:
+    """Funding a position of ``size`` owes for an index move (payers round up)."""
+    return -(-(size * moved) // (price_div * 1_000_000_000))
 
 
 @dataclass
@@ -200,7 +204,7 @@ class _Book:
 
     spot: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     collateral: dict[str, int] = field(default_factory=lambda: defaultdict(int))
-    positions: dict[str, tuple[int, int]] = field(default_factory=dict)
+    positions: dict[str, tuple[int, int, int]] = field(default_factory=dict)
 
 
 def _books(state: EngineState) -> dict[int, _Book]:
@@ -214,25 +218,29 @@ def _books(state: EngineState) -> dict[int, _Book]:
         for ma in state.perp.margins:
             books[ma.account].collateral[ma.asset] += ma.collateral
         for p in state.perp.positions:
-            books[p.account].positions[p.market] = (p.size, p.cost)
+            books[p.account].positions[p.market] = (p.size, p.cost, p.funding_index)
     return books
 
 
-def _marks(state: EngineState) -> dict[str, tuple[str, int, int]]:
+def _marks(state: EngineState) -> dict[str, tuple[str, int, int, int]]:
     if state.perp is None:
         return {}
-    return {m.market: (m.settle, m.price_div, m.mark) for m in state.perp.markets}
+    return {m.market: (m.settle, m.price_div, m.mark, m.funding_index)
+            for m in state.perp.markets}
 
 
-def _value(book: _Book, marks: dict[str, tuple[str, int, int]]) -> dict[str, int]:
+def _value(book: _Book, marks: dict[str, tuple[str, int, int, int]],
+           indexes: dict[str, int]) -> dict[str, int]:
+    """Spot + collateral + unrealized PnL at the fair marks - funding not yet settled (at the
+    run's own funding index)."""
     value: dict[str, int] = defaultdict(int)
     for asset, amount in book.spot.items():
         value[asset] += amount
     for asset, amount in book.collateral.items():
         value[asset] += amount
-    for market, (size, cost) in book.positions.items():
-        settle, div, mark = marks[market]
-        value[settle] += size * mark // div - cost
+    for market, (size, cost, index) in book.positions.items():
+        settle, div, mark, _ = marks[market]
+        value[settle] += size * mark // div - cost - _owed(size, indexes[market] - index, div)
     return value
 
 
@@ -244,14 +252,16 @@ def _sub(a: dict[str, int], b: dict[str, int]) -> dict[str, int]:
 def diff(start: EngineState, actual: Replay, fair: Replay) -> list[AccountDiff]:
     start_books, a_books, f_books = _books(start), _books(actual.state), _books(fair.state)
     fair_marks = _marks(fair.state)
+    a_index = {m: v[3] for m, v in _marks(actual.state).items()}
+    f_index = {m: v[3] for m, v in fair_marks.items()}
     a_liq = {k for k, t in actual.tallies.items() if t.liquidations}
     f_liq = {k for k, t in fair.tallies.items() if t.liquidations}
     out: list[AccountDiff] = []
     for account in sorted(set(a_books) | set(f_books)):
         a, f, s = a_books[account], f_books[account], start_books[account]
         ta, tf = actual.tallies.get(account, Tally()), fair.tallies.get(account, Tally())
-        value = _sub(_value(a, fair_marks), _value(f, fair_marks))
-        sizes_a = {m: v[0] for m, v in a.positions.items()}
+        value = _sub(_value(a, fair_marks, a_index), _value(f, fair_marks, f_index))
+        sizes_a = {m: v[0] for m, v in a.positions.items()}  # size, cost, funding index
         sizes_f = {m: v[0] for m, v in f.positions.items()}
         entry = AccountDiff(
             account=account, liquidated=account in a_liq,
