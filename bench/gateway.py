@@ -316,7 +316,7 @@ def start_server(data: Path, port: int, src: str | None = None) -> subprocess.Po
     env.update({"BASTION_DATA": str(data), "BASTION_HTTP_PORT": str(port),
                 "BASTION_ADMIN_TOKEN": ADMIN, "BASTION_DEMO_KEY": KEY,
                 "BASTION_DEMO_SECRET": SECRET, "BASTION_RATE_KEY": "0", "BASTION_RATE_IP": "0",
-                "BASTION_LOG_LEVEL": "warning"})
+                "BASTION_LOG_LEVEL": "warning", "BASTION_DEMO_TRAFFIC": "0"})
     proc = subprocess.Popen([sys.executable, "-c", "from bastion.cli.main import app; app()",
                              "run"], env=env, stdout=subprocess.DEVNULL,
                             stderr=open(data.parent / "server.log", "wb"))  # noqa: SIM115

@@ -58,6 +58,7 @@ class Server:
             "BASTION_DATA": str(self.data_dir), "BASTION_HTTP_PORT": str(self.port),
             "BASTION_ADMIN_TOKEN": ADMIN, "BASTION_DEMO_KEY": DEMO_KEY,
             "BASTION_DEMO_SECRET": DEMO_SECRET, "BASTION_HEALTH_INTERVAL": "5",
+            "BASTION_DEMO_TRAFFIC": "0",
         })
         env.update(self.env)
         self.log = open(self.log_path, "ab")  # noqa: SIM115

@@ -14,6 +14,7 @@ BASTION_ADMIN_TOKEN, BASTION_DEMO_TRAFFIC (see README "Trading API" for the rest
 from __future__ import annotations
 
 import logging
+import os
 import secrets
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager, suppress
@@ -28,14 +29,19 @@ Hook = Callable[[Any, Settings], None]
 
 def with_startup(app: Any, step: Callable[[Any], Any]) -> None:
     """Run ``await step(app)`` once the app's own startup (node recovery, demo seed) is done
-    and before the first request is served."""
+    and before the first request is served; if it returns a callable, await that at shutdown
+    (before the node closes)."""
     inner = app.router.lifespan_context
 
     @asynccontextmanager
     async def lifespan(a: Any) -> AsyncIterator[None]:
         async with inner(a):
-            await step(a)
-            yield
+            cleanup = await step(a)
+            try:
+                yield
+            finally:
+                if cleanup is not None:
+                    await cleanup()
 
     app.router.lifespan_context = lifespan
 
@@ -58,6 +64,23 @@ def ops_hook(reopen_recovery_s: float) -> Hook:
                                                 "reopened after restart: recovery protection")
                 log.warning("markets in recovery for %.0f s: %s", reopen_recovery_s,
                             ", ".join(done) or "none")
+
+        with_startup(app, step)
+
+    return hook
+
+
+def demo_traffic_hook(_reopen_recovery_s: float) -> Hook:
+    """``make run``: the drills' market maker and taker on every demo market."""
+
+    def hook(app: Any, settings: Settings) -> None:
+        async def step(a: Any) -> Any:
+            from bastion.drills import demo_traffic
+
+            crew = await demo_traffic.start(a.state.ctx)
+            log.info("demo traffic: %d bots (BASTION_DEMO_TRAFFIC=0 turns them off)",
+                     len(crew.bots))
+            return lambda: demo_traffic.stop(crew)
 
         with_startup(app, step)
 
@@ -95,4 +118,6 @@ def run_embedded() -> None:
 
     settings = Settings.from_env()
     prepare_process(settings)
-    serve_loop(settings)
+    traffic = settings.demo and os.environ.get("BASTION_DEMO_TRAFFIC", "1") not in (
+        "0", "false", "no")
+    serve_loop(settings, [demo_traffic_hook] if traffic else [])
