@@ -78,7 +78,10 @@ def value(eng: Engine, account: int, mark: int) -> int:
     total = ma.collateral if ma else 0
     pos = pe.positions.get(P.MARKET, {}).get(account)
     if pos is not None:
-        total += pos.size * mark // pe.markets[P.MARKET].price_div - pos.cost
+        pm = pe.markets[P.MARKET]
+        unsettled = -(-(pos.size * (pm.funding_index - pos.funding_index))
+                      // (pm.price_div * 10**9))   # 0 when funding settles at each tick
+        total += pos.size * mark // pm.price_div - pos.cost - unsettled
     return total
 
 
