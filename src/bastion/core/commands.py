@@ -414,6 +414,17 @@ class RollbackMigration(Command, tag="RollbackMigration"):
     reason: str
 
 
+class Credit(Command, tag="Credit"):
+    """Operator: compensation owed after an incident, into the spot wallet. Idempotent per
+    (``incident``, ``account``, ``asset``): a repeat credits nothing (``Credited.duplicate``)."""
+
+    account: int
+    asset: str
+    amount: int
+    incident: str
+    reason: str
+
+
 AnyCommand = (
     CreateAsset
     | CreateMarket
@@ -451,4 +462,5 @@ AnyCommand = (
     | ObserveDeposit
     | ApplyMigration
     | RollbackMigration
+    | Credit
 )

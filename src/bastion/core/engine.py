@@ -22,7 +22,7 @@ from typing import Any
 
 import msgspec
 
-from bastion.core import accounts, markets, migrations, orders
+from bastion.core import accounts, credits, markets, migrations, orders
 from bastion.core import commands as C
 from bastion.core import errors as X
 from bastion.core import events as E
@@ -33,7 +33,7 @@ from bastion.core.perp import accounts as margin_accounts
 from bastion.core.perp import funding, liquidation, oracle, triggers_cmd
 from bastion.core.perp import market as perp_market
 from bastion.core.rules import GuardViolation, Refused
-from bastion.core.state import STATE_VERSION, Account, EngineState, Order
+from bastion.core.state import STATE_VERSION, Account, CreditKey, EngineState, Order
 from bastion.core.venue import Venue
 from bastion.core.wallet.desk import COMMANDS as WALLET_COMMANDS
 from bastion.core.wallet.desk import Wallet, WalletHandler
@@ -131,6 +131,7 @@ class Engine(Venue):
             perp=self.perp.export(),
             wallet=self.wallet.export(),
             migrations=self.migrations if self.migrations.records else None,
+            credited=[CreditKey(*k) for k in sorted(self.credited)],
         )
 
     @classmethod
@@ -161,6 +162,7 @@ class Engine(Venue):
             eng.books[order.market].side(order.side == "buy").add(order)
         eng.fees = state.fees
         eng.net_deposits = state.net_deposits
+        eng.credited = {(k.incident, k.account, k.asset) for k in state.credited}
         if state.migrations is not None:
             eng.migrations = state.migrations
         eng.recompute_deadline()
@@ -255,6 +257,8 @@ HANDLERS: dict[type, Handler] = {
     C.CancelTrigger: _on_margin(triggers_cmd.cancel_trigger),
     # withdrawals and deposits (core/wallet)
     **{command: _on_wallet(fn) for command, fn in WALLET_COMMANDS.items()},
+    # operator compensation
+    C.Credit: credits.credit_cmd,
 }
 
 

@@ -322,6 +322,17 @@ class MigrationStepSkipped(Event, tag="MigrationStepSkipped"):
     reason: str
 
 
+class Credited(Event, tag="Credited"):
+    """A compensation credit (its ``BalanceChanged`` kind is ``compensation``); ``duplicate``:
+    this incident already credited this account and asset, nothing moved."""
+
+    account: int
+    asset: str
+    amount: int
+    incident: str
+    duplicate: bool = False
+
+
 AnyEvent = (
     Rejected
     | AssetCreated
@@ -357,4 +368,5 @@ AnyEvent = (
     | MigrationApplied
     | MigrationRolledBack
     | MigrationStepSkipped
+    | Credited
 )

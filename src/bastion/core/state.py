@@ -110,6 +110,14 @@ class MigrationLog(msgspec.Struct, kw_only=True):
     pending: list[ScheduledStep] = []
 
 
+class CreditKey(msgspec.Struct, array_like=True, order=True):
+    """A compensation already credited (``Credit`` is idempotent on it)."""
+
+    incident: str
+    account: int
+    asset: str
+
+
 class EngineState(msgspec.Struct, omit_defaults=True):
     version: int
     seq: int
@@ -131,3 +139,6 @@ class EngineState(msgspec.Struct, omit_defaults=True):
     wallet: WalletState | None = None
     #: applied migrations and their pending timed steps; absent until the first one
     migrations: MigrationLog | None = None
+    #: compensation credits applied (empty on a venue that never credited, so older
+    #: snapshots and their hashes are unchanged)
+    credited: list[CreditKey] = msgspec.field(default_factory=list)

@@ -28,6 +28,8 @@ class Venue:
         self.client_ids: dict[tuple[int, str], int] = {}
         self.fees: dict[str, int] = {}
         self.net_deposits: dict[str, int] = {}
+        #: (incident, account, asset) of every compensation credit applied
+        self.credited: set[tuple[str, int, str]] = set()
         #: ts of the earliest timed change: a return from ``recovery``, a migration's step
         self.deadline = NO_DEADLINE
         #: applied migrations and their pending timed steps (``core/migrations.py``)
