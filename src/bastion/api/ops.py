@@ -20,8 +20,12 @@ from starlette.routing import BaseRoute, Route
 
 from bastion.api import errors as A
 from bastion.api.app_context import Context
+from bastion.api.convert import to_units
 from bastion.api.errors import ApiError
 from bastion.api.http import JSON, admin, decode
+from bastion.core import commands as C
+from bastion.core import errors as X
+from bastion.core import events as E
 from bastion.journal.errors import DurabilityError
 from bastion.ops import kit
 from bastion.ops.cancel import CancelFilter
@@ -72,6 +76,18 @@ class RollbackReq(Base):
     to_snapshot: Name | None = None
     to_seq: Annotated[int, Meta(ge=0, le=2**62)] | None = None
     recovery_s: Annotated[float, Meta(ge=0, le=24 * 3600)] = 600.0
+
+
+class CreditLine(Base):
+    account: Annotated[int, Meta(ge=1, le=2**53)]
+    asset: Annotated[str, Meta(min_length=1, max_length=16)]
+    amount: Annotated[str, Meta(pattern=r"^[0-9]{1,30}(\.[0-9]{1,18})?$", max_length=40)]
+
+
+class CreditsReq(Base):
+    incident: Annotated[str, Meta(min_length=1, max_length=64)]
+    reason: Reason
+    credits: Annotated[list[CreditLine], Meta(min_length=1, max_length=100_000)]
 
 
 def _kit_error(exc: Exception) -> ApiError:
@@ -160,7 +176,33 @@ def routes(ctx: Context) -> list[BaseRoute]:
                     status_code=202,
                     background=BackgroundTask(os.kill, os.getpid(), signal.SIGINT))
 
+    async def credits(request: Request) -> Response:
+        """Journal a compensation report's credits; idempotent per incident, account and
+        asset (a repeat answers ``already`` and moves nothing)."""
+        admin(ctx, request)
+        req = decode(await request.body(), CreditsReq)
+        cmds: list[C.Command] = []
+        for line in req.credits:
+            amount = to_units(line.amount, gw.asset_decimals(line.asset), X.INVALID_AMOUNT,
+                              "amount")
+            cmds.append(C.Credit(account=line.account, asset=line.asset, amount=amount,
+                                 incident=req.incident, reason=req.reason))
+        results = await gw.node.submit_many(cmds)
+        credited = already = 0
+        refused: list[dict[str, Any]] = []
+        for line, events in zip(req.credits, results, strict=True):
+            for ev in events:
+                if isinstance(ev, E.Credited):
+                    already += ev.duplicate
+                    credited += not ev.duplicate
+                elif isinstance(ev, E.Rejected):
+                    refused.append({"account": line.account, "asset": line.asset,
+                                    "code": ev.code, "message": ev.message})
+        return JSON({"incident": req.incident, "credited": credited, "already": already,
+                     "refused": refused, "seq": gw.engine.seq})
+
     return [
+        Route("/admin/ops/credits", credits, methods=["POST"]),
         Route("/admin/ops/modes", modes, methods=["POST"]),
         Route("/admin/ops/cancel", cancel, methods=["POST"]),
         Route("/admin/ops/snapshots", snapshot, methods=["POST"]),

@@ -26,6 +26,7 @@ from bastion.drills.deployment import Deployment
 from bastion.drills.runner import settle_units
 from bastion.ops.compensation import compensate
 from bastion.ops.correction import Correction, Match
+from bastion.ops.report import write_reports
 
 SNAPSHOT = "paradex-maintenance"
 
@@ -120,6 +121,8 @@ class ParadexMaintenance(Drill):
     async def compensate(self, run: Run) -> None:
         health = await self.kit(run, "GET", "/admin/health")
         report = compensate(run.deployment.data, run.fault_seq, health["seq"], correction())
+        files = write_reports(report, run.root / "compensation")
+        run.report.files["compensation"] = files["html"]
         owed = {a.account: a.owed.get("USDT", 0) for a in report.owed_accounts}
         liquidated = {a.account for a in report.accounts
                       if a.liquidated and not a.liquidated_if_corrected}
