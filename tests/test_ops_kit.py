@@ -89,13 +89,47 @@ def test_cancel_everything_but_tp_sl_leaves_exactly_the_triggers(tmp_path: Path)
     asyncio.run(main())
 
 
-def test_cancel_refuses_unknown_kinds_and_markets(tmp_path: Path) -> None:
-    with pytest.raises(ValueError):
-        CancelFilter(kinds=frozenset({"stop"}))
-    with pytest.raises(ValueError):
-        CancelFilter(side="up")
-    with pytest.raises(ValueError):
-        select(Engine(), CancelFilter(markets=frozenset({"NOPE"})))
+def test_cancel_refuses_bad_filters_with_the_cores_words() -> None:
+    eng = Engine()
+    for flt in (CancelFilter(kinds=frozenset({"stop"})), CancelFilter(side="up"),
+                CancelFilter(markets=frozenset({"NOPE"})),
+                CancelFilter(except_kinds=frozenset({"iceberg"}))):
+        with pytest.raises(ValueError):
+            select(eng, flt)
+    # the command itself refuses the same way, changing nothing
+    from bastion.demo import demo_setup, stamp
+    for cmd in stamp(demo_setup()):
+        eng.apply(cmd)
+    bad = C.CancelOrders(kinds=["stop"], reason="x", seq=eng.seq + 1, ts=eng.ts + 1)
+    events = eng.apply(bad)
+    assert len(events) == 1 and isinstance(events[0], E.Rejected)
+    nothing = C.CancelOrders(reason=" ", seq=eng.seq + 1, ts=eng.ts + 1)
+    assert isinstance(eng.apply(nothing)[0], E.Rejected)
+
+
+def test_the_filter_is_applied_when_the_command_applies() -> None:
+    """An order placed after the preview but before the cancel applies is cancelled too, and
+    the journaled command carries the operator's reason to every cancel event."""
+    from bastion.demo import demo_setup, stamp
+
+    eng = Engine()
+    for cmd in stamp(demo_setup()):
+        eng.apply(cmd)
+
+    def do(cmd: C.Command) -> list[E.Event]:
+        cmd.seq, cmd.ts = eng.seq + 1, eng.ts + 1
+        return eng.apply(cmd)
+
+    do(C.PlaceOrder(account=1, market="BTC-USDT", side="buy", qty=10_000, price=4_000_000))
+    flt = CancelFilter(markets=frozenset({"BTC-USDT"}), side="buy")
+    assert select(eng, flt).count == 1
+    do(C.PlaceOrder(account=2, market="BTC-USDT", side="buy", qty=10_000, price=4_100_000))
+    do(C.PlaceOrder(account=2, market="BTC-USDT", side="sell", qty=10_000, price=6_000_000))
+    events = do(flt.command("incident 12: bad bids"))
+    canceled = [e for e in events if isinstance(e, E.OrderCanceled)]
+    assert len(canceled) == 2 and {e.reason for e in canceled} == {"incident 12: bad bids"}
+    assert [o.side for o in eng.orders.values()] == ["sell"]
+    assert eng.check_invariants() == []
 
 
 def test_halt_and_resume_a_set_of_markets(tmp_path: Path) -> None:

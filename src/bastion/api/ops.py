@@ -121,7 +121,7 @@ def routes(ctx: Context) -> list[BaseRoute]:
             flt = CancelFilter(markets=frozenset(req.markets), accounts=frozenset(req.accounts),
                                kinds=frozenset(req.kinds), except_kinds=frozenset(
                                    req.except_kinds), side=req.side)
-            result = await kit.cancel(gw.node, flt, req.dry_run)
+            result = await kit.cancel(gw.node, flt, req.dry_run, req.reason)
         except (DurabilityError, ValueError) as exc:
             raise _kit_error(exc) from exc
         return JSON(asdict(result))

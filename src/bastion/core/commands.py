@@ -414,6 +414,19 @@ class RollbackMigration(Command, tag="RollbackMigration"):
     reason: str
 
 
+class CancelOrders(Command, tag="CancelOrders"):
+    """Operator mass cancel: every resting order and TP/SL trigger the filter selects when it
+    applies. Empty lists select everything; ``kinds``/``except_kinds`` from ``limit``,
+    ``post_only``, ``market``, ``tp_sl`` (``except_kinds=["tp_sl"]``: the Paradex cancel)."""
+
+    markets: list[str] = []
+    accounts: list[int] = []
+    kinds: list[str] = []
+    except_kinds: list[str] = []
+    side: str = ""
+    reason: str = ""
+
+
 class Credit(Command, tag="Credit"):
     """Operator: compensation owed after an incident, into the spot wallet. Idempotent per
     (``incident``, ``account``, ``asset``): a repeat credits nothing (``Credited.duplicate``)."""
@@ -463,4 +476,5 @@ AnyCommand = (
     | ApplyMigration
     | RollbackMigration
     | Credit
+    | CancelOrders
 )

@@ -22,7 +22,7 @@ from typing import Any
 
 import msgspec
 
-from bastion.core import accounts, credits, markets, migrations, orders
+from bastion.core import accounts, cancels, credits, markets, migrations, orders
 from bastion.core import commands as C
 from bastion.core import errors as X
 from bastion.core import events as E
@@ -257,7 +257,8 @@ HANDLERS: dict[type, Handler] = {
     C.CancelTrigger: _on_margin(triggers_cmd.cancel_trigger),
     # withdrawals and deposits (core/wallet)
     **{command: _on_wallet(fn) for command, fn in WALLET_COMMANDS.items()},
-    # operator compensation
+    # operator kit: mass cancel with filters, compensation
+    C.CancelOrders: cancels.cancel_orders,
     C.Credit: credits.credit_cmd,
 }
 

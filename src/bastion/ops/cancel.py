@@ -1,22 +1,21 @@
-"""Selective mass cancel: which resting orders and TP/SL triggers a filter selects, and the
-journaled commands that cancel exactly those.
+"""Selective mass cancel from the operator's side: the filter, a preview (the dry run: counts
+per kind, selected and kept) and the one journaled ``CancelOrders`` command that does it.
 
-Paradex, Jan 2026: the operator cancelled every open order *except* take-profit and stop-loss
-orders (``--except-kind tp_sl``), so traders kept their protection when trading reopened.
-Kinds: ``limit`` (resting limit orders that are not post-only), ``post_only``, ``market``
-(market orders never rest; listed for completeness, always 0) and ``tp_sl`` (triggers).
+The selection itself is the core's (``bastion.core.cancels``): the preview and the command
+apply the same rule, and the command re-evaluates it when it applies, so an order placed
+between the preview and the cancel is treated like every other.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from bastion.core import cancels
 from bastion.core import commands as C
 from bastion.core.engine import Engine
+from bastion.core.rules import Refused
 
-KINDS = ("limit", "post_only", "market", "tp_sl")
-#: most orders one cancel may select (the command batch stays bounded)
-MAX_SELECTED = 1_000_000
+KINDS = cancels.KINDS
 
 
 @dataclass(frozen=True)
@@ -27,18 +26,10 @@ class CancelFilter:
     except_kinds: frozenset[str] = frozenset()
     side: str = ""                               # "", "buy" or "sell"
 
-    def __post_init__(self) -> None:
-        bad = (self.kinds | self.except_kinds) - set(KINDS)
-        if bad:
-            raise ValueError(f"unknown order kind(s) {sorted(bad)}; known: {', '.join(KINDS)}")
-        if self.side not in ("", "buy", "sell"):
-            raise ValueError(f"side must be buy or sell, not {self.side!r}")
-
-    def wants(self, kind: str, market: str, account: int, side: str) -> bool:
-        return ((not self.kinds or kind in self.kinds) and kind not in self.except_kinds
-                and (not self.markets or market in self.markets)
-                and (not self.accounts or account in self.accounts)
-                and (not self.side or side == self.side))
+    def command(self, reason: str) -> C.CancelOrders:
+        return C.CancelOrders(markets=sorted(self.markets), accounts=sorted(self.accounts),
+                              kinds=sorted(self.kinds), except_kinds=sorted(self.except_kinds),
+                              side=self.side, reason=reason)
 
 
 @dataclass
@@ -53,36 +44,25 @@ class Selection:
         return len(self.orders) + len(self.triggers)
 
 
+def _counts(engine: Engine, cmd: C.CancelOrders) -> tuple[Selection, dict[str, int]]:
+    orders, triggers = cancels.select(engine, cmd)
+    sel = Selection(orders=[(o.account, o.market, o.order_id) for o in orders],
+                    triggers=[(t.account, t.market, t.trigger_id) for t in triggers])
+    for o in orders:
+        sel.by_kind[cancels.order_kind(o)] += 1
+    sel.by_kind["tp_sl"] = len(triggers)
+    return sel, sel.by_kind
+
+
 def select(engine: Engine, flt: CancelFilter) -> Selection:
-    unknown = flt.markets - set(engine.markets)
-    if unknown:
-        raise ValueError(f"unknown market(s) {sorted(unknown)}")
-    sel = Selection()
-    for order in engine.orders.values():
-        if not order.live:
-            continue
-        kind = "post_only" if order.post_only else "limit"
-        if flt.wants(kind, order.market, order.account, order.side):
-            sel.orders.append((order.account, order.market, order.order_id))
-            sel.by_kind[kind] += 1
-        else:
-            sel.kept_by_kind[kind] += 1
-    for trig in engine.perp.triggers.by_id.values():
-        if flt.wants("tp_sl", trig.market, trig.account, trig.side):
-            sel.triggers.append((trig.account, trig.market, trig.trigger_id))
-            sel.by_kind["tp_sl"] += 1
-        else:
-            sel.kept_by_kind["tp_sl"] += 1
-    if sel.count > MAX_SELECTED:
-        raise ValueError(f"{sel.count} orders selected, more than {MAX_SELECTED} per cancel")
-    sel.orders.sort()
-    sel.triggers.sort()
+    """What the cancel would do now (raises ``ValueError`` with the core's message when the
+    filter is invalid)."""
+    cmd = flt.command("preview")
+    try:
+        cancels.check(engine, cmd)
+    except Refused as exc:
+        raise ValueError(exc.message) from exc
+    sel, chosen = _counts(engine, cmd)
+    _, total = _counts(engine, C.CancelOrders(reason="count"))
+    sel.kept_by_kind = {k: total[k] - chosen[k] for k in KINDS}
     return sel
-
-
-def cancel_commands(sel: Selection) -> list[C.Command]:
-    """One journaled cancel per selected order or trigger (applied as one batch)."""
-    cmds: list[C.Command] = [C.CancelOrder(account=a, market=m, order_id=i)
-                             for a, m, i in sel.orders]
-    cmds += [C.CancelTrigger(account=a, market=m, trigger_id=i) for a, m, i in sel.triggers]
-    return cmds

@@ -19,7 +19,7 @@ from bastion.core import events as E
 from bastion.core.engine import Engine
 from bastion.journal.errors import DurabilityError
 from bastion.journal.fsutil import append_jsonl, atomic_write
-from bastion.ops.cancel import CancelFilter, Selection, cancel_commands, select
+from bastion.ops.cancel import CancelFilter, Selection, select
 from bastion.snapshots.store import SnapshotInfo
 
 MAINTENANCE_FILE = "maintenance.json"
@@ -37,7 +37,6 @@ class KitNode(Protocol):
 
     async def submit(self, cmd: C.Command) -> list[E.Event]: ...
 
-    def submit_many(self, cmds: list[C.Command]) -> Any: ...
 
     async def snapshot(self, name: str = ...) -> SnapshotInfo: ...
 
@@ -79,18 +78,19 @@ class CancelResult:
     seq: int
 
 
-async def cancel(node: KitNode, flt: CancelFilter, dry_run: bool) -> CancelResult:
-    """Select, then (unless a dry run) journal the cancels as one batch: one journal write,
-    applied back to back. Selection and enqueue happen in one loop step, so the batch sees
-    exactly the orders selected (only batches already in flight may add a few more: halt
-    first when that matters)."""
+async def cancel(node: KitNode, flt: CancelFilter, dry_run: bool,
+                 reason: str = "operator mass cancel") -> CancelResult:
+    """Preview, then (unless a dry run) journal one ``CancelOrders``: the core applies the
+    same filter when the command applies, so nothing placed in between escapes it."""
     sel: Selection = select(node.engine, flt)
     if dry_run or not sel.count:
         return CancelResult(dry_run, sel.count, 0, sel.by_kind, sel.kept_by_kind,
                             node.engine.seq)
-    results = await node.submit_many(cancel_commands(sel))
-    done = sum(1 for events in results for e in events
-               if isinstance(e, (E.OrderCanceled, E.TriggerCanceled)))
+    events = await node.submit(flt.command(reason))
+    bad = [e for e in events if isinstance(e, E.Rejected)]
+    if bad:
+        raise DurabilityError(bad[0].message, code=bad[0].code)
+    done = sum(1 for e in events if isinstance(e, (E.OrderCanceled, E.TriggerCanceled)))
     return CancelResult(False, sel.count, done, sel.by_kind, sel.kept_by_kind, node.engine.seq)
 
 
