@@ -164,3 +164,26 @@ def test_bad_corrections_are_clear_errors(tmp_path: Path):
         with pytest.raises(DurabilityError) as err:
             compensate(tmp_path / "data", lo, hi, drop_reset())
         assert err.value.code == code
+
+
+def test_compensate_cli_writes_the_three_files(tmp_path: Path):
+    from typer.testing import CliRunner
+
+    from bastion.cli.main import app
+
+    fault_seq, last, _live, events = asyncio.run(journal_incident(tmp_path / "data", False))
+    liquidated = {e.account for e in events if isinstance(e, E.LiquidationStarted)}
+    fix = tmp_path / "fix.json"
+    fix.write_text(json.dumps({"incident": "paradex-2026-01-19", "reason": "index reset",
+                               "drop": [{"type": "FundingTick", "where": {"index": 0}}]}))
+    out = tmp_path / "comp"
+    result = CliRunner().invoke(app, ["compensate", "--data", str(tmp_path / "data"),
+                                      "--from", str(fault_seq), "--to", str(last),
+                                      "--correction", str(fix), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert f"{len(liquidated)} accounts owed" in result.output
+    assert {p.name for p in out.iterdir()} == {"compensation.json", "compensation.csv",
+                                               "compensation.html"}
+    bad = CliRunner().invoke(app, ["compensate", "--data", str(tmp_path / "data"), "--from",
+                                   "1", "--to", str(last + 5), "--correction", str(fix)])
+    assert bad.exit_code == 2 and "SEQ_BEYOND_END" in bad.output
