@@ -24,7 +24,7 @@ from starlette.responses import HTMLResponse, Response
 from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from bastion.api import admin, binance, binance_ws, native, wallet, ws
+from bastion.api import admin, binance, binance_ws, native, ops, wallet, ws
 from bastion.api import errors as A
 from bastion.api.app_context import Context
 from bastion.api.auth import Authenticator
@@ -201,6 +201,7 @@ def build(settings: Settings, node_factory: Callable[[], Any] | None = None) -> 
             routes += ws.routes(ctx, hub)
             routes += binance.routes(ctx)
             routes += admin.routes(ctx)
+            routes += ops.routes(ctx)
             status_cm = _status(settings, ctx, routes)
             routes += bws.routes()  # after the status page's /ws/status
             state["spec"] = build_spec()

@@ -46,24 +46,23 @@ def with_startup(app: Any, step: Callable[[Any], Any]) -> None:
     app.router.lifespan_context = lifespan
 
 
-def ops_hook(reopen_recovery_s: float) -> Hook:
-    """Mount the operator kit routes (unless the app already has them) and, when asked,
-    reopen every trading market in recovery before serving."""
+def recovery_hook(reopen_recovery_s: float) -> Hook:
+    """When asked (after a rollback or a crash), reopen every trading market in recovery
+    before the first request is served."""
 
     def hook(app: Any, settings: Settings) -> None:
+        if reopen_recovery_s <= 0:
+            return
+
         async def step(a: Any) -> None:
-            from bastion.api import ops
             from bastion.api.http import now_ms
             from bastion.ops.recovery import reopen_in_recovery
 
-            ctx = a.state.ctx
-            if not any(getattr(r, "path", "") == "/admin/ops/modes" for r in a.router.routes):
-                a.router.routes[:0] = ops.routes(ctx)
-            if reopen_recovery_s > 0:
-                done = await reopen_in_recovery(ctx.gateway.node, now_ms(), reopen_recovery_s,
-                                                "reopened after restart: recovery protection")
-                log.warning("markets in recovery for %.0f s: %s", reopen_recovery_s,
-                            ", ".join(done) or "none")
+            done = await reopen_in_recovery(a.state.ctx.gateway.node, now_ms(),
+                                            reopen_recovery_s,
+                                            "reopened after restart: recovery protection")
+            log.warning("markets in recovery for %.0f s: %s", reopen_recovery_s,
+                        ", ".join(done) or "none")
 
         with_startup(app, step)
 
@@ -100,7 +99,7 @@ def serve_loop(settings: Settings, hooks: list[Callable[[float], Hook]] | None =
     settings.admin_token = settings.admin_token or secrets.token_urlsafe(24)
     while True:
         app = build(settings)
-        for factory in [ops_hook, *(hooks or [])]:
+        for factory in [recovery_hook, *(hooks or [])]:
             factory(reopen_recovery_s)(app, settings)
         server = uvicorn.Server(serve_config(settings, app.state.guard))
         with suppress(KeyboardInterrupt):
