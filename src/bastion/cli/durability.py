@@ -6,19 +6,18 @@ branch on the code and humans never see a traceback for a bad path or a damaged 
 
 from __future__ import annotations
 
-import functools
 import sys
 import time
-from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, ParamSpec, TypeVar
+from typing import Annotated
 
 import msgspec
 import typer
 from rich.console import Console
 from rich.table import Table
 
+from bastion.cli.errors import clean_errors
 from bastion.core.codec import decode_command
 from bastion.journal.errors import DurabilityError
 from bastion.journal.local import LocalJournal
@@ -27,9 +26,6 @@ from bastion.node.node import Node
 from bastion.node.recovery import rebuild, snapshot_checker, write_snapshot
 from bastion.node.rollback import rollback
 from bastion.snapshots.store import AUTO, SnapshotStore, check_name
-
-P = ParamSpec("P")
-R = TypeVar("R")
 
 out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 200)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -41,24 +37,6 @@ DataOpt = Annotated[
 
 journal_app = typer.Typer(help="Verify and inspect the command journal.", no_args_is_help=True)
 snapshot_app = typer.Typer(help="Take, list and verify snapshots.", no_args_is_help=True)
-
-
-def clean_errors(fn: Callable[P, R]) -> Callable[P, R]:
-    """Turn every expected failure into ``error: CODE: message`` and exit status 2."""
-
-    @functools.wraps(fn)
-    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-        try:
-            return fn(*args, **kwargs)
-        except DurabilityError as exc:
-            err.print(f"error: {exc.code}: {exc.message}", markup=False)
-        except PermissionError as exc:
-            err.print(f"error: PERMISSION: {exc}", markup=False)
-        except OSError as exc:
-            err.print(f"error: IO_ERROR: {exc}", markup=False)
-        raise typer.Exit(2)
-
-    return wrapper
 
 
 def _journal(data: DataDir) -> LocalJournal:
@@ -238,7 +216,7 @@ def rollback_cmd(
     """Roll the stopped shard back to a snapshot or seq (or, with --live, the running one);
     the abandoned tail is archived."""
     if live:
-        from bastion.cli.ops import rollback_live
+        from bastion.cli.live import rollback_live
 
         rollback_live(url, admin_token, who, why, to_snapshot, to_seq, recovery_s)
         return

@@ -122,36 +122,6 @@ def maintenance_show(url: Url = DEFAULT_URL, token: Token = "") -> None:
     show(call(url, token, "GET", "/admin/ops/maintenance"))
 
 
-def rollback_live(url: str, token: str, who: str, why: str, to_snapshot: str | None,
-                  to_seq: int | None, recovery_s: float) -> None:
-    """Halt, roll back, restart, reopen in recovery: the running server does it in one go."""
-    import time
-
-    t0 = time.monotonic()
-    show(call(url, token, "POST", "/admin/ops/rollback", {
-        "who": who, "why": why, "to_snapshot": to_snapshot, "to_seq": to_seq,
-        "recovery_s": recovery_s}))
-    base = url.rstrip("/")
-    while time.monotonic() - t0 < 30:          # the server stops ...
-        try:
-            httpx.get(base + "/v1/time", timeout=0.5)
-        except httpx.HTTPError:
-            break
-        time.sleep(0.01)
-    while time.monotonic() - t0 < 120:         # ... rolls back and serves again
-        try:
-            r = httpx.get(base + "/v1/markets", timeout=2)
-            if r.status_code == 200:
-                typer.echo(f"back up after {time.monotonic() - t0:.1f} s: " + ", ".join(
-                    f"{m['market']}={m['mode']}" for m in r.json()))
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.1)
-    typer.echo("error: TIMEOUT: the server did not come back within 120 s", err=True)
-    raise typer.Exit(2)
-
-
 def compensate_cmd(
     from_seq: Annotated[int, typer.Option("--from", help="First seq of the incident window.")],
     to_seq: Annotated[int, typer.Option("--to", help="Last seq of the window.")],
@@ -164,7 +134,7 @@ def compensate_cmd(
 ) -> None:
     """Replay the window as it happened and as corrected; per-account differences and what
     makes each account whole. Read-only unless --apply."""
-    from bastion.cli.durability import clean_errors
+    from bastion.cli.errors import clean_errors
     from bastion.ops.compensation import compensate
     from bastion.ops.correction import load
     from bastion.ops.report import units, write_reports

@@ -8,25 +8,22 @@ Kinds: ``limit`` (resting, not post-only), ``post_only``, ``market`` (market ord
 rest: always none) and ``tp_sl`` (triggers of perpetual markets).
 """
 
-from typing import TYPE_CHECKING
-
 from bastion.core import commands as C
 from bastion.core import errors as X
 from bastion.core import events as E
+from bastion.core.ledger.margin import MarginLedger
 from bastion.core.modes import accepts_cancel
 from bastion.core.perp.state import Trigger
 from bastion.core.rules import Refused
 from bastion.core.state import Order
-
-if TYPE_CHECKING:
-    from bastion.core.engine import Engine
+from bastion.core.venue import Venue
 
 KINDS = ("limit", "post_only", "market", "tp_sl")
 #: most markets or accounts one filter may name
 MAX_FILTER = 10_000
 
 
-def check(eng: "Engine", cmd: C.CancelOrders) -> None:
+def check(eng: Venue, cmd: C.CancelOrders) -> None:
     """Validate the whole filter before anything is cancelled."""
     for name, values, kind in (("markets", cmd.markets, str), ("accounts", cmd.accounts, int),
                                ("kinds", cmd.kinds, str), ("except_kinds", cmd.except_kinds,
@@ -58,30 +55,37 @@ def order_kind(order: Order) -> str:
     return "post_only" if order.post_only else "limit"
 
 
-def select(eng: "Engine", cmd: C.CancelOrders) -> tuple[list[Order], list[Trigger]]:
+def margin_ledger(v: Venue) -> MarginLedger:
+    """TP/SL triggers live in the perpetual (margin) ledger."""
+    led = v.ledgers["perp"]
+    assert isinstance(led, MarginLedger)
+    return led
+
+
+def select(eng: Venue, cmd: C.CancelOrders) -> tuple[list[Order], list[Trigger]]:
     """The orders and triggers the filter selects, by id (orders in a market that accepts no
     cancel, i.e. ``closed``, are never selected)."""
     orders = sorted((o for o in eng.orders.values()
                      if accepts_cancel(eng.markets[o.market].mode)
                      and wants(cmd, order_kind(o), o.market, o.account, o.side)),
                     key=lambda o: o.order_id)
-    triggers = sorted((t for t in eng.perp.triggers.by_id.values()
+    triggers = sorted((t for t in margin_ledger(eng).triggers.by_id.values()
                        if wants(cmd, "tp_sl", t.market, t.account, t.side)),
                       key=lambda t: t.trigger_id)
     return orders, triggers
 
 
-def cancel_orders(eng: "Engine", cmd: C.CancelOrders, out: list[E.Event]) -> None:
+def cancel_orders(eng: Venue, cmd: C.CancelOrders, out: list[E.Event]) -> None:
     check(eng, cmd)
     orders, triggers = select(eng, cmd)
-    open_before = len(eng.orders) + len(eng.perp.triggers.by_id)
+    open_before = len(eng.orders) + len(margin_ledger(eng).triggers.by_id)
     reason = cmd.reason
     for order in orders:
         m = eng.markets[order.market]
         eng.close_order(order, m, eng.books[m.market].side(order.side == "buy"), reason, out)
     for t in triggers:
-        eng.perp.triggers.remove(t.trigger_id)
+        margin_ledger(eng).triggers.remove(t.trigger_id)
         out.append(E.TriggerCanceled(seq=eng.seq, ts=eng.ts, trigger_id=t.trigger_id,
                                      account=t.account, market=t.market, reason=reason))
-    assert len(eng.orders) + len(eng.perp.triggers.by_id) == open_before - len(orders) - len(
-        triggers)
+    left = len(eng.orders) + len(margin_ledger(eng).triggers.by_id)
+    assert left == open_before - len(orders) - len(triggers)
