@@ -180,8 +180,9 @@ class Bot:
 
 
 class MarketMaker(Bot):
-    """Keeps ``levels`` post-only quotes a side, ``spread_ticks`` apart, around the reference;
-    requotes by cancelling its own orders in the market first."""
+    """Keeps ``levels`` post-only quotes a side, ``spread_ticks`` apart, around the reference.
+    Requotes the way real makers do: the new quotes first, then the old ones cancelled by id,
+    so the book is never left empty between two rounds."""
 
     role = "maker"
 
@@ -191,23 +192,27 @@ class MarketMaker(Bot):
         self.levels = levels
         self.spread_ticks = spread_ticks
         self.lots = lots
+        self.live: list[int] = []
+        self.started = False
 
     async def act(self) -> None:
         view = self.view
         assert view is not None and view.ref is not None
-        if view.mode not in ("open", "post_only", "recovery", "cancel_only", "halted"):
-            return
-        await self.client.cancel_all(self.market)
-        if view.mode not in ENTRY_MODES:
-            return
-        skew = self.rng.randint(-2, 2)
-        for i in range(1, self.levels + 1):
-            off = view.tick * (self.spread_ticks * i + skew)
-            lots = self.lots + self.rng.randint(0, 2)
-            await self.place(side="buy", price=view.price(view.ref - off), post_only=True,
-                             quantity=view.qty(lots))
-            await self.place(side="sell", price=view.price(view.ref + off), post_only=True,
-                             quantity=view.qty(lots))
+        if not self.started:  # quotes left by an earlier run of this account
+            self.started = (await self.client.cancel_all(self.market)).status != 0
+        old, self.live = self.live, []
+        if view.mode in ENTRY_MODES:
+            skew = self.rng.randint(-2, 2)
+            for i in range(1, self.levels + 1):
+                off = view.tick * (self.spread_ticks * i + skew)
+                for side, px in (("buy", view.ref - off), ("sell", view.ref + off)):
+                    lots = self.lots + self.rng.randint(0, 2)
+                    reply = await self.place(side=side, price=view.price(px), post_only=True,
+                                             quantity=view.qty(lots))
+                    if reply.ok and isinstance(reply.body, dict):
+                        self.live.append(int(reply.body["order_id"]))
+        for order_id in old:
+            await self.client.cancel(order_id)
 
 
 class Taker(Bot):
