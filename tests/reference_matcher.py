@@ -43,6 +43,9 @@ class Resting:
     client_id: str
     taker_cap: int
     maker_cap: int
+    qty: int = 0
+    post_only: bool = False
+    stp: str | None = None
 
 
 @dataclass
@@ -65,6 +68,8 @@ class Outcome:
     fills: list[Fill] = field(default_factory=list)
     #: (order id, reason) of every order that left the book other than by filling
     canceled: list[tuple[int, str]] = field(default_factory=list)
+    #: (order id, price, total qty, remaining, kept priority) of an amend
+    amended: list[tuple[int, int, int, int, bool]] = field(default_factory=list)
 
 
 def fee(notional: int, rate: int) -> int:
@@ -163,7 +168,7 @@ class Reference:
                 return Outcome("INSUFFICIENT_FUNDS")
         mode = stp if stp is not None else account_stp
         taker = Resting(self.next_id, account, is_buy, price, qty, client_id, s.taker_ppm,
-                        s.maker_ppm)
+                        s.maker_ppm, qty, post_only, stp)
         if tif == "FOK":
             trial = copy.deepcopy(self)
             trial_taker = copy.deepcopy(taker)
@@ -221,3 +226,55 @@ class Reference:
                 self.book.remove(o)
                 return Outcome(order_id=order_id, canceled=[(order_id, "CANCELED")])
         return Outcome("UNKNOWN_ORDER")
+
+    def amend(self, account: int, order_id: int, new_qty: int | None, new_price: int | None,
+              account_stp: str = "expire_taker") -> Outcome:
+        """A quantity cut at the same price keeps the order's place; anything else takes it out
+        and places it again at the back, under today's fees, where it may match."""
+        s = self.spec
+        order = next((o for o in self.book if o.order_id == order_id and o.account == account),
+                     None)
+        if order is None:
+            return Outcome("UNKNOWN_ORDER")
+        filled = order.qty - order.remaining
+        qty = order.qty if new_qty is None else new_qty
+        price = order.price if new_price is None else new_price
+        if new_qty is not None:
+            if not 0 < qty <= MAX_INT:
+                return Outcome("INVALID_QUANTITY")
+            if qty % s.lot:
+                return Outcome("LOT_SIZE")
+            if qty < s.min_qty:
+                return Outcome("MIN_QUANTITY")
+            if qty > s.max_qty:
+                return Outcome("MAX_QUANTITY")
+        if new_price is not None:
+            if not 0 < price <= MAX_INT:
+                return Outcome("INVALID_PRICE")
+            if price % s.tick:
+                return Outcome("TICK_SIZE")
+        if qty <= filled:
+            return Outcome("INVALID_QUANTITY")
+        if (qty, price) == (order.qty, order.price):
+            return Outcome("NO_CHANGE")
+        remaining = qty - filled
+        if price == order.price and qty < order.qty:
+            order.qty, order.remaining = qty, remaining
+            return Outcome(order_id=order_id, amended=[(order_id, price, qty, remaining, True)])
+        others = [o for o in self.book if o is not order and o.is_buy != order.is_buy]
+        crosses = any(o.price <= price if order.is_buy else o.price >= price for o in others)
+        if crosses and order.post_only:
+            return Outcome("POST_ONLY_WOULD_CROSS")
+        asset = "quote" if order.is_buy else "base"
+        free = self.available(account, asset) + self.hold(order.is_buy, order.price,
+                                                          order.remaining, order.taker_cap)
+        if self.hold(order.is_buy, price, remaining, s.taker_ppm) > free:
+            return Outcome("INSUFFICIENT_FUNDS")
+        self.book.remove(order)
+        fresh = Resting(order_id, account, order.is_buy, price, remaining, order.client_id,
+                        s.taker_ppm, s.maker_ppm, qty, order.post_only, order.stp)
+        out = Outcome(order_id=order_id, amended=[(order_id, price, qty, remaining, False)])
+        alive = self.match(fresh, order.stp if order.stp is not None else account_stp, out)
+        if alive and fresh.remaining:
+            self.book.append(fresh)
+        return out

@@ -1,6 +1,6 @@
 """The engine against the reference matcher (tests/reference_matcher.py) on random streams:
-the same accepted orders, fills, prices, quantities, fees, self-trade outcomes, FOK and IOC
-decisions, reject codes and balances, command by command."""
+the same accepted orders, amends, fills, prices, quantities, fees, self-trade outcomes, FOK and
+IOC decisions, reject codes and balances, command by command."""
 
 from typing import Any
 
@@ -29,14 +29,22 @@ place = st.fixed_dictionaries({
     "stp": st.sampled_from(STPS + ["expire_maker"] * 2),
     "cid": st.sampled_from(["", "", "", "x", "y"]),
 })
-cancel = st.fixed_dictionaries({"op": st.just("cancel"), "account": st.sampled_from(ACCOUNTS),
+cancel = st.fixed_dictionaries({"op": st.just("cancel"),
+                                "account": st.sampled_from([0] * 16 + ACCOUNTS),  # 0: owner
                                 "pick": st.integers(0, 40)})
+amend = st.fixed_dictionaries({"op": st.just("amend"),
+                               "account": st.sampled_from([0] * 16 + ACCOUNTS),  # 0: owner
+                               "pick": st.integers(0, 40),
+                               "dlots": st.sampled_from([None, -2, -1, 1, 3]),
+                               "doff": st.sampled_from([None, -3, -1, 4, 9, 14]),
+                               "odd": st.sampled_from([0] * 20 + [1])})
 fees = st.fixed_dictionaries({"op": st.just("fees"), "taker": st.sampled_from([0, 500, 1_000]),
                               "maker": st.sampled_from([-1, -1, 0, 1])})
 account_stp = st.fixed_dictionaries({"op": st.just("stp"), "account": st.sampled_from(ACCOUNTS),
                                      "mode": st.sampled_from(STPS[2:6])})
-KINDS = {"place": place, "cancel": cancel, "fees": fees, "stp": account_stp}
-STREAM = st.lists(st.sampled_from(["place"] * 12 + ["cancel"] * 3 + ["fees"] * 2 + ["stp"])
+KINDS = {"place": place, "cancel": cancel, "amend": amend, "fees": fees, "stp": account_stp}
+STREAM = st.lists(st.sampled_from(["place"] * 12 + ["cancel"] * 3 + ["amend"] * 3
+                                  + ["fees"] * 2 + ["stp"])
                   .flatmap(KINDS.__getitem__), min_size=10, max_size=80)
 
 
@@ -62,6 +70,9 @@ def _engine_outcome(events: list[E.Event]) -> Outcome:
         elif isinstance(e, E.Trade):
             out.fills.append(Fill(e.price, e.qty, e.maker_order, e.taker_order, e.maker_fee,
                                   e.taker_fee))
+        elif isinstance(e, E.OrderAmended):
+            out.order_id = out.order_id or e.order_id
+            out.amended.append((e.order_id, e.price, e.qty, e.remaining, e.kept_priority))
         elif isinstance(e, E.OrderCanceled):
             if not out.order_id and not out.fills and e.reason == "CANCELED":
                 out.order_id = e.order_id
@@ -88,11 +99,25 @@ def _step(h: Harness, ref: Reference, stp_of: dict[int, str], c: dict[str, Any])
                          client_id=c["cid"], account_stp=stp_of.get(c["account"],
                                                                     "expire_taker"), **kw)
     elif c["op"] == "cancel":
-        ids = sorted(o.order_id for o in ref.book) or [1]
-        oid = ids[c["pick"] % len(ids)]
-        got = _engine_outcome(h.do(C.CancelOrder(account=c["account"], market=MARKET,
+        ids = sorted((o.order_id, o.account) for o in ref.book) or [(1, 1)]
+        oid, owner = ids[c["pick"] % len(ids)]
+        account = c["account"] or owner
+        got = _engine_outcome(h.do(C.CancelOrder(account=account, market=MARKET,
                                                  order_id=oid)))
-        want = ref.cancel(c["account"], oid)
+        want = ref.cancel(account, oid)
+    elif c["op"] == "amend":
+        mine = sorted((o.order_id, o) for o in ref.book) or [(1, None)]
+        oid, order = mine[c["pick"] % len(mine)]
+        new_qty = None if c["dlots"] is None or order is None else max(
+            ref.spec.lot, order.qty + c["dlots"] * ref.spec.lot) + c["odd"]
+        new_price = None if c["doff"] is None or order is None else order.price + (
+            c["doff"] if order.is_buy else -c["doff"]) * 10
+        account = c["account"] or (order.account if order is not None else 1)
+        got = _engine_outcome(h.do(C.AmendOrder(account=account, market=MARKET,
+                                                order_id=oid, new_qty=new_qty,
+                                                new_price=new_price)))
+        want = ref.amend(account, oid, new_qty, new_price,
+                         account_stp=stp_of.get(account, "expire_taker"))
     elif c["op"] == "fees":
         taker = c["taker"]
         maker = c["maker"] * taker // 2 if c["maker"] else 0
