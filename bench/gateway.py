@@ -302,6 +302,13 @@ async def ws_rate(url: str, creds: list[tuple[str, str]], rate: float, seconds: 
 
 # ------------------------------------------------------------------ orchestration
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU a process has used (Linux ``/proc``): the server's cost per order is
+    a fairer before/after figure than throughput on a machine shared with other load."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -388,6 +395,7 @@ def compare(args: argparse.Namespace) -> None:
     """Baseline and candidate servers alternately, ``--rounds`` each, same load generator;
     per phase the best throughput of each build and the ratio."""
     best: dict[str, dict[str, int]] = {"baseline": {}, "candidate": {}}
+    cost: dict[str, dict[str, float]] = {"baseline": {}, "candidate": {}}
     runs: list[dict[str, Any]] = []
     for i in range(args.rounds):
         for build, src in (("baseline", args.baseline_src), ("candidate", None)):
@@ -396,12 +404,18 @@ def compare(args: argparse.Namespace) -> None:
             for r in results:
                 prev = best[build].get(r["phase"], 0)
                 best[build][r["phase"]] = max(prev, r["orders_per_s"])
-    print(f"{'phase':>16}  {'baseline/s':>10}  {'candidate/s':>11}  ratio")
+                us = r.get("server_cpu_us_per_order", 0.0)
+                low = cost[build].get(r["phase"], us)
+                cost[build][r["phase"]] = min(low, us)
+    print(f"{'phase':>16}  {'baseline/s':>10}  {'candidate/s':>11}  ratio  "
+          f"{'base us/order':>13}  {'cand us/order':>13}  ratio")
     for phase, base in best["baseline"].items():
         cand = best["candidate"].get(phase, 0)
-        print(f"{phase:>16}  {base:>10}  {cand:>11}  {cand / base if base else 0:.3f}")
+        bu, cu = cost["baseline"].get(phase, 0.0), cost["candidate"].get(phase, 0.0)
+        print(f"{phase:>16}  {base:>10}  {cand:>11}  {cand / base if base else 0:.3f}  "
+              f"{bu:>13}  {cu:>13}  {cu / bu if bu else 0:.3f}")
     print(json.dumps({"bench": "gateway-compare", "cpus": os.cpu_count(), "best": best,
-                      "runs": runs}))
+                      "cpu_us_per_order_best": cost, "runs": runs}))
 
 
 def run(args: argparse.Namespace, src: str | None) -> list[dict[str, Any]]:
@@ -421,8 +435,15 @@ def run(args: argparse.Namespace, src: str | None) -> list[dict[str, Any]]:
     try:
         creds = [(args.key, args.secret), second_key(base, args.admin)]
 
+        cpu = [cpu_seconds(proc.pid) if proc is not None else 0.0]
+
         def show(r: dict[str, Any]) -> None:
             gc.collect()
+            if proc is not None:
+                now = cpu_seconds(proc.pid)
+                r["server_cpu_us_per_order"] = round((now - cpu[0]) / max(r["orders"], 1)
+                                                     * 1e6, 1)
+                cpu[0] = now
             results.append(r)
             if not args.json:
                 extra = ""

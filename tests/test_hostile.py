@@ -430,3 +430,32 @@ def test_changed_permissions_apply_to_open_websockets(srv: Server, admin: Admin)
         assert reply(ws, 6)["result"]["subscribed"] == []  # private streams were dropped
     finally:
         ws.close()
+
+
+def test_frame_flood_is_paced(srv: Server) -> None:
+    """Frames other than order entry have a per-connection budget (50/s, burst 100): over it
+    the socket is not read, so a pipelined flood is answered at the budget's pace and costs the
+    loop no more than that."""
+    ws = RawWs("127.0.0.1", srv.port)
+    try:
+        frame = b'{"op":"ping","id":1}'
+        ws.sock.sendall(b"".join(_masked(frame) for _ in range(2000)))
+        t0 = time.monotonic()
+        assert time_ms(srv) < 1000
+        answered = 0
+        ws.sock.settimeout(0.5)
+        while time.monotonic() - t0 < 3.0:
+            try:
+                ws.recv_frame()
+                answered += 1
+            except TimeoutError:
+                continue
+        assert 100 <= answered <= 100 + 50 * 3 * 1.5, answered
+    finally:
+        ws.close()
+
+
+def _masked(data: bytes) -> bytes:
+    mask = b"\x01\x02\x03\x04"
+    return bytes((0x81, 0x80 | len(data))) + mask + bytes(
+        b ^ mask[i % 4] for i, b in enumerate(data))

@@ -56,14 +56,20 @@ def _error_response(path: str, err: ApiError) -> Response:
                     media_type="application/json", headers=err.headers)
 
 
-def _fix_send_buffer(transport: Any, size: int) -> None:
-    """Pin a WebSocket's kernel send buffer: left to autotuning it grows to megabytes for a
+def _fix_buffers(transport: Any, sndbuf: int, rcvbuf: int) -> None:
+    """Pin a WebSocket's kernel buffers. Send: left to autotuning it grows to megabytes for a
     client that stops reading, and the per-connection byte bound (``ws.Conn``) would only
-    start counting after that."""
+    start counting after that. Receive: the server parses everything one read returns in one
+    go, so a client that pipelines megabytes of tiny frames would hold the loop for as long as
+    that takes; a small buffer keeps each read (and each pause) short."""
     sock = transport.get_extra_info("socket")
-    if size > 0 and sock is not None:
-        with contextlib.suppress(OSError):
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, size)
+    if sock is None:
+        return
+    with contextlib.suppress(OSError):
+        if sndbuf > 0:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, sndbuf)
+        if rcvbuf > 0:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
 
 
 class Guard:
@@ -71,9 +77,10 @@ class Guard:
     abuse costs little), and the bare order-entry hot path (``fastpath``)."""
 
     def __init__(self, app: ASGIApp, limiter: Limiter, max_body: int,
-                 fast: dict[str, Any], ws_sndbuf: int = 0) -> None:
+                 fast: dict[str, Any], ws_sndbuf: int = 0, ws_rcvbuf: int = 0) -> None:
         self.app = app
         self.ws_sndbuf = ws_sndbuf
+        self.ws_rcvbuf = ws_rcvbuf
         self.limiter = limiter
         self.max_body = max_body
         #: filled by the lifespan: the context for the bare order-entry handler
@@ -108,7 +115,7 @@ class Guard:
             transport = getattr(getattr(send, "__self__", None), "transport", None)
             if transport is not None:
                 scope["bastion.abort"] = transport.abort
-                _fix_send_buffer(transport, self.ws_sndbuf)
+                _fix_buffers(transport, self.ws_sndbuf, self.ws_rcvbuf)
             await self.app(scope, receive, send)
             return
         ctx = self.fast.get("ctx")
@@ -256,7 +263,8 @@ def build(settings: Settings, node_factory: Callable[[], Any] | None = None) -> 
                             Exception: on_crash},
     )
     app.state.guard = Guard(app, limiter=ip_limiter, max_body=settings.max_body, fast=fast,
-                            ws_sndbuf=settings.ws_socket_buffer)
+                            ws_sndbuf=settings.ws_socket_buffer,
+                            ws_rcvbuf=settings.ws_socket_rcvbuf)
     app.state.settings = settings
     app.state.keys = keys
     return app

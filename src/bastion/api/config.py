@@ -36,11 +36,15 @@ class Settings:
     #: client is dropped as a slow consumer
     ws_per_ip: int = 64
     ws_max_channels: int = 100
+    #: per WebSocket, frames other than order entry (which the per-key limit covers):
+    #: (frames per second, burst); a frame costs 1 + its size / 4 KiB. Over it, the socket is
+    #: not read until the budget refills
+    ws_msg_rate: tuple[float, float] = (50.0, 100.0)
     #: connection limits (``bastion.api.protocol``): seconds to complete a request's headers,
     #: connections per IP that have not completed one, requests + connections server-wide
     #: before 503, and seconds an idle kept-alive connection stays open
     header_timeout: float = 10.0
-    pending_per_ip: int = 64
+    pending_per_ip: int = 256
     max_concurrency: int = 4096
     keep_alive: float = 5.0
     #: webhook deliveries refuse private/loopback/link-local addresses except these CIDRs
@@ -48,6 +52,9 @@ class Settings:
     ws_send_buffer: int = 1024 * 1024
     #: the kernel's send buffer for each WebSocket (bytes; 0 leaves it to autotuning)
     ws_socket_buffer: int = 256 * 1024
+    #: and its receive buffer: bounds what one read hands the parser (16 KiB at 50 ms RTT is
+    #: still ~300 KB/s of inbound frames per connection)
+    ws_socket_rcvbuf: int = 8 * 1024
     recv_window_default: int = 5_000
     recv_window_max: int = 60_000
     #: Binance user-data listen keys expire this long after creation or the last keepalive
@@ -84,6 +91,8 @@ class Settings:
         s.max_body = int(e.get("BASTION_MAX_BODY", s.max_body))
         s.ws_per_ip = int(e.get("BASTION_WS_PER_IP", s.ws_per_ip))
         s.ws_max_channels = int(e.get("BASTION_WS_MAX_CHANNELS", s.ws_max_channels))
+        if "BASTION_WS_MSG_RATE" in e:
+            s.ws_msg_rate = _rate(e["BASTION_WS_MSG_RATE"])
         s.header_timeout = float(e.get("BASTION_HEADER_TIMEOUT", s.header_timeout))
         s.pending_per_ip = int(e.get("BASTION_PENDING_PER_IP", s.pending_per_ip))
         s.max_concurrency = int(e.get("BASTION_MAX_CONCURRENCY", s.max_concurrency))
@@ -92,6 +101,7 @@ class Settings:
         s.ws_send_buffer = int(e.get("BASTION_WS_SEND_BUFFER", s.ws_send_buffer))
         s.ws_socket_buffer = int(e.get("BASTION_WS_SOCKET_BUFFER", s.ws_socket_buffer))
         s.listen_key_ttl_ms = int(e.get("BASTION_LISTEN_KEY_TTL_MS", s.listen_key_ttl_ms))
+        s.ws_socket_rcvbuf = int(e.get("BASTION_WS_SOCKET_RCVBUF", s.ws_socket_rcvbuf))
         s.demo = e.get("BASTION_DEMO", "1") not in ("0", "false", "no")
         s.feeder_interval = float(e.get("BASTION_FEEDER_INTERVAL", s.feeder_interval))
         s.full_gc_interval = float(e.get("BASTION_FULL_GC_INTERVAL", s.full_gc_interval))

@@ -53,6 +53,27 @@ class Limiter:
         if now - self._last_sweep > 60:
             self._sweep(now)
 
+    def pause(self, who: str, cost: float = 1.0) -> float:
+        """Take ``cost`` tokens, going into debt if need be; the seconds ``who`` must wait
+        until the debt is paid (0 when it had enough). For backpressure instead of a 429: the
+        caller stops reading from that client for that long."""
+        if self.rate <= 0:
+            return 0.0
+        now = self._clock()
+        bucket = self._buckets.get(who)
+        if bucket is None:
+            bucket = self._buckets[who] = [self.burst, now]
+        else:
+            bucket[0] = min(self.burst, bucket[0] + (now - bucket[1]) * self.rate)
+            bucket[1] = now
+        bucket[0] -= cost
+        if now - self._last_sweep > 60:
+            self._sweep(now)
+        return -bucket[0] / self.rate if bucket[0] < 0 else 0.0
+
+    def forget(self, who: str) -> None:
+        self._buckets.pop(who, None)
+
     def _sweep(self, now: float) -> None:
         """Forget buckets that have been full for a while (bounded memory under many IPs)."""
         self._last_sweep = now

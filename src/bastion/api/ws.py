@@ -14,7 +14,9 @@ Protocol (JSON text frames):
 Limits (each a stable error or close code, and a log line): a connection's unsent messages are
 bounded in bytes (``BASTION_WS_SEND_BUFFER``): a consumer that cannot keep up is closed with
 1008 and resyncs from a fresh snapshot; subscriptions are de-duplicated and capped per frame
-(``MAX_CHANNELS_PER_FRAME``) and per connection (``BASTION_WS_MAX_CHANNELS``); connections per IP
+(``MAX_CHANNELS_PER_FRAME``) and per connection (``BASTION_WS_MAX_CHANNELS``); frames other
+than order entry are budgeted per connection (``BASTION_WS_MSG_RATE``: over it the socket is
+not read until the budget refills, so a flood costs what the budget allows); connections per IP
 are capped (``BASTION_WS_PER_IP``); a frame nested too deeply closes with 1007. Revoking a key
 closes its sockets at once; changing its permissions applies to its open sockets at once.
 """
@@ -42,6 +44,7 @@ from bastion.api.errors import ApiError
 from bastion.api.http import decode
 from bastion.api.keys import ApiKey
 from bastion.api.native import place_command, place_explained, position_views, ticker_view
+from bastion.api.ratelimit import Limiter
 from bastion.core import errors as X
 from bastion.core import events as E
 
@@ -439,6 +442,7 @@ def _fail(conn: Conn, rid: Any, err: ApiError) -> None:
 def routes(ctx: Context, hub: Hub) -> list[BaseRoute]:
     gw = ctx.gateway
     auth = ctx.auth
+    frames = Limiter("per-WebSocket frame", *ctx.settings.ws_msg_rate)
 
     async def order_op(conn: Conn, op: Op) -> None:
         rid = op.id
@@ -487,15 +491,18 @@ def routes(ctx: Context, hub: Hub) -> list[BaseRoute]:
         finally:
             conn.inflight -= 1
 
-    def handle(conn: Conn, raw: str | bytes) -> None:
+    def handle(conn: Conn, raw: str | bytes) -> int:
+        """Act on one frame; returns its cost against the connection's frame budget (order
+        entry is free here: the per-key limit covers it)."""
+        cost = 1 + len(raw) // 4096
         try:
             op = _op_decoder.decode(raw)
         except (msgspec.ValidationError, msgspec.DecodeError) as exc:
-            _fail(conn, None, ApiError(A.MALFORMED_REQUEST, f"bad message: {exc}"))
-            return
+            _fail(conn, None, ApiError(A.MALFORMED_REQUEST, f"bad message: {str(exc)[:200]}"))
+            return cost
         except RecursionError:
             conn.close(INVALID, "JSON nested too deeply")
-            return
+            return cost
         rid = op.id
         try:
             if op.op in ("place", "cancel", "amend", "cancel_all"):
@@ -504,6 +511,7 @@ def routes(ctx: Context, hub: Hub) -> list[BaseRoute]:
                                                    "flight on this connection")
                 conn.inflight += 1
                 asyncio.ensure_future(order_op(conn, op))
+                return 0
             elif op.op == "subscribe":
                 ctx.ip_limiter.hit(conn.ip)  # a snapshot per subscribe: not free to spam
                 if not op.channels:
@@ -531,6 +539,7 @@ def routes(ctx: Context, hub: Hub) -> list[BaseRoute]:
                 raise ApiError(A.MALFORMED_REQUEST, f"unknown op {op.op[:40]!r}")
         except ApiError as err:
             _fail(conn, rid, err)
+        return cost
 
     async def endpoint(ws: WebSocket) -> None:
         ip = ws.client.host if ws.client else "?"
@@ -551,6 +560,7 @@ def routes(ctx: Context, hub: Hub) -> list[BaseRoute]:
         conn = Conn(ws, ctx.settings.ws_send_buffer)
         writer = conn.writer_task = asyncio.create_task(conn.writer())
         receive = ws.receive
+        who = str(id(conn))
         try:
             while not conn.closed:
                 msg = await receive()
@@ -560,12 +570,15 @@ def routes(ctx: Context, hub: Hub) -> list[BaseRoute]:
                 raw = msg.get("text")
                 if raw is None:
                     raw = msg.get("bytes") or b""
-                handle(conn, raw)
-                await asyncio.sleep(0)  # a client with many frames buffered takes turns
+                cost = handle(conn, raw)
+                # over budget, this socket is not read until the debt is paid (TCP pushes
+                # back on the client); otherwise a client with frames buffered takes turns
+                await asyncio.sleep(frames.pause(who, cost) if cost else 0.0)
         except Exception:
             log.exception("WebSocket from %s failed", conn.ip)
             conn.close(1011, "internal error")
         finally:
+            frames.forget(who)
             hub.drop(conn)
             if conn.closer is not None:
                 with contextlib.suppress(BaseException):
