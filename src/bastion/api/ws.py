@@ -27,6 +27,7 @@ import asyncio
 import contextlib
 import logging
 from collections import defaultdict
+from collections.abc import Callable
 from typing import Any
 
 import msgspec
@@ -53,6 +54,8 @@ log = logging.getLogger("bastion.api.ws")
 WS_PATH = "/v1/ws"
 MAX_INFLIGHT = 4_096
 MAX_CHANNELS_PER_FRAME = 50
+#: unsent bytes at which a connection counts as falling behind (its kernel buffer is pinned)
+PIN_AT = 64 * 1024
 #: seconds a slow consumer gets to take its close frame before the socket is aborted
 CLOSE_GRACE = 2.0
 #: close codes: policy (slow consumer, limits, revoked key) and invalid payload (nesting)
@@ -94,8 +97,8 @@ _op_decoder = msgspec.json.Decoder(Op)
 class Conn:
     """One socket: its key, its subscriptions and its outgoing messages, bounded in bytes."""
 
-    __slots__ = ("buffered", "closed", "closer", "inflight", "ip", "key", "limit", "queue",
-                 "subs", "writer_task", "ws")
+    __slots__ = ("buffered", "closed", "closer", "inflight", "ip", "key", "limit", "pin",
+                 "queue", "subs", "writer_task", "ws")
 
     def __init__(self, ws: WebSocket, limit: int) -> None:
         self.ws = ws
@@ -109,6 +112,8 @@ class Conn:
         self.closed = False
         self.closer: asyncio.Task[None] | None = None
         self.writer_task: asyncio.Task[None] | None = None
+        #: pins the kernel send buffer (``app._buffer_pin``) once this client falls behind
+        self.pin: Callable[[], None] | None = ws.scope.get("bastion.pin_sndbuf")
         client = ws.client
         self.ip = client.host if client else "?"
 
@@ -116,6 +121,9 @@ class Conn:
         if self.closed:
             return
         self.buffered += len(data)
+        if self.buffered > PIN_AT and self.pin is not None:
+            self.pin()
+            self.pin = None
         if self.buffered > self.limit:
             self.close(POLICY, f"slow consumer: more than {self.limit} bytes unsent; "
                                "resubscribe for a fresh snapshot")
@@ -561,6 +569,7 @@ def routes(ctx: Context, hub: Hub) -> list[BaseRoute]:
         writer = conn.writer_task = asyncio.create_task(conn.writer())
         receive = ws.receive
         who = str(id(conn))
+        seen = 0
         try:
             while not conn.closed:
                 msg = await receive()
@@ -571,9 +580,12 @@ def routes(ctx: Context, hub: Hub) -> list[BaseRoute]:
                 if raw is None:
                     raw = msg.get("bytes") or b""
                 cost = handle(conn, raw)
-                # over budget, this socket is not read until the debt is paid (TCP pushes
-                # back on the client); otherwise a client with frames buffered takes turns
-                await asyncio.sleep(frames.pause(who, cost) if cost else 0.0)
+                wait = frames.pause(who, cost) if cost else 0.0
+                seen += 1
+                if wait or not seen % 32:
+                    # over budget, this socket is not read until the debt is paid (TCP pushes
+                    # back on the client); otherwise a client with frames buffered takes turns
+                    await asyncio.sleep(wait)
         except Exception:
             log.exception("WebSocket from %s failed", conn.ip)
             conn.close(1011, "internal error")
