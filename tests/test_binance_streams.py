@@ -269,3 +269,15 @@ def test_ws_api_errors(srv: Server) -> None:
         assert api.request({"id": 5, "method": "time"})["result"]["serverTime"] > 0
     finally:
         api.close()
+
+
+def test_partial_depth_is_the_top_of_the_rest_book(srv: Server, traders: list[Client]) -> None:
+    _burst(*traders, "BTC-USDT", 50_000)
+    with httpx.Client(base_url=srv.url) as http:
+        snap = http.get("/api/v3/depth", params={"symbol": "BTCUSDT", "limit": 5}).json()
+    s = stream(srv, "/ws/btcusdt@depth5@100ms")
+    try:
+        top = s.until(lambda m: "lastUpdateId" in m)
+        assert top == snap and len(top["bids"]) == 5
+    finally:
+        s.close()

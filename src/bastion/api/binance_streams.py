@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import heapq
 import time
 from collections import defaultdict
 from collections.abc import Callable
@@ -325,7 +326,10 @@ class StreamHub:
         m = gw.engine.markets[st.spec.market]
         u = V.Units(gw.engine, m)
         mirror = gw.books.mirror(m.market)
-        bids, asks = mirror.snapshot(int(st.spec.arg)) if mirror else ([], [])
+        n = int(st.spec.arg)
+        # the top N without sorting the whole book: O(levels) per stream name, not O(n log n)
+        bids = heapq.nlargest(n, mirror.bids.items()) if mirror else []
+        asks = heapq.nsmallest(n, mirror.asks.items()) if mirror else []
         seq = mirror.seq if mirror else gw.engine.seq
         st.last = seq
         b = [[u.price(p), u.qty(q)] for p, q in bids]
