@@ -13,7 +13,10 @@ depth (the book mirror's sequence): a spot event carries ``U`` = previous event'
 Binance's spot algorithm (``U <= lastUpdateId+1 <= u``, then ``U == previous u + 1``) holds; a
 futures event carries ``pu`` = previous ``u`` and ``U`` = ``pu`` (the first event after a
 snapshot always straddles ``lastUpdateId``, as the futures algorithm requires). Quantities are
-absolute, so an overlap is harmless.
+absolute, so an overlap is harmless. Like Binance's, a diff-depth stream sends at its update
+speed (spot 1,000 ms or ``@100ms``, futures 250 ms or ``@100ms``/``@500ms``) one event that
+merges every level changed since the last one: the cost of fanning out depth is then bounded
+by the speed, not by the order rate.
 """
 
 from __future__ import annotations
@@ -99,11 +102,11 @@ def parse(name: str, surface: str, markets: dict[str, Market]) -> Spec:
     if len(parts) > 2:
         raise StreamError(f"Invalid request: unknown stream {name!r}")
     canon = sym.lower() + "@" + rest
-    if kind == "depth" and speed in ("", "100ms", "250ms", "500ms", "1000ms", "0ms"):
-        return Spec(canon, "depth", m.market, "", 0)
+    periods = {"": 250 if futures else 1000, "0ms": 100, "100ms": 100, "250ms": 250,
+               "500ms": 500, "1000ms": 1000}
+    if kind == "depth" and speed in periods:
+        return Spec(canon, "depth", m.market, "", periods[speed])
     if kind.startswith("depth") and kind[5:].isdigit() and int(kind[5:]) in PARTIAL_LEVELS:
-        periods = {"": 250 if futures else 1000, "100ms": 100, "250ms": 250, "500ms": 500,
-                   "1000ms": 1000}
         if speed in periods:
             return Spec(canon, "partial", m.market, kind[5:], periods[speed])
     elif not speed and kind == "trade":
@@ -215,16 +218,16 @@ class StreamHub:
                 continue
             m = engine.markets[market]
             u = V.Units(engine, m)
-            depth_raw: dict[str, bytes] = {}
             for key in keys:
                 st = self.streams[key]
                 kind = st.spec.kind
-                if kind == "depth":
-                    raw = depth_raw.get(st.surface)
-                    if raw is None:
-                        raw = depth_raw[st.surface] = _enc.encode(self._depth_update(
-                            m, u, ts, prev_seq, seq, bids, asks, st.surface == FUTURES))
-                    st.send(raw)
+                if kind == "depth":  # merged until the stream's update speed comes round
+                    pending = st.last
+                    if pending is None:
+                        pending = st.last = [prev_seq, seq, ts, {}, {}]
+                    pending[1], pending[2] = seq, ts
+                    pending[3].update(bids)
+                    pending[4].update(asks)
                 elif kind == "bookTicker":
                     self._book_ticker(st, m, u, ts, seq)
         trades: dict[str, list[E.Trade]] = {}
@@ -247,11 +250,16 @@ class StreamHub:
                     for t in batch:
                         st.send(_enc.encode(_trade(m, u, t, kind, futures)))
 
-    def _depth_update(self, m: Market, u: V.Units, ts: int, prev_seq: int, seq: int,
-                      bids: list[tuple[int, int]], asks: list[tuple[int, int]],
-                      futures: bool) -> dict[str, Any]:
-        b = [[u.price(p), u.qty(q)] for p, q in bids]
-        a = [[u.price(p), u.qty(q)] for p, q in asks]
+    def _depth_event(self, st: _Stream) -> dict[str, Any]:
+        """The levels changed since the stream's last event, each at its latest quantity
+        (absolute, as Binance sends them), with the update ids the merged deltas span."""
+        prev_seq, seq, ts, bids, asks = st.last
+        engine = self.ctx.gateway.engine
+        m = engine.markets[st.spec.market]
+        u = V.Units(engine, m)
+        b = [[u.price(p), u.qty(q)] for p, q in bids.items()]
+        a = [[u.price(p), u.qty(q)] for p, q in asks.items()]
+        futures = st.surface == FUTURES
         if futures:
             return {"e": "depthUpdate", "E": ts, "T": ts, "s": bsym(m), "U": prev_seq,
                     "u": seq, "pu": prev_seq, "b": b, "a": a}
@@ -300,6 +308,7 @@ class StreamHub:
         now = self.clock()
         wall = time.time_ns() // 1_000_000
         changes = self.changes
+        data: Any
         for key in list(self.timed):
             st = self.streams.get(key)
             if st is None or now < st.due:
@@ -308,8 +317,11 @@ class StreamHub:
             version = changes.get(st.spec.market, 0)
             changed = version != st.seen
             st.seen = version
-            if kind == "markPrice":
-                data: Any = [self._mark_price(st, wall)]
+            if kind == "depth":
+                data = [self._depth_event(st)] if st.last is not None else None
+                st.last = None
+            elif kind == "markPrice":
+                data = [self._mark_price(st, wall)]
             elif kind == "kline":
                 data = self._kline(st, wall, changed)
             elif changed:
