@@ -3,11 +3,12 @@
 
     python bench/ws_fanout.py                    # phases: 0, 100, 1000 subscribers
     python bench/ws_fanout.py --subs 0 100 --seconds 8 --rate 500 --json
+    python bench/ws_fanout.py --stream btcusdt@depth         # Binance's 1,000 ms speed
 
 Starts its own server subprocess (rate limits off, per-IP socket cap raised). For each phase a
-separate subscriber process opens N connections to ``/ws/btcusdt@depth`` and counts what
-arrives; this process drives orders over the native WebSocket at a fixed rate (open loop)
-and records acknowledgement latency. The server's health line (once a second) gives the
+separate subscriber process opens N connections to ``/ws/btcusdt@depth@100ms`` (``--stream``)
+and counts what arrives; this process drives orders over the native WebSocket at a fixed rate
+(open loop) and records acknowledgement latency. The server's health line (once a second) gives the
 worst event-loop stall. The 0-subscriber phase is the baseline: the other phases are
 reported as ratios to it (same run, same machine).
 """
@@ -42,7 +43,7 @@ from gateway import (  # noqa: E402
     ws_connect,
 )
 
-STREAM = "btcusdt@depth"
+STREAM = "btcusdt@depth@100ms"
 
 
 def raise_nofile() -> None:
@@ -54,7 +55,8 @@ def raise_nofile() -> None:
 
 # ------------------------------------------------------------------ subscriber process
 
-async def subscribe(url: str, n: int, seconds: float, ready_file: str) -> dict[str, Any]:
+async def subscribe(url: str, n: int, seconds: float, ready_file: str, stream: str
+                    ) -> dict[str, Any]:
     from websockets.asyncio.client import connect
 
     counts = [0] * n
@@ -76,7 +78,7 @@ async def subscribe(url: str, n: int, seconds: float, ready_file: str) -> dict[s
 
     socks = []
     for _ in range(n):
-        socks.append(await connect(f"{url}/ws/{STREAM}", max_size=2**22, compression=None,
+        socks.append(await connect(f"{url}/ws/{stream}", max_size=2**22, compression=None,
                                    ping_interval=None, open_timeout=30))
     tasks = [asyncio.ensure_future(one(i, ws)) for i, ws in enumerate(socks)]
     Path(ready_file).write_text("ready")
@@ -172,12 +174,13 @@ def loop_lag(log: Path, since: int) -> tuple[float, float, int]:
 
 
 def phase(base: str, ws: str, creds: list[tuple[str, str]], subs: int, rate: float,
-          seconds: float, log: Path, tmp: Path) -> dict[str, Any]:
+          seconds: float, log: Path, tmp: Path, stream: str) -> dict[str, Any]:
     ready = tmp / f"ready-{subs}"
     proc = None
     if subs:
         proc = subprocess.Popen([sys.executable, __file__, "--subscriber", ws, str(subs),
-                                 str(seconds + 1.0), str(ready)], stdout=subprocess.PIPE,
+                                 str(seconds + 1.0), str(ready), stream],
+                                stdout=subprocess.PIPE,
                                 preexec_fn=raise_nofile)
         deadline = time.monotonic() + 120
         while not ready.exists():
@@ -202,11 +205,12 @@ def main() -> None:
     ap.add_argument("--rate", type=float, default=1000.0, help="orders/s while measuring")
     ap.add_argument("--seconds", type=float, default=10.0)
     ap.add_argument("--json", action="store_true")
-    ap.add_argument("--subscriber", nargs=4, help=argparse.SUPPRESS)
+    ap.add_argument("--stream", default=STREAM, help="stream every subscriber opens")
+    ap.add_argument("--subscriber", nargs=5, help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.subscriber:
-        url, n, secs, ready = a.subscriber
-        print(json.dumps(asyncio.run(subscribe(url, int(n), float(secs), ready))))
+        url, n, secs, ready, stream = a.subscriber
+        print(json.dumps(asyncio.run(subscribe(url, int(n), float(secs), ready, stream))))
         return
     raise_nofile()
     tmp = Path(tempfile.mkdtemp(prefix="bastion-fanout-"))
@@ -217,7 +221,7 @@ def main() -> None:
     try:
         creds = [(KEY, SECRET), second_key(base, ADMIN)]
         for subs in a.subs:
-            r = phase(base, ws, creds, subs, a.rate, a.seconds, log, tmp)
+            r = phase(base, ws, creds, subs, a.rate, a.seconds, log, tmp, a.stream)
             results.append(r)
             if not a.json:
                 d = r.get("delivery", {})
