@@ -42,6 +42,7 @@ from bastion.api.binance_user import Sink, UserStreams
 from bastion.api.errors import ApiError
 from bastion.api.keys import ApiKey
 from bastion.api.listenkeys import ListenKey, ListenKeyError, ListenKeys
+from bastion.api.ratelimit import Limiter
 from bastion.api.ws import POLICY, Conn
 
 log = logging.getLogger("bastion.api.binance")
@@ -95,6 +96,9 @@ class BinanceWs:
         self.listen_keys.on_close(self._listen_key_closed)
         #: the native WebSocket's cap on subscriptions per connection, for streams too
         self.max_streams = ctx.settings.ws_max_channels
+        #: the native WebSocket's frame budget (``BASTION_WS_MSG_RATE``): over it a socket is
+        #: not read until the budget refills
+        self.frames = Limiter("per-WebSocket frame", *ctx.settings.ws_msg_rate)
         ctx.keys.watch(self._key_changed)
         self._sweeper: asyncio.Task[None] | None = None
 
@@ -366,6 +370,7 @@ class BinanceWs:
         await ws.accept()
         conn = StreamConn(ws, self.ctx.settings.ws_send_buffer, surface, combined)
         writer = conn.writer_task = asyncio.create_task(conn.writer())
+        who = str(id(conn))
         try:
             if not api:
                 self._initial(conn, ws)
@@ -376,11 +381,14 @@ class BinanceWs:
                     break
                 raw = msg.get("text")
                 handle(conn, raw if raw is not None else (msg.get("bytes") or b""))
-                await asyncio.sleep(0)  # a client with many frames buffered takes turns
+                # over budget this socket is not read until the debt is paid; otherwise a
+                # client with frames buffered takes turns
+                await asyncio.sleep(self.frames.pause(who))
         except Exception:
             log.exception("Binance stream connection from %s failed", conn.ip)
             conn.close(1011, "internal error")
         finally:
+            self.frames.forget(who)
             self.drop(conn)
             if conn.closer is not None:
                 with contextlib.suppress(BaseException):
