@@ -2,6 +2,7 @@
 
 import typer
 
+from bastion.cli.cluster import cluster_app, gateway_cmd, node_cmd
 from bastion.cli.custody import custody_sim_cmd
 from bastion.cli.drill import drill_cmd
 from bastion.cli.durability import journal_app, replay_cmd, rollback_cmd, snapshot_app
@@ -49,6 +50,9 @@ app.command("cancel")(cancel_cmd)
 app.command("compensate")(compensate_cmd)
 app.add_typer(maintenance_app, name="maintenance")
 snapshot_app.command("online")(snapshot_online_cmd)
+app.add_typer(cluster_app, name="cluster")
+app.command("node")(node_cmd)
+app.command("gateway")(gateway_cmd)
 
 
 if __name__ == "__main__":

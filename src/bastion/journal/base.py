@@ -7,6 +7,7 @@ implementing the same five operations with the same fencing rule.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from concurrent.futures import Future
 from typing import Protocol, runtime_checkable
 
 
@@ -50,3 +51,12 @@ class Journal(Protocol):
     def close(self) -> None:
         """Release files and locks; idempotent."""
         ...
+
+
+class Committer(Protocol):
+    """Group commit in front of a journal: ``submit`` queues an append and returns a future
+    resolved (to the new last seq) once it is durable; ``close`` flushes and stops."""
+
+    def submit(self, records: list[bytes], expected_last_seq: int) -> Future[int]: ...
+
+    def close(self) -> None: ...

@@ -21,7 +21,8 @@ from pathlib import Path
 from bastion.core import commands as C
 from bastion.core import events as E
 from bastion.core.codec import encode_command
-from bastion.journal.base import Journal
+from bastion.core.engine import Engine
+from bastion.journal.base import Committer, Journal
 from bastion.journal.errors import DurabilityError
 from bastion.journal.fsutil import PLAIN, FileOps
 from bastion.journal.group import GroupCommitter
@@ -29,7 +30,7 @@ from bastion.journal.local import LocalJournal
 from bastion.node.config import NodeConfig
 from bastion.node.hugepages import CollapseResult, collapse_heap, rss_bytes
 from bastion.node.layout import DataDir, NodeLock
-from bastion.node.recovery import RecoverySink, rebuild, write_snapshot
+from bastion.node.recovery import RecoverySink, adopted, rebuild, write_snapshot
 from bastion.node.rollback import complete_pending_rollback
 from bastion.node.snapshotter import ForkSnapshotter
 from bastion.snapshots.store import AUTO, SnapshotInfo, SnapshotStore, check_name
@@ -65,7 +66,10 @@ class Node:
         journal: Journal | None = None,
         recovery_sink: RecoverySink | None = None,
         fs: FileOps = PLAIN,
+        engine: Engine | None = None,
     ) -> None:
+        """``engine``: state already rebuilt from ``journal`` (a cluster standby promoted to
+        leader has it warm), so no recovery runs here."""
         self.data = DataDir.at(data_dir)
         #: called in each snapshot's writer child with the snapshot's seq (``ForkSnapshotter``)
         self.snapshot_hooks: list[Callable[[int], None]] = []
@@ -82,9 +86,12 @@ class Node:
                 segment_bytes=self.config.segment_bytes,
                 fs=fs,
             )
-            self.engine, self.recovery = rebuild(
-                self.journal, self.store, progress=self.config.progress, sink=recovery_sink
-            )
+            if engine is not None:
+                self.engine, self.recovery = engine, adopted(engine, self.journal.epoch)
+            else:
+                self.engine, self.recovery = rebuild(
+                    self.journal, self.store, progress=self.config.progress, sink=recovery_sink
+                )
         except BaseException:
             self._lock.release()
             raise
@@ -99,7 +106,7 @@ class Node:
         self._closing = False
         self._wake_scheduled = False
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._committer: GroupCommitter | None = None
+        self._committer: Committer | None = None
         self._snapshotter: ForkSnapshotter | None = None
         self._housekeeping: asyncio.Future[None] | None = None
         self._timer: asyncio.TimerHandle | None = None
@@ -116,10 +123,15 @@ class Node:
         if self.config.gc_freeze_after_recovery:
             gc.collect()
             gc.freeze()
-        self._committer = GroupCommitter(
-            self.journal,
-            max_records=self.config.group_max_records,
-            max_delay=self.config.group_max_delay,
+        own = getattr(self.journal, "committer", None)  # a backend's own (pipelined) one
+        self._committer = (
+            own(max_records=self.config.group_max_records, max_delay=self.config.group_max_delay)
+            if own is not None
+            else GroupCommitter(
+                self.journal,
+                max_records=self.config.group_max_records,
+                max_delay=self.config.group_max_delay,
+            )
         )
         self._snapshotter = ForkSnapshotter(self.store, self._loop, self.snapshot_hooks)
         if self.config.snapshot_every_seconds > 0:

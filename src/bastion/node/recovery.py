@@ -200,6 +200,21 @@ def rebuild(
     return engine, report
 
 
+def adopted(engine: Engine, epoch: int) -> RecoveryReport:
+    """The report for state handed over already rebuilt (a promoted cluster standby)."""
+    return RecoveryReport(
+        snapshot=None,
+        snapshot_seq=engine.seq,
+        replayed=0,
+        last_seq=engine.seq,
+        epoch=epoch,
+        state_hash="",
+        seconds=0.0,
+        snapshot_seconds=0.0,
+        replay_seconds=0.0,
+    )
+
+
 def write_snapshot(
     store: SnapshotStore,
     engine: Engine,

@@ -1,0 +1,114 @@
+"""Keeping a ``Replica`` current from the stream: bootstrap from the latest snapshot in the
+object store (or from nothing), then tail; used by standby nodes and by gateways."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from typing import Any
+
+import msgspec
+
+from bastion.cluster.config import ClusterConfig
+from bastion.cluster.replica import Replica
+from bastion.cluster.snapbucket import SnapshotBucket, check_timeline
+from bastion.cluster.tail import StreamTail
+from bastion.core.engine import Engine
+from bastion.journal.jetstream import JetStreamJournal
+from bastion.journal.natsloop import NatsLoop
+
+log = logging.getLogger("bastion.cluster")
+
+
+class Checkpoint(msgspec.Struct, frozen=True):
+    seq: int
+    state_hash: str
+    term: int
+
+
+async def bootstrap(nats: NatsLoop, config: ClusterConfig, journal: JetStreamJournal,
+                    snaps: SnapshotBucket, keep_events: int = 0) -> Replica:
+    """A replica at the latest snapshot (checked against the stream's timeline), or empty."""
+    t0 = time.perf_counter()
+    loaded = await nats.call(snaps.load())
+    if loaded is None:
+        log.info("no snapshot in %s: replaying the stream from the start", snaps.bucket)
+        return Replica(Engine(), keep_events)
+    engine, seq, term = loaded
+    if seq > 0:
+        check_timeline(await asyncio.to_thread(journal.term_at, seq), term, seq)
+    log.info("loaded snapshot at seq %d in %.3f s", seq, time.perf_counter() - t0)
+    return Replica(engine, keep_events)
+
+
+class Follower:
+    def __init__(self, nats: NatsLoop, config: ClusterConfig, journal: JetStreamJournal,
+                 replica: Replica) -> None:
+        self.nats = nats
+        self.config = config
+        self.journal = journal
+        self.replica = replica
+        self.tail: StreamTail | None = None
+        self._checkpoints: Any = None
+
+    async def position(self) -> int:
+        """Stream seq of the first message this replica still needs."""
+        if self.replica.stream_seq:
+            return self.replica.stream_seq + 1
+        seq = self.replica.engine.seq
+        tail = await self.nats.call(self.journal.fetch_tail())
+        if seq >= tail.last_seq:
+            return tail.stream_seq + 1
+        stream_seq, _ = await self.nats.call(self.journal.locate(seq + 1))
+        return stream_seq
+
+    async def start(self) -> None:
+        await self.stop()
+        self.tail = StreamTail(self.nats, self.config.stream, self.config.log_subject)
+        await self.tail.start(await self.position())
+
+    async def watch_checkpoints(self) -> None:
+        loop = asyncio.get_running_loop()
+
+        async def on_checkpoint(msg: Any) -> None:
+            try:
+                cp = msgspec.msgpack.decode(msg.data, type=Checkpoint)
+            except msgspec.DecodeError:
+                return
+            loop.call_soon_threadsafe(self.replica.leader_checkpoint, cp.seq, cp.state_hash)
+
+        self._checkpoints = await self.nats.call(
+            self.nats.nc.subscribe(self.config.checkpoint_subject, cb=on_checkpoint))
+
+    async def step(self, timeout: float, max_items: int = 256) -> int:
+        """Apply whatever arrives within ``timeout``; returns commands applied."""
+        assert self.tail is not None
+        items = await self.tail.take(max_items, timeout)
+        applied = 0
+        for stream_seq, block, checkpoint in items:
+            if stream_seq <= self.replica.stream_seq:
+                continue
+            applied += self.replica.apply_block(stream_seq, block, checkpoint)
+        return applied
+
+    async def catch_up(self, target_stream_seq: int, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while self.replica.stream_seq < target_stream_seq:
+            if time.monotonic() > deadline:
+                return False
+            await self.step(0.2, 4096)
+        return True
+
+    async def stop(self) -> None:
+        if self.tail is not None:
+            tail, self.tail = self.tail, None
+            await tail.stop()
+
+    async def close(self) -> None:
+        await self.stop()
+        if self._checkpoints is not None:
+            sub, self._checkpoints = self._checkpoints, None
+            with contextlib.suppress(Exception):
+                await self.nats.call(sub.unsubscribe())

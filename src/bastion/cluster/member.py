@@ -1,0 +1,478 @@
+"""``bastion node``: one engine node of a shard, standby or leader.
+
+Standby: tail the stream into a warm replica, compare state hashes at checkpoints, and take the
+lease when it expires (never while diverged). Leader: read to the end of the stream, wrap the
+replica's engine in the ordinary ``Node`` with the JetStream journal (so the write path is the
+embedded one), put markets into ``recovery`` after a failover, serve the command subject, renew
+the lease on the NATS thread, and step down (back to standby, keeping its state) the moment
+the lease or the fence says another node leads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import msgspec
+from nats.js.errors import KeyWrongLastSequenceError
+
+from bastion.cluster.config import ClusterConfig
+from bastion.cluster.follower import Checkpoint, Follower, bootstrap
+from bastion.cluster.lease import Holder, Lease, LeaseLostError
+from bastion.cluster.replica import Replica
+from bastion.cluster.snapbucket import SnapshotBucket
+from bastion.cluster.wire import Reply, Request, decode_commands
+from bastion.core import commands as C
+from bastion.journal.errors import DurabilityError
+from bastion.journal.jetstream import JetStreamJournal, ensure_stream
+from bastion.journal.natsloop import NatsLoop
+from bastion.node.config import NodeConfig
+from bastion.node.node import Node, wall_clock_ms
+
+log = logging.getLogger("bastion.cluster")
+
+
+class NodeStatus(msgspec.Struct):
+    name: str
+    zone: str
+    role: str
+    seq: int
+    stream_seq: int
+    term: int
+    diverged: str | None
+    checked: int
+    pid: int
+    at: float = 0.0
+
+
+class Member:
+    def __init__(self, config: ClusterConfig, name: str, zone: str, data_dir: Path, *,
+                 demo: bool = True) -> None:
+        self.config = config
+        self.name = name
+        self.zone = zone
+        self.data_dir = data_dir
+        self.demo = demo
+        self.role = "starting"
+        self.node: Node | None = None
+        self.replica: Replica | None = None
+        self.follower: Follower | None = None
+        self.journal: JetStreamJournal | None = None
+        self.accepting = False
+        self._stepdown = asyncio.Event()
+        self._handoff: tuple[int, asyncio.Future[float]] | None = None
+        self._subs: list[Any] = []
+        self._cmd_sub: Any = None
+        self._renewing = False
+        self._generation = 0
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self.last_switchover_ms: float | None = None
+
+    # --- start-up ---------------------------------------------------------------------------
+
+    async def open(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        cfg = self.config
+        self.nats = await asyncio.to_thread(NatsLoop, list(cfg.servers), name=f"node-{self.name}",
+                                      connect_wait=cfg.connect_wait)
+        await self.nats.call(ensure_stream(self.nats.js, cfg.stream, cfg.log_subject,
+                                           cfg.replicas))
+        self.lease = await self.nats.call(
+            Lease(self.nats.js, cfg.lease_bucket, cfg.lease_ttl, cfg.lease_margin,
+                  Holder(self.name, self.zone)).open())
+        self.snaps = SnapshotBucket(self.nats.js, cfg.snapshot_bucket, cfg.replicas)
+        self.journal = await asyncio.to_thread(JetStreamJournal, self.nats, cfg.stream,
+                                               cfg.log_subject)
+        self.replica = await bootstrap(self.nats, cfg, self.journal, self.snaps)
+        self.follower = Follower(self.nats, cfg, self.journal, self.replica)
+        await self.follower.watch_checkpoints()
+        nc = self.nats.nc
+        self._subs.append(await self.nats.call(
+            nc.subscribe(cfg.node_subject(self.name, "status"), cb=self._on_status)))
+        self._subs.append(await self.nats.call(
+            nc.subscribe(cfg.node_subject(self.name, "promote"), cb=self._on_promote)))
+        self._subs.append(await self.nats.call(
+            nc.subscribe(cfg.node_subject(self.name, "hash"), cb=self._on_hash)))
+        self._subs.append(await self.nats.call(
+            nc.subscribe(cfg.node_subject(self.name, "switchover"), cb=self._on_switchover)))
+
+    def status(self) -> NodeStatus:
+        replica = self.replica
+        seq = self.node.engine.seq if self.node is not None else (replica.seq if replica else 0)
+        return NodeStatus(self.name, self.zone, self.role, seq,
+                          replica.stream_seq if replica else 0, self.lease.term,
+                          replica.diverged if replica else None,
+                          replica.checked if replica else 0, _pid(), time.time())
+
+    # --- the main loop ----------------------------------------------------------------------
+
+    async def run(self, stop: asyncio.Event) -> None:
+        await self.open()
+        beat = asyncio.create_task(self._heartbeat(stop))
+        try:
+            while not stop.is_set():
+                await self._standby(stop)
+                if stop.is_set():
+                    break
+                await self._lead(stop)
+        finally:
+            beat.cancel()
+            await self.close()
+
+    async def _standby(self, stop: asyncio.Event) -> None:
+        """Tail until we take the lease (expired, or handed to us)."""
+        assert self.follower is not None and self.replica is not None
+        self.role = "standby"
+        await self.follower.start()
+        log.info("%s standby at seq %d", self.name, self.replica.seq)
+        next_poll = 0.0
+        while not stop.is_set():
+            await self.follower.step(0.05)
+            if self._handoff is not None:
+                if await self._take(self._handoff[0]):
+                    return
+                continue
+            if self.replica.diverged or time.monotonic() < next_poll:
+                continue
+            next_poll = time.monotonic() + self.config.poll_every
+            try:
+                holder = await self.nats.call(self.lease.current())
+                if holder is None and await self._take(0):
+                    return
+            except Exception as exc:
+                log.debug("lease check failed: %r", exc)
+
+    async def _take(self, handoff: int) -> bool:
+        try:
+            got = await self.nats.call(self.lease.acquire(after_handoff=handoff))
+        except Exception as exc:
+            log.info("could not take the lease: %r", exc)
+            got = False
+        if not got and self._handoff is not None:
+            self._handoff[1].set_exception(DurabilityError("handoff failed", code="HANDOFF"))
+            self._handoff = None
+        return got
+
+    async def _lead(self, stop: asyncio.Event) -> None:
+        assert self.follower is not None and self.replica is not None
+        failover = self._handoff is None
+        t0 = time.monotonic()
+        self.role = "promoting"
+        self._stepdown.clear()
+        self._renewing = True
+        self._generation += 1
+        generation = self._generation
+        self.nats.spawn(lambda: self._renew(generation))
+        try:
+            await self._become_leader(failover)
+        except Exception as exc:
+            log.warning("%s could not become leader: %s", self.name, exc)
+            await self._step_down("promotion failed")
+            return
+        took = time.monotonic() - t0
+        log.info("%s leads at term %d from seq %d (%s, ready in %.0f ms)", self.name,
+                 self.lease.term, self.replica.seq, "failover" if failover else "switchover",
+                 took * 1000)
+        if self._handoff is not None:
+            self._handoff[1].set_result(took)
+            self._handoff = None
+        waiter = asyncio.create_task(self._stepdown.wait())
+        stopper = asyncio.create_task(stop.wait())
+        snapper = asyncio.create_task(self._snapshots())
+        await asyncio.wait([waiter, stopper], return_when=asyncio.FIRST_COMPLETED)
+        for task in (waiter, stopper, snapper):
+            task.cancel()
+        if stop.is_set() and self.lease.valid():
+            with contextlib.suppress(Exception):
+                await self._final_snapshot()
+        await self._step_down("stopping" if stop.is_set() else "lease or fence lost")
+
+    async def _become_leader(self, failover: bool) -> None:
+        assert self.follower is not None and self.replica is not None and self.journal
+        cfg = self.config
+        await self.follower.stop()
+        tail = await self.nats.call(self.journal.fetch_tail())
+        await self.follower.start()
+        if not await self.follower.catch_up(tail.stream_seq, cfg.lease_ttl * 4):
+            raise DurabilityError("could not read to the end of the stream", code="CATCH_UP")
+        await self.follower.stop()
+        if not self.lease.valid():
+            raise LeaseLostError("lease expired while catching up")
+        engine = self.replica.engine
+        journal = await asyncio.to_thread(JetStreamJournal, self.nats, cfg.stream,
+                                          cfg.log_subject)
+        journal.become_writer(self.lease.term, journal.tail, guard=self._guard,
+                              checkpoint_every=cfg.checkpoint_every)
+        if journal.tail.last_seq != engine.seq:
+            raise DurabilityError("stream moved while promoting", code="CATCH_UP")
+        node = Node(self.data_dir / "leader", journal=journal, engine=engine,
+                    config=NodeConfig(snapshot_every_commands=0, snapshot_every_seconds=0,
+                                      group_max_delay=0.0, progress=False,
+                                      gc_freeze_after_recovery=False,
+                                      archive_covered_segments=False))
+        await node.start()
+        self.node = node
+        node.subscribe(self._on_applied)
+        fresh = engine.seq == 0
+        if fresh and self.demo:
+            await node.submit_many(_demo_setup())
+        if failover and not fresh:
+            await node.submit_many(self._recovery_commands(engine))
+        else:
+            await node.submit_many([])
+        self.role = "leader"
+        self.accepting = True
+        self._cmd_sub = await self.nats.call(
+            self.nats.nc.subscribe(cfg.cmd_subject(self.name), cb=self._on_command))
+
+    def _recovery_commands(self, engine: Any) -> list[C.Command]:
+        until = wall_clock_ms() + self.config.recovery_window_ms
+        reason = f"failover to {self.name} (zone {self.zone}): recovery protection"
+        return [C.SetMarketMode(market=name, mode="recovery", reason=reason, until_ts=until)
+                for name, mkt in sorted(engine.markets.items()) if mkt.mode == "open"]
+
+    def _guard(self) -> BaseException | None:
+        if self._stepdown.is_set():
+            return LeaseLostError("stepping down")
+        return self.lease.lost()
+
+    async def _renew(self, generation: int) -> None:
+        """On the NATS thread: keep the lease; tell the main loop the moment it is gone."""
+        lease = self.lease
+
+        def current() -> bool:
+            return self._renewing and self._generation == generation
+
+        while current() and lease.term:
+            try:
+                ok = await asyncio.wait_for(lease.renew(), self.config.renew_every * 2)
+                if not ok:
+                    break
+            except Exception as exc:
+                log.debug("lease renewal failed: %r", exc)
+            if not lease.valid():
+                break
+            await asyncio.sleep(self.config.renew_every)
+        if current() and self._loop is not None:
+            self._loop.call_soon_threadsafe(self._stepdown.set)
+
+    async def _step_down(self, why: str) -> None:
+        self.accepting = False
+        self._renewing = False
+        if self._cmd_sub is not None:
+            sub, self._cmd_sub = self._cmd_sub, None
+            with contextlib.suppress(Exception):
+                await self.nats.call(sub.unsubscribe())
+        node, self.node = self.node, None
+        if node is not None:
+            committer = getattr(node.journal, "active", None)
+            if committer is not None and not self.lease.valid():
+                committer.fail(LeaseLostError(why))
+            with contextlib.suppress(Exception):
+                await node.close()
+            self.replica = Replica(node.engine)
+            self.follower = Follower(self.nats, self.config, self.journal or node.journal,  # type: ignore[arg-type]
+                                     self.replica)
+            await self.follower.watch_checkpoints()
+        self.lease.drop()
+        if self.role != "standby":
+            log.warning("%s steps down: %s", self.name, why)
+        self.role = "standby"
+
+    # --- serving (callbacks on the NATS thread) ---------------------------------------------
+
+    async def _on_command(self, msg: Any) -> None:
+        loop = self._loop
+        assert loop is not None
+        try:
+            request = msgspec.msgpack.decode(msg.data, type=Request)
+            cmds = decode_commands(request.commands)
+        except Exception as exc:
+            await msg.respond(msgspec.msgpack.encode(Reply(error="BAD_REQUEST",
+                                                           message=str(exc)[:200])))
+            return
+        done = asyncio.run_coroutine_threadsafe(self._submit(cmds), loop)
+        reply = await asyncio.wrap_future(done)
+        with contextlib.suppress(Exception):
+            await msg.respond(msgspec.msgpack.encode(reply))
+
+    async def _submit(self, cmds: list[C.Command]) -> Reply:
+        node = self.node
+        if node is None or not self.accepting:
+            return Reply(error="NOT_LEADER", message="this node is not the leader")
+        try:
+            await node.submit_many(cmds)
+        except DurabilityError as exc:
+            if node.failure is not None:  # fence, lease or journal failure: stop leading
+                self._stepdown.set()
+            if exc.code == "FENCED" or (exc.code == "NODE_FAILED" and
+                                        getattr(node.failure, "code", "") == "FENCED"):
+                return Reply(error="NOT_LEADER", message=str(exc))
+            return Reply(error=exc.code, message=str(exc))
+        return Reply(first=cmds[0].seq if cmds else node.engine.seq, count=len(cmds))
+
+    def _on_applied(self, events: list[Any]) -> None:
+        """Leader: publish the state hash where a checkpoint message ended."""
+        node = self.node
+        if node is None:
+            return
+        committer = getattr(node.journal, "active", None)
+        if committer is None or not committer.checkpoint_ends:
+            return
+        seq = node.engine.seq
+        ends = committer.checkpoint_ends
+        while ends and ends[0] < seq:
+            ends.popleft()
+        if ends and ends[0] == seq:
+            ends.popleft()
+            cp = Checkpoint(seq, node.engine.state_hash(), self.lease.term)
+            self.nats.call_soon(lambda: self.nats.loop.create_task(self.nats.nc.publish(
+                self.config.checkpoint_subject, msgspec.msgpack.encode(cp))))
+
+    async def _on_status(self, msg: Any) -> None:
+        await msg.respond(msgspec.json.encode(self.status()))
+
+    async def _on_hash(self, msg: Any) -> None:
+        """``{seq, hash}`` of this node's state right now (tests and operators compare)."""
+        loop = self._loop
+        assert loop is not None
+
+        async def take() -> dict[str, Any]:
+            engine = self.node.engine if self.node is not None else (
+                self.replica.engine if self.replica else None)
+            if engine is None:
+                return {"seq": 0, "hash": ""}
+            return {"seq": engine.seq, "hash": engine.state_hash(), "role": self.role}
+
+        answer = await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(take(), loop))
+        await msg.respond(msgspec.json.encode(answer))
+
+    async def _on_promote(self, msg: Any) -> None:
+        """Planned switchover, target side: the leader handed us the lease at ``revision``."""
+        loop = self._loop
+        assert loop is not None
+        revision = int(msg.data or b"0")
+
+        async def arm() -> float:
+            future: asyncio.Future[float] = loop.create_future()
+            self._handoff = (revision, future)
+            return await asyncio.wait_for(future, 10)
+
+        try:
+            took = await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(arm(), loop))
+            await msg.respond(msgspec.json.encode({"ok": True, "ms": took * 1000}))
+        except Exception as exc:
+            await msg.respond(msgspec.json.encode({"ok": False, "error": repr(exc)}))
+
+    async def _on_switchover(self, msg: Any) -> None:
+        loop = self._loop
+        assert loop is not None
+        target = (msg.data or b"").decode()
+        done = asyncio.run_coroutine_threadsafe(self.switchover(target), loop)
+        try:
+            result = await asyncio.wrap_future(done)
+        except Exception as exc:
+            result = {"ok": False, "error": str(exc)}
+        await msg.respond(msgspec.json.encode(result))
+
+    async def switchover(self, target: str) -> dict[str, Any]:
+        """Leader side: stop taking commands, drain, hand the lease to ``target``, and wait
+        until it serves. The pause is what order entry sees."""
+        node = self.node
+        if node is None or self.role != "leader":
+            raise DurabilityError(f"{self.name} is not the leader", code="NOT_LEADER")
+        t0 = time.monotonic()
+        self.accepting = False
+        self._renewing = False
+        if self._cmd_sub is not None:
+            sub, self._cmd_sub = self._cmd_sub, None
+            await self.nats.call(sub.unsubscribe())
+        await node.close()
+        drained = time.monotonic()
+        revision = 0
+        for _ in range(20):  # a renewal still in flight may move the revision once
+            try:
+                revision = await self.nats.call(
+                    self.lease.hand_over(Holder(target, "", handoff=True)))
+                break
+            except KeyWrongLastSequenceError:
+                await asyncio.sleep(0.05)
+        if not revision:
+            raise DurabilityError("could not hand the lease over", code="HANDOFF")
+        try:
+            reply = await self.nats.call(self.nats.nc.request(
+                self.config.node_subject(target, "promote"), str(revision).encode(), timeout=10))
+            answer = msgspec.json.decode(reply.data)
+        except Exception as exc:
+            answer = {"ok": False, "error": repr(exc)}
+        pause = (time.monotonic() - t0) * 1000
+        self.last_switchover_ms = pause
+        self.node = None
+        self.replica = Replica(node.engine)
+        self.follower = Follower(self.nats, self.config, self.journal, self.replica)  # type: ignore[arg-type]
+        await self.follower.watch_checkpoints()
+        self._stepdown.set()
+        log.info("switchover %s -> %s: pause %.1f ms (drain %.1f ms)", self.name, target, pause,
+                 (drained - t0) * 1000)
+        return {"ok": bool(answer.get("ok")), "from": self.name, "to": target,
+                "pause_ms": round(pause, 1), "drain_ms": round((drained - t0) * 1000, 1),
+                "detail": answer}
+
+    # --- snapshots and heartbeats -----------------------------------------------------------
+
+    async def _snapshots(self) -> None:
+        every = self.config.snapshot_every
+        if every <= 0:
+            return
+        while True:
+            await asyncio.sleep(every)
+            try:
+                await self._final_snapshot()
+            except Exception as exc:
+                log.warning("snapshot upload failed (the stream still has everything): %s", exc)
+
+    async def _final_snapshot(self) -> None:
+        node = self.node
+        if node is None:
+            return
+        info = await node.snapshot()
+        seq = await self.nats.call(self.snaps.upload(info.path))
+        log.info("snapshot at seq %d uploaded to %s", seq, self.config.snapshot_bucket)
+
+    async def _heartbeat(self, stop: asyncio.Event) -> None:
+        subject = self.config.heartbeat_subject
+        while not stop.is_set():
+            data = msgspec.json.encode(self.status())
+            with contextlib.suppress(Exception):
+                await self.nats.call(self.nats.nc.publish(subject, data))
+            await asyncio.sleep(0.5)
+
+    async def close(self) -> None:
+        if self.node is not None:
+            await self._step_down("stopping")
+        if self.follower is not None:
+            await self.follower.close()
+        for sub in self._subs:
+            with contextlib.suppress(Exception):
+                await self.nats.call(sub.unsubscribe())
+        await asyncio.to_thread(self.nats.close)
+
+
+def _demo_setup() -> list[C.Command]:
+    from bastion import demo
+
+    cmds = demo.demo_setup()
+    perp_setup = getattr(demo, "demo_perp_setup", None)
+    if perp_setup is not None:
+        cmds += perp_setup()
+    return cmds
+
+
+def _pid() -> int:
+    import os
+
+    return os.getpid()

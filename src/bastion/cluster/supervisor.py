@@ -1,0 +1,173 @@
+"""``bastion cluster up``: a whole cluster on one machine (3 NATS servers in zones a/b/c, the
+engine nodes spread over the zones, the gateways), recorded in ``<data>/cluster.json`` so
+``status``, ``switchover``, tests and drills can find every process."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bastion.cluster.config import ClusterConfig
+from bastion.cluster.natsproc import ZONES, NatsServer, cluster_specs, start_cluster
+from bastion.journal.errors import DurabilityError
+
+STATE_FILE = "cluster.json"
+
+
+@dataclass
+class Proc:
+    name: str
+    kind: str  # nats | node | gateway
+    zone: str
+    pid: int
+    port: int
+
+
+@dataclass
+class ClusterState:
+    servers: list[str]
+    shard: str
+    lease_ttl: float
+    processes: list[Proc] = field(default_factory=list)
+
+    def save(self, data: Path) -> None:
+        tmp = data / (STATE_FILE + ".tmp")
+        tmp.write_text(json.dumps(asdict(self), indent=1))
+        os.replace(tmp, data / STATE_FILE)
+
+    @classmethod
+    def load(cls, data: Path) -> ClusterState:
+        path = data / STATE_FILE
+        if not path.exists():
+            raise DurabilityError(f"no cluster at {data} ({STATE_FILE} missing): start one "
+                                  "with `bastion cluster up --data DIR`", code="NO_CLUSTER")
+        raw = json.loads(path.read_text())
+        procs = [Proc(**p) for p in raw.pop("processes")]
+        return cls(**raw, processes=procs)
+
+    def config(self) -> ClusterConfig:
+        return ClusterConfig(servers=tuple(self.servers), shard=self.shard,
+                             lease_ttl=self.lease_ttl)
+
+
+def bastion_cmd(*args: str) -> list[str]:
+    return [sys.executable, "-c", "from bastion.cli.main import app; app()", *args]
+
+
+def node_args(servers: list[str], name: str, zone: str, data: Path, shard: str,
+              extra: tuple[str, ...] = ()) -> list[str]:
+    return bastion_cmd("node", "--servers", ",".join(servers), "--name", name, "--zone", zone,
+                       "--data", str(data), "--shard", shard, *extra)
+
+
+def gateway_args(servers: list[str], name: str, port: int, data: Path, shard: str) -> list[str]:
+    return bastion_cmd("gateway", "--servers", ",".join(servers), "--name", name,
+                       "--port", str(port), "--data", str(data), "--shard", shard)
+
+
+def spawn(args: list[str], log: Path, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+    out = open(log, "ab")  # noqa: SIM115 - the child owns it
+    try:
+        return subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT,
+                                env=env, start_new_session=True)
+    finally:
+        out.close()
+
+
+class Supervisor:
+    """Starts everything, prints one line per process, stops everything on SIGTERM/Ctrl-C."""
+
+    def __init__(self, data: Path, *, port: int = 8080, nodes: int = 2, gateways: int = 1,
+                 nats_port: int = 4222, shard: str = "main",
+                 node_extra: tuple[str, ...] = ()) -> None:
+        self.data = data
+        self.port = port
+        self.nodes = nodes
+        self.gateways = gateways
+        self.nats_port = nats_port
+        self.shard = shard
+        self.node_extra = node_extra
+        self.nats: list[NatsServer] = []
+        self.children: list[tuple[Proc, subprocess.Popen[bytes]]] = []
+
+    def start(self) -> ClusterState:
+        self.data.mkdir(parents=True, exist_ok=True)
+        specs = cluster_specs(self.data, self.nats_port)
+        self.nats = start_cluster(specs)
+        servers = [s.url for s in specs]
+        state = ClusterState(servers, self.shard, ClusterConfig(servers=()).lease_ttl)
+        for server in self.nats:
+            state.processes.append(Proc(server.spec.name, "nats", server.spec.zone,
+                                        server.pid or 0, server.spec.port))
+        for i in range(self.nodes):
+            zone = ZONES[i % len(ZONES)]
+            name = f"node-{i + 1}{zone}"
+            proc = spawn(node_args(servers, name, zone, self.data / name, self.shard,
+                                   self.node_extra), self.data / f"{name}.log")
+            self._add(state, Proc(name, "node", zone, proc.pid, 0), proc)
+        for i in range(self.gateways):
+            name = f"gateway-{i + 1}"
+            port = self.port + i
+            env = dict(os.environ)
+            if i > 0:  # one demo price feeder per cluster is enough
+                env["BASTION_FEEDER_INTERVAL"] = "0"
+            proc = spawn(gateway_args(servers, name, port, self.data / name, self.shard),
+                         self.data / f"{name}.log", env)
+            self._add(state, Proc(name, "gateway", ZONES[i % len(ZONES)], proc.pid, port), proc)
+        state.save(self.data)
+        return state
+
+    def _add(self, state: ClusterState, proc: Proc, popen: subprocess.Popen[bytes]) -> None:
+        state.processes.append(proc)
+        self.children.append((proc, popen))
+
+    def stop(self) -> None:
+        for kind in ("gateway", "node"):
+            group = [(p, c) for p, c in self.children if p.kind == kind]
+            for _, child in group:
+                if child.poll() is None:
+                    child.send_signal(signal.SIGTERM)
+            for _, child in group:
+                try:
+                    child.wait(15)
+                except subprocess.TimeoutExpired:
+                    child.kill()
+                    child.wait()
+        for server in self.nats:
+            server.stop()
+
+    def watch(self, print_fn: Any = print) -> None:
+        """Until SIGTERM/SIGINT: report children that exit."""
+        stopping = False
+
+        def on_signal(signum: int, _frame: Any) -> None:
+            nonlocal stopping
+            stopping = True
+
+        signal.signal(signal.SIGTERM, on_signal)
+        signal.signal(signal.SIGINT, on_signal)
+        reported: set[str] = set()
+        while not stopping:
+            for proc, child in self.children:
+                if proc.name not in reported and child.poll() is not None:
+                    reported.add(proc.name)
+                    print_fn(f"{proc.name} exited with status {child.returncode} "
+                             f"(log: {self.data / (proc.name + '.log')})")
+            time.sleep(0.2)
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

@@ -1,0 +1,94 @@
+"""``bastion cluster up / status / switchover`` end to end, exactly as an operator runs them."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import httpx
+from cluster_harness import DEMO_KEY, DEMO_SECRET, TEST_ENV
+
+from bastion.cluster.natsproc import free_port
+from bastion.cluster.supervisor import alive, bastion_cmd
+
+
+def _cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(bastion_cmd(*args), capture_output=True, text=True, timeout=60,
+                          env=env)
+
+
+def test_cluster_up_status_switchover(tmp_path: Path) -> None:
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from serverproc import Client
+
+    env = {**os.environ, **TEST_ENV}
+    port = free_port()
+    nats_port = 20000 + (os.getpid() % 200) * 5
+    data = tmp_path / "cluster"
+    up = subprocess.Popen(bastion_cmd("cluster", "up", "--data", str(data), "--port", str(port),
+                                      "--nodes", "2", "--gateways", "1",
+                                      "--nats-port", str(nats_port)),
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    try:
+        lines = [up.stdout.readline() for _ in range(6)] if up.stdout else []
+        kinds = [line.split()[1] for line in lines]
+        assert kinds == ["nats"] * 3 + ["engine", "engine", "gateway"], lines
+        client = Client(f"http://127.0.0.1:{port}", DEMO_KEY, DEMO_SECRET)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                r = client.place(market="BTC-USDT", side="buy", price="30000",
+                                 quantity="0.001", client_order_id="before")
+                if r.status_code == 201:
+                    break
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        else:
+            raise AssertionError("gateway never acknowledged an order")
+
+        status = json.loads(_cli("cluster", "status", "--data", str(data), "--json",
+                                 env=env).stdout)
+        procs = status["processes"]
+        assert {p["kind"] for p in procs} == {"nats", "node", "gateway"}
+        assert sorted(p["zone"] for p in procs if p["kind"] == "nats") == ["a", "b", "c"]
+        assert all(set(p) >= {"name", "kind", "zone", "pid", "port", "role", "seq"}
+                   for p in procs)
+        roles = sorted(p["role"] for p in procs if p["kind"] == "node")
+        assert roles == ["leader", "standby"], procs
+        assert sum(p["role"] == "stream-leader" for p in procs) == 1
+        leader = next(p for p in procs if p["role"] == "leader")
+
+        done = _cli("cluster", "switchover", "--data", str(data), "--json", env=env)
+        result = json.loads(done.stdout)
+        assert result["ok"] and result["from"] == leader["name"], done.stdout + done.stderr
+        assert result["pause_ms"] < 5000
+        r = client.place(market="BTC-USDT", side="buy", price="30000", quantity="0.001",
+                         client_order_id="after")
+        assert r.status_code == 201, r.text
+        r = client.get("/v1/orders", params={"market": "BTC-USDT"})
+        assert {o["client_order_id"] for o in r.json()} >= {"before", "after"}
+        status = json.loads(_cli("cluster", "status", "--data", str(data), "--json",
+                                 env=env).stdout)
+        now_leader = next(p for p in status["processes"] if p["role"] == "leader")
+        assert now_leader["name"] == result["to"] != leader["name"]
+        pids = [p["pid"] for p in procs]
+    finally:
+        up.send_signal(signal.SIGTERM)
+        up.wait(60)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and any(alive(pid) for pid in pids):
+        time.sleep(0.1)
+    assert not [pid for pid in pids if alive(pid)]
+
+
+def test_status_without_cluster_is_a_clear_error(tmp_path: Path) -> None:
+    done = _cli("cluster", "status", "--data", str(tmp_path), env=dict(os.environ))
+    assert done.returncode == 2
+    assert "NO_CLUSTER" in done.stderr and "Traceback" not in done.stderr
