@@ -10,10 +10,10 @@ import time
 from pathlib import Path
 
 import httpx
-from cluster_harness import DEMO_KEY, DEMO_SECRET, TEST_ENV
 
 from bastion.cluster.natsproc import free_port
 from bastion.cluster.supervisor import alive, bastion_cmd
+from cluster_harness import DEMO_KEY, DEMO_SECRET, TEST_ENV
 
 
 def _cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:

@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
+
 from cluster_harness import Load, check_stream, running, wait_hashes_agree
 
 LEASE_TTL = 1.0

@@ -21,6 +21,9 @@ from bastion.journal.natsloop import NatsLoop
 
 log = logging.getLogger("bastion.cluster")
 
+#: seconds without a delivered message before the follower checks whether it is stuck
+STALL_AFTER = 2.0
+
 
 class Checkpoint(msgspec.Struct, frozen=True):
     seq: int
@@ -51,6 +54,7 @@ class Follower:
         self.journal = journal
         self.replica = replica
         self.tail: StreamTail | None = None
+        self._progress = time.monotonic()
         self._checkpoints: Any = None
 
     async def position(self) -> int:
@@ -91,7 +95,26 @@ class Follower:
             if stream_seq <= self.replica.stream_seq:
                 continue
             applied += self.replica.apply_block(stream_seq, block, checkpoint)
+        now = time.monotonic()
+        if items:
+            self._progress = now
+        elif now - self._progress > STALL_AFTER:
+            await self._unstall(now)
         return applied
+
+    async def _unstall(self, now: float) -> None:
+        """Nothing delivered for a while: if the stream has moved on, the consumer is gone
+        (its server died or ran out of storage), so start a new one where we are."""
+        self._progress = now
+        try:
+            tail = await self.nats.call(self.journal.fetch_tail())
+        except Exception as exc:
+            log.debug("tail check failed: %r", exc)
+            return
+        if tail.stream_seq > self.replica.stream_seq:
+            log.warning("stream consumer stalled at message %d (stream at %d): resubscribing",
+                        self.replica.stream_seq, tail.stream_seq)
+            await self.start()
 
     async def catch_up(self, target_stream_seq: int, timeout: float) -> bool:
         deadline = time.monotonic() + timeout

@@ -343,6 +343,14 @@ class JetStreamJournal:
     async def fetch_tail(self) -> Tail:
         info = await self._retry(lambda: self.nats.js.stream_info(self.stream))
         last = info.state.last_seq
+        # Stream info can be answered from a lagging replica's view (seen with a server whose
+        # store was full): probe past it with leader reads until there is nothing more.
+        while True:
+            try:
+                await self._retry(lambda n=last + 1: self.nats.js.get_msg(self.stream, n))
+            except NotFoundError:
+                break
+            last += 1
         if not last:
             return Tail(0, 0, 0)
         raw = await self._retry(lambda: self.nats.js.get_msg(self.stream, last))
