@@ -29,6 +29,7 @@ sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT))
 
 from bastion.demo import demo_setup  # noqa: E402
+from bastion.journal.base import Journal  # noqa: E402
 from bastion.node import Node, NodeConfig  # noqa: E402
 from bastion.node.gcpolicy import apply_gc_policy  # noqa: E402
 from bench.core import ACCOUNTS, prepare  # noqa: E402
@@ -53,14 +54,16 @@ def core_run(ops: int) -> dict[str, float]:
 
 
 async def node_run(
-    ops: int, batch: int, depth: int, directory: Path, delay: float
+    ops: int, batch: int, depth: int, directory: Path, delay: float,
+    journal: Journal | None = None,
 ) -> dict[str, float]:
+    """``journal``: another backend (bench/replicated.py passes the JetStream one)."""
     _, stream = prepare("churn", ops)
     config = NodeConfig(
         snapshot_every_commands=0, snapshot_every_seconds=0, group_max_delay=delay, progress=False
     )
     apply_gc_policy()  # the same collector policy as the server
-    node = Node(directory, config=config)
+    node = Node(directory, config=config, journal=journal)
     await node.start()
     await node.submit_many(demo_setup(list(range(1, ACCOUNTS + 1))))
     latencies: list[float] = []

@@ -187,6 +187,26 @@ class RemoteNode:
             self._leader = current[0].node if current is not None else None
         return None if self._leader is None else self.config.cmd_subject(self._leader)
 
+    async def _ask(self, subject: str, payload: bytes) -> Any:
+        """On the NATS loop: the request, abandoned early if the lease moves to another node
+        meanwhile (the leader we asked is gone; waiting out the timeout would only delay the
+        client's retry). Either way the outcome is unknown, so it is a TIMEOUT."""
+        nc = self.nats.nc
+        asked = self._leader
+        request = asyncio.ensure_future(nc.request(subject, payload,
+                                                   timeout=self.config.request_timeout))
+        done, _ = await asyncio.wait([request], timeout=0.5)
+        while not done:
+            try:
+                current = await self.lease.current()
+            except Exception:
+                current = None
+            if current is None or current[0].node != asked:
+                request.cancel()
+                raise NatsTimeout
+            done, _ = await asyncio.wait([request], timeout=0.2)
+        return request.result()
+
     async def _request(self, cmds: list[C.Command], started: float) -> Reply:
         cfg = self.config
         payload = encode_request(cmds)
@@ -195,8 +215,7 @@ class RemoteNode:
             try:
                 subject = await self._leader_subject()
                 if subject is not None:
-                    msg = await self.nats.call(self.nats.nc.request(
-                        subject, payload, timeout=cfg.request_timeout))
+                    msg = await self.nats.call(self._ask(subject, payload))
                     reply = msgspec.msgpack.decode(msg.data, type=Reply)
                     if reply.error != "NOT_LEADER":
                         if reply.error:

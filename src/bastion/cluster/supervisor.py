@@ -85,8 +85,10 @@ class Supervisor:
     """Starts everything, prints one line per process, stops everything on SIGTERM/Ctrl-C."""
 
     def __init__(self, data: Path, *, port: int = 8080, nodes: int = 2, gateways: int = 1,
-                 nats_port: int = 4222, shard: str = "main",
-                 node_extra: tuple[str, ...] = ()) -> None:
+                 nats_port: int | None = 4222, shard: str = "main",
+                 node_extra: tuple[str, ...] = (), env: dict[str, str] | None = None) -> None:
+        """``nats_port=None``: free ports (drills, tests); ``env``: the children's environment
+        (default: this process's)."""
         self.data = data
         self.port = port
         self.nodes = nodes
@@ -94,8 +96,10 @@ class Supervisor:
         self.nats_port = nats_port
         self.shard = shard
         self.node_extra = node_extra
+        self.env = dict(env if env is not None else os.environ)
         self.nats: list[NatsServer] = []
         self.children: list[tuple[Proc, subprocess.Popen[bytes]]] = []
+        self._args: dict[str, tuple[list[str], dict[str, str]]] = {}
 
     def start(self) -> ClusterState:
         self.data.mkdir(parents=True, exist_ok=True)
@@ -109,24 +113,56 @@ class Supervisor:
         for i in range(self.nodes):
             zone = ZONES[i % len(ZONES)]
             name = f"node-{i + 1}{zone}"
-            proc = spawn(node_args(servers, name, zone, self.data / name, self.shard,
-                                   self.node_extra), self.data / f"{name}.log")
-            self._add(state, Proc(name, "node", zone, proc.pid, 0), proc)
+            args = node_args(servers, name, zone, self.data / name, self.shard, self.node_extra)
+            self._add(state, Proc(name, "node", zone, 0, 0), args, self.env)
         for i in range(self.gateways):
             name = f"gateway-{i + 1}"
             port = self.port + i
-            env = dict(os.environ)
+            env = dict(self.env)
             if i > 0:  # one demo price feeder per cluster is enough
                 env["BASTION_FEEDER_INTERVAL"] = "0"
-            proc = spawn(gateway_args(servers, name, port, self.data / name, self.shard),
-                         self.data / f"{name}.log", env)
-            self._add(state, Proc(name, "gateway", ZONES[i % len(ZONES)], proc.pid, port), proc)
+            args = gateway_args(servers, name, port, self.data / name, self.shard)
+            self._add(state, Proc(name, "gateway", ZONES[i % len(ZONES)], 0, port), args, env)
+        self.state = state
         state.save(self.data)
         return state
 
-    def _add(self, state: ClusterState, proc: Proc, popen: subprocess.Popen[bytes]) -> None:
+    def _add(self, state: ClusterState, proc: Proc, args: list[str],
+             env: dict[str, str]) -> None:
+        popen = spawn(args, self.data / f"{proc.name}.log", env)
+        proc.pid = popen.pid
+        self._args[proc.name] = (args, env)
         state.processes.append(proc)
         self.children.append((proc, popen))
+
+    def popen(self, name: str) -> subprocess.Popen[bytes]:
+        return next(c for p, c in self.children if p.name == name)
+
+    def kill(self, name: str) -> None:
+        """SIGKILL one node or gateway (or a NATS server by its name, ``nats-<zone>``)."""
+        for server in self.nats:
+            if server.spec.name == name:
+                server.kill()
+                return
+        child = self.popen(name)
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+
+    def restart(self, name: str) -> None:
+        """Start a killed process again with the same arguments (and data)."""
+        for server in self.nats:
+            if server.spec.name == name:
+                server.start()
+                server.wait_listening()
+                return
+        args, env = self._args[name]
+        idx = next(i for i, (p, _) in enumerate(self.children) if p.name == name)
+        proc = self.children[idx][0]
+        popen = spawn(args, self.data / f"{name}.log", env)
+        proc.pid = popen.pid
+        self.children[idx] = (proc, popen)
+        self.state.save(self.data)
 
     def stop(self) -> None:
         for kind in ("gateway", "node"):

@@ -27,7 +27,7 @@ class StreamTail:
         config = api.ConsumerConfig(deliver_policy=api.DeliverPolicy.BY_START_SEQUENCE,
                                     opt_start_seq=max(start, 1))
         self._sub = await retry_transient(lambda: self.nats.js.subscribe(
-            self.subject, stream=self.stream, ordered_consumer=True, idle_heartbeat=1.0,
+            f"{self.subject}.>", stream=self.stream, ordered_consumer=True, idle_heartbeat=1.0,
             config=config, pending_msgs_limit=1_000_000, pending_bytes_limit=512 * 1024 * 1024),
             f"stream {self.stream}")
 

@@ -2,10 +2,14 @@
 
 One stream message is one group-commit block (``framing.encode_block``: the same checksummed
 block format as the local files), holding many commands; the block's epoch is the writer's
-lease revision (its term). Every append is fenced by ``Nats-Expected-Last-Sequence`` (the
-stream sequence this writer last saw), so a deposed leader's append is refused by the log
-itself, and carries ``Nats-Msg-Id: <term>.<first seq>``, so a retry after a lost ack is
-deduplicated by the stream instead of written twice.
+lease revision (its term), and is published on ``<subject>.<term>``. Every append is fenced by
+``Nats-Expected-Last-Sequence`` (the stream sequence this writer last saw), so a deposed
+leader's append is refused by the log itself, and by ``Nats-Expected-Last-Subject-Sequence`` on
+its term's subject (where its own previous message must be), so with several messages in
+flight none can land after another writer's message that happens to fill the gap. It carries
+``Nats-Msg-Id: <term>.<first seq>``, so a retry after a lost ack is deduplicated by the stream
+instead of written twice. (``Nats-Expected-Last-Msg-Id`` would say the same, but nats-server
+2.15 applies it on every replica and a mismatch stops the stream: "critical write error".)
 
 Command sequence numbers (what the engine sees) and stream sequence numbers (messages) differ;
 ``locate`` maps one to the other by binary search over the stream (messages are in command
@@ -19,7 +23,7 @@ import logging
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeout
@@ -41,8 +45,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("bastion.journal.jetstream")
 
 WRONG_LAST_SEQUENCE = 10071
-WRONG_LAST_MSG_ID = 10070
-FENCE_CODES = (WRONG_LAST_SEQUENCE, WRONG_LAST_MSG_ID)
+#: wrong last sequence (stream-wide or on the subject: our predecessor is not ours)
+FENCE_CODES = (WRONG_LAST_SEQUENCE, 10164)
 #: stay under nats-server's default 1 MiB max_payload with room for headers
 MAX_MESSAGE_BYTES = 900 * 1024
 CHECKPOINT_HEADER = "Bastion-Checkpoint"
@@ -75,6 +79,12 @@ async def retry_transient(fn: Callable[[], Any], what: str, wait: float = 30.0) 
         await asyncio.sleep(0.3)
 
 
+class Outgoing(NamedTuple):
+    subject: str
+    payload: bytes
+    headers: dict[str, str]
+
+
 @dataclass(frozen=True)
 class Tail:
     """The end of the log: last message (stream seq), last command seq and its term."""
@@ -82,8 +92,6 @@ class Tail:
     stream_seq: int
     last_seq: int
     term: int
-    #: ``Nats-Msg-Id`` of the last message: the next append names it as its predecessor
-    msg_id: str = ""
 
 
 def unresolved(reason: BaseException) -> DurabilityError:
@@ -109,7 +117,7 @@ async def ensure_stream(js: Any, stream: str, subject: str, replicas: int,
                         wait: float = 30.0) -> None:
     """Create the shard's stream if missing (idempotent; retried while the cluster forms)."""
     config = api.StreamConfig(
-        name=stream, subjects=[subject], num_replicas=replicas,
+        name=stream, subjects=[f"{subject}.>"], num_replicas=replicas,
         storage=api.StorageType.FILE, retention=api.RetentionPolicy.LIMITS,
         discard=api.DiscardPolicy.NEW, duplicate_window=120.0,
         deny_delete=True, deny_purge=True, allow_direct=False,
@@ -243,40 +251,36 @@ class JetStreamJournal:
         return self._tail
 
     def message(self, records: list[bytes], first_seq: int, term: int,
-                expected_stream_seq: int, expected_id: str, checkpoint: bool = False
-                ) -> tuple[bytes, dict[str, str]]:
-        """The block and its fence: the stream must end at ``expected_stream_seq`` *and* that
-        last message must be ``expected_id`` (our own predecessor), so a pipelined message
-        can never land after another writer's message that happens to fill the gap."""
+                expected_stream_seq: int, previous_own: int, checkpoint: bool = False
+                ) -> Outgoing:
+        """The block and its fence: the stream must end at ``expected_stream_seq`` and the
+        last message on this term's subject must be at ``previous_own`` (0: none yet)."""
         headers = {"Nats-Expected-Last-Sequence": str(expected_stream_seq),
+                   "Nats-Expected-Last-Subject-Sequence": str(previous_own),
                    "Nats-Msg-Id": msg_id(term, first_seq)}
-        if expected_id:
-            headers["Nats-Expected-Last-Msg-Id"] = expected_id
         if checkpoint:
             headers[CHECKPOINT_HEADER] = "1"
-        return encode_block(records, first_seq, term), headers
+        return Outgoing(f"{self.subject}.{term}", encode_block(records, first_seq, term), headers)
 
     async def append_async(self, records: list[bytes], expected_last_seq: int, term: int) -> int:
         tail = self._tail
         if expected_last_seq != tail.last_seq:
             raise FencedError(expected_last_seq, tail.last_seq, "writer's own view")
-        payload, headers = self.message(records, expected_last_seq + 1, term, tail.stream_seq,
-                                        tail.msg_id)
-        outcome = await self.publish_resolved(payload, headers, tail.stream_seq)
+        own = tail.stream_seq if tail.term == term else 0
+        out = self.message(records, expected_last_seq + 1, term, tail.stream_seq, own)
+        outcome = await self.publish_resolved(out, tail.stream_seq)
         if outcome != "stored":
             fresh = await self.fetch_tail()
             self._tail = fresh
             raise FencedError(expected_last_seq, fresh.last_seq, f"stream {self.stream}")
-        self.advance(tail.stream_seq + 1, expected_last_seq + len(records), term,
-                     headers["Nats-Msg-Id"])
+        self.advance(tail.stream_seq + 1, expected_last_seq + len(records), term)
         return self._tail.last_seq
 
-    def advance(self, stream_seq: int, last_seq: int, term: int, last_id: str) -> None:
+    def advance(self, stream_seq: int, last_seq: int, term: int) -> None:
         if stream_seq > self._tail.stream_seq:
-            self._tail = Tail(stream_seq, last_seq, term, last_id)
+            self._tail = Tail(stream_seq, last_seq, term)
 
-    async def publish_resolved(self, payload: bytes, headers: dict[str, str],
-                               expected_stream_seq: int,
+    async def publish_resolved(self, out: Outgoing, expected_stream_seq: int,
                                stop: Callable[[], BaseException | None] | None = None) -> str:
         """Publish until the outcome is known: ``"stored"`` (ours is at expected + 1) or
         ``"fenced"`` (someone else's is). Transient failures are resolved by reading the log
@@ -287,8 +291,8 @@ class JetStreamJournal:
             if stop is not None and (reason := stop()) is not None:
                 raise unresolved(reason)
             try:
-                ack = await js.publish(self.subject, payload, timeout=self.publish_timeout,
-                                       headers=dict(headers))
+                ack = await js.publish(out.subject, out.payload, timeout=self.publish_timeout,
+                                       headers=dict(out.headers))
                 if ack.seq == expected_stream_seq + 1:
                     return "stored"
                 raise DurabilityError(f"stream stored at {ack.seq}, expected "
@@ -307,7 +311,7 @@ class JetStreamJournal:
                 pause = 0.05
             # Outcome unknown: the log decides (a retry of a stored message would be
             # deduplicated, but only if its fence headers still match, so ask first).
-            state = await self.whose(expected_stream_seq + 1, headers["Nats-Msg-Id"], stop)
+            state = await self.whose(expected_stream_seq + 1, out.headers["Nats-Msg-Id"], stop)
             if state != "absent":
                 return state
             await asyncio.sleep(pause)
@@ -320,16 +324,12 @@ class JetStreamJournal:
             if stop is not None and (reason := stop()) is not None:
                 raise unresolved(reason)
             try:
+                info = await self.nats.js.stream_info(self.stream)
+                if info.state.last_seq < stream_seq:
+                    return "absent"
                 raw = await self.nats.js.get_msg(self.stream, stream_seq)
             except NotFoundError:
                 return "absent"
-            except APIError as exc:
-                if exc.err_code == 10037:  # no message found
-                    return "absent"
-                if not is_transient(exc):
-                    raise
-                await asyncio.sleep(0.05)
-                continue
             except Exception as exc:
                 if not is_transient(exc):
                     raise
@@ -344,18 +344,19 @@ class JetStreamJournal:
         info = await self._retry(lambda: self.nats.js.stream_info(self.stream))
         last = info.state.last_seq
         # Stream info can be answered from a lagging replica's view (seen with a server whose
-        # store was full): probe past it with leader reads until there is nothing more.
+        # store was full): probe past it with leader reads until there is nothing more. A read
+        # past the end may get no answer at all (seen after refused appends): that ends it too.
         while True:
             try:
-                await self._retry(lambda n=last + 1: self.nats.js.get_msg(self.stream, n))
-            except NotFoundError:
+                await self.nats.js.get_msg(self.stream, last + 1)
+            except Exception:
                 break
             last += 1
         if not last:
             return Tail(0, 0, 0)
         raw = await self._retry(lambda: self.nats.js.get_msg(self.stream, last))
         block = decode_message(raw.data or b"", last, self.stream)
-        return Tail(last, block.last_seq, block.epoch, (raw.headers or {}).get("Nats-Msg-Id", ""))
+        return Tail(last, block.last_seq, block.epoch)
 
     async def block_at(self, stream_seq: int) -> Block:
         raw = await self._retry(lambda: self.nats.js.get_msg(self.stream, stream_seq))
@@ -401,17 +402,19 @@ class JetStreamJournal:
         blocks = await asyncio.gather(*tasks)
         return list(zip(range(first, last + 1), blocks, strict=True))
 
-    async def _retry(self, fn: Any, attempts: int = 100) -> Any:
-        for i in range(attempts):
+    async def _retry(self, fn: Any, wait: float = 30.0) -> Any:
+        """Reads ride out elections (a loaded machine can take many seconds to elect)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + wait
+        while True:
             try:
                 return await fn()
             except NotFoundError:
                 raise
             except Exception as exc:
-                if not is_transient(exc) or i == attempts - 1:
+                if not is_transient(exc) or loop.time() > deadline:
                     raise
                 await asyncio.sleep(0.1)
-        raise AssertionError("unreachable")
 
     def _check_open(self) -> None:
         if self._closed:

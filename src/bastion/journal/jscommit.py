@@ -20,7 +20,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 
 from bastion.journal.errors import DurabilityError, FencedError, JournalClosedError
-from bastion.journal.jetstream import MAX_MESSAGE_BYTES, JetStreamJournal, msg_id
+from bastion.journal.jetstream import MAX_MESSAGE_BYTES, JetStreamJournal
 
 Guard = Callable[[], BaseException | None]
 
@@ -41,14 +41,8 @@ class _Message:
     records: list[bytes]
     first_seq: int
     expected_stream_seq: int
-    expected_id: str
+    previous_own: int
     checkpoint: bool
-
-    @property
-    def msg_id(self) -> str:
-        return msg_id(self.term, self.first_seq)
-
-    term: int = 0
 
 
 class PipelinedCommitter:
@@ -67,7 +61,8 @@ class PipelinedCommitter:
         self.checkpoint_every = checkpoint_every
         tail = journal.tail
         self._stream_seq = tail.stream_seq  # stream seq the next message is fenced on
-        self._last_id = tail.msg_id  # id of the message the next one is fenced on
+        # where this writer's previous message on its term's subject is (0: none yet)
+        self._previous_own = tail.stream_seq if tail.term == term else 0
         self._queued_last = tail.last_seq  # command seq the last submitted request ends at
         self._lock = threading.Lock()
         self._queue: deque[_Request] = deque()
@@ -166,17 +161,16 @@ class PipelinedCommitter:
                 size += nxt.size
             first = taken[0].expected_last_seq + 1
             expected_stream = self._stream_seq
-            expected_id = self._last_id
+            previous_own = self._previous_own
             self._stream_seq += 1
-            self._last_id = msg_id(self.term, first)
+            self._previous_own = expected_stream + 1
         now = time.monotonic()
         checkpoint = bool(self.checkpoint_every) and now - self._last_checkpoint >= \
             self.checkpoint_every and taken[-1].whole
         if checkpoint:
             self._last_checkpoint = now
         records = taken[0].records if len(taken) == 1 else [r for t in taken for r in t.records]
-        return _Message(taken, records, first, expected_stream, expected_id, checkpoint,
-                        self.term)
+        return _Message(taken, records, first, expected_stream, previous_own, checkpoint)
 
     def _split_head(self) -> None:
         """A request too big for one message becomes several chained ones; only the last
@@ -204,11 +198,10 @@ class PipelinedCommitter:
     async def _send(self, message: _Message) -> None:
         t0 = time.perf_counter()
         try:
-            payload, headers = self.journal.message(message.records, message.first_seq,
-                                                    self.term, message.expected_stream_seq,
-                                                    message.expected_id, message.checkpoint)
-            outcome = await self.journal.publish_resolved(payload, headers,
-                                                          message.expected_stream_seq,
+            out = self.journal.message(message.records, message.first_seq, self.term,
+                                       message.expected_stream_seq, message.previous_own,
+                                       message.checkpoint)
+            outcome = await self.journal.publish_resolved(out, message.expected_stream_seq,
                                                           self._stop_reason)
             if outcome != "stored":
                 fresh = await self.journal.fetch_tail()
@@ -227,7 +220,7 @@ class PipelinedCommitter:
                 raise
             return
         last = message.first_seq + len(message.records) - 1
-        self.journal.advance(message.expected_stream_seq + 1, last, self.term, message.msg_id)
+        self.journal.advance(message.expected_stream_seq + 1, last, self.term)
         if message.checkpoint:
             self.checkpoint_ends.append(last)
         self.batches += 1
