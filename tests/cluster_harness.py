@@ -331,7 +331,7 @@ class Load:
                     self.ack_times.append(time.monotonic())
                 else:
                     self.errors[r.status_code] = self.errors.get(r.status_code, 0) + 1
-                    if r.status_code != 503:
+                    if r.status_code != 503 or "retry-after" not in r.headers:
                         self.other.append(f"{cid}: {r.status_code} {r.text[:200]}")
             if r.status_code != 201:
                 time.sleep(0.02)

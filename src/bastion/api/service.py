@@ -162,7 +162,8 @@ class Gateway:
         except Exception as exc:  # node stopped, closing, journal failure
             code = getattr(exc, "code", "")
             raise ApiError(A.UNAVAILABLE, f"the exchange is not accepting commands right now "
-                                          f"({code or type(exc).__name__})") from exc
+                                          f"({code or type(exc).__name__})",
+                           headers={"Retry-After": "1"}) from exc
         self.ops += 1
         for ev in events:
             if type(ev) is E.Rejected:
