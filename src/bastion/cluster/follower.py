@@ -112,9 +112,22 @@ class Follower:
             log.debug("tail check failed: %r", exc)
             return
         if tail.stream_seq > self.replica.stream_seq:
-            log.warning("stream consumer stalled at message %d (stream at %d): resubscribing",
-                        self.replica.stream_seq, tail.stream_seq)
+            log.warning("stream consumer stalled at message %d (stream at %d): reading from "
+                        "the stream leader, then resubscribing", self.replica.stream_seq,
+                        tail.stream_seq)
+            await self._read_from_leader(tail.stream_seq)
             await self.start()
+
+    async def _read_from_leader(self, end: int) -> None:
+        """Leader reads (never a lagging replica's copy: an R1 consumer placed on a server
+        that is behind, e.g. out of storage, would stall forever)."""
+        first = await self.position()
+        while first <= end:
+            last = min(end, first + 255)
+            chunk = await self.nats.call(self.journal.fetch_range(first, last))
+            for stream_seq, block in chunk:
+                self.replica.apply_block(stream_seq, block, False)
+            first = last + 1
 
     async def catch_up(self, target_stream_seq: int, timeout: float) -> bool:
         deadline = time.monotonic() + timeout

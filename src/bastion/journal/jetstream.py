@@ -393,11 +393,12 @@ class JetStreamJournal:
             end = self._tail.stream_seq
             if stream_seq > end:
                 return
-            chunk = self.nats.run(self._fetch(stream_seq, min(end, stream_seq + 255)))
+            chunk = self.nats.run(self.fetch_range(stream_seq, min(end, stream_seq + 255)))
             yield from chunk
             stream_seq += len(chunk)
 
-    async def _fetch(self, first: int, last: int) -> list[tuple[int, Block]]:
+    async def fetch_range(self, first: int, last: int) -> list[tuple[int, Block]]:
+        """Messages ``first..last`` by leader reads (concurrently)."""
         tasks = [self.block_at(s) for s in range(first, last + 1)]
         blocks = await asyncio.gather(*tasks)
         return list(zip(range(first, last + 1), blocks, strict=True))
