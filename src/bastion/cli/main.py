@@ -17,6 +17,7 @@ from bastion.cli.ops import (
 )
 from bastion.cli.shadow import shadow_cmd
 from bastion.cli.status import status_app
+from bastion.cli.upgrade import upgrade_cmd
 
 app = typer.Typer(help="Bastion exchange core: run it, inspect its journal, drill incidents.",
                   no_args_is_help=True, add_completion=False)
@@ -50,6 +51,7 @@ app.command("cancel")(cancel_cmd)
 app.command("compensate")(compensate_cmd)
 app.add_typer(maintenance_app, name="maintenance")
 snapshot_app.command("online")(snapshot_online_cmd)
+app.command("upgrade")(upgrade_cmd)
 app.add_typer(cluster_app, name="cluster")
 app.command("node")(node_cmd)
 app.command("gateway")(gateway_cmd)
