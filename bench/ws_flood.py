@@ -170,7 +170,8 @@ def main() -> None:
     kinds = tuple(int(k) - 1 for k in args.kinds.split(",")) if args.kinds != "0,1,2,3,4" \
         else (0, 1, 2, 3, 4)
     tmp = Path(tempfile.mkdtemp(prefix="bastion-flood-"))
-    srv = Server(tmp / "data", BASTION_RATE_KEY="0", BASTION_HEALTH_INTERVAL="1")
+    srv = Server(tmp / "data", BASTION_RATE_KEY="0", BASTION_HEALTH_INTERVAL="1",
+                 BASTION_HEALTH_LOG_INTERVAL="1")
     srv.start()
     out: dict[str, Any] = {"bench": "ws_flood", "cpus": os.cpu_count(), "hostile": args.hostile,
                            "seconds": args.seconds}

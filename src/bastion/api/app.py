@@ -35,6 +35,8 @@ from bastion.api.fastpath import place_order
 from bastion.api.http import encode, error_body, now_ms
 from bastion.api.keys import KeyStore, load_server_key
 from bastion.api.listenkeys import ListenKeys
+from bastion.api.metrics import Metrics
+from bastion.api.metrics import route as metrics_route
 from bastion.api.openapi import build_spec, docs_html
 from bastion.api.ratelimit import Limiter
 from bastion.api.service import Gateway
@@ -163,6 +165,7 @@ def build(settings: Settings, node_factory: Callable[[], Any] | None = None) -> 
     fast: dict[str, Any] = {}
     key_limiter = Limiter("per-key", *settings.key_rate)
     ip_limiter = Limiter("per-IP", *settings.ip_rate)
+    metrics = Metrics()
 
     async def openapi(request: Request) -> Response:
         return Response(encode(state["spec"]), media_type="application/json")
@@ -209,6 +212,8 @@ def build(settings: Settings, node_factory: Callable[[], Any] | None = None) -> 
             bws = binance_ws.BinanceWs(ctx, ListenKeys(settings.listen_key_ttl_ms))
             bws.attach()
             ctx.extra["binance_ws"] = bws
+            metrics.bind(gateway, [ip_limiter, key_limiter])
+            metrics.ws_sources["native"] = lambda: sum(hub.per_ip.values())
             routes: list[BaseRoute] = []
             routes += wallet.routes(ctx)  # withdrawals, deposits (ahead of native/binance)
             routes += native.routes(ctx)
@@ -216,6 +221,7 @@ def build(settings: Settings, node_factory: Callable[[], Any] | None = None) -> 
             routes += binance.routes(ctx)
             routes += admin.routes(ctx)
             routes += ops.routes(ctx)
+            routes.append(metrics_route(metrics))
             status_cm = _status(settings, ctx, routes)
             routes += bws.routes()  # after the status page's /ws/status
             state["spec"] = build_spec()
@@ -231,7 +237,7 @@ def build(settings: Settings, node_factory: Callable[[], Any] | None = None) -> 
         fast["ctx"] = ctx
         hub.start()
         bws.start()
-        tasks = [asyncio.create_task(Health(ctx).run())]
+        tasks = [asyncio.create_task(Health(ctx, metrics).run())]
         pipeline = None
         try:
             pipeline = await _withdrawals(settings, ctx, node)
@@ -274,6 +280,7 @@ def build(settings: Settings, node_factory: Callable[[], Any] | None = None) -> 
                             ws_rcvbuf=settings.ws_socket_rcvbuf)
     app.state.settings = settings
     app.state.keys = keys
+    app.state.metrics = metrics
     return app
 
 

@@ -64,6 +64,8 @@ class Settings:
     feeder_interval: float = 1.0
     feeder_start_price: int = 5_000_000
     health_interval: float = 1.0
+    #: seconds between health log lines (a failure or a stall is logged at once)
+    health_log_interval: float = 60.0
     #: seconds between full garbage collections (see ``server.serve``)
     full_gc_interval: float = 60.0
     log_level: str = "info"
@@ -106,6 +108,8 @@ class Settings:
         s.feeder_interval = float(e.get("BASTION_FEEDER_INTERVAL", s.feeder_interval))
         s.full_gc_interval = float(e.get("BASTION_FULL_GC_INTERVAL", s.full_gc_interval))
         s.health_interval = float(e.get("BASTION_HEALTH_INTERVAL", s.health_interval))
+        s.health_log_interval = float(e.get("BASTION_HEALTH_LOG_INTERVAL",
+                                            s.health_log_interval))
         s.log_level = e.get("BASTION_LOG_LEVEL", s.log_level)
         s.ws_impl = e.get("BASTION_WS_IMPL", s.ws_impl)
         s.group_delay = float(e.get("BASTION_GROUP_DELAY", s.group_delay))

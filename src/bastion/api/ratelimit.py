@@ -17,7 +17,7 @@ from bastion.api.errors import ApiError
 class Limiter:
     """Many buckets of one kind (e.g. per IP). ``rate <= 0`` disables the limit."""
 
-    __slots__ = ("_buckets", "_clock", "_last_sweep", "burst", "kind", "rate")
+    __slots__ = ("_buckets", "_clock", "_last_sweep", "burst", "kind", "rate", "refused")
 
     def __init__(self, kind: str, rate: float, burst: float,
                  clock: Callable[[], float] = time.monotonic) -> None:
@@ -27,6 +27,8 @@ class Limiter:
         self._clock = clock
         self._buckets: dict[str, list[float]] = {}
         self._last_sweep = clock()
+        #: requests refused so far (``/metrics``)
+        self.refused = 0
 
     @property
     def enabled(self) -> bool:
@@ -45,6 +47,7 @@ class Limiter:
             bucket[1] = now
         if bucket[0] < cost:
             wait = (cost - bucket[0]) / self.rate
+            self.refused += 1
             raise ApiError(A.RATE_LIMITED,
                            f"{self.kind} rate limit of {self.rate:g} requests/s (burst "
                            f"{self.burst:g}) exceeded; retry in {wait * 1000:.0f} ms",

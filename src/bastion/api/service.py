@@ -26,6 +26,7 @@ from bastion.core.engine import Engine
 from bastion.core.state import Market
 
 if TYPE_CHECKING:
+    from bastion.api.metrics import Metrics
     from bastion.node.node import Node
 
 log = logging.getLogger("bastion.api")
@@ -44,6 +45,8 @@ class Gateway:
         self._unsubscribe: Callable[[], None] | None = None
         self.started_at = time.monotonic()
         self.ops = 0
+        #: counts commands by type and outcome and times their acks (``/metrics``)
+        self.meter: Metrics | None = None
 
     @property
     def engine(self) -> Engine:
@@ -157,9 +160,13 @@ class Gateway:
 
     async def submit(self, cmd: C.Command) -> list[E.Event]:
         """Journal and apply one command; a refusal becomes an ``ApiError`` with the core code."""
+        meter = self.meter
+        t0 = time.perf_counter()
         try:
             events = await self.node.submit(cmd)
         except Exception as exc:  # node stopped, closing, journal failure
+            if meter is not None:
+                meter.command(type(cmd), "unavailable", 0.0)
             code = getattr(exc, "code", "")
             raise ApiError(A.UNAVAILABLE, f"the exchange is not accepting commands right now "
                                           f"({code or type(exc).__name__})",
@@ -167,7 +174,12 @@ class Gateway:
         self.ops += 1
         for ev in events:
             if type(ev) is E.Rejected:
+                if meter is not None:
+                    meter.command(type(cmd), "rejected", time.perf_counter() - t0)
+                    meter.rejections.labels(ev.code).inc()
                 raise ApiError(ev.code, ev.message)
+        if meter is not None:
+            meter.command(type(cmd), "accepted", time.perf_counter() - t0)
         return events
 
     async def place(self, cmd: C.PlaceOrder) -> tuple[OrderRecord, bool]:

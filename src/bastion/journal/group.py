@@ -7,10 +7,12 @@ syncs, so the caller keeps stamping and applying while the disk works.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 import typing
 from collections import deque
+from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -58,6 +60,9 @@ class GroupCommitter:
         self._closing = False
         self.batches = 0
         self.records = 0
+        #: called in the writer thread after each durable append with (records, seconds the
+        #: write + sync took): the journal's fsync latency and batch size for ``/metrics``
+        self.on_batch: Callable[[int, float], None] | None = None
         self._thread = threading.Thread(target=self._run, name="journal-writer", daemon=True)
         self._thread.start()
 
@@ -105,16 +110,22 @@ class GroupCommitter:
     def _run(self) -> None:
         while (taken := self._take()) is not None:
             for group in _contiguous(taken):
+                t0 = time.perf_counter()
                 try:
                     self._append(group)
                 except BaseException as exc:  # every waiter must hear about the failure
                     for request in group:
                         request.future.set_exception(exc)
                     continue
+                took = time.perf_counter() - t0
                 self.batches += 1
                 for request in group:
                     self.records += request.count
                     request.future.set_result(request.expected_last_seq + request.count)
+                observe = self.on_batch
+                if observe is not None:
+                    with contextlib.suppress(Exception):  # a metrics bug never stops the writer
+                        observe(sum(r.count for r in group), took)
 
     def _append(self, group: list[_Request]) -> None:
         expected = group[0].expected_last_seq

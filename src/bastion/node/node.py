@@ -182,6 +182,11 @@ class Node:
         return time.monotonic() - self._inflight[0].queued if self._inflight else 0.0
 
     @property
+    def committer(self) -> GroupCommitter | None:
+        """The journal's group committer once started (its ``on_batch`` feeds metrics)."""
+        return self._committer
+
+    @property
     def snapshot_pauses(self) -> list[float]:
         return self._snapshotter.pauses if self._snapshotter else []
 

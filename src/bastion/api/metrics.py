@@ -1,0 +1,178 @@
+"""``/metrics`` in the Prometheus text format, from the gateway's live state.
+
+Two kinds of series: events counted where they happen (commands by type and outcome, ack
+latency, journal batches, event-loop lag, GC pauses, guard trips) and state read at scrape
+time (sequence, open orders and mode per market, WebSocket sockets, rate-limit refusals), so a
+scrape never shows a value that is not in the process. One registry per app: two gateways in
+one process (tests) never mix their series.
+"""
+
+from __future__ import annotations
+
+from collections import Counter as Tally
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client.registry import Collector
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from bastion.core import events as E
+from bastion.core.commands import MarketMode
+
+if TYPE_CHECKING:
+    from bastion.api.ratelimit import Limiter
+    from bastion.api.service import Gateway
+
+#: every mode a market can be in (``bastion_market_mode`` is a state set over these)
+MODES: tuple[MarketMode, ...] = ("open", "post_only", "cancel_only", "recovery", "halted",
+                                 "closed")
+
+_LATENCY = (0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0,
+            2.5)
+_BATCH = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192)
+
+
+class Metrics:
+    """The process's meters. The gateway, the journal's committer, the GC watcher and the
+    loop-lag ticker feed it; ``bind`` names the state that scrapes read."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=False)
+        r = self.registry
+        self.commands = Counter("bastion_commands", "Commands submitted to the node, by "
+                                "command type and outcome (accepted, rejected, unavailable)",
+                                ["type", "outcome"], registry=r)
+        self.rejections = Counter("bastion_rejections", "Commands the core refused, by reject "
+                                  "code", ["code"], registry=r)
+        self.ack = Histogram("bastion_ack_seconds", "Submit to acknowledgement (journaled "
+                             "durably and applied), per command", buckets=_LATENCY, registry=r)
+        self.fsync = Histogram("bastion_journal_fsync_seconds", "One group-commit append: "
+                               "write + fdatasync", buckets=_LATENCY, registry=r)
+        self.batch = Histogram("bastion_journal_batch_records", "Records per group-commit "
+                               "append", buckets=_BATCH, registry=r)
+        self.loop_lag = Histogram("bastion_event_loop_lag_seconds", "How late a 5 ms ticker "
+                                  "on the event loop ran (a stall delays every ack by this)",
+                                  buckets=_LATENCY, registry=r)
+        self.gc_pause = Histogram("bastion_gc_pause_seconds", "Garbage-collector pauses, by "
+                                  "generation", ["generation"], buckets=_LATENCY, registry=r)
+        self.guard_trips = Counter("bastion_guard_trips", "Invariant guards that halted a "
+                                   "market, by market and guard", ["market", "guard"],
+                                   registry=r)
+        #: WebSocket sockets open now, per surface (each surface registers its own count)
+        self.ws_sources: dict[str, Callable[[], int]] = {}
+        #: the node's role (the cluster replaces it: leader, standby, gateway)
+        self.role: Callable[[], str] = lambda: "embedded"
+        #: commands the replica is behind its leader; ``None`` where there is no replica
+        self.replica_lag: Callable[[], int | None] = lambda: None
+        self._children: dict[tuple[type, str], Any] = {}
+        self._gateway: Gateway | None = None
+        self._limiters: list[Limiter] = []
+        r.register(_StateCollector(self))
+
+    def bind(self, gateway: Gateway, limiters: list[Limiter]) -> None:
+        """The state scrapes read, and the event stream guard trips are counted from."""
+        self._gateway = gateway
+        self._limiters = limiters
+        gateway.meter = self
+        gateway.add_listener(self._on_events)
+        committer = gateway.node.committer
+        if committer is not None:
+            committer.on_batch = self._on_batch
+
+    # ------------------------------------------------------------ fed by the hot path
+
+    def command(self, cmd_type: type, outcome: str, seconds: float) -> None:
+        """One submitted command (label children cached: this runs per order)."""
+        child = self._children.get((cmd_type, outcome))
+        if child is None:
+            child = self._children[(cmd_type, outcome)] = self.commands.labels(
+                cmd_type.__name__, outcome)
+        child.inc()
+        if outcome != "unavailable":
+            self.ack.observe(seconds)
+
+    def _on_batch(self, records: int, seconds: float) -> None:
+        self.fsync.observe(seconds)
+        self.batch.observe(records)
+
+    def _on_events(self, events: list[E.Event], _deltas: list[Any]) -> None:
+        for ev in events:
+            if type(ev) is E.GuardTripped:
+                self.guard_trips.labels(ev.market, ev.guard).inc()
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+    def gc_observer(self) -> Callable[[int, float], None]:
+        """``observe(generation, seconds)`` for the GC watcher (``server.GcWatch``)."""
+        children = [self.gc_pause.labels(str(g)) for g in range(3)]
+
+        def observe(generation: int, seconds: float) -> None:
+            children[min(max(generation, 0), 2)].observe(seconds)
+
+        return observe
+
+
+class _StateCollector(Collector):
+    """Series read from state at scrape time."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self.m = metrics
+
+    def collect(self) -> Iterator[Metric]:
+        m = self.m
+        gw = m._gateway
+        if gw is None:
+            return
+        engine = gw.engine
+        node = gw.node
+        role = GaugeMetricFamily("bastion_node_role", "The node's role (1 for the current one)",
+                                 labels=["role"])
+        role.add_metric([m.role()], 1)
+        yield role
+        yield GaugeMetricFamily("bastion_node_seq", "Last applied (hence durable) sequence",
+                                value=engine.seq)
+        yield GaugeMetricFamily("bastion_node_up", "1 while the node accepts commands, 0 after "
+                                "a journal failure stopped it", value=int(node.failure is None))
+        yield GaugeMetricFamily("bastion_journal_pending_seconds", "Age of the oldest batch "
+                                "waiting for the journal", value=node.pending_age())
+        lag = m.replica_lag()
+        if lag is not None:
+            yield GaugeMetricFamily("bastion_replica_lag_commands", "Commands this replica is "
+                                    "behind its leader", value=lag)
+        per_market = Tally(o.market for o in engine.orders.values())
+        orders = GaugeMetricFamily("bastion_open_orders", "Resting orders per market",
+                                   labels=["market"])
+        modes = GaugeMetricFamily("bastion_market_mode", "The market's mode (1 for the "
+                                  "current one)", labels=["market", "mode"])
+        for name, mkt in sorted(engine.markets.items()):
+            orders.add_metric([name], per_market.get(name, 0))
+            for mode in MODES:
+                modes.add_metric([name, mode], int(mkt.mode == mode))
+        yield orders
+        yield modes
+        sockets = GaugeMetricFamily("bastion_websocket_connections", "Open WebSocket "
+                                    "connections, per surface", labels=["surface"])
+        for surface, count in sorted(m.ws_sources.items()):
+            sockets.add_metric([surface], count())
+        yield sockets
+        refused = CounterMetricFamily("bastion_rate_limit_refusals", "Requests refused with "
+                                      "429 by a rate limit", labels=["limit"])
+        for limiter in m._limiters:
+            refused.add_metric([limiter.kind], limiter.refused)
+        yield refused
+
+
+def route(metrics: Metrics) -> Route:
+    """``GET /metrics`` (public, like a typical exporter: bind it to an internal interface
+    or filter it at the proxy if the figures are sensitive)."""
+
+    async def handler(request: Request) -> Response:
+        return Response(metrics.render(), media_type=CONTENT_TYPE_LATEST)
+
+    return Route("/metrics", handler, methods=["GET"])
