@@ -282,7 +282,12 @@ def test_openapi_and_docs(alice: Client) -> None:
     assert spec["openapi"].startswith("3.")
     assert "post" in spec["paths"]["/v1/orders"]
     docs = alice.get("/docs", signed=False)
-    assert docs.status_code == 200 and "/v1/orders" in docs.text and "<script" not in docs.text
+    assert docs.status_code == 200 and "/docs/assets/swagger-ui-bundle.js" in docs.text
+    bundle = alice.get("/docs/assets/swagger-ui-bundle.js", signed=False)
+    assert bundle.status_code == 200 and "SwaggerUIBundle" in bundle.text
+    assert alice.get("/docs/assets/..%2Fpyproject.toml", signed=False).status_code == 404
+    spec30 = alice.get("/docs/openapi-3.0.json", signed=False).json()
+    assert spec30["openapi"] == "3.0.3" and spec30["paths"].keys() == spec["paths"].keys()
 
 
 def test_limits(tmp_path: Path) -> None:

@@ -25,6 +25,7 @@ from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from bastion.api import admin, binance, binance_ws, native, ops, wallet, ws
+from bastion.api import docs as api_docs
 from bastion.api import errors as A
 from bastion.api.app_context import Context
 from bastion.api.auth import Authenticator
@@ -37,7 +38,7 @@ from bastion.api.keys import KeyStore, load_server_key
 from bastion.api.listenkeys import ListenKeys
 from bastion.api.metrics import Metrics
 from bastion.api.metrics import route as metrics_route
-from bastion.api.openapi import build_spec, docs_html
+from bastion.api.openapi import build_spec
 from bastion.api.ratelimit import Limiter
 from bastion.api.service import Gateway
 from bastion.textnum import ascii_int
@@ -170,9 +171,6 @@ def build(settings: Settings, node_factory: Callable[[], Any] | None = None) -> 
     async def openapi(request: Request) -> Response:
         return Response(encode(state["spec"]), media_type="application/json")
 
-    async def docs(request: Request) -> Response:
-        return HTMLResponse(state["docs"])
-
     async def root(request: Request) -> Response:
         return HTMLResponse("<!doctype html><title>Bastion</title><h1>Bastion</h1><ul>"
                             "<li><a href=/docs>API docs</a></li><li><a href=/openapi.json>"
@@ -225,7 +223,7 @@ def build(settings: Settings, node_factory: Callable[[], Any] | None = None) -> 
             status_cm = _status(settings, ctx, routes)
             routes += bws.routes()  # after the status page's /ws/status
             state["spec"] = build_spec()
-            state["docs"] = docs_html(state["spec"])
+            routes += api_docs.routes(state["spec"])
         except BaseException:
             await close_node(node)
             gateway.detach()
@@ -270,7 +268,7 @@ def build(settings: Settings, node_factory: Callable[[], Any] | None = None) -> 
             gateway.detach()
 
     app = Starlette(
-        routes=[Route("/openapi.json", openapi), Route("/docs", docs), Route("/", root)],
+        routes=[Route("/openapi.json", openapi), Route("/", root)],
         lifespan=lifespan,
         exception_handlers={ApiError: on_api_error, HTTPException: on_http_error,
                             Exception: on_crash},

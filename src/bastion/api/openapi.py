@@ -1,13 +1,11 @@
-"""The OpenAPI 3.1 document (``/openapi.json``) and a self-contained docs page (``/docs``).
+"""The OpenAPI 3.1 document (``/openapi.json``); ``bastion.api.docs`` serves it as Swagger UI.
 
 Assembled by hand from the same msgspec Structs the handlers decode and encode
-(``msgspec.json.schema_components``), so the document describes exactly what the server does;
-the docs page is plain server-rendered HTML that loads nothing from the network.
+(``msgspec.json.schema_components``), so the document describes exactly what the server does.
 """
 
 from __future__ import annotations
 
-import html
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -201,72 +199,3 @@ def build_spec(title: str = "Bastion trading API", version: str = "1") -> dict[s
             },
         },
     }
-
-
-def docs_html(spec: dict[str, Any]) -> str:
-    """A readable listing of every operation with its body and response schema."""
-    rows = []
-    for path, methods in spec["paths"].items():
-        for method, op in methods.items():
-            auth = "operator token" if op.get("security") == [{"operator": []}] else (
-                "signed" if op.get("security") else "public")
-            detail = []
-            if "parameters" in op:
-                detail.append("<b>parameters</b>: " + ", ".join(
-                    html.escape(f"{p['name']} ({p['in']})") for p in op["parameters"]))
-            if "requestBody" in op:
-                schema = op["requestBody"]["content"]["application/json"]["schema"]
-                detail.append("<b>body</b>: " + _ref_link(schema))
-            ok = next(iter(op["responses"].items()))
-            detail.append(f"<b>{ok[0]}</b>: " + _ref_link(
-                ok[1]["content"]["application/json"]["schema"]))
-            rows.append(
-                f"<tr><td class=m>{method.upper()}</td><td><code>{html.escape(path)}</code></td>"
-                f"<td>{html.escape(op['summary'])}<br><small>{' &middot; '.join(detail)}"
-                f"</small></td><td>{auth}</td></tr>")
-    schemas = []
-    for name, schema in spec["components"]["schemas"].items():
-        props = schema.get("properties", {})
-        required = set(schema.get("required", []))
-        lines = "".join(
-            f"<tr><td><code>{html.escape(p)}</code>{'' if p in required else '?'}</td>"
-            f"<td>{html.escape(_type(s))}</td></tr>" for p, s in props.items())
-        doc = html.escape(schema.get("description", ""))
-        schemas.append(f"<h3 id='{html.escape(name)}'>{html.escape(name)}</h3><p>{doc}</p>"
-                       f"<table>{lines}</table>")
-    return f"""<!doctype html><html><head><meta charset=utf-8>
-<title>{html.escape(spec['info']['title'])}</title>
-<style>body{{font:14px system-ui,sans-serif;margin:2em;max-width:1100px}}
-table{{border-collapse:collapse}}td{{border-bottom:1px solid #ddd;padding:4px 8px;
-vertical-align:top}}.m{{font-weight:bold;font-family:monospace}}code{{background:#f4f4f4}}
-</style></head><body><h1>{html.escape(spec['info']['title'])}</h1>
-<p>{html.escape(spec['info']['description'])}</p>
-<p>Machine-readable: <a href="/openapi.json">/openapi.json</a>. WebSocket: <code>/v1/ws</code>.
-Binance-compatible surface under <code>/api/v3</code>, <code>/fapi</code>.</p>
-<h2>Operations</h2><table>{''.join(rows)}</table><h2>Schemas</h2>{''.join(schemas)}
-</body></html>"""
-
-
-def _ref_link(schema: dict[str, Any]) -> str:
-    ref = schema.get("$ref") or schema.get("items", {}).get("$ref")
-    if not ref:
-        return html.escape(schema.get("type", "object"))
-    name = ref.rsplit("/", 1)[-1]
-    arr = "array of " if "items" in schema else ""
-    return f"{arr}<a href='#{html.escape(name)}'>{html.escape(name)}</a>"
-
-
-def _type(s: Any) -> str:
-    if not isinstance(s, dict):
-        return "any"
-    if "prefixItems" in s:
-        return "[" + ", ".join(_type(x) for x in s["prefixItems"]) + "]"
-    if "$ref" in s:
-        return str(s["$ref"]).rsplit("/", 1)[-1]
-    if "anyOf" in s:
-        return " | ".join(_type(x) for x in s["anyOf"])
-    if "enum" in s:
-        return " | ".join(map(str, s["enum"]))
-    if s.get("type") == "array":
-        return f"array of {_type(s.get('items', {}))}"
-    return str(s.get("type", "any"))

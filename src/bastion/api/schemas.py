@@ -70,7 +70,7 @@ class Withdraw(Base, kw_only=True):
     amount: Decimal
     address: Annotated[str, Meta(min_length=1, max_length=90, examples=[
         "0x000000000000000000000000000000000000dEaD"])]
-    client_id: ClientId = ""
+    client_id: ClientId | None = None
 
 
 class MarginTransfer(Base, kw_only=True):

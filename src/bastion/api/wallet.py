@@ -232,7 +232,7 @@ def routes(ctx: Context) -> list[BaseRoute]:
         key = authenticate(ctx, request, body, "withdraw")
         req = decode(body, S.Withdraw)
         w, duplicate = await svc.request(key.account, req.asset, req.amount, req.address,
-                                         req.client_id)
+                                         req.client_id or "")
         return JSON(svc.view(w), status_code=200 if duplicate else 201)
 
     async def list_withdrawals(request: Request) -> Response:
