@@ -51,7 +51,7 @@ class Framed(NamedTuple):
 
     data: bytes
     first_seq: int
-    count: int
+    count: int  # type: ignore[assignment]  # (shadows tuple.count, never called here)
     epoch: int
 
 

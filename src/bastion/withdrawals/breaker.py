@@ -19,7 +19,7 @@ class Backoff:
     rng: random.Random = field(default_factory=random.Random)
 
     def delay(self, attempt: int) -> float:
-        ceiling = min(self.cap, self.base * (2 ** min(attempt, 30)))
+        ceiling = min(self.cap, self.base * (1 << min(attempt, 30)))
         return ceiling / 2 + self.rng.uniform(0, ceiling / 2)
 
 

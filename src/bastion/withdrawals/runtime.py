@@ -198,7 +198,7 @@ class Pipeline:
     async def _demo_rules(self) -> None:
         wallet = self.node.engine.wallet
         cmds: list[C.Command] = [
-            C.SetWithdrawalRules(asset=asset, reason="demo", **rules)  # type: ignore[arg-type]
+            C.SetWithdrawalRules(asset=asset, reason="demo", **rules)
             for asset, rules in DEMO_RULES.items()
             if asset in self.node.engine.assets and asset not in wallet.rules]
         if cmds:

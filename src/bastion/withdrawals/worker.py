@@ -201,7 +201,7 @@ class WithdrawalWorker:
             return Failed(w.wid, f"custody refused: {exc}")
         return Confirmed(w.wid, status.txid) if status.status == "confirmed" else None
 
-    def _failed_call(self, lane: Lane, exc: Exception) -> None:
+    def _failed_call(self, lane: Lane, exc: BaseException) -> None:
         lane.breaker.failure(self.clock())
         b = lane.breaker
         log.warning("custody unavailable for %s (failure %d, breaker %s, retry in %.2f s): %s",
