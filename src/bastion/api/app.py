@@ -13,7 +13,7 @@ import gc
 import logging
 import secrets
 import socket
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -33,8 +33,10 @@ from bastion.api.checkpoint import Checkpoints, Restorer
 from bastion.api.config import Settings
 from bastion.api.errors import ApiError
 from bastion.api.fastpath import place_order
+from bastion.api.health import Health
 from bastion.api.http import encode, error_body, now_ms
 from bastion.api.keys import KeyStore, load_server_key
+from bastion.api.lifecycle import banner, close_node, ensure_demo_key, open_node
 from bastion.api.listenkeys import ListenKeys
 from bastion.api.metrics import Metrics
 from bastion.api.metrics import route as metrics_route
@@ -194,8 +196,6 @@ def build(settings: Settings, node_factory: Callable[[], Any] | None = None) -> 
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        from bastion.api.server import Health, banner, close_node, ensure_demo_key, open_node
-
         checkpoints = Checkpoints(settings.data_dir / "api" / "readmodel")
         restorer = Restorer(checkpoints)
         node = await open_node(settings, node_factory, restorer)
@@ -359,5 +359,3 @@ async def _withdrawals(settings: Settings, ctx: Context, node: Any) -> Any:
     ctx.extra["withdrawals"] = pipeline
     return pipeline
 
-
-Handler = Callable[[Request], Awaitable[Response]]

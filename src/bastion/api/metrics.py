@@ -21,6 +21,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from bastion.api.nodelike import Committing
 from bastion.core import events as E
 from bastion.core.commands import MarketMode
 
@@ -80,8 +81,9 @@ class Metrics:
         self._limiters = limiters
         gateway.meter = self
         gateway.add_listener(self._on_events)
-        committer = gateway.node.committer
-        if committer is not None:
+        node = gateway.node
+        committer = node.committer if isinstance(node, Committing) else None
+        if committer is not None:  # a local journal (a cluster gateway has none)
             committer.on_batch = self._on_batch
 
     # ------------------------------------------------------------ fed by the hot path

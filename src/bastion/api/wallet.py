@@ -34,6 +34,7 @@ from bastion.core import commands as C
 from bastion.core import errors as X
 from bastion.core import events as E
 from bastion.core.wallet import state as W
+from bastion.core.wallet.desk import Wallet
 from bastion.custody.addresses import address_problem
 
 Handler = Callable[[Request], Awaitable[Response]]
@@ -76,7 +77,7 @@ class WalletService:
         self.gw = ctx.gateway
 
     @property
-    def wallet(self) -> Any:
+    def wallet(self) -> Wallet:
         return self.gw.engine.wallet
 
     def rules(self, asset: object) -> W.AssetRules:

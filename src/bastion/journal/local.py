@@ -265,14 +265,6 @@ class LocalJournal:
                 del self._segments[: len(covered)]
                 return self._archived_through
 
-    def bump_epoch(self) -> int:
-        """Start a new term (leader change): later records carry it, older writers are fenced."""
-        with self._lock:
-            self._check_writable()
-            with self._flocked():
-                self._write_meta(self._epoch + 1, self._archived_through)
-                return self._epoch
-
     def truncate_after(self, seq: int, into: Path, new_epoch: int) -> None:
         """Cut the log back to ``seq`` and continue in ``new_epoch``; nothing is deleted.
 

@@ -107,11 +107,6 @@ class ForkSnapshotter:
             code, text = "SNAPSHOT_FAILED", f"snapshot child exited with status {status}"
         job.future.set_exception(DurabilityError(text, code=code or "SNAPSHOT_FAILED"))
 
-    def reap_blocking(self) -> None:
-        """Wait for a running child (shutdown path) and resolve its future."""
-        if self.job is not None:
-            os.set_blocking(self.job.read_fd, True)
-            self._finish(self.job)
 
 
 def _child(
