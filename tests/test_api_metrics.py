@@ -95,9 +95,9 @@ def test_metrics_follow_state(srv: Server) -> None:
         async def sockets() -> tuple[float, float]:
             async with connect(srv.ws_url), connect(srv.ws_url):
                 await asyncio.sleep(0.2)
-                during = value(scrape(alice), "bastion_websocket_connections", surface="native")
+                during = value(scrape(alice), "bastion_websocket_connections", surface="all")
             for _ in range(50):
-                gone = value(scrape(alice), "bastion_websocket_connections", surface="native")
+                gone = value(scrape(alice), "bastion_websocket_connections", surface="all")
                 if gone == 0:
                     break
                 await asyncio.sleep(0.1)

@@ -211,7 +211,8 @@ def build(settings: Settings, node_factory: Callable[[], Any] | None = None) -> 
             bws.attach()
             ctx.extra["binance_ws"] = bws
             metrics.bind(gateway, [ip_limiter, key_limiter])
-            metrics.ws_sources["native"] = lambda: sum(hub.per_ip.values())
+            # native and Binance sockets share the hub's per-IP admission, so it counts both
+            metrics.ws_sources["all"] = lambda: sum(hub.per_ip.values())
             routes: list[BaseRoute] = []
             routes += wallet.routes(ctx)  # withdrawals, deposits (ahead of native/binance)
             routes += native.routes(ctx)
