@@ -9,12 +9,18 @@ one process (tests) never mix their series.
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections import Counter as Tally
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.registry import Collector
 from starlette.requests import Request
@@ -45,13 +51,12 @@ class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=False)
         r = self.registry
-        self.commands = Counter("bastion_commands", "Commands submitted to the node, by "
-                                "command type and outcome (accepted, rejected, unavailable)",
-                                ["type", "outcome"], registry=r)
         self.rejections = Counter("bastion_rejections", "Commands the core refused, by reject "
                                   "code", ["code"], registry=r)
-        self.ack = Histogram("bastion_ack_seconds", "Submit to acknowledgement (journaled "
-                             "durably and applied), per command", buckets=_LATENCY, registry=r)
+        #: counted in plain ints (the per-order path; prometheus-client's locked children cost
+        #: ~7 us a command here, this ~1 us) and exposed by ``_StateCollector``
+        self.ack = FastHistogram(_LATENCY)
+        self.counts: dict[tuple[str, str], int] = {}
         self.fsync = Histogram("bastion_journal_fsync_seconds", "One group-commit append: "
                                "write + fdatasync", buckets=_LATENCY, registry=r)
         self.batch = Histogram("bastion_journal_batch_records", "Records per group-commit "
@@ -70,7 +75,6 @@ class Metrics:
         self.role: Callable[[], str] = lambda: "embedded"
         #: commands the replica is behind its leader; ``None`` where there is no replica
         self.replica_lag: Callable[[], int | None] = lambda: None
-        self._children: dict[tuple[type, str], Any] = {}
         self._gateway: Gateway | None = None
         self._limiters: list[Limiter] = []
         r.register(_StateCollector(self))
@@ -89,12 +93,10 @@ class Metrics:
     # ------------------------------------------------------------ fed by the hot path
 
     def command(self, cmd_type: type, outcome: str, seconds: float) -> None:
-        """One submitted command (label children cached: this runs per order)."""
-        child = self._children.get((cmd_type, outcome))
-        if child is None:
-            child = self._children[(cmd_type, outcome)] = self.commands.labels(
-                cmd_type.__name__, outcome)
-        child.inc()
+        """One submitted command (runs per order, on the event loop only)."""
+        key = (cmd_type.__name__, outcome)
+        counts = self.counts
+        counts[key] = counts.get(key, 0) + 1
         if outcome != "unavailable":
             self.ack.observe(seconds)
 
@@ -120,6 +122,28 @@ class Metrics:
         return observe
 
 
+class FastHistogram:
+    """A histogram for one writer thread: a bisect and two additions per observation."""
+
+    __slots__ = ("bounds", "buckets", "total")
+
+    def __init__(self, bounds: tuple[float, ...]) -> None:
+        self.bounds = bounds
+        self.buckets = [0] * (len(bounds) + 1)  # the last one is +Inf
+        self.total = 0.0
+
+    def observe(self, value: float) -> None:
+        self.buckets[bisect_left(self.bounds, value)] += 1
+        self.total += value
+
+    def family(self, name: str, doc: str) -> HistogramMetricFamily:
+        cumulative, running = [], 0
+        for bound, n in zip((*map(str, self.bounds), "+Inf"), self.buckets, strict=True):
+            running += n
+            cumulative.append((bound, running))
+        return HistogramMetricFamily(name, doc, buckets=cumulative, sum_value=self.total)
+
+
 class _StateCollector(Collector):
     """Series read from state at scrape time."""
 
@@ -133,6 +157,14 @@ class _StateCollector(Collector):
             return
         engine = gw.engine
         node = gw.node
+        commands = CounterMetricFamily("bastion_commands", "Commands submitted to the node, by "
+                                       "command type and outcome (accepted, rejected, "
+                                       "unavailable)", labels=["type", "outcome"])
+        for (kind, outcome), n in sorted(m.counts.items()):
+            commands.add_metric([kind, outcome], n)
+        yield commands
+        yield m.ack.family("bastion_ack_seconds", "Submit to acknowledgement (journaled durably "
+                           "and applied), per command")
         role = GaugeMetricFamily("bastion_node_role", "The node's role (1 for the current one)",
                                  labels=["role"])
         role.add_metric([m.role()], 1)
