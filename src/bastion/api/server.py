@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import sys
+from typing import Any
 
 from bastion.api.config import Settings
 from bastion.api.protocol import guarded_protocol
