@@ -41,7 +41,7 @@ from bastion.api.binance_streams import FUTURES, SPOT, Spec, StreamError, Stream
 from bastion.api.binance_user import Sink, UserStreams
 from bastion.api.errors import ApiError
 from bastion.api.keys import ApiKey
-from bastion.api.listenkeys import ListenKey, ListenKeyError, ListenKeys
+from bastion.api.listenkeys import ListenKey, ListenKeyError, ListenKeys, Surface
 from bastion.api.ratelimit import Limiter
 from bastion.api.ws import POLICY, Conn
 
@@ -83,6 +83,11 @@ def _valid_id(rid: Any) -> bool:
         return -(2**63) <= rid < 2**63
     return isinstance(rid, str) and 0 < len(rid) <= 36 and rid.isascii() \
         and rid.replace("-", "").replace("_", "").isalnum()
+
+
+def surface_of(conn: StreamConn) -> Surface:
+    """A connection's surface as listen keys type it."""
+    return "futures" if conn.surface == "futures" else "spot"
 
 
 class BinanceWs:
@@ -139,7 +144,7 @@ class BinanceWs:
         for sink in self.users.of_api_key(api_key):
             if sink.subscription_id is not None:
                 sink.send(_enc.encode({"e": "eventStreamTerminated", "E": wall_ms()}))
-                self._drop_sink(sink.conn, sink)  # type: ignore[arg-type]
+                self._drop_sink(sink.conn, sink)
 
     def _listen_key_closed(self, lk: ListenKey) -> None:
         for sink in [s for s in self.users.sinks.get(lk.account, ())
@@ -180,14 +185,14 @@ class BinanceWs:
 
     def _parse(self, conn: StreamConn, name: str, markets: dict[str, Any]) -> Spec | None:
         if "@" not in name and not name.startswith("!") and len(name) >= LISTEN_KEY_MIN:
-            if self.listen_keys.live(name, conn.surface) is None:
+            if self.listen_keys.live(name, surface_of(conn)) is None:
                 raise StreamError(f"Invalid request: listenKey {name[:8]}... does not exist "
                                   "or has expired", code=-1125)
             return None
         return parse(name, conn.surface, markets)
 
     def _add_user(self, conn: StreamConn, listen_key: str) -> None:
-        lk = self.listen_keys.live(listen_key, conn.surface)
+        lk = self.listen_keys.live(listen_key, surface_of(conn))
         if lk is None:  # pragma: no cover - checked in _parse
             return
         sink = Sink(conn, lk.account, lk.api_key, conn.surface, listen_key=listen_key)

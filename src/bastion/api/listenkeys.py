@@ -107,10 +107,10 @@ class ListenKeys:
                 if lk.api_key == api_key and lk.surface == surface:
                     listen_key = lk.listen_key
                     break
-        lk = self.live(listen_key or "", surface)
-        if lk is None or lk.api_key != api_key:
+        found = self.live(listen_key or "", surface)
+        if found is None or found.api_key != api_key:
             raise ListenKeyError("This listenKey does not exist.")
-        return lk
+        return found
 
     def _end(self, lk: ListenKey) -> None:
         if self._by_key.pop(lk.listen_key, None) is None:

@@ -30,9 +30,7 @@ from bastion.core.engine import Engine
 
 Handler = Callable[[Request], Awaitable[Response]]
 
-INTERVALS = {"1m": 60_000, "3m": 180_000, "5m": 300_000, "15m": 900_000, "30m": 1_800_000,
-             "1h": 3_600_000, "2h": 7_200_000, "4h": 14_400_000, "6h": 21_600_000,
-             "8h": 28_800_000, "12h": 43_200_000, "1d": 86_400_000}
+INTERVALS = S.INTERVALS
 
 
 def place_command(engine: Engine, account: int, req: S.PlaceOrder) -> C.PlaceOrder:

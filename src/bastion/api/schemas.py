@@ -19,6 +19,12 @@ MarketId = Annotated[str, Meta(min_length=1, max_length=32, pattern=r"^[A-Za-z0-
                                examples=["BTC-USDT"])]
 AssetId = Annotated[str, Meta(min_length=1, max_length=16, pattern=r"^[A-Za-z0-9]+$",
                               examples=["USDT"])]
+#: candle intervals (name -> milliseconds): the one list the native and Binance routes, the
+#: streams and the OpenAPI document use
+INTERVALS: dict[str, int] = {
+    "1m": 60_000, "3m": 180_000, "5m": 300_000, "15m": 900_000, "30m": 1_800_000,
+    "1h": 3_600_000, "2h": 7_200_000, "4h": 14_400_000, "6h": 21_600_000, "8h": 28_800_000,
+    "12h": 43_200_000, "1d": 86_400_000}
 ClientId = Annotated[str, Meta(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._:/-]+$",
                                description="your id for the order; a repeat returns the "
                                            "existing order (idempotency)")]
