@@ -7,6 +7,7 @@ import asyncio
 import json
 import subprocess
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -56,7 +57,7 @@ class Page:
         out = await self.call("Runtime.evaluate", expression=expression, returnByValue=True)
         return out["result"].get("value")
 
-    async def until(self, expression: str, what: str, timeout: float = 30.0) -> Any:
+    async def until(self, expression: str, what: str, timeout: float = 90.0) -> Any:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             value = await self.eval(expression)
@@ -73,14 +74,28 @@ _BLOCK = ("[...document.querySelectorAll('.opblock')].find(b => b.querySelector(
 
 def _devtools_port(proc: subprocess.Popen[str]) -> int:
     assert proc.stderr is not None
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         line = proc.stderr.readline()
         if "DevTools listening on ws://" in line:
+            # keep draining its log so chromium never blocks on a full pipe
+            threading.Thread(target=proc.stderr.read, daemon=True).start()
             return int(line.split("ws://", 1)[1].split("/", 1)[0].rsplit(":", 1)[1])
         if not line and proc.poll() is not None:
             break
     raise RuntimeError("chromium did not start its DevTools endpoint")
+
+
+def _page_target(port: int) -> str:
+    """The tab's DevTools socket (the tab may appear a moment after the endpoint does)."""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        targets = httpx.get(f"http://127.0.0.1:{port}/json/list", timeout=10).json()
+        pages = [t["webSocketDebuggerUrl"] for t in targets if t.get("type") == "page"]
+        if pages:
+            return str(pages[0])
+        time.sleep(0.2)
+    raise RuntimeError("chromium opened no tab")
 
 
 def test_docs_try_it_out_in_chromium(srv: Server) -> None:
@@ -90,9 +105,7 @@ def test_docs_try_it_out_in_chromium(srv: Server) -> None:
                                  "--remote-debugging-port=0", "about:blank"],
                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         try:
-            port = _devtools_port(proc)
-            targets = httpx.get(f"http://127.0.0.1:{port}/json/list", timeout=10).json()
-            page_ws = next(t["webSocketDebuggerUrl"] for t in targets if t["type"] == "page")
+            page_ws = _page_target(_devtools_port(proc))
             result = asyncio.run(_try_it_out(page_ws, f"{srv.url}/docs"))
         finally:
             proc.kill()
