@@ -333,7 +333,8 @@ def test_failed_node_is_a_major_outage_for_trading(tmp_path: Path) -> None:
     """A real I/O error: the server runs with a file-size limit, so the journal's write fails
     once the segment reaches it (EFBIG), the node stops, and every order gets 503."""
     data = tmp_path / "data"
-    srv = Server(data, BASTION_HEALTH_INTERVAL="0.3", BASTION_FEEDER_INTERVAL="0")
+    srv = Server(data, BASTION_HEALTH_INTERVAL="0.3", BASTION_FEEDER_INTERVAL="0",
+                 BASTION_RATE_KEY="0")  # the flood must reach the journal, not the key limit
     srv.prelude = "import resource; resource.setrlimit(resource.RLIMIT_FSIZE, (60_000, 60_000))"
     srv.start()
     try:
