@@ -30,6 +30,7 @@ from starlette.routing import Route
 from bastion.api.nodelike import Committing
 from bastion.core import events as E
 from bastion.core.commands import MarketMode
+from bastion.journal.group import GroupCommitter
 
 if TYPE_CHECKING:
     from bastion.api.ratelimit import Limiter
@@ -87,7 +88,7 @@ class Metrics:
         gateway.add_listener(self._on_events)
         node = gateway.node
         committer = node.committer if isinstance(node, Committing) else None
-        if committer is not None:  # a local journal (a cluster gateway has none)
+        if isinstance(committer, GroupCommitter):  # the local journal's (not JetStream's)
             committer.on_batch = self._on_batch
 
     # ------------------------------------------------------------ fed by the hot path

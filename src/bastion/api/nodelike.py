@@ -14,7 +14,7 @@ from typing import Any, Protocol, runtime_checkable
 from bastion.core import commands as C
 from bastion.core import events as E
 from bastion.core.engine import Engine
-from bastion.journal.group import GroupCommitter
+from bastion.journal.base import Committer
 
 
 @runtime_checkable
@@ -49,4 +49,4 @@ class Stoppable(Protocol):
 @runtime_checkable
 class Committing(Protocol):
     @property
-    def committer(self) -> GroupCommitter | None: ...
+    def committer(self) -> Committer | None: ...

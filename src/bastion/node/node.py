@@ -182,7 +182,7 @@ class Node:
         return time.monotonic() - self._inflight[0].queued if self._inflight else 0.0
 
     @property
-    def committer(self) -> GroupCommitter | None:
+    def committer(self) -> Committer | None:
         """The journal's group committer once started (its ``on_batch`` feeds metrics)."""
         return self._committer
 
