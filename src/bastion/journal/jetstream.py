@@ -151,6 +151,9 @@ class JetStreamJournal:
     """``Journal`` over one JetStream stream. Sync methods run on the ``NatsLoop`` thread; the
     ``*_async`` ones must be awaited on that loop (the committer does)."""
 
+    #: the committer packs records into messages no larger than this
+    max_message_bytes = MAX_MESSAGE_BYTES
+
     def __init__(self, nats: NatsLoop, stream: str, subject: str, *,
                  publish_timeout: float = 2.0, owns_nats: bool = False) -> None:
         self.nats = nats

@@ -18,9 +18,12 @@ from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from bastion.journal.errors import DurabilityError, FencedError, JournalClosedError
-from bastion.journal.jetstream import MAX_MESSAGE_BYTES, JetStreamJournal
+
+if TYPE_CHECKING:
+    from bastion.journal.jetstream import JetStreamJournal
 
 Guard = Callable[[], BaseException | None]
 
@@ -53,6 +56,7 @@ class PipelinedCommitter:
                  window: int = 4, guard: Guard | None = None,
                  checkpoint_every: float = 0.0) -> None:
         self.journal = journal
+        self.max_bytes = journal.max_message_bytes
         self.nats = journal.nats
         self.term = term
         self.max_records = max_records
@@ -150,10 +154,10 @@ class PipelinedCommitter:
             while self._queue:
                 nxt = self._queue[0]
                 if taken and (count + len(nxt.records) > self.max_records
-                              or size + nxt.size > MAX_MESSAGE_BYTES):
+                              or size + nxt.size > self.max_bytes):
                     break
                 if not taken and (len(nxt.records) > self.max_records
-                                  or nxt.size > MAX_MESSAGE_BYTES):
+                                  or nxt.size > self.max_bytes):
                     self._split_head()
                     continue
                 taken.append(self._queue.popleft())
@@ -184,7 +188,7 @@ class PipelinedCommitter:
             end = start
             size = 0
             while end < len(records) and end - start < self.max_records and \
-                    (end == start or size + len(records[end]) <= MAX_MESSAGE_BYTES):
+                    (end == start or size + len(records[end]) <= self.max_bytes):
                 size += len(records[end])
                 end += 1
             parts.append(_Request(records[start:end], expected, size=size, whole=False))
