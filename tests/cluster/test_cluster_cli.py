@@ -22,9 +22,6 @@ def _cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
 
 
 def test_cluster_up_status_switchover(tmp_path: Path) -> None:
-    import sys
-
-    sys.path.insert(0, str(Path(__file__).parent))
     from serverproc import Client
 
     env = {**os.environ, **TEST_ENV}

@@ -24,7 +24,7 @@ from bastion.node.workload import SpotWorkload, spot_setup
 from bastion.ops.migrations.spec import MigrationError, parse_migration, to_command
 from bastion.snapshots.store import SnapshotStore
 
-EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "migrations"
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "migrations"
 CFG = NodeConfig(snapshot_every_commands=0, snapshot_every_seconds=0, progress=False)
 T0 = 1_795_824_000_000  # 2026-11-28T00:00:00Z
 NEW_SOL = (b'[[changes]]\nkind = "new_asset"\nasset = "SOL"\ndecimals = 8\n'

@@ -3,7 +3,7 @@
 After every kill: each acknowledged command is in the journal at its seq, byte for byte, and
 the state recovered by a restarted node equals a clean replay of the journal in a fresh engine.
 
-Run as ``python tests/test_crash.py DATA RUN`` it is the worker: it prints ``seq crc`` for each
+Run as ``python tests/journal/test_crash.py DATA RUN`` it is the worker: it prints ``seq crc`` for each
 command only after the node resolved its future (i.e. after fdatasync and apply).
 """
 

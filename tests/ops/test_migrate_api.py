@@ -13,7 +13,7 @@ import httpx
 
 from serverproc import ADMIN, Admin, Client, free_port, running
 
-EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "migrations"
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "migrations"
 GOOD = EXAMPLES / "2026-12-fee-holiday-and-sol.toml"
 FAULTY = EXAMPLES / "2026-12-btc-tick-coarsen.toml"
 QUIET = {"BASTION_RATE_KEY": "0", "BASTION_RATE_IP": "0", "BASTION_FEEDER_INTERVAL": "0",

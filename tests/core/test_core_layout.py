@@ -14,7 +14,7 @@ from bastion.core.engine import HANDLERS, Engine, SnapshotVersionError, register
 from bastion.core.state import STATE_VERSION
 from core_harness import Harness
 
-CORE = Path(__file__).resolve().parents[1] / "src" / "bastion" / "core"
+CORE = Path(__file__).resolve().parents[2] / "src" / "bastion" / "core"
 
 
 def test_every_command_has_one_handler() -> None:

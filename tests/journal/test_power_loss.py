@@ -28,8 +28,8 @@ from functools import partial
 from pathlib import Path
 
 import pytest
-
 import test_crash
+
 from bastion.core.codec import decode_command, encode_command
 from bastion.core.engine import Engine
 from bastion.journal import DurabilityError, LocalJournal

@@ -17,7 +17,7 @@ from status_support import ManualClock, serve
 
 pytestmark = pytest.mark.slow
 
-ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
+ARTIFACTS = Path(__file__).resolve().parents[2] / "artifacts"
 DAY = 86_400_000
 HOUR = 3_600_000
 MIN = 60_000

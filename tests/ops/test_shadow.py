@@ -21,7 +21,7 @@ from bastion.node.workload import SpotWorkload, spot_setup
 from bastion.ops.shadow import current_source
 
 CFG = NodeConfig(snapshot_every_commands=0, snapshot_every_seconds=0, progress=False)
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 ROUND_DOWN = "        return notional * rate_ppm // PPM\n"
 ROUND_UP = "        return -(-notional * rate_ppm // PPM)\n"
 

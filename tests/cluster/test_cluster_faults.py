@@ -7,13 +7,10 @@ from __future__ import annotations
 
 import re
 import signal
-import sys
 import time
 from pathlib import Path
 
 from cluster_harness import DEMO_KEY, DEMO_SECRET, Load, check_stream, running, wait_hashes_agree
-
-sys.path.insert(0, str(Path(__file__).parent))
 
 
 def test_stream_leader_kill(tmp_path: Path) -> None:
