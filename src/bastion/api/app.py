@@ -1,7 +1,7 @@
 """The ASGI application: native REST, WebSocket, Binance-compatible routes, operator routes,
 status page, OpenAPI and docs, behind per-IP limits and a request size cap.
 
-Starlette + msgspec was chosen by measurement (README "Trading API"); the hot path stays a
+Starlette + msgspec was chosen by measurement (docs/trading-api.md); the hot path stays a
 plain Starlette route so the framework adds little per request.
 """
 

@@ -1,7 +1,7 @@
 """Request authentication: HMAC-SHA256 signatures with a timestamp, a receive window and replay
 protection, per-key permissions, and a separate operator token.
 
-Native scheme (see README): headers ``X-BX-APIKEY``, ``X-BX-TIMESTAMP`` (ms),
+Native scheme (see docs/trading-api.md): headers ``X-BX-APIKEY``, ``X-BX-TIMESTAMP`` (ms),
 ``X-BX-SIGNATURE`` = hex HMAC-SHA256(secret, timestamp + METHOD + path[?query] + body), optional
 ``X-BX-RECV-WINDOW`` (ms). The Binance surface signs its url-encoded parameters instead but goes
 through the same checks. Every signature is accepted once, reads included, whatever the method

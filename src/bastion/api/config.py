@@ -1,5 +1,5 @@
 """Gateway settings, read once from the environment so scripted runs and tests override them
-without touching code (``BASTION_*`` variables; see README "Trading API")."""
+without touching code (``BASTION_*`` variables; see docs/trading-api.md)."""
 
 from __future__ import annotations
 
@@ -69,7 +69,7 @@ class Settings:
     #: seconds between full garbage collections (see ``server.serve``)
     full_gc_interval: float = 60.0
     log_level: str = "info"
-    #: uvicorn WebSocket implementation (measured: see README "Trading API")
+    #: uvicorn WebSocket implementation (measured: see docs/trading-api.md)
     ws_impl: str = "websockets-sansio"
     #: journal group-commit wait (s) and the interpreter's GIL switch interval (s): latency knobs
     group_delay: float = 0.0

@@ -97,6 +97,6 @@ def banner(ctx: Context, creds: tuple[str, str] | None) -> str:
         lines.append("DEMO MODE: demo markets, a funded demo account with a printed key, a "
                      "simulated price feed and a generated operator token. For a real "
                      "deployment set BASTION_DEMO=0, BASTION_ADMIN_TOKEN, and "
-                     "BASTION_SERVER_KEY (kept apart from the data directory); see README "
+                     "BASTION_SERVER_KEY (kept apart from the data directory); see docs/trading-api.md "
                      "\"Running for real\".")
     return "\n".join(lines)

@@ -8,7 +8,7 @@ request and shuts the server down cleanly; this loop then rolls the data directo
 for the requested time.
 
 Environment overrides: BASTION_HTTP_PORT, BASTION_DATA, BASTION_DEMO_KEY, BASTION_DEMO_SECRET,
-BASTION_ADMIN_TOKEN, BASTION_DEMO_TRAFFIC (see README "Trading API" for the rest).
+BASTION_ADMIN_TOKEN, BASTION_DEMO_TRAFFIC (see docs/trading-api.md for the rest).
 """
 
 from __future__ import annotations

@@ -62,7 +62,7 @@ def spot_hold(mkt: Market, is_buy: bool, price: int, qty: int, fee_ppm: int) -> 
     """Funds a spot order must reserve: base qty for a sell; for a buy the notional at its
     limit rounded up plus the worst fee. Each fill costs at most the hold it frees: the fill's
     notional at a price no worse than the limit is at most the rounded-up notional share, and
-    its fee at most the fee share (README, Units)."""
+    its fee at most the fee share (docs/core.md, Units)."""
     if not is_buy:
         return qty
     notional = -(-price * qty // mkt.price_div)
