@@ -11,7 +11,8 @@ from typing import Annotated
 
 import typer
 
-from bastion.cli.durability import clean_errors, err, out
+from bastion.cli.durability import err, out
+from bastion.cli.errors import clean_errors
 from bastion.cluster.config import ClusterConfig
 
 cluster_app = typer.Typer(help="Run and operate a replicated cluster.", no_args_is_help=True)

@@ -16,7 +16,8 @@ import msgspec
 import typer
 from rich.table import Table
 
-from bastion.cli.durability import DataOpt, clean_errors, err, out
+from bastion.cli.durability import DataOpt, err, out
+from bastion.cli.errors import clean_errors
 from bastion.journal.local import LocalJournal
 from bastion.node.layout import DataDir
 from bastion.node.recovery import rebuild

@@ -13,7 +13,8 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from bastion.cli.durability import DataOpt, clean_errors, err, out
+from bastion.cli.durability import DataOpt, err, out
+from bastion.cli.errors import clean_errors
 from bastion.ops.shadow import report_dict, shadow
 from bastion.ops.shadow_diff import ShadowInputError, load_intended
 

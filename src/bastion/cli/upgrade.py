@@ -12,7 +12,8 @@ from typing import Annotated
 
 import typer
 
-from bastion.cli.durability import clean_errors, err, out
+from bastion.cli.durability import err, out
+from bastion.cli.errors import clean_errors
 from bastion.ops.shadow_diff import ShadowInputError, load_intended
 from bastion.ops.upgrade import upgrade
 

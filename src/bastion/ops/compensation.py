@@ -145,13 +145,14 @@ def replay(engine: Engine, cmds: list[C.Command], correction: Correction | None)
     quote = {m: mk.quote for m, mk in engine.markets.items()}
     dropped = replaced = 0
     for original in cmds:
-        cmd: C.Command | None = original
+        cmd = original
         if correction is not None:
-            cmd = correction.apply(original)
-            if cmd is None:
+            corrected = correction.apply(original)
+            if corrected is None:
                 dropped += 1
                 continue
-            replaced += cmd is not original
+            replaced += corrected is not original
+            cmd = corrected
         before = _funding_positions(engine, cmd) if type(cmd) is C.FundingTick else None
         events = engine.apply(cmd)
         if type(cmd) in (C.CreateMarket, C.CreatePerpMarket):
@@ -174,20 +175,19 @@ def _funding_positions(engine: Engine, cmd: C.Command) -> tuple[str, int, int, l
 def _tally(tallies: dict[int, Tally], events: list[E.Event], quote: dict[str, str],
            funding: tuple[str, int, int, list[Any]] | None) -> None:
     for ev in events:
-        kind = type(ev)
-        if kind is E.Trade:
+        if isinstance(ev, E.Trade):
             asset = quote[ev.market]
             tallies[ev.maker_account].fees[asset] += ev.maker_fee
             tallies[ev.taker_account].fees[asset] += ev.taker_fee
-        elif kind is E.Liquidated:
+        elif isinstance(ev, E.Liquidated):
             t = tallies[ev.account]
             t.liquidated_notional += ev.notional
             t.fees[quote[ev.market]] += ev.fee
-        elif kind is E.LiquidationStarted:
+        elif isinstance(ev, E.LiquidationStarted):
             tallies[ev.account].liquidations += 1
-        elif kind is E.MarginTransferred:
+        elif isinstance(ev, E.MarginTransferred):
             tallies[ev.account].margin_in[ev.asset] += ev.delta
-        elif kind is E.FundingSettled and funding is not None and not ev.paused:
+        elif isinstance(ev, E.FundingSettled) and funding is not None and not ev.paused:
             settle, price_div, index, positions = funding
             for account, size in positions:
                 tallies[account].funding_paid[settle] += _owed(size, ev.index - index, price_div)

@@ -107,7 +107,7 @@ def _replaced(cmd: C.Command, fields: dict[str, Any]) -> C.Command:
                               f"{type(cmd).__name__}", code="BAD_CORRECTION")
     raw.update(fields)
     try:
-        out = msgspec.convert(raw, C.AnyCommand)
+        out: C.Command = msgspec.convert(raw, C.AnyCommand)
     except msgspec.ValidationError as exc:
         raise DurabilityError(f"replacement for seq {cmd.seq} is invalid: {exc}",
                               code="BAD_CORRECTION") from exc

@@ -135,7 +135,7 @@ async def maintenance_begin(node: KitNode, data: Path, status: Any, name: str,
                               code="MAINTENANCE_OPEN")
     chosen = markets_or_all(node.engine, markets)
     snap = await online_snapshot(node, name)
-    previous = {m: node.engine.markets[m].mode for m in chosen}
+    previous: dict[str, str] = {m: node.engine.markets[m].mode for m in chosen}
     if mode:
         await set_modes(node, chosen, mode, f"maintenance {name}: {reason}")
     status_id = ""

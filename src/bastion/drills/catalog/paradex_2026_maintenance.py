@@ -76,7 +76,7 @@ class ParadexMaintenance(Drill):
         await run.sleep(2.0, 1.0)
         reply = await run.deployment.inject(P.corruption())
         events: list[dict[str, Any]] = reply["events"]  # type: ignore[assignment]
-        run.faulted("funding service writes FundingTick(index=0)", seq=int(reply["seq"]))
+        run.faulted("funding service writes FundingTick(index=0)", seq=int(str(reply["seq"])))
         kinds = [e["type"] for e in events]
         liquidated = sorted({e["account"] for e in events if e["type"] == "LiquidationStarted"})
         run.state["liquidated"] = liquidated
