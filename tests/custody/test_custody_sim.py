@@ -28,7 +28,7 @@ def run(coro):  # type: ignore[no-untyped-def]
     return asyncio.run(coro)
 
 
-async def _with_client(sim: Sim, fn, timeout: float = 2.0):  # type: ignore[no-untyped-def]
+async def _with_client(sim: Sim, fn, timeout: float = 10.0):  # type: ignore[no-untyped-def]
     client = CustodyClient(sim.url, timeout=timeout)
     try:
         return await fn(client)
@@ -75,14 +75,20 @@ def test_down_and_slow_give_unknown_outcomes(sim: Sim) -> None:
             await c.submit("k-down", "5", "ETH", ETH_ADDR, 9)
         assert (await c.submit("k-btc", "6", "BTC", derive_address("BTC", "x"), 9)).key
         sim.fault("slow", "ETH", delay_ms=1500)
-        with pytest.raises(CustodyUnavailable):  # timed out: but custody did accept it
-            await c.submit("k-slow", "7", "ETH", ETH_ADDR, 9)
+        impatient = CustodyClient(sim.url, timeout=0.5)
+        try:
+            with pytest.raises(CustodyUnavailable):  # timed out: but custody did accept it
+                await impatient.submit("k-slow", "7", "ETH", ETH_ADDR, 9)
+        finally:
+            await impatient.close()
         sim.fault("ok", None)
         assert await c.status("k-down", "ETH") is None
-        await asyncio.sleep(1.6)
-        got = await c.status("k-slow", "ETH")
-        assert got is not None and got.key == "k-slow"
-    run(_with_client(sim, go, timeout=0.5))
+        deadline = asyncio.get_running_loop().time() + 15
+        while (got := await c.status("k-slow", "ETH")) is None:
+            assert asyncio.get_running_loop().time() < deadline, "the slow send never landed"
+            await asyncio.sleep(0.2)
+        assert got.key == "k-slow"
+    run(_with_client(sim, go))
 
 
 def test_crash_after_accept_keeps_the_send_and_restarts(sim: Sim) -> None:
