@@ -5,7 +5,8 @@ The pipeline, in one place (``Engine.apply``):
   2. timed changes due at this ``ts`` (the end of ``recovery``, a migration's scheduled steps);
   3. dispatch: ``HANDLERS[type(cmd)]`` validates everything, then mutates (``Refused`` before
      any change becomes the command's one ``Rejected`` event);
-  4. settle pass: margin accounts the command touched are re-keyed for liquidation and, below
+  4. settle pass: margin accounts the command touched (and a few whose funding allowance a
+     tick half used, ``MarginLedger.recheck_soft``) are re-keyed for liquidation and, below
      maintenance, liquidated (``perp.liquidation.settle``);
   5. guards: a broken invariant (``GuardViolation``) or a defect halts the market with a
      ``GuardTripped`` event instead of acting on bad state. ``apply`` never raises.
@@ -79,6 +80,8 @@ class Engine(Venue):
             if handler is None:
                 raise Refused(X.INVALID_ARGUMENT, f"unknown command {type(cmd).__name__}")
             handler(self, cmd, out)
+            if perp.soft_markets:
+                perp.recheck_soft()
             if perp.touched:
                 liquidation.settle(perp, out)
         except Refused as r:

@@ -369,6 +369,38 @@ def test_mark_update_checks_only_crossed_accounts():
     h.ok()
 
 
+def test_funding_tick_spreads_soft_rechecks_over_the_following_commands():
+    """A tick that half-uses many funding allowances at once re-checks at most the budget of
+    them per command, in the tick and after it, until all are renewed; nobody is left behind."""
+    h = PerpHarness(accounts=list(range(1, 41)), margin=1_000 * USDT)
+    for a in range(1, 40, 2):
+        h.open(a, a + 1, BTC)
+    pe = h.engine.perp
+    pe.recheck_budget = 3
+    pm = pe.markets[PERP]
+    longs = [(a, "USDT") for a in range(1, 40, 2)]
+    soft = max(pe.liq.keys[w][PERP][3] for w in longs)
+    hard = min(pe.liq.keys[w][PERP][2] for w in longs)
+    assert pm.funding_index < soft < hard
+    while pm.funding_index < soft:  # legal steps, landing on the soft keys exactly
+        h.index(PX, dt=3_600_000 - 2_000)
+        versions = dict(pe.liq.version)
+        step = pm.max_funding_e9 * pm.mark * 3_600_000 // pm.funding_interval_ms
+        h.expect_ok(h.do(C.FundingTick(market=PERP, index=min(pm.funding_index + step, soft)),
+                         dt=1_000))
+    rechecked = {w for w in longs if pe.liq.version[w] != versions[w]}
+    assert len(rechecked) == 3 and PERP in pe.soft_markets
+    for _ in range(6):
+        versions = dict(pe.liq.version)
+        h.index(PX)
+        now = {w for w in longs if pe.liq.version[w] != versions[w]}
+        assert len(now) <= 3 and not now & rechecked
+        rechecked |= now
+    assert rechecked == set(longs) and not pe.soft_markets
+    assert all(pe.liq.keys[w][PERP][3] > pm.funding_index for w in longs)  # renewed
+    h.ok()
+
+
 # ---------------------------------------------------------------------------- TP/SL
 
 def trigger(h: PerpHarness, account: int, side: str, lots: int, at: int, kind: str,

@@ -52,6 +52,9 @@ Key = tuple[int, str]
 #: Share of an account's margin cushion set aside for funding in the liquidation index (1/N):
 #: funding moves slowly, so a small allowance rarely re-checks anyone at a tick.
 FUNDING_ALLOWANCE_DIV = 4
+#: Soft funding re-checks (``liqindex``) done after each command at most: a funding tick that
+#: uses up many allowances at once spreads their re-checks over the commands that follow.
+RECHECKS_PER_COMMAND = 16
 
 
 class MarginLedger:
@@ -75,6 +78,9 @@ class MarginLedger:
         self.orders_of: dict[Key, set[int]] = {}
         #: ADL queues ranked once per command: (market, long side) -> positions
         self.adl_queues: dict[tuple[str, bool], deque[Position]] = {}
+        #: markets whose soft funding keys a tick crossed (``recheck_soft`` drains them)
+        self.soft_markets: set[str] = set()
+        self.recheck_budget = RECHECKS_PER_COMMAND
 
     # ------------------------------------------------------------------ lookups
 
@@ -343,6 +349,24 @@ class MarginLedger:
 
     # ------------------------------------------------------------------ liquidation index
 
+    def recheck_soft(self) -> None:
+        """Add up to ``recheck_budget`` accounts whose soft funding key a tick crossed to the
+        settle pass (``LiqIndex.drain_funding``). Half their funding allowance is left, and
+        their hard key still forces a re-check in the tick that uses it up, so spreading
+        these over the commands after a tick is safe."""
+        budget = self.recheck_budget
+        touched = self.touched
+        for market in sorted(self.soft_markets):
+            pm = self.markets[market]
+            settle = pm.settle
+            found, more = self.liq.drain_funding(market, settle, pm.funding_index, budget)
+            for account in found:
+                touched.add((account, settle))
+            budget -= len(found)
+            if more or budget <= 0:
+                return
+            self.soft_markets.discard(market)
+
     def rekey_touched(self) -> None:
         """Re-key (never liquidate) accounts left over from a command a guard aborted, so the
         index is sound and nothing depends on history that a snapshot would not hold."""
@@ -383,8 +407,9 @@ class MarginLedger:
         if cushion < 0:
             for name, pm, pos, _, _ in terms:
                 is_long = pos.size > 0
-                entries[name] = ((True, ALWAYS_LONG, pm.funding_index) if is_long
-                                 else (False, ALWAYS_SHORT, pm.funding_index))
+                index = pm.funding_index
+                entries[name] = ((True, ALWAYS_LONG, index, index) if is_long
+                                 else (False, ALWAYS_SHORT, index, index))
         else:
             count = len(terms)
             allowance = cushion // FUNDING_ALLOWANCE_DIV
@@ -400,10 +425,13 @@ class MarginLedger:
                 key = threshold(pm.tiers, size, pm.price_div, term - share + 2)
                 # funding may cost this position up to fshare: |size| * d_index / den + 1
                 reach = (fshare - 1) * pm.price_div * RATE_SCALE // abs(size)
+                soft = reach // 2 + 1  # half the allowance: re-checked soon, a few per command
                 if size > 0:
-                    entries[name] = (True, key, pm.funding_index + reach + 1)
+                    entries[name] = (True, key, pm.funding_index + reach + 1,
+                                     pm.funding_index + soft)
                 else:
-                    entries[name] = (False, key, pm.funding_index - reach - 1)
+                    entries[name] = (False, key, pm.funding_index - reach - 1,
+                                     pm.funding_index - soft)
         self.liq.set(who, entries)
         return cushion
 

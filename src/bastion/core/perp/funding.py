@@ -10,7 +10,9 @@ Payment of a position: size * dI / (price_div * 1e9) settle units, payers rounde
                        positions); a position pays or collects when its size next changes,
                        through the market's funding pool, and equity counts it at once. The
                        liquidation index keys every account by the funding index at which its
-                       allowance runs out, so a tick re-checks only the accounts it crossed.
+                       allowance runs out, so a tick re-checks only the accounts it crossed;
+                       those past half their allowance are re-checked a few per command
+                       after the tick (``MarginLedger.recheck_soft``).
 
 Guard (Paradex 2026): whatever computed or supplied the new index, it may move at most
 ``max_funding x mark x dt / interval`` from the current one; a violation (e.g. a reset to zero)
@@ -87,6 +89,8 @@ def funding_tick(pe: MarginLedger, cmd: C.FundingTick, out: list[E.Event]) -> No
     pm.premium_sum = pm.premium_count = 0
     for account in pe.liq.crossed_funding(pm.market, pm.settle, new):
         pe.touched.add((account, pm.settle))
+    if pe.liq.funding_pending(pm.market, pm.settle, new):
+        pe.soft_markets.add(pm.market)
     moved = pm.open_interest * abs(new - old) // (pm.price_div * RATE_SCALE)
     out.append(E.FundingSettled(seq=v.seq, ts=v.ts, market=pm.market, rate_e9=rate,
                                 index=new, dt=dt, paid=moved, dust=0))

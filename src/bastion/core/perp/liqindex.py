@@ -13,7 +13,15 @@ the funding owed, so an account's cushion is split into a funding allowance and 
 each shared across its positions in proportion to notional; each market gets the price at which
 its term would have eaten its price share (``calc.threshold``) and the funding index at which
 its funding would have eaten its allowance. While no key is crossed the cushion is provably
->= 0; crossing one re-checks and re-keys the account. Entries are versioned and deleted lazily;
+>= 0; crossing one re-checks and re-keys the account.
+
+A funding key is hard: the tick that crosses it re-checks the account. Each entry also carries a
+soft funding key at half the allowance; after a tick, a few accounts per command whose soft key
+is crossed are re-checked from the top of the funding heaps (``drain_funding``), together with
+the garbage there. So allowances that run out together are renewed over the commands that
+follow, while half of each still guards its account, instead of all in one tick; and the tick
+pops little garbage. Re-checking early never changes an outcome: a hard key the drain did not
+reach still forces the re-check in the tick that crosses it. Entries are versioned and deleted lazily;
 heaps are rebuilt when mostly garbage. Nothing here is exported: the ledger's restore re-keys
 every account from state, and which accounts get *checked* never changes which accounts get
 *liquidated*.
@@ -23,8 +31,8 @@ from collections.abc import Iterable
 from heapq import heapify, heappop, heappush
 
 Key = tuple[int, str]  # (account, settle asset)
-#: One market's entry: (is_long, price key, funding-index key).
-Entry = tuple[bool, int, int]
+#: One market's entry: (is_long, price key, hard funding-index key, soft funding-index key).
+Entry = tuple[bool, int, int, int]
 Heap = list[tuple[int, int, int]]
 Accounts = set[int]
 
@@ -57,7 +65,7 @@ class LiqIndex:
             self.keys[who] = entries
         else:
             self.keys.pop(who, None)
-        for market, (is_long, key, fkey) in entries.items():
+        for market, (is_long, key, fkey, _) in entries.items():
             if is_long:
                 heappush(self.longs.setdefault(market, []), (-key, account, version))
                 heappush(self.fund_longs.setdefault(market, []), (fkey, account, version))
@@ -94,6 +102,40 @@ class LiqIndex:
         self._pop(self.fund_shorts.get(market), -index, asset, found)
         return sorted(found)
 
+    def drain_funding(self, market: str, asset: str, index: int, limit: int
+                      ) -> tuple[list[int], bool]:
+        """Pop, from the tops of ``market``'s funding heaps, garbage and up to ``limit`` live
+        entries whose soft key ``index`` has crossed (the caller re-checks those accounts).
+        Returns them and whether the budget ran out before the tops were clean."""
+        found: list[int] = []
+        version = self.version
+        keys = self.keys
+        pops = 0
+        for heap, sign in ((self.fund_longs.get(market), 1), (self.fund_shorts.get(market), -1)):
+            while heap:
+                if len(found) >= limit or pops >= 4 * limit:
+                    return found, True
+                _, account, v = heap[0]
+                who = (account, asset)
+                if version.get(who) == v:
+                    if sign * keys[who][market][3] > sign * index:
+                        break
+                    found.append(account)
+                heappop(heap)
+                pops += 1
+        return found, False
+
+    def funding_pending(self, market: str, asset: str, index: int) -> bool:
+        """Whether ``drain_funding`` has work in ``market`` at ``index``."""
+        version = self.version
+        for heap, sign in ((self.fund_longs.get(market), 1), (self.fund_shorts.get(market), -1)):
+            if heap:
+                _, account, v = heap[0]
+                who = (account, asset)
+                if version.get(who) != v or sign * self.keys[who][market][3] <= sign * index:
+                    return True
+        return False
+
     def compact(self, market: str, asset: str, accounts: Iterable[int]) -> None:
         """Rebuild one market's heaps from the live entries of ``accounts`` (its position
         holders) once garbage dominates: amortised O(1) per re-key."""
@@ -106,7 +148,7 @@ class LiqIndex:
             entry = self.keys.get(who, {}).get(market)
             if entry is None:
                 continue
-            is_long, key, fkey = entry
+            is_long, key, fkey, _ = entry
             v = self.version[who]
             if is_long:
                 heaps[0].append((-key, account, v))
