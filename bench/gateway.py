@@ -7,12 +7,20 @@
 
 Runs in its own process against a real server on loopback; every acknowledgement is durable
 (the server answers only after the node journaled the order with fdatasync). Phases:
-1. REST max throughput: ``--conns`` keep-alive connections, one request in flight each.
-2. REST at a fixed rate (``--rest-rate``, default half the 4,000/s target): open loop, latency
-   measured from each request's *scheduled* send time (no coordinated omission).
-3. WebSocket max throughput: ``--ws-conns`` connections, ``--window`` orders in flight each.
-4. WebSocket at a fixed rate (``--ws-rate``, default half the 10,000/s target).
+1. REST max throughput (native ``POST /v1/orders``): ``--conns`` keep-alive connections, one
+   request in flight each.
+2. Binance route max throughput (``POST /api/v3/order``, HMAC query signature), same load: its
+   orders/s is reported beside native as ``binance_vs_native``.
+3. REST at a fixed rate, by default HALF the maximum phase 1 just measured (``--rest-rate``
+   overrides): open loop, latency measured from each request's *scheduled* send time (no
+   coordinated omission).
+4. WebSocket max throughput: ``--ws-conns`` connections, ``--window`` orders in flight each.
+5. WebSocket at a fixed rate, by default half of phase 4's maximum (``--ws-rate`` overrides).
 Orders are limit orders around a mid price from two accounts, so some cross and trade.
+
+Each phase also carries ``server``: what the server's own ``/metrics`` moved by during the
+phase (GC pauses by generation, event-loop stalls, group-commit fsync time and batch size,
+server-side ack latency), to see where the time goes at half load.
 """
 
 from __future__ import annotations
@@ -118,9 +126,35 @@ class HttpConn:
         self.w.close()
 
 
+class BinanceConn(HttpConn):
+    """The Binance spot route: form parameters signed with HMAC-SHA256, key in a header."""
+
+    async def post_order(self, body: bytes) -> int:
+        o = json.loads(body)
+        params = (b"symbol=BTCUSDT&side=%s&type=LIMIT&timeInForce=GTC&quantity=%s&price=%s&"
+                  b"newClientOrderId=%s&timestamp=%d"
+                  % (o["side"].upper().encode(), o["quantity"].encode(), o["price"].encode(),
+                     o["client_order_id"].encode(), now_ms()))
+        sig = hmac.new(self.secret, params, hashlib.sha256).hexdigest().encode()
+        form = params + b"&signature=" + sig
+        self.w.write(b"POST /api/v3/order HTTP/1.1\r\nHost: x\r\n"
+                     b"Content-Type: application/x-www-form-urlencoded\r\n"
+                     b"X-MBX-APIKEY: %s\r\nContent-Length: %d\r\n\r\n%s"
+                     % (self.key, len(form), form))
+        head = await self.r.readuntil(b"\r\n\r\n")
+        status = int(head[9:12])
+        i = head.lower().find(b"content-length:")
+        n = int(head[i + 15:head.find(b"\r\n", i)])
+        await self.r.readexactly(n)
+        return status
+
+
 async def rest_max(host: str, port: int, creds: list[tuple[str, str]], conns: int,
-                   total: int) -> dict[str, Any]:
-    pool = [HttpConn(host, port, *creds[i % len(creds)]) for i in range(conns)]
+                   total: int, conn_type: type[HttpConn] = HttpConn,
+                   name: str = "rest_max", seed0: int = 0) -> dict[str, Any]:
+    """Closed loop; ``seed0`` keeps each phase's client order ids distinct (a repeated id is
+    answered as a duplicate without placing anything)."""
+    pool = [conn_type(host, port, *creds[i % len(creds)]) for i in range(conns)]
     await asyncio.gather(*(c.open() for c in pool))
     lat: list[float] = []
     errs = 0
@@ -139,11 +173,11 @@ async def rest_max(host: str, port: int, creds: list[tuple[str, str]], conns: in
                 errs += 1
 
     t0 = time.perf_counter()
-    await asyncio.gather(*(worker(c, i) for i, c in enumerate(pool)))
+    await asyncio.gather(*(worker(c, seed0 + i) for i, c in enumerate(pool)))
     el = time.perf_counter() - t0
     for c in pool:
         c.close()
-    return summary("rest_max", len(lat) - errs, errs, el, lat)
+    return summary(name, len(lat) - errs, errs, el, lat)
 
 
 async def rest_rate(host: str, port: int, creds: list[tuple[str, str]], rate: float,
@@ -185,7 +219,7 @@ async def rest_rate(host: str, port: int, creds: list[tuple[str, str]], rate: fl
     el = time.perf_counter() - t0
     for c in pool:
         c.close()
-    return summary(f"rest_rate_{int(rate)}", len(lat) - errs, errs, el, lat, service)
+    return summary("rest_rate", len(lat) - errs, errs, el, lat, service)
 
 
 # ------------------------------------------------------------------ WebSocket
@@ -297,10 +331,127 @@ async def ws_rate(url: str, creds: list[tuple[str, str]], rate: float, seconds: 
         r.cancel()
     for ws in socks:
         await ws.close()
-    return summary(f"ws_rate_{int(rate)}", len(lat) - errs, errs, el, lat, service)
+    return summary("ws_rate", len(lat) - errs, errs, el, lat, service)
+
+
+# ------------------------------------------------------------------ where the time goes
+
+Sample = dict[tuple[str, tuple[tuple[str, str], ...]], float]
+
+
+def scrape(base: str) -> Sample:
+    """Every sample of the server's ``/metrics`` (name + labels -> value)."""
+    import httpx
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = httpx.get(base + "/metrics", timeout=10).text
+    out: Sample = {}
+    for fam in text_string_to_metric_families(text):
+        for smp in fam.samples:
+            out[(smp.name, tuple(sorted(smp.labels.items())))] = smp.value
+    return out
+
+
+def _hist(delta: Sample, name: str, **match: str) -> tuple[float, float, list[tuple[float, float]]]:
+    """``(count, sum, [(le, cumulative count)])`` of one histogram's change, summed over the
+    label sets that carry ``match``."""
+    count = total = 0.0
+    buckets: dict[float, float] = {}
+    for (n, labels), v in delta.items():
+        lab = dict(labels)
+        if any(lab.get(k) != want for k, want in match.items()):
+            continue
+        if n == name + "_count":
+            count += v
+        elif n == name + "_sum":
+            total += v
+        elif n == name + "_bucket":
+            le = float(lab["le"])
+            buckets[le] = buckets.get(le, 0.0) + v
+    return count, total, sorted(buckets.items())
+
+
+def _quantile(buckets: list[tuple[float, float]], count: float, q: float) -> float | None:
+    """Upper bound of the bucket holding quantile ``q`` (seconds), from cumulative counts."""
+    if not count:
+        return None
+    for le, cum in buckets:
+        if cum >= q * count:
+            return le
+    return None
+
+
+def _over(buckets: list[tuple[float, float]], count: float, bound: float) -> float:
+    """How many observations were above ``bound`` (a bucket bound)."""
+    below = next((cum for le, cum in buckets if le >= bound), count)
+    return count - below
+
+
+def server_breakdown(before: Sample, after: Sample, seconds: float,
+                     orders: int) -> dict[str, Any]:
+    """What the server's own meters say about one phase: time in GC (per generation), the
+    event loop's stalls, the group commit (fsync time, records per batch) and its own ack
+    latency. Stall/GC figures are shares of the phase's wall time on the loop's thread."""
+    delta: Sample = {k: v - before.get(k, 0.0) for k, v in after.items()}
+    ms = 1000.0
+    out: dict[str, Any] = {}
+    gc_total = 0.0
+    for gen in ("0", "1", "2"):
+        n, t, b = _hist(delta, "bastion_gc_pause_seconds", generation=gen)
+        gc_total += t
+        out[f"gc{gen}"] = {"collections": int(n), "pause_ms_total": round(t * ms, 1),
+                           "pause_ms_mean": round(t / n * ms, 3) if n else None,
+                           "over_5ms": int(_over(b, n, 0.005))}
+    out["gc_share_of_wall"] = round(gc_total / seconds, 4) if seconds else None
+    n, t, b = _hist(delta, "bastion_event_loop_lag_seconds")
+    out["loop_lag"] = {"ticks": int(n), "late_ms_total": round(t * ms, 1),
+                       "p99_ms_le": _ms(_quantile(b, n, 0.99)),
+                       "over_10ms": int(_over(b, n, 0.01)), "over_50ms": int(_over(b, n, 0.05)),
+                       "share_of_wall": round(t / seconds, 4) if seconds else None}
+    n, t, b = _hist(delta, "bastion_journal_fsync_seconds")
+    bn, bt, _ = _hist(delta, "bastion_journal_batch_records")
+    out["group_commit"] = {"batches": int(n), "fsync_ms_mean": round(t / n * ms, 3) if n
+                           else None, "fsync_p99_ms_le": _ms(_quantile(b, n, 0.99)),
+                           "records_per_batch": round(bt / bn, 1) if bn else None,
+                           "busy_share_of_wall": round(t / seconds, 4) if seconds else None}
+    n, t, b = _hist(delta, "bastion_ack_seconds")
+    out["ack"] = {"count": int(n), "mean_ms": round(t / n * ms, 3) if n else None,
+                  "p50_ms_le": _ms(_quantile(b, n, 0.5)), "p99_ms_le": _ms(_quantile(b, n, 0.99))}
+    out["orders"] = orders
+    return out
+
+
+def _ms(v: float | None) -> float | None:
+    return None if v is None else round(v * 1000, 3)
 
 
 # ------------------------------------------------------------------ orchestration
+
+def _try_scrape(base: str) -> Sample | None:
+    """``None`` when the server has no ``/metrics`` (an older baseline build)."""
+    try:
+        return scrape(base)
+    except Exception:
+        return None
+
+
+def headline(results: list[dict[str, Any]]) -> dict[str, Any]:
+    """The figures the targets are stated in: max orders/s per route, Binance vs native, and
+    the ack p99 at the fixed (half-of-max) rates."""
+    by = {r["phase"]: r for r in results}
+    out: dict[str, Any] = {}
+    for name in ("rest_max", "binance_max", "ws_max"):
+        if name in by:
+            out[name + "_per_s"] = by[name]["orders_per_s"]
+    if "binance_max" in by:
+        out["binance_vs_native"] = by["binance_max"].get("binance_vs_native")
+    for name in ("rest_rate", "ws_rate"):
+        if name in by:
+            out[name + "_target"] = by[name].get("target_rate")
+            out[name + "_p99_ms"] = by[name]["p99_ms"]
+            out[name + "_service_p99_ms"] = by[name].get("service_p99_ms")
+    return out
+
 
 def cpu_seconds(pid: int) -> float:
     """User + system CPU a process has used (Linux ``/proc``): the server's cost per order is
@@ -364,11 +515,14 @@ def main() -> None:
     ap.add_argument("--admin", default=ADMIN)
     ap.add_argument("--rest-orders", type=int, default=40_000)
     ap.add_argument("--conns", type=int, default=64)
-    ap.add_argument("--rest-rate", type=float, default=2_000)
+    ap.add_argument("--rest-rate", type=float, default=None,
+                    help="fixed REST rate (default: half the REST maximum just measured)")
     ap.add_argument("--ws-orders", type=int, default=100_000)
     ap.add_argument("--ws-conns", type=int, default=4)
     ap.add_argument("--window", type=int, default=256)
-    ap.add_argument("--ws-rate", type=float, default=5_000)
+    ap.add_argument("--ws-rate", type=float, default=None,
+                    help="fixed WebSocket rate (default: half the WebSocket maximum just "
+                    "measured)")
     ap.add_argument("--rate-seconds", type=float, default=5.0)
     ap.add_argument("--only", choices=["rest", "ws"], help="run one transport only")
     ap.add_argument("--json", action="store_true")
@@ -388,7 +542,12 @@ def main() -> None:
     # the load generator must not add its own full-collection pauses to measured latency
     gc.set_threshold(700, 10, 1_000_000)
     results = run(args, None)
-    print(json.dumps({"bench": "gateway", "cpus": os.cpu_count(), "results": results}))
+    head = headline(results)
+    if not args.json:
+        print("headline:", ", ".join(f"{k} {v}" for k, v in head.items()))
+    print(json.dumps({"bench": "gateway", "cpus": os.cpu_count(),
+                      "python": sys.version.split()[0], "headline": head,
+                      "results": results}))
 
 
 def compare(args: argparse.Namespace) -> None:
@@ -396,12 +555,16 @@ def compare(args: argparse.Namespace) -> None:
     per phase the best throughput of each build and the ratio."""
     best: dict[str, dict[str, int]] = {"baseline": {}, "candidate": {}}
     cost: dict[str, dict[str, float]] = {"baseline": {}, "candidate": {}}
+    p99: dict[str, dict[str, float]] = {"baseline": {}, "candidate": {}}
     runs: list[dict[str, Any]] = []
     for i in range(args.rounds):
         for build, src in (("baseline", args.baseline_src), ("candidate", None)):
             results = run(args, src)
-            runs.append({"round": i + 1, "build": build, "results": results})
+            runs.append({"round": i + 1, "build": build, "headline": headline(results),
+                         "results": results})
             for r in results:
+                if r["phase"].endswith("_rate"):
+                    p99[build][r["phase"]] = min(p99[build].get(r["phase"], 1e9), r["p99_ms"])
                 prev = best[build].get(r["phase"], 0)
                 best[build][r["phase"]] = max(prev, r["orders_per_s"])
                 us = r.get("server_cpu_us_per_order", 0.0)
@@ -414,8 +577,11 @@ def compare(args: argparse.Namespace) -> None:
         bu, cu = cost["baseline"].get(phase, 0.0), cost["candidate"].get(phase, 0.0)
         print(f"{phase:>16}  {base:>10}  {cand:>11}  {cand / base if base else 0:.3f}  "
               f"{bu:>13}  {cu:>13}  {cu / bu if bu else 0:.3f}")
+    for phase, base_p99 in p99["baseline"].items():
+        print(f"{phase:>16}  best p99 baseline {base_p99:.2f} ms, candidate "
+              f"{p99['candidate'].get(phase, float('nan')):.2f} ms (each at half its own max)")
     print(json.dumps({"bench": "gateway-compare", "cpus": os.cpu_count(), "best": best,
-                      "cpu_us_per_order_best": cost, "runs": runs}))
+                      "cpu_us_per_order_best": cost, "p99_ms_best": p99, "runs": runs}))
 
 
 def run(args: argparse.Namespace, src: str | None) -> list[dict[str, Any]]:
@@ -454,16 +620,46 @@ def run(args: argparse.Namespace, src: str | None) -> list[dict[str, Any]]:
                       f"{r['orders_per_s']:>6}/s  p50 {r['p50_ms']:.2f} ms  p99 "
                       f"{r['p99_ms']:.2f} ms  p99.9 {r['p999_ms']:.2f} ms  errors "
                       f"{r['errors']}{extra}", flush=True)
+                srv = r.get("server")
+                if srv:
+                    gcs = " ".join(f"gen{g} {srv[f'gc{g}']['collections']}x/"
+                                   f"{srv[f'gc{g}']['pause_ms_total']}ms" for g in "012")
+                    lag, gcm, ack = srv["loop_lag"], srv["group_commit"], srv["ack"]
+                    print(f"{'':>18}server: GC {gcs} ({srv['gc_share_of_wall']:.1%} of wall); "
+                          f"loop late {lag['late_ms_total']} ms ({lag['share_of_wall']:.1%}), "
+                          f"stalls >10ms {lag['over_10ms']} >50ms {lag['over_50ms']}; "
+                          f"fsync mean {gcm['fsync_ms_mean']} ms x {gcm['batches']} batches "
+                          f"of {gcm['records_per_batch']} ({gcm['busy_share_of_wall']:.1%}); "
+                          f"ack p99 <= {ack['p99_ms_le']} ms", flush=True)
+
+        def phase(coro_fn: Any) -> dict[str, Any]:
+            before = _try_scrape(base)
+            t = time.perf_counter()
+            r: dict[str, Any] = asyncio.run(coro_fn())
+            after = _try_scrape(base)
+            if before is not None and after is not None:
+                r["server"] = server_breakdown(before, after, time.perf_counter() - t,
+                                               r["orders"])
+            show(r)
+            return r
 
         if args.only in (None, "rest"):
-            show(asyncio.run(rest_max(host, port, creds, args.conns, args.rest_orders)))
-            show(asyncio.run(rest_rate(host, port, creds, args.rest_rate, args.rate_seconds,
-                                       args.conns)))
+            rmax = phase(lambda: rest_max(host, port, creds, args.conns, args.rest_orders))
+            bmax = phase(lambda: rest_max(host, port, creds, args.conns, args.rest_orders,
+                                          BinanceConn, "binance_max", 500))
+            rate = args.rest_rate or max(1.0, rmax["orders_per_s"] / 2)
+            phase(lambda: rest_rate(host, port, creds, rate, args.rate_seconds, args.conns))
+            results[-1]["target_rate"] = round(rate)
+            results[-1]["half_of_max"] = args.rest_rate is None
+            bmax["binance_vs_native"] = round(bmax["orders_per_s"]
+                                              / max(rmax["orders_per_s"], 1), 3)
         if args.only in (None, "ws"):
-            show(asyncio.run(ws_max(ws_url, creds, args.ws_conns, args.window,
-                                    args.ws_orders)))
-            show(asyncio.run(ws_rate(ws_url, creds, args.ws_rate, args.rate_seconds,
-                                     args.ws_conns)))
+            wmax = phase(lambda: ws_max(ws_url, creds, args.ws_conns, args.window,
+                                        args.ws_orders))
+            rate = args.ws_rate or max(1.0, wmax["orders_per_s"] / 2)
+            phase(lambda: ws_rate(ws_url, creds, rate, args.rate_seconds, args.ws_conns))
+            results[-1]["target_rate"] = round(rate)
+            results[-1]["half_of_max"] = args.ws_rate is None
     finally:
         if proc is not None:
             proc.send_signal(signal.SIGINT)
