@@ -94,6 +94,9 @@ class Engine(Venue):
                     command=type(cmd).__name__,
                     account=_account_of(cmd),
                     client_id=_client_id_of(cmd),
+                    field=r.field,
+                    limit=r.limit,
+                    value=r.value,
                 )
             )
             perp.rekey_touched()

@@ -13,13 +13,23 @@ class Event(msgspec.Struct, tag_field="type", kw_only=True, omit_defaults=True, 
 
 
 class Rejected(Event, tag="Rejected"):
-    """The one event a refused command yields; nothing in state changed."""
+    """The one event a refused command yields; nothing in state changed.
+
+    Typed detail, set (``field`` non-empty) where a limit or a rule about one quantity
+    refused the command, so an edge never parses ``message``: ``field`` names what is at
+    fault (``qty``, ``price``, ``notional``, ``available``, ``margin``, ``amount``,
+    ``daily_used``), ``value`` is what the command asked for (integer units of that field)
+    and ``limit`` the bound it crossed (0 when the field is malformed rather than out of
+    bounds)."""
 
     code: str
     message: str
     command: str = ""
     account: int = 0
     client_id: str = ""
+    field: str = ""
+    limit: int = 0
+    value: int = 0
 
 
 class AssetCreated(Event, tag="AssetCreated"):

@@ -216,10 +216,12 @@ def order_terms(v: Venue, mkt: Market, cmd: C.PlaceOrder, band_limit: int = 0,
             raise Refused(X.INVALID_ARGUMENT, "post-only orders must be GTC")
         if min_notional and price * qty // mkt.price_div < mkt.min_notional:
             raise Refused(X.MIN_NOTIONAL, f"notional {price * qty // mkt.price_div} below "
-                                          f"minimum {mkt.min_notional}")
+                                          f"minimum {mkt.min_notional}", field="notional",
+                          limit=mkt.min_notional, value=price * qty // mkt.price_div)
         if band_limit and ((price > band_limit) if is_buy else (price < band_limit)):
             raise Refused(X.PRICE_BAND, f"{side} at {price} is outside the price band "
-                                        f"(limit {band_limit})")
+                                        f"(limit {band_limit})", field="price",
+                          limit=band_limit, value=price)
     elif order_type == "market":
         if post_only or cmd.price:
             raise Refused(X.INVALID_ARGUMENT, "market orders take no price and cannot be "

@@ -15,12 +15,20 @@ STP_MODES = frozenset(("expire_taker", "expire_maker", "expire_both", "none"))
 
 
 class Refused(Exception):
-    """Raised by validation before any mutation; becomes the command's one Rejected event."""
+    """Raised by validation before any mutation; becomes the command's one Rejected event.
 
-    def __init__(self, code: str, message: str) -> None:
+    ``field``, ``limit`` and ``value`` are the typed detail of a limit refusal (see
+    ``events.Rejected``): the edge renders them in its own units and words instead of parsing
+    ``message``."""
+
+    def __init__(self, code: str, message: str, *, field: str = "", limit: int = 0,
+                 value: int = 0) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
+        self.field = field
+        self.limit = limit
+        self.value = value
 
 
 class GuardViolation(Exception):
@@ -72,26 +80,31 @@ def spot_hold(mkt: Market, is_buy: bool, price: int, qty: int, fee_ppm: int) -> 
 def valid_qty(mkt: Market, qty: object) -> int:
     """The quantity, or the precise refusal (type, lot grid, min, max)."""
     if not int_in(qty, 1, X.MAX_INT):
-        raise Refused(X.INVALID_QUANTITY, f"quantity must be a positive integer, got {qty!r}")
+        raise Refused(X.INVALID_QUANTITY, f"quantity must be a positive integer, got {qty!r}",
+                      field="qty")
     assert isinstance(qty, int)
     if qty % mkt.lot_size:
         raise Refused(X.LOT_SIZE, f"quantity {qty} is not a multiple of lot size "
-                                  f"{mkt.lot_size}")
+                                  f"{mkt.lot_size}", field="qty", limit=mkt.lot_size, value=qty)
     if qty < mkt.min_qty:
-        raise Refused(X.MIN_QUANTITY, f"quantity {qty} below minimum {mkt.min_qty}")
+        raise Refused(X.MIN_QUANTITY, f"quantity {qty} below minimum {mkt.min_qty}",
+                      field="qty", limit=mkt.min_qty, value=qty)
     if qty > mkt.max_qty:
-        raise Refused(X.MAX_QUANTITY, f"quantity {qty} above maximum {mkt.max_qty}")
+        raise Refused(X.MAX_QUANTITY, f"quantity {qty} above maximum {mkt.max_qty}",
+                      field="qty", limit=mkt.max_qty, value=qty)
     return qty
 
 
 def valid_price(mkt: Market, price: object) -> int:
     """The price, or the precise refusal (type, tick grid)."""
     if not int_in(price, 1, X.MAX_INT):
-        raise Refused(X.INVALID_PRICE, f"price must be a positive integer, got {price!r}")
+        raise Refused(X.INVALID_PRICE, f"price must be a positive integer, got {price!r}",
+                      field="price")
     assert isinstance(price, int)
     if price % mkt.tick_size:
         raise Refused(X.TICK_SIZE, f"price {price} is not a multiple of tick size "
-                                   f"{mkt.tick_size}")
+                                   f"{mkt.tick_size}", field="price", limit=mkt.tick_size,
+                      value=price)
     return price
 
 
@@ -104,7 +117,9 @@ def check_ref_band(mkt: Market, is_buy: bool, price: int) -> None:
     band = mkt.ref_band_bps
     if is_buy and price * BPS > ref * (BPS + band):
         raise Refused(X.PRICE_BAND, f"buy at {price} is more than {band} bps above "
-                                    f"reference {ref}")
+                                    f"reference {ref}", field="price",
+                      limit=ref * (BPS + band) // BPS, value=price)
     if not is_buy and price * BPS < ref * (BPS - band):
         raise Refused(X.PRICE_BAND, f"sell at {price} is more than {band} bps below "
-                                    f"reference {ref}")
+                                    f"reference {ref}", field="price",
+                      limit=-(-ref * (BPS - band) // BPS), value=price)

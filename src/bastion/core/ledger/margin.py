@@ -175,7 +175,8 @@ class MarginLedger:
         free = self.available(ma)
         if hold > free:
             raise Refused(X.INSUFFICIENT_MARGIN, f"order needs {hold} {pm.settle} of margin, "
-                                                 f"available {free}")
+                                                 f"available {free}", field="margin",
+                          limit=free, value=hold)
         return qty, hold
 
     def reserve(self, mkt: Market, order: Order, reduce_only: bool) -> bool:
@@ -273,7 +274,8 @@ class MarginLedger:
         band_limit = self.band(mkt, pm, is_buy)
         if (new_price > band_limit) if is_buy else (new_price < band_limit):
             raise Refused(X.PRICE_BAND, f"amended price {new_price} is outside the price band "
-                                        f"around mark {pm.mark}")
+                                        f"around mark {pm.mark}", field="price",
+                          limit=band_limit, value=new_price)
 
     def amend_terms(self, mkt: Market, order: Order, new_price: int, new_remaining: int
                     ) -> int:
@@ -286,7 +288,8 @@ class MarginLedger:
         free = self.available(ma) + order.hold
         if new_hold > free:
             raise Refused(X.INSUFFICIENT_MARGIN, f"amended order needs {new_hold} {pm.settle} "
-                                                 f"of margin, available {free}")
+                                                 f"of margin, available {free}", field="margin",
+                          limit=free, value=new_hold)
         return new_hold
 
     def rehold(self, mkt: Market, order: Order, new_hold: int) -> None:

@@ -43,7 +43,8 @@ class SpotLedger:
                 hold = spot_hold(mkt, True, price, qty, taker_ppm)
             else:
                 raise Refused(X.INSUFFICIENT_FUNDS, f"order needs {hold} {hold_asset}, "
-                                                    f"available {available}")
+                                                    f"available {available}",
+                              field="available", limit=available, value=hold)
         return qty, hold
 
     def _affordable(self, mkt: Market, price: int, available: int, want: int) -> int:
@@ -136,7 +137,8 @@ class SpotLedger:
         available = self.v.accounts[order.account].available.get(asset, 0) + order.hold
         if new_hold > available:
             raise Refused(X.INSUFFICIENT_FUNDS, f"amended order needs {new_hold} {asset}, "
-                                                f"available {available}")
+                                                f"available {available}", field="available",
+                          limit=available, value=new_hold)
         return new_hold
 
     def rehold(self, mkt: Market, order: Order, new_hold: int) -> None:

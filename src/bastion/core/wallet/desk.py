@@ -154,18 +154,21 @@ class Wallet:
                                             f"{cmd.amount!r}")
         if cmd.amount < rules.min_amount:
             raise Refused(X.BELOW_MINIMUM, f"amount {cmd.amount} is below the {cmd.asset} "
-                                           f"minimum {rules.min_amount}")
+                                           f"minimum {rules.min_amount}", field="amount",
+                          limit=rules.min_amount, value=cmd.amount)
         total = cmd.amount + rules.fee
         available = acct.available.get(cmd.asset, 0)
         if available < total:
             raise Refused(X.INSUFFICIENT_FUNDS, f"withdrawal of {cmd.amount} + fee {rules.fee} "
-                                                f"{cmd.asset} exceeds available {available}")
+                                                f"{cmd.asset} exceeds available {available}",
+                          field="available", limit=available, value=total)
         day = v.ts // DAY_MS
         use = self.daily.get((acct.account, cmd.asset))
         used = use.used if use is not None and use.day == day else 0
         if rules.daily_limit and used + cmd.amount > rules.daily_limit:
             raise Refused(X.DAILY_LIMIT, f"daily {cmd.asset} withdrawal limit {rules.daily_limit}"
-                                         f" would be exceeded (used today {used})")
+                                         f" would be exceeded (used today {used})",
+                          field="daily_used", limit=rules.daily_limit, value=used + cmd.amount)
         # all checks passed: mutate
         dest = (acct.account, cmd.asset, address)
         added = self.destinations.setdefault(dest, v.ts)
