@@ -37,7 +37,8 @@ def require_chromium() -> str:
 def run_chromium(args: list[str], timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
     """Run headless chromium once with a throwaway profile so runs never share state."""
     binary = require_chromium()
-    with tempfile.TemporaryDirectory(prefix="chromium-profile-") as profile:
+    with tempfile.TemporaryDirectory(prefix="chromium-profile-",
+                                     ignore_cleanup_errors=True) as profile:
         cmd = [binary, *FLAGS, f"--user-data-dir={profile}", *args]
         return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
 

@@ -4,7 +4,10 @@ headless Chromium where "Try it out" runs a public route against the live server
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import os
+import signal
 import subprocess
 import tempfile
 import threading
@@ -100,15 +103,20 @@ def _page_target(port: int) -> str:
 
 def test_docs_try_it_out_in_chromium(srv: Server) -> None:
     binary = require_chromium()
-    with tempfile.TemporaryDirectory(prefix="chromium-profile-") as profile:
+    # chromium's helper processes may still write the profile after the main one exits:
+    # end its whole process group, and never fail the test on the profile's clean-up
+    with tempfile.TemporaryDirectory(prefix="chromium-profile-",
+                                     ignore_cleanup_errors=True) as profile:
         proc = subprocess.Popen([binary, *FLAGS, f"--user-data-dir={profile}",
                                  "--remote-debugging-port=0", "about:blank"],
-                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                                start_new_session=True)
         try:
             page_ws = _page_target(_devtools_port(proc))
             result = asyncio.run(_try_it_out(page_ws, f"{srv.url}/docs"))
         finally:
-            proc.kill()
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
     status, body = result
     assert status == "200"
