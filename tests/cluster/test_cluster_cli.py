@@ -8,6 +8,7 @@ import signal
 import subprocess
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -21,16 +22,32 @@ def _cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
                           env=env)
 
 
+def _settled(data: Path, env: dict[str, str], want: list[str],
+             timeout: float = 60.0) -> list[dict[str, Any]]:
+    """``cluster status`` once the engine nodes' roles are ``want`` (a node reports
+    ``starting`` while it reads the stream, and a loaded machine may take a while)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        procs: list[dict[str, Any]] = json.loads(
+            _cli("cluster", "status", "--data", str(data), "--json", env=env).stdout)["processes"]
+        roles = sorted(str(p["role"]) for p in procs if p["kind"] == "node")
+        assert all(r in ("starting", "standby", "promoting", "leader", "no-answer")
+                   for r in roles), roles
+        if roles == want:
+            return procs
+        assert time.monotonic() < deadline, f"roles {roles}, not {want}: {procs}"
+        time.sleep(0.3)
+
+
 def test_cluster_up_status_switchover(tmp_path: Path) -> None:
     from serverproc import Client
 
     env = {**os.environ, **TEST_ENV}
     port = free_port()
-    nats_port = 20000 + (os.getpid() % 200) * 5
     data = tmp_path / "cluster"
     up = subprocess.Popen(bastion_cmd("cluster", "up", "--data", str(data), "--port", str(port),
                                       "--nodes", "2", "--gateways", "1",
-                                      "--nats-port", str(nats_port)),
+                                      "--nats-port", "0"),
                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
     try:
         lines = [up.stdout.readline() for _ in range(6)] if up.stdout else []
@@ -50,15 +67,11 @@ def test_cluster_up_status_switchover(tmp_path: Path) -> None:
         else:
             raise AssertionError("gateway never acknowledged an order")
 
-        status = json.loads(_cli("cluster", "status", "--data", str(data), "--json",
-                                 env=env).stdout)
-        procs = status["processes"]
+        procs = _settled(data, env, ["leader", "standby"])
         assert {p["kind"] for p in procs} == {"nats", "node", "gateway"}
         assert sorted(p["zone"] for p in procs if p["kind"] == "nats") == ["a", "b", "c"]
         assert all(set(p) >= {"name", "kind", "zone", "pid", "port", "role", "seq"}
                    for p in procs)
-        roles = sorted(p["role"] for p in procs if p["kind"] == "node")
-        assert roles == ["leader", "standby"], procs
         assert sum(p["role"] == "stream-leader" for p in procs) == 1
         leader = next(p for p in procs if p["role"] == "leader")
 
@@ -71,9 +84,8 @@ def test_cluster_up_status_switchover(tmp_path: Path) -> None:
         assert r.status_code == 201, r.text
         r = client.get("/v1/orders", params={"market": "BTC-USDT"})
         assert {o["client_order_id"] for o in r.json()} >= {"before", "after"}
-        status = json.loads(_cli("cluster", "status", "--data", str(data), "--json",
-                                 env=env).stdout)
-        now_leader = next(p for p in status["processes"] if p["role"] == "leader")
+        now_leader = next(p for p in _settled(data, env, ["leader", "standby"])
+                          if p["role"] == "leader")
         assert now_leader["name"] == result["to"] != leader["name"]
         pids = [p["pid"] for p in procs]
     finally:

@@ -44,13 +44,15 @@ def _config(servers: str, shard: str, **extra: float) -> ClusterConfig:
 @clean_errors
 def up(data: DataOpt, port: int = 8080, nodes: int = 2, gateways: int = 1,
        nats_port: Annotated[int, typer.Option(help="First NATS client port (3 used; "
-                                                   "cluster routes +100, monitoring +200).")]
+                                                   "cluster routes +100, monitoring +200; "
+                                                   "0: free ports).")]
        = 4222) -> None:
     """Start 3 NATS servers (zones a/b/c), the engine nodes and the gateways on this machine;
     stay in the foreground; stop everything on Ctrl-C/SIGTERM."""
     from bastion.cluster.supervisor import Supervisor
 
-    sup = Supervisor(data, port=port, nodes=nodes, gateways=gateways, nats_port=nats_port)
+    sup = Supervisor(data, port=port, nodes=nodes, gateways=gateways,
+                     nats_port=nats_port or None)
     state = sup.start()
     try:
         for p in state.processes:

@@ -54,11 +54,14 @@ async def status(state: ClusterState, connect_wait: float = 5.0) -> dict[str, An
             if p.kind == "nats":
                 row["role"] = "stream-leader" if p.name == stream_leader else ""
                 row["seq"] = stream_seq if p.name == stream_leader else None
-            elif p.kind == "node" and row["alive"]:
+            elif p.kind == "node" and not row["alive"]:
+                row["role"] = "down"
+            elif p.kind == "node":
+                # a node answers from its first second: starting (loading its snapshot and
+                # reading the stream), standby, promoting, leader
                 answer = await _request(nats, cfg.node_subject(p.name, "status"))
+                row["role"] = str(answer["role"]) if answer else "no-answer"
                 if answer:
-                    row["role"] = answer["role"] if answer["role"] in ("leader", "standby") \
-                        else ""
                     row["seq"] = answer["seq"]
                     row["diverged"] = answer.get("diverged")
             elif p.kind == "gateway" and row["alive"]:

@@ -58,15 +58,19 @@ class Follower:
         self._checkpoints: Any = None
 
     async def position(self) -> int:
-        """Stream seq of the first message this replica still needs."""
+        """Stream seq of the first message this replica still needs. After a snapshot the
+        replica knows its command seq only: find the message holding it and record the last
+        message fully applied (else the stall check, comparing message numbers, would see a
+        replica forever behind a stream that is not moving)."""
         if self.replica.stream_seq:
             return self.replica.stream_seq + 1
         seq = self.replica.engine.seq
-        tail = await self.nats.call(self.journal.fetch_tail())
-        if seq >= tail.last_seq:
-            return tail.stream_seq + 1
-        stream_seq, _ = await self.nats.call(self.journal.locate(seq + 1))
-        return stream_seq
+        if seq == 0:
+            return 1
+        stream_seq, block = await self.nats.call(self.journal.locate(seq))
+        done = stream_seq if block.last_seq == seq else stream_seq - 1
+        self.replica.stream_seq = done
+        return done + 1
 
     async def start(self) -> None:
         await self.stop()

@@ -79,6 +79,10 @@ class Member:
         cfg = self.config
         self.nats = await asyncio.to_thread(NatsLoop, list(cfg.servers), name=f"node-{self.name}",
                                       connect_wait=cfg.connect_wait)
+        nc = self.nats.nc
+        # answer status from the start: "starting" while loading the snapshot and replaying
+        self._subs.append(await self.nats.call(
+            nc.subscribe(cfg.node_subject(self.name, "status"), cb=self._on_status)))
         await self.nats.call(ensure_stream(self.nats.js, cfg.stream, cfg.log_subject,
                                            cfg.replicas))
         self.lease = await self.nats.call(
@@ -90,9 +94,6 @@ class Member:
         self.replica = await bootstrap(self.nats, cfg, self.journal, self.snaps)
         self.follower = Follower(self.nats, cfg, self.journal, self.replica)
         await self.follower.watch_checkpoints()
-        nc = self.nats.nc
-        self._subs.append(await self.nats.call(
-            nc.subscribe(cfg.node_subject(self.name, "status"), cb=self._on_status)))
         self._subs.append(await self.nats.call(
             nc.subscribe(cfg.node_subject(self.name, "promote"), cb=self._on_promote)))
         self._subs.append(await self.nats.call(
@@ -103,8 +104,9 @@ class Member:
     def status(self) -> NodeStatus:
         replica = self.replica
         seq = self.node.engine.seq if self.node is not None else (replica.seq if replica else 0)
+        lease: Lease | None = getattr(self, "lease", None)
         return NodeStatus(self.name, self.zone, self.role, seq,
-                          replica.stream_seq if replica else 0, self.lease.term,
+                          replica.stream_seq if replica else 0, lease.term if lease else 0,
                           replica.diverged if replica else None,
                           replica.checked if replica else 0, _pid(), time.time())
 

@@ -8,13 +8,16 @@ the replicas of every stream on servers in different zones.
 
 from __future__ import annotations
 
+import json
 import os
+import random
 import shutil
 import signal
 import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,6 +26,10 @@ ZONES = ("a", "b", "c")
 
 class NatsServerMissing(RuntimeError):
     pass
+
+
+class PortTaken(RuntimeError):
+    """A server could not bind one of its ports (someone took it between choice and bind)."""
 
 
 def nats_server_binary() -> str:
@@ -36,9 +43,39 @@ def nats_server_binary() -> str:
     return found
 
 
-def free_port() -> int:
+#: ports this process handed out already (a port is not bound until its server starts)
+_handed: set[int] = set()
+
+
+def ephemeral_ports() -> tuple[int, int]:
+    """The kernel's range for outgoing connections and ``bind(0)``."""
+    try:
+        lo, hi = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(lo), int(hi)
+    except (OSError, ValueError):
+        return 32768, 60999
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port nobody listens on, chosen at random *outside* the ephemeral range: a port from
+    ``bind(0)`` goes back to the pool when we close it and is soon handed to an outgoing
+    connection or another ``bind(0)``, before our server binds it."""
+    lo, hi = ephemeral_ports()
+    spans = [(a, b) for a, b in ((10000, lo - 1), (hi + 1, 65535)) if b - a >= 100]
+    if spans:
+        total = sum(b - a + 1 for a, b in spans)
+        for _ in range(500):
+            port = random.randrange(total)
+            for a, b in spans:
+                if port <= b - a:
+                    port += a
+                    break
+                port -= b - a + 1
+            if port not in _handed and port_free(host, port):
+                _handed.add(port)
+                return port
     with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
+        s.bind((host, 0))
         return int(s.getsockname()[1])
 
 
@@ -64,6 +101,8 @@ class NatsSpec:
     routes: tuple[int, ...] = ()
     host: str = "127.0.0.1"
     max_file_store: str = ""
+    #: ports chosen by ``free_port`` (so ``start_cluster`` may choose others on a clash)
+    auto_ports: bool = False
 
     @property
     def name(self) -> str:
@@ -103,18 +142,28 @@ def cluster_specs(
     root: Path, base_port: int | None = None, zones: tuple[str, ...] = ZONES
 ) -> list[NatsSpec]:
     """Three servers on this machine (client ports ``base_port + i``, cluster ports +100,
-    monitoring +200), or free ports when ``base_port`` is None (tests)."""
-    n = len(zones)
+    monitoring +200), or free ports when ``base_port`` is None."""
+    specs = [NatsSpec(zone, 0, 0, 0, root / f"nats-{zone}", auto_ports=base_port is None)
+             for zone in zones]
+    for i, spec in enumerate(specs):
+        if base_port is not None:
+            spec.port, spec.cluster_port, spec.http_port = (
+                base_port + i, base_port + 100 + i, base_port + 200 + i)
     if base_port is None:
-        ports = [(free_port(), free_port(), free_port()) for _ in range(n)]
-    else:
-        ports = [(base_port + i, base_port + 100 + i, base_port + 200 + i) for i in range(n)]
-    specs = []
-    for i, zone in enumerate(zones):
-        client, route, http = ports[i]
-        others = tuple(p[1] for j, p in enumerate(ports) if j != i)
-        specs.append(NatsSpec(zone, client, route, http, root / f"nats-{zone}", others))
+        _choose_ports(specs)
+    _link(specs)
     return specs
+
+
+def _choose_ports(specs: list[NatsSpec]) -> None:
+    for spec in specs:
+        spec.port, spec.cluster_port, spec.http_port = free_port(), free_port(), free_port()
+    _link(specs)
+
+
+def _link(specs: list[NatsSpec]) -> None:
+    for spec in specs:
+        spec.routes = tuple(o.cluster_port for o in specs if o is not spec)
 
 
 class NatsServer:
@@ -123,6 +172,7 @@ class NatsServer:
     def __init__(self, spec: NatsSpec) -> None:
         self.spec = spec
         self.proc: subprocess.Popen[bytes] | None = None
+        self._log_from = 0
 
     @property
     def pid(self) -> int | None:
@@ -135,11 +185,12 @@ class NatsServer:
     def start(self) -> NatsServer:
         for port in (self.spec.port, self.spec.cluster_port, self.spec.http_port):
             if not port_free(self.spec.host, port):
-                raise RuntimeError(f"{self.spec.name}: port {port} on {self.spec.host} is in "
-                                   "use (another cluster running? pick --nats-port)")
+                raise PortTaken(f"{self.spec.name}: port {port} on {self.spec.host} is in "
+                                "use (another cluster running? pick --nats-port)")
         self.spec.store.mkdir(parents=True, exist_ok=True)
         conf = self.spec.store.with_suffix(".conf")
         conf.write_text(self.spec.config())
+        self._log_from = self.log_path.stat().st_size if self.log_path.exists() else 0
         log = open(self.log_path, "ab")  # noqa: SIM115 - the child owns it
         try:
             self.proc = subprocess.Popen(
@@ -150,20 +201,36 @@ class NatsServer:
             log.close()
         return self
 
+    def check_alive(self) -> None:
+        """Raise (``PortTaken`` for a bind failure) if the server has exited."""
+        if self.proc is None or self.proc.poll() is None:
+            return
+        with open(self.log_path, "rb") as f:
+            f.seek(self._log_from)
+            text = f.read().decode(errors="replace")
+        kind = PortTaken if "address already in use" in text else RuntimeError
+        raise kind(f"{self.spec.name} exited with {self.proc.returncode}: {text[-2000:]}")
+
     def wait_listening(self, timeout: float = 15.0) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if self.proc is not None and self.proc.poll() is not None:
-                raise RuntimeError(
-                    f"{self.spec.name} exited with {self.proc.returncode}: "
-                    + self.log_path.read_text()[-2000:]
-                )
+            self.check_alive()
             try:
                 with socket.create_connection((self.spec.host, self.spec.port), timeout=0.5):
                     return
             except OSError:
                 time.sleep(0.05)
         raise RuntimeError(f"{self.spec.name} not listening on {self.spec.port}")
+
+    def peers(self) -> set[str]:
+        """Names of the servers this one has a route to (from its monitoring port)."""
+        url = f"http://{self.spec.host}:{self.spec.http_port}/routez"
+        try:
+            with urllib.request.urlopen(url, timeout=1.0) as r:  # noqa: S310 - our own server
+                routes = json.loads(r.read()).get("routes") or []
+        except (OSError, ValueError):
+            return set()
+        return {str(route.get("remote_name", "")) for route in routes} - {""}
 
     def signal(self, sig: int) -> None:
         if self.proc is not None and self.proc.poll() is None:
@@ -184,13 +251,46 @@ class NatsServer:
             self.kill()
 
 
-def start_cluster(specs: list[NatsSpec]) -> list[NatsServer]:
-    servers = [NatsServer(s).start() for s in specs]
-    try:
+def start_cluster(specs: list[NatsSpec], timeout: float = 60.0,
+                  attempts: int = 5) -> list[NatsServer]:
+    """Start the servers and wait until every one is routed to all the others (a server
+    that lost a port race exits *after* accepting clients, so listening is not enough).
+    With ``auto_ports`` specs a port clash restarts the whole set on new ports (every
+    server's routes name the others' cluster ports, so they change together)."""
+    for attempt in range(attempts):
+        servers: list[NatsServer] = []
+        try:
+            for spec in specs:
+                servers.append(NatsServer(spec).start())
+            _wait_routed(servers, timeout)
+            return servers
+        except PortTaken:
+            for server in servers:
+                server.kill()
+            if not all(s.auto_ports for s in specs) or attempt == attempts - 1:
+                raise
+            _choose_ports(specs)
+        except BaseException:
+            for server in servers:
+                server.kill()
+            raise
+    raise AssertionError("unreachable")
+
+
+def _wait_routed(servers: list[NatsServer], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    for server in servers:
+        server.wait_listening(max(1.0, deadline - time.monotonic()))
+    names = {s.spec.name for s in servers}
+    while True:
         for server in servers:
-            server.wait_listening()
-    except BaseException:
-        for server in servers:
-            server.kill()
-        raise
-    return servers
+            server.check_alive()
+        if all(s.peers() >= names - {s.spec.name} for s in servers):
+            for server in servers:  # a route clash shows up as an exit right after
+                server.check_alive()
+            return
+        if time.monotonic() > deadline:
+            raise RuntimeError("NATS servers did not form a cluster within "
+                               f"{timeout:.0f} s: " + ", ".join(
+                                   f"{s.spec.name} sees {sorted(s.peers())}" for s in servers))
+        time.sleep(0.1)
