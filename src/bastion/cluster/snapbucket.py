@@ -7,6 +7,7 @@ local files); ``latest`` is replaced by each upload.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,10 @@ from bastion.snapshots.format import SnapshotCorruptError, check_payload, decode
 log = logging.getLogger("bastion.cluster")
 
 LATEST = "latest"
+
+#: one attempt at reading the snapshot: the object store's reader waits for its chunks with
+#: no deadline, and they never come if an upload replaces the object meanwhile
+GET_TIMEOUT = 15.0
 
 
 class SnapshotBucket:
@@ -57,11 +62,16 @@ class SnapshotBucket:
 
         async def fetch() -> Any:
             try:
-                return await obs.get(LATEST)
+                return await asyncio.wait_for(obs.get(LATEST), GET_TIMEOUT)
             except NotFoundError:
                 return None
 
-        result = await retry_transient(fetch, f"snapshot bucket {self.bucket}")
+        try:
+            result = await retry_transient(fetch, f"snapshot bucket {self.bucket}")
+        except DurabilityError as exc:
+            # the stream keeps everything (no limits, no purge): a replay is only slower
+            log.warning("no snapshot could be read (%s): replaying the stream instead", exc)
+            return None
         if result is None:
             return None
         blob = bytes(result.data or b"")
