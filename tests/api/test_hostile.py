@@ -198,6 +198,76 @@ def test_signed_read_cannot_be_replayed_as_a_cancel(srv: Server, read: str, writ
     c.delete(f"/v1/orders/{placed.json()['order_id']}")
 
 
+def test_identical_signed_read_repeats_but_nothing_else_does(srv: Server) -> None:
+    """An honest client polling twice in one millisecond (ccxt pro) sends the same signed GET
+    twice: the repeat is served. The same signature on another path, another method, or a
+    repeated order / cancel / WebSocket login is refused with the stable replay code, on both
+    surfaces."""
+    c = Client(srv.url)
+    placed = c.place(market="BTC-USDT", side="buy", quantity="0.001", price="9100",
+                     client_order_id="honest-repeat")
+    assert placed.status_code == 201
+    oid = placed.json()["order_id"]
+    h = {"X-MBX-APIKEY": DEMO_KEY}
+    # Binance: the same read twice, then the same signature elsewhere
+    q = _binance_signed({"symbol": "BTCUSDT", "timestamp": time.time_ns() // 1_000_000})
+    first = httpx.get(f"{srv.url}/api/v3/openOrders?{q}", headers=h)
+    again = httpx.get(f"{srv.url}/api/v3/openOrders?{q}", headers=h)
+    assert first.status_code == again.status_code == 200, again.text
+    assert [o["orderId"] for o in again.json()] == [o["orderId"] for o in first.json()]
+    assert oid in [o["orderId"] for o in again.json()]
+    other_path = httpx.get(f"{srv.url}/api/v3/allOrders?{q}", headers=h)
+    assert other_path.status_code == 401 and other_path.json()["code"] == -1022
+    cancel = httpx.request("DELETE", f"{srv.url}/api/v3/openOrders?{q}", headers=h)
+    assert cancel.status_code == 401 and cancel.json()["code"] == -1022
+    # ... and the read still repeats after the refused attempts (bound to its first use)
+    assert httpx.get(f"{srv.url}/api/v3/openOrders?{q}", headers=h).status_code == 200
+    # Binance: a signed cancel is never repeated
+    q = _binance_signed({"symbol": "BTCUSDT", "orderId": oid,
+                         "timestamp": time.time_ns() // 1_000_000})
+    done = httpx.request("DELETE", f"{srv.url}/api/v3/order?{q}", headers=h)
+    assert done.status_code == 200, done.text
+    twice = httpx.request("DELETE", f"{srv.url}/api/v3/order?{q}", headers=h)
+    assert twice.status_code == 401 and twice.json()["code"] == -1022
+    # Binance: a read that first came as a DELETE cannot be served as a GET either
+    q = _binance_signed({"symbol": "BTCUSDT", "orderId": oid,
+                         "timestamp": time.time_ns() // 1_000_000 + 1})
+    gone = httpx.request("DELETE", f"{srv.url}/api/v3/order?{q}", headers=h)
+    assert gone.status_code == 400, gone.text  # already canceled, but the signature is spent
+    late = httpx.get(f"{srv.url}/api/v3/order?{q}", headers=h)
+    assert late.status_code == 401 and late.json()["code"] == -1022
+    # native: the identical GET repeats; an identical POST does not
+    ts = str(time.time_ns() // 1_000_000)
+    rh = {"X-BX-APIKEY": DEMO_KEY, "X-BX-TIMESTAMP": ts,
+          "X-BX-SIGNATURE": sign(DEMO_SECRET, f"{ts}GET/v1/orders")}
+    reads = [httpx.get(f"{srv.url}/v1/orders", headers=rh) for _ in range(3)]
+    assert [r.status_code for r in reads] == [200, 200, 200], reads[-1].text
+    raw = b'{"market":"BTC-USDT","side":"buy","quantity":"0.001","price":"9100"}'
+    ph = {"X-BX-APIKEY": DEMO_KEY, "X-BX-TIMESTAMP": ts, "content-type": "application/json",
+          "X-BX-SIGNATURE": sign(DEMO_SECRET, ts.encode() + b"POST/v1/orders" + raw)}
+    order = httpx.post(f"{srv.url}/v1/orders", content=raw, headers=ph)
+    assert order.status_code == 201, order.text
+    resent = httpx.post(f"{srv.url}/v1/orders", content=raw, headers=ph)
+    assert resent.status_code == 401 and resent.json()["code"] == "REPLAYED"
+    c.delete(f"/v1/orders/{order.json()['order_id']}")
+    # native WebSocket login: a captured login cannot open a second session
+    ts_ms = time.time_ns() // 1_000_000
+    login = {"op": "auth", "id": 1, "key": DEMO_KEY, "timestamp": ts_ms,
+             "signature": sign(DEMO_SECRET, f"{ts_ms}GET/v1/ws")}
+
+    async def logins() -> list[dict[str, Any]]:
+        out = []
+        for _ in range(2):
+            async with connect(srv.url.replace("http", "ws") + "/v1/ws") as ws:
+                await ws.send(json.dumps(login))
+                out.append(json.loads(await asyncio.wait_for(ws.recv(), 10)))
+        return out
+
+    ok, replayed = asyncio.run(logins())
+    assert "error" not in ok, ok
+    assert replayed.get("error", {}).get("code") == "REPLAYED", replayed
+
+
 # ---------------------------------------------------------------- finding 4: slowloris
 
 def test_slowloris_is_cut_by_ip_cap_and_header_timeout(srv: Server) -> None:

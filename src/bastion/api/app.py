@@ -205,7 +205,7 @@ def build(settings: Settings, node_factory: Callable[[], Any] | None = None) -> 
                           key_limiter=key_limiter, ip_limiter=ip_limiter)
             hub = ws.Hub(ctx)
             ctx.hub = hub
-            gateway.attach(restorer, checkpoints)
+            gateway.attach(restorer, checkpoints, settings.readmodel_checkpoint_every)
             gateway.add_listener(hub.publish)
             bws = binance_ws.BinanceWs(ctx, ListenKeys(settings.listen_key_ttl_ms))
             bws.attach()

@@ -4,8 +4,11 @@ protection, per-key permissions, and a separate operator token.
 Native scheme (see docs/trading-api.md): headers ``X-BX-APIKEY``, ``X-BX-TIMESTAMP`` (ms),
 ``X-BX-SIGNATURE`` = hex HMAC-SHA256(secret, timestamp + METHOD + path[?query] + body), optional
 ``X-BX-RECV-WINDOW`` (ms). The Binance surface signs its url-encoded parameters instead but goes
-through the same checks. Every signature is accepted once, reads included, whatever the method
-and path it comes back with: a captured request cannot be resent even inside its window.
+through the same checks. A signature is bound to the first method and path it is used with: an
+identical signed ``GET`` repeated inside its window is served again (reads are idempotent, and a
+client polling twice in one millisecond signs both the same), anything else with a used signature
+is refused (``REPLAYED``): a captured read cannot come back as a ``DELETE``, and a captured order,
+cancel or WebSocket login cannot be resent.
 """
 
 from __future__ import annotations
@@ -21,6 +24,11 @@ from bastion.api.errors import ApiError
 from bastion.api.keys import ApiKey, KeyStore
 from bastion.textnum import ascii_int
 
+
+def read_of(method: str, path: str) -> str | None:
+    """What ``Authenticator.verify`` takes as ``read``: only a GET may be repeated."""
+    return f"GET {path}" if method == "GET" else None
+
 #: a timestamp may run this far ahead of the server clock (client clocks drift both ways)
 MAX_AHEAD_MS = 1_000
 
@@ -30,23 +38,27 @@ def wall_ms() -> int:
 
 
 class ReplayCache:
-    """Signatures seen recently; each is remembered until its request could no longer pass the
-    timestamp check anyway, so memory stays bounded by rate x window."""
+    """Signatures seen recently, each with the read it was first used for (None: not a read);
+    each is remembered until its request could no longer pass the timestamp check anyway, so
+    memory stays bounded by rate x window."""
 
     def __init__(self) -> None:
-        self._seen: set[int] = set()
+        self._seen: dict[int, str | None] = {}
         self._expiry: deque[tuple[int, int]] = deque()
 
-    def check_and_add(self, digest: bytes, expires_ms: int, now_ms: int) -> bool:
-        """True if new (and now remembered), False if this signature was already used."""
+    def check_and_add(self, digest: bytes, expires_ms: int, now_ms: int,
+                      read: str | None = None) -> bool:
+        """True if the signature is new (and now remembered) or repeats the same ``read``
+        (``"GET <path>"``) it was first used for; False for any other reuse."""
         expiry = self._expiry
         seen = self._seen
         while expiry and expiry[0][0] < now_ms:
-            seen.discard(expiry.popleft()[1])
+            seen.pop(expiry.popleft()[1], None)
         tag = int.from_bytes(digest[:16], "big")
         if tag in seen:
-            return False
-        seen.add(tag)
+            first = seen[tag]
+            return first is not None and first == read
+        seen[tag] = read
         expiry.append((expires_ms, tag))
         return True
 
@@ -65,11 +77,14 @@ class Authenticator:
         self.replay = ReplayCache()
 
     def verify(self, key_id: str | None, timestamp: str | None, signature: str | None,
-               payload: bytes, recv_window: str | None = None) -> ApiKey:
+               payload: bytes, recv_window: str | None = None, *,
+               read: str | None = None) -> ApiKey:
         """Check one signed request; returns its key or raises ``ApiError`` (401 for
-        credentials, 400 for a malformed timestamp or window). Every signature is accepted
-        once, whatever the method and path: Binance's signature covers only the parameters,
-        so a captured signed read could otherwise be resent as a ``DELETE`` of the same URL."""
+        credentials, 400 for a malformed timestamp or window). ``read`` is ``"GET <path>"``
+        for a signed read and None for anything with an effect (orders, cancels, logins).
+        A signature is accepted once, except that the identical read may repeat: Binance's
+        signature covers only the parameters, so the method and path it was first used with
+        are what keep a captured read from coming back as a ``DELETE`` of the same URL."""
         if not key_id:
             raise ApiError(A.UNAUTHORIZED, "missing API key")
         key = self.keys.get(key_id)
@@ -102,9 +117,10 @@ class Authenticator:
             given = b""
         if not hmac.compare_digest(digest, given):
             raise ApiError(A.INVALID_SIGNATURE, "signature does not match the request")
-        if not self.replay.check_and_add(digest, ts + window + MAX_AHEAD_MS, now):
+        if not self.replay.check_and_add(digest, ts + window + MAX_AHEAD_MS, now, read):
             raise ApiError(A.REPLAYED, "this signature was already used; sign every request "
-                                       "with a fresh timestamp")
+                                       "with a fresh timestamp (only an identical GET may "
+                                       "repeat)")
         return key
 
     def check_admin(self, authorization: str | None) -> None:

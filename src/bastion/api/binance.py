@@ -26,7 +26,7 @@ from bastion.api import errors as A
 from bastion.api import perps
 from bastion.api import views as V
 from bastion.api.app_context import Context
-from bastion.api.auth import require
+from bastion.api.auth import read_of, require
 from bastion.api.convert import from_units, to_units, trim
 from bastion.api.errors import ApiError
 from bastion.api.http import now_ms
@@ -216,7 +216,8 @@ def authenticate(ctx: Context, request: Request, qs: bytes, body: bytes, p: Para
     b2, sig_b = _strip_signature(body)
     payload = q2 + b2
     key = ctx.auth.verify(request.headers.get("x-mbx-apikey"), p.opt("timestamp"),
-                          sig_q or sig_b, payload, p.opt("recvWindow"))
+                          sig_q or sig_b, payload, p.opt("recvWindow"),
+                          read=read_of(request.method, request.url.path))
     require(key, permission)
     ctx.key_limiter.hit(key.key)
     return key

@@ -1,17 +1,30 @@
 """The read model's own checkpoints, so a restart costs the node's recovery and not a replay of
 the whole history.
 
-A checkpoint is written by the node's snapshot child (``Node.snapshot_hooks``), from the same
-forked memory as the engine snapshot, so both are at exactly the same seq. On start the node
-loads its newest valid snapshot and replays the journal after it; ``Restorer.sink`` hands the
-read model restored from the checkpoint at that seq to the node's replay, which feeds it the
-tail's events as it applies them. No second engine, no second pass over the journal.
+A checkpoint is written from forked memory, so the read model in it is at exactly one seq: by
+the node's snapshot child (``Node.snapshot_hooks``, the same seq as the engine snapshot) and,
+between node snapshots, by the gateway's own child every ``every`` commands
+(``PeriodicCheckpoints``), so the tail the read model has to follow after a restart stays short
+whatever the snapshot interval. On start the node loads its newest valid snapshot and replays
+the journal after it; ``Restorer.sink`` picks the newest checkpoint at or after that seq and the
+node's replay feeds it the commands after the checkpoint's seq as it applies them (earlier ones
+are skipped). No second engine, no second pass over the journal.
+
+Each file is ``header + msgpack``: magic, format version, seq, the journal term at that seq
+(which timeline it belongs to), payload length and a BLAKE2b digest of the payload. A file that
+is damaged, of another version, from another timeline (a rollback) or beyond the journal's end
+is skipped with a log line, and the gateway falls back to replaying the journal.
 """
 
 from __future__ import annotations
 
+import contextlib
+import gc
+import hashlib
 import logging
 import os
+import signal
+import struct
 import time
 from collections import OrderedDict, deque
 from collections.abc import Callable
@@ -33,9 +46,12 @@ from bastion.journal.fsutil import ensure_dir, fsync_dir
 
 log = logging.getLogger("bastion.api")
 
-FORMAT = 1
+FORMAT = 2
 KEEP = 3
 SUFFIX = ".rmck"
+MAGIC = b"BXRM"
+#: magic, format, seq, term, payload length, BLAKE2b-128 of the payload
+HEADER = struct.Struct("<4sHQQQ16s")
 
 
 class _Account(msgspec.Struct, array_like=True):
@@ -46,8 +62,6 @@ class _Account(msgspec.Struct, array_like=True):
 
 
 class _State(msgspec.Struct):
-    format: int
-    seq: int
     accounts: list[_Account]
     trades: dict[str, list[E.Trade]]
     candles: dict[str, list[Candle]]
@@ -55,9 +69,8 @@ class _State(msgspec.Struct):
     positions: list[Position]
 
 
-def _export(rm: ReadModel, seq: int) -> _State:
+def _export(rm: ReadModel) -> _State:
     return _State(
-        format=FORMAT, seq=seq,
         accounts=[_Account(a, list(v.open.values()), list(v.closed), list(v.fills))
                   for a, v in rm.accounts.items()],
         trades={m: list(t) for m, t in rm.trades.items()},
@@ -66,7 +79,7 @@ def _export(rm: ReadModel, seq: int) -> _State:
         positions=list(rm.positions.values()))
 
 
-def _restore(state: _State, engine: Callable[[], Engine]) -> ReadModel:
+def _restore(state: _State, seq: int, engine: Callable[[], Engine]) -> ReadModel:
     rm = ReadModel(engine)
     for acct in state.accounts:
         view = rm._view(acct.account)
@@ -87,8 +100,16 @@ def _restore(state: _State, engine: Callable[[], Engine]) -> ReadModel:
     for market, funding in state.funding.items():
         rm.funding[market] = deque(funding, maxlen=1_000)
     rm.positions = {(p.account, p.market): p for p in state.positions}
-    rm.seq = state.seq
+    rm.seq = seq
     return rm
+
+
+class Checkpoint(msgspec.Struct, frozen=True):
+    """A checkpoint file whose header and digest checked out (the payload is decoded later)."""
+
+    path: Path
+    seq: int
+    term: int
 
 
 class Checkpoints:
@@ -100,13 +121,16 @@ class Checkpoints:
     def path(self, seq: int) -> Path:
         return self.directory / f"{seq:020d}{SUFFIX}"
 
-    def write(self, rm: ReadModel, seq: int) -> Path:
-        """Durably write ``rm`` as the read model at ``seq`` (runs in the snapshot child)."""
+    def write(self, rm: ReadModel, seq: int, term: int) -> Path:
+        """Durably write ``rm`` as the read model at ``seq`` (``term``: the journal's term
+        there); runs in a forked child, never on the event loop."""
         ensure_dir(self.directory)
         os.chmod(self.directory, 0o700)
-        data = msgspec.msgpack.encode(_export(rm, seq))
+        payload = msgspec.msgpack.encode(_export(rm))
+        digest = hashlib.blake2b(payload, digest_size=16).digest()
+        data = HEADER.pack(MAGIC, FORMAT, seq, term, len(payload), digest) + payload
         final = self.path(seq)
-        tmp = final.with_suffix(".tmp")
+        tmp = final.with_name(f"{final.name}.{os.getpid()}.tmp")  # two writers may share a seq
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         try:
             view = memoryview(data)
@@ -121,29 +145,71 @@ class Checkpoints:
             old.unlink(missing_ok=True)
         return final
 
-    def load(self, seq: int, engine: Callable[[], Engine]) -> ReadModel | None:
-        """The read model at exactly ``seq``, or None if there is no usable checkpoint."""
-        path = self.path(seq)
-        if not path.exists():
+    def newest(self, min_seq: int) -> tuple[Checkpoint, bytes] | None:
+        """The newest checkpoint at or after ``min_seq`` whose header and digest check out,
+        with its payload; damaged ones are skipped with a warning."""
+        if not self.directory.is_dir():
             return None
-        try:
-            state = msgspec.msgpack.decode(path.read_bytes(), type=_State)
-        except (OSError, msgspec.DecodeError, msgspec.ValidationError) as exc:
-            log.warning("read-model checkpoint %s unusable (%s); rebuilding from the journal",
-                        path.name, exc)
-            return None
-        if state.format != FORMAT or state.seq != seq:
-            return None
-        return _restore(state, engine)
+        for path in sorted(self.directory.glob(f"*{SUFFIX}"), reverse=True):
+            name_seq = path.name[: -len(SUFFIX)]
+            if not name_seq.isdigit() or int(name_seq) < min_seq:
+                continue
+            try:
+                data = path.read_bytes()
+            except OSError as exc:
+                log.warning("read-model checkpoint %s unreadable (%s)", path.name, exc)
+                continue
+            why = _check(data, int(name_seq))
+            if why is not None:
+                log.warning("read-model checkpoint %s skipped: %s", path.name, why)
+                continue
+            _, _, seq, term, _, _ = HEADER.unpack_from(data)
+            return Checkpoint(path, seq, term), data[HEADER.size:]
+        return None
+
+    def clean_temporaries(self) -> None:
+        """Half-written files of children that died (only at start, when none is running)."""
+        if self.directory.is_dir():
+            for tmp in self.directory.glob(f"*{SUFFIX}.*.tmp"):
+                tmp.unlink(missing_ok=True)
+
+
+def _check(data: bytes, name_seq: int) -> str | None:
+    if len(data) < HEADER.size:
+        return "shorter than its header"
+    magic, fmt, seq, _term, length, digest = HEADER.unpack_from(data)
+    if magic != MAGIC:
+        return "not a read-model checkpoint"
+    if fmt != FORMAT:
+        return f"format {fmt}, this version reads {FORMAT}"
+    if seq != name_seq:
+        return f"it says seq {seq}, its name {name_seq}"
+    if len(data) - HEADER.size != length:
+        return f"payload is {len(data) - HEADER.size} bytes, header says {length}"
+    if hashlib.blake2b(memoryview(data)[HEADER.size:], digest_size=16).digest() != digest:
+        return "checksum mismatch"
+    return None
+
+
+def decode(payload: bytes, seq: int, engine: Callable[[], Engine]) -> ReadModel | None:
+    """The read model in a checked payload, or None if it does not decode."""
+    try:
+        state = msgspec.msgpack.decode(payload, type=_State)
+    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        log.warning("read-model checkpoint at seq %d does not decode (%s)", seq, exc)
+        return None
+    return _restore(state, seq, engine)
 
 
 class Restorer:
-    """Given to the node as its ``recovery_sink``: picks up the checkpoint at the node's
-    snapshot and follows the replayed tail; ``restored`` is None when there was none to use."""
+    """Given to the node as its ``recovery_sink``: picks the newest checkpoint at or after the
+    node's snapshot and follows the replayed tail from the checkpoint's seq. ``usable`` says,
+    once the node is up, whether the result is the read model at the node's seq."""
 
     def __init__(self, checkpoints: Checkpoints) -> None:
         self.checkpoints = checkpoints
         self.restored: ReadModel | None = None
+        self.checkpoint: Checkpoint | None = None
         self.base_seq = 0
         self.tail = 0
         self.seconds = 0.0
@@ -152,23 +218,145 @@ class Restorer:
     def sink(self, engine: Engine) -> Callable[[list[E.Event]], None] | None:
         t0 = time.perf_counter()
         self._engine = engine
-        self.base_seq = engine.seq
-        if engine.seq == 0:
-            rm: ReadModel | None = ReadModel(self._current)
+        self.checkpoints.clean_temporaries()
+        found = self.checkpoints.newest(engine.seq)
+        if found is None:
+            self.seconds = time.perf_counter() - t0
+            if engine.seq:
+                return None
+            self.restored = ReadModel(self._current)  # no snapshot: follow from the start
         else:
-            rm = self.checkpoints.load(engine.seq, self._current)
-        self.seconds = time.perf_counter() - t0
-        if rm is None:
-            return None
-        self.restored = rm
-        apply = rm.apply
+            self.checkpoint, payload = found
+            if self.checkpoint.seq == engine.seq:
+                self._load(payload)
+                self.seconds = time.perf_counter() - t0
+                if self.restored is None:
+                    return None
+            else:
+                self.seconds = time.perf_counter() - t0
+                return self._skip_then_follow(payload)
+        return self._follow
+
+    def _load(self, payload: bytes) -> None:
+        assert self.checkpoint is not None
+        t0 = time.perf_counter()
+        self.restored = decode(payload, self.checkpoint.seq, self._current)
+        self.base_seq = self.checkpoint.seq
+        self.seconds += time.perf_counter() - t0
+
+    def _follow(self, events: list[E.Event]) -> None:
+        assert self.restored is not None
+        self.restored.apply(events)
+        self.tail += 1
+
+    def _skip_then_follow(self, payload: bytes) -> Callable[[list[E.Event]], None]:
+        """Commands up to the checkpoint's seq are already in it; decode it when the replay
+        reaches that seq (a checkpoint beyond the journal's end is then never used)."""
+        assert self.checkpoint is not None
+        at = self.checkpoint.seq
+        pending: list[bytes] = [payload]
 
         def follow(events: list[E.Event]) -> None:
-            apply(events)
-            self.tail += 1
+            engine = self._current()
+            if engine.seq < at:
+                return
+            if engine.seq == at:
+                self._load(pending.pop())
+                return
+            if self.restored is not None:
+                self.restored.apply(events)
+                self.tail += 1
 
         return follow
+
+    def usable(self, target: int, term_at: Callable[[int], int] | None) -> str | None:
+        """None if ``restored`` is the read model at ``target``, else why not."""
+        ck = self.checkpoint
+        if ck is not None and ck.seq > target:
+            return f"checkpoint at seq {ck.seq} is beyond the journal's end (seq {target})"
+        if self.restored is None:
+            return "no usable checkpoint"
+        if self.base_seq + self.tail != target:
+            return (f"checkpoint at seq {self.base_seq} + {self.tail} followed commands does "
+                    f"not reach seq {target}")
+        if ck is not None and term_at is not None:
+            try:
+                term = term_at(ck.seq)
+            except Exception as exc:  # noqa: BLE001 - any journal error means "do not trust"
+                return f"cannot read the journal's term at seq {ck.seq} ({exc})"
+            if term != ck.term:
+                return (f"checkpoint at seq {ck.seq} is from another timeline (term {ck.term}, "
+                        f"the journal has {term})")
+        return None
 
     def _current(self) -> Engine:
         assert self._engine is not None
         return self._engine
+
+
+class PeriodicCheckpoints:
+    """Between node snapshots, a forked child writes the read model every ``every`` commands
+    (one child at a time; the fork costs the loop about what a node snapshot's fork does)."""
+
+    def __init__(self, checkpoints: Checkpoints, every: int) -> None:
+        self.checkpoints = checkpoints
+        self.every = every
+        self.last_seq = 0
+        self.written = 0
+        self.failed = 0
+        self._pid = 0
+
+    def after_batch(self, rm: ReadModel, seq: int, term: int) -> None:
+        """Called after the read model absorbed a live batch, with the engine's seq and the
+        journal's term there."""
+        if self.every <= 0 or seq - self.last_seq < self.every or self._running():
+            return
+        try:
+            pid = os.fork()
+        except Exception as exc:  # noqa: BLE001 - a checkpoint is an optimisation only
+            log.warning("read-model checkpoint at seq %d not started: %s", seq, exc)
+            self.last_seq = seq
+            return
+        if pid == 0:  # child: never returns
+            _child(self.checkpoints, rm, seq, term)
+        self._pid = pid
+        self.last_seq = seq
+
+    def _running(self) -> bool:
+        if not self._pid:
+            return False
+        pid, status = os.waitpid(self._pid, os.WNOHANG)
+        if pid == 0:
+            return True
+        self._reaped(status)
+        return False
+
+    def _reaped(self, status: int) -> None:
+        self._pid = 0
+        if os.waitstatus_to_exitcode(status) == 0:
+            self.written += 1
+        else:
+            self.failed += 1
+            log.warning("read-model checkpoint child failed (status %d)", status)
+
+    def close(self) -> None:
+        """Wait for a running child (a stop must not leave it behind)."""
+        if self._pid:
+            _, status = os.waitpid(self._pid, 0)
+            self._reaped(status)
+
+
+def _child(checkpoints: Checkpoints, rm: ReadModel, seq: int, term: int) -> None:
+    code = 1
+    try:
+        gc.disable()  # collecting would touch (and copy) every page of the parent's heap
+        with contextlib.suppress(OSError):
+            os.nice(10)
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, signal.SIG_DFL)
+        checkpoints.write(rm, seq, term)
+        code = 0
+    except BaseException:  # noqa: BLE001 - the child must always reach _exit
+        code = 1
+    finally:
+        os._exit(code)

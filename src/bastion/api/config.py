@@ -57,6 +57,9 @@ class Settings:
     ws_socket_rcvbuf: int = 0
     recv_window_default: int = 5_000
     recv_window_max: int = 60_000
+    #: a forked child checkpoints the read model every this many commands between node
+    #: snapshots (0: only with node snapshots), so a restart follows at most this long a tail
+    readmodel_checkpoint_every: int = 100_000
     #: Binance user-data listen keys expire this long after creation or the last keepalive
     listen_key_ttl_ms: int = 60 * 60 * 1000
     demo: bool = True
@@ -104,6 +107,8 @@ class Settings:
         s.ws_socket_buffer = int(e.get("BASTION_WS_SOCKET_BUFFER", s.ws_socket_buffer))
         s.listen_key_ttl_ms = int(e.get("BASTION_LISTEN_KEY_TTL_MS", s.listen_key_ttl_ms))
         s.ws_socket_rcvbuf = int(e.get("BASTION_WS_SOCKET_RCVBUF", s.ws_socket_rcvbuf))
+        s.readmodel_checkpoint_every = int(e.get("BASTION_READMODEL_CHECKPOINT_EVERY",
+                                                 s.readmodel_checkpoint_every))
         s.demo = e.get("BASTION_DEMO", "1") not in ("0", "false", "no")
         s.feeder_interval = float(e.get("BASTION_FEEDER_INTERVAL", s.feeder_interval))
         s.full_gc_interval = float(e.get("BASTION_FULL_GC_INTERVAL", s.full_gc_interval))

@@ -12,7 +12,7 @@ from starlette.responses import Response
 
 from bastion.api import errors as A
 from bastion.api.app_context import Context
-from bastion.api.auth import require
+from bastion.api.auth import read_of, require
 from bastion.api.errors import ApiError
 from bastion.api.keys import ApiKey
 from bastion.core import errors as X
@@ -86,7 +86,8 @@ def authenticate_scope(ctx: Context, scope: Any, key_id: str | None, ts: str | N
     qs: bytes = scope.get("query_string", b"")
     payload = b"".join(((ts or "").encode(), scope["method"].encode(), path,
                         b"?" + qs if qs else b"", body))
-    key = ctx.auth.verify(key_id, ts, signature, payload, recv_window)
+    key = ctx.auth.verify(key_id, ts, signature, payload, recv_window,
+                          read=read_of(scope["method"], scope["path"]))
     require(key, permission)
     ctx.key_limiter.hit(key.key)
     return key

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from bastion.api import errors as A
-from bastion.api.checkpoint import Checkpoints, Restorer
+from bastion.api.checkpoint import Checkpoints, PeriodicCheckpoints, Restorer
 from bastion.api.errors import ApiError
 from bastion.api.marketdata import BookFeed
 from bastion.api.readmodel import OrderRecord, ReadModel
@@ -47,6 +47,10 @@ class Gateway:
         self.ops = 0
         #: counts commands by type and outcome and times their acks (``/metrics``)
         self.meter: Metrics | None = None
+        #: writes the read model's checkpoints between node snapshots (set by ``attach``)
+        self.checkpointer: PeriodicCheckpoints | None = None
+        self._term = 0
+        self._journal: Any = None
 
     @property
     def engine(self) -> Engine:
@@ -55,25 +59,30 @@ class Gateway:
     # ------------------------------------------------------------------ wiring
 
     def attach(self, restorer: Restorer | None = None,
-               checkpoints: Checkpoints | None = None) -> None:
+               checkpoints: Checkpoints | None = None, checkpoint_every: int = 0) -> None:
         """Bring the read model to the node's seq, load book mirrors, then follow the live
         event stream. Runs before any request is served.
 
-        The read model comes from its checkpoint at the node's snapshot plus the tail the node
-        replayed (``restorer``); without a usable checkpoint it is rebuilt by replaying the
-        journal from seq 1 through a scratch engine (checked against the node's state hash).
-        With ``checkpoints``, every later node snapshot writes one."""
+        The read model comes from its newest checkpoint at or after the node's snapshot plus
+        the tail the node replayed (``restorer``); without a usable checkpoint it is rebuilt
+        by replaying the journal from seq 1 through a scratch engine (checked against the
+        node's state hash). With ``checkpoints``, every later node snapshot writes one, and
+        with ``checkpoint_every`` a forked child also writes one every that many commands."""
         t0 = time.perf_counter()
         engine = self.engine
         target = engine.seq
-        restored = restorer.restored if restorer is not None else None
-        if restored is not None and restorer is not None \
-                and restorer.base_seq + restorer.tail == target:
+        journal = getattr(self.node, "journal", None)
+        term_at = getattr(journal, "term_at", None)
+        why = restorer.usable(target, term_at) if restorer is not None else "no checkpoint"
+        if why is None and restorer is not None and restorer.restored is not None:
+            restored = restorer.restored
             restored._engine = lambda: self.node.engine
             self.readmodel = restored
             how = (f"restored from its checkpoint at seq {restorer.base_seq} "
                    f"({restorer.seconds:.3f} s) + {restorer.tail} commands the node replayed")
         else:
+            if restorer is not None and restorer.checkpoint is not None:
+                log.warning("read-model checkpoint not used: %s", why)
             how = self._replay_all(engine, target)
         rm = self.readmodel
         rm.sync_positions(engine, {a for a, _ in rm.positions}
@@ -83,10 +92,20 @@ class Gateway:
         rm.touched_positions.clear()
         self.books.load(engine)
         self._unsubscribe = self.node.subscribe(self._on_events)
-        if checkpoints is not None:
-            hooks = getattr(self.node, "snapshot_hooks", None)
-            if hooks is not None:
-                hooks.append(lambda seq: checkpoints.write(self.readmodel, seq))
+        hooks = getattr(self.node, "snapshot_hooks", None)
+        if checkpoints is not None and hooks is not None and term_at is not None:
+            # the term at the read model's seq, kept in memory: a forked child must not read
+            # the journal (another thread may hold its lock at the fork)
+            self._term = term_at(target)
+            self._journal = journal
+            periodic = PeriodicCheckpoints(checkpoints, checkpoint_every)
+            periodic.last_seq = target
+            self.checkpointer = periodic
+
+            def on_snapshot(seq: int) -> None:  # in the node's snapshot child, at our seq
+                checkpoints.write(self.readmodel, seq, self._term)
+
+            hooks.append(on_snapshot)
         log.info("read model %s; ready in %.3f s", how, time.perf_counter() - t0)
 
     def _replay_all(self, engine: Engine, target: int) -> str:
@@ -111,6 +130,8 @@ class Gateway:
         if self._unsubscribe is not None:
             self._unsubscribe()
             self._unsubscribe = None
+        if self.checkpointer is not None:
+            self.checkpointer.close()
 
     def add_listener(self, listener: EventListener) -> None:
         """``listener(events, book_deltas)`` after the read model absorbed a batch."""
@@ -133,6 +154,9 @@ class Gateway:
                 log.exception("event listener failed")
         rm.touched_accounts.clear()
         rm.touched_positions.clear()
+        if self.checkpointer is not None:
+            self._term = self._journal.epoch  # what this batch's records were written under
+            self.checkpointer.after_batch(rm, self.engine.seq, self._term)
         if self._mode_observers:
             for ev in events:
                 if type(ev) is E.ModeChanged:
