@@ -138,13 +138,14 @@ def mark_update_cost(accounts: int, updates: int = 2_000, repeat: int = 3) -> di
             cmd = index_cmd(MID + (i % 2) * TICK, ts)
             cmd.seq, cmd.ts = seq, ts
             stream.append(cmd)
-        versions = dict(eng.perp.liq.version)
+        versions = {asset: dict(v) for asset, v in eng.perp.liq.version.items()}
         gc.collect()
         t0 = time.perf_counter()
         for cmd in stream:
             eng.apply(cmd)
         best = min(best, time.perf_counter() - t0)
-        popped = sum(1 for k, v in eng.perp.liq.version.items() if versions.get(k) != v)
+        popped = sum(1 for asset, now in eng.perp.liq.version.items()
+                     for account, v in now.items() if versions.get(asset, {}).get(account) != v)
     return {"accounts": accounts,
             "positions": len(eng.perp.positions[BTC_USDT_PERP]),
             "liq_index_entries": eng.perp.liq.size(BTC_USDT_PERP),

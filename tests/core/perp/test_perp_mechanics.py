@@ -360,7 +360,7 @@ def test_mark_update_checks_only_crossed_accounts():
         h.open(a, a + 1, BTC)  # 10x: longs liquidatable below ~9,473.68
     liq = h.engine.perp.liq
     sizes = liq.size(PERP)
-    versions = dict(liq.version)
+    versions = {asset: dict(v) for asset, v in liq.version.items()}
     assert sizes >= 200
     h.index(PX * 101 // 100)
     assert liq.size(PERP) == sizes and liq.version == versions  # nobody popped or re-keyed
@@ -384,16 +384,16 @@ def test_funding_tick_spreads_soft_rechecks_over_the_following_commands():
     assert pm.funding_index < soft < hard
     while pm.funding_index < soft:  # legal steps, landing on the soft keys exactly
         h.index(PX, dt=3_600_000 - 2_000)
-        versions = dict(pe.liq.version)
+        versions = {w: pe.liq.version_of(w) for w in longs}
         step = pm.max_funding_e9 * pm.mark * 3_600_000 // pm.funding_interval_ms
         h.expect_ok(h.do(C.FundingTick(market=PERP, index=min(pm.funding_index + step, soft)),
                          dt=1_000))
-    rechecked = {w for w in longs if pe.liq.version[w] != versions[w]}
+    rechecked = {w for w in longs if pe.liq.version_of(w) != versions[w]}
     assert len(rechecked) == 3 and PERP in pe.soft_markets
     for _ in range(6):
-        versions = dict(pe.liq.version)
+        versions = {w: pe.liq.version_of(w) for w in longs}
         h.index(PX)
-        now = {w for w in longs if pe.liq.version[w] != versions[w]}
+        now = {w for w in longs if pe.liq.version_of(w) != versions[w]}
         assert len(now) <= 3 and not now & rechecked
         rechecked |= now
     assert rechecked == set(longs) and not pe.soft_markets
@@ -491,3 +491,19 @@ def test_flat_loss_is_covered_by_the_fund_and_a_broke_fund_is_not_liquidated():
     ev = h.expect_ok(h.do(C.FundInsurance(asset="USDT", amount=USDT, reason="recapitalise")))
     assert kinds(ev) == ["InsuranceFunded"]
     h.ok()
+
+
+def test_liquidation_index_versions_stay_out_of_the_garbage_collector():
+    """The per-account versions are keyed by plain ints: a dict keyed by fresh tuples gets
+    tracked again, and every young collection would walk all of its entries (milliseconds at
+    100k positions)."""
+    import gc
+
+    h = PerpHarness(accounts=list(range(1, 11)), margin=1_000 * USDT)
+    for a in range(1, 10, 2):
+        h.open(a, a + 1, BTC)
+    gc.collect()
+    for a in range(1, 11):  # each re-keys its account under a fresh (account, asset) tuple
+        h.expect_ok(h.do(C.AddMargin(account=a, asset="USDT", amount=USDT)))
+    versions = h.engine.perp.liq.version["USDT"]
+    assert len(versions) == 10 and not gc.is_tracked(versions)

@@ -45,7 +45,10 @@ class LiqIndex:
         self.shorts: dict[str, Heap] = {}       # (price key, account, version)
         self.fund_longs: dict[str, Heap] = {}   # (funding key, account, version)
         self.fund_shorts: dict[str, Heap] = {}  # (-funding key, account, version)
-        self.version: dict[Key, int] = {}
+        #: settle asset -> account -> version of its live entries. Keyed by plain ints, so the
+        #: big inner dicts are never tracked by the garbage collector (a dict keyed by fresh
+        #: tuples is, and every young collection would then walk all of its entries).
+        self.version: dict[str, dict[int, int]] = {}
         #: current entries per account: market -> entry
         self.keys: dict[Key, dict[str, Entry]] = {}
         #: live entries per market (the rest of each heap is garbage)
@@ -53,9 +56,12 @@ class LiqIndex:
 
     def set(self, who: Key, entries: dict[str, Entry]) -> None:
         """Replace an account's entries (all its markets at once)."""
-        version = self.version.get(who, 0) + 1
-        self.version[who] = version
-        account = who[0]
+        account, asset = who
+        versions = self.version.get(asset)
+        if versions is None:
+            versions = self.version[asset] = {}
+        version = versions.get(account, 0) + 1
+        versions[account] = version
         live = self.live
         for market in self.keys.get(who, ()):
             live[market] -= 1
@@ -73,6 +79,10 @@ class LiqIndex:
                 heappush(self.shorts.setdefault(market, []), (key, account, version))
                 heappush(self.fund_shorts.setdefault(market, []), (-fkey, account, version))
 
+    def version_of(self, who: Key) -> int:
+        """The version of the account's live entries (0: never keyed)."""
+        return self.version.get(who[1], {}).get(who[0], 0)
+
     def forget(self, who: Key) -> None:
         if who in self.keys:
             self.set(who, {})
@@ -81,10 +91,10 @@ class LiqIndex:
         """Pop entries with first element <= bound; keep the accounts of the live ones."""
         if not heap:
             return
-        version = self.version
+        version = self.version.get(asset, {})
         while heap and heap[0][0] <= bound:
             _, account, v = heappop(heap)
-            if version.get((account, asset)) == v:
+            if version.get(account) == v:
                 found.add(account)
 
     def crossed(self, market: str, asset: str, mark: int) -> list[int]:
@@ -108,7 +118,7 @@ class LiqIndex:
         entries whose soft key ``index`` has crossed (the caller re-checks those accounts).
         Returns them and whether the budget ran out before the tops were clean."""
         found: list[int] = []
-        version = self.version
+        version = self.version.get(asset, {})
         keys = self.keys
         pops = 0
         for heap, sign in ((self.fund_longs.get(market), 1), (self.fund_shorts.get(market), -1)):
@@ -116,8 +126,8 @@ class LiqIndex:
                 if len(found) >= limit or pops >= 4 * limit:
                     return found, True
                 _, account, v = heap[0]
-                who = (account, asset)
-                if version.get(who) == v:
+                if version.get(account) == v:
+                    who = (account, asset)
                     if sign * keys[who][market][3] > sign * index:
                         break
                     found.append(account)
@@ -127,12 +137,12 @@ class LiqIndex:
 
     def funding_pending(self, market: str, asset: str, index: int) -> bool:
         """Whether ``drain_funding`` has work in ``market`` at ``index``."""
-        version = self.version
+        version = self.version.get(asset, {})
         for heap, sign in ((self.fund_longs.get(market), 1), (self.fund_shorts.get(market), -1)):
             if heap:
                 _, account, v = heap[0]
-                who = (account, asset)
-                if version.get(who) != v or sign * self.keys[who][market][3] <= sign * index:
+                if version.get(account) != v or \
+                        sign * self.keys[(account, asset)][market][3] <= sign * index:
                     return True
         return False
 
@@ -149,7 +159,7 @@ class LiqIndex:
             if entry is None:
                 continue
             is_long, key, fkey, _ = entry
-            v = self.version[who]
+            v = self.version[asset][account]
             if is_long:
                 heaps[0].append((-key, account, v))
                 heaps[2].append((fkey, account, v))
