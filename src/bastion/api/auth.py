@@ -86,7 +86,7 @@ class Authenticator:
         signature covers only the parameters, so the method and path it was first used with
         are what keep a captured read from coming back as a ``DELETE`` of the same URL."""
         if not key_id:
-            raise ApiError(A.UNAUTHORIZED, "missing API key")
+            raise ApiError(A.UNAUTHORIZED, "missing API key", field="key")
         key = self.keys.get(key_id)
         if key is None:
             raise ApiError(A.UNAUTHORIZED, "unknown API key")

@@ -32,10 +32,11 @@ from bastion.api.errors import ApiError
 from bastion.api.http import now_ms
 from bastion.api.keys import ApiKey
 from bastion.api.native import INTERVALS
-from bastion.api.readmodel import CANCELED, EXPIRED, FILLED, OPEN, PARTIAL, Fill, OrderRecord
+from bastion.api.readmodel import CANCELED, EXPIRED, FILLED, OPEN, PARTIAL, OrderRecord
 from bastion.api.service import Gateway
 from bastion.core import commands as C
 from bastion.core import errors as X
+from bastion.core import events as E
 from bastion.core.engine import Engine
 from bastion.core.orders import order_terms
 from bastion.core.perp.calc import PPM
@@ -95,6 +96,17 @@ _CODES: dict[str, tuple[int, str, int]] = {
     X.NO_CHANGE: (-2010, "No need to modify the order.", 400),
 }
 
+#: (code, detail field) -> Binance code and message, where the detail changes the answer
+_BY_FIELD: dict[tuple[str, str], tuple[int, str]] = {
+    (A.UNAUTHORIZED, "key"): (-2014, "API-key format invalid."),
+    (X.INVALID_PRICE, "decimals"): (-1111, "Precision is over the maximum defined for this "
+                                           "asset."),
+    (X.INVALID_QUANTITY, "decimals"): (-1111, "Precision is over the maximum defined for this "
+                                              "asset."),
+    (X.MARKET_MODE, "post_only"): (-2010, "Market accepts only post-only (LIMIT_MAKER / GTX) "
+                                          "orders right now."),
+}
+
 #: the core's default self-trade prevention mode of an account
 DEFAULT_STP = Account(account=0, available={}, held={}).stp
 
@@ -127,12 +139,9 @@ def binance_error(err: ApiError) -> tuple[int, str, int]:
     """A gateway error in Binance's vocabulary: ``(code, msg, http status)``."""
     code, msg, status = _CODES.get(err.code, (-1000, "An unknown error occurred while "
                                                      "processing the request.", err.status))
-    if err.code == A.UNAUTHORIZED and "missing" in err.message:
-        code, msg = -2014, "API-key format invalid."
-    elif err.code in (X.INVALID_PRICE, X.INVALID_QUANTITY) and "decimal places" in err.message:
-        code, msg = -1111, "Precision is over the maximum defined for this asset."
-    elif err.code == X.MARKET_MODE and "post-only" in err.message:
-        msg = "Market accepts only post-only (LIMIT_MAKER / GTX) orders right now."
+    refined = _BY_FIELD.get((err.code, err.field))
+    if refined is not None:
+        code, msg = refined
     # ccxt matches some -2010 messages exactly; elsewhere our detail helps the human reader
     if err.message and code not in (-2010, -2014, -2015):
         msg = f"{msg} ({err.message})"
@@ -278,7 +287,9 @@ def stp_mode(engine: Engine, r: OrderRecord) -> str:
 
 
 def order_json(u: V.Units, m: Market, r: OrderRecord, perp: bool,
-               fills: list[Fill] | None = None, *, engine: Engine) -> dict[str, Any]:
+               fills: list[E.Trade] | None = None, *, engine: Engine) -> dict[str, Any]:
+    """``fills``: the order's trades at placement (it was their taker), from the command's
+    own events."""
     price = u.price(r.price) if r.order_type == "limit" else u.price(0)
     executed = u.qty(r.filled)
     quote = u.quote_amount(r.filled_quote)
@@ -305,7 +316,7 @@ def order_json(u: V.Units, m: Market, r: OrderRecord, perp: bool,
         if fills is not None:
             common["transactTime"] = r.updated_ts
             common["fills"] = [{"price": u.price(f.price), "qty": u.qty(f.qty),
-                                "commission": u.quote_amount(f.fee),
+                                "commission": u.quote_amount(f.taker_fee),
                                 "commissionAsset": u.quote, "tradeId": f.trade_id}
                                for f in fills]
     return common
@@ -654,11 +665,9 @@ def routes(ctx: Context) -> list[BaseRoute]:
         async def handler(request: Request) -> Response:
             key, p = await signed(request, "trade")
             m, cmd = order_command(key, p, perp)
-            rec, _dup = await gw.place(cmd)
-            fills = [f for f in gw.readmodel.fills(key.account, m.market)[-64:]
-                     if f.order_id == rec.order_id]
-            return J(order_json(V.Units(gw.engine, m), m, rec, perp,
-                                None if perp else fills, engine=gw.engine))
+            placed = await gw.place(cmd)
+            return J(order_json(V.Units(gw.engine, m), m, placed.order, perp,
+                                None if perp else placed.trades(), engine=gw.engine))
         return handler
 
     def test_order(perp: bool) -> Handler:

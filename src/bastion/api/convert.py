@@ -29,7 +29,8 @@ def to_units(text: object, decimals: int, code: str, what: str, *,
         raise ApiError(code, f"{what} {text!r} is not a plain non-negative decimal number")
     stripped = frac.rstrip("0")
     if len(stripped) > decimals:
-        raise ApiError(code, f"{what} {text} has more than {decimals} decimal places")
+        raise ApiError(code, f"{what} {text} has more than {decimals} decimal places",
+                       field="decimals", limit=decimals, value=len(stripped))
     value: int = int(whole or "0") * 10**decimals + (int(stripped.ljust(decimals, "0"))
                                                      if decimals else 0)
     if value > MAX_INT:

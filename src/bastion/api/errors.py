@@ -65,12 +65,21 @@ def status_for(code: str) -> int:
 
 
 class ApiError(Exception):
-    """Raised anywhere in the gateway; the app turns it into ``{"code", "message"}``."""
+    """Raised anywhere in the gateway; the app turns it into ``{"code", "message"}``.
+
+    ``field``/``limit``/``value`` are the typed detail (the core's ``Rejected`` fields, or the
+    edge's own: ``field="decimals"`` for a number with too many decimal places, ``field="key"``
+    for a missing API key). Surfaces map ``(code, field)`` through their tables; nobody parses
+    ``message``."""
 
     def __init__(self, code: str, message: str, status: int | None = None,
-                 headers: dict[str, str] | None = None) -> None:
+                 headers: dict[str, str] | None = None, *, field: str = "", limit: int = 0,
+                 value: int = 0) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
         self.status = status if status is not None else status_for(code)
         self.headers = headers or {}
+        self.field = field
+        self.limit = limit
+        self.value = value

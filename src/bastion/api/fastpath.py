@@ -17,7 +17,7 @@ from bastion.api import views as V
 from bastion.api.app_context import Context
 from bastion.api.errors import ApiError
 from bastion.api.http import authenticate_scope, decode, encode, error_body
-from bastion.api.native import place_command, place_explained
+from bastion.api.native import place_command
 
 log = logging.getLogger("bastion.api")
 
@@ -66,7 +66,7 @@ async def place_order(ctx: Context, scope: Scope, receive: Receive, send: Send) 
         req = decode(body, S.PlaceOrder)
         gw = ctx.gateway
         cmd = place_command(gw.engine, key.account, req)
-        rec, dup = await place_explained(gw, cmd)
+        rec, dup, _ = await gw.place(cmd)
         out = encode(V.order(V.units(gw.engine, rec.market), rec, dup))
         await respond(send, 200 if dup else 201, out)
     except ApiError as err:

@@ -22,8 +22,7 @@ from bastion.api.app_context import Context
 from bastion.api.convert import to_units
 from bastion.api.errors import ApiError
 from bastion.api.http import JSON, authenticate, decode, int_param, now_ms, path_int
-from bastion.api.readmodel import OrderRecord, ReadModel
-from bastion.api.service import Gateway
+from bastion.api.readmodel import ReadModel
 from bastion.core import commands as C
 from bastion.core import errors as X
 from bastion.core.engine import Engine
@@ -256,16 +255,6 @@ def routes(ctx: Context) -> list[BaseRoute]:
         Route("/v1/margin", transfer_margin, methods=["POST"]),
         Route("/v1/leverage", leverage, methods=["POST"]),
     ]
-
-
-async def place_explained(gw: Gateway, cmd: C.PlaceOrder) -> tuple[OrderRecord, bool]:
-    try:
-        return await gw.place(cmd)
-    except ApiError as err:
-        mkt = gw.engine.markets.get(cmd.market)
-        if mkt is None:
-            raise
-        raise V.explain(err, V.Units(gw.engine, mkt), mkt, cmd.qty, cmd.price) from None
 
 
 def ticker_view(ctx: Context, market: str) -> S.Ticker:

@@ -11,13 +11,14 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from bastion.api import errors as A
 from bastion.api.checkpoint import Checkpoints, PeriodicCheckpoints, Restorer
 from bastion.api.errors import ApiError
 from bastion.api.marketdata import BookFeed
 from bastion.api.readmodel import OrderRecord, ReadModel
+from bastion.api.rejections import api_error
 from bastion.core import commands as C
 from bastion.core import errors as X
 from bastion.core import events as E
@@ -32,6 +33,21 @@ if TYPE_CHECKING:
 log = logging.getLogger("bastion.api")
 
 EventListener = Callable[[list[E.Event], list[Any]], None]
+
+
+class Placed(NamedTuple):
+    """What placing an order did: the order as it stands after the command, whether the
+    client id had already placed it (then nothing new happened), and the command's events
+    (its trades among them; empty for a duplicate)."""
+
+    order: OrderRecord
+    duplicate: bool
+    events: list[E.Event]
+
+    def trades(self) -> list[E.Trade]:
+        """The order's fills at placement (it was the taker in each)."""
+        oid = self.order.order_id
+        return [ev for ev in self.events if type(ev) is E.Trade and ev.taker_order == oid]
 
 
 class Gateway:
@@ -201,25 +217,27 @@ class Gateway:
                 if meter is not None:
                     meter.command(type(cmd), "rejected", time.perf_counter() - t0)
                     meter.rejections.labels(ev.code).inc()
-                raise ApiError(ev.code, ev.message)
+                raise api_error(ev, self.engine, getattr(cmd, "market", ""))
         if meter is not None:
             meter.command(type(cmd), "accepted", time.perf_counter() - t0)
         return events
 
-    async def place(self, cmd: C.PlaceOrder) -> tuple[OrderRecord, bool]:
+    async def place(self, cmd: C.PlaceOrder) -> Placed:
         """Place an order; a client id already used by this account answers with that order
-        (``duplicate=True``) instead of placing a second one."""
+        (``duplicate=True``) instead of placing a second one. Every surface's order entry
+        (native REST and WebSocket, Binance spot and USD-M) comes here with the command
+        parsed, and renders the outcome."""
         account = cmd.account
         cid = cmd.client_id
         rm = self.readmodel
         if not cid:
             events = await self.submit(cmd)
-            return self._accepted(events), False
+            return Placed(self._accepted(events), False, events)
         key = (account, cid)
         while True:
             rec = rm.order_by_client(account, cid)
             if rec is not None:
-                return rec, True
+                return Placed(rec, True, [])
             pending = self._inflight.get(key)
             if pending is None:
                 break
@@ -232,12 +250,12 @@ class Gateway:
             if err.code == X.DUPLICATE_CLIENT_ID:
                 rec = rm.order_by_client(account, cid)
                 if rec is not None:
-                    return rec, True
+                    return Placed(rec, True, [])
             raise
         finally:
             del self._inflight[key]
             done.set_result(None)
-        return self._accepted(events), False
+        return Placed(self._accepted(events), False, events)
 
     def _accepted(self, events: list[E.Event]) -> OrderRecord:
         for ev in events:

@@ -105,30 +105,3 @@ def market_info(engine: Engine, mkt: Market) -> S.MarketInfo:
         base_decimals=u.base_dp, quote_decimals=u.quote_dp,
         last_price=u.price(mkt.last_price) if mkt.last_price else None,
         reference_price=u.price(mkt.ref_price) if mkt.ref_price else None)
-
-
-def explain(err: Exception, u: Units, mkt: Market, qty: int, price: int) -> Exception:
-    """Restate a core refusal about an order in the market's decimal units (the core speaks
-    integers); the code stays the same, only the message becomes readable."""
-    from bastion.api.errors import ApiError
-    from bastion.core import errors as X
-
-    if not isinstance(err, ApiError):
-        return err
-    code = err.code
-    text = None
-    if code == X.LOT_SIZE:
-        text = f"quantity {u.qty(qty)} is not a multiple of the lot size {u.qty(mkt.lot_size)}"
-    elif code == X.TICK_SIZE:
-        text = (f"price {u.price(price)} is not a multiple of the tick size "
-                f"{u.price(mkt.tick_size)}")
-    elif code == X.MIN_QUANTITY:
-        text = f"quantity {u.qty(qty)} is below the minimum {u.qty(mkt.min_qty)}"
-    elif code == X.MAX_QUANTITY:
-        text = f"quantity {u.qty(qty)} is above the maximum {u.qty(mkt.max_qty)}"
-    elif code == X.MIN_NOTIONAL:
-        text = (f"order value {u.quote_amount(price * qty // u.price_div)} {u.quote} is below "
-                f"the minimum {u.quote_amount(mkt.min_notional)} {u.quote}")
-    if text is None:
-        return err
-    return ApiError(code, text, err.status, err.headers)

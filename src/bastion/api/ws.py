@@ -44,7 +44,7 @@ from bastion.api.convert import to_units
 from bastion.api.errors import ApiError
 from bastion.api.http import decode
 from bastion.api.keys import ApiKey
-from bastion.api.native import place_command, place_explained, position_views, ticker_view
+from bastion.api.native import place_command, position_views, ticker_view
 from bastion.api.ratelimit import Limiter
 from bastion.core import errors as X
 from bastion.core import events as E
@@ -464,7 +464,7 @@ def routes(ctx: Context, hub: Hub) -> list[BaseRoute]:
             e = gw.engine
             if op.op == "place":
                 req = decode(op.args, S.PlaceOrder)
-                rec, dup = await place_explained(gw, place_command(e, account, req))
+                rec, dup, _ = await gw.place(place_command(e, account, req))
                 _reply(conn, rid, V.order(V.units(gw.engine, rec.market), rec, dup))
             elif op.op == "cancel":
                 c = decode(op.args, CancelArgs)

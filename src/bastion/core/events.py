@@ -18,9 +18,9 @@ class Rejected(Event, tag="Rejected"):
     Typed detail, set (``field`` non-empty) where a limit or a rule about one quantity
     refused the command, so an edge never parses ``message``: ``field`` names what is at
     fault (``qty``, ``price``, ``notional``, ``available``, ``margin``, ``amount``,
-    ``daily_used``), ``value`` is what the command asked for (integer units of that field)
-    and ``limit`` the bound it crossed (0 when the field is malformed rather than out of
-    bounds)."""
+    ``daily_used``; ``post_only`` when the market's mode takes post-only orders only),
+    ``value`` is what the command asked for (integer units of that field) and ``limit`` the
+    bound it crossed (0 when the field is malformed rather than out of bounds)."""
 
     code: str
     message: str

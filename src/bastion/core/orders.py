@@ -198,9 +198,11 @@ def order_terms(v: Venue, mkt: Market, cmd: C.PlaceOrder, band_limit: int = 0,
     mode = mkt.mode
     market = mkt.market
     if mode != "open" and not accepts_order(mode, post_only):
+        only_post = mode in ("post_only", "recovery")
         raise Refused(X.MARKET_MODE, f"market {market} is {mode}: "
-                      + ("only post-only orders are accepted" if mode in ("post_only",
-                         "recovery") else "no new orders are accepted"))
+                      + ("only post-only orders are accepted" if only_post
+                         else "no new orders are accepted"),
+                      field="post_only" if only_post else "")
     book = v.books[market]
     best = (book.asks if is_buy else book.bids).best()
     tif = cmd.tif
