@@ -32,7 +32,7 @@ from bastion.api.auth import Authenticator
 from bastion.api.checkpoint import Checkpoints, Restorer
 from bastion.api.config import Settings
 from bastion.api.errors import ApiError
-from bastion.api.fastpath import place_order
+from bastion.api.fastpath import BINANCE_ORDER_PATHS, place_binance, place_order
 from bastion.api.health import Health
 from bastion.api.http import encode, error_body, now_ms
 from bastion.api.keys import KeyStore, load_server_key
@@ -131,9 +131,15 @@ class Guard:
             await self.app(scope, receive, send)
             return
         ctx = self.fast.get("ctx")
-        if ctx is not None and scope["path"] == "/v1/orders" and scope["method"] == "POST":
-            await place_order(ctx, scope, receive, send)
-            return
+        if ctx is not None and scope["method"] == "POST":
+            path = scope["path"]
+            if path == "/v1/orders":
+                await place_order(ctx, scope, receive, send)
+                return
+            perp = BINANCE_ORDER_PATHS.get(path)
+            if perp is not None:
+                await place_binance(ctx, scope, receive, send, perp)
+                return
         seen = 0
         limit = self.max_body
 

@@ -33,6 +33,7 @@ from bastion.api.http import now_ms
 from bastion.api.keys import ApiKey
 from bastion.api.native import INTERVALS
 from bastion.api.readmodel import CANCELED, EXPIRED, FILLED, OPEN, PARTIAL, OrderRecord
+from bastion.api.rejections import api_error
 from bastion.api.service import Gateway
 from bastion.core import commands as C
 from bastion.core import errors as X
@@ -207,6 +208,10 @@ async def read_params(request: Request) -> tuple[Params, bytes, bytes]:
     # Binance reads parameters from the query string and the form body alike, whatever the
     # method (python-binance sends DELETE parameters in the body)
     body = b"" if request.method in ("GET", "HEAD") else await request.body()
+    return parse_params(qs, body), qs, body
+
+
+def parse_params(qs: bytes, body: bytes) -> Params:
     items: dict[str, str] = {}
     try:
         for raw in (qs, body):
@@ -216,17 +221,24 @@ async def read_params(request: Request) -> tuple[Params, bytes, bytes]:
                     items[k] = v
     except (UnicodeDecodeError, ValueError) as exc:
         raise BinanceError(-1100, f"Illegal characters found in a parameter: {exc}") from None
-    return Params(items), qs, body
+    return Params(items)
 
 
 def authenticate(ctx: Context, request: Request, qs: bytes, body: bytes, p: Params,
                  permission: str) -> ApiKey:
+    return verify(ctx, request.headers.get("x-mbx-apikey"), request.method, request.url.path,
+                  qs, body, p, permission)
+
+
+def verify(ctx: Context, api_key: str | None, method: str, path: str, qs: bytes, body: bytes,
+           p: Params, permission: str) -> ApiKey:
+    """A signed request's key (signature, timestamp window, replay, permission, per-key
+    limit), from its parts: the routed handlers and the bare order entry share it."""
     q2, sig_q = _strip_signature(qs)
     b2, sig_b = _strip_signature(body)
     payload = q2 + b2
-    key = ctx.auth.verify(request.headers.get("x-mbx-apikey"), p.opt("timestamp"),
-                          sig_q or sig_b, payload, p.opt("recvWindow"),
-                          read=read_of(request.method, request.url.path))
+    key = ctx.auth.verify(api_key, p.opt("timestamp"), sig_q or sig_b, payload,
+                          p.opt("recvWindow"), read=read_of(method, path))
     require(key, permission)
     ctx.key_limiter.hit(key.key)
     return key
@@ -428,6 +440,64 @@ def ticker_24h(gw: Gateway, m: Market, perp: bool) -> dict[str, Any]:
     return data
 
 
+def order_command(gw: Gateway, key: ApiKey, p: Params, perp: bool
+                  ) -> tuple[Market, C.PlaceOrder]:
+    """An order's Binance parameters as the core's command (shared by ``order`` and
+    ``order/test``)."""
+    m = Symbols(gw.engine).market(p.opt("symbol"), perp)
+    u = V.Units(gw.engine, m)
+    side = p.req("side").upper()
+    if side not in ("BUY", "SELL"):
+        raise BinanceError(-1117, "Invalid side.")
+    otype = p.req("type").upper()
+    tif = (p.opt("timeInForce") or "GTC").upper()
+    post_only = False
+    if otype == "LIMIT_MAKER" and not perp:
+        otype, post_only, tif = "LIMIT", True, "GTC"
+    if perp and tif == "GTX":
+        post_only, tif = True, "GTC"
+    if otype not in ("LIMIT", "MARKET"):
+        raise BinanceError(-1116, "Invalid orderType.")
+    if tif not in ("GTC", "IOC", "FOK"):
+        raise BinanceError(-1130, "Data sent for parameter 'timeInForce' is not valid.")
+    reduce_only = p.flag("reduceOnly")
+    if reduce_only and not perp:
+        raise BinanceError(-1106, "Parameter 'reduceOnly' sent when not required.")
+    qty_text = p.opt("quantity")
+    price = 0
+    if otype == "LIMIT":
+        price = to_units(p.req("price"), u.price_dp, X.INVALID_PRICE, "price")
+    if qty_text is None and otype == "MARKET" and side == "BUY" and not perp:
+        qty = _quote_to_qty(gw.engine, m, p.req("quoteOrderQty"))
+    else:
+        qty = to_units(p.req("quantity"), u.base_dp, X.INVALID_QUANTITY, "quantity")
+    cid = p.opt("newClientOrderId") or ""
+    if len(cid) > 64:
+        raise BinanceError(-1130, "Data sent for parameter 'newClientOrderId' is not "
+                                  "valid.")
+    kwargs: dict[str, Any] = {"reduce_only": True} if reduce_only else {}
+    stp = p.opt("selfTradePreventionMode")
+    if stp is not None:
+        if stp.lower() not in STP_MODES:
+            raise BinanceError(-1130, "Data sent for parameter "
+                                      "'selfTradePreventionMode' is not valid.")
+        kwargs["stp"] = stp.lower()
+    return m, C.PlaceOrder(account=key.account, market=m.market,
+                           side="buy" if side == "BUY" else "sell", qty=qty, price=price,
+                           order_type="limit" if otype == "LIMIT" else "market",
+                           tif=tif if otype == "LIMIT" else "IOC",  # type: ignore[arg-type]
+                           post_only=post_only, client_id=cid, **kwargs)
+
+
+async def place(gw: Gateway, key: ApiKey, p: Params, perp: bool) -> dict[str, Any]:
+    """``POST /api/v3/order`` and ``/fapi/v1/order`` after authentication: parse, place through
+    the gateway's one order entry, render (spot fills from the command's own trades)."""
+    m, cmd = order_command(gw, key, p, perp)
+    placed = await gw.place(cmd)
+    return order_json(V.Units(gw.engine, m), m, placed.order, perp,
+                      None if perp else placed.trades(), engine=gw.engine)
+
+
 # ---------------------------------------------------------------- routes
 
 def routes(ctx: Context) -> list[BaseRoute]:
@@ -614,71 +684,21 @@ def routes(ctx: Context) -> list[BaseRoute]:
         key = authenticate(ctx, request, qs, body, p, permission)
         return key, p
 
-    def order_command(key: ApiKey, p: Params, perp: bool) -> tuple[Market, C.PlaceOrder]:
-        """An order's Binance parameters as the core's command (shared by ``order`` and
-        ``order/test``)."""
-        m = symbols().market(p.opt("symbol"), perp)
-        u = V.Units(gw.engine, m)
-        side = p.req("side").upper()
-        if side not in ("BUY", "SELL"):
-            raise BinanceError(-1117, "Invalid side.")
-        otype = p.req("type").upper()
-        tif = (p.opt("timeInForce") or "GTC").upper()
-        post_only = False
-        if otype == "LIMIT_MAKER" and not perp:
-            otype, post_only, tif = "LIMIT", True, "GTC"
-        if perp and tif == "GTX":
-            post_only, tif = True, "GTC"
-        if otype not in ("LIMIT", "MARKET"):
-            raise BinanceError(-1116, "Invalid orderType.")
-        if tif not in ("GTC", "IOC", "FOK"):
-            raise BinanceError(-1130, "Data sent for parameter 'timeInForce' is not valid.")
-        reduce_only = p.flag("reduceOnly")
-        if reduce_only and not perp:
-            raise BinanceError(-1106, "Parameter 'reduceOnly' sent when not required.")
-        qty_text = p.opt("quantity")
-        price = 0
-        if otype == "LIMIT":
-            price = to_units(p.req("price"), u.price_dp, X.INVALID_PRICE, "price")
-        if qty_text is None and otype == "MARKET" and side == "BUY" and not perp:
-            qty = _quote_to_qty(gw.engine, m, p.req("quoteOrderQty"))
-        else:
-            qty = to_units(p.req("quantity"), u.base_dp, X.INVALID_QUANTITY, "quantity")
-        cid = p.opt("newClientOrderId") or ""
-        if len(cid) > 64:
-            raise BinanceError(-1130, "Data sent for parameter 'newClientOrderId' is not "
-                                      "valid.")
-        kwargs: dict[str, Any] = {"reduce_only": True} if reduce_only else {}
-        stp = p.opt("selfTradePreventionMode")
-        if stp is not None:
-            if stp.lower() not in STP_MODES:
-                raise BinanceError(-1130, "Data sent for parameter "
-                                          "'selfTradePreventionMode' is not valid.")
-            kwargs["stp"] = stp.lower()
-        return m, C.PlaceOrder(account=key.account, market=m.market,
-                               side="buy" if side == "BUY" else "sell", qty=qty, price=price,
-                               order_type="limit" if otype == "LIMIT" else "market",
-                               tif=tif if otype == "LIMIT" else "IOC",  # type: ignore[arg-type]
-                               post_only=post_only, client_id=cid, **kwargs)
-
     def new_order(perp: bool) -> Handler:
         async def handler(request: Request) -> Response:
             key, p = await signed(request, "trade")
-            m, cmd = order_command(key, p, perp)
-            placed = await gw.place(cmd)
-            return J(order_json(V.Units(gw.engine, m), m, placed.order, perp,
-                                None if perp else placed.trades(), engine=gw.engine))
+            return J(await place(gw, key, p, perp))
         return handler
 
     def test_order(perp: bool) -> Handler:
         async def handler(request: Request) -> Response:
             """Validate an order as the core would (filters, mode, prices), place nothing."""
             key, p = await signed(request, "trade")
-            m, cmd = order_command(key, p, perp)
+            m, cmd = order_command(gw, key, p, perp)
             try:
                 order_terms(gw.engine, m, cmd)
             except Refused as exc:
-                raise ApiError(exc.code, exc.message) from None
+                raise api_error(exc, gw.engine, m.market) from None
             if p.flag("computeCommissionRates"):
                 rates = _rates(m.maker_fee_ppm, m.taker_fee_ppm)
                 return J({"standardCommissionForOrder": rates,

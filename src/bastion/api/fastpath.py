@@ -1,8 +1,9 @@
-"""The order-entry hot path, ``POST /v1/orders``, as a bare ASGI handler.
+"""The order-entry hot paths as bare ASGI handlers: native ``POST /v1/orders`` and the
+Binance ``POST /api/v3/order`` (spot) and ``POST /fapi/v1/order`` (USD-M).
 
-Same checks, same codes and the same bodies as the routed handler in ``native`` (which stays
-the reference and serves every other route); it only skips the framework layers (middleware
-stack, router, Request objects), which cost about as much as the order itself.
+Same checks, same codes and the same bodies as the routed handlers (they share the parsing,
+authentication and rendering functions, and ``Gateway.place``); these only skip the framework
+layers (middleware stack, router, Request objects), which cost about as much as the order.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import logging
 
 from starlette.types import Receive, Scope, Send
 
+from bastion.api import binance as B
 from bastion.api import errors as A
 from bastion.api import schemas as S
 from bastion.api import views as V
@@ -22,6 +24,9 @@ from bastion.api.native import place_command
 log = logging.getLogger("bastion.api")
 
 _JSON = (b"content-type", b"application/json")
+
+#: Binance order-entry paths served here -> whether the surface is USD-M (perpetuals)
+BINANCE_ORDER_PATHS = {"/api/v3/order": False, "/fapi/v1/order": True}
 
 
 async def read_body(receive: Receive, limit: int) -> bytes:
@@ -75,3 +80,28 @@ async def place_order(ctx: Context, scope: Scope, receive: Receive, send: Send) 
     except Exception:
         log.exception("order entry failed")
         await respond(send, 500, error_body("INTERNAL_ERROR", "internal error"))
+
+
+async def place_binance(ctx: Context, scope: Scope, receive: Receive, send: Send,
+                        perp: bool) -> None:
+    try:
+        try:
+            body = await read_body(receive, ctx.settings.max_body)
+            qs: bytes = scope.get("query_string", b"")
+            p = B.parse_params(qs, body)
+            api_key = None
+            for name, value in scope["headers"]:
+                if name == b"x-mbx-apikey":
+                    api_key = value.decode("latin-1")
+                    break
+            key = B.verify(ctx, api_key, "POST", scope["path"], qs, body, p, "trade")
+            out = B.J(await B.place(ctx.gateway, key, p, perp))
+        except (ApiError, B.BinanceError) as err:
+            out = B.error_response(err)
+        headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in out.headers.items()
+                   if k != "content-type" and k != "content-length"]
+        await respond(send, out.status_code, bytes(out.body), headers)
+    except Exception:
+        log.exception("Binance order entry failed")
+        code, msg, _ = B.binance_error(ApiError("INTERNAL_ERROR", "internal error"))
+        await respond(send, 500, bytes(B.J({"code": code, "msg": msg}).body))

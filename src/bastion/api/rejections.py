@@ -8,11 +8,11 @@ refused), never from re-reading the market afterwards.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Protocol
 
 from bastion.api.errors import ApiError
 from bastion.api.views import Units
 from bastion.core import errors as X
-from bastion.core import events as E
 from bastion.core.engine import Engine
 
 #: field -> how its integers read in the market's units
@@ -33,7 +33,23 @@ MESSAGES: dict[str, str] = {
 }
 
 
-def api_error(ev: E.Rejected, engine: Engine, market: str) -> ApiError:
+class Refusal(Protocol):
+    """A core refusal with its detail: the ``Rejected`` event, or ``rules.Refused`` where the
+    edge validates without placing (Binance ``order/test``)."""
+
+    @property
+    def code(self) -> str: ...
+    @property
+    def message(self) -> str: ...
+    @property
+    def field(self) -> str: ...
+    @property
+    def limit(self) -> int: ...
+    @property
+    def value(self) -> int: ...
+
+
+def api_error(ev: Refusal, engine: Engine, market: str) -> ApiError:
     """The refusal as an ``ApiError`` carrying its detail; where the table has the code and
     the market is known, the message speaks the market's units."""
     message = ev.message
