@@ -95,12 +95,15 @@ async def place_binance(ctx: Context, scope: Scope, receive: Receive, send: Send
                     api_key = value.decode("latin-1")
                     break
             key = B.verify(ctx, api_key, "POST", scope["path"], qs, body, p, "trade")
-            out = B.J(await B.place(ctx.gateway, key, p, perp))
+            reply = B.encode(await B.place(ctx.gateway, key, p, perp))
         except (ApiError, B.BinanceError) as err:
             out = B.error_response(err)
-        headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in out.headers.items()
-                   if k != "content-type" and k != "content-length"]
-        await respond(send, out.status_code, bytes(out.body), headers)
+            headers = [(k.encode("latin-1"), v.encode("latin-1"))
+                       for k, v in out.headers.items()
+                       if k != "content-type" and k != "content-length"]
+            await respond(send, out.status_code, bytes(out.body), headers)
+            return
+        await respond(send, 200, reply)
     except Exception:
         log.exception("Binance order entry failed")
         code, msg, _ = B.binance_error(ApiError("INTERNAL_ERROR", "internal error"))

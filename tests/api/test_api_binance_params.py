@@ -1,0 +1,34 @@
+"""The Binance parameter parser's plain-split path reads exactly what ``parse_qsl`` reads."""
+
+from __future__ import annotations
+
+from urllib.parse import parse_qsl
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from bastion.api.binance import MAX_FIELDS, BinanceError, parse_params
+
+_text = st.text(st.characters(codec="utf-8", exclude_characters="&=%+"), max_size=12)
+
+
+@settings(max_examples=300, deadline=None)
+@given(pairs=st.lists(st.tuples(_text, st.one_of(st.none(), _text)), max_size=12),
+       body_pairs=st.lists(st.tuples(_text, _text), max_size=4))
+def test_plain_split_matches_parse_qsl(pairs: list[tuple[str, str | None]],
+                                       body_pairs: list[tuple[str, str]]) -> None:
+    qs = "&".join(k if v is None else f"{k}={v}" for k, v in pairs)
+    body = "&".join(f"{k}={v}" for k, v in body_pairs)
+    want: dict[str, str] = {}
+    for raw in (qs, body):
+        want.update(parse_qsl(raw, keep_blank_values=True))
+    assert parse_params(qs.encode(), body.encode()).items == want
+
+
+def test_escapes_and_field_cap() -> None:
+    assert parse_params(b"a=1%202&b=x+y", b"").items == {"a": "1 2", "b": "x y"}
+    with pytest.raises(BinanceError):
+        parse_params(b"&".join(b"k%d=1" % i for i in range(MAX_FIELDS + 1)), b"")
+    with pytest.raises(BinanceError):
+        parse_params(b"a=\xff", b"")
