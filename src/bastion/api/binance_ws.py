@@ -456,7 +456,7 @@ def listen_key_routes(ctx: Context, keys: ListenKeys) -> list[BaseRoute]:
                         from None
         key_id = request.headers.get("x-mbx-apikey")
         if not key_id:
-            raise ApiError(A.UNAUTHORIZED, "missing API key")
+            raise ApiError(A.UNAUTHORIZED, "missing API key", field="key")
         key = ctx.keys.get(key_id)
         if key is None:
             raise ApiError(A.UNAUTHORIZED, "unknown API key")
