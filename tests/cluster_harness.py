@@ -175,13 +175,13 @@ class Cluster:
 
     # --- observation -----------------------------------------------------------------------
 
-    def ask(self, subject: str, timeout: float = 2.0) -> Any:
+    def ask(self, subject: str, timeout: float = 2.0, data: bytes = b"") -> Any:
         async def go() -> Any:
             import nats
 
             nc = await nats.connect(self.servers, connect_timeout=2, allow_reconnect=False)
             try:
-                msg = await nc.request(subject, b"", timeout=timeout)
+                msg = await nc.request(subject, data, timeout=timeout)
                 return msgspec.json.decode(msg.data)
             finally:
                 await nc.close()
@@ -232,16 +232,39 @@ class Cluster:
             time.sleep(0.1)
         raise AssertionError(f"{name} not serving\n" + self.logs(name))
 
-    def stream_leader_zone(self) -> str:
+    def stream_leader_zone(self, stream: str = "") -> str:
+        """Zone of the server leading ``stream`` (default: the shard's log)."""
         async def go() -> str:
             loop = NatsLoop(self.servers, connect_wait=5)
             try:
-                info = await loop.call(loop.js.stream_info(self.config().stream))
+                info = await loop.call(loop.js.stream_info(stream or self.config().stream))
                 return str(info.cluster.leader if info.cluster else "")
             finally:
                 await asyncio.to_thread(loop.close)
 
         return asyncio.run(go()).removeprefix("nats-")
+
+    def move_stream_leader(self, stream: str, zone: str, timeout: float = 60.0) -> None:
+        """Ask ``stream``'s leader to step down in favour of zone ``zone``'s server."""
+        body = msgspec.json.encode({"placement": {"preferred": f"nats-{zone}"}})
+        deadline = time.monotonic() + timeout
+        while self.stream_leader_zone(stream) != zone:
+            assert time.monotonic() < deadline, f"{stream} not led from zone {zone}"
+            self.ask(f"$JS.API.STREAM.LEADER.STEPDOWN.{stream}", timeout=5.0, data=body)
+            time.sleep(0.5)
+
+    def client_zones(self, client: str) -> set[str]:
+        """Zones of the servers a client named ``client`` is connected to (``/connz``)."""
+        zones = set()
+        for zone, server in self.nats.items():
+            url = f"http://127.0.0.1:{server.spec.http_port}/connz?limit=1000"
+            try:
+                conns = httpx.get(url, timeout=2).json().get("connections") or []
+            except (httpx.HTTPError, ValueError):
+                continue
+            if any(c.get("name") == client for c in conns):
+                zones.add(zone)
+        return zones
 
     def read_stream(self, zones: str = "abc") -> list[C.Command]:
         """The whole stream, read through the servers of ``zones`` only (a server whose store

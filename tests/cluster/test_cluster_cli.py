@@ -1,16 +1,21 @@
-"""``bastion cluster up / status / switchover`` end to end, exactly as an operator runs them."""
+"""``bastion cluster up / status / switchover`` end to end, exactly as an operator runs them,
+with the gateway's ``/metrics`` and a standby's divergence alarm barring it from promotion."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
+import re
 import signal
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import httpx
+import msgspec
 
 from bastion.cluster.natsproc import free_port
 from bastion.cluster.supervisor import alive, bastion_cmd
@@ -31,12 +36,73 @@ def _settled(data: Path, env: dict[str, str], want: list[str],
         procs: list[dict[str, Any]] = json.loads(
             _cli("cluster", "status", "--data", str(data), "--json", env=env).stdout)["processes"]
         roles = sorted(str(p["role"]) for p in procs if p["kind"] == "node")
-        assert all(r in ("starting", "standby", "promoting", "leader", "no-answer")
+        assert all(r in ("starting", "standby", "promoting", "leader", "resuming", "no-answer")
                    for r in roles), roles
         if roles == want:
             return procs
         assert time.monotonic() < deadline, f"roles {roles}, not {want}: {procs}"
         time.sleep(0.3)
+
+
+def _check_gateway_metrics(url: str, timeout: float = 30.0) -> None:
+    """The gateway's ``/metrics``: its role, its replica's seq and lag behind the leader
+    (known once a leader heartbeat was heard)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        text = httpx.get(url, timeout=10).text
+        lag = re.search(r"^bastion_replica_lag_commands (\S+)$", text, re.M)
+        if lag is not None:
+            break
+        assert time.monotonic() < deadline, "no replica lag in /metrics:\n" + text[-3000:]
+        time.sleep(0.3)
+    assert 'bastion_node_role{role="gateway"} 1.0' in text, text[-3000:]
+    seq = re.search(r"^bastion_node_seq (\S+)$", text, re.M)
+    assert seq is not None and float(seq.group(1)) > 0
+    assert 0 <= float(lag.group(1)) < 10_000
+
+
+def _diverged(data: Path, env: dict[str, str], name: str) -> bool:
+    procs = json.loads(_cli("cluster", "status", "--data", str(data), "--json",
+                            env=env).stdout)["processes"]
+    return bool(next(p for p in procs if p["name"] == name).get("diverged"))
+
+
+def _forge_checkpoints(servers: list[str], place: Callable[[int], object],
+                       done: Callable[[], bool], timeout: float = 60.0) -> None:
+    """Write until the leader publishes a checkpoint hash, then publish a wrong hash for the
+    same seq until ``done()``."""
+    import nats
+
+    from bastion.cluster.config import ClusterConfig
+    from bastion.cluster.follower import Checkpoint
+
+    subject = ClusterConfig(servers=()).checkpoint_subject
+
+    async def go() -> None:
+        nc = await nats.connect(servers)
+        seen: list[Checkpoint] = []
+
+        async def on(msg: Any) -> None:
+            seen.append(msgspec.msgpack.decode(msg.data, type=Checkpoint))
+
+        await nc.subscribe(subject, cb=on)
+        deadline = time.monotonic() + timeout
+        i = 0
+        while not seen:
+            assert time.monotonic() < deadline, "no checkpoint published"
+            await asyncio.to_thread(place, i)
+            i += 1
+            await asyncio.sleep(0.1)
+        real = seen[0]
+        forged = msgspec.msgpack.encode(Checkpoint(real.seq, "0" * 64, real.term))
+        while not await asyncio.to_thread(done):
+            assert time.monotonic() < deadline, "the standby raised no divergence alarm"
+            await nc.publish(subject, forged)
+            await nc.flush()
+            await asyncio.sleep(0.5)
+        await nc.close()
+
+    asyncio.run(go())
 
 
 def test_cluster_up_status_switchover(tmp_path: Path) -> None:
@@ -68,6 +134,7 @@ def test_cluster_up_status_switchover(tmp_path: Path) -> None:
             raise AssertionError("gateway never acknowledged an order")
 
         procs = _settled(data, env, ["leader", "standby"])
+        _check_gateway_metrics(f"http://127.0.0.1:{port}/metrics")
         assert {p["kind"] for p in procs} == {"nats", "node", "gateway"}
         assert sorted(p["zone"] for p in procs if p["kind"] == "nats") == ["a", "b", "c"]
         assert all(set(p) >= {"name", "kind", "zone", "pid", "port", "role", "seq"}
@@ -88,6 +155,15 @@ def test_cluster_up_status_switchover(tmp_path: Path) -> None:
                           if p["role"] == "leader")
         assert now_leader["name"] == result["to"] != leader["name"]
         pids = [p["pid"] for p in procs]
+
+        # The divergence alarm: a leader hash at a checkpoint that disagrees with the
+        # standby's own (forged on the real checkpoint subject) bars it from promotion.
+        servers = json.loads((data / "cluster.json").read_text())["servers"]
+        _forge_checkpoints(servers, lambda i: client.place(
+            market="BTC-USDT", side="buy", price="30000", quantity="0.001",
+            client_order_id=f"cp{i}"), lambda: _diverged(data, env, leader["name"]))
+        done = _cli("cluster", "switchover", "--data", str(data), env=env)
+        assert done.returncode == 2 and "NO_STANDBY" in done.stderr, done.stdout + done.stderr
     finally:
         up.send_signal(signal.SIGTERM)
         up.wait(60)

@@ -23,6 +23,9 @@ log = logging.getLogger("bastion.cluster")
 
 #: seconds without a delivered message before the follower checks whether it is stuck
 STALL_AFTER = 2.0
+#: the same while someone waits for a seq the leader already acknowledged (a gateway's
+#: client): the message is in the stream, so a consumer that does not deliver it is stuck
+STALL_WAITING = 0.5
 
 
 class Checkpoint(msgspec.Struct, frozen=True):
@@ -102,7 +105,7 @@ class Follower:
         now = time.monotonic()
         if items:
             self._progress = now
-        elif now - self._progress > STALL_AFTER:
+        elif now - self._progress > (STALL_WAITING if self.replica.waiting() else STALL_AFTER):
             await self._unstall(now)
         return applied
 

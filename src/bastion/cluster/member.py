@@ -71,6 +71,13 @@ class Member:
         self._generation = 0
         self._loop: asyncio.AbstractEventLoop | None = None
         self.last_switchover_ms: float | None = None
+        #: the last heartbeat heard from every other node: (monotonic time, role)
+        self._peers: dict[str, tuple[float, str]] = {}
+        #: the term we led until our renewals failed (the lease bucket electing a leader, or
+        #: NATS briefly unreachable): we take the lease back first, and it is no failover
+        self._resume_term = 0
+        self._resume_until = 0.0
+        self._defer_since = 0.0
 
     # --- start-up ---------------------------------------------------------------------------
 
@@ -83,6 +90,8 @@ class Member:
         # answer status from the start: "starting" while loading the snapshot and replaying
         self._subs.append(await self.nats.call(
             nc.subscribe(cfg.node_subject(self.name, "status"), cb=self._on_status)))
+        self._subs.append(await self.nats.call(
+            nc.subscribe(cfg.heartbeat_subject, cb=self._on_heartbeat)))
         await self.nats.call(ensure_stream(self.nats.js, cfg.stream, cfg.log_subject,
                                            cfg.replicas))
         self.lease = await self.nats.call(
@@ -128,7 +137,7 @@ class Member:
     async def _standby(self, stop: asyncio.Event) -> None:
         """Tail until we take the lease (expired, or handed to us)."""
         assert self.follower is not None and self.replica is not None
-        self.role = "standby"
+        self.role = "resuming" if self._resuming() else "standby"
         await self.follower.start()
         log.info("%s standby at seq %d", self.name, self.replica.seq)
         next_poll = 0.0
@@ -143,10 +152,48 @@ class Member:
             next_poll = time.monotonic() + self.config.poll_every
             try:
                 holder = await self.nats.call(self.lease.current())
-                if holder is None and await self._take(0):
+                if await self._claim(holder):
                     return
             except Exception as exc:
                 log.debug("lease check failed: %r", exc)
+            if self.role == "resuming" and not self._resuming():
+                self.role = "standby"
+
+    async def _claim(self, holder: tuple[Holder, int] | None) -> bool:
+        """Take a free lease, unless a live peer that just led may take it back; after our
+        own renewals failed, take ours back first (by a compare-and-set on our last revision
+        if the entry is still there, else by creating it)."""
+        resuming = self._resuming()
+        if holder is None:
+            if not resuming and self._yield_to_peer():
+                return False
+            return await self._take(0)
+        self._defer_since = 0.0
+        if resuming and holder[0].node == self.name and holder[1] == self.lease.revision:
+            return await self._take(holder[1])
+        if holder[0].node != self.name:
+            self._resume_term = 0
+        return False
+
+    def _resuming(self) -> bool:
+        if self._resume_term and time.monotonic() > self._resume_until:
+            self._resume_term = 0
+        return bool(self._resume_term)
+
+    def _yield_to_peer(self) -> bool:
+        """A peer heard within 70% of a TTL as leader (or taking its lease back) is alive:
+        its lease lapsed because NATS could not renew it, not because it died. Give it up
+        to ``election_wait`` to take it back before failing over. A dead leader's last
+        heartbeat is older than that by the time its lease expires, so a real failover
+        waits for nothing."""
+        now = time.monotonic()
+        window = self.config.lease_ttl * 0.7
+        if not any(role in ("leader", "resuming") and now - at < window
+                   for at, role in list(self._peers.values())):
+            self._defer_since = 0.0
+            return False
+        self._defer_since = self._defer_since or now
+        return now - self._defer_since < self.config.election_wait
 
     async def _take(self, handoff: int) -> bool:
         try:
@@ -162,6 +209,7 @@ class Member:
     async def _lead(self, stop: asyncio.Event) -> None:
         assert self.follower is not None and self.replica is not None
         failover = self._handoff is None
+        resumed_from = self._resume_term if failover else 0
         t0 = time.monotonic()
         self.role = "promoting"
         self._stepdown.clear()
@@ -170,15 +218,16 @@ class Member:
         generation = self._generation
         self.nats.spawn(lambda: self._renew(generation))
         try:
-            await self._become_leader(failover)
+            resumed = await self._become_leader(failover, resumed_from)
         except Exception as exc:
             log.warning("%s could not become leader: %s", self.name, exc)
             await self._step_down("promotion failed")
             return
         took = time.monotonic() - t0
+        self._resume_term = 0
+        how = "resumed" if resumed else "failover" if failover else "switchover"
         log.info("%s leads at term %d from seq %d (%s, ready in %.0f ms)", self.name,
-                 self.lease.term, self.replica.seq, "failover" if failover else "switchover",
-                 took * 1000)
+                 self.lease.term, self.replica.seq, how, took * 1000)
         if self._handoff is not None:
             self._handoff[1].set_result(took)
             self._handoff = None
@@ -193,7 +242,10 @@ class Member:
                 await self._final_snapshot()
         await self._step_down("stopping" if stop.is_set() else "lease or fence lost")
 
-    async def _become_leader(self, failover: bool) -> None:
+    async def _become_leader(self, failover: bool, resumed_from: int = 0) -> bool:
+        """Returns whether this was a resumption: we led at ``resumed_from`` until NATS failed
+        our renewals, and the stream still ends with our own message (nobody else wrote), so
+        nothing a failover protects against happened and markets stay as they are."""
         assert self.follower is not None and self.replica is not None and self.journal
         cfg = self.config
         await self.follower.stop()
@@ -222,7 +274,8 @@ class Member:
         fresh = engine.seq == 0
         if fresh and self.demo:
             await node.submit_many(_demo_setup())
-        if failover and not fresh:
+        resumed = bool(resumed_from) and tail.term == resumed_from
+        if failover and not fresh and not resumed:
             await node.submit_many(self._recovery_commands(engine))
         else:
             await node.submit_many([])
@@ -230,6 +283,7 @@ class Member:
         self.accepting = True
         self._cmd_sub = await self.nats.call(
             self.nats.nc.subscribe(cfg.cmd_subject(self.name), cb=self._on_command))
+        return resumed
 
     def _recovery_commands(self, engine: Any) -> list[C.Command]:
         until = wall_clock_ms() + self.config.recovery_window_ms
@@ -249,6 +303,7 @@ class Member:
         def current() -> bool:
             return self._renewing and self._generation == generation
 
+        term = lease.term
         while current() and lease.term:
             try:
                 ok = await asyncio.wait_for(lease.renew(), self.config.renew_every * 2)
@@ -260,6 +315,10 @@ class Member:
                 break
             await asyncio.sleep(self.config.renew_every)
         if current() and self._loop is not None:
+            # lapsed or refused (expired while the bucket elected a leader, or taken): try
+            # to take it back; _claim gives up as soon as another node holds it
+            self._resume_term = term
+            self._resume_until = time.monotonic() + self.config.election_wait
             self._loop.call_soon_threadsafe(self._stepdown.set)
 
     async def _step_down(self, why: str) -> None:
@@ -283,7 +342,7 @@ class Member:
         self.lease.drop()
         if self.role != "standby":
             log.warning("%s steps down: %s", self.name, why)
-        self.role = "standby"
+        self.role = "resuming" if self._resuming() else "standby"
 
     # --- serving (callbacks on the NATS thread) ---------------------------------------------
 
@@ -337,6 +396,14 @@ class Member:
 
     async def _on_status(self, msg: Any) -> None:
         await msg.respond(msgspec.json.encode(self.status()))
+
+    async def _on_heartbeat(self, msg: Any) -> None:
+        try:
+            peer = msgspec.json.decode(msg.data, type=NodeStatus)
+        except msgspec.DecodeError:
+            return
+        if peer.name != self.name:
+            self._peers[peer.name] = (time.monotonic(), peer.role)
 
     async def _on_hash(self, msg: Any) -> None:
         """``{seq, hash}`` of this node's state right now (tests and operators compare)."""
@@ -451,7 +518,8 @@ class Member:
             data = msgspec.json.encode(self.status())
             with contextlib.suppress(Exception):
                 await self.nats.call(self.nats.nc.publish(subject, data))
-            await asyncio.sleep(0.5)
+            # often enough that a live leader is always heard within 70% of a TTL
+            await asyncio.sleep(min(0.5, self.config.lease_ttl / 5))
 
     async def close(self) -> None:
         if self.node is not None:

@@ -60,6 +60,8 @@ class RemoteNode:
         self._loop: asyncio.AbstractEventLoop | None = None
         self.retries = 0
         self._leader: str | None = None
+        #: the highest seq a leader's heartbeat reported (for the replica-lag metric)
+        self.leader_seq = 0
 
     # --- Node surface -----------------------------------------------------------------------
 
@@ -82,6 +84,13 @@ class RemoteNode:
 
     def pending_age(self) -> float:
         return time.monotonic() - min(self._oldest) if self._oldest else 0.0
+
+    def lag(self) -> int | None:
+        """Commands this gateway's replica is behind the leader's last heartbeat (None until
+        a leader was heard)."""
+        if self.replica is None or not self.leader_seq:
+            return None
+        return max(0, self.leader_seq - self.replica.seq)
 
     async def start(self, wait_for_state: float = 30.0) -> RemoteNode:
         self._loop = asyncio.get_running_loop()
@@ -117,6 +126,16 @@ class RemoteNode:
 
         await self.nats.call(self.nats.nc.subscribe(cfg.gateway_subject(self.name, "status"),
                                                     cb=on_status))
+
+        async def on_heartbeat(msg: Any) -> None:
+            try:
+                beat = msgspec.json.decode(msg.data)
+            except msgspec.DecodeError:
+                return
+            if isinstance(beat, dict) and beat.get("role") == "leader":
+                self.leader_seq = max(self.leader_seq, int(beat.get("seq") or 0))
+
+        await self.nats.call(self.nats.nc.subscribe(cfg.heartbeat_subject, cb=on_heartbeat))
         log.info("gateway replica at seq %d", self.replica.seq)
         return self
 

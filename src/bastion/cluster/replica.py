@@ -69,6 +69,10 @@ class Replica:
             self._waiters[seq] = future
         return future
 
+    def waiting(self) -> bool:
+        """Someone waits for a seq this replica has not applied yet."""
+        return bool(self._waiters)
+
     def fail_waiters(self, exc: BaseException) -> None:
         waiters, self._waiters = self._waiters, {}
         for future in waiters.values():

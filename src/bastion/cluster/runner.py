@@ -39,14 +39,24 @@ def run_gateway(config: ClusterConfig, name: str, settings: Any) -> None:
     """Blocking: the API app over a ``RemoteNode`` (commands to the leader, reads local)."""
     import uvicorn
 
-    from bastion.api.app import asgi
+    from bastion.api.app import build
     from bastion.cluster.remote import RemoteNode
     from bastion.node.gcpolicy import apply_gc_policy
 
     _logging(settings.log_level)
     sys.setswitchinterval(settings.switch_interval)
     apply_gc_policy()
-    app = asgi(settings, lambda: RemoteNode(config, name))
+    remotes: list[RemoteNode] = []
+
+    def node() -> RemoteNode:
+        remotes.append(RemoteNode(config, name))
+        return remotes[-1]
+
+    built = build(settings, node)
+    metrics = built.state.metrics  # /metrics: this process is a gateway with a replica
+    metrics.role = lambda: "gateway"
+    metrics.replica_lag = lambda: remotes[-1].lag() if remotes else None
+    app = built.state.guard
     server = uvicorn.Config(app, host=settings.host, port=settings.port, loop="uvloop",
                             http="httptools", ws=settings.ws_impl, lifespan="on",
                             log_level="warning", access_log=False,

@@ -29,7 +29,7 @@ class StreamTail:
         self._sub = await retry_transient(lambda: self.nats.js.subscribe(
             f"{self.subject}.>", stream=self.stream, ordered_consumer=True, idle_heartbeat=1.0,
             config=config, pending_msgs_limit=1_000_000, pending_bytes_limit=512 * 1024 * 1024),
-            f"stream {self.stream}")
+            f"stream {self.stream}", pause=0.05)  # a new leader: resume within 50 ms
 
     async def start(self, start_stream_seq: int) -> None:
         await self.nats.call(self._open(start_stream_seq))

@@ -64,7 +64,8 @@ def is_transient(exc: BaseException) -> bool:
                                   "OutboundBufferLimitError", "FlushTimeoutError")
 
 
-async def retry_transient(fn: Callable[[], Any], what: str, wait: float = 30.0) -> Any:
+async def retry_transient(fn: Callable[[], Any], what: str, wait: float = 30.0,
+                          pause: float = 0.3) -> Any:
     """``await fn()`` until it stops failing with transient errors (a cluster still forming or
     electing), at most ``wait`` seconds; then a clear error naming ``what``."""
     loop = asyncio.get_running_loop()
@@ -76,7 +77,7 @@ async def retry_transient(fn: Callable[[], Any], what: str, wait: float = 30.0) 
             if not is_transient(exc) or loop.time() > deadline:
                 raise DurabilityError(f"{what} unavailable: {type(exc).__name__}: {exc}",
                                       code="NATS_UNAVAILABLE") from exc
-        await asyncio.sleep(0.3)
+        await asyncio.sleep(pause)
 
 
 class Outgoing(NamedTuple):
