@@ -36,8 +36,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT))
 
-from bastion.api.checkpoint import Checkpoints, Restorer  # noqa: E402
-from bastion.api.service import Gateway  # noqa: E402
+from bastion.api.read.checkpoint import Checkpoints, Restorer  # noqa: E402
+from bastion.api.service.gateway import Gateway  # noqa: E402
 from bastion.core import commands as C  # noqa: E402
 from bastion.demo import BTC_USDT, demo_setup  # noqa: E402
 from bastion.node import Node, NodeConfig  # noqa: E402

@@ -39,7 +39,7 @@ sys.path.insert(0, str(ROOT))
 import httpx  # noqa: E402
 from websockets.asyncio.client import connect  # noqa: E402
 
-from bastion.api.auth import sign  # noqa: E402
+from bastion.api.security.auth import sign  # noqa: E402
 from bench.gateway import cpu_seconds  # noqa: E402
 from hostile_support import RawWs  # noqa: E402
 from serverproc import DEMO_KEY, DEMO_SECRET, Admin, Server  # noqa: E402

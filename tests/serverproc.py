@@ -21,7 +21,7 @@ from urllib.parse import urlencode
 
 import httpx
 
-from bastion.api.auth import sign
+from bastion.api.security.auth import sign
 
 ADMIN = "test-admin-token"
 DEMO_KEY = "demo-key-0001"

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bastion.api.binance import MAX_FIELDS, BinanceError, parse_params
+from bastion.api.binance.rest import MAX_FIELDS, BinanceError, parse_params
 
 _text = st.text(st.characters(codec="utf-8", exclude_characters="&=%+"), max_size=12)
 

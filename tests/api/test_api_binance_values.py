@@ -13,9 +13,9 @@ from urllib.parse import urlencode
 import httpx
 import pytest
 
-from bastion.api.auth import sign
-from bastion.api.perps import liquidation_price
-from bastion.api.readmodel import ReadModel
+from bastion.api.native.perps import liquidation_price
+from bastion.api.read.model import ReadModel
+from bastion.api.security.auth import sign
 from perp_harness import PERP, PX, PerpHarness
 from serverproc import ADMIN, DEMO_KEY, DEMO_SECRET, Admin, Server, running
 

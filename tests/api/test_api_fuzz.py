@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis.errors import Unsatisfiable
 from schemathesis import GenerationMode
 
-from bastion.api.auth import sign
+from bastion.api.security.auth import sign
 from serverproc import ADMIN, DEMO_KEY, DEMO_SECRET, Admin, Server
 
 EXAMPLES = int(os.environ.get("BASTION_FUZZ_EXAMPLES", "20"))

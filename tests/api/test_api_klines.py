@@ -7,7 +7,7 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bastion.api.readmodel import ReadModel
+from bastion.api.read.model import ReadModel
 from bastion.core import events as E
 from bastion.core.engine import Engine
 from bastion.demo import demo_setup, stamp

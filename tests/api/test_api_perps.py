@@ -11,7 +11,7 @@ from typing import Any
 
 from websockets.asyncio.client import connect
 
-from bastion.api.auth import sign
+from bastion.api.security.auth import sign
 from serverproc import Admin, Client, running
 
 PERP = "BTC-USDT-PERP"

@@ -7,10 +7,10 @@ from __future__ import annotations
 import pytest
 
 from bastion.api import errors as A
-from bastion.api.binance import binance_error
+from bastion.api.binance.rest import binance_error
 from bastion.api.convert import to_units
 from bastion.api.errors import ApiError
-from bastion.api.rejections import api_error
+from bastion.api.service.rejections import api_error
 from bastion.core import commands as C
 from bastion.core import errors as X
 from bastion.core import events as E

@@ -9,7 +9,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from bastion.api.auth import sign
+from bastion.api.security.auth import sign
 from serverproc import ADMIN, DEMO_KEY, DEMO_SECRET, Admin, Client, Server, running
 
 

@@ -17,7 +17,7 @@ from typing import Any
 
 import httpx
 
-from bastion.api.auth import sign
+from bastion.api.security.auth import sign
 from serverproc import DEMO_KEY, DEMO_SECRET, Admin, Client, Server
 
 

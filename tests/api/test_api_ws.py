@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from websockets.asyncio.client import ClientConnection, connect
 
-from bastion.api.auth import sign
+from bastion.api.security.auth import sign
 from serverproc import DEMO_KEY, DEMO_SECRET, Admin, Client, Server, running
 
 

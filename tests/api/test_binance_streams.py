@@ -227,7 +227,7 @@ def test_revoked_api_key_ends_its_streams(srv: Server) -> None:
     api = stream(srv, "/ws-api/v3")
     try:
         ts = str(int(time.time() * 1000))
-        from bastion.api.auth import sign
+        from bastion.api.security.auth import sign
 
         payload = f"apiKey={c.key}&timestamp={ts}"
         sub = api.request({"id": "s1", "method": "userDataStream.subscribe.signature",

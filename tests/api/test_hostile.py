@@ -18,7 +18,7 @@ import httpx
 import pytest
 from websockets.asyncio.client import connect
 
-from bastion.api.auth import sign
+from bastion.api.security.auth import sign
 from bastion.status import Egress, RetryPolicy, StatusService, create_app
 from bastion.status.egress import Refused
 from hostile_support import RawWs, is_closed, slow_headers

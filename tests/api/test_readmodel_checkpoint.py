@@ -13,8 +13,8 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from bastion.api.checkpoint import HEADER, Checkpoints, Restorer, _export
-from bastion.api.service import Gateway
+from bastion.api.read.checkpoint import HEADER, Checkpoints, Restorer, _export
+from bastion.api.service.gateway import Gateway
 from bastion.core import commands as C
 from bastion.demo import BTC_USDT, demo_setup
 from bastion.node import Node, NodeConfig

@@ -24,25 +24,30 @@ from starlette.responses import HTMLResponse, Response
 from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from bastion.api import admin, binance, binance_ws, native, ops, wallet, ws
 from bastion.api import docs as api_docs
 from bastion.api import errors as A
+from bastion.api import wallet
 from bastion.api.app_context import Context
-from bastion.api.auth import Authenticator
-from bastion.api.checkpoint import Checkpoints, Restorer
+from bastion.api.binance import rest as binance
+from bastion.api.binance import ws as binance_ws
+from bastion.api.binance.listenkeys import ListenKeys
 from bastion.api.config import Settings
 from bastion.api.errors import ApiError
-from bastion.api.fastpath import BINANCE_ORDER_PATHS, place_binance, place_order
 from bastion.api.health import Health
 from bastion.api.http import encode, error_body, now_ms
-from bastion.api.keys import KeyStore, load_server_key
 from bastion.api.lifecycle import banner, close_node, ensure_demo_key, open_node
-from bastion.api.listenkeys import ListenKeys
 from bastion.api.metrics import Metrics
 from bastion.api.metrics import route as metrics_route
+from bastion.api.native import routes as native
 from bastion.api.openapi import build_spec
-from bastion.api.ratelimit import Limiter
-from bastion.api.service import Gateway
+from bastion.api.operator import admin, ops
+from bastion.api.read.checkpoint import Checkpoints, Restorer
+from bastion.api.security.auth import Authenticator
+from bastion.api.security.keys import KeyStore, load_server_key
+from bastion.api.security.ratelimit import Limiter
+from bastion.api.service.fastpath import BINANCE_ORDER_PATHS, place_binance, place_order
+from bastion.api.service.gateway import Gateway
+from bastion.api.ws import endpoint as ws
 from bastion.textnum import ascii_int
 
 log = logging.getLogger("bastion.api")

@@ -5,14 +5,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from bastion.api.auth import Authenticator
 from bastion.api.config import Settings
-from bastion.api.keys import KeyStore
-from bastion.api.ratelimit import Limiter
-from bastion.api.service import Gateway
+from bastion.api.security.auth import Authenticator
+from bastion.api.security.keys import KeyStore
+from bastion.api.security.ratelimit import Limiter
+from bastion.api.service.gateway import Gateway
 
 if TYPE_CHECKING:
-    from bastion.api.ws import Hub
+    from bastion.api.ws.endpoint import Hub
 
 
 @dataclass

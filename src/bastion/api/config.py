@@ -40,7 +40,7 @@ class Settings:
     #: (frames per second, burst); a frame costs 1 + its size / 4 KiB. Over it, the socket is
     #: not read until the budget refills
     ws_msg_rate: tuple[float, float] = (50.0, 100.0)
-    #: connection limits (``bastion.api.protocol``): seconds to complete a request's headers,
+    #: connection limits (``bastion.api.security.protocol``): seconds to complete a request's headers,
     #: connections per IP that have not completed one, requests + connections server-wide
     #: before 503, and seconds an idle kept-alive connection stays open
     header_timeout: float = 10.0

@@ -12,9 +12,9 @@ from starlette.responses import Response
 
 from bastion.api import errors as A
 from bastion.api.app_context import Context
-from bastion.api.auth import read_of, require
 from bastion.api.errors import ApiError
-from bastion.api.keys import ApiKey
+from bastion.api.security.auth import read_of, require
+from bastion.api.security.keys import ApiKey
 from bastion.core import errors as X
 from bastion.textnum import ascii_int
 

@@ -8,10 +8,10 @@ from collections.abc import Callable
 from typing import Any
 
 from bastion.api.app_context import Context
-from bastion.api.checkpoint import Restorer
 from bastion.api.config import Settings
-from bastion.api.keys import PERMISSIONS
 from bastion.api.nodelike import NodeLike, Snapshotting, Stoppable
+from bastion.api.read.checkpoint import Restorer
+from bastion.api.security.keys import PERMISSIONS
 from bastion.core import events as E
 
 log = logging.getLogger("bastion.api")

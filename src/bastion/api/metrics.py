@@ -33,8 +33,8 @@ from bastion.core.commands import MarketMode
 from bastion.journal.group import GroupCommitter
 
 if TYPE_CHECKING:
-    from bastion.api.ratelimit import Limiter
-    from bastion.api.service import Gateway
+    from bastion.api.security.ratelimit import Limiter
+    from bastion.api.service.gateway import Gateway
 
 #: every mode a market can be in (``bastion_market_mode`` is a state set over these)
 MODES: tuple[MarketMode, ...] = ("open", "post_only", "cancel_only", "recovery", "halted",

@@ -11,7 +11,7 @@ from typing import Any
 
 import msgspec
 
-from bastion.api import schemas as S
+from bastion.api.native import schemas as S
 
 REF = "#/components/schemas/{name}"
 

@@ -10,7 +10,7 @@ import sys
 from typing import Any
 
 from bastion.api.config import Settings
-from bastion.api.protocol import guarded_protocol
+from bastion.api.security.protocol import guarded_protocol
 from bastion.node.gcpolicy import apply_gc_policy
 
 

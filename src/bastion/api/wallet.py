@@ -23,13 +23,13 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from bastion.api import binance as B
 from bastion.api import errors as A
-from bastion.api import schemas as S
 from bastion.api.app_context import Context
+from bastion.api.binance import rest as B
 from bastion.api.convert import from_units, to_units
 from bastion.api.errors import ApiError
 from bastion.api.http import JSON, admin, authenticate, decode
+from bastion.api.native import schemas as S
 from bastion.core import commands as C
 from bastion.core import errors as X
 from bastion.core import events as E

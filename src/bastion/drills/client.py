@@ -14,7 +14,7 @@ from urllib.parse import urlencode
 
 import httpx
 
-from bastion.api.auth import sign
+from bastion.api.security.auth import sign
 
 #: one request never waits longer than this (a dead server must not stall a bot forever)
 TIMEOUT_S = 5.0

@@ -1,6 +1,6 @@
 """The operator kit's actions on a running node. Each is journaled commands through the node
 (``node.submit``), so it is in the audit trail and replays identically; the HTTP routes
-(``bastion.api.ops``) and the CLI (``bastion halt|cancel|maintenance|...``) are thin shells.
+(``bastion.api.operator.ops``) and the CLI (``bastion halt|cancel|maintenance|...``) are thin shells.
 
 Operator decisions that are not engine state (an open maintenance window, a requested
 rollback) are recorded in the data directory (atomic writes) and in ``audit.jsonl``.

@@ -31,16 +31,16 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 import msgspec
 
-from bastion.api import perps
-from bastion.api import views as V
-from bastion.api.binance import bsym, ticker_24h
-from bastion.api.native import INTERVALS
+from bastion.api.binance.rest import bsym, ticker_24h
+from bastion.api.native import perps
+from bastion.api.native import views as V
+from bastion.api.native.routes import INTERVALS
 from bastion.core import events as E
 from bastion.core.state import Market
 
 if TYPE_CHECKING:
     from bastion.api.app_context import Context
-    from bastion.api.binance_ws import StreamConn
+    from bastion.api.binance.ws import StreamConn
 
 _enc = msgspec.json.Encoder()
 

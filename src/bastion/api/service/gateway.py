@@ -14,11 +14,11 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from bastion.api import errors as A
-from bastion.api.checkpoint import Checkpoints, PeriodicCheckpoints, Restorer
 from bastion.api.errors import ApiError
-from bastion.api.marketdata import BookFeed
-from bastion.api.readmodel import OrderRecord, ReadModel
-from bastion.api.rejections import api_error
+from bastion.api.read.checkpoint import Checkpoints, PeriodicCheckpoints, Restorer
+from bastion.api.read.model import OrderRecord, ReadModel
+from bastion.api.service.rejections import api_error
+from bastion.api.ws.marketdata import BookFeed
 from bastion.core import commands as C
 from bastion.core import errors as X
 from bastion.core import events as E

@@ -32,7 +32,7 @@ from pathlib import Path
 
 import msgspec
 
-from bastion.api.readmodel import (
+from bastion.api.read.model import (
     FILLS_PER_ACCOUNT,
     Candle,
     Fill,

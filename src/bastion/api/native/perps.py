@@ -11,12 +11,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from bastion.api import schemas as S
-from bastion.api import views as V
 from bastion.api.app_context import Context
 from bastion.api.convert import from_units, trim
 from bastion.api.errors import ApiError
 from bastion.api.http import now_ms
+from bastion.api.native import schemas as S
+from bastion.api.native import views as V
 from bastion.core import commands as C
 from bastion.core import errors as X
 from bastion.core.engine import Engine

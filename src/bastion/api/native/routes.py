@@ -15,14 +15,14 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from bastion.api import errors as A
-from bastion.api import perps
-from bastion.api import schemas as S
-from bastion.api import views as V
 from bastion.api.app_context import Context
 from bastion.api.convert import to_units
 from bastion.api.errors import ApiError
 from bastion.api.http import JSON, authenticate, decode, int_param, now_ms, path_int
-from bastion.api.readmodel import ReadModel
+from bastion.api.native import perps
+from bastion.api.native import schemas as S
+from bastion.api.native import views as V
+from bastion.api.read.model import ReadModel
 from bastion.core import commands as C
 from bastion.core import errors as X
 from bastion.core.engine import Engine

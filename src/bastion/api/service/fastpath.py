@@ -12,14 +12,14 @@ import logging
 
 from starlette.types import Receive, Scope, Send
 
-from bastion.api import binance as B
 from bastion.api import errors as A
-from bastion.api import schemas as S
-from bastion.api import views as V
 from bastion.api.app_context import Context
+from bastion.api.binance import rest as B
 from bastion.api.errors import ApiError
 from bastion.api.http import authenticate_scope, decode, encode, error_body
-from bastion.api.native import place_command
+from bastion.api.native import schemas as S
+from bastion.api.native import views as V
+from bastion.api.native.routes import place_command
 
 log = logging.getLogger("bastion.api")
 

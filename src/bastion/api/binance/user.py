@@ -15,17 +15,17 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from bastion.api import perps
-from bastion.api import views as V
-from bastion.api.binance import bsym
+from bastion.api.binance.rest import bsym
 from bastion.api.convert import from_units
-from bastion.api.readmodel import OrderRecord
+from bastion.api.native import perps
+from bastion.api.native import views as V
+from bastion.api.read.model import OrderRecord
 from bastion.core import events as E
 from bastion.core.engine import Engine
 
 if TYPE_CHECKING:
     from bastion.api.app_context import Context
-    from bastion.api.binance_ws import StreamConn
+    from bastion.api.binance.ws import StreamConn
 
 _enc = msgspec.json.Encoder()
 

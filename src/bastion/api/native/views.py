@@ -5,9 +5,9 @@ Shared by REST and WebSocket so both speak exactly the same shapes.
 
 from __future__ import annotations
 
-from bastion.api import schemas as S
 from bastion.api.convert import from_units, trim
-from bastion.api.readmodel import Fill, OrderRecord
+from bastion.api.native import schemas as S
+from bastion.api.read.model import Fill, OrderRecord
 from bastion.core.engine import Engine
 from bastion.core.state import Market
 

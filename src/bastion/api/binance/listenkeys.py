@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
-from bastion.api.auth import wall_ms
+from bastion.api.security.auth import wall_ms
 
 Surface = Literal["spot", "futures"]
 

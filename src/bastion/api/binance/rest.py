@@ -23,18 +23,18 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from bastion.api import errors as A
-from bastion.api import perps
-from bastion.api import views as V
 from bastion.api.app_context import Context
-from bastion.api.auth import read_of, require
 from bastion.api.convert import from_units, to_units, trim
 from bastion.api.errors import ApiError
 from bastion.api.http import now_ms
-from bastion.api.keys import ApiKey
-from bastion.api.native import INTERVALS
-from bastion.api.readmodel import CANCELED, EXPIRED, FILLED, OPEN, PARTIAL, OrderRecord
-from bastion.api.rejections import api_error
-from bastion.api.service import Gateway
+from bastion.api.native import perps
+from bastion.api.native import views as V
+from bastion.api.native.routes import INTERVALS
+from bastion.api.read.model import CANCELED, EXPIRED, FILLED, OPEN, PARTIAL, OrderRecord
+from bastion.api.security.auth import read_of, require
+from bastion.api.security.keys import ApiKey
+from bastion.api.service.gateway import Gateway
+from bastion.api.service.rejections import api_error
 from bastion.core import commands as C
 from bastion.core import errors as X
 from bastion.core import events as E

@@ -35,17 +35,17 @@ from starlette.routing import BaseRoute, WebSocketRoute
 from starlette.websockets import WebSocket
 
 from bastion.api import errors as A
-from bastion.api import perps
-from bastion.api import schemas as S
-from bastion.api import views as V
 from bastion.api.app_context import Context
-from bastion.api.auth import require
 from bastion.api.convert import to_units
 from bastion.api.errors import ApiError
 from bastion.api.http import decode
-from bastion.api.keys import ApiKey
-from bastion.api.native import place_command, position_views, ticker_view
-from bastion.api.ratelimit import Limiter
+from bastion.api.native import perps
+from bastion.api.native import schemas as S
+from bastion.api.native import views as V
+from bastion.api.native.routes import place_command, position_views, ticker_view
+from bastion.api.security.auth import require
+from bastion.api.security.keys import ApiKey
+from bastion.api.security.ratelimit import Limiter
 from bastion.core import errors as X
 from bastion.core import events as E
 

@@ -13,12 +13,12 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from bastion.api import errors as A
-from bastion.api import schemas as S
-from bastion.api import views as V
 from bastion.api.app_context import Context
 from bastion.api.convert import to_units
 from bastion.api.errors import ApiError
 from bastion.api.http import JSON, admin, decode, encode
+from bastion.api.native import schemas as S
+from bastion.api.native import views as V
 from bastion.core import commands as C
 from bastion.core import errors as X
 from bastion.core import events as E

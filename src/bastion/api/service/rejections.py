@@ -11,7 +11,7 @@ from collections.abc import Callable
 from typing import Protocol
 
 from bastion.api.errors import ApiError
-from bastion.api.views import Units
+from bastion.api.native.views import Units
 from bastion.core import errors as X
 from bastion.core.engine import Engine
 

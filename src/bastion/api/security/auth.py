@@ -21,7 +21,7 @@ from collections.abc import Callable
 
 from bastion.api import errors as A
 from bastion.api.errors import ApiError
-from bastion.api.keys import ApiKey, KeyStore
+from bastion.api.security.keys import ApiKey, KeyStore
 from bastion.textnum import ascii_int
 
 

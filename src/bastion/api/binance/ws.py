@@ -35,15 +35,15 @@ from starlette.websockets import WebSocket
 
 from bastion.api import errors as A
 from bastion.api.app_context import Context
-from bastion.api.auth import require, wall_ms
-from bastion.api.binance import BinanceError, J, binance_error, error_response
-from bastion.api.binance_streams import FUTURES, SPOT, Spec, StreamError, StreamHub, parse
-from bastion.api.binance_user import Sink, UserStreams
+from bastion.api.binance.listenkeys import ListenKey, ListenKeyError, ListenKeys, Surface
+from bastion.api.binance.rest import BinanceError, J, binance_error, error_response
+from bastion.api.binance.streams import FUTURES, SPOT, Spec, StreamError, StreamHub, parse
+from bastion.api.binance.user import Sink, UserStreams
 from bastion.api.errors import ApiError
-from bastion.api.keys import ApiKey
-from bastion.api.listenkeys import ListenKey, ListenKeyError, ListenKeys, Surface
-from bastion.api.ratelimit import Limiter
-from bastion.api.ws import POLICY, Conn
+from bastion.api.security.auth import require, wall_ms
+from bastion.api.security.keys import ApiKey
+from bastion.api.security.ratelimit import Limiter
+from bastion.api.ws.endpoint import POLICY, Conn
 
 log = logging.getLogger("bastion.api.binance")
 

@@ -1,0 +1,1 @@
+"""The Binance-compatible surface: REST (spot, USD-M), WebSocket streams, listen keys."""

@@ -1,0 +1,1 @@
+"""The native REST surface (``/v1``): routes, bodies and renderings."""

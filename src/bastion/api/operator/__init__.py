@@ -1,0 +1,1 @@
+"""Operator routes (``/admin``, ``/admin/ops``): bearer token only."""

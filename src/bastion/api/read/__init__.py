@@ -1,0 +1,1 @@
+"""The read side: the read model kept from the event stream, and its checkpoints."""

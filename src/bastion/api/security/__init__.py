@@ -1,0 +1,1 @@
+"""Who may call and how often: signatures, API keys, rate limits, connection limits."""

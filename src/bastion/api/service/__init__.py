@@ -1,0 +1,1 @@
+"""The use-case layer: intents in, journaled commands and typed outcomes out."""

@@ -1,0 +1,1 @@
+"""The native WebSocket API (``/v1/ws``) and its book mirrors."""
