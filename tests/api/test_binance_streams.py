@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import httpx
@@ -108,21 +108,30 @@ def _burst(c1: Client, c2: Client, market: str, mid: int) -> None:
         who.place(market=market, side=side, quantity="0.003", price=f"{mid + off * 10}")
 
 
-def _local_book(s: Stream, base: str, rest: str, futures: bool) -> dict[str, Any]:
+def _local_book(s: Stream, base: str, rest: str, futures: bool,
+                busy: Callable[[], bool]) -> dict[str, Any]:
     """Binance's documented local-book algorithm, spot or futures flavour, driven by
-    ``s`` (already subscribed to the diff depth), checked against the REST snapshot."""
+    ``s`` (already subscribed to the diff depth), checked against the REST snapshot. It reads
+    until ``busy()`` is false and the stream has reached the book's id (a loaded machine can
+    pause the traders or the stream for more than a second)."""
     with httpx.Client(base_url=base) as http:
         snap = http.get(rest, params={"symbol": "BTCUSDT", "limit": 1000}).json()
     last = snap["lastUpdateId"]
     bids = {p: q for p, q in snap["bids"]}
     asks = {p: q for p, q in snap["asks"]}
     first = True
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         try:
             ev = s.recv(timeout=1.0)
         except TimeoutError:
-            break
+            if busy():
+                continue
+            with httpx.Client(base_url=base) as http:
+                now = http.get(rest, params={"symbol": "BTCUSDT", "limit": 5}).json()
+            if last >= now["lastUpdateId"]:
+                break
+            continue
         if ev.get("e") != "depthUpdate":
             continue
         if (ev["u"] < last) if futures else (ev["u"] <= last):
@@ -165,7 +174,7 @@ def test_depth_ids_continue_the_rest_snapshot(srv: Server, traders: list[Client]
 
         t = threading.Thread(target=_burst, args=(*traders, market, mid))
         t.start()
-        local = _local_book(s, srv.url, rest, futures)
+        local = _local_book(s, srv.url, rest, futures, t.is_alive)
         t.join()
         with httpx.Client(base_url=srv.url) as http:
             snap = http.get(rest, params={"symbol": "BTCUSDT", "limit": 1000}).json()
