@@ -16,7 +16,9 @@ bounded in bytes (``BASTION_WS_SEND_BUFFER``): a consumer that cannot keep up is
 1008 and resyncs from a fresh snapshot; subscriptions are de-duplicated and capped per frame
 (``MAX_CHANNELS_PER_FRAME``) and per connection (``BASTION_WS_MAX_CHANNELS``); frames other
 than order entry are budgeted per connection (``BASTION_WS_MSG_RATE``: over it the socket is
-not read until the budget refills, so a flood costs what the budget allows); connections per IP
+not read until the budget refills, so a flood costs what the budget allows; a ``subscribe`` also
+pays for the snapshot bytes it queues, and a book snapshot is rendered once per book change and
+shared by every subscriber until the book moves); connections per IP
 are capped (``BASTION_WS_PER_IP``); a frame nested too deeply closes with 1007. Revoking a key
 closes its sockets at once; changing its permissions applies to its open sockets at once.
 """
@@ -46,8 +48,10 @@ from bastion.api.native.routes import place_command, position_views, ticker_view
 from bastion.api.security.auth import require
 from bastion.api.security.keys import ApiKey
 from bastion.api.security.ratelimit import Limiter
+from bastion.api.ws.marketdata import BookMirror
 from bastion.core import errors as X
 from bastion.core import events as E
+from bastion.core.state import Market
 
 log = logging.getLogger("bastion.api.ws")
 
@@ -178,6 +182,10 @@ class Hub:
         #: open sockets per client IP and per API key (limits, revocation)
         self.per_ip: dict[str, int] = defaultdict(int)
         self.by_key: dict[str, set[Conn]] = defaultdict(set)
+        #: market -> (mirror, its version, rendered snapshot): subscribers between two book
+        #: changes share one render (a re-subscribe flood otherwise re-renders 200 levels each)
+        self._book_snapshots: dict[str, tuple[BookMirror, int, bytes]] = {}
+        self.snapshot_renders = 0
         ctx.keys.watch(self.key_changed)
 
     # ------------------------------------------------------------ sessions
@@ -280,15 +288,25 @@ class Hub:
                 gw.books.load(gw.engine)
                 mirror = gw.books.mirror(mkt.market)
             assert mirror is not None
-            u = V.Units(gw.engine, mkt)
-            bids, asks = mirror.snapshot()
-            conn.send(_enc.encode({
-                "channel": channel, "type": "snapshot", "market": mkt.market, "seq": mirror.seq,
-                "bids": [(u.price(p), u.qty(q)) for p, q in bids],
-                "asks": [(u.price(p), u.qty(q)) for p, q in asks]}))
+            conn.send(self._book_snapshot(mkt, mirror))
         elif kind == "ticker":
             conn.send(_enc.encode({"channel": channel,
                                    "data": ticker_view(self.ctx, mkt.market)}))
+
+    def _book_snapshot(self, mkt: Market, mirror: BookMirror) -> bytes:
+        cached = self._book_snapshots.get(mkt.market)
+        if cached is not None and cached[0] is mirror and cached[1] == mirror.version:
+            return cached[2]
+        u = V.Units(self.ctx.gateway.engine, mkt)
+        bids, asks = mirror.snapshot()
+        data = _enc.encode({
+            "channel": "book." + mkt.market, "type": "snapshot", "market": mkt.market,
+            "seq": mirror.seq,
+            "bids": [(u.price(p), u.qty(q)) for p, q in bids],
+            "asks": [(u.price(p), u.qty(q)) for p, q in asks]})
+        self._book_snapshots[mkt.market] = (mirror, mirror.version, data)
+        self.snapshot_renders += 1
+        return data
 
     def unsubscribe(self, conn: Conn, channel: str) -> None:
         conn.subs.discard(channel)
@@ -524,7 +542,11 @@ def routes(ctx: Context, hub: Hub) -> list[BaseRoute]:
                 ctx.ip_limiter.hit(conn.ip)  # a snapshot per subscribe: not free to spam
                 if not op.channels:
                     raise ApiError(A.MALFORMED_REQUEST, "give channels")
+                queued = conn.buffered
                 hub.subscribe_all(conn, op.channels)
+                # the snapshots it queued are paid for like inbound bytes: re-subscribing
+                # for fresh snapshots costs what they cost to send
+                cost += max(0, conn.buffered - queued) // 4096
                 _reply(conn, rid, {"subscribed": sorted(conn.subs)})
             elif op.op == "unsubscribe":
                 for ch in op.channels[:MAX_CHANNELS_PER_FRAME]:

@@ -17,13 +17,16 @@ Levels = dict[int, int]
 
 
 class BookMirror:
-    __slots__ = ("asks", "bids", "market", "seq")
+    __slots__ = ("asks", "bids", "market", "seq", "version")
 
     def __init__(self, market: str) -> None:
         self.market = market
         self.bids: Levels = {}
         self.asks: Levels = {}
         self.seq = 0
+        #: bumped on every change (a reload too: after a rollback the same ``seq`` can hold
+        #: other levels), so a snapshot rendered at one version is valid until it moves
+        self.version = 0
 
     def load(self, engine: Engine) -> None:
         book = engine.books.get(self.market)
@@ -33,6 +36,7 @@ class BookMirror:
             self.bids = {p: lv.qty for p, lv in book.bids.levels.items()}
             self.asks = {p: lv.qty for p, lv in book.asks.levels.items()}
         self.seq = engine.seq
+        self.version += 1
 
     def snapshot(self, depth: int | None = None) -> tuple[list[tuple[int, int]],
                                                           list[tuple[int, int]]]:
@@ -90,4 +94,5 @@ class BookFeed:
             mirror = self.mirrors[market]
             out.append((market, mirror.seq, seq, bids, asks))
             mirror.seq = seq
+            mirror.version += 1
         return out
