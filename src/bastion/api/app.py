@@ -138,7 +138,7 @@ class Guard:
         ctx = self.fast.get("ctx")
         if ctx is not None and scope["method"] == "POST":
             path = scope["path"]
-            if path == "/v1/orders":
+            if path == native.PLACE_PATH:
                 await place_order(ctx, scope, receive, send)
                 return
             perp = BINANCE_ORDER_PATHS.get(path)

@@ -30,6 +30,8 @@ from bastion.core.engine import Engine
 Handler = Callable[[Request], Awaitable[Response]]
 
 INTERVALS = S.INTERVALS
+#: ``POST`` here is order entry, served by the Guard ahead of the router (``fastpath``)
+PLACE_PATH = "/v1/orders"
 
 
 def place_command(engine: Engine, account: int, req: S.PlaceOrder) -> C.PlaceOrder:
