@@ -26,7 +26,7 @@ from bastion.textnum import ascii_int
 
 
 def read_of(method: str, path: str) -> str | None:
-    """What ``Authenticator.verify`` takes as ``read``: only a GET may be repeated."""
+    """What ``Authenticator.verify`` takes as ``read``: only a GET may reuse a signature."""
     return f"GET {path}" if method == "GET" else None
 
 #: a timestamp may run this far ahead of the server clock (client clocks drift both ways)
@@ -38,7 +38,7 @@ def wall_ms() -> int:
 
 
 class ReplayCache:
-    """Signatures seen recently, each with the read it was first used for (None: not a read);
+    """Signatures seen recently, each marked by whether it was first used for a read;
     each is remembered until its request could no longer pass the timestamp check anyway, so
     memory stays bounded by rate x window."""
 
@@ -48,8 +48,10 @@ class ReplayCache:
 
     def check_and_add(self, digest: bytes, expires_ms: int, now_ms: int,
                       read: str | None = None) -> bool:
-        """True if the signature is new (and now remembered) or repeats the same ``read``
-        (``"GET <path>"``) it was first used for; False for any other reuse."""
+        """True if the signature is new (and now remembered), or if it is a read (``"GET
+        <path>"``) reusing a signature first used by a read; False for any other reuse. Any
+        read, not only the same one: Binance signs only the parameters, so an honest client's
+        ``openOrders`` and ``allOrders`` signed in one millisecond carry the same signature."""
         expiry = self._expiry
         seen = self._seen
         while expiry and expiry[0][0] < now_ms:
@@ -57,7 +59,7 @@ class ReplayCache:
         tag = int.from_bytes(digest[:16], "big")
         if tag in seen:
             first = seen[tag]
-            return first is not None and first == read
+            return first is not None and read is not None
         seen[tag] = read
         expiry.append((expires_ms, tag))
         return True
@@ -82,9 +84,9 @@ class Authenticator:
         """Check one signed request; returns its key or raises ``ApiError`` (401 for
         credentials, 400 for a malformed timestamp or window). ``read`` is ``"GET <path>"``
         for a signed read and None for anything with an effect (orders, cancels, logins).
-        A signature is accepted once, except that the identical read may repeat: Binance's
-        signature covers only the parameters, so the method and path it was first used with
-        are what keep a captured read from coming back as a ``DELETE`` of the same URL."""
+        A signature is accepted once, except that reads may share one: Binance's signature
+        covers only the parameters, so whether it was first used by a read is what keeps a
+        captured read from coming back as a ``DELETE`` of the same URL."""
         if not key_id:
             raise ApiError(A.UNAUTHORIZED, "missing API key", field="key")
         key = self.keys.get(key_id)
