@@ -210,14 +210,11 @@ class StreamHub:
             return
         engine = self.ctx.gateway.engine
         ts = engine.ts
-        by_market = self.by_market
         for market, prev_seq, seq, bids, asks in deltas:
-            self.changes[market] += 1
-            keys = by_market.get(market)
-            if not keys:
+            target = self._changed(market)
+            if target is None:
                 continue
-            m = engine.markets[market]
-            u = V.Units(engine, m)
+            m, u, keys = target
             for key in keys:
                 st = self.streams[key]
                 kind = st.spec.kind
@@ -236,12 +233,10 @@ class StreamHub:
                 assert isinstance(ev, E.Trade)
                 trades.setdefault(ev.market, []).append(ev)
         for market, batch in trades.items():
-            self.changes[market] += 1
-            keys = by_market.get(market)
-            if not keys:
+            target = self._changed(market)
+            if target is None:
                 continue
-            m = engine.markets[market]
-            u = V.Units(engine, m)
+            m, u, keys = target
             for key in keys:
                 st = self.streams[key]
                 kind = st.spec.kind
@@ -249,6 +244,17 @@ class StreamHub:
                     futures = st.surface == FUTURES
                     for t in batch:
                         st.send(_enc.encode(_trade(m, u, t, kind, futures)))
+
+    def _changed(self, market: str) -> tuple[Market, V.Units, set[str]] | None:
+        """Count a change of ``market``; its streams' keys with what renders them, or None
+        when nobody streams it."""
+        self.changes[market] += 1
+        keys = self.by_market.get(market)
+        if not keys:
+            return None
+        engine = self.ctx.gateway.engine
+        m = engine.markets[market]
+        return m, V.Units(engine, m), keys
 
     def _depth_event(self, st: _Stream) -> dict[str, Any]:
         """The levels changed since the stream's last event, each at its latest quantity
