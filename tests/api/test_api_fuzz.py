@@ -22,6 +22,9 @@ from serverproc import ADMIN, DEMO_KEY, DEMO_SECRET, Admin, Server
 
 EXAMPLES = int(os.environ.get("BASTION_FUZZ_EXAMPLES", "20"))
 MARKETS = ("BTC-USDT", "ETH-USDT")
+#: documented, but not fuzzed: a rollback restarts the server by design (its own drill tests
+#: it), and each online snapshot forks the node (tests/ops covers them)
+NOT_FUZZED = {("POST", "/admin/ops/rollback"), ("POST", "/admin/ops/snapshots")}
 
 
 def _send(http: httpx.Client, base: str, case: Any) -> httpx.Response:
@@ -69,10 +72,14 @@ def test_fuzz_native_api_from_openapi(tmp_path: Path) -> None:
         with httpx.Client(timeout=10.0) as http:
             for result in schema.get_all_operations():
                 op = result.ok()
+                if (op.method.upper(), op.path) in NOT_FUZZED:
+                    continue
+                # the operator routes take the admin token only: half as many examples
+                examples = EXAMPLES if op.path.startswith("/v1/") else max(5, EXAMPLES // 2)
                 for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
                     strategy = op.as_strategy(generation_mode=mode)
 
-                    @settings(max_examples=EXAMPLES, deadline=None, database=None,
+                    @settings(max_examples=examples, deadline=None, database=None,
                               derandomize=True, suppress_health_check=list(HealthCheck))
                     @given(case=strategy)
                     def run(case: Any) -> None:

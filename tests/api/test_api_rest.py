@@ -156,6 +156,31 @@ def test_rejects_have_stable_codes(alice: Client, bob: Client, body: dict[str, o
     assert r.json()["message"]
 
 
+def test_error_bodies_carry_the_typed_detail_in_decimal_units(alice: Client) -> None:
+    """Which field broke which bound, in the request's units: order entry (fast path), amend
+    (routed) and an edge refusal; a refusal without detail has no detail fields."""
+    lot = order(alice, quantity="0.000011").json()  # BTC-USDT lot 0.00001
+    assert lot["code"] == "LOT_SIZE"
+    assert (lot["field"], lot["limit"], lot["value"]) == ("qty", "0.00001000", "0.00001100")
+    funds = order(alice, quantity="999").json()  # a buy spends USDT
+    assert (funds["code"], funds["field"]) == ("INSUFFICIENT_FUNDS", "available")
+    # the hold: 999 BTC x 40,000 plus the 5 bps taker fee it could pay
+    assert funds["value"] == "39979980.00000000 USDT"
+    assert funds["limit"].endswith(" USDT")
+    decimals = order(alice, price="40000.001").json()
+    assert (decimals["field"], decimals["limit"], decimals["value"]) == ("decimals", "2", "3")
+    r = order(alice, price="30000")
+    assert r.status_code == 201, r.text
+    amend = alice.patch(f"/v1/orders/{r.json()['order_id']}", {"quantity": "0.0000101"}).json()
+    assert (amend["code"], amend["field"], amend["value"]) == ("LOT_SIZE", "qty", "0.00001010")
+    # an amend names no side: the order's own says which asset it spends
+    amend = alice.patch(f"/v1/orders/{r.json()['order_id']}", {"quantity": "999"}).json()
+    assert (amend["code"], amend["field"]) == ("INSUFFICIENT_FUNDS", "available")
+    assert amend["value"].endswith(" USDT") and amend["limit"].endswith(" USDT")
+    plain = order(alice, market="DOGE-EUR").json()
+    assert plain["code"] == "UNKNOWN_MARKET" and "field" not in plain and "limit" not in plain
+
+
 def test_malformed_bodies(alice: Client) -> None:
     for raw in (b"{not json", b"[]", b'{"market": 5}', b"\xff\xfe", b"null"):
         r = alice.post("/v1/orders", raw)

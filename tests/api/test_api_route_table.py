@@ -1,5 +1,6 @@
-"""The router and ``/openapi.json`` list the same trading API: a route served but not documented,
-or documented but not served, fails here (the two lists are still kept by hand, see #15)."""
+"""The router and ``/openapi.json`` come from one table (``bastion.api.routes``): every handler
+a module registers is routed and documented, every routed op has its handler, and the document
+validates."""
 
 from __future__ import annotations
 
@@ -7,9 +8,13 @@ import re
 from types import SimpleNamespace
 from typing import Any
 
+import pytest
+from openapi_spec_validator import validate
 from starlette.routing import Route
 
+from bastion.api import routes as table
 from bastion.api import wallet
+from bastion.api.http import Handlers
 from bastion.api.native import routes as native
 from bastion.api.openapi import build_spec
 from bastion.api.operator import admin, ops
@@ -17,33 +22,65 @@ from bastion.api.operator import admin, ops
 Endpoint = tuple[str, str]
 
 
-def _served(tmp: str) -> set[Endpoint]:
-    """(method, path) of every HTTP route the app mounts under /v1 and /admin, plus the order
-    entry the Guard serves ahead of the router."""
+def _handlers(tmp: str) -> dict[str, Any]:
     ctx: Any = SimpleNamespace(gateway=SimpleNamespace(), extra={},
                                settings=SimpleNamespace(data_dir=tmp))
+    return {**native.handlers(ctx), **wallet.handlers(ctx), **admin.handlers(ctx),
+            **ops.handlers(ctx)}
+
+
+def _routed(tmp: str) -> set[Endpoint]:
+    """(method, documented path) of every route the router is built with, plus the order
+    entry the Guard serves ahead of it."""
     out = {("post", native.PLACE_PATH)}
-    for module in (native, wallet, admin, ops):
-        for route in module.routes(ctx):
-            if isinstance(route, Route) and route.path.startswith(("/v1/", "/admin/")):
-                path = re.sub(r"\{(\w+):\w+\}", r"{\1}", route.path)  # {x:path} -> {x}
-                out |= {(m.lower(), path) for m in route.methods or () if m != "HEAD"}
+    for route in table.mount(_handlers(tmp)):
+        assert isinstance(route, Route)
+        path = re.sub(r"\{(\w+):\w+\}", r"{\1}", route.path)
+        out |= {(m.lower(), path) for m in route.methods or () if m != "HEAD"}
     return out
 
 
-def _documented() -> set[Endpoint]:
-    return {(method, path) for path, item in build_spec()["paths"].items() for method in item}
+def test_router_and_document_list_the_same_operations(tmp_path: Any) -> None:
+    spec = build_spec()
+    validate(spec)
+    documented = {(m, p) for p, item in spec["paths"].items() for m in item}
+    routed = _routed(str(tmp_path))
+    assert routed == documented
+    # the whole API, operator routes included, not an empty router
+    assert len({e for e in routed if e[1].startswith("/v1/")}) >= 29
+    assert len({e for e in routed if e[1].startswith("/admin/")}) >= 27
+    for path, item in spec["paths"].items():
+        for method, op in item.items():
+            assert op["summary"] and op["responses"], (method, path)
+            if path.startswith("/admin/"):
+                assert op["security"] == [{"operator": []}], (method, path)
 
 
-def test_public_api_is_documented_exactly(tmp_path: Any) -> None:
-    served = {e for e in _served(str(tmp_path)) if e[1].startswith("/v1/")}
-    documented = {e for e in _documented() if e[1].startswith("/v1/")}
-    assert served - documented == set(), "served but missing from /openapi.json"
-    assert documented - served == set(), "documented but not served"
-    assert len(served) >= 25  # the comparison saw the whole API, not an empty router
+def test_every_op_documents_its_error_codes() -> None:
+    spec = build_spec()
+    place = spec["paths"]["/v1/orders"]["post"]["responses"]
+    assert "`LOT_SIZE`" in place["400"]["description"]
+    assert "`MARKET_MODE`" in place["409"]["description"]
+    assert "`INVALID_SIGNATURE`" in place["401"]["description"]
+    public = spec["paths"]["/v1/time"]["get"]["responses"]
+    assert "401" not in public  # a public route never answers an auth error
+    error = spec["components"]["schemas"]["Error"]["properties"]
+    assert {"code", "message", "field", "limit", "value"} <= error.keys()
 
 
-def test_documented_operator_routes_are_served(tmp_path: Any) -> None:
-    served = _served(str(tmp_path))
-    documented = {e for e in _documented() if e[1].startswith("/admin/")}
-    assert documented and documented <= served
+def test_a_handler_outside_the_table_or_an_op_without_handler_is_refused(tmp_path: Any
+                                                                        ) -> None:
+    handlers = _handlers(str(tmp_path))
+    extra = Handlers("native")
+
+    @extra
+    async def forgotten(request: Any) -> Any:
+        raise AssertionError
+
+    with pytest.raises(ValueError, match="native.forgotten"):
+        table.mount({**handlers, **extra})
+    handlers.pop("native.amend")
+    with pytest.raises(ValueError, match="native.amend"):
+        table.mount(handlers)
+    with pytest.raises(ValueError, match="registered twice"):
+        extra.add("forgotten", forgotten)

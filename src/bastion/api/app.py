@@ -26,6 +26,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from bastion.api import docs as api_docs
 from bastion.api import errors as A
+from bastion.api import routes as route_table
 from bastion.api import wallet
 from bastion.api.app_context import Context
 from bastion.api.binance import rest as binance
@@ -62,7 +63,7 @@ def _is_binance(path: str) -> bool:
 def _error_response(path: str, err: ApiError) -> Response:
     if _is_binance(path):
         return binance.error_response(err)
-    return Response(error_body(err.code, err.message), status_code=err.status,
+    return Response(error_body(err), status_code=err.status,
                     media_type="application/json", headers=err.headers)
 
 
@@ -224,13 +225,12 @@ def build(settings: Settings, node_factory: Callable[[], Any] | None = None) -> 
             metrics.bind(gateway, [ip_limiter, key_limiter])
             # native and Binance sockets share the hub's per-IP admission, so it counts both
             metrics.ws_sources["all"] = lambda: sum(hub.per_ip.values())
-            routes: list[BaseRoute] = []
-            routes += wallet.routes(ctx)  # withdrawals, deposits (ahead of native/binance)
-            routes += native.routes(ctx)
+            handlers = {**native.handlers(ctx), **wallet.handlers(ctx), **admin.handlers(ctx),
+                        **ops.handlers(ctx)}
+            routes: list[BaseRoute] = [*route_table.mount(handlers)]
             routes += ws.routes(ctx, hub)
             routes += binance.routes(ctx)
-            routes += admin.routes(ctx)
-            routes += ops.routes(ctx)
+            routes += wallet.binance_routes(ctx)
             routes.append(metrics_route(metrics))
             status_cm = _status(settings, ctx, routes)
             routes += bws.routes()  # after the status page's /ws/status

@@ -30,7 +30,8 @@ def to_units(text: object, decimals: int, code: str, what: str, *,
     stripped = frac.rstrip("0")
     if len(stripped) > decimals:
         raise ApiError(code, f"{what} {text} has more than {decimals} decimal places",
-                       field="decimals", limit=decimals, value=len(stripped))
+                       field="decimals", limit=decimals, value=len(stripped),
+                       limit_text=str(decimals), value_text=str(len(stripped)))
     value: int = int(whole or "0") * 10**decimals + (int(stripped.ljust(decimals, "0"))
                                                      if decimals else 0)
     if value > MAX_INT:

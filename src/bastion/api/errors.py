@@ -70,11 +70,11 @@ class ApiError(Exception):
     ``field``/``limit``/``value`` are the typed detail (the core's ``Rejected`` fields, or the
     edge's own: ``field="decimals"`` for a number with too many decimal places, ``field="key"``
     for a missing API key). Surfaces map ``(code, field)`` through their tables; nobody parses
-    ``message``."""
+    ``message``. Native bodies carry the detail in decimal units (``error_body``)."""
 
     def __init__(self, code: str, message: str, status: int | None = None,
                  headers: dict[str, str] | None = None, *, field: str = "", limit: int = 0,
-                 value: int = 0) -> None:
+                 value: int = 0, limit_text: str = "", value_text: str = "") -> None:
         super().__init__(message)
         self.code = code
         self.message = message
@@ -83,3 +83,18 @@ class ApiError(Exception):
         self.field = field
         self.limit = limit
         self.value = value
+        #: ``limit``/``value`` in the request's decimal units (empty where there is no unit)
+        self.limit_text = limit_text
+        self.value_text = value_text
+
+    def detail(self) -> dict[str, str]:
+        """The typed detail as a native error body shows it (``schemas.Error``): the field,
+        and its limit and value where they have a decimal unit."""
+        if not self.field:
+            return {}
+        out = {"field": self.field}
+        if self.limit_text:
+            out["limit"] = self.limit_text
+        if self.value_text:
+            out["value"] = self.value_text
+        return out

@@ -4,6 +4,7 @@ authentication, query parameters. Kept free of routing so each route module stay
 from __future__ import annotations
 
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import msgspec
@@ -43,8 +44,12 @@ def encode(obj: Any) -> bytes:
     return _enc.encode(obj)
 
 
-def error_body(code: str, message: str) -> bytes:
-    return _enc.encode({"code": code, "message": message})
+def error_body(err: ApiError) -> bytes:
+    """The native error body (``schemas.Error``): code, message and the typed detail."""
+    detail = err.detail()
+    if not detail:
+        return _enc.encode({"code": err.code, "message": err.message})
+    return _enc.encode({"code": err.code, "message": err.message, **detail})
 
 
 def decode(body: bytes | msgspec.Raw, kind: type[T]) -> T:
@@ -118,3 +123,27 @@ def path_int(request: Request, name: str) -> int:
         raise ApiError(X.UNKNOWN_ORDER if name == "order_id" else A.MALFORMED_REQUEST,
                        f"{name} must be a positive integer")
     return value
+
+
+Handler = Callable[[Request], Awaitable[Response]]
+
+
+class Handlers(dict[str, Handler]):
+    """One module's HTTP handlers by name (``"native.amend"``); the route table
+    (``bastion.api.routes``) says which method and path each one serves, so no module keeps a
+    route list of its own."""
+
+    def __init__(self, prefix: str) -> None:
+        super().__init__()
+        self.prefix = prefix
+
+    def __call__(self, fn: Handler) -> Handler:
+        """Register ``fn`` under its own name (a decorator)."""
+        return self.add(fn.__name__, fn)
+
+    def add(self, name: str, fn: Handler) -> Handler:
+        full = f"{self.prefix}.{name}"
+        if full in self:
+            raise ValueError(f"handler {full} registered twice")
+        self[full] = fn
+        return fn

@@ -15,7 +15,6 @@ is refused here (address format per asset, decimals, unknown asset) before anyth
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import msgspec
@@ -28,7 +27,7 @@ from bastion.api.app_context import Context
 from bastion.api.binance import rest as B
 from bastion.api.convert import from_units, to_units
 from bastion.api.errors import ApiError
-from bastion.api.http import JSON, admin, authenticate, decode
+from bastion.api.http import JSON, Handler, Handlers, admin, authenticate, decode
 from bastion.api.native import schemas as S
 from bastion.core import commands as C
 from bastion.core import errors as X
@@ -36,8 +35,6 @@ from bastion.core import events as E
 from bastion.core.wallet import state as W
 from bastion.core.wallet.desk import Wallet
 from bastion.custody.addresses import address_problem
-
-Handler = Callable[[Request], Awaitable[Response]]
 
 #: Binance withdraw-history status codes (ccxt maps 0/2/4 pending, 1 canceled, 3/5 failed, 6 ok)
 _BINANCE_STATUS = {W.REQUESTED: 2, W.RISK_REVIEW: 2, W.APPROVED: 4, W.SUBMITTED: 4,
@@ -186,12 +183,13 @@ class WalletService:
                 raise
         return str(self.wallet.account_addresses[(account, asset)])
 
-    def view(self, w: W.Withdrawal) -> dict[str, Any]:
+    def view(self, w: W.Withdrawal) -> S.WithdrawalView:
         dp = self.decimals(w.asset)
-        return {"id": str(w.wid), "client_id": w.client_id, "asset": w.asset,
-                "amount": from_units(w.amount, dp), "fee": from_units(w.fee, dp),
-                "address": w.address, "state": w.state, "txid": w.txid, "reason": w.reason,
-                "created_ms": w.created_ts, "updated_ms": w.updated_ts}
+        return S.WithdrawalView(id=str(w.wid), client_id=w.client_id, asset=w.asset,
+                                amount=from_units(w.amount, dp), fee=from_units(w.fee, dp),
+                                address=w.address, state=w.state, txid=w.txid,
+                                reason=w.reason, created_ms=w.created_ts,
+                                updated_ms=w.updated_ts)
 
     def deposit_view(self, d: W.DepositRecord) -> dict[str, Any]:
         return {"txid": d.txid, "asset": d.asset, "address": d.address,
@@ -222,12 +220,15 @@ class WalletService:
                 "open": [self.view(w) for w in wallet.open.values()]}
 
 
-def routes(ctx: Context) -> list[BaseRoute]:
+def handlers(ctx: Context) -> Handlers:
+    """The native and operator handlers the route table (``bastion.api.routes``) mounts."""
+    h = Handlers("wallet")
     svc = WalletService(ctx)
     gw = ctx.gateway
 
     # ------------------------------------------------------------ native
 
+    @h
     async def create(request: Request) -> Response:
         body = await request.body()
         key = authenticate(ctx, request, body, "withdraw")
@@ -236,27 +237,32 @@ def routes(ctx: Context) -> list[BaseRoute]:
                                          req.client_id or "")
         return JSON(svc.view(w), status_code=200 if duplicate else 201)
 
+    @h
     async def list_withdrawals(request: Request) -> Response:
         key = authenticate(ctx, request, b"", "read")
         asset = request.query_params.get("asset")
         return JSON([svc.view(w) for w in svc.withdrawals_of(key.account, asset, MAX_LIST)])
 
+    @h
     async def get_withdrawal(request: Request) -> Response:
         key = authenticate(ctx, request, b"", "read")
         return JSON(svc.view(svc.own(key.account, request.path_params["wid"])))
 
-    async def cancel(request: Request) -> Response:
+    @h
+    async def cancel_withdrawal(request: Request) -> Response:
         key = authenticate(ctx, request, b"", "withdraw")
         w = svc.own(key.account, request.path_params["wid"])
         await gw.submit(C.CancelWithdrawal(account=key.account, wid=w.wid))
         return JSON(svc.view(w))
 
+    @h
     async def list_deposits(request: Request) -> Response:
         key = authenticate(ctx, request, b"", "read")
         asset = request.query_params.get("asset")
         return JSON([svc.deposit_view(d) for d in svc.deposits_of(key.account, asset,
                                                                   MAX_LIST)])
 
+    @h
     async def deposit_address(request: Request) -> Response:
         key = authenticate(ctx, request, b"", "read")
         asset = request.query_params.get("asset", "")
@@ -264,6 +270,7 @@ def routes(ctx: Context) -> list[BaseRoute]:
 
     # ------------------------------------------------------------ operator
 
+    @h
     async def queue(request: Request) -> Response:
         admin(ctx, request)
         return JSON(svc.queue_view())
@@ -291,6 +298,7 @@ def routes(ctx: Context) -> list[BaseRoute]:
             return JSON(svc.queue_view()["assets"][req.asset])
         return handler
 
+    @h
     async def set_rules(request: Request) -> Response:
         admin(ctx, request)
         req = decode(await request.body(), RulesRequest)
@@ -306,6 +314,18 @@ def routes(ctx: Context) -> list[BaseRoute]:
             address_delay_ms=req.address_delay_ms, confirmations=req.confirmations,
             reason=req.reason))
         return JSON(svc.queue_view()["assets"][req.asset])
+
+    h.add("approve", review(True))
+    h.add("reject", review(False))
+    h.add("pause", pause(True))
+    h.add("resume", pause(False))
+    return h
+
+
+def binance_routes(ctx: Context) -> list[BaseRoute]:
+    """The Binance-compatible ``/sapi`` wallet routes (Binance's paths, not in the native
+    route table)."""
+    svc = WalletService(ctx)
 
     # ------------------------------------------------------------ Binance-compatible
 
@@ -362,18 +382,6 @@ def routes(ctx: Context) -> list[BaseRoute]:
         return Route(path, _binance_guarded(fn), methods=list(methods) or ["GET"])
 
     return [
-        Route("/v1/withdrawals", create, methods=["POST"]),
-        Route("/v1/withdrawals", list_withdrawals, methods=["GET"]),
-        Route("/v1/withdrawals/{wid}", get_withdrawal, methods=["GET"]),
-        Route("/v1/withdrawals/{wid}", cancel, methods=["DELETE"]),
-        Route("/v1/deposits", list_deposits, methods=["GET"]),
-        Route("/v1/deposit-address", deposit_address, methods=["GET"]),
-        Route("/admin/withdrawals", queue, methods=["GET"]),
-        Route("/admin/withdrawals/pause", pause(True), methods=["POST"]),
-        Route("/admin/withdrawals/resume", pause(False), methods=["POST"]),
-        Route("/admin/withdrawals/rules", set_rules, methods=["POST"]),
-        Route("/admin/withdrawals/{wid}/approve", review(True), methods=["POST"]),
-        Route("/admin/withdrawals/{wid}/reject", review(False), methods=["POST"]),
         R("/sapi/v1/capital/withdraw/apply", b_apply, "POST"),
         R("/sapi/v1/capital/withdraw/history", b_history),
         R("/sapi/v1/capital/deposit/hisrec", b_deposits),

@@ -735,7 +735,7 @@ def routes(ctx: Context) -> list[BaseRoute]:
             try:
                 order_terms(gw.engine, m, cmd)
             except Refused as exc:
-                raise api_error(exc, gw.engine, m.market) from None
+                raise api_error(exc, gw.engine, cmd) from None
             if p.flag("computeCommissionRates"):
                 rates = _rates(m.maker_fee_ppm, m.taker_fee_ppm)
                 return J({"standardCommissionForOrder": rates,

@@ -12,13 +12,12 @@ from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import BaseRoute, Route
 
 from bastion.api import errors as A
 from bastion.api.app_context import Context
 from bastion.api.convert import to_units
 from bastion.api.errors import ApiError
-from bastion.api.http import JSON, authenticate, decode, int_param, now_ms, path_int
+from bastion.api.http import JSON, Handlers, authenticate, decode, int_param, now_ms, path_int
 from bastion.api.native import perps
 from bastion.api.native import schemas as S
 from bastion.api.native import views as V
@@ -61,7 +60,9 @@ def place_command(engine: Engine, account: int, req: S.PlaceOrder) -> C.PlaceOrd
                         client_id=req.client_order_id or "", **kwargs)
 
 
-def routes(ctx: Context) -> list[BaseRoute]:
+def handlers(ctx: Context) -> Handlers:
+    """The handlers the route table (``bastion.api.routes``) mounts."""
+    h = Handlers("native")
     gw = ctx.gateway
 
     def eng() -> Engine:
@@ -72,16 +73,20 @@ def routes(ctx: Context) -> list[BaseRoute]:
 
     # ------------------------------------------------------------ public
 
+    @h
     async def server_time(request: Request) -> Response:
         return JSON(S.ServerTime(server_time=now_ms()))
 
+    @h
     async def markets(request: Request) -> Response:
         e = eng()
         return JSON([V.market_info(e, m) for _, m in sorted(e.markets.items())])
 
+    @h
     async def market(request: Request) -> Response:
         return JSON(V.market_info(eng(), gw.market(request.path_params["market"])))
 
+    @h
     async def book(request: Request) -> Response:
         mkt = gw.market(request.path_params["market"])
         depth = int_param(request, "depth", 50, 1, 5000)
@@ -94,6 +99,7 @@ def routes(ctx: Context) -> list[BaseRoute]:
                            bids=[(u.price(p), u.qty(q)) for p, q in bids],
                            asks=[(u.price(p), u.qty(q)) for p, q in asks]))
 
+    @h
     async def trades(request: Request) -> Response:
         mkt = gw.market(request.path_params["market"])
         limit = int_param(request, "limit", 100, 1, 1000)
@@ -102,10 +108,12 @@ def routes(ctx: Context) -> list[BaseRoute]:
                                    quantity=u.qty(t.qty), taker_side=t.taker_side, ts=t.ts)
                      for t in reversed(rm().recent_trades(mkt.market, limit))])
 
+    @h
     async def ticker(request: Request) -> Response:
         mkt = gw.market(request.path_params["market"])
         return JSON(ticker_view(ctx, mkt.market))
 
+    @h
     async def candles(request: Request) -> Response:
         mkt = gw.market(request.path_params["market"])
         interval = request.query_params.get("interval", "1m")
@@ -121,6 +129,7 @@ def routes(ctx: Context) -> list[BaseRoute]:
 
     # ------------------------------------------------------------ private: orders
 
+    @h
     async def list_orders(request: Request) -> Response:
         key = authenticate(ctx, request, b"", "read")
         market = request.query_params.get("market")
@@ -136,6 +145,7 @@ def routes(ctx: Context) -> list[BaseRoute]:
         e = eng()
         return JSON([V.order(V.units(e, r.market), r) for r in recs[-limit:]])
 
+    @h
     async def open_orders(request: Request) -> Response:
         key = authenticate(ctx, request, b"", "read")
         market = request.query_params.get("market")
@@ -145,16 +155,19 @@ def routes(ctx: Context) -> list[BaseRoute]:
         recs = sorted(rm().open_orders(key.account, market), key=lambda r: r.order_id)
         return JSON([V.order(V.units(e, r.market), r) for r in recs])
 
+    @h
     async def get_order(request: Request) -> Response:
         key = authenticate(ctx, request, b"", "read")
         rec = gw.own_order(key.account, order_id=path_int(request, "order_id"))
         return JSON(V.order(V.units(eng(), rec.market), rec))
 
+    @h
     async def get_order_by_client(request: Request) -> Response:
         key = authenticate(ctx, request, b"", "read")
         rec = gw.own_order(key.account, client_id=request.path_params["client_id"])
         return JSON(V.order(V.units(eng(), rec.market), rec))
 
+    @h
     async def amend(request: Request) -> Response:
         body = await request.body()
         key = authenticate(ctx, request, body, "trade")
@@ -171,16 +184,19 @@ def routes(ctx: Context) -> list[BaseRoute]:
         rec = await gw.amend(key.account, oid, None, price, qty)
         return JSON(V.order(u, rec))
 
+    @h
     async def cancel(request: Request) -> Response:
         key = authenticate(ctx, request, b"", "trade")
         rec = await gw.cancel(key.account, order_id=path_int(request, "order_id"))
         return JSON(V.order(V.units(eng(), rec.market), rec))
 
+    @h
     async def cancel_by_client(request: Request) -> Response:
         key = authenticate(ctx, request, b"", "trade")
         rec = await gw.cancel(key.account, client_id=request.path_params["client_id"])
         return JSON(V.order(V.units(eng(), rec.market), rec))
 
+    @h
     async def cancel_all(request: Request) -> Response:
         key = authenticate(ctx, request, b"", "trade")
         market = request.query_params.get("market")
@@ -191,6 +207,7 @@ def routes(ctx: Context) -> list[BaseRoute]:
 
     # ------------------------------------------------------------ private: account
 
+    @h
     async def fills(request: Request) -> Response:
         key = authenticate(ctx, request, b"", "read")
         market = request.query_params.get("market")
@@ -201,18 +218,22 @@ def routes(ctx: Context) -> list[BaseRoute]:
         return JSON([V.fill(V.units(e, f.market), f)
                      for f in rm().fills(key.account, market)[-limit:]])
 
+    @h
     async def balances(request: Request) -> Response:
         key = authenticate(ctx, request, b"", "read")
         return JSON(V.balances(eng(), key.account))
 
+    @h
     async def positions(request: Request) -> Response:
         key = authenticate(ctx, request, b"", "read")
         return JSON(position_views(ctx, key.account))
 
+    @h
     async def margin(request: Request) -> Response:
         key = authenticate(ctx, request, b"", "read")
         return JSON(perps.margins(ctx, key.account))
 
+    @h
     async def transfer_margin(request: Request) -> Response:
         body = await request.body()
         key = authenticate(ctx, request, body, "trade")
@@ -220,6 +241,7 @@ def routes(ctx: Context) -> list[BaseRoute]:
         await perps.transfer_margin(ctx, key.account, req)
         return JSON(perps.margins(ctx, key.account))
 
+    @h
     async def leverage(request: Request) -> Response:
         body = await request.body()
         key = authenticate(ctx, request, body, "trade")
@@ -228,35 +250,12 @@ def routes(ctx: Context) -> list[BaseRoute]:
         await perps.set_leverage(ctx, key.account, req.market, req.leverage)
         return JSON(perps.margins(ctx, key.account))
 
+    @h
     async def funding(request: Request) -> Response:
         mkt = gw.market(request.path_params["market"])
         return JSON(perps.funding(ctx, mkt))
 
-    return [
-        Route("/v1/time", server_time, methods=["GET"]),
-        Route("/v1/markets", markets, methods=["GET"]),
-        Route("/v1/markets/{market}", market, methods=["GET"]),
-        Route("/v1/markets/{market}/book", book, methods=["GET"]),
-        Route("/v1/markets/{market}/trades", trades, methods=["GET"]),
-        Route("/v1/markets/{market}/ticker", ticker, methods=["GET"]),
-        Route("/v1/markets/{market}/candles", candles, methods=["GET"]),
-        Route("/v1/markets/{market}/funding", funding, methods=["GET"]),
-        # POST /v1/orders is served by the Guard's bare handler (``fastpath.place_order``)
-        Route("/v1/orders", list_orders, methods=["GET"]),
-        Route("/v1/orders", cancel_all, methods=["DELETE"]),
-        Route("/v1/orders/open", open_orders, methods=["GET"]),
-        Route("/v1/orders/by-client-id/{client_id:path}", get_order_by_client, methods=["GET"]),
-        Route("/v1/orders/by-client-id/{client_id:path}", cancel_by_client, methods=["DELETE"]),
-        Route("/v1/orders/{order_id}", get_order, methods=["GET"]),
-        Route("/v1/orders/{order_id}", amend, methods=["PATCH"]),
-        Route("/v1/orders/{order_id}", cancel, methods=["DELETE"]),
-        Route("/v1/fills", fills, methods=["GET"]),
-        Route("/v1/balances", balances, methods=["GET"]),
-        Route("/v1/positions", positions, methods=["GET"]),
-        Route("/v1/margin", margin, methods=["GET"]),
-        Route("/v1/margin", transfer_margin, methods=["POST"]),
-        Route("/v1/leverage", leverage, methods=["POST"]),
-    ]
+    return h
 
 
 def ticker_view(ctx: Context, market: str) -> S.Ticker:

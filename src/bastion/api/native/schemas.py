@@ -140,9 +140,18 @@ class AdminKeyPermissions(Base, kw_only=True):
 
 # ---------------------------------------------------------------- responses
 
-class Error(Out, kw_only=True):
+class Error(Out, kw_only=True, omit_defaults=True):
+    """A refusal: branch on ``code``; ``field``/``limit``/``value`` say which input broke which
+    bound, in the same decimal units as the request (present only where the check has one)."""
+
     code: str
     message: str
+    field: Annotated[str, Meta(description="the input or balance at fault, e.g. qty, price, "
+                                           "notional, available, margin, decimals")] = ""
+    limit: Annotated[str, Meta(description="the bound in force, e.g. the lot size or the "
+                                           "available balance")] = ""
+    value: Annotated[str, Meta(description="what the request asked for, in the same "
+                                           "units")] = ""
 
 
 class ServerTime(Out, kw_only=True):
@@ -330,6 +339,23 @@ class Health(Out, kw_only=True):
     state_hash: str
     invariants_ok: bool
     problems: list[str]
+
+
+class WithdrawalView(Out, kw_only=True):
+    """A withdrawal as it stands; ``state`` follows requested -> (risk_review ->) approved ->
+    submitted -> confirmed, or ends failed, cancelled or rejected."""
+
+    id: str
+    client_id: str
+    asset: str
+    amount: str
+    fee: str
+    address: str
+    state: str
+    txid: str
+    reason: str
+    created_ms: int
+    updated_ms: int
 
 
 class Accepted(Out, kw_only=True):

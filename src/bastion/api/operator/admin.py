@@ -10,13 +10,12 @@ from __future__ import annotations
 
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import BaseRoute, Route
 
 from bastion.api import errors as A
 from bastion.api.app_context import Context
 from bastion.api.convert import to_units
 from bastion.api.errors import ApiError
-from bastion.api.http import JSON, admin, decode, encode
+from bastion.api.http import JSON, Handlers, admin, decode, encode
 from bastion.api.native import schemas as S
 from bastion.api.native import views as V
 from bastion.core import commands as C
@@ -33,9 +32,12 @@ def _accepted(events: list[E.Event]) -> S.Accepted:
     return S.Accepted(seq=seq, events=[msgspec.to_builtins(e) for e in events])
 
 
-def routes(ctx: Context) -> list[BaseRoute]:
+def handlers(ctx: Context) -> Handlers:
+    """The handlers the route table (``bastion.api.routes``) mounts."""
+    h = Handlers("admin")
     gw = ctx.gateway
 
+    @h
     async def deposit(request: Request) -> Response:
         admin(ctx, request)
         req = decode(await request.body(), S.AdminDeposit)
@@ -45,6 +47,7 @@ def routes(ctx: Context) -> list[BaseRoute]:
                                            reason=req.reason))
         return JSON(_accepted(events), status_code=201)
 
+    @h
     async def set_mode(request: Request) -> Response:
         admin(ctx, request)
         mkt = gw.market(request.path_params["market"])
@@ -53,6 +56,7 @@ def routes(ctx: Context) -> list[BaseRoute]:
                                                  reason=req.reason, until_ts=req.until_ms))
         return JSON(_accepted(events))
 
+    @h
     async def update_market(request: Request) -> Response:
         admin(ctx, request)
         mkt = gw.market(request.path_params["market"])
@@ -78,6 +82,7 @@ def routes(ctx: Context) -> list[BaseRoute]:
         events = await gw.submit(cmd)
         return JSON(_accepted(events))
 
+    @h
     async def reference_price(request: Request) -> Response:
         admin(ctx, request)
         mkt = gw.market(request.path_params["market"])
@@ -87,6 +92,7 @@ def routes(ctx: Context) -> list[BaseRoute]:
             market=mkt.market, price=to_units(req.price, u.price_dp, X.INVALID_PRICE, "price")))
         return JSON(_accepted(events))
 
+    @h
     async def create_key(request: Request) -> Response:
         admin(ctx, request)
         req = decode(await request.body(), S.AdminKey)
@@ -96,6 +102,7 @@ def routes(ctx: Context) -> list[BaseRoute]:
         return JSON(S.ApiKeyCreated(key=key.key, secret=secret, account=key.account,
                                     permissions=sorted(key.permissions)), status_code=201)
 
+    @h
     async def change_key(request: Request) -> Response:
         """New permissions apply at once, also to WebSockets the key has open."""
         admin(ctx, request)
@@ -108,12 +115,14 @@ def routes(ctx: Context) -> list[BaseRoute]:
         return JSON(S.ApiKeyInfo(key=key.key, account=key.account,
                                  permissions=sorted(key.permissions)))
 
+    @h
     async def revoke_key(request: Request) -> Response:
         admin(ctx, request)
         if not ctx.keys.revoke(request.path_params["key"]):
             raise ApiError(A.NOT_FOUND, "no such key")
         return Response(status_code=204)
 
+    @h
     async def health(request: Request) -> Response:
         admin(ctx, request)
         e = gw.engine
@@ -121,6 +130,7 @@ def routes(ctx: Context) -> list[BaseRoute]:
         return JSON(S.Health(seq=e.seq, state_hash=e.state_hash(), invariants_ok=not problems,
                              problems=problems[:50]))
 
+    @h
     async def account(request: Request) -> Response:
         admin(ctx, request)
         raw = request.path_params["account"]
@@ -136,6 +146,7 @@ def routes(ctx: Context) -> list[BaseRoute]:
             "open_orders": [V.order(V.units(e, r.market), r) for r in rm.open_orders(acct)],
         }), media_type="application/json")
 
+    @h
     async def book(request: Request) -> Response:
         """The engine's own full L2 book (tests compare the public feed against it)."""
         admin(ctx, request)
@@ -146,6 +157,7 @@ def routes(ctx: Context) -> list[BaseRoute]:
                            bids=[(u.price(p), u.qty(q)) for p, q in bids],
                            asks=[(u.price(p), u.qty(q)) for p, q in asks]))
 
+    @h
     async def apply_migration(request: Request) -> Response:
         """The body is the migration file itself (TOML); ``?dry_run=`` records what the
         operator's dry-run found (or that it was skipped) in the journaled command."""
@@ -160,6 +172,7 @@ def routes(ctx: Context) -> list[BaseRoute]:
         events = await gw.submit(cmd)
         return JSON(_accepted(events), status_code=201)
 
+    @h
     async def rollback_migration(request: Request) -> Response:
         admin(ctx, request)
         req = decode(await request.body(), S.AdminMigrationRollback)
@@ -167,24 +180,11 @@ def routes(ctx: Context) -> list[BaseRoute]:
             migration_id=request.path_params["migration"], reason=req.reason))
         return JSON(_accepted(events))
 
+    @h
     async def migrations(request: Request) -> Response:
         admin(ctx, request)
         log = gw.engine.migrations
         return Response(encode({"seq": gw.engine.seq, "records": log.records,
                                 "pending": log.pending}), media_type="application/json")
 
-    return [
-        Route("/admin/migrations", apply_migration, methods=["POST"]),
-        Route("/admin/migrations", migrations, methods=["GET"]),
-        Route("/admin/migrations/{migration}/rollback", rollback_migration, methods=["POST"]),
-        Route("/admin/deposits", deposit, methods=["POST"]),
-        Route("/admin/markets/{market}/mode", set_mode, methods=["POST"]),
-        Route("/admin/markets/{market}", update_market, methods=["PATCH"]),
-        Route("/admin/markets/{market}/reference-price", reference_price, methods=["POST"]),
-        Route("/admin/markets/{market}/book", book, methods=["GET"]),
-        Route("/admin/keys", create_key, methods=["POST"]),
-        Route("/admin/keys/{key}", revoke_key, methods=["DELETE"]),
-        Route("/admin/keys/{key}", change_key, methods=["PATCH"]),
-        Route("/admin/accounts/{account}", account, methods=["GET"]),
-        Route("/admin/health", health, methods=["GET"]),
-    ]
+    return h

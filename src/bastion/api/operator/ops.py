@@ -16,13 +16,12 @@ from msgspec import Meta
 from starlette.background import BackgroundTask
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import BaseRoute, Route
 
 from bastion.api import errors as A
 from bastion.api.app_context import Context
 from bastion.api.convert import to_units
 from bastion.api.errors import ApiError
-from bastion.api.http import JSON, admin, decode
+from bastion.api.http import JSON, Handlers, admin, decode
 from bastion.core import commands as C
 from bastion.core import errors as X
 from bastion.core import events as E
@@ -98,13 +97,16 @@ def _kit_error(exc: Exception) -> ApiError:
     return ApiError("INVALID_ARGUMENT", str(exc), status=400)
 
 
-def routes(ctx: Context) -> list[BaseRoute]:
+def handlers(ctx: Context) -> Handlers:
+    """The handlers the route table (``bastion.api.routes``) mounts."""
+    h = Handlers("ops")
     gw = ctx.gateway
     data = ctx.settings.data_dir
 
     def status() -> Any:
         return ctx.extra.get("status")
 
+    @h
     async def modes(request: Request) -> Response:
         admin(ctx, request)
         req = decode(await request.body(), ModesReq)
@@ -114,6 +116,7 @@ def routes(ctx: Context) -> list[BaseRoute]:
             raise _kit_error(exc) from exc
         return JSON({"seq": gw.engine.seq, "markets": out})
 
+    @h
     async def cancel(request: Request) -> Response:
         admin(ctx, request)
         req = decode(await request.body(), CancelReq)
@@ -126,6 +129,7 @@ def routes(ctx: Context) -> list[BaseRoute]:
             raise _kit_error(exc) from exc
         return JSON(asdict(result))
 
+    @h
     async def snapshot(request: Request) -> Response:
         admin(ctx, request)
         req = decode(await request.body(), SnapshotReq)
@@ -134,6 +138,7 @@ def routes(ctx: Context) -> list[BaseRoute]:
         except DurabilityError as exc:
             raise _kit_error(exc) from exc
 
+    @h
     async def maintenance_begin(request: Request) -> Response:
         admin(ctx, request)
         req = decode(await request.body(), MaintenanceReq)
@@ -144,6 +149,7 @@ def routes(ctx: Context) -> list[BaseRoute]:
             raise _kit_error(exc) from exc
         return JSON(asdict(rec), status_code=201)
 
+    @h
     async def maintenance_end(request: Request) -> Response:
         admin(ctx, request)
         try:
@@ -152,6 +158,7 @@ def routes(ctx: Context) -> list[BaseRoute]:
             raise _kit_error(exc) from exc
         return JSON(asdict(rec))
 
+    @h
     async def maintenance_get(request: Request) -> Response:
         admin(ctx, request)
         rec = kit.open_maintenance(data)
@@ -159,6 +166,7 @@ def routes(ctx: Context) -> list[BaseRoute]:
             raise ApiError(A.NOT_FOUND, "no maintenance is open")
         return JSON(asdict(rec))
 
+    @h
     async def rollback(request: Request) -> Response:
         """Stop order entry (halt every market, journaled), record the request, then shut the
         node down; the serving loop rolls back and reopens in recovery."""
@@ -176,6 +184,7 @@ def routes(ctx: Context) -> list[BaseRoute]:
                     status_code=202,
                     background=BackgroundTask(os.kill, os.getpid(), signal.SIGINT))
 
+    @h
     async def credits(request: Request) -> Response:
         """Journal a compensation report's credits; idempotent per incident, account and
         asset (a repeat answers ``already`` and moves nothing)."""
@@ -201,13 +210,4 @@ def routes(ctx: Context) -> list[BaseRoute]:
         return JSON({"incident": req.incident, "credited": credited, "already": already,
                      "refused": refused, "seq": gw.engine.seq})
 
-    return [
-        Route("/admin/ops/credits", credits, methods=["POST"]),
-        Route("/admin/ops/modes", modes, methods=["POST"]),
-        Route("/admin/ops/cancel", cancel, methods=["POST"]),
-        Route("/admin/ops/snapshots", snapshot, methods=["POST"]),
-        Route("/admin/ops/maintenance", maintenance_begin, methods=["POST"]),
-        Route("/admin/ops/maintenance", maintenance_end, methods=["DELETE"]),
-        Route("/admin/ops/maintenance", maintenance_get, methods=["GET"]),
-        Route("/admin/ops/rollback", rollback, methods=["POST"]),
-    ]
+    return h

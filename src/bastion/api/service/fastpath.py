@@ -75,11 +75,11 @@ async def place_order(ctx: Context, scope: Scope, receive: Receive, send: Send) 
         out = encode(V.order(V.units(gw.engine, rec.market), rec, dup))
         await respond(send, 200 if dup else 201, out)
     except ApiError as err:
-        await respond(send, err.status, error_body(err.code, err.message),
+        await respond(send, err.status, error_body(err),
                       [(k.lower().encode(), v.encode()) for k, v in err.headers.items()])
     except Exception:
         log.exception("order entry failed")
-        await respond(send, 500, error_body("INTERNAL_ERROR", "internal error"))
+        await respond(send, 500, error_body(ApiError("INTERNAL_ERROR", "internal error")))
 
 
 async def place_binance(ctx: Context, scope: Scope, receive: Receive, send: Send,

@@ -217,7 +217,7 @@ class Gateway:
                 if meter is not None:
                     meter.command(type(cmd), "rejected", time.perf_counter() - t0)
                     meter.rejections.labels(ev.code).inc()
-                raise api_error(ev, self.engine, getattr(cmd, "market", ""))
+                raise api_error(ev, self.engine, cmd)
         if meter is not None:
             meter.command(type(cmd), "accepted", time.perf_counter() - t0)
         return events

@@ -462,7 +462,8 @@ def _reply(conn: Conn, rid: Any, result: Any) -> None:
 
 def _fail(conn: Conn, rid: Any, err: ApiError) -> None:
     conn.send(_enc.encode({"id": rid, "ok": False, "status": err.status,
-                           "error": {"code": err.code, "message": err.message}}))
+                           "error": {"code": err.code, "message": err.message,
+                                     **err.detail()}}))
 
 
 def routes(ctx: Context, hub: Hub) -> list[BaseRoute]:
