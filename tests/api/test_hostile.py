@@ -469,23 +469,23 @@ def test_webhook_refuses_internal_destinations_after_resolution(url: str) -> Non
 
 def test_webhook_delivery_checks_every_time_and_says_little(tmp_path: Path) -> None:
     svc = StatusService(tmp_path / "status.db")
-    svc.register_market("BTC-USDT")
+    svc.tracker.register_market("BTC-USDT")
     policy = RetryPolicy(max_attempts=2, base_delay_s=0.05, max_delay_s=0.1, timeout_s=1.0)
     with receiver() as inside, serve(create_app(svc, "tok", retry=policy)):
-        sub = svc.add_subscriber(inside.url)
-        svc.observe_market_mode("BTC-USDT", "halted", "drill")
-        wait_until(lambda: not next(s for s in svc.subscribers() if s.id == sub.id).enabled)
+        sub = svc.subscribers.add(inside.url)
+        svc.tracker.observe_market_mode("BTC-USDT", "halted", "drill")
+        wait_until(lambda: not next(s for s in svc.subscribers.list() if s.id == sub.id).enabled)
         assert inside.deliveries == []
-        reason = next(s for s in svc.subscribers() if s.id == sub.id).disabled_reason
+        reason = next(s for s in svc.subscribers.list() if s.id == sub.id).disabled_reason
         assert "not allowed" in reason and str(inside.url.split(":")[2]) not in reason
     allowed = Egress.parse("127.0.0.0/8")
     with receiver() as inside, serve(create_app(svc, "tok", retry=policy, egress=allowed)):
-        svc.add_subscriber(inside.url)
-        dead = svc.add_subscriber("http://127.0.0.1:9/closed-port")
-        svc.observe_market_mode("BTC-USDT", "open")
+        svc.subscribers.add(inside.url)
+        dead = svc.subscribers.add("http://127.0.0.1:9/closed-port")
+        svc.tracker.observe_market_mode("BTC-USDT", "open")
         inside.wait_for(lambda d: len(d) >= 1, timeout=5)
-        wait_until(lambda: not next(s for s in svc.subscribers() if s.id == dead.id).enabled)
-        reason = next(s for s in svc.subscribers() if s.id == dead.id).disabled_reason
+        wait_until(lambda: not next(s for s in svc.subscribers.list() if s.id == dead.id).enabled)
+        reason = next(s for s in svc.subscribers.list() if s.id == dead.id).disabled_reason
         assert "delivery failed" in reason and "refused" not in reason.lower(), reason
 
 

@@ -64,30 +64,30 @@ def page_url(tmp_path: Path) -> Iterator[str]:
     clock.now_ms = today - 95 * DAY
     svc = StatusService(tmp_path / "status.db", page_name="Bastion", clock=clock)
     for market in ("BTC-USDT", "ETH-USDT", "SOL-USDT-PERP"):
-        svc.register_market(market)
+        svc.tracker.register_market(market)
     for asset in ("BTC", "USDT"):
-        svc.register_asset(asset)
+        svc.tracker.register_asset(asset)
     clock.advance(30 * DAY)
-    svc.observe_market_mode("ETH-USDT", "halted", "oracle stale")
+    svc.tracker.observe_market_mode("ETH-USDT", "halted", "oracle stale")
     clock.advance(3 * HOUR)
-    svc.observe_market_mode("ETH-USDT", "open", "oracle fresh")
-    svc.update_incident(svc.view().incidents[0].id, "resolved", "Oracle sources restored.")
+    svc.tracker.observe_market_mode("ETH-USDT", "open", "oracle fresh")
+    svc.operator.update_incident(svc.view().incidents[0].id, "resolved", "Oracle sources restored.")
     clock.advance(40 * DAY)
-    svc.observe_market_mode("SOL-USDT-PERP", "post_only", "reopening after upgrade")
+    svc.tracker.observe_market_mode("SOL-USDT-PERP", "post_only", "reopening after upgrade")
     clock.advance(20 * MIN)
-    svc.observe_market_mode("SOL-USDT-PERP", "open")
-    svc.update_incident(svc.view().incidents[0].id, "resolved", "Reopened.")
+    svc.tracker.observe_market_mode("SOL-USDT-PERP", "open")
+    svc.operator.update_incident(svc.view().incidents[0].id, "resolved", "Reopened.")
     clock.now_ms = today - 2 * HOUR
-    svc.observe_market_mode("BTC-USDT", "halted", "funding index guard tripped")
+    svc.tracker.observe_market_mode("BTC-USDT", "halted", "funding index guard tripped")
     (inc,) = [i for i in svc.view().incidents if i.open]
     clock.advance(10 * MIN)
-    svc.update_incident(
+    svc.operator.update_incident(
         inc.id,
         "identified",
         "A bad funding index update was refused; the market is halted while we roll back.",
     )
     clock.now_ms = today
-    svc.schedule_maintenance(
+    svc.operator.schedule_maintenance(
         "Engine upgrade",
         "New engine version, verified in shadow against the live journal.",
         ["market-eth-usdt", "rest-api"],

@@ -31,9 +31,9 @@ AUTH = {"Authorization": f"Bearer {TOKEN}"}
 @pytest.fixture
 def live(tmp_path: Path) -> Iterator[tuple[StatusService, str, httpx.Client]]:
     svc = StatusService(tmp_path / "status.db", page_name="Bastion test")
-    svc.register_market("BTC-USDT")
-    svc.register_market("ETH-USDT")
-    svc.register_asset("BTC")
+    svc.tracker.register_market("BTC-USDT")
+    svc.tracker.register_market("ETH-USDT")
+    svc.tracker.register_asset("BTC")
     with (
         serve(create_app(svc, TOKEN, tick_interval_s=0.1)) as url,
         httpx.Client(base_url=url, timeout=5) as client,
@@ -77,7 +77,7 @@ def test_halt_shows_within_two_seconds_then_resume_and_resolve(live) -> None:
 
     t0 = time.monotonic()
     threading.Thread(  # as the engine thread of the node would
-        target=svc.observe_market_mode, args=("BTC-USDT", "halted", "funding index guard tripped")
+        target=svc.tracker.observe_market_mode, args=("BTC-USDT", "halted", "funding index guard tripped")
     ).start()
 
     def json_shows_outage() -> dict | None:
@@ -145,7 +145,7 @@ def test_halt_shows_within_two_seconds_then_resume_and_resolve(live) -> None:
     assert r.status_code == 200 and r.json()["status"] == "identified"
 
     t1 = time.monotonic()
-    svc.observe_market_mode("BTC-USDT", "open", "rolled back")
+    svc.tracker.observe_market_mode("BTC-USDT", "open", "rolled back")
     wait_until(
         lambda: (
             component(client.get("/api/v2/summary.json").json(), "market-btc-usdt")["status"]
@@ -187,9 +187,9 @@ def test_halt_shows_within_two_seconds_then_resume_and_resolve(live) -> None:
 
 def test_statuspage_shapes_and_atom_feed(live) -> None:
     svc, url, client = live
-    svc.observe_market_mode("ETH-USDT", "cancel_only", "oracle stale")
-    soon = svc.clock() + 3_600_000
-    svc.schedule_maintenance(
+    svc.tracker.observe_market_mode("ETH-USDT", "cancel_only", "oracle stale")
+    soon = svc.board.clock() + 3_600_000
+    svc.operator.schedule_maintenance(
         "Wallet upgrade", "Node upgrade.", ["wallet-btc"], soon, soon + 3_600_000
     )
 
@@ -337,7 +337,7 @@ def test_cli_incident_and_maintenance_lifecycle(live, monkeypatch: pytest.Monkey
     assert m["id"] in out
     assert client.get("/api/v5/system/status").json()["data"][0]["state"] == "scheduled"
     cli("maintenance", "start", m["id"], "--body", "Started early.")
-    svc.observe_market_mode("BTC-USDT", "cancel_only", "upgrade")
+    svc.tracker.observe_market_mode("BTC-USDT", "cancel_only", "upgrade")
     s = wait_until(
         lambda: (
             (j := client.get("/api/v2/summary.json").json())
@@ -348,7 +348,7 @@ def test_cli_incident_and_maintenance_lifecycle(live, monkeypatch: pytest.Monkey
     assert s["incidents"] == []  # planned: no incident
     assert "Started early." in client.get("/status").text
     assert client.get("/api/v5/system/status").json()["data"][0]["state"] == "ongoing"
-    svc.observe_market_mode("BTC-USDT", "open", "upgrade done")
+    svc.tracker.observe_market_mode("BTC-USDT", "open", "upgrade done")
     cli("maintenance", "complete", m["id"])
     assert (
         client.get("/api/v5/system/status", params={"state": "completed"}).json()["data"][0][
@@ -371,7 +371,7 @@ def test_cli_incident_and_maintenance_lifecycle(live, monkeypatch: pytest.Monkey
 
 def test_bad_input_to_every_operator_endpoint_is_a_clear_4xx(live) -> None:
     svc, url, client = live
-    svc.observe_market_mode("BTC-USDT", "halted", "drill")
+    svc.tracker.observe_market_mode("BTC-USDT", "halted", "drill")
     (halted_incident,) = client.get("/api/v2/incidents/unresolved.json").json()["incidents"]
     hid = halted_incident["id"]
     done = client.post(

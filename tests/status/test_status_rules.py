@@ -28,9 +28,9 @@ def clock() -> ManualClock:
 @pytest.fixture
 def svc(tmp_path: Path, clock: ManualClock) -> StatusService:
     service = StatusService(tmp_path / "status.db", clock=clock)
-    service.register_market("BTC-USDT")
-    service.register_market("ETH-USDT")
-    service.register_asset("BTC")
+    service.tracker.register_market("BTC-USDT")
+    service.tracker.register_market("ETH-USDT")
+    service.tracker.register_asset("BTC")
     return service
 
 
@@ -77,8 +77,8 @@ def test_mode_change_opens_incident(
     svc: StatusService, mode: str, status: str, impact: str
 ) -> None:
     events: list[dict] = []
-    svc.subscribe(events.append)
-    svc.observe_market_mode("BTC-USDT", mode, "drill")
+    svc.board.subscribe(lambda ch: events.append(statuspage.change_json(ch, svc.page["id"])))
+    svc.tracker.observe_market_mode("BTC-USDT", mode, "drill")
     assert status_of(svc, "market-btc-usdt") == status
     assert status_of(svc, "market-eth-usdt") == "operational"
     (inc,) = open_incidents(svc)
@@ -92,47 +92,47 @@ def test_mode_change_opens_incident(
 
 def test_unknown_mode_is_refused_and_changes_nothing(svc: StatusService) -> None:
     with pytest.raises(StatusError) as exc:
-        svc.observe_market_mode("BTC-USDT", "paused")
+        svc.tracker.observe_market_mode("BTC-USDT", "paused")
     assert exc.value.code == "invalid_market_mode"
     assert status_of(svc, "market-btc-usdt") == "operational"
     with pytest.raises(StatusError) as exc:
-        svc.observe_market_mode("", "halted")
+        svc.tracker.observe_market_mode("", "halted")
     assert exc.value.code == "invalid_market"
 
 
 def test_resume_moves_auto_incident_to_monitoring_and_relapse_back(
     svc: StatusService, clock: ManualClock
 ) -> None:
-    svc.observe_market_mode("BTC-USDT", "halted", "guard tripped")
+    svc.tracker.observe_market_mode("BTC-USDT", "halted", "guard tripped")
     clock.advance(MIN)
-    svc.observe_market_mode("BTC-USDT", "open")
+    svc.tracker.observe_market_mode("BTC-USDT", "open")
     (inc,) = open_incidents(svc)
     assert status_of(svc, "market-btc-usdt") == "operational"
     assert inc.status == "monitoring"
     clock.advance(MIN)
-    svc.observe_market_mode("BTC-USDT", "cancel_only", "again")
+    svc.tracker.observe_market_mode("BTC-USDT", "cancel_only", "again")
     (inc,) = open_incidents(svc)
     assert inc.status == "investigating" and "back" in inc.updates[-1].body
     assert [u.status for u in inc.updates] == ["investigating", "monitoring", "investigating"]
 
 
 def test_escalation_raises_impact(svc: StatusService) -> None:
-    svc.observe_market_mode("BTC-USDT", "post_only", "reopening")
+    svc.tracker.observe_market_mode("BTC-USDT", "post_only", "reopening")
     assert open_incidents(svc)[0].impact == "major"
-    svc.observe_market_mode("BTC-USDT", "halted", "worse")
+    svc.tracker.observe_market_mode("BTC-USDT", "halted", "worse")
     (inc,) = open_incidents(svc)
     assert inc.impact == "critical"
 
 
 def test_operator_cannot_mark_halted_market_operational(svc: StatusService) -> None:
-    svc.observe_market_mode("BTC-USDT", "halted", "bad funding index")
+    svc.tracker.observe_market_mode("BTC-USDT", "halted", "bad funding index")
     (inc,) = open_incidents(svc)
     for attempt in (
-        lambda: svc.set_component_status("market-btc-usdt", "operational"),
-        lambda: svc.set_component_status("market-btc-usdt", "degraded_performance"),
-        lambda: svc.set_component_status("market-btc-usdt", "under_maintenance"),
-        lambda: svc.update_incident(inc.id, "monitoring", "fixed?", component_status="operational"),
-        lambda: svc.update_incident(inc.id, "resolved", "all good"),
+        lambda: svc.operator.set_component_status("market-btc-usdt", "operational"),
+        lambda: svc.operator.set_component_status("market-btc-usdt", "degraded_performance"),
+        lambda: svc.operator.set_component_status("market-btc-usdt", "under_maintenance"),
+        lambda: svc.operator.update_incident(inc.id, "monitoring", "fixed?", component_status="operational"),
+        lambda: svc.operator.update_incident(inc.id, "resolved", "all good"),
     ):
         with pytest.raises(StatusError) as exc:
             attempt()
@@ -141,37 +141,37 @@ def test_operator_cannot_mark_halted_market_operational(svc: StatusService) -> N
     assert svc.incident(inc.id).status == "investigating"
     assert len(svc.incident(inc.id).updates) == 1
     # Adding detail is fine: an update with words, and the status it already has.
-    svc.update_incident(inc.id, "identified", "Funding index guard tripped; rolling back.")
-    svc.set_component_status("market-btc-usdt", "major_outage", "rolling back")
+    svc.operator.update_incident(inc.id, "identified", "Funding index guard tripped; rolling back.")
+    svc.operator.set_component_status("market-btc-usdt", "major_outage", "rolling back")
     assert svc.incident(inc.id).status == "identified"
 
 
 def test_operator_adds_detail_and_clears_it(svc: StatusService) -> None:
-    svc.set_component_status("rest-api", "degraded_performance", "slow responses from one zone")
+    svc.operator.set_component_status("rest-api", "degraded_performance", "slow responses from one zone")
     assert status_of(svc, "rest-api") == "degraded_performance"
     (inc,) = open_incidents(svc)
     assert inc.component_ids == ["rest-api"]
-    svc.set_component_status("rest-api", "operational")
+    svc.operator.set_component_status("rest-api", "operational")
     assert status_of(svc, "rest-api") == "operational"
 
 
 def test_stuck_withdrawals_degrade_wallet_and_cannot_be_hidden(
     svc: StatusService, clock: ManualClock
 ) -> None:
-    svc.observe_withdrawals("BTC", 0)
+    svc.tracker.observe_withdrawals("BTC", 0)
     assert status_of(svc, "wallet-btc") == "operational"
     clock.advance(14 * MIN)
-    svc.tick()
+    svc.tracker.tick()
     assert status_of(svc, "wallet-btc") == "operational"
     clock.advance(2 * MIN)  # never re-reported: the oldest pending keeps ageing
-    svc.tick()
+    svc.tracker.tick()
     comp = svc.component("wallet-btc")
     assert comp.status == "degraded_performance"
     assert "16 min" in comp.derived_reason
     with pytest.raises(StatusError) as exc:
-        svc.set_component_status("wallet-btc", "operational")
+        svc.operator.set_component_status("wallet-btc", "operational")
     assert exc.value.code == "below_derived_status"
-    svc.observe_withdrawals("BTC", None)
+    svc.tracker.observe_withdrawals("BTC", None)
     assert status_of(svc, "wallet-btc") == "operational"
     assert status_of(svc, "market-btc-usdt") == "operational"
 
@@ -180,14 +180,14 @@ def test_journal_silence_and_lag_degrade_matching(tmp_path: Path, clock: ManualC
     svc = StatusService(
         tmp_path / "s.db", clock=clock, thresholds=Thresholds(ack_timeout_ms=3000, max_lag_ms=500)
     )
-    svc.register_market("BTC-USDT")
-    svc.register_market("ETH-USDT")
-    svc.observe_node_health(last_ack_ms=clock(), lag_ms=0)
+    svc.tracker.register_market("BTC-USDT")
+    svc.tracker.register_market("ETH-USDT")
+    svc.tracker.observe_node_health(last_ack_ms=clock(), lag_ms=0)
     clock.advance(3000)
-    svc.tick()
+    svc.tracker.tick()
     assert status_of(svc, "market-btc-usdt") == "operational"
     clock.advance(1)  # the node went silent: no report, just time passing
-    svc.tick()
+    svc.tracker.tick()
     for cid in ("market-btc-usdt", "market-eth-usdt"):
         comp = svc.component(cid)
         assert comp.status == "degraded_performance"
@@ -195,9 +195,9 @@ def test_journal_silence_and_lag_degrade_matching(tmp_path: Path, clock: ManualC
     (inc,) = open_incidents(svc)  # one incident for the shared cause, not one per market
     assert sorted(inc.component_ids) == ["market-btc-usdt", "market-eth-usdt"]
     assert inc.impact == "minor"
-    svc.observe_node_health(last_ack_ms=clock(), lag_ms=0)
+    svc.tracker.observe_node_health(last_ack_ms=clock(), lag_ms=0)
     assert status_of(svc, "market-btc-usdt") == "operational"
-    svc.observe_node_health(last_ack_ms=clock(), lag_ms=501)
+    svc.tracker.observe_node_health(last_ack_ms=clock(), lag_ms=501)
     assert "lags the journal by 501 ms" in svc.component("market-eth-usdt").derived_reason
     assert status_of(svc, "rest-api") == "operational"
 
@@ -206,29 +206,29 @@ def test_maintenance_turns_restricted_mode_into_maintenance(
     svc: StatusService, clock: ManualClock
 ) -> None:
     now = clock()
-    m = svc.schedule_maintenance(
+    m = svc.operator.schedule_maintenance(
         "Engine upgrade", "Upgrade.", ["market-btc-usdt"], now + 10 * MIN, now + 70 * MIN
     )
-    svc.observe_market_mode("BTC-USDT", "cancel_only", "pre-upgrade")
+    svc.tracker.observe_market_mode("BTC-USDT", "cancel_only", "pre-upgrade")
     assert status_of(svc, "market-btc-usdt") == "partial_outage"  # not started: unplanned
     (unplanned,) = open_incidents(svc)
-    svc.observe_market_mode("BTC-USDT", "open")
-    svc.update_incident(unplanned.id, "resolved", "Mode changed too early; reverted.")
+    svc.tracker.observe_market_mode("BTC-USDT", "open")
+    svc.operator.update_incident(unplanned.id, "resolved", "Mode changed too early; reverted.")
 
-    svc.start_maintenance(m.id)
+    svc.operator.start_maintenance(m.id)
     assert status_of(svc, "market-btc-usdt") == "under_maintenance"
     for mode in ("cancel_only", "post_only", "recovery", "closed"):
-        svc.observe_market_mode("BTC-USDT", mode, "upgrade")
+        svc.tracker.observe_market_mode("BTC-USDT", mode, "upgrade")
         assert status_of(svc, "market-btc-usdt") == "under_maintenance"
-    svc.observe_market_mode("BTC-USDT", "halted", "upgrade broke")
+    svc.tracker.observe_market_mode("BTC-USDT", "halted", "upgrade broke")
     assert status_of(svc, "market-btc-usdt") == "major_outage"  # a halt is never maintenance
-    svc.observe_market_mode("BTC-USDT", "post_only", "reopening")
+    svc.tracker.observe_market_mode("BTC-USDT", "post_only", "reopening")
     assert not open_incidents(svc)  # covered by the maintenance
     assert status_of(svc, "market-eth-usdt") == "operational"
 
-    svc.verify_maintenance(m.id)
+    svc.operator.verify_maintenance(m.id)
     assert status_of(svc, "market-btc-usdt") == "under_maintenance"
-    svc.complete_maintenance(m.id, "Done.")
+    svc.operator.complete_maintenance(m.id, "Done.")
     # Maintenance over but the market is still restricted: that is now an unplanned outage.
     assert status_of(svc, "market-btc-usdt") == "partial_outage"
     (overrun,) = open_incidents(svc)
@@ -237,19 +237,19 @@ def test_maintenance_turns_restricted_mode_into_maintenance(
 
 def test_maintenance_transitions_are_checked(svc: StatusService, clock: ManualClock) -> None:
     now = clock()
-    m = svc.schedule_maintenance("W", "x", ["wallet-btc"], now + HOUR, now + 2 * HOUR)
-    for bad in (svc.complete_maintenance, svc.verify_maintenance):
+    m = svc.operator.schedule_maintenance("W", "x", ["wallet-btc"], now + HOUR, now + 2 * HOUR)
+    for bad in (svc.operator.complete_maintenance, svc.operator.verify_maintenance):
         with pytest.raises(StatusError) as exc:
             bad(m.id)
         assert exc.value.code == "invalid_transition"
     with pytest.raises(StatusError) as exc:
-        svc.schedule_maintenance("W", "x", ["nope"], now + HOUR, now + 2 * HOUR)
+        svc.operator.schedule_maintenance("W", "x", ["nope"], now + HOUR, now + 2 * HOUR)
     assert exc.value.code == "unknown_component"
     with pytest.raises(StatusError) as exc:
-        svc.schedule_maintenance("W", "x", ["rest-api"], now + HOUR, now + HOUR)
+        svc.operator.schedule_maintenance("W", "x", ["rest-api"], now + HOUR, now + HOUR)
     assert exc.value.code == "invalid_window"
     with pytest.raises(StatusError) as exc:
-        svc.start_maintenance("missing")
+        svc.operator.start_maintenance("missing")
     assert exc.value.code == "maintenance_not_found"
 
 
@@ -272,15 +272,15 @@ def test_advisory_phases_pure() -> None:
 
 def test_advance_warnings_are_announced_in_order(svc: StatusService, clock: ManualClock) -> None:
     events: list[dict] = []
-    svc.subscribe(events.append)
+    svc.board.subscribe(lambda ch: events.append(statuspage.change_json(ch, svc.page["id"])))
     start = clock() + 25 * HOUR
-    m = svc.schedule_maintenance(
+    m = svc.operator.schedule_maintenance(
         "Upgrade", "Engine upgrade.", ["market-btc-usdt"], start, start + HOUR
     )
     for t in (start - 24 * HOUR, start - 30 * MIN, start - 5 * MIN, start - 30_000, start):
         clock.now_ms = t
-        svc.tick()
-        svc.tick()  # idempotent: a phase is announced once
+        svc.tracker.tick()
+        svc.tracker.tick()  # idempotent: a phase is announced once
     seen = [
         (e["type"], (e["scheduled_maintenance"].get("advisory") or {}).get("phase"))
         for e in events
@@ -301,11 +301,11 @@ def test_advance_warnings_are_announced_in_order(svc: StatusService, clock: Manu
 def test_history_survives_restart(tmp_path: Path, clock: ManualClock) -> None:
     path = tmp_path / "status.db"
     svc = StatusService(path, clock=clock)
-    svc.observe_market_mode("BTC-USDT", "halted", "guard", ts_ms=clock() - 5)
+    svc.tracker.observe_market_mode("BTC-USDT", "halted", "guard", ts_ms=clock() - 5)
     inc = open_incidents(svc)[0]
-    svc.update_incident(inc.id, "identified", "We know why.")
-    m = svc.schedule_maintenance("M", "b", ["rest-api"], clock() + HOUR, clock() + 2 * HOUR)
-    sub = svc.add_subscriber("http://127.0.0.1:9/hook")
+    svc.operator.update_incident(inc.id, "identified", "We know why.")
+    m = svc.operator.schedule_maintenance("M", "b", ["rest-api"], clock() + HOUR, clock() + 2 * HOUR)
+    sub = svc.subscribers.add("http://127.0.0.1:9/hook")
     page_id = svc.page["id"]
     svc.close()
 
@@ -315,14 +315,14 @@ def test_history_survives_restart(tmp_path: Path, clock: ManualClock) -> None:
     restored = again.incident(inc.id)
     assert [u.body for u in restored.updates][-1] == "We know why."
     assert again.incident(m.id).status == "scheduled"
-    assert [s.id for s in again.subscribers()] == [sub.id]
+    assert [s.id for s in again.subscribers.list()] == [sub.id]
     # Still halted after restart: the operator still cannot hide it.
     with pytest.raises(StatusError):
-        again.set_component_status("market-btc-usdt", "operational")
+        again.operator.set_component_status("market-btc-usdt", "operational")
     # A journal replay re-sends an older mode change: ignored.
-    assert again.observe_market_mode("BTC-USDT", "open", ts_ms=clock() - 10) is False
+    assert again.tracker.observe_market_mode("BTC-USDT", "open", ts_ms=clock() - 10) is False
     assert again.component("market-btc-usdt").status == "major_outage"
-    assert again.observe_market_mode("BTC-USDT", "open", ts_ms=clock()) is True
+    assert again.tracker.observe_market_mode("BTC-USDT", "open", ts_ms=clock()) is True
     assert again.component("market-btc-usdt").status == "operational"
 
 
@@ -330,15 +330,15 @@ def test_uptime_per_day(tmp_path: Path) -> None:
     clock = ManualClock()  # midnight UTC
     day0 = clock()
     svc = StatusService(tmp_path / "s.db", clock=clock)
-    svc.register_market("BTC-USDT")
+    svc.tracker.register_market("BTC-USDT")
     clock.now_ms = day0 + 6 * HOUR
-    svc.observe_market_mode("BTC-USDT", "halted", "x")
+    svc.tracker.observe_market_mode("BTC-USDT", "halted", "x")
     clock.now_ms = day0 + 12 * HOUR
-    svc.observe_market_mode("BTC-USDT", "open")
+    svc.tracker.observe_market_mode("BTC-USDT", "open")
     clock.now_ms = day0 + DAY_MS + 20 * HOUR  # 20:00 next day: partial outage through midnight
-    svc.observe_market_mode("BTC-USDT", "post_only", "y")
+    svc.tracker.observe_market_mode("BTC-USDT", "post_only", "y")
     clock.now_ms = day0 + 2 * DAY_MS + 4 * HOUR
-    svc.observe_market_mode("BTC-USDT", "open")
+    svc.tracker.observe_market_mode("BTC-USDT", "open")
     clock.now_ms = day0 + 2 * DAY_MS + 12 * HOUR
 
     days = svc.uptime(5)["market-btc-usdt"]
@@ -386,14 +386,14 @@ def test_real_engine_events_drive_status(tmp_path: Path, clock: ManualClock) -> 
     for cmd in cmds:
         events = engine.apply(cmd)
         assert not any(type(e).__name__ == "Rejected" for e in events), events
-        svc.observe_engine_events(events)
+        svc.tracker.observe_engine_events(events)
     assert svc.component("wallet-usdt").status == "operational"
     comp = svc.component("market-btc-usdt")
     assert comp.status == "major_outage" and "operator drill" in comp.derived_reason
     events = engine.apply(
         C.SetMarketMode(seq=5, ts=3_000, market="BTC-USDT", mode="open", reason="ok")
     )
-    svc.observe_engine_events(events)
+    svc.tracker.observe_engine_events(events)
     assert svc.component("market-btc-usdt").status == "operational"
 
 
@@ -436,26 +436,26 @@ def test_page_never_says_better_than_the_facts(
     svc = StatusService(tmp_path_factory.mktemp("h") / "s.db", clock=clock)
     modes = {"BTC-USDT": "open", "ETH-USDT": "open"}
     for m in modes:
-        svc.register_market(m)
-    m = svc.schedule_maintenance("M", "b", ["market-btc-usdt"], clock() + HOUR, clock() + 2 * HOUR)
+        svc.tracker.register_market(m)
+    m = svc.operator.schedule_maintenance("M", "b", ["market-btc-usdt"], clock() + HOUR, clock() + 2 * HOUR)
     for kind, a, b in actions:
         try:
             if kind == "mode":
-                svc.observe_market_mode(a, b)
+                svc.tracker.observe_market_mode(a, b)
                 modes[a] = b
             elif kind == "operator":
-                svc.set_component_status(a, b)
+                svc.operator.set_component_status(a, b)
             elif kind == "resolve":
                 for inc in [i for i in svc.view().incidents if i.open]:
                     try:
-                        svc.update_incident(inc.id, "resolved", "over?")
+                        svc.operator.update_incident(inc.id, "resolved", "over?")
                     except StatusError as exc:
                         assert exc.code in ("market_halted", "still_unhealthy")
             elif kind == "maintenance":
-                (svc.start_maintenance if a == "start" else svc.complete_maintenance)(m.id)
+                (svc.operator.start_maintenance if a == "start" else svc.operator.complete_maintenance)(m.id)
             else:
                 clock.advance(a)
-                svc.tick()
+                svc.tracker.tick()
         except StatusError:
             pass
         view = svc.view()
@@ -480,12 +480,12 @@ def test_trouble_left_when_maintenance_ends_opens_an_incident(
     svc: StatusService, clock: ManualClock
 ) -> None:
     now = clock()
-    m = svc.schedule_maintenance("Upgrade", "b", ["market-btc-usdt"], now + MIN, now + HOUR)
-    svc.start_maintenance(m.id)
-    svc.observe_market_mode("BTC-USDT", "halted", "upgrade failed")
+    m = svc.operator.schedule_maintenance("Upgrade", "b", ["market-btc-usdt"], now + MIN, now + HOUR)
+    svc.operator.start_maintenance(m.id)
+    svc.tracker.observe_market_mode("BTC-USDT", "halted", "upgrade failed")
     assert status_of(svc, "market-btc-usdt") == "major_outage"
     assert not open_incidents(svc)  # planned work, covered by the maintenance
-    svc.complete_maintenance(m.id, "Done (but the market is not).")
+    svc.operator.complete_maintenance(m.id, "Done (but the market is not).")
     (inc,) = open_incidents(svc)  # the status did not change, the explanation did
     assert inc.auto and inc.impact == "critical" and inc.component_ids == ["market-btc-usdt"]
 
@@ -493,13 +493,13 @@ def test_trouble_left_when_maintenance_ends_opens_an_incident(
 def test_resolve_is_refused_while_the_facts_disagree(
     svc: StatusService, clock: ManualClock
 ) -> None:
-    svc.observe_withdrawals("BTC", 20 * MIN)
+    svc.tracker.observe_withdrawals("BTC", 20 * MIN)
     (inc,) = open_incidents(svc)
     with pytest.raises(StatusError) as exc:
-        svc.update_incident(inc.id, "resolved", "Withdrawals are fine.")
+        svc.operator.update_incident(inc.id, "resolved", "Withdrawals are fine.")
     assert exc.value.code == "still_unhealthy" and "20 min" in exc.value.message
-    svc.observe_withdrawals("BTC", None)
-    assert svc.update_incident(inc.id, "resolved", "Queue drained.").status == "resolved"
+    svc.tracker.observe_withdrawals("BTC", None)
+    assert svc.operator.update_incident(inc.id, "resolved", "Queue drained.").status == "resolved"
     assert (
-        svc.update_incident(inc.id, "postmortem", "Custody API timed out.").status == "postmortem"
+        svc.operator.update_incident(inc.id, "postmortem", "Custody API timed out.").status == "postmortem"
     )

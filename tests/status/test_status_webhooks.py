@@ -31,8 +31,8 @@ def expected_signature(secret: str, delivery_headers: dict[str, str], body: byte
 
 def test_signed_delivery_filters_retries_and_disables_failing_subscriber(tmp_path: Path) -> None:
     svc = StatusService(tmp_path / "status.db")
-    svc.register_market("BTC-USDT")
-    svc.register_market("ETH-USDT")
+    svc.tracker.register_market("BTC-USDT")
+    svc.tracker.register_market("ETH-USDT")
     policy = RetryPolicy(max_attempts=4, base_delay_s=0.1, max_delay_s=1.0, timeout_s=1.0)
     app = create_app(svc, TOKEN, retry=policy, egress=LOOPBACK)
     with (
@@ -60,7 +60,7 @@ def test_signed_delivery_filters_retries_and_disables_failing_subscriber(tmp_pat
         )
 
         t0 = time.monotonic()
-        svc.observe_market_mode("BTC-USDT", "halted", "drill")
+        svc.tracker.observe_market_mode("BTC-USDT", "halted", "drill")
         observe_s = time.monotonic() - t0
         assert observe_s < 0.5  # retries take >= 0.7 s: delivery is off the caller's path
 
@@ -87,7 +87,7 @@ def test_signed_delivery_filters_retries_and_disables_failing_subscriber(tmp_pat
         # The broken receiver is retried with growing gaps, then disabled with a reason.
         attempts = broken.wait_for(lambda d: len(d) >= 4, timeout=5)
         wait_until(
-            lambda: not next(s for s in svc.subscribers() if s.id == broken_sub["id"]).enabled,
+            lambda: not next(s for s in svc.subscribers.list() if s.id == broken_sub["id"]).enabled,
             timeout=5,
         )
         gaps = [b.at - a.at for a, b in zip(attempts, attempts[1:], strict=False)]
@@ -99,18 +99,18 @@ def test_signed_delivery_filters_retries_and_disables_failing_subscriber(tmp_pat
         assert "HTTP 500" in listing[broken_sub["id"]]["disabled_reason"]
         assert listing[broken_sub["id"]]["disabled_at"]
         wait_until(
-            lambda: not next(s for s in svc.subscribers() if s.id == dead_port["id"]).enabled,
+            lambda: not next(s for s in svc.subscribers.list() if s.id == dead_port["id"]).enabled,
             timeout=5,
         )
         assert (
             "delivery failed"
-            in next(s for s in svc.subscribers() if s.id == dead_port["id"]).disabled_reason
+            in next(s for s in svc.subscribers.list() if s.id == dead_port["id"]).disabled_reason
         )
         assert len(broken.deliveries) == 4
 
         # Later events: the disabled one gets nothing, the filtered one only its component.
         assert eth_only.deliveries == []
-        svc.observe_market_mode("ETH-USDT", "cancel_only", "drill 2")
+        svc.tracker.observe_market_mode("ETH-USDT", "cancel_only", "drill 2")
         eth = eth_only.wait_for(lambda d: len(d) >= 2, timeout=3)
         assert {d.json["meta"]["event"] for d in eth} == {"component.updated", "incident.created"}
         assert all("market-eth-usdt" in d.body.decode() for d in eth)
@@ -122,7 +122,7 @@ def test_signed_delivery_filters_retries_and_disables_failing_subscriber(tmp_pat
         broken.status = 200
         r = client.post(f"/admin/status/subscribers/{broken_sub['id']}/enable", headers=AUTH)
         assert r.status_code == 200 and r.json()["enabled"] is True
-        svc.observe_market_mode("ETH-USDT", "open")
+        svc.tracker.observe_market_mode("ETH-USDT", "open")
         broken.wait_for(
             lambda d: any(
                 x.json["meta"]["event"] == "component.updated"
@@ -144,23 +144,23 @@ def test_signed_delivery_filters_retries_and_disables_failing_subscriber(tmp_pat
         r = client.delete(f"/admin/status/subscribers/{all_sub['id']}", headers=AUTH)
         assert r.status_code == 204
         before = len(everything.deliveries)
-        svc.observe_market_mode("BTC-USDT", "open")
+        svc.tracker.observe_market_mode("BTC-USDT", "open")
         broken.wait_for(lambda d: any(b"market-btc-usdt" in x.body for x in d[5:]), timeout=3)
         assert len(everything.deliveries) == before
 
 
 def test_slow_receiver_does_not_delay_others(tmp_path: Path) -> None:
     svc = StatusService(tmp_path / "status.db")
-    svc.register_market("BTC-USDT")
+    svc.tracker.register_market("BTC-USDT")
     policy = RetryPolicy(max_attempts=2, base_delay_s=0.1, timeout_s=2.0)
     app = create_app(svc, TOKEN, retry=policy, egress=LOOPBACK)
     with receiver() as fast, receiver() as slow, serve(app):
         slow.delay_s = 0.5  # answers, but only after a long pause
-        svc.add_subscriber(slow.url)
-        svc.add_subscriber(fast.url)
+        svc.subscribers.add(slow.url)
+        svc.subscribers.add(fast.url)
         t0 = time.monotonic()
         for i, mode in enumerate(("halted", "open", "halted")):
-            svc.observe_market_mode("BTC-USDT", mode, f"flap {i}")
+            svc.tracker.observe_market_mode("BTC-USDT", mode, f"flap {i}")
         assert time.monotonic() - t0 < 1.0  # the slow receiver costs the caller nothing
         fast_got = fast.wait_for(lambda d: len(d) >= 6, timeout=3)
 

@@ -305,8 +305,8 @@ def _status(settings: Settings, ctx: Context, routes: list[BaseRoute]
 
     def prime(service: Any) -> None:
         for name, mkt in sorted(engine.markets.items()):
-            service.register_market(name)
-            service.observe_market_mode(name, mkt.mode, mkt.mode_reason)
+            service.tracker.register_market(name)
+            service.tracker.observe_market_mode(name, mkt.mode, mkt.mode_reason)
 
     service = _status_service(settings, StatusService, prime)
     runtime = StatusRuntime(service, egress=Egress.parse(settings.webhook_allow))
@@ -314,7 +314,7 @@ def _status(settings: Settings, ctx: Context, routes: list[BaseRoute]
     routes += status_routes(runtime, settings.admin_token)
 
     def observe(ev: Any) -> None:
-        service.observe_market_mode(ev.market, ev.new, ev.reason[:500], ev.ts)
+        service.tracker.observe_market_mode(ev.market, ev.new, ev.reason[:500], ev.ts)
 
     ctx.gateway.on_mode_change(observe)
     ctx.extra["status"] = service
@@ -352,7 +352,7 @@ def _status_service(settings: Settings, factory: Callable[..., Any],
                 service.close()
     service = factory(":memory:", demo=settings.demo)
     prime(service)
-    service.open_incident(
+    service.operator.open_incident(
         "Status page degraded: history unavailable",
         "The status database could not be opened at start. Trading is not affected. This "
         "page shows live state only: uptime history, past incidents and operator updates are "

@@ -135,14 +135,14 @@ class Health:
                 was_failed = state
             if status is not None and failed is not None:
                 try:
-                    status.observe_node_failure(state)
+                    status.tracker.observe_node_failure(state)
                 except Exception:
                     log.exception("status failure report failed")
             elif status is not None:
                 try:
                     t0 = time.perf_counter()
-                    status.observe_node_health(time.time_ns() // 1_000_000 - int(pending * 1000),
-                                               int(tick_lag * 1000))
+                    status.tracker.observe_node_health(
+                        time.time_ns() // 1_000_000 - int(pending * 1000), int(tick_lag * 1000))
                     if time.perf_counter() - t0 > 0.002:
                         log.debug("status health report took %.1f ms",
                                   (time.perf_counter() - t0) * 1000)

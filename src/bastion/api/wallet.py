@@ -473,9 +473,10 @@ def system_status(ctx: Context) -> dict[str, Any]:
     if failure is not None:
         reasons.append(f"node stopped: {failure}")
     status = ctx.extra.get("status")
-    active = getattr(status, "active_maintenances", None)
-    if callable(active):
-        reasons += [f"maintenance: {name}" for name in active()]
+    if status is not None:
+        from bastion.status.statuspage import active_maintenances
+
+        reasons += [f"maintenance: {m.name}" for m in active_maintenances(status.view())]
     for name, mkt in sorted(gw.engine.markets.items()):
         if mkt.mode in ("halted", "closed"):
             reasons.append(f"{name} {mkt.mode}")

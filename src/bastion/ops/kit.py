@@ -141,10 +141,10 @@ async def maintenance_begin(node: KitNode, data: Path, status: Any, name: str,
     status_id = ""
     now = int(time.time() * 1000)
     if status is not None:
-        comps = [status.register_market(m) for m in chosen]
-        m = status.schedule_maintenance(f"Maintenance {name}", reason, comps, now,
+        comps = [status.tracker.register_market(m) for m in chosen]
+        m = status.operator.schedule_maintenance(f"Maintenance {name}", reason, comps, now,
                                         now + minutes * 60_000)
-        status.start_maintenance(m.id)
+        status.operator.start_maintenance(m.id)
         status_id = m.id
     record = Maintenance(name, snap["id"], snap["seq"], mode, reason, previous, status_id, now)
     atomic_write(data / MAINTENANCE_FILE, json.dumps(asdict(record)).encode())
@@ -164,7 +164,7 @@ async def maintenance_end(node: KitNode, data: Path, status: Any) -> Maintenance
                 await set_modes(node, [m], mode, f"maintenance {record.name} ended")
     if status is not None and record.status_id:
         try:
-            status.complete_maintenance(record.status_id)
+            status.operator.complete_maintenance(record.status_id)
         except Exception as exc:  # completed by hand already: the record still closes
             append_jsonl(data / "audit.jsonl", {"event": "maintenance_status", "error": str(exc)})
     append_jsonl(data / "audit.jsonl", {"event": "maintenance_end", "name": record.name,

@@ -10,7 +10,8 @@ import msgspec
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from bastion.status import statuspage
-from bastion.status.service import Event, StatusService
+from bastion.status.model import Change
+from bastion.status.service import StatusService
 
 PUBLIC_EVENTS = ("component.", "incident.", "maintenance.")
 
@@ -28,7 +29,7 @@ class StatusHub:
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
-        self._unsubscribe = self.service.subscribe(self._on_event)
+        self._unsubscribe = self.service.board.subscribe(self._on_change)
 
     async def stop(self) -> None:
         if self._unsubscribe:
@@ -39,11 +40,12 @@ class StatusHub:
             {"type": "snapshot", "summary": statuspage.summary_json(self.service.view())}
         )
 
-    def _on_event(self, event: Event) -> None:
-        if not event["type"].startswith(PUBLIC_EVENTS) or self._loop is None:
+    def _on_change(self, change: Change) -> None:
+        if not change.kind.startswith(PUBLIC_EVENTS) or self._loop is None:
             return
+        message = msgspec.json.encode(statuspage.change_json(change, self.service.page["id"]))
         with contextlib.suppress(RuntimeError):
-            self._loop.call_soon_threadsafe(self._fanout, msgspec.json.encode(event))
+            self._loop.call_soon_threadsafe(self._fanout, message)
 
     def _fanout(self, message: bytes) -> None:
         for q in self._clients:

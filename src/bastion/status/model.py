@@ -131,3 +131,19 @@ class Subscriber(msgspec.Struct, kw_only=True):
     disabled_reason: str = ""
     delivered: int = 0
     failed_attempts: int = 0
+
+
+class Change(msgspec.Struct, kw_only=True, frozen=True):
+    """One committed status change as listeners receive it: private copies of the records it
+    touched, rendered to Statuspage JSON only at the edges (`statuspage.change_json`)."""
+
+    id: str
+    kind: str
+    at_ms: int
+    component_ids: list[str]
+    component: Component | None = None
+    old_status: str = ""
+    incident: Incident | None = None
+    components: dict[str, Component] = msgspec.field(default_factory=dict)
+    subscriber: Subscriber | None = None
+    reason: str = ""

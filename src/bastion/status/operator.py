@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import copy
 
-from bastion.status import statuspage
+from bastion.status.board import StatusBoard, new_id, slug
 from bastion.status.derive import (
     advisory,
     check_operator_status,
@@ -22,11 +22,17 @@ from bastion.status.model import (
     Update,
     worst,
 )
-from bastion.status.tracker import UNHEALTHY, Event, StatusTracker, new_id, slug
+from bastion.status.tracker import UNHEALTHY, StatusTracker
 
 
-class OperatorActions(StatusTracker):
-    """Operator verbs, layered on the tracker so they share its lock and transaction."""
+class OperatorDesk:
+    """Operator verbs. They write through the tracker's board (one lock, one transaction) and
+    ask the tracker to re-derive what they touch, so an operator can annotate the facts but
+    never hide them."""
+
+    def __init__(self, board: StatusBoard, tracker: StatusTracker) -> None:
+        self.board = board
+        self.tracker = tracker
 
     @staticmethod
     def _check_text(field_name: str, value: str, limit: int) -> str:
@@ -46,15 +52,15 @@ class OperatorActions(StatusTracker):
             raise StatusError(
                 "invalid_description", "description must be at most 500 characters", 422
             )
-        with self._tx():
-            now = self.clock()
+        with self.board.tx():
+            now = self.board.clock()
             gid: str | None = None
             if group:
                 group = self._check_text("group", group, 100)
                 found = next(
                     (
                         g
-                        for g in self._groups.values()
+                        for g in self.board.groups.values()
                         if g.id == group or g.name.lower() == group.lower()
                     ),
                     None,
@@ -62,35 +68,27 @@ class OperatorActions(StatusTracker):
                 gid = (
                     found.id
                     if found
-                    else self._add_group(
-                        f"group-{slug(group)}-{new_id()[:4]}", group, len(self._groups), now
+                    else self.board.add_group(
+                        f"group-{slug(group)}-{new_id()[:4]}", group, len(self.board.groups), now
                     ).id
                 )
-            c = self._add_component(
-                self._free_id(slug(name)), name, "custom", name, gid, description, now
+            c = self.board.add_component(
+                self.board.free_id(slug(name)), name, "custom", name, gid, description, now
             )
-            self._emit(
-                [
-                    self._event(
-                        "component.created",
-                        [c.id],
-                        {"component": statuspage.component_json(c, self.page["id"])},
-                    )
-                ]
-            )
+            self.board.emit(self.board.component_change("component.created", c))
             return copy.deepcopy(c)
 
     def set_component_status(self, component_id: str, status: str, note: str = "") -> Component:
         """Operator status for a component; it can only make the shown status worse than derived.
         `operational` clears the operator's status (the derived one shows again)."""
-        with self._tx():
-            if component_id not in self._components:
+        with self.board.tx():
+            if component_id not in self.board.components:
                 raise StatusError(
                     "component_not_found", f"no component with id {component_id!r}", 404
                 )
             self._apply_operator_status([component_id], status, note)
             cid = component_id
-            return copy.deepcopy(self._components[cid])
+            return copy.deepcopy(self.board.components[cid])
 
     def _check_operator_status(self, ids: list[str], status: str) -> None:
         if status not in COMPONENT_STATUSES:
@@ -100,7 +98,7 @@ class OperatorActions(StatusTracker):
                 422,
             )
         for cid in ids:
-            check_operator_status(self._components[cid], status)  # type: ignore[arg-type]
+            check_operator_status(self.board.components[cid], status)  # type: ignore[arg-type]
 
     def _apply_operator_status(
         self, ids: list[str], status: str, note: str, check: bool = True
@@ -108,17 +106,11 @@ class OperatorActions(StatusTracker):
         if check:
             self._check_operator_status(ids, status)
         for cid in ids:
-            c = self._components[cid]
+            c = self.board.components[cid]
             c.operator_status = status  # type: ignore[assignment]
             c.operator_note = note if status != "operational" else ""
-            self._store.put_component(c)
-        self._reevaluate(ids)
-
-    def _get(self, kind: str, item_id: str) -> Incident:
-        item = self._incidents.get(item_id)
-        if item is None or item.kind != kind:
-            raise StatusError(f"{kind}_not_found", f"no {kind} with id {item_id!r}", 404)
-        return item
+            self.board.store.put_component(c)
+        self.tracker.reevaluate(ids)
 
     def _check_impact(self, impact: str | None) -> None:
         if impact is not None and impact not in IMPACTS:
@@ -144,10 +136,10 @@ class OperatorActions(StatusTracker):
                 "a new incident must be investigating, identified or monitoring",
                 422,
             )
-        with self._tx():
-            ids = self._component_ids(component_ids)
-            now = self.clock()
-            shown = worst(*(self._components[i].status for i in ids)) if ids else "operational"
+        with self.board.tx():
+            ids = self.board.component_ids(component_ids)
+            now = self.board.clock()
+            shown = worst(*(self.board.components[i].status for i in ids)) if ids else "operational"
             if component_status is not None:
                 self._check_operator_status(ids, component_status)
                 shown = worst(shown, component_status)  # type: ignore[arg-type]
@@ -165,9 +157,9 @@ class OperatorActions(StatusTracker):
             inc.updates.append(
                 Update(id=new_id(), status=status, body=body, display_ms=now, created_ms=now)
             )
-            self._incidents[inc.id] = inc
-            self._store.put_incident(inc)
-            self._emit([self._incident_event("incident.created", inc)])
+            self.board.incidents[inc.id] = inc
+            self.board.store.put_incident(inc)
+            self.board.emit(self.board.incident_change("incident.created", inc))
             if component_status is not None:  # after it exists, so no second incident opens
                 self._apply_operator_status(ids, component_status, name)
             return copy.deepcopy(inc)
@@ -191,9 +183,9 @@ class OperatorActions(StatusTracker):
                 f"status must be one of {', '.join(INCIDENT_STATUSES)}",
                 422,
             )
-        with self._tx():
-            inc = self._get("incident", incident_id)
-            now = self.clock()
+        with self.board.tx():
+            inc = self.board.item("incident", incident_id)
+            now = self.board.clock()
             if not inc.open and status != "postmortem":
                 raise StatusError(
                     "incident_resolved", "a resolved incident only takes a postmortem update", 409
@@ -214,14 +206,14 @@ class OperatorActions(StatusTracker):
             inc.updates.append(
                 Update(id=new_id(), status=status, body=body, display_ms=now, created_ms=now)
             )
-            self._store.put_incident(inc)
+            self.board.store.put_incident(inc)
             kind = "incident.resolved" if was_open and not inc.open else "incident.updated"
-            self._emit([self._incident_event(kind, inc)])
+            self.board.emit(self.board.incident_change(kind, inc))
             return copy.deepcopy(inc)
 
     def _check_resolvable(self, inc: Incident) -> None:
         """Refuse to call an incident over while the facts say one of its components is not."""
-        for c in (self._components[i] for i in inc.component_ids if i in self._components):
+        for c in (self.board.components[i] for i in inc.component_ids if i in self.board.components):
             if c.derived not in UNHEALTHY:
                 continue
             code = (
@@ -247,13 +239,13 @@ class OperatorActions(StatusTracker):
         via `start_maintenance`) and ends only when an operator completes it."""
         name = self._check_text("name", name, 200)
         body = self._check_text("body", body, 5000)
-        with self._tx():
-            ids = self._component_ids(component_ids)
+        with self.board.tx():
+            ids = self.board.component_ids(component_ids)
             if not ids:
                 raise StatusError(
                     "no_components", "a maintenance must name at least one component", 422
                 )
-            now = self.clock()
+            now = self.board.clock()
             if scheduled_until_ms <= scheduled_for_ms:
                 raise StatusError(
                     "invalid_window", "scheduled_until must be after scheduled_for", 422
@@ -277,9 +269,9 @@ class OperatorActions(StatusTracker):
             m.updates.append(
                 Update(id=new_id(), status="scheduled", body=body, display_ms=now, created_ms=now)
             )
-            self._incidents[m.id] = m
-            self._store.put_incident(m)
-            self._emit([self._maintenance_event("maintenance.scheduled", m)])
+            self.board.incidents[m.id] = m
+            self.board.store.put_incident(m)
+            self.board.emit(self.board.incident_change("maintenance.scheduled", m))
             return copy.deepcopy(m)
 
     def start_maintenance(self, maintenance_id: str, body: str = "") -> Incident:
@@ -305,13 +297,11 @@ class OperatorActions(StatusTracker):
     ) -> Incident:
         if not isinstance(body, str) or len(body) > 5000:
             raise StatusError("invalid_body", "body must be at most 5000 characters", 422)
-        with self._tx():
-            m = self._get("maintenance", mid)
+        with self.board.tx():
+            m = self.board.item("maintenance", mid)
             if m.status not in allowed_from:
                 raise StatusError(
                     "invalid_transition", f"maintenance is {m.status}; cannot move to {to}", 409
                 )
-            events: list[Event] = []
-            self._transition_maintenance(m, to, body.strip() or to, self.clock(), events)
-            self._emit(events)
+            self.tracker.transition_maintenance(m, to, body.strip() or to, self.board.clock())
             return copy.deepcopy(m)

@@ -174,7 +174,7 @@ def status_routes(runtime: StatusRuntime, admin_token: str) -> list[BaseRoute]:
 
     async def open_incident(request: Request) -> Response:
         b = await read_body(request, schemas.OpenIncident)
-        inc = service.open_incident(
+        inc = service.operator.open_incident(
             b.name,
             b.body,
             b.components,
@@ -186,7 +186,7 @@ def status_routes(runtime: StatusRuntime, admin_token: str) -> list[BaseRoute]:
 
     async def update_incident(request: Request) -> Response:
         b = await read_body(request, schemas.IncidentUpdate)
-        inc = service.update_incident(
+        inc = service.operator.update_incident(
             request.path_params["id"],
             b.status,
             b.body,
@@ -198,12 +198,12 @@ def status_routes(runtime: StatusRuntime, admin_token: str) -> list[BaseRoute]:
     async def resolve_incident(request: Request) -> Response:
         b = await read_body(request, schemas.ResolveIncident)
         return json_response(
-            incident_out(service.update_incident(request.path_params["id"], "resolved", b.body))
+            incident_out(service.operator.update_incident(request.path_params["id"], "resolved", b.body))
         )
 
     async def schedule(request: Request) -> Response:
         b = await read_body(request, schemas.ScheduleMaintenance)
-        m = service.schedule_maintenance(
+        m = service.operator.schedule_maintenance(
             b.name,
             b.body,
             b.components,
@@ -221,7 +221,7 @@ def status_routes(runtime: StatusRuntime, admin_token: str) -> list[BaseRoute]:
 
     async def add_component(request: Request) -> Response:
         b = await read_body(request, schemas.NewComponent)
-        c = service.add_component(b.name, b.group, b.description)
+        c = service.operator.add_component(b.name, b.group, b.description)
         return json_response(statuspage.component_json(c, service.page["id"]), 201)
 
     async def list_components(request: Request) -> Response:
@@ -229,28 +229,28 @@ def status_routes(runtime: StatusRuntime, admin_token: str) -> list[BaseRoute]:
 
     async def set_status(request: Request) -> Response:
         b = await read_body(request, schemas.SetComponentStatus)
-        c = service.set_component_status(request.path_params["id"], b.status, b.note)
+        c = service.operator.set_component_status(request.path_params["id"], b.status, b.note)
         return json_response(msgspec.to_builtins(c))
 
     async def add_subscriber(request: Request) -> Response:
         b = await read_body(request, schemas.NewSubscriber)
         url = httpx_url(b.url)
-        sub = service.add_subscriber(url, b.components, b.secret)
+        sub = service.subscribers.add(url, b.components, b.secret)
         return json_response(_subscriber_json(sub, secret=True), 201)
 
     async def list_subscribers(request: Request) -> Response:
         pending = runtime.webhooks.pending()
         return json_response(
-            [_subscriber_json(s, pending.get(s.id, 0)) for s in service.subscribers()]
+            [_subscriber_json(s, pending.get(s.id, 0)) for s in service.subscribers.list()]
         )
 
     async def remove_subscriber(request: Request) -> Response:
-        service.remove_subscriber(request.path_params["id"])
+        service.subscribers.remove(request.path_params["id"])
         return Response(status_code=204)
 
     async def enable_subscriber(request: Request) -> Response:
         return json_response(
-            _subscriber_json(service.set_subscriber_enabled(request.path_params["id"], True))
+            _subscriber_json(service.subscribers.set_enabled(request.path_params["id"], True))
         )
 
     v2 = "/api/v2"
@@ -288,17 +288,17 @@ def status_routes(runtime: StatusRuntime, admin_token: str) -> list[BaseRoute]:
         Route("/admin/status/maintenances", admin(schedule), methods=["POST"]),
         Route(
             "/admin/status/maintenances/{id}/start",
-            admin(step(service.start_maintenance)),
+            admin(step(service.operator.start_maintenance)),
             methods=["POST"],
         ),
         Route(
             "/admin/status/maintenances/{id}/verify",
-            admin(step(service.verify_maintenance)),
+            admin(step(service.operator.verify_maintenance)),
             methods=["POST"],
         ),
         Route(
             "/admin/status/maintenances/{id}/complete",
-            admin(step(service.complete_maintenance)),
+            admin(step(service.operator.complete_maintenance)),
             methods=["POST"],
         ),
         Route("/admin/status/components", admin(add_component), methods=["POST"]),

@@ -41,7 +41,7 @@ class StatusRuntime:
         while True:
             await asyncio.sleep(self.tick_interval_s)
             try:
-                await asyncio.to_thread(self.service.tick)
+                await asyncio.to_thread(self.service.tracker.tick)
             except Exception:
                 log.exception("status tick failed; retrying next interval")
 

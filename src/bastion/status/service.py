@@ -1,23 +1,21 @@
-"""The status service: what the node, the gateway and the operator API talk to."""
+"""The status service: its parts composed on one board, and the consistent reads the edges render."""
 
 from __future__ import annotations
 
 import copy
-import secrets
 from dataclasses import dataclass, field
+from pathlib import Path
 
+from bastion.status.board import Clock, StatusBoard, wall_clock_ms
+from bastion.status.derive import Thresholds
 from bastion.status.errors import StatusError
-from bastion.status.model import (
-    Component,
-    Group,
-    Incident,
-    Subscriber,
-)
-from bastion.status.operator import OperatorActions
-from bastion.status.tracker import Clock, Event, Listener, new_id, wall_clock_ms
+from bastion.status.model import Component, Group, Incident
+from bastion.status.operator import OperatorDesk
+from bastion.status.subscribers import Subscribers
+from bastion.status.tracker import StatusTracker
 from bastion.status.uptime import DAY_MS, DayUptime, daily_uptime
 
-__all__ = ["Clock", "Event", "Listener", "StatusService", "View", "wall_clock_ms"]
+__all__ = ["StatusService", "View"]
 
 
 @dataclass
@@ -41,112 +39,69 @@ class View:
         return next((c for c in self.components if c.id == component_id), None)
 
 
-class StatusService(OperatorActions):
-    """Status of the exchange as users should see it, derived first and annotated by operators.
+class StatusService:
+    """The status page's parts, composed on one board:
 
-    Inputs from the node/gateway: `register_market`, `register_asset`, `observe_market_mode`,
-    `observe_node_health`, `observe_withdrawals`, `observe_withdrawal_queue` (or
-    `observe_engine_events`); `tick` re-applies
-    the time-based rules and is driven by `StatusRuntime.running()` when served over HTTP.
+    - `tracker`: inputs from the node, gateway and wallets (`register_*`, `observe_*`) and the
+      time-based rules (`tick`, driven by `StatusRuntime.running()` when served over HTTP);
+    - `operator`: what an operator may write (incidents, maintenance, component statuses);
+    - `subscribers`: webhook subscribers;
+    - `board.subscribe`: committed changes, for the WebSocket channel and webhooks.
+
+    The reads below return private copies that the edges render (`statuspage`, `html`, `feed`).
     """
 
-    # ---------------------------------------------------------------- webhook subscribers
+    def __init__(
+        self,
+        db_path: str | Path,
+        *,
+        page_name: str = "Bastion",
+        page_url: str = "",
+        clock: Clock = wall_clock_ms,
+        thresholds: Thresholds | None = None,
+        demo: bool = False,
+    ) -> None:
+        self.demo = demo
+        self.board = StatusBoard(db_path, page_name=page_name, page_url=page_url, clock=clock)
+        self.tracker = StatusTracker(self.board, thresholds)
+        self.operator = OperatorDesk(self.board, self.tracker)
+        self.subscribers = Subscribers(self.board)
 
-    def add_subscriber(
-        self, url: str, component_ids: list[str] | None = None, secret: str | None = None
-    ) -> Subscriber:
-        """Register a webhook; the secret signs every payload and is shown only here."""
-        with self._tx():
-            ids = None if component_ids is None else self._component_ids(component_ids)
-            if secret is not None and not (16 <= len(secret) <= 256):
-                raise StatusError("invalid_secret", "secret must be 16-256 characters", 422)
-            sub = Subscriber(
-                id=new_id(),
-                url=url,
-                secret=secret or secrets.token_hex(32),
-                component_ids=ids,
-                created_ms=self.clock(),
-            )
-            self._subscribers[sub.id] = sub
-            self._store.put_subscriber(sub)
-            return copy.deepcopy(sub)
+    @property
+    def page(self) -> dict[str, str]:
+        return self.board.page
 
-    def subscribers(self) -> list[Subscriber]:
-        with self._lock:
-            return copy.deepcopy(list(self._subscribers.values()))
-
-    def _subscriber(self, sub_id: str) -> Subscriber:
-        sub = self._subscribers.get(sub_id)
-        if sub is None:
-            raise StatusError("subscriber_not_found", f"no subscriber with id {sub_id!r}", 404)
-        return sub
-
-    def remove_subscriber(self, sub_id: str) -> None:
-        with self._tx():
-            self._subscriber(sub_id)
-            del self._subscribers[sub_id]
-            self._store.delete_subscriber(sub_id)
-
-    def set_subscriber_enabled(self, sub_id: str, enabled: bool, reason: str = "") -> Subscriber:
-        """Enable (operator) or disable (dispatcher, after repeated failures) a subscriber."""
-        with self._tx():
-            sub = self._subscriber(sub_id)
-            sub.enabled = enabled
-            sub.disabled_ms = None if enabled else self.clock()
-            sub.disabled_reason = "" if enabled else reason
-            if enabled:
-                sub.failed_attempts = 0
-            self._store.put_subscriber(sub)
-            event = "subscriber.enabled" if enabled else "subscriber.disabled"
-            self._emit(
-                [
-                    self._event(
-                        event, [], {"subscriber": {"id": sub.id, "url": sub.url, "reason": reason}}
-                    )
-                ]
-            )
-            return copy.deepcopy(sub)
-
-    def record_delivery(self, sub_id: str, ok: bool) -> None:
-        """Count a delivery attempt; only failures are persisted (successes are kept in memory)."""
-        with self._lock:
-            sub = self._subscribers.get(sub_id)
-            if sub is None:
-                return
-            if ok:
-                sub.delivered += 1
-                return
-            sub.failed_attempts += 1
-            self._store.put_subscriber(sub)
+    def close(self) -> None:
+        self.board.close()
 
     # ---------------------------------------------------------------- reads
 
     def view(self) -> View:
         """A consistent snapshot for rendering, safe to use without the lock."""
-        with self._lock:
-            group_pos = {g.id: g.position for g in self._groups.values()}
+        with self.board.lock:
+            group_pos = {g.id: g.position for g in self.board.groups.values()}
             comps = sorted(
-                self._components.values(),
+                self.board.components.values(),
                 key=lambda c: (group_pos.get(c.group_id or "", 99), c.position, c.name),
             )
-            items = sorted(self._incidents.values(), key=lambda i: i.created_ms, reverse=True)
+            items = sorted(self.board.incidents.values(), key=lambda i: i.created_ms, reverse=True)
             return View(
-                now_ms=self.clock(),
-                page=dict(self.page),
-                groups=copy.deepcopy(sorted(self._groups.values(), key=lambda g: g.position)),
+                now_ms=self.board.clock(),
+                page=dict(self.board.page),
+                groups=copy.deepcopy(sorted(self.board.groups.values(), key=lambda g: g.position)),
                 components=copy.deepcopy(comps),
                 incidents=copy.deepcopy([i for i in items if i.kind == "incident"]),
                 maintenances=copy.deepcopy([i for i in items if i.kind == "maintenance"]),
             )
 
     def component(self, component_id: str) -> Component:
-        with self._lock:
-            (cid,) = self._component_ids([component_id])
-            return copy.deepcopy(self._components[cid])
+        with self.board.lock:
+            (cid,) = self.board.component_ids([component_id])
+            return copy.deepcopy(self.board.components[cid])
 
     def incident(self, incident_id: str) -> Incident:
-        with self._lock:
-            item = self._incidents.get(incident_id)
+        with self.board.lock:
+            item = self.board.incidents.get(incident_id)
             if item is None:
                 raise StatusError("incident_not_found", f"no incident with id {incident_id!r}", 404)
             return copy.deepcopy(item)
@@ -155,12 +110,12 @@ class StatusService(OperatorActions):
         """Per component, one entry per UTC day for the last `days` days, oldest first."""
         if not 1 <= days <= 366:
             raise StatusError("invalid_days", "days must be between 1 and 366", 422)
-        now = self.clock()
+        now = self.board.clock()
         since = (now // DAY_MS - (days - 1)) * DAY_MS
-        with self._lock:
-            ids = list(self._components)
+        with self.board.lock:
+            ids = list(self.board.components)
         result = {}
         for cid in ids:
-            initial, changes = self._store.history(cid, since, now + 1)
+            initial, changes = self.board.store.history(cid, since, now + 1)
             result[cid] = daily_uptime(initial, changes, now, days)
         return result

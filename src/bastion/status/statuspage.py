@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from bastion.status.derive import advisory, page_indicator
 from bastion.status.errors import StatusError
-from bastion.status.model import Component, Group, Incident, worst
+from bastion.status.model import Change, Component, Group, Incident, worst
 
 if TYPE_CHECKING:
     from bastion.status.service import View
@@ -130,6 +130,29 @@ def incident_json(
         adv = advisory(now_ms, i.scheduled_for_ms or now_ms, i.status)
         out["advisory"] = {"phase": adv[0], "action": adv[1]} if adv else None
         out["overrunning"] = i.status != "completed" and now_ms > (i.scheduled_until_ms or now_ms)
+    return out
+
+
+def change_json(ch: Change, page_id: str) -> JSON:
+    """A committed change as the WebSocket channel and webhooks publish it: the event envelope
+    plus the Statuspage payload for its kind (a subscriber's secret never leaves)."""
+    out: JSON = {"id": ch.id, "type": ch.kind, "created_at": iso(ch.at_ms),
+                 "component_ids": list(ch.component_ids)}
+    if ch.incident is not None:
+        key = "scheduled_maintenance" if ch.incident.kind == "maintenance" else "incident"
+        out[key] = incident_json(ch.incident, ch.components, page_id, ch.at_ms)
+    if ch.component is not None:
+        c = ch.component
+        if ch.kind == "component.updated":
+            out["component_update"] = {
+                "id": ch.id, "component_id": c.id, "old_status": ch.old_status,
+                "new_status": c.status, "created_at": iso(ch.at_ms),
+                "reason": c.derived_reason or c.operator_note,
+            }
+        out["component"] = component_json(c, page_id)
+    if ch.subscriber is not None:
+        out["subscriber"] = {"id": ch.subscriber.id, "url": ch.subscriber.url,
+                             "reason": ch.reason}
     return out
 
 

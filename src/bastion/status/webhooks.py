@@ -23,8 +23,10 @@ from typing import Any
 import httpx
 import msgspec
 
+from bastion.status import statuspage
 from bastion.status.egress import Egress, Refused
-from bastion.status.service import Event, StatusService
+from bastion.status.model import Change
+from bastion.status.service import StatusService
 from bastion.textnum import ascii_int
 
 log = logging.getLogger("bastion.status.webhooks")
@@ -84,7 +86,7 @@ class WebhookDispatcher:
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
         self._client = httpx.AsyncClient(timeout=self.policy.timeout_s, follow_redirects=False)
-        self._unsubscribe = self.service.subscribe(self._on_event)
+        self._unsubscribe = self.service.board.subscribe(self._on_change)
 
     async def stop(self) -> None:
         if self._unsubscribe:
@@ -98,14 +100,15 @@ class WebhookDispatcher:
         if self._client:
             await self._client.aclose()
 
-    def _on_event(self, event: Event) -> None:
-        """Called in whatever thread changed the state: hand over to the loop and return."""
-        if not event["type"].startswith(DELIVERED_EVENTS) or self._loop is None:
+    def _on_change(self, change: Change) -> None:
+        """Called in whatever thread changed the state: render, hand over to the loop, return."""
+        if not change.kind.startswith(DELIVERED_EVENTS) or self._loop is None:
             return
+        event = statuspage.change_json(change, self.service.page["id"])
         with contextlib.suppress(RuntimeError):
             self._loop.call_soon_threadsafe(self._enqueue, event)
 
-    def _enqueue(self, event: Event) -> None:
+    def _enqueue(self, event: dict[str, Any]) -> None:
         body = msgspec.json.encode(
             {
                 "meta": {
@@ -122,7 +125,7 @@ class WebhookDispatcher:
             }
         )
         touched = set(event["component_ids"])
-        for sub in self.service.subscribers():
+        for sub in self.service.subscribers.list():
             if not sub.enabled or (
                 sub.component_ids is not None and not touched & set(sub.component_ids)
             ):
@@ -141,14 +144,14 @@ class WebhookDispatcher:
     async def _worker(self, sub_id: str, box: _Outbox) -> None:
         failed = 0
         while box.queue:
-            subs = {s.id: s for s in self.service.subscribers()}
+            subs = {s.id: s for s in self.service.subscribers.list()}
             sub = subs.get(sub_id)
             if sub is None or not sub.enabled:
                 box.queue.clear()
                 return
             event_id, kind, body = box.queue[0]
             ok, why = await self._post(sub.url, sub.secret, event_id, kind, body)
-            self.service.record_delivery(sub_id, ok)
+            self.service.subscribers.record_delivery(sub_id, ok)
             if ok:
                 box.queue.popleft()
                 failed = 0
@@ -157,7 +160,7 @@ class WebhookDispatcher:
             if failed >= self.policy.max_attempts:
                 reason = f"{failed} failed attempts to deliver {kind} {event_id}; last error: {why}"
                 log.warning("disabling webhook subscriber %s (%s): %s", sub_id, sub.url, reason)
-                self.service.set_subscriber_enabled(sub_id, False, reason)
+                self.service.subscribers.set_enabled(sub_id, False, reason)
                 box.queue.clear()
                 return
             await asyncio.sleep(self.policy.delay(failed))

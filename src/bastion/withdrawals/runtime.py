@@ -153,16 +153,12 @@ class Pipeline:
                                                   name="withdrawal-status"))
 
     async def _feed_status(self, status: Any) -> None:
-        observe = getattr(status, "observe_withdrawal_queue", None)
         while True:
             now_ms = time.time_ns() // 1_000_000
             for asset in self.book.assets():
                 depth, oldest_ms, reason = self.queue_health(asset, now_ms)
                 try:
-                    if observe is not None:
-                        observe(asset, depth, oldest_ms, reason)
-                    else:
-                        status.observe_withdrawals(asset, oldest_ms if reason else None)
+                    status.tracker.observe_withdrawal_queue(asset, depth, oldest_ms, reason)
                 except Exception:
                     log.exception("withdrawal status report failed")
             await asyncio.sleep(self.config.status_interval)
