@@ -26,9 +26,11 @@ from bastion.cluster.natsproc import ZONES, NatsServer, cluster_specs, free_port
 from bastion.cluster.supervisor import (
     ClusterState,
     Proc,
+    custody_wanted,
     gateway_args,
     node_args,
     spawn,
+    start_custody,
 )
 from bastion.core import commands as C
 from bastion.core.codec import decode_command
@@ -77,6 +79,7 @@ class Cluster:
         self.nats: dict[str, NatsServer] = {}
         self.children: dict[str, Child] = {}
         self.servers: list[str] = []
+        self.custody_url = ""
 
     # --- lifecycle -------------------------------------------------------------------------
 
@@ -88,6 +91,10 @@ class Cluster:
         for server in start_cluster(specs):
             self.nats[server.spec.zone] = server
         self.servers = [s.url for s in specs]
+        if custody_wanted(self.env):  # one simulator for the cluster, as `cluster up` does
+            proc, popen, url = start_custody(self.root, self.env)
+            self.env["BASTION_CUSTODY_URL"] = self.custody_url = url
+            self.children[proc.name] = Child(proc, popen, [], self.root / "custody.log")
         for i in range(self.n_nodes):
             zone = ZONES[i % len(ZONES)]
             self.add_node(f"node-{i + 1}{zone}", zone)

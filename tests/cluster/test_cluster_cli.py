@@ -116,9 +116,9 @@ def test_cluster_up_status_switchover(tmp_path: Path) -> None:
                                       "--nats-port", "0"),
                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
     try:
-        lines = [up.stdout.readline() for _ in range(6)] if up.stdout else []
+        lines = [up.stdout.readline() for _ in range(7)] if up.stdout else []
         kinds = [line.split()[1] for line in lines]
-        assert kinds == ["nats"] * 3 + ["engine", "engine", "gateway"], lines
+        assert kinds == ["nats"] * 3 + ["custody-sim", "engine", "engine", "gateway"], lines
         client = Client(f"http://127.0.0.1:{port}", DEMO_KEY, DEMO_SECRET)
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
@@ -135,7 +135,7 @@ def test_cluster_up_status_switchover(tmp_path: Path) -> None:
 
         procs = _settled(data, env, ["leader", "standby"])
         _check_gateway_metrics(f"http://127.0.0.1:{port}/metrics")
-        assert {p["kind"] for p in procs} == {"nats", "node", "gateway"}
+        assert {p["kind"] for p in procs} == {"nats", "custody", "node", "gateway"}
         assert sorted(p["zone"] for p in procs if p["kind"] == "nats") == ["a", "b", "c"]
         assert all(set(p) >= {"name", "kind", "zone", "pid", "port", "role", "seq"}
                    for p in procs)

@@ -47,8 +47,9 @@ def up(data: DataOpt, port: int = 8080, nodes: int = 2, gateways: int = 1,
                                                    "cluster routes +100, monitoring +200; "
                                                    "0: free ports).")]
        = 4222) -> None:
-    """Start 3 NATS servers (zones a/b/c), the engine nodes and the gateways on this machine;
-    stay in the foreground; stop everything on Ctrl-C/SIGTERM."""
+    """Start 3 NATS servers (zones a/b/c), one custody simulator (unless BASTION_CUSTODY_URL
+    names a custody service), the engine nodes and the gateways on this machine; stay in the
+    foreground; stop everything on Ctrl-C/SIGTERM."""
     from bastion.cluster.supervisor import Supervisor
 
     sup = Supervisor(data, port=port, nodes=nodes, gateways=gateways,
@@ -56,7 +57,8 @@ def up(data: DataOpt, port: int = 8080, nodes: int = 2, gateways: int = 1,
     state = sup.start()
     try:
         for p in state.processes:
-            role = {"nats": "nats", "node": "engine node", "gateway": "gateway"}[p.kind]
+            role = {"nats": "nats", "node": "engine node", "gateway": "gateway",
+                    "custody": "custody-sim"}[p.kind]
             where = f"port {p.port}" if p.port else f"log {data / (p.name + '.log')}"
             out.print(f"{p.name:<10} {role:<12} zone {p.zone}  pid {p.pid:<8} {where}",
                       markup=False)

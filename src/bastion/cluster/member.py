@@ -4,8 +4,9 @@ Standby: tail the stream into a warm replica, compare state hashes at checkpoint
 lease when it expires (never while diverged). Leader: read to the end of the stream, wrap the
 replica's engine in the ordinary ``Node`` with the JetStream journal (so the write path is the
 embedded one), put markets into ``recovery`` after a failover, serve the command subject, renew
-the lease on the NATS thread, and step down (back to standby, keeping its state) the moment
-the lease or the fence says another node leads.
+the lease on the NATS thread, run the venue's one withdrawal worker and deposit watcher (every
+custody call fenced on the lease), and step down (back to standby, keeping its state) the
+moment the lease or the fence says another node leads.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from bastion.journal.jetstream import JetStreamJournal, ensure_stream
 from bastion.journal.natsloop import NatsLoop
 from bastion.node.config import NodeConfig
 from bastion.node.node import Node, wall_clock_ms
+from bastion.withdrawals.runtime import Pipeline, PipelineConfig
 
 log = logging.getLogger("bastion.cluster")
 
@@ -59,6 +61,8 @@ class Member:
         self.demo = demo
         self.role = "starting"
         self.node: Node | None = None
+        #: withdrawal worker + deposit watcher, while we lead
+        self.withdrawals: Pipeline | None = None
         self.replica: Replica | None = None
         self.follower: Follower | None = None
         self.journal: JetStreamJournal | None = None
@@ -231,6 +235,7 @@ class Member:
         if self._handoff is not None:
             self._handoff[1].set_result(took)
             self._handoff = None
+        await self._start_withdrawals()
         waiter = asyncio.create_task(self._stepdown.wait())
         stopper = asyncio.create_task(stop.wait())
         snapper = asyncio.create_task(self._snapshots())
@@ -285,6 +290,35 @@ class Member:
             self.nats.nc.subscribe(cfg.cmd_subject(self.name), cb=self._on_command))
         return resumed
 
+    async def _start_withdrawals(self) -> None:
+        """The venue's one withdrawal worker runs beside the leader: ``cluster up`` passes the
+        shared custody service in ``BASTION_CUSTODY_URL``; without one nothing is sent."""
+        cfg = PipelineConfig.from_env()
+        if not cfg.enabled or self.node is None:
+            return
+        if cfg.custody_url is None:
+            log.warning("%s: no BASTION_CUSTODY_URL, withdrawals stay queued (no worker)",
+                        self.name)
+            return
+        pipeline = Pipeline(self.node, self.data_dir, cfg, demo=self.demo, worker=True,
+                            guard=self._guard)
+        try:
+            await pipeline.start()
+        except Exception as exc:  # custody trouble must not stop order entry
+            log.error("%s: withdrawal worker not started: %r", self.name, exc)
+            await pipeline.stop()
+            return
+        self.withdrawals = pipeline
+        log.info("%s: withdrawal worker and deposit watcher started (custody %s)", self.name,
+                 pipeline.custody_url)
+
+    async def _stop_withdrawals(self) -> None:
+        pipeline, self.withdrawals = self.withdrawals, None
+        if pipeline is not None:
+            with contextlib.suppress(Exception):
+                await pipeline.stop()
+            log.info("%s: withdrawal worker stopped", self.name)
+
     def _recovery_commands(self, engine: Any) -> list[C.Command]:
         until = wall_clock_ms() + self.config.recovery_window_ms
         reason = f"failover to {self.name} (zone {self.zone}): recovery protection"
@@ -324,6 +358,7 @@ class Member:
     async def _step_down(self, why: str) -> None:
         self.accepting = False
         self._renewing = False
+        await self._stop_withdrawals()
         if self._cmd_sub is not None:
             sub, self._cmd_sub = self._cmd_sub, None
             with contextlib.suppress(Exception):
@@ -460,6 +495,7 @@ class Member:
         if self._cmd_sub is not None:
             sub, self._cmd_sub = self._cmd_sub, None
             await self.nats.call(sub.unsubscribe())
+        await self._stop_withdrawals()
         await node.close()
         drained = time.monotonic()
         revision = 0

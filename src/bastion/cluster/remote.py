@@ -48,6 +48,10 @@ class _NoHistory:
 
 
 class RemoteNode:
+    #: withdrawals go to custody from the leading engine node only (``Member``); a gateway
+    #: keeps a custody client for deposit addresses (``bastion.withdrawals.runtime``)
+    runs_withdrawal_worker = False
+
     def __init__(self, config: ClusterConfig, name: str = "gateway") -> None:
         self.config = config
         self.name = name

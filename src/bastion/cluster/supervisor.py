@@ -1,6 +1,8 @@
 """``bastion cluster up``: a whole cluster on one machine (3 NATS servers in zones a/b/c, the
-engine nodes spread over the zones, the gateways), recorded in ``<data>/cluster.json`` so
-``status``, ``switchover``, tests and drills can find every process."""
+engine nodes spread over the zones, the gateways, and one custody simulator shared by all of
+them unless ``BASTION_CUSTODY_URL`` names a real custody service), recorded in
+``<data>/cluster.json`` so ``status``, ``switchover``, tests and drills can find every
+process."""
 
 from __future__ import annotations
 
@@ -15,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from bastion.cluster.config import ClusterConfig
-from bastion.cluster.natsproc import ZONES, NatsServer, cluster_specs, start_cluster
+from bastion.cluster.natsproc import ZONES, NatsServer, cluster_specs, free_port, start_cluster
 from bastion.journal.errors import DurabilityError
 
 STATE_FILE = "cluster.json"
@@ -24,7 +26,7 @@ STATE_FILE = "cluster.json"
 @dataclass
 class Proc:
     name: str
-    kind: str  # nats | node | gateway
+    kind: str  # nats | node | gateway | custody
     zone: str
     pid: int
     port: int
@@ -72,6 +74,40 @@ def gateway_args(servers: list[str], name: str, port: int, data: Path, shard: st
                        "--port", str(port), "--data", str(data), "--shard", shard)
 
 
+def custody_wanted(env: dict[str, str]) -> bool:
+    """A cluster starts its own custody simulator unless withdrawals are off or the
+    environment names a real custody service."""
+    return (env.get("BASTION_WITHDRAWALS", "1") not in ("0", "false", "no", "off")
+            and not env.get("BASTION_CUSTODY_URL"))
+
+
+def start_custody(data: Path, env: dict[str, str], timeout: float = 30.0
+                  ) -> tuple[Proc, subprocess.Popen[bytes], str]:
+    """The cluster's one custody simulator (``bastion custody-sim``, which restarts itself
+    after a simulated crash), up and answering: the leader's withdrawal worker and every
+    gateway's custody client use its URL."""
+    import httpx
+
+    port = int(env.get("BASTION_CUSTODY_PORT") or 0) or free_port()
+    args = bastion_cmd("custody-sim", "--port", str(port), "--data", str(data / "custody-sim"),
+                       "--block-ms", env.get("BASTION_CUSTODY_BLOCK_MS", "1000"))
+    popen = spawn(args, data / "custody.log", env)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if httpx.get(url + "/health", timeout=1).status_code == 200:
+                break
+        except httpx.HTTPError:
+            pass
+        if popen.poll() is not None or time.monotonic() > deadline:
+            popen.kill()
+            raise DurabilityError(f"the custody simulator did not start on port {port} (log: "
+                                  f"{data / 'custody.log'})", code="CUSTODY_START")
+        time.sleep(0.1)
+    return Proc("custody", "custody", "-", popen.pid, port), popen, url
+
+
 def spawn(args: list[str], log: Path, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
     out = open(log, "ab")  # noqa: SIM115 - the child owns it
     try:
@@ -110,6 +146,11 @@ class Supervisor:
         for server in self.nats:
             state.processes.append(Proc(server.spec.name, "nats", server.spec.zone,
                                         server.pid or 0, server.spec.port))
+        if custody_wanted(self.env):
+            proc, popen, url = start_custody(self.data, self.env)
+            self.env["BASTION_CUSTODY_URL"] = url
+            state.processes.append(proc)
+            self.children.append((proc, popen))
         for i in range(self.nodes):
             zone = ZONES[i % len(ZONES)]
             name = f"node-{i + 1}{zone}"
@@ -165,7 +206,7 @@ class Supervisor:
         self.state.save(self.data)
 
     def stop(self) -> None:
-        for kind in ("gateway", "node"):
+        for kind in ("gateway", "node", "custody"):
             group = [(p, c) for p, c in self.children if p.kind == kind]
             for _, child in group:
                 if child.poll() is None:

@@ -2,6 +2,12 @@
 and the deposit watcher as tasks of the node's event loop, plus (in the embedded default) the
 custody simulator as a child process.
 
+Placement: exactly one worker per venue, beside the node that writes the journal. In the
+embedded default that is this process. In a cluster it is the leading engine node
+(``bastion.cluster.member`` starts it when it leads, stops it when it steps down, and fences
+every custody call on its lease); a gateway (``node.runs_withdrawal_worker`` is False) runs a
+custody *client* only, for deposit addresses and the queue view, and never a simulator.
+
 Environment: ``BASTION_CUSTODY_URL`` (a real custody service; unset: start the simulator),
 ``BASTION_CUSTODY_PORT`` (simulator port, 0 = any free one), ``BASTION_CUSTODY_BLOCK_MS``
 (simulated block time), ``BASTION_WITHDRAWALS=0`` (no pipeline at all).
@@ -17,12 +23,13 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from bastion.core import commands as C
-from bastion.custody.client import CustodyClient
+from bastion.custody.client import CustodyClient, CustodyUnavailable
 from bastion.custody.sim import CRASH_EXIT, die_with_parent
 from bastion.withdrawals.deposits import DepositWatcher
 from bastion.withdrawals.nodebook import NodeBook
@@ -88,15 +95,48 @@ def start_simulator(data_dir: Path, port: int, block_ms: int) -> tuple[subproces
     return proc, f"http://127.0.0.1:{port}"
 
 
+#: ``guard()`` returns why this process may no longer act for the venue, or None
+Guard = Callable[[], BaseException | None]
+
+
+class FencedCustodyClient(CustodyClient):
+    """A custody connection that asks ``guard`` before every call: a leader that lost its
+    lease (frozen past it, or deposed) sends nothing more to custody, even in the moments
+    before it notices and stops its worker. Refused calls count as custody unavailable, so
+    the worker keeps the outcome open and the next leader reconciles it."""
+
+    def __init__(self, base_url: str, guard: Guard, timeout: float = 2.0,
+                 name: str = "custody") -> None:
+        super().__init__(base_url, timeout=timeout, name=name)
+        self.guard = guard
+        self.refused = 0
+
+    async def _call(self, method: str, path: str, **kw: Any) -> Any:
+        problem = self.guard()
+        if problem is not None:
+            self.refused += 1
+            log.warning("custody call %s %s not sent: this node no longer leads (%s)",
+                        method, path, problem)
+            raise CustodyUnavailable(f"not sent: this node no longer leads ({problem})")
+        return await super()._call(method, path, **kw)
+
+
 class Pipeline:
-    """Start with ``await pipeline.start()`` after the node recovered; ``await stop()``."""
+    """Start with ``await pipeline.start()`` after the node recovered; ``await stop()``.
+
+    ``worker=None`` follows the node: a gateway's node (``runs_withdrawal_worker = False``)
+    gets the custody client only. ``guard``: see ``FencedCustodyClient``."""
 
     def __init__(self, node: Any, data_dir: Path, config: PipelineConfig | None = None,
-                 demo: bool = False) -> None:
+                 demo: bool = False, worker: bool | None = None,
+                 guard: Guard | None = None) -> None:
         self.node = node
         self.data_dir = data_dir
         self.config = config or PipelineConfig.from_env()
         self.demo = demo
+        self.runs_worker = (bool(getattr(node, "runs_withdrawal_worker", True))
+                            if worker is None else worker)
+        self.guard = guard
         self.book = NodeBook(node)
         self.sim: subprocess.Popen[bytes] | None = None
         self.client: CustodyClient | None = None
@@ -112,6 +152,10 @@ class Pipeline:
         c = self.config
         if not c.enabled:
             return
+        if not self.runs_worker:
+            if c.custody_url is not None:
+                self.client = CustodyClient(c.custody_url, timeout=c.timeout)
+            return
         if self.demo:
             await self._demo_rules()
         url = c.custody_url
@@ -119,7 +163,8 @@ class Pipeline:
             self.sim, url = start_simulator(self.data_dir, c.sim_port, c.block_ms)
             print(f"custody simulator (bastion custody-sim): {url}  ledger "
                   f"{self.data_dir / 'custody-sim'}", flush=True)
-        self.client = CustodyClient(url, timeout=c.timeout)
+        self.client = (CustodyClient(url, timeout=c.timeout) if self.guard is None
+                       else FencedCustodyClient(url, self.guard, timeout=c.timeout))
         self.worker = WithdrawalWorker(self.book, self.client, c.worker)
         self.watcher = DepositWatcher(self.book, self.client)
         self.tasks = [asyncio.create_task(self._run(self.worker.run()), name="withdrawal-worker"),
@@ -147,8 +192,9 @@ class Pipeline:
         await job
 
     def watch_status(self, status: Any) -> None:
-        """Report each asset's queue health to the status service every ``status_interval``."""
-        if self.worker is not None and status is not None:
+        """Report each asset's queue health to the status service every ``status_interval``
+        (a gateway reports what its replica shows: depth, age, pauses)."""
+        if self.config.enabled and status is not None:
             self.tasks.append(asyncio.create_task(self._feed_status(status),
                                                   name="withdrawal-status"))
 
@@ -178,9 +224,9 @@ class Pipeline:
         oldest = now_ms - min(w.created_ts for w in queued) if queued else 0
         if paused:
             return depth, oldest, f"paused: {paused}"
-        if not queued or self.worker is None:
+        if not queued:
             return depth, oldest, ""
-        lane = self.worker.lanes.get(asset)
+        lane = self.worker.lanes.get(asset) if self.worker is not None else None
         down = lane.breaker.down_since if lane is not None else None
         if down is not None:
             for_s = time.monotonic() - down
