@@ -143,7 +143,7 @@ def failovers(args: argparse.Namespace) -> dict[str, Any]:
         load = Load([cluster.url()], threads=2).start()
         load.wait_acks(50)
         node_rto: list[float] = []
-        for _ in range(args.kills):
+        for _ in range(args.kills if args.node_kills is None else args.node_kills):
             leader = cluster.wait_leader()
             t0 = time.monotonic()
             cluster.signal(leader, signal.SIGKILL)
@@ -152,14 +152,15 @@ def failovers(args: argparse.Namespace) -> dict[str, Any]:
             cluster.restart(leader)
             time.sleep(1.0)
         out["node_kill_rto_s"] = [round(x, 3) for x in node_rto]
-        out["node_kill_rto_p50_s"] = round(statistics.median(node_rto), 3)
-        out["node_kill_rto_max_s"] = round(max(node_rto), 3)
+        out["node_kill_rto_p50_s"] = round(statistics.median(node_rto), 3) if node_rto else None
+        out["node_kill_rto_max_s"] = round(max(node_rto), 3) if node_rto else None
 
         nats_rto: list[float] = []
         elections: list[float] = []
         lease_elections: list[float] = []
         lease_killed: list[bool] = []
         node_moved: list[bool] = []
+        kill_times: list[str] = []  # wall clock, to find each kill in the kept logs
         cfg = cluster.config()
         lease_stream = f"KV_{cfg.lease_bucket}"
         lease_subject = f"$KV.{cfg.lease_bucket}.leader"
@@ -170,6 +171,8 @@ def failovers(args: argparse.Namespace) -> dict[str, Any]:
             probe = NatsLoop([s.spec.url for z, s in cluster.nats.items() if z != zone],
                              connect_wait=10)
             t0 = time.monotonic()
+            kill_times.append(time.strftime("%H:%M:%S", time.localtime()) +
+                              f".{int(time.time() * 1000) % 1000:03d}")
             cluster.kill_nats(zone)
             # NATS is back for a stream when its (new) leader answers a leader read; the
             # stream info names a leader earlier than that, so it is not the measure
@@ -189,6 +192,7 @@ def failovers(args: argparse.Namespace) -> dict[str, Any]:
             node_moved.append(cluster.wait_leader() != before)
             cluster.restart_nats(zone)
             time.sleep(3.0)  # let the restarted server catch up before the next kill
+        out["stream_leader_kill_at"] = kill_times
         out["stream_leader_kill_rto_s"] = [round(x, 3) for x in nats_rto]
         out["stream_leader_election_s"] = [round(x, 3) for x in elections]
         out["lease_bucket_election_s"] = [round(x, 3) for x in lease_elections]
@@ -248,6 +252,8 @@ def main() -> None:
     ap.add_argument("--depth", type=int, default=8)
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--kills", type=int, default=10)
+    ap.add_argument("--node-kills", type=int, default=None,
+                    help="leader node kills (default: --kills)")
     ap.add_argument("--switchovers", type=int, default=5)
     ap.add_argument("--lease-ttl", type=float, default=2.0)
     ap.add_argument("--quick", action="store_true", help="small smoke run")

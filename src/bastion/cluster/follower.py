@@ -115,6 +115,7 @@ class Follower:
         self._progress = now
         try:
             tail = await self.nats.call(self.journal.fetch_tail())
+            checked = time.monotonic()
         except Exception as exc:
             log.debug("tail check failed: %r", exc)
             return
@@ -123,7 +124,10 @@ class Follower:
                         "the stream leader, then resubscribing", self.replica.stream_seq,
                         tail.stream_seq)
             await self._read_from_leader(tail.stream_seq)
+            read = time.monotonic()
             await self.start()
+            log.info("stall resolved: tail check %.3f s, leader reads %.3f s, new consumer "
+                     "%.3f s", checked - now, read - checked, time.monotonic() - read)
 
     async def _read_from_leader(self, end: int) -> None:
         """Leader reads (never a lagging replica's copy: an R1 consumer placed on a server

@@ -38,6 +38,8 @@ from bastion.journal.natsloop import NatsLoop
 log = logging.getLogger("bastion.cluster")
 
 Results = list[list[E.Event]]
+#: a command slower than this (seconds) is logged with where its time went
+SLOW_COMMAND = 0.5
 
 
 class _NoHistory:
@@ -196,11 +198,20 @@ class RemoteNode:
             raise DurabilityError(f"gateway replica failed: {self.failure}", code="NODE_FAILED")
         started = time.monotonic()
         self._oldest.append(started)
+        retries = self.retries
         try:
             reply = await self._request(cmds, started)
+            answered = time.monotonic()
             assert self.replica is not None
             waits = [self.replica.wait_for(reply.first + i) for i in range(reply.count)]
-            return list(await asyncio.wait_for(asyncio.gather(*waits), self.config.request_timeout * 4))
+            results = list(await asyncio.wait_for(asyncio.gather(*waits),
+                                                  self.config.request_timeout * 4))
+            if time.monotonic() - started > SLOW_COMMAND:  # where an election's time goes
+                log.info("command at seq %d: leader answered after %.3f s (%d retries), "
+                         "local replica applied it %.3f s later", reply.first,
+                         answered - started, self.retries - retries,
+                         time.monotonic() - answered)
+            return results
         finally:
             self._oldest.remove(started)
 

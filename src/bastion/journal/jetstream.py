@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -291,17 +292,26 @@ class JetStreamJournal:
         and retried with the same message id; ``stop`` (lease lost, predecessor fenced) ends
         the attempt with its exception, leaving the outcome unacknowledged."""
         js = self.nats.js
+        t0 = time.monotonic()
+        attempts: list[str] = []  # why each earlier attempt failed, and when (for the log)
         while True:
             if stop is not None and (reason := stop()) is not None:
                 raise unresolved(reason)
+            sent = time.monotonic()
             try:
                 ack = await js.publish(out.subject, out.payload, timeout=self.publish_timeout,
                                        headers=dict(out.headers))
                 if ack.seq == expected_stream_seq + 1:
+                    if attempts:
+                        log.info("append at %d stored after %.3f s, attempt %d sent at +%.3f "
+                                 "s (earlier: %s)", ack.seq, time.monotonic() - t0,
+                                 len(attempts) + 1, sent - t0, "; ".join(attempts[-4:]))
                     return "stored"
                 raise DurabilityError(f"stream stored at {ack.seq}, expected "
                                       f"{expected_stream_seq + 1}", code="STREAM_MISMATCH")
             except APIError as exc:
+                attempts.append(f"+{sent - t0:.3f} s {type(exc).__name__} {exc.err_code} "
+                                f"after {time.monotonic() - sent:.3f} s")
                 if exc.err_code in FENCE_CODES:
                     pause = 0.005  # or a predecessor of ours is not in yet
                 elif is_transient(exc):
@@ -312,6 +322,8 @@ class JetStreamJournal:
             except Exception as exc:
                 if not is_transient(exc):
                     raise
+                attempts.append(f"+{sent - t0:.3f} s {type(exc).__name__} after "
+                                f"{time.monotonic() - sent:.3f} s")
                 pause = 0.05
             # Outcome unknown: the log decides (a retry of a stored message would be
             # deduplicated, but only if its fence headers still match, so ask first).
