@@ -13,6 +13,7 @@ from pathlib import Path
 import msgspec
 import pytest
 
+from bastion.api.read import model
 from bastion.api.read.checkpoint import HEADER, Checkpoints, Restorer, _export
 from bastion.api.service.gateway import Gateway
 from bastion.core import commands as C
@@ -20,18 +21,33 @@ from bastion.demo import BTC_USDT, demo_setup
 from bastion.node import Node, NodeConfig
 
 ACCOUNTS = 4
-MID = 30_000
+MID = 5_000_000
 
 
 def _orders(n: int, offset: int) -> list[C.Command]:
-    """Crossing and resting orders, cancels included, so fills and closed orders exist."""
+    """Crossing and resting orders, some with client ids (reused, so an id moves to a newer
+    order) and cancels by client id, so fills, closed orders and client ids all exist."""
     cmds: list[C.Command] = []
-    for k in range(n):
+    for i in range(n):
+        k = offset + i
+        account = 1 + k % ACCOUNTS
+        if k % 7 == 6:
+            cmds.append(C.CancelOrder(account=account, market=BTC_USDT,
+                                      client_id=f"c{(k - 8) % 40}"))
+            continue
         side = "buy" if k % 2 else "sell"
-        price = MID + (k * 7 + offset) % 11 - 5
-        cmds.append(C.PlaceOrder(account=1 + k % ACCOUNTS, market=BTC_USDT, side=side,
-                                 price=price, qty=1_000 + k % 3 * 500))
+        price = MID + (k * 7) % 11 - 5
+        cmds.append(C.PlaceOrder(account=account, market=BTC_USDT, side=side, price=price,
+                                 qty=1_000 + k % 3 * 1_000,
+                                 client_id=f"c{k % 40}" if k % 3 == 0 else ""))
     return cmds
+
+
+@pytest.fixture(autouse=True)
+def _small_caps(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Caps a short workload exceeds, so evicting old history is part of every test."""
+    monkeypatch.setattr(model, "CLOSED_PER_ACCOUNT", 60)
+    monkeypatch.setattr(model, "FILLS_PER_ACCOUNT", 90)
 
 
 def _config() -> NodeConfig:

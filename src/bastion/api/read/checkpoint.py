@@ -25,6 +25,7 @@ import logging
 import os
 import signal
 import struct
+import threading
 import time
 from collections import OrderedDict, deque
 from collections.abc import Callable
@@ -33,10 +34,9 @@ from pathlib import Path
 import msgspec
 
 from bastion.api.read.model import (
-    FILLS_PER_ACCOUNT,
+    TRADES_PER_MARKET,
     Candle,
-    Fill,
-    OrderRecord,
+    ColdAccount,
     ReadModel,
 )
 from bastion.core import events as E
@@ -46,7 +46,7 @@ from bastion.journal.fsutil import ensure_dir, fsync_dir
 
 log = logging.getLogger("bastion.api")
 
-FORMAT = 2
+FORMAT = 3
 KEEP = 3
 SUFFIX = ".rmck"
 MAGIC = b"BXRM"
@@ -54,15 +54,8 @@ MAGIC = b"BXRM"
 HEADER = struct.Struct("<4sHQQQ16s")
 
 
-class _Account(msgspec.Struct, array_like=True):
-    account: int
-    open: list[OrderRecord]
-    closed: list[OrderRecord]
-    fills: list[Fill]
-
-
-class _State(msgspec.Struct):
-    accounts: list[_Account]
+class _State(msgspec.Struct, array_like=True):
+    accounts: list[ColdAccount]
     trades: dict[str, list[E.Trade]]
     candles: dict[str, list[Candle]]
     funding: dict[str, list[E.FundingSettled]]
@@ -71,8 +64,7 @@ class _State(msgspec.Struct):
 
 def _export(rm: ReadModel) -> _State:
     return _State(
-        accounts=[_Account(a, list(v.open.values()), list(v.closed), list(v.fills))
-                  for a, v in rm.accounts.items()],
+        accounts=rm.rows(),
         trades={m: list(t) for m, t in rm.trades.items()},
         candles={m: list(c.values()) for m, c in rm.candles.items()},
         funding={m: list(f) for m, f in rm.funding.items()},
@@ -81,20 +73,9 @@ def _export(rm: ReadModel) -> _State:
 
 def _restore(state: _State, seq: int, engine: Callable[[], Engine]) -> ReadModel:
     rm = ReadModel(engine)
-    for acct in state.accounts:
-        view = rm._view(acct.account)
-        for rec in acct.closed:
-            view.closed.append(rec)
-            rm.orders[rec.order_id] = rec
-        for rec in acct.open:
-            view.open[rec.order_id] = rec
-            rm.orders[rec.order_id] = rec
-        view.fills = deque(acct.fills, maxlen=FILLS_PER_ACCOUNT)
-    for rec in sorted(rm.orders.values(), key=lambda r: r.order_id):
-        if rec.client_id:
-            rm.by_client[(rec.account, rec.client_id)] = rec
+    rm.cold = {acct.account: acct for acct in state.accounts}
     for market, trades in state.trades.items():
-        rm.trades[market] = deque(trades, maxlen=1_000)
+        rm.trades[market] = deque(trades, maxlen=TRADES_PER_MARKET)
     for market, candles in state.candles.items():
         rm.candles[market] = OrderedDict((c.start, c) for c in candles)
     for market, funding in state.funding.items():
@@ -206,7 +187,7 @@ class Restorer:
     node's snapshot and follows the replayed tail from the checkpoint's seq. ``usable`` says,
     once the node is up, whether the result is the read model at the node's seq."""
 
-    def __init__(self, checkpoints: Checkpoints) -> None:
+    def __init__(self, checkpoints: Checkpoints, prefetch: bool = True) -> None:
         self.checkpoints = checkpoints
         self.restored: ReadModel | None = None
         self.checkpoint: Checkpoint | None = None
@@ -214,12 +195,30 @@ class Restorer:
         self.tail = 0
         self.seconds = 0.0
         self._engine: Engine | None = None
+        self._newest: tuple[Checkpoint, bytes] | None = None
+        self._reader: threading.Thread | None = None
+        if prefetch:
+            # reading and hashing the file release the GIL: done while the node loads its
+            # snapshot. The newest valid checkpoint is the one ``sink`` wants, or none is.
+            self._reader = threading.Thread(target=self._read_newest, daemon=True,
+                                            name="read-model checkpoint")
+            self._reader.start()
+
+    def _read_newest(self) -> None:
+        self._newest = self.checkpoints.newest(0)
 
     def sink(self, engine: Engine) -> Callable[[list[E.Event]], None] | None:
         t0 = time.perf_counter()
         self._engine = engine
+        if self._reader is None:
+            self._read_newest()
+        else:
+            self._reader.join()
+        found = self._newest
+        self._newest = None
+        if found is not None and found[0].seq < engine.seq:
+            found = None  # older than the node's snapshot
         self.checkpoints.clean_temporaries()
-        found = self.checkpoints.newest(engine.seq)
         if found is None:
             self.seconds = time.perf_counter() - t0
             if engine.seq:
@@ -246,7 +245,7 @@ class Restorer:
 
     def _follow(self, events: list[E.Event]) -> None:
         assert self.restored is not None
-        self.restored.apply(events)
+        self.restored.follow(events)
         self.tail += 1
 
     def _skip_then_follow(self, payload: bytes) -> Callable[[list[E.Event]], None]:
@@ -264,7 +263,7 @@ class Restorer:
                 self._load(pending.pop())
                 return
             if self.restored is not None:
-                self.restored.apply(events)
+                self.restored.follow(events)
                 self.tail += 1
 
         return follow

@@ -4,12 +4,19 @@ The core holds only open orders and balances (it must stay small and fast). Orde
 fills, public trades, candles and 24h statistics are derived here from events, so they can
 always be rebuilt by replaying the journal: they are a view, never a source of truth.
 Memory is bounded: per-account history and fills and per-market trades/candles are capped.
+
+After a restart an account's history may stay *cold* (undecoded msgpack from the checkpoint)
+until something asks for it: restoring a million records costs as much as the node's own
+recovery, and a query or a live event touches few accounts. The tail the node replays is put
+aside per cold account and applied when it thaws, so the result is the same as a full replay.
 """
 
 from __future__ import annotations
 
+import logging
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable
+from operator import attrgetter
 from typing import Any
 
 import msgspec
@@ -18,6 +25,9 @@ from bastion.core import events as E
 from bastion.core.engine import Engine
 from bastion.core.perp.positions import realize
 from bastion.core.perp.state import Position
+from bastion.core.state import Order
+
+log = logging.getLogger("bastion.api")
 
 CLOSED_PER_ACCOUNT = 10_000
 FILLS_PER_ACCOUNT = 10_000
@@ -31,9 +41,10 @@ OPEN, PARTIAL, FILLED, CANCELED, EXPIRED = "open", "partially_filled", "filled",
 _EXPIRE_REASONS = frozenset(("IOC", "FOK", "SELF_TRADE"))
 
 
-class OrderRecord(msgspec.Struct, gc=False):
+class OrderRecord(msgspec.Struct, gc=False, array_like=True):
     """One order's full life (mutable; the API renders it). ``gc=False``: records hold only
-    scalars, so the collector never has to scan the (large) history."""
+    scalars, so the collector never has to scan the (large) history; ``array_like``: a
+    checkpoint holds millions of them, without field names they are a third of the bytes."""
 
     order_id: int
     account: int
@@ -66,7 +77,17 @@ def record_of(ev: E.OrderAccepted) -> OrderRecord:
                        bool(getattr(ev, "reduce_only", False)), ev.ts, ev.ts)
 
 
-class Fill(msgspec.Struct, gc=False):
+def _seed(o: Order) -> OrderRecord:
+    """An open order's record from the engine alone (its history before is unknown)."""
+    rec = OrderRecord(o.order_id, o.account, o.market, o.side, "limit", o.tif, o.post_only,
+                      o.client_id, o.price, o.qty, o.remaining, False, o.ts, o.ts)
+    rec.filled = o.qty - o.remaining
+    rec.filled_quote = o.filled_quote
+    rec.status = PARTIAL if rec.filled else OPEN
+    return rec
+
+
+class Fill(msgspec.Struct, gc=False, array_like=True):
     trade_id: int
     seq: int
     ts: int
@@ -83,7 +104,7 @@ class Fill(msgspec.Struct, gc=False):
     realized: int = 0
 
 
-class Candle(msgspec.Struct, gc=False):
+class Candle(msgspec.Struct, gc=False, array_like=True):
     start: int
     open: int
     high: int = 0
@@ -111,6 +132,31 @@ class AccountView:
 Level = tuple[str, bool, int]
 
 
+class AccountRow(msgspec.Struct, array_like=True):
+    """One account in a checkpoint: its open, closed (oldest first) and filled history and
+    its client ids (``[client_id, order_id]``, sorted), the latter kept as they are rather
+    than re-derived, since an evicted order may have held a client id another still has."""
+
+    account: int
+    open: list[OrderRecord]
+    closed: list[OrderRecord]
+    fills: list[Fill]
+    by_client: list[tuple[str, int]]
+
+
+class ColdAccount(msgspec.Struct, array_like=True):
+    """An ``AccountRow`` kept encoded (msgpack ``bin``: a restart skips it without parsing it)
+    until the account is first touched."""
+
+    account: int
+    row: memoryview
+
+
+_ROW = msgspec.msgpack.Decoder(AccountRow)
+_ENCODER = msgspec.msgpack.Encoder()
+_ORDER_ID = attrgetter("order_id")
+
+
 class ReadModel:
     def __init__(self, engine: Callable[[], Engine]) -> None:
         self._engine = engine
@@ -128,6 +174,11 @@ class ReadModel:
         #: with the core's own ``realize`` (re-synced from the engine after every live batch)
         self.positions: dict[tuple[int, str], Position] = {}
         self.seq = 0
+        #: accounts restored from a checkpoint and not decoded yet (none of their records is
+        #: in ``orders``, ``by_client`` or ``accounts``), and what happened to them since
+        self.cold: dict[int, ColdAccount] = {}
+        self._pending: dict[int, list[tuple[Callable[..., None], tuple[Any, ...]]]] = {}
+        self._deferring = False
         self._handlers: dict[type, Callable[[Any], None]] = {
             E.OrderAccepted: self._accepted,
             E.Trade: self._trade,
@@ -153,28 +204,103 @@ class ReadModel:
             if ev.seq > self.seq:
                 self.seq = ev.seq
 
+    def follow(self, events: Iterable[E.Event]) -> None:
+        """``apply`` for the tail a restart replays: a cold account's events are put aside
+        until it thaws instead of thawing it."""
+        self._deferring = True
+        try:
+            self.apply(events)
+        finally:
+            self._deferring = False
+
+    def _defer(self, account: int, fn: Callable[..., None], *args: Any) -> bool:
+        """True if ``fn(*args)`` was put aside for cold ``account``; a cold account touched
+        live is thawed first (so the caller may look up its orders)."""
+        if account not in self.cold:
+            return False
+        if self._deferring:
+            self._pending.setdefault(account, []).append((fn, args))
+            return True
+        self._thaw(account)
+        return False
+
+    def _thaw(self, account: int) -> AccountView:
+        cold = self.cold.pop(account)
+        view = self.accounts[account] = AccountView()
+        try:
+            row = _ROW.decode(cold.row)
+            opened, closed, fills, pairs = row.open, row.closed, row.fills, row.by_client
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:  # its digest checked out
+            log.error("read model: account %d's checkpointed history does not decode (%s); "
+                      "its open orders are reseeded from the engine", account, exc)
+            opened, closed, fills, pairs = self._seeded(account), [], [], []
+        orders = self.orders
+        view.open = dict(zip(map(_ORDER_ID, opened), opened, strict=True))
+        orders.update(view.open)
+        orders.update(zip(map(_ORDER_ID, closed), closed, strict=True))
+        view.closed = deque(closed)
+        view.fills = deque(fills, maxlen=FILLS_PER_ACCOUNT)
+        by_client = self.by_client
+        for client_id, order_id in pairs:
+            rec = orders.get(order_id)
+            if rec is not None:
+                by_client[(account, client_id)] = rec
+        pending = self._pending.pop(account, None)
+        if pending:
+            # what the tail did to this account; book levels and touched sets were reported
+            # when it happened, not now
+            saved = self.touched, self.touched_accounts, self.touched_positions
+            self.touched, self.touched_accounts, self.touched_positions = set(), set(), set()
+            try:
+                for fn, args in pending:
+                    fn(*args)
+            finally:
+                self.touched, self.touched_accounts, self.touched_positions = saved
+        return view
+
+    def thaw_all(self) -> None:
+        for account in list(self.cold):
+            self._thaw(account)
+
+    def rows(self) -> list[ColdAccount]:
+        """Every account as a checkpoint holds it, by account id; a cold account with nothing
+        put aside is passed on as it was read."""
+        for account in list(self._pending):
+            self._thaw(account)
+        by_client: dict[int, list[tuple[str, int]]] = {}
+        for (account, client_id), rec in self.by_client.items():
+            by_client.setdefault(account, []).append((client_id, rec.order_id))
+        encode = _ENCODER.encode
+        rows = [ColdAccount(a, memoryview(encode(AccountRow(
+                    a, list(v.open.values()), list(v.closed), list(v.fills),
+                    sorted(by_client.get(a, ()))))))
+                for a, v in self.accounts.items()]
+        rows.extend(self.cold.values())
+        rows.sort(key=attrgetter("account"))
+        return rows
+
     def seed_open_orders(self, engine: Engine) -> None:
         """Start from a running engine's open orders when the journal's beginning is gone
         (history before it is then unknown, open orders are still exact)."""
         for o in engine.orders.values():
-            if o.order_id in self.orders:
-                continue
-            ev = E.OrderAccepted(seq=0, ts=o.ts, order_id=o.order_id, account=o.account,
-                                 market=o.market, side=o.side, price=o.price, qty=o.qty,
-                                 order_type="limit", tif=o.tif, post_only=o.post_only,
-                                 client_id=o.client_id)
-            rec = record_of(ev)
-            rec.remaining = o.remaining
-            rec.filled = o.qty - o.remaining
-            rec.filled_quote = o.filled_quote
-            rec.status = PARTIAL if rec.filled else OPEN
-            self._add(rec)
+            if o.order_id not in self.orders:
+                self._add(_seed(o))
         self.seq = max(self.seq, engine.seq)
+
+    def _seeded(self, account: int) -> list[OrderRecord]:
+        return [_seed(o) for o in self._engine().orders.values() if o.account == account]
 
     def _view(self, account: int) -> AccountView:
         v = self.accounts.get(account)
         if v is None:
-            v = self.accounts[account] = AccountView()
+            v = self._thaw(account) if account in self.cold else AccountView()
+            self.accounts[account] = v
+        return v
+
+    def _peek(self, account: int) -> AccountView | None:
+        v = self.accounts.get(account)
+        if v is None and account in self.cold:
+            v = self._thaw(account)
         return v
 
     def _add(self, rec: OrderRecord) -> None:
@@ -195,10 +321,14 @@ class ReadModel:
                 del self.by_client[(old.account, old.client_id)]
 
     def _accepted(self, ev: E.OrderAccepted) -> None:
-        rec = record_of(ev)
-        self._add(rec)
         self.touched.add((ev.market, ev.side == "buy", ev.price))
         self.touched_accounts.add(ev.account)
+        if self.cold and self._defer(ev.account, self._accept, ev):
+            return
+        self._add(record_of(ev))
+
+    def _accept(self, ev: E.OrderAccepted) -> None:
+        self._add(record_of(ev))
 
     def sync_positions(self, engine: Engine, accounts: Iterable[int]) -> None:
         """Copy ``accounts``' perpetual positions from the engine (after a live batch, so
@@ -248,28 +378,35 @@ class ReadModel:
                  realized[0]),
                 (ev.taker_order, ev.taker_account, ev.taker_remaining, ev.taker_fee, False,
                  realized[1])):
-            is_buyer = taker_buys != is_maker
-            rec = self.orders.get(oid)
-            if rec is not None:
-                rec.filled += ev.qty
-                rec.filled_quote += quote
-                rec.fee += fee
-                rec.remaining = remaining
-                rec.updated_ts = ev.ts
-                if remaining == 0:
-                    rec.status = FILLED
-                    self._close(rec)
-                else:
-                    rec.status = PARTIAL
-            self._view(account).fills.append(Fill(ev.trade_id, ev.seq, ev.ts, account, ev.market,
-                                                  oid, is_buyer, is_maker, ev.price, ev.qty,
-                                                  quote, fee, pnl))
             self.touched_accounts.add(account)
+            if self.cold and self._defer(account, self._fill, ev, oid, account, remaining, fee,
+                                         is_maker, pnl, quote):
+                continue
+            self._fill(ev, oid, account, remaining, fee, is_maker, pnl, quote)
         trades = self.trades.get(ev.market)
         if trades is None:
             trades = self.trades[ev.market] = deque(maxlen=TRADES_PER_MARKET)
         trades.append(ev)
         self._candle(ev.market, ev.ts, ev.price, ev.qty, quote)
+
+    def _fill(self, ev: E.Trade, oid: int, account: int, remaining: int, fee: int,
+              is_maker: bool, pnl: int, quote: int) -> None:
+        """One side of a trade, in the account's own history."""
+        rec = self.orders.get(oid)
+        if rec is not None:
+            rec.filled += ev.qty
+            rec.filled_quote += quote
+            rec.fee += fee
+            rec.remaining = remaining
+            rec.updated_ts = ev.ts
+            if remaining == 0:
+                rec.status = FILLED
+                self._close(rec)
+            else:
+                rec.status = PARTIAL
+        self._view(account).fills.append(Fill(ev.trade_id, ev.seq, ev.ts, account, ev.market, oid,
+                                              (ev.taker_side == "buy") != is_maker, is_maker,
+                                              ev.price, ev.qty, quote, fee, pnl))
 
     def _candle(self, market: str, ts: int, price: int, qty: int, quote: int) -> None:
         candles = self.candles.get(market)
@@ -291,8 +428,13 @@ class ReadModel:
         c.trades += 1
 
     def _canceled(self, ev: E.OrderCanceled) -> None:
-        rec = self.orders.get(ev.order_id)
         self.touched_accounts.add(ev.account)
+        if self.cold and self._defer(ev.account, self._cancel, ev):
+            return
+        self._cancel(ev)
+
+    def _cancel(self, ev: E.OrderCanceled) -> None:
+        rec = self.orders.get(ev.order_id)
         if rec is None:
             return
         self.touched.add((rec.market, rec.side == "buy", rec.price))
@@ -303,8 +445,13 @@ class ReadModel:
         self._close(rec)
 
     def _amended(self, ev: E.OrderAmended) -> None:
-        rec = self.orders.get(ev.order_id)
         self.touched_accounts.add(ev.account)
+        if self.cold and self._defer(ev.account, self._amend, ev):
+            return
+        self._amend(ev)
+
+    def _amend(self, ev: E.OrderAmended) -> None:
+        rec = self.orders.get(ev.order_id)
         if rec is None:
             return
         self.touched.add((rec.market, rec.side == "buy", rec.price))
@@ -331,21 +478,25 @@ class ReadModel:
     # ------------------------------------------------------------------ queries
 
     def order(self, account: int, order_id: int) -> OrderRecord | None:
+        if self.cold:
+            self._peek(account)
         rec = self.orders.get(order_id)
         return rec if rec is not None and rec.account == account else None
 
     def order_by_client(self, account: int, client_id: str) -> OrderRecord | None:
+        if self.cold:
+            self._peek(account)
         return self.by_client.get((account, client_id))
 
     def open_orders(self, account: int, market: str | None = None) -> list[OrderRecord]:
-        view = self.accounts.get(account)
+        view = self._peek(account)
         if view is None:
             return []
         return [r for r in view.open.values() if market is None or r.market == market]
 
     def all_orders(self, account: int, market: str | None = None) -> list[OrderRecord]:
         """Closed (most recent capped) and open orders, oldest first."""
-        view = self.accounts.get(account)
+        view = self._peek(account)
         if view is None:
             return []
         out = [r for r in view.closed if market is None or r.market == market]
@@ -354,7 +505,7 @@ class ReadModel:
         return out
 
     def fills(self, account: int, market: str | None = None) -> list[Fill]:
-        view = self.accounts.get(account)
+        view = self._peek(account)
         if view is None:
             return []
         return [f for f in view.fills if market is None or f.market == market]
