@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import struct
+import time
 from pathlib import Path
 
 import msgspec
@@ -17,7 +18,7 @@ from bastion.api.read import model
 from bastion.api.read.checkpoint import HEADER, Checkpoints, Restorer, _export
 from bastion.api.service.gateway import Gateway
 from bastion.core import commands as C
-from bastion.demo import BTC_USDT, demo_setup
+from bastion.demo import BTC_USDT, BTC_USDT_PERP, demo_perp_setup, demo_setup
 from bastion.node import Node, NodeConfig
 
 ACCOUNTS = 4
@@ -35,10 +36,11 @@ def _orders(n: int, offset: int) -> list[C.Command]:
             cmds.append(C.CancelOrder(account=account, market=BTC_USDT,
                                       client_id=f"c{(k - 8) % 40}"))
             continue
-        side = "buy" if k % 2 else "sell"
-        price = MID + (k * 7) % 11 - 5
-        cmds.append(C.PlaceOrder(account=account, market=BTC_USDT, side=side, price=price,
-                                 qty=1_000 + k % 3 * 1_000,
+        side = "buy" if k // 4 % 2 else "sell"  # each account on both sides
+        price = MID + ((k * 7) % 11 - 5) * 10
+        market = BTC_USDT_PERP if k % 5 == 1 else BTC_USDT  # perpetual fills realize PnL
+        cmds.append(C.PlaceOrder(account=account, market=market, side=side, price=price,
+                                 qty=(1_000 + k % 3 * 1_000) * (100 if market != BTC_USDT else 1),
                                  client_id=f"c{k % 40}" if k % 3 == 0 else ""))
     return cmds
 
@@ -48,6 +50,14 @@ def _small_caps(monkeypatch: pytest.MonkeyPatch) -> None:
     """Caps a short workload exceeds, so evicting old history is part of every test."""
     monkeypatch.setattr(model, "CLOSED_PER_ACCOUNT", 60)
     monkeypatch.setattr(model, "FILLS_PER_ACCOUNT", 90)
+
+
+def _setup() -> list[C.Command]:
+    accounts = list(range(1, ACCOUNTS + 1))
+    now = int(time.time() * 1000)
+    return [*demo_setup(accounts), *demo_perp_setup(accounts),
+            C.UpdateIndex(market=BTC_USDT_PERP, sources=[
+                C.SourcePrice(source=s, price=MID, ts=now) for s in ("a", "b", "c")])]
 
 
 def _config() -> NodeConfig:
@@ -63,7 +73,7 @@ def _build(directory: Path, every: int, snapshot_after: int | None, total: int) 
         await node.start()
         gw = Gateway(node)
         gw.attach(None, Checkpoints(directory / "api" / "readmodel"), every)
-        await node.submit_many(demo_setup(list(range(1, ACCOUNTS + 1))))
+        await node.submit_many(_setup())
         done = 0
         while done < total:
             await node.submit_many(_orders(100, done))
@@ -203,3 +213,70 @@ def test_checkpoint_from_another_timeline_or_beyond_the_end_is_not_used(
     finally:
         node.close_offline()
     assert image == _reference(data)
+
+
+def _queries(gw: Gateway, account: int) -> bytes:
+    """What the API reads of one account (history, fills, every order by id and client id)."""
+    rm = gw.readmodel
+    orders = rm.all_orders(account)
+    by_id = [rm.order(account, r.order_id) for r in orders]
+    by_client = [rm.order_by_client(account, f"c{i}") for i in range(40)]
+    assert orders and all(r is not None for r in by_id)
+    return msgspec.msgpack.encode([rm.open_orders(account), orders, rm.fills(account), by_id,
+                                   by_client])
+
+
+def test_cold_accounts_read_before_and_after_live_commands_equal_a_full_replay(
+        tmp_path: Path) -> None:
+    """A restored account stays encoded until first touched, and the tail the node replayed is
+    put aside for it meanwhile: reading it first, or touching it with a live order first, or
+    never (passed on still encoded to the next checkpoint), gives what a full replay gives."""
+    data = tmp_path / "data"
+    _build(data, every=500, snapshot_after=None, total=1_800)
+    restorer = Restorer(Checkpoints(data / "api" / "readmodel"))
+    node = Node(data, config=_config(), recovery_sink=restorer.sink)
+
+    async def run() -> tuple[bytes, bytes, dict[int, bytes]]:
+        await node.start()
+        gw = Gateway(node)
+        gw.attach(restorer, Checkpoints(data / "api" / "readmodel"), 1)
+        rm = gw.readmodel
+        assert rm is restorer.restored and 0 < restorer.tail < 500
+        assert sorted(rm.cold) == [1, 2, 3, 4] and not rm.accounts  # the tail thawed nothing
+        read_first = _queries(gw, 1)  # thawed by a read, its tail applied
+        assert sorted(rm.cold) == [2, 3, 4]
+        # resting orders of accounts 1 and 2 (nobody else's touched), reusing client ids
+        live: list[C.Command] = [
+            C.PlaceOrder(account=1 + k % 2, market=BTC_USDT, side="buy" if k % 4 < 2 else "sell",
+                         price=MID - 500 + k % 4 // 2 * 1000, qty=1_000, client_id=f"c{k}")
+            for k in range(40)]
+        live.append(C.CancelOrder(account=2, market=BTC_USDT, client_id="c3"))
+        await node.submit_many(live)  # thaws account 2 on a live event
+        assert sorted(rm.cold) == [3, 4]
+        while gw.checkpointer is not None and gw.checkpointer._running():
+            await asyncio.sleep(0.01)
+        await node.submit_many([C.Deposit(account=1, asset="USDT", amount=1)])  # one more file
+        while gw.checkpointer is not None and gw.checkpointer._running():
+            await asyncio.sleep(0.01)
+        assert sorted(rm.cold) == [3, 4]  # the child passed them on encoded
+        seen = {a: _queries(gw, a) for a in (1, 2, 3, 4)}
+        image = _image(gw)
+        await node.close()
+        gw.detach()
+        return read_first, image, seen
+
+    read_first, image, seen = asyncio.run(run())
+    reference = _restart(data, restore=False)[0]
+    try:
+        assert seen == {a: _queries(reference, a) for a in (1, 2, 3, 4)}
+        assert image == _image(reference)
+    finally:
+        reference.node.close_offline()
+    # the first read saw the account as of the restart: the reference before the live orders
+    assert read_first != seen[1]
+    again, restorer2, node2 = _restart(data, restore=True)
+    try:
+        assert restorer2 is not None and restorer2.tail <= 1  # from the checkpoint written live
+        assert _image(again) == image
+    finally:
+        node2.close_offline()

@@ -255,8 +255,9 @@ class Restorer:
         at = self.checkpoint.seq
         pending: list[bytes] = [payload]
 
+        engine = self._current()
+
         def follow(events: list[E.Event]) -> None:
-            engine = self._current()
             if engine.seq < at:
                 return
             if engine.seq == at:

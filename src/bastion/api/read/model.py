@@ -177,7 +177,10 @@ class ReadModel:
         #: accounts restored from a checkpoint and not decoded yet (none of their records is
         #: in ``orders``, ``by_client`` or ``accounts``), and what happened to them since
         self.cold: dict[int, ColdAccount] = {}
-        self._pending: dict[int, list[tuple[Callable[..., None], tuple[Any, ...]]]] = {}
+        self._pending: dict[int, list[E.Event]] = {}
+        #: realized PnL of put-aside perpetual fills, by (seq, trade id, is_maker): positions
+        #: move in event order, not when an account thaws
+        self._pending_pnl: dict[tuple[int, int, bool], int] = {}
         self._deferring = False
         self._handlers: dict[type, Callable[[Any], None]] = {
             E.OrderAccepted: self._accepted,
@@ -213,16 +216,37 @@ class ReadModel:
         finally:
             self._deferring = False
 
-    def _defer(self, account: int, fn: Callable[..., None], *args: Any) -> bool:
-        """True if ``fn(*args)`` was put aside for cold ``account``; a cold account touched
-        live is thawed first (so the caller may look up its orders)."""
+    def _aside(self, account: int, ev: E.Event) -> bool:
+        """True if ``ev`` was put aside for cold ``account`` (only events, no closures: a
+        tail of a million commands must not feed the garbage collector); a cold account
+        touched live is thawed first, so the caller may look up its orders."""
         if account not in self.cold:
             return False
         if self._deferring:
-            self._pending.setdefault(account, []).append((fn, args))
+            pending = self._pending.get(account)
+            if pending is None:
+                pending = self._pending[account] = []
+            pending.append(ev)
             return True
         self._thaw(account)
         return False
+
+    def _catch_up(self, account: int, pending: list[E.Event]) -> None:
+        """Apply what the tail did to a thawed account (its own part of each event)."""
+        for ev in pending:
+            t = type(ev)
+            if t is E.Trade:
+                assert isinstance(ev, E.Trade)
+                for is_maker in (True, False):
+                    if (ev.maker_account if is_maker else ev.taker_account) == account:
+                        pnl = self._pending_pnl.pop((ev.seq, ev.trade_id, is_maker), 0)
+                        self._fill(ev, is_maker, pnl, ev.price * ev.qty // self._div(ev.market))
+            elif t is E.OrderAccepted:
+                self._accept(ev)  # type: ignore[arg-type]
+            elif t is E.OrderCanceled:
+                self._cancel(ev)  # type: ignore[arg-type]
+            else:
+                self._amend(ev)  # type: ignore[arg-type]
 
     def _thaw(self, account: int) -> AccountView:
         cold = self.cold.pop(account)
@@ -252,8 +276,7 @@ class ReadModel:
             saved = self.touched, self.touched_accounts, self.touched_positions
             self.touched, self.touched_accounts, self.touched_positions = set(), set(), set()
             try:
-                for fn, args in pending:
-                    fn(*args)
+                self._catch_up(account, pending)
             finally:
                 self.touched, self.touched_accounts, self.touched_positions = saved
         return view
@@ -323,7 +346,7 @@ class ReadModel:
     def _accepted(self, ev: E.OrderAccepted) -> None:
         self.touched.add((ev.market, ev.side == "buy", ev.price))
         self.touched_accounts.add(ev.account)
-        if self.cold and self._defer(ev.account, self._accept, ev):
+        if self.cold and self._aside(ev.account, ev):
             return
         self._add(record_of(ev))
 
@@ -373,25 +396,36 @@ class ReadModel:
             bought = self._realize(buyer, ev.market, ev.qty, quote)
             sold = self._realize(seller, ev.market, -ev.qty, quote)
             realized = (sold, bought) if taker_buys else (bought, sold)  # (maker, taker)
-        for oid, account, remaining, fee, is_maker, pnl in (
-                (ev.maker_order, ev.maker_account, ev.maker_remaining, ev.maker_fee, True,
-                 realized[0]),
-                (ev.taker_order, ev.taker_account, ev.taker_remaining, ev.taker_fee, False,
-                 realized[1])):
+        for account, is_maker, pnl in ((ev.maker_account, True, realized[0]),
+                                       (ev.taker_account, False, realized[1])):
             self.touched_accounts.add(account)
-            if self.cold and self._defer(account, self._fill, ev, oid, account, remaining, fee,
-                                         is_maker, pnl, quote):
+            if self.cold and account in self.cold and self._deferring:
+                if is_maker or account != ev.maker_account:  # a self-trade is put aside once
+                    self._aside(account, ev)
+                if pnl:
+                    self._pending_pnl[(ev.seq, ev.trade_id, is_maker)] = pnl
                 continue
-            self._fill(ev, oid, account, remaining, fee, is_maker, pnl, quote)
+            if self.cold:
+                self._aside(account, ev)  # thaws it
+            self._fill(ev, is_maker, pnl, quote)
         trades = self.trades.get(ev.market)
         if trades is None:
             trades = self.trades[ev.market] = deque(maxlen=TRADES_PER_MARKET)
         trades.append(ev)
         self._candle(ev.market, ev.ts, ev.price, ev.qty, quote)
 
-    def _fill(self, ev: E.Trade, oid: int, account: int, remaining: int, fee: int,
-              is_maker: bool, pnl: int, quote: int) -> None:
+    def _div(self, market: str) -> int:
+        mkt = self._engine().markets.get(market)
+        return mkt.price_div if mkt is not None else 1
+
+    def _fill(self, ev: E.Trade, is_maker: bool, pnl: int, quote: int) -> None:
         """One side of a trade, in the account's own history."""
+        if is_maker:
+            oid, account, remaining, fee = (ev.maker_order, ev.maker_account,
+                                            ev.maker_remaining, ev.maker_fee)
+        else:
+            oid, account, remaining, fee = (ev.taker_order, ev.taker_account,
+                                            ev.taker_remaining, ev.taker_fee)
         rec = self.orders.get(oid)
         if rec is not None:
             rec.filled += ev.qty
@@ -429,7 +463,7 @@ class ReadModel:
 
     def _canceled(self, ev: E.OrderCanceled) -> None:
         self.touched_accounts.add(ev.account)
-        if self.cold and self._defer(ev.account, self._cancel, ev):
+        if self.cold and self._aside(ev.account, ev):
             return
         self._cancel(ev)
 
@@ -446,7 +480,7 @@ class ReadModel:
 
     def _amended(self, ev: E.OrderAmended) -> None:
         self.touched_accounts.add(ev.account)
-        if self.cold and self._defer(ev.account, self._amend, ev):
+        if self.cold and self._aside(ev.account, ev):
             return
         self._amend(ev)
 
