@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import resource
 import shutil
 import statistics
@@ -131,9 +132,11 @@ async def build(
     }
 
 
-def restart_with_gateway(directory: Path, restore: bool) -> tuple[float, str, int, float]:
+def restart_with_gateway(directory: Path, restore: bool) -> tuple[float, str, int, float, float]:
     """Seconds until node and gateway are ready: with the read model restored from its
-    checkpoint plus the node's own tail replay, or (``restore=False``) rebuilt from seq 1."""
+    checkpoint plus the node's own tail replay, or (``restore=False``) rebuilt from seq 1;
+    also the process CPU seconds that took (every thread: the checkpoint is read in one)."""
+    c0 = time.process_time()
     t0 = time.perf_counter()
     restorer = Restorer(Checkpoints(directory / "api" / "readmodel")) if restore else None
     node = Node(directory, config=NodeConfig(progress=None),
@@ -141,18 +144,21 @@ def restart_with_gateway(directory: Path, restore: bool) -> tuple[float, str, in
     gateway = Gateway(node)
     gateway.attach(restorer)
     ready = time.perf_counter() - t0
+    cpu = time.process_time() - c0
     used = restorer is not None and restorer.usable(node.engine.seq, node.journal.term_at) is None
     how = "checkpoint" if used else "replay"
     followed = restorer.tail if restorer is not None and used else 0
     load_s = restorer.seconds if restorer is not None and used else 0.0
     node.close_offline()
-    return ready, how, followed, load_s
+    return ready, how, followed, load_s, cpu
 
 
-def restart_node(directory: Path) -> tuple[float, Node]:
+def restart_node(directory: Path) -> tuple[float, float, Node]:
+    """Seconds and process CPU seconds until the node alone is ready."""
+    c0 = time.process_time()
     t0 = time.perf_counter()
     node = Node(directory, config=NodeConfig(progress=None))
-    return time.perf_counter() - t0, node
+    return time.perf_counter() - t0, time.process_time() - c0, node
 
 
 def main() -> None:
@@ -176,19 +182,25 @@ def main() -> None:
         )
         node_runs: list[float] = []
         gateway_runs: list[float] = []
+        node_cpu: list[float] = []
+        gateway_cpu: list[float] = []
         loads: list[float] = []
+        load_avg = [round(os.getloadavg()[0], 1)]
         for k in range(args.restarts):  # alternate, so both see the same machine
-            ready, node = restart_node(workdir)
+            ready, cpu, node = restart_node(workdir)
+            node_cpu.append(cpu)
             if k == 0:
                 report = node.recovery
                 ok = node.engine.state_hash() == built["expected"]
             node.close_offline()
             node_runs.append(ready)
-            gateway_ready, how, followed, load_s = restart_with_gateway(workdir, restore=True)
+            gateway_ready, how, followed, load_s, cpu = restart_with_gateway(workdir, restore=True)
             gateway_runs.append(gateway_ready)
+            gateway_cpu.append(cpu)
             loads.append(load_s)
+            load_avg.append(round(os.getloadavg()[0], 1))
         ready, gateway_ready = min(node_runs), min(gateway_runs)
-        replay_ready, _, _, _ = restart_with_gateway(workdir, restore=False)
+        replay_ready, _, _, _, _ = restart_with_gateway(workdir, restore=False)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     if not ok:
@@ -208,6 +220,10 @@ def main() -> None:
         "checkpoint_every": args.checkpoint_every,
         "gateway_followed": followed,
         "gateway_over_node": round(gateway_ready / ready, 3),
+        "gateway_over_node_cpu": round(min(gateway_cpu) / min(node_cpu), 3),
+        "node_restarts_cpu_s": [round(x, 3) for x in node_cpu],
+        "gateway_restarts_cpu_s": [round(x, 3) for x in gateway_cpu],
+        "load_average_1m": load_avg,
         "node_restarts_s": [round(x, 3) for x in node_runs],
         "gateway_restarts_s": [round(x, 3) for x in gateway_runs],
         "checkpoint_load_s": [round(x, 3) for x in loads],
@@ -232,7 +248,10 @@ def main() -> None:
             f"ms), child writes {result['snapshot_mb']} MB in {result['snapshot_write_s']} s\n"
             f"restarts (best of {args.restarts}; node alone {result['node_restarts_s']} s, "
             f"through the gateway {result['gateway_restarts_s']} s, of which checkpoint load + "
-            f"decode {result['checkpoint_load_s']} s)\n"
+            f"decode {result['checkpoint_load_s']} s); process CPU: node alone "
+            f"{result['node_restarts_cpu_s']} s, through the gateway "
+            f"{result['gateway_restarts_cpu_s']} s ({result['gateway_over_node_cpu']}x best vs "
+            f"best); load average {result['load_average_1m']}\n"
             f"restart: snapshot + {result['replayed']:,}-command tail ready in "
             f"{result['startup_s']} s (snapshot load+verify {result['startup_snapshot_s']} s, "
             f"replay {result['startup_replay_s']} s = {result['replay_ops_per_s']:,} ops/s); "
