@@ -29,9 +29,9 @@ from bastion.api.convert import from_units, to_units
 from bastion.api.errors import ApiError
 from bastion.api.http import JSON, Handler, Handlers, admin, authenticate, decode
 from bastion.api.native import schemas as S
+from bastion.api.service.outcomes import Withdrawn
 from bastion.core import commands as C
 from bastion.core import errors as X
-from bastion.core import events as E
 from bastion.core.wallet import state as W
 from bastion.core.wallet.desk import Wallet
 from bastion.custody.addresses import address_problem
@@ -88,9 +88,9 @@ class WalletService:
         return self.gw.asset_decimals(asset)
 
     async def request(self, account: int, asset: str, amount_text: object, address: object,
-                      client_id: str) -> tuple[W.Withdrawal, bool]:
-        """Validate at the edge, then journal; a repeated client id answers with the first
-        withdrawal (``duplicate=True``) and holds nothing more."""
+                      client_id: str) -> Withdrawn:
+        """Validate at the edge (asset, address format, decimals, client id), then
+        ``Gateway.withdraw``: a repeated client id answers with the first withdrawal."""
         self.rules(asset)
         problem = address_problem(asset, address)
         if problem:
@@ -99,27 +99,8 @@ class WalletService:
         if len(client_id) > 64 or not (client_id.isascii() and client_id.isprintable()):
             raise ApiError(A.MALFORMED_REQUEST, "client_id must be at most 64 printable ASCII "
                                                 "characters")
-        existing = self.by_client(account, client_id)
-        if existing is not None:
-            return existing, True
         assert isinstance(address, str)
-        try:
-            events = await self.gw.submit(C.RequestWithdrawal(
-                account=account, asset=asset, amount=amount, address=address,
-                client_id=client_id))
-        except ApiError as err:
-            again = self.by_client(account, client_id)
-            if err.code == X.DUPLICATE_CLIENT_ID and again is not None:
-                return again, True
-            raise
-        wid = next(ev.wid for ev in events if type(ev) is E.WithdrawalUpdated)
-        return self.wallet.withdrawals[wid], False
-
-    def by_client(self, account: int, client_id: str) -> W.Withdrawal | None:
-        if not client_id:
-            return None
-        wid = self.wallet.client_ids.get((account, client_id))
-        return None if wid is None else self.wallet.withdrawals[wid]
+        return await self.gw.withdraw(account, asset, amount, address, client_id)
 
     def find(self, wid_text: str) -> W.Withdrawal | None:
         """The withdrawal with this id (ASCII digits only), or None."""
@@ -233,9 +214,9 @@ def handlers(ctx: Context) -> Handlers:
         body = await request.body()
         key = authenticate(ctx, request, body, "withdraw")
         req = decode(body, S.Withdraw)
-        w, duplicate = await svc.request(key.account, req.asset, req.amount, req.address,
-                                         req.client_id or "")
-        return JSON(svc.view(w), status_code=200 if duplicate else 201)
+        out = await svc.request(key.account, req.asset, req.amount, req.address,
+                                req.client_id or "")
+        return JSON(svc.view(out.withdrawal), status_code=200 if out.duplicate else 201)
 
     @h
     async def list_withdrawals(request: Request) -> Response:
@@ -337,9 +318,9 @@ def binance_routes(ctx: Context) -> list[BaseRoute]:
             raise B.BinanceError(-4019, f"network {network} is not supported for {coin}")
         if p.opt("addressTag") is not None:
             raise B.BinanceError(-4006, "addressTag is not used by these networks")
-        w, _ = await svc.request(key.account, coin, p.req("amount"), p.req("address"),
-                                 p.opt("withdrawOrderId") or "")
-        return B.J({"id": str(w.wid)})
+        out = await svc.request(key.account, coin, p.req("amount"), p.req("address"),
+                                p.opt("withdrawOrderId") or "")
+        return B.J({"id": str(out.withdrawal.wid)})
 
     async def b_history(request: Request) -> Response:
         key, p = await _signed(ctx, request, "read")

@@ -772,7 +772,7 @@ def routes(ctx: Context) -> list[BaseRoute]:
                 rec = _lookup(key, p, m)
             except BinanceError:
                 raise BinanceError(-2011, "Unknown order sent.") from None
-            rec = await gw.cancel(key.account, order_id=rec.order_id, market=m.market)
+            rec = (await gw.cancel(key.account, order_id=rec.order_id, market=m.market)).order
             out = order_json(V.Units(gw.engine, m), m, rec, perp, engine=gw.engine)
             out["origClientOrderId"] = rec.client_id
             return J(out)
@@ -782,7 +782,7 @@ def routes(ctx: Context) -> list[BaseRoute]:
         async def handler(request: Request) -> Response:
             key, p = await signed(request, "trade")
             m = symbols().market(p.opt("symbol"), perp)
-            recs = await gw.cancel_all(key.account, m.market)
+            recs = (await gw.cancel_all(key.account, m.market)).orders
             u = V.Units(gw.engine, m)
             if perp:
                 return J({"code": 200, "msg": "The operation of cancel all open order is done."})

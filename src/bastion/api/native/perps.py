@@ -17,7 +17,6 @@ from bastion.api.errors import ApiError
 from bastion.api.http import now_ms
 from bastion.api.native import schemas as S
 from bastion.api.native import views as V
-from bastion.core import commands as C
 from bastion.core import errors as X
 from bastion.core.engine import Engine
 from bastion.core.perp.calc import PPM, initial, maintenance, notional
@@ -169,22 +168,6 @@ def funding(ctx: Context, market: Market) -> S.Funding:
         open_interest=u.qty(pm.open_interest), armed=pm.armed)
 
 
-async def transfer_margin(ctx: Context, account: int, req: S.MarginTransfer) -> None:
-    from bastion.api.convert import to_units
-
-    gw = ctx.gateway
-    dp = gw.asset_decimals(req.asset)
-    value = to_units(req.amount, dp, X.INVALID_AMOUNT, "amount")
-    cmd: C.Command = (C.AddMargin(account=account, asset=req.asset, amount=value)
-                      if req.direction == "add" else
-                      C.RemoveMargin(account=account, asset=req.asset, amount=value))
-    await gw.submit(cmd)
-
-
-async def set_leverage(ctx: Context, account: int, market: str, leverage: int) -> None:
-    await ctx.gateway.submit(C.SetLeverage(account=account, market=market, leverage=leverage))
-
-
 # ---------------------------------------------------------------- Binance (/fapi) shapes
 
 def _bsym(m: Market) -> str:
@@ -324,16 +307,9 @@ async def binance_set_leverage(ctx: Context, account: int, m: Market, leverage: 
                                ) -> dict[str, Any]:
     """Set leverage; asking for the leverage already in force answers the current setting
     (bots re-send it on every start and treat an error as fatal)."""
-    try:
-        await set_leverage(ctx, account, m.market, leverage)
-    except ApiError as err:
-        if err.code != X.NO_CHANGE:
-            raise
-    e = ctx.gateway.engine
-    pm = perp_record(e, m.market)
-    current = e.perp.leverage(e.perp.margins.get((account, pm.settle)), pm)
-    cap = max((t.max_notional for t in pm.tiers if t.max_leverage >= current), default=0)
-    dp = e.assets[pm.settle].decimals
-    return {"symbol": _bsym(m), "leverage": current,
+    out = await ctx.gateway.set_leverage(account, m.market, leverage, same_is_ok=True)
+    pm = perp_record(ctx.gateway.engine, m.market)
+    cap = max((t.max_notional for t in pm.tiers if t.max_leverage >= out.leverage), default=0)
+    dp = ctx.gateway.engine.assets[out.asset].decimals
+    return {"symbol": _bsym(m), "leverage": out.leverage,
             "maxNotionalValue": trim(from_units(min(cap, 10**18), dp)) if cap else "0"}
-

@@ -181,29 +181,29 @@ def handlers(ctx: Context) -> Handlers:
                                                         "price")
         qty = None if req.quantity is None else to_units(req.quantity, u.base_dp,
                                                          X.INVALID_QUANTITY, "quantity")
-        rec = await gw.amend(key.account, oid, None, price, qty)
-        return JSON(V.order(u, rec))
+        out = await gw.amend(key.account, oid, None, price, qty)
+        return JSON(V.order(u, out.order))
 
     @h
     async def cancel(request: Request) -> Response:
         key = authenticate(ctx, request, b"", "trade")
-        rec = await gw.cancel(key.account, order_id=path_int(request, "order_id"))
-        return JSON(V.order(V.units(eng(), rec.market), rec))
+        out = await gw.cancel(key.account, order_id=path_int(request, "order_id"))
+        return JSON(V.order(V.units(eng(), out.order.market), out.order))
 
     @h
     async def cancel_by_client(request: Request) -> Response:
         key = authenticate(ctx, request, b"", "trade")
-        rec = await gw.cancel(key.account, client_id=request.path_params["client_id"])
-        return JSON(V.order(V.units(eng(), rec.market), rec))
+        out = await gw.cancel(key.account, client_id=request.path_params["client_id"])
+        return JSON(V.order(V.units(eng(), out.order.market), out.order))
 
     @h
     async def cancel_all(request: Request) -> Response:
         key = authenticate(ctx, request, b"", "trade")
         market = request.query_params.get("market")
-        recs = await gw.cancel_all(key.account, market)
+        out = await gw.cancel_all(key.account, market)
         e = eng()
         return JSON(S.CancelAllResult(canceled=[V.order(V.units(e, r.market), r)
-                                                for r in recs]))
+                                                for r in out.orders]))
 
     # ------------------------------------------------------------ private: account
 
@@ -238,7 +238,9 @@ def handlers(ctx: Context) -> Handlers:
         body = await request.body()
         key = authenticate(ctx, request, body, "trade")
         req = decode(body, S.MarginTransfer)
-        await perps.transfer_margin(ctx, key.account, req)
+        dp = gw.asset_decimals(req.asset)
+        amount = to_units(req.amount, dp, X.INVALID_AMOUNT, "amount")
+        await gw.transfer_margin(key.account, req.asset, amount, req.direction == "add")
         return JSON(perps.margins(ctx, key.account))
 
     @h
@@ -247,7 +249,7 @@ def handlers(ctx: Context) -> Handlers:
         key = authenticate(ctx, request, body, "trade")
         req = decode(body, S.Leverage)
         gw.market(req.market)
-        await perps.set_leverage(ctx, key.account, req.market, req.leverage)
+        await gw.set_leverage(key.account, req.market, req.leverage)
         return JSON(perps.margins(ctx, key.account))
 
     @h

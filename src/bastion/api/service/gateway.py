@@ -11,12 +11,13 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any
 
 from bastion.api import errors as A
 from bastion.api.errors import ApiError
 from bastion.api.read.checkpoint import Checkpoints, PeriodicCheckpoints, Restorer
 from bastion.api.read.model import OrderRecord, ReadModel
+from bastion.api.service.outcomes import CanceledAll, Changed, MarginChanged, Placed, Withdrawn
 from bastion.api.service.rejections import api_error
 from bastion.api.ws.marketdata import BookFeed
 from bastion.core import commands as C
@@ -33,21 +34,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("bastion.api")
 
 EventListener = Callable[[list[E.Event], list[Any]], None]
-
-
-class Placed(NamedTuple):
-    """What placing an order did: the order as it stands after the command, whether the
-    client id had already placed it (then nothing new happened), and the command's events
-    (its trades among them; empty for a duplicate)."""
-
-    order: OrderRecord
-    duplicate: bool
-    events: list[E.Event]
-
-    def trades(self) -> list[E.Trade]:
-        """The order's fills at placement (it was the taker in each)."""
-        oid = self.order.order_id
-        return [ev for ev in self.events if type(ev) is E.Trade and ev.taker_order == oid]
 
 
 class Gateway:
@@ -281,41 +267,88 @@ class Gateway:
         return rec
 
     async def cancel(self, account: int, order_id: int | None = None,
-                     client_id: str | None = None, market: str | None = None) -> OrderRecord:
+                     client_id: str | None = None, market: str | None = None) -> Changed:
         rec = self.own_order(account, order_id, client_id)
         if market is not None and rec.market != market:
             raise ApiError(X.UNKNOWN_ORDER, f"order {rec.order_id} is not in {market}")
         if not rec.is_open:
             raise ApiError(X.UNKNOWN_ORDER, f"order {rec.order_id} is already {rec.status}")
-        await self.submit(C.CancelOrder(account=account, market=rec.market,
-                                        order_id=rec.order_id))
-        return rec
+        events = await self.submit(C.CancelOrder(account=account, market=rec.market,
+                                                 order_id=rec.order_id))
+        return Changed(rec, events)  # the read model applied the events to ``rec``
 
     async def amend(self, account: int, order_id: int | None, client_id: str | None,
-                    new_price: int | None, new_qty: int | None) -> OrderRecord:
+                    new_price: int | None, new_qty: int | None) -> Changed:
         rec = self.own_order(account, order_id, client_id)
         if not rec.is_open:
             raise ApiError(X.UNKNOWN_ORDER, f"order {rec.order_id} is already {rec.status}")
-        await self.submit(C.AmendOrder(account=account, market=rec.market, order_id=rec.order_id,
-                                       new_price=new_price, new_qty=new_qty))
-        return rec
+        events = await self.submit(C.AmendOrder(account=account, market=rec.market,
+                                                order_id=rec.order_id, new_price=new_price,
+                                                new_qty=new_qty))
+        return Changed(rec, events)
 
-    async def cancel_all(self, account: int, market: str | None = None) -> list[OrderRecord]:
+    async def cancel_all(self, account: int, market: str | None = None) -> CanceledAll:
         if market is not None:
             self.market(market)
         if account not in self.engine.accounts:
-            return []
+            return CanceledAll([], [])
         try:
             events = await self.submit(C.CancelAll(account=account, market=market or ""))
         except ApiError as err:
             if err.code == X.UNKNOWN_ORDER:
-                return []
+                return CanceledAll([], [])
             raise
-        rm = self.readmodel
-        out = []
+        orders = self.readmodel.orders
+        return CanceledAll([orders[ev.order_id] for ev in events
+                            if type(ev) is E.OrderCanceled and ev.order_id in orders], events)
+
+    async def transfer_margin(self, account: int, asset: str, amount: int, add: bool
+                              ) -> MarginChanged:
+        """Move ``amount`` (the asset's units) from the spot wallet into cross margin, or back
+        with ``add=False``."""
+        cmd: C.Command = (C.AddMargin(account=account, asset=asset, amount=amount) if add
+                          else C.RemoveMargin(account=account, asset=asset, amount=amount))
+        events = await self.submit(cmd)
+        return MarginChanged(account, asset, self.engine.perp.margins.get((account, asset)), 0,
+                             events)
+
+    async def set_leverage(self, account: int, market: str, leverage: int,
+                           same_is_ok: bool = False) -> MarginChanged:
+        """Set the account's leverage in a perpetual market; with ``same_is_ok`` the leverage
+        already in force answers as set (no events) instead of ``NO_CHANGE``."""
+        pm = self.engine.perp.markets.get(market)
+        if pm is None:
+            raise ApiError(X.NOT_PERP, f"{market} is not a perpetual market")
+        try:
+            events = await self.submit(C.SetLeverage(account=account, market=market,
+                                                     leverage=leverage))
+        except ApiError as err:
+            if not (same_is_ok and err.code == X.NO_CHANGE):
+                raise
+            events = []
         for ev in events:
-            if type(ev) is E.OrderCanceled:
-                rec = rm.orders.get(ev.order_id)
-                if rec is not None:
-                    out.append(rec)
-        return out
+            if type(ev) is E.LeverageChanged:
+                leverage = ev.leverage
+        return MarginChanged(account, pm.settle,
+                             self.engine.perp.margins.get((account, pm.settle)), leverage,
+                             events)
+
+    async def withdraw(self, account: int, asset: str, amount: int, address: str,
+                       client_id: str) -> Withdrawn:
+        """Journal a withdrawal request; a client id this account already used answers with
+        that withdrawal (``duplicate=True``) and holds nothing more."""
+        wallet = self.engine.wallet
+        wid = wallet.client_ids.get((account, client_id)) if client_id else None
+        if wid is not None:
+            return Withdrawn(wallet.withdrawals[wid], True, [])
+        try:
+            events = await self.submit(C.RequestWithdrawal(
+                account=account, asset=asset, amount=amount, address=address,
+                client_id=client_id))
+        except ApiError as err:
+            wid = wallet.client_ids.get((account, client_id)) if client_id else None
+            if err.code == X.DUPLICATE_CLIENT_ID and wid is not None:
+                return Withdrawn(wallet.withdrawals[wid], True, [])
+            raise
+        wid = next(ev.wid for ev in events if type(ev) is E.WithdrawalUpdated)
+        return Withdrawn(wallet.withdrawals[wid], False, events)

@@ -489,8 +489,8 @@ def routes(ctx: Context, hub: Hub) -> list[BaseRoute]:
                 c = decode(op.args, CancelArgs)
                 if c.order_id is None and not c.client_order_id:
                     raise ApiError(A.MALFORMED_REQUEST, "give order_id or client_order_id")
-                rec = await gw.cancel(account, c.order_id, c.client_order_id)
-                _reply(conn, rid, V.order(V.units(gw.engine, rec.market), rec))
+                done = await gw.cancel(account, c.order_id, c.client_order_id)
+                _reply(conn, rid, V.order(V.units(gw.engine, done.order.market), done.order))
             elif op.op == "amend":
                 a = decode(op.args, AmendArgs)
                 rec = gw.own_order(account, order_id=a.order_id)
@@ -501,13 +501,13 @@ def routes(ctx: Context, hub: Hub) -> list[BaseRoute]:
                                                                X.INVALID_QUANTITY, "quantity")
                 if price is None and qty is None:
                     raise ApiError(X.NO_CHANGE, "give a new price and/or quantity")
-                rec = await gw.amend(account, a.order_id, None, price, qty)
-                _reply(conn, rid, V.order(u, rec))
+                done = await gw.amend(account, a.order_id, None, price, qty)
+                _reply(conn, rid, V.order(u, done.order))
             else:
                 ca = decode(op.args, CancelAllArgs)
-                recs = await gw.cancel_all(account, ca.market)
+                all_done = await gw.cancel_all(account, ca.market)
                 _reply(conn, rid, S.CancelAllResult(canceled=[
-                    V.order(V.units(gw.engine, r.market), r) for r in recs]))
+                    V.order(V.units(gw.engine, r.market), r) for r in all_done.orders]))
         except ApiError as err:
             _fail(conn, rid, err)
         except msgspec.ValidationError as exc:
