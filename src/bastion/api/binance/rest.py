@@ -26,7 +26,7 @@ from bastion.api import errors as A
 from bastion.api.app_context import Context
 from bastion.api.convert import from_units, to_units, trim
 from bastion.api.errors import ApiError
-from bastion.api.http import now_ms
+from bastion.api.http import Handler, now_ms
 from bastion.api.native import perps
 from bastion.api.native import views as V
 from bastion.api.native.routes import INTERVALS
@@ -47,7 +47,6 @@ from bastion.textnum import ascii_int
 
 _enc = msgspec.json.Encoder()
 
-Handler = Callable[[Request], Awaitable[Response]]
 
 # core / gateway code -> (binance code, message, http status); messages matter: ccxt matches
 # some exactly ("Account has insufficient balance..." -> InsufficientFunds).

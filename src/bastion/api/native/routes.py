@@ -7,7 +7,6 @@ only as decimal strings converted exactly by ``convert``. Private routes are sig
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 from starlette.requests import Request
@@ -25,8 +24,6 @@ from bastion.api.read.model import ReadModel
 from bastion.core import commands as C
 from bastion.core import errors as X
 from bastion.core.engine import Engine
-
-Handler = Callable[[Request], Awaitable[Response]]
 
 INTERVALS = S.INTERVALS
 #: ``POST`` here is order entry, served by the Guard ahead of the router (``fastpath``)
