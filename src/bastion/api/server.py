@@ -11,6 +11,7 @@ from typing import Any
 
 from bastion.api.config import Settings
 from bastion.api.security.protocol import guarded_protocol
+from bastion.api.ws.protocol import ws_protocol
 from bastion.node.gcpolicy import apply_gc_policy
 
 
@@ -49,7 +50,7 @@ def serve_config(settings: Settings, app: Any) -> Any:
     return uvicorn.Config(app, host=settings.host, port=settings.port, loop="uvloop",
                           http=guarded_protocol(settings.header_timeout,
                                                 settings.pending_per_ip),
-                          ws=settings.ws_impl, lifespan="on",
+                          ws=ws_protocol(settings.ws_impl), lifespan="on",
                           limit_concurrency=concurrency,
                           timeout_keep_alive=max(1, round(settings.keep_alive)),
                           log_level="warning", access_log=False,

@@ -40,6 +40,7 @@ def run_gateway(config: ClusterConfig, name: str, settings: Any) -> None:
     import uvicorn
 
     from bastion.api.app import build
+    from bastion.api.ws.protocol import ws_protocol
     from bastion.cluster.remote import RemoteNode
     from bastion.node.gcpolicy import apply_gc_policy
 
@@ -58,7 +59,7 @@ def run_gateway(config: ClusterConfig, name: str, settings: Any) -> None:
     metrics.replica_lag = lambda: remotes[-1].lag() if remotes else None
     app = built.state.guard
     server = uvicorn.Config(app, host=settings.host, port=settings.port, loop="uvloop",
-                            http="httptools", ws=settings.ws_impl, lifespan="on",
+                            http="httptools", ws=ws_protocol(settings.ws_impl), lifespan="on",
                             log_level="warning", access_log=False,
                             ws_max_size=settings.max_ws_message, ws_ping_interval=20,
                             timeout_graceful_shutdown=5, backlog=2048, proxy_headers=False,

@@ -1,0 +1,154 @@
+"""One socket read cannot make the WebSocket parser hold the event loop (issue 11 flood).
+
+uvicorn parses everything a read returns (up to 256 KiB with uvloop) before it pauses
+reading; 256 KiB of tiny frames was ~17,000 frames parsed and queued in one callback. The
+bounded protocol parses a slice per turn. The real protocol runs on a real loop; only the
+socket under it is a stand-in that records pauses and writes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import os
+import struct
+from typing import Any
+
+import uvicorn
+from uvicorn.server import ServerState
+
+from bastion.api.ws.protocol import READ_SLICE, BoundedWebSocketProtocol
+
+FRAME = b'{"op":"ping"}'
+
+
+def masked(data: bytes, opcode: int = 0x1) -> bytes:
+    mask = b"\x01\x02\x03\x04"
+    return struct.pack("!BB", 0x80 | opcode, 0x80 | len(data)) + mask + bytes(
+        b ^ mask[i % 4] for i, b in enumerate(data))
+
+
+class Socket:
+    """The transport under the protocol: what it was told, nothing sent anywhere."""
+
+    def __init__(self) -> None:
+        self.reading = True
+        self.closing = False
+        self.written = 0
+
+    def pause_reading(self) -> None:
+        self.reading = False
+
+    def resume_reading(self) -> None:
+        self.reading = True
+
+    def is_closing(self) -> bool:
+        return self.closing
+
+    def close(self) -> None:
+        self.closing = True
+
+    abort = close
+
+    def write(self, data: bytes) -> None:
+        self.written += len(data)
+
+    def get_write_buffer_size(self) -> int:
+        return 0
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return {"peername": ("127.0.0.1", 5000), "sockname": ("127.0.0.1", 8080)}.get(
+            name, default)
+
+
+def _open(app: Any) -> tuple[BoundedWebSocketProtocol, Socket]:
+    config = uvicorn.Config(app, ws="websockets-sansio", ws_max_size=65536, lifespan="off",
+                            ws_ping_interval=None)
+    config.load()
+    proto = BoundedWebSocketProtocol(config, ServerState(), {}, _loop=asyncio.get_running_loop())
+    sock = Socket()
+    proto.connection_made(sock)  # type: ignore[arg-type]
+    key = base64.b64encode(os.urandom(16)).decode()
+    proto.data_received((f"GET /v1/ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
+                         f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+                         "Sec-WebSocket-Version: 13\r\n\r\n").encode())
+    return proto, sock
+
+
+def test_a_read_of_tiny_frames_is_parsed_a_slice_per_turn() -> None:
+    async def run() -> None:
+        got: list[str] = []
+        gate = asyncio.Event()
+
+        async def app(scope: Any, receive: Any, send: Any) -> None:
+            assert (await receive())["type"] == "websocket.connect"
+            await send({"type": "websocket.accept"})
+            await gate.wait()
+            while len(got) < n:
+                got.append((await receive())["text"])
+
+        proto, sock = _open(app)
+        await asyncio.sleep(0.01)  # the app accepts
+        frames = [masked(FRAME[:-1] + f',"id":{i}}}'.encode()) for i in range(20_000)]
+        data = b"".join(frames)
+        n = len(frames)
+        assert len(data) > 256 * 1024
+        proto.data_received(data)
+        # one read: at most a slice's worth of frames was parsed, the rest waits unread
+        queued = proto.queue.qsize()
+        assert 0 < queued <= READ_SLICE // len(frames[0]) + 1, queued
+        assert not sock.reading and len(proto.backlog) >= len(data) - READ_SLICE
+        gate.set()
+        for _ in range(200):
+            await asyncio.sleep(0)
+            # whatever the application has not taken is never more than about a slice
+            assert proto.queue.qsize() <= READ_SLICE // len(frames[0]) + 1
+            if len(got) == n:
+                break
+        assert got == [FRAME[:-1].decode() + f',"id":{i}}}' for i in range(n)]
+        assert sock.reading and proto.backlog == b""  # all taken: reading again
+
+    asyncio.run(run())
+
+
+def test_pings_alone_are_parsed_a_slice_per_turn() -> None:
+    """Control frames never reach the application, so nothing pauses reading for them; they
+    are still parsed one slice per loop turn, and answered."""
+    async def run() -> None:
+        async def app(scope: Any, receive: Any, send: Any) -> None:
+            await receive()
+            await send({"type": "websocket.accept"})
+            await asyncio.sleep(5)
+
+        proto, sock = _open(app)
+        await asyncio.sleep(0.01)
+        written = sock.written
+        ping = masked(b"p", opcode=0x9)
+        proto.data_received(ping * 40_000)
+        assert len(proto.backlog) >= len(ping) * 40_000 - READ_SLICE
+        turns = 0
+        while proto.backlog:
+            await asyncio.sleep(0)
+            turns += 1
+        assert turns >= len(ping) * 40_000 // READ_SLICE - 1
+        assert sock.written - written >= 40_000 * 3  # every ping got its pong
+        assert sock.reading
+
+    asyncio.run(run())
+
+
+def test_a_flood_after_the_close_frame_is_cut_not_parsed() -> None:
+    async def run() -> None:
+        async def app(scope: Any, receive: Any, send: Any) -> None:
+            await receive()
+            await send({"type": "websocket.accept"})
+            await send({"type": "websocket.close", "code": 1008, "reason": "bye"})
+
+        proto, sock = _open(app)
+        await asyncio.sleep(0.01)
+        assert proto.close_sent
+        proto.data_received(masked(FRAME) * 10_000)
+        assert sock.closing
+        assert proto.queue.qsize() <= 2  # connect + disconnect, none of the flood
+
+    asyncio.run(run())
