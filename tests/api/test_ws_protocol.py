@@ -12,11 +12,13 @@ import asyncio
 import base64
 import os
 import struct
+from types import SimpleNamespace
 from typing import Any
 
 import uvicorn
 from uvicorn.server import ServerState
 
+from bastion.api.ws.endpoint import Conn
 from bastion.api.ws.protocol import READ_SLICE, BoundedWebSocketProtocol
 
 FRAME = b'{"op":"ping"}'
@@ -35,6 +37,7 @@ class Socket:
         self.reading = True
         self.closing = False
         self.written = 0
+        self.writes: list[bytes] = []
 
     def pause_reading(self) -> None:
         self.reading = False
@@ -52,6 +55,7 @@ class Socket:
 
     def write(self, data: bytes) -> None:
         self.written += len(data)
+        self.writes.append(data)
 
     def get_write_buffer_size(self) -> int:
         return 0
@@ -150,5 +154,42 @@ def test_a_flood_after_the_close_frame_is_cut_not_parsed() -> None:
         proto.data_received(masked(FRAME) * 10_000)
         assert sock.closing
         assert proto.queue.qsize() <= 2  # connect + disconnect, none of the flood
+
+    asyncio.run(run())
+
+
+def test_replies_queued_together_go_out_in_one_write() -> None:
+    """After an fsync releases a burst of acks, a connection's replies are framed and written
+    together: one socket write, not one ASGI send (decode, encode, write) per reply."""
+    async def run() -> None:
+        proto_box: list[BoundedWebSocketProtocol] = []
+
+        async def app(scope: Any, receive: Any, send: Any) -> None:
+            await receive()
+            await send({"type": "websocket.accept"})
+            ws: Any = SimpleNamespace(scope={"bastion.send_texts": proto_box[0].send_texts},
+                                      client=None, send=send)
+            conn = Conn(ws, 1 << 20)
+            replies = [b'{"id":%d,"ok":true,"result":"\xc3\xa9"}' % i for i in range(40)]
+            for r in replies:
+                conn.send(r)
+            assert conn.buffered == sum(map(len, replies))
+            writer = asyncio.ensure_future(conn.writer())
+            await asyncio.sleep(0.01)
+            assert conn.buffered == 0
+            writer.cancel()
+
+        proto, sock = _open(app)
+        proto_box.append(proto)
+        before = len(sock.writes)
+        await asyncio.sleep(0.05)
+        writes = sock.writes[before + 1:]  # after the handshake response
+        assert len(writes) == 1
+        data, texts = writes[0], []
+        while data:  # server frames: unmasked, short
+            assert data[0] == 0x81 and data[1] < 126
+            texts.append(data[2:2 + data[1]].decode())
+            data = data[2 + data[1]:]
+        assert texts == [f'{{"id":{i},"ok":true,"result":"\u00e9"}}' for i in range(40)]
 
     asyncio.run(run())

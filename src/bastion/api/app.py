@@ -126,7 +126,11 @@ class Guard:
         if kind == "websocket":
             # the server's transport, so a socket whose client stopped reading can be cut
             # (a close frame cannot reach it through a full send buffer)
-            transport = getattr(getattr(send, "__self__", None), "transport", None)
+            protocol = getattr(send, "__self__", None)
+            transport = getattr(protocol, "transport", None)
+            send_texts = getattr(protocol, "send_texts", None)
+            if send_texts is not None:  # frames batched per write (``api.ws.protocol``)
+                scope["bastion.send_texts"] = send_texts
             if transport is not None:
                 scope["bastion.abort"] = transport.abort
                 scope["bastion.pin_sndbuf"] = _buffer_pin(transport, socket.SO_SNDBUF,

@@ -16,7 +16,8 @@ bounded in bytes (``BASTION_WS_SEND_BUFFER``): a consumer that cannot keep up is
 1008 and resyncs from a fresh snapshot; subscriptions are de-duplicated and capped per frame
 (``MAX_CHANNELS_PER_FRAME``) and per connection (``BASTION_WS_MAX_CHANNELS``); frames other
 than order entry are budgeted per connection (``BASTION_WS_MSG_RATE``: over it the socket is
-not read until the budget refills, so a flood costs what the budget allows; a ``subscribe`` also
+not read until the budget refills, so a flood costs what the budget allows, and one that keeps
+the budget's full pace for another burst's worth of frames is closed with 1008; a ``subscribe`` also
 pays for the snapshot bytes it queues, and a book snapshot is rendered once per book change and
 shared by every subscriber until the book moves); connections per IP
 are capped (``BASTION_WS_PER_IP``); a frame nested too deeply closes with 1007. Revoking a key
@@ -29,7 +30,7 @@ import asyncio
 import contextlib
 import logging
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import msgspec
@@ -60,6 +61,8 @@ MAX_INFLIGHT = 4_096
 MAX_CHANNELS_PER_FRAME = 50
 #: unsent bytes at which a connection counts as falling behind (its kernel buffer is pinned)
 PIN_AT = 64 * 1024
+#: bytes the writer hands the socket in one write at most
+WRITE_BATCH = 64 * 1024
 #: seconds a slow consumer gets to take its close frame before the socket is aborted
 CLOSE_GRACE = 2.0
 #: close codes: policy (slow consumer, limits, revoked key) and invalid payload (nesting)
@@ -158,13 +161,27 @@ class Conn:
                 abort()
 
     async def writer(self) -> None:
-        send = self.ws.send
+        """Sends what is queued; everything queued by the time it runs goes out in one write
+        when the server offers ``bastion.send_texts`` (``api.ws.protocol``)."""
         q = self.queue
+        send_texts: Callable[[list[bytes]], Awaitable[None]] | None = \
+            self.ws.scope.get("bastion.send_texts")
         try:
+            if send_texts is None:
+                send = self.ws.send
+                while True:
+                    data = await q.get()
+                    await send({"type": "websocket.send", "text": data.decode()})
+                    self.buffered -= len(data)
             while True:
-                data = await q.get()
-                await send({"type": "websocket.send", "text": data.decode()})
-                self.buffered -= len(data)
+                batch = [await q.get()]
+                size = len(batch[0])
+                while not q.empty() and size < WRITE_BATCH:
+                    data = q.get_nowait()
+                    batch.append(data)
+                    size += len(data)
+                await send_texts(batch)
+                self.buffered -= size
         except Exception:
             self.closed = True
 
@@ -592,7 +609,7 @@ def routes(ctx: Context, hub: Hub) -> list[BaseRoute]:
         writer = conn.writer_task = asyncio.create_task(conn.writer())
         receive = ws.receive
         who = str(id(conn))
-        seen = 0
+        seen = over = 0
         try:
             while not conn.closed:
                 msg = await receive()
@@ -605,6 +622,14 @@ def routes(ctx: Context, hub: Hub) -> list[BaseRoute]:
                 cost = handle(conn, raw)
                 wait = frames.pause(who, cost) if cost else 0.0
                 seen += 1
+                over = over + 1 if wait else 0
+                if over > frames.burst:
+                    # still sending at the budget's full rate a burst's worth of frames after
+                    # its burst ran out: a flood, not a client catching up (Binance closes at
+                    # 5 frames/s); the client reconnects and resubscribes
+                    conn.close(POLICY, f"more than {frames.rate:g} frames/s (burst "
+                                       f"{frames.burst:g}) kept up; slow down")
+                    break
                 if wait or not seen % 32:
                     # over budget, this socket is not read until the debt is paid (TCP pushes
                     # back on the client); otherwise a client with frames buffered takes turns
