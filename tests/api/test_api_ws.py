@@ -241,6 +241,9 @@ def test_order_entry_over_websocket(srv: Server) -> None:
                 args, client_order_id="ws-2", price="20000.001")}))
             err = await reply(ws, 8)
             assert err["error"]["code"] == "INVALID_PRICE" and err["status"] == 400
+            # the typed detail, as in a REST error body: 3 decimals where the price has 2
+            assert (err["error"]["field"], err["error"]["limit"], err["error"]["value"]) \
+                == ("decimals", "2", "3")
             await ws.send(json.dumps({"op": "cancel", "id": 9, "args": {
                 "client_order_id": "ws-1"}}))
             assert (await reply(ws, 9))["result"]["status"] == "canceled"
