@@ -92,10 +92,12 @@ def serve_loop(settings: Settings, hooks: list[Callable[[float], Hook]] | None =
     ``hooks`` are factories called with this start's recovery seconds (drills add theirs)."""
     import uvicorn
 
+    from bastion import corebuild
     from bastion.api.app import build
     from bastion.api.server import serve_config
     from bastion.ops.kit import perform_pending_rollback
 
+    log.info("%s", corebuild.describe())
     settings.admin_token = settings.admin_token or secrets.token_urlsafe(24)
     while True:
         app = build(settings)

@@ -8,7 +8,7 @@ prices with lazy removal of emptied levels.
 from collections import deque
 from heapq import heappop, heappush
 
-from bastion.core.state import Order
+from bastion.core.records import Order
 
 
 class Level:

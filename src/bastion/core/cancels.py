@@ -14,8 +14,8 @@ from bastion.core import events as E
 from bastion.core.ledger.margin import MarginLedger
 from bastion.core.modes import accepts_cancel
 from bastion.core.perp.state import Trigger
+from bastion.core.records import Order
 from bastion.core.rules import Refused
-from bastion.core.state import Order
 from bastion.core.venue import Venue
 
 KINDS = ("limit", "post_only", "market", "tp_sl")

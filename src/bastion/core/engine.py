@@ -33,8 +33,9 @@ from bastion.core.ledger.spot import SpotLedger
 from bastion.core.perp import accounts as margin_accounts
 from bastion.core.perp import funding, liquidation, oracle, triggers_cmd
 from bastion.core.perp import market as perp_market
+from bastion.core.records import from_state as order_from_state
 from bastion.core.rules import GuardViolation, Refused
-from bastion.core.state import STATE_VERSION, Account, CreditKey, EngineState, Order
+from bastion.core.state import STATE_VERSION, Account, CreditKey, EngineState, OrderState
 from bastion.core.venue import Venue
 from bastion.core.wallet.desk import COMMANDS as WALLET_COMMANDS
 from bastion.core.wallet.desk import Wallet, WalletHandler
@@ -56,8 +57,9 @@ class Engine(Venue):
 
     def apply(self, cmd: C.Command) -> list[E.Event]:
         """Apply one sequenced command; returns its events. Never raises."""
-        seq = cmd.seq
-        ts = cmd.ts
+        raw: Any = cmd  # an in-process command may carry any type; compiled code would trust it
+        seq = raw.seq
+        ts = raw.ts
         if type(seq) is not int or seq <= self.seq or type(ts) is not int or ts < self.ts:
             return [
                 E.Rejected(
@@ -117,11 +119,11 @@ class Engine(Venue):
 
     def export_state(self) -> EngineState:
         """The complete state in a canonical order (hash input and snapshot payload)."""
-        orders_: list[Order] = []
+        orders_: list[OrderState] = []
         for name in sorted(self.books):
             book = self.books[name]
-            orders_.extend(book.bids.orders_in_priority())
-            orders_.extend(book.asks.orders_in_priority())
+            orders_.extend(o.to_state() for o in book.bids.orders_in_priority())
+            orders_.extend(o.to_state() for o in book.asks.orders_in_priority())
         accounts_ = [
             Account(account=a.account, available=dict(sorted(a.available.items())),
                     held=dict(sorted(a.held.items())), stp=a.stp)
@@ -161,7 +163,8 @@ class Engine(Venue):
         eng.markets = {m.market: m for m in state.markets}
         eng.books = {m.market: OrderBook(m.market) for m in state.markets}
         eng.accounts = {a.account: a for a in state.accounts}
-        for order in state.orders:
+        for record in state.orders:
+            order = order_from_state(record)
             eng.orders[order.order_id] = order
             if order.client_id:
                 eng.client_ids[(order.account, order.client_id)] = order.order_id

@@ -10,8 +10,9 @@ from collections.abc import Callable
 from bastion.core import errors as X
 from bastion.core import events as E
 from bastion.core.book import BookSide, OrderBook
+from bastion.core.records import Order
 from bastion.core.rules import GuardViolation
-from bastion.core.state import Market, Order
+from bastion.core.state import Market
 
 #: ``fill(mkt, maker, taker, price, qty, out)``: settle one fill, decrement both remainings.
 Fill = Callable[[Market, Order, Order, int, int, list[E.Event]], None]

@@ -14,8 +14,9 @@ from bastion.core import markets
 from bastion.core import migration_spec as S
 from bastion.core.errors import MAX_INT
 from bastion.core.instruments import validate_market
+from bastion.core.records import Order
 from bastion.core.rules import Refused
-from bastion.core.state import Market, MigrationLog, MigrationRecord, Order, ScheduledStep
+from bastion.core.state import Market, MigrationLog, MigrationRecord, ScheduledStep
 from bastion.core.venue import Venue
 
 MIGRATION_APPLIED = "MIGRATION_APPLIED"

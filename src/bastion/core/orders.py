@@ -6,7 +6,7 @@ first (shared terms here, the hold there), then reserves; each fill is priced an
 and settled there. Nothing in this module knows whether a market is spot or perpetual.
 """
 
-import msgspec
+from typing import Any
 
 from bastion.core import commands as C
 from bastion.core import errors as X
@@ -15,6 +15,7 @@ from bastion.core.book import BookSide, OrderBook
 from bastion.core.ledger.base import Ledger
 from bastion.core.matching import match
 from bastion.core.modes import accepts_cancel, accepts_order
+from bastion.core.records import Order
 from bastion.core.rules import (
     BPS,
     MAX_CLIENT_ID,
@@ -27,7 +28,7 @@ from bastion.core.rules import (
     valid_price,
     valid_qty,
 )
-from bastion.core.state import Account, Market, Order
+from bastion.core.state import Account, Market
 from bastion.core.venue import Venue
 
 Terms = tuple[Account, bool, int, int, str, OrderBook, int | None, bool]
@@ -37,7 +38,8 @@ Terms = tuple[Account, bool, int, int, str, OrderBook, int | None, bool]
 
 def place_order(v: Venue, cmd: C.PlaceOrder, out: list[E.Event]) -> Order:
     """Validate (no mutation until every check passed), reserve, match, rest or expire."""
-    market = cmd.market
+    raw: Any = cmd  # fields are read unchecked until validated (see ``order_terms``)
+    market = raw.market
     mkt = v.markets.get(market) if type(market) is str else None
     if mkt is None:
         raise Refused(X.UNKNOWN_MARKET, f"unknown market {market!r}")
@@ -60,7 +62,7 @@ def place_order(v: Venue, cmd: C.PlaceOrder, out: list[E.Event]) -> Order:
     client_id = cmd.client_id
     order = Order(oid, account, market, side, price, qty, qty, hold, ts, tif, post_only,
                   client_id, stp, mkt.maker_fee_ppm, mkt.taker_fee_ppm)
-    reduce_only = led.reserve(mkt, order, cmd.reduce_only)
+    reduce_only = led.reserve(mkt, order, raw.reduce_only is True)
     v.orders[oid] = order
     if client_id:
         v.client_ids[(account, client_id)] = oid
@@ -76,7 +78,8 @@ def place_order(v: Venue, cmd: C.PlaceOrder, out: list[E.Event]) -> Order:
 def amend(v: Venue, cmd: C.AmendOrder, out: list[E.Event]) -> None:
     """A quantity cut keeps priority; any other change re-enters the book as a fresh record
     (the old one may still sit, dead, in its level's deque) and may match."""
-    mkt = v.market(cmd.market)
+    raw: Any = cmd
+    mkt = v.market(raw.market)
     led = v.ledgers[mkt.kind]
     order, new_price, new_qty, shrink = amend_terms(v, mkt, cmd)
     is_buy = order.side == "buy"
@@ -98,9 +101,9 @@ def amend(v: Venue, cmd: C.AmendOrder, out: list[E.Event]) -> None:
     # ---- accepted
     side.remove(order)
     led.rehold(mkt, order, new_hold)
-    order = msgspec.structs.replace(order, hold=new_hold, price=new_price, qty=new_qty,
-                                    remaining=new_remaining, ts=v.ts, live=True,
-                                    maker_cap=mkt.maker_fee_ppm, taker_cap=mkt.taker_fee_ppm)
+    order = Order(order.order_id, order.account, order.market, order.side, new_price, new_qty,
+                  new_remaining, new_hold, v.ts, order.tif, order.post_only, order.client_id,
+                  order.stp, mkt.maker_fee_ppm, mkt.taker_fee_ppm, order.filled_quote)
     v.orders[order.order_id] = order
     out.append(E.OrderAmended(seq=v.seq, ts=v.ts, order_id=order.order_id,
                               account=order.account, market=mkt.market, price=new_price,
@@ -110,23 +113,25 @@ def amend(v: Venue, cmd: C.AmendOrder, out: list[E.Event]) -> None:
 
 
 def cancel(v: Venue, cmd: C.CancelOrder, out: list[E.Event]) -> None:
-    market = cmd.market
+    raw: Any = cmd
+    market = raw.market
     mkt = v.markets.get(market) if type(market) is str else None
     if mkt is None:
         raise Refused(X.UNKNOWN_MARKET, f"unknown market {market!r}")
     if mkt.mode == "closed":
         raise Refused(X.MARKET_MODE, f"market {market} is closed: nothing is accepted")
-    order_id = cmd.order_id
+    order_id = raw.order_id
     order = v.orders.get(order_id) if type(order_id) is int and order_id else None
-    if order is None or order.account != cmd.account or order.market != market:
-        order = v.find_order(cmd.account, market, order_id, cmd.client_id)
+    if order is None or order.account != raw.account or order.market != market:
+        order = v.find_order(raw.account, market, order_id, raw.client_id)
     book = v.books[market]
     v.close_order(order, mkt, book.bids if order.side == "buy" else book.asks, "CANCELED", out)
 
 
 def cancel_all(v: Venue, cmd: C.CancelAll, out: list[E.Event]) -> None:
-    account = cmd.account
-    market = cmd.market
+    raw: Any = cmd
+    account = raw.account
+    market = raw.market
     if type(account) is not int or not isinstance(market, str):
         raise Refused(X.INVALID_ARGUMENT, "account must be an integer, market a string")
     if account:
@@ -143,7 +148,7 @@ def cancel_all(v: Venue, cmd: C.CancelAll, out: list[E.Event]) -> None:
          and accepts_cancel(v.markets[o.market].mode)),
         key=lambda o: o.order_id,
     )
-    reason = cmd.reason if isinstance(cmd.reason, str) and cmd.reason else "CANCELED"
+    reason = raw.reason if isinstance(raw.reason, str) and raw.reason else "CANCELED"
     for order in victims:
         m = v.markets[order.market]
         v.close_order(order, m, v.books[m.market].side(order.side == "buy"), reason, out)
@@ -163,25 +168,27 @@ def order_terms(v: Venue, mkt: Market, cmd: C.PlaceOrder, band_limit: int = 0,
     side. Returns (account, is_buy, qty, price, tif, book, best opposite, crosses).
 
     This is the hot path: regular values pass inline checks, irregular ones fall through
-    to the validators that explain them."""
-    account = cmd.account
+    to the validators that explain them. The command's fields are read as ``Any``: a command
+    built in-process may carry any type, and compiled code would trust the annotations."""
+    raw: Any = cmd
+    account = raw.account
     acct = v.accounts.get(account) if type(account) is int else None
     if acct is None:
         raise Refused(X.UNKNOWN_ACCOUNT, f"unknown account {account!r}")
-    side = cmd.side
+    side = raw.side
     if side == "buy":
         is_buy = True
     elif side == "sell":
         is_buy = False
     else:
         raise Refused(X.INVALID_ARGUMENT, f"side must be buy or sell, got {side!r}")
-    qty = cmd.qty
+    qty = raw.qty
     if type(qty) is not int or not 0 < qty <= mkt.max_qty or qty % mkt.lot_size \
             or qty < mkt.min_qty:
         qty = valid_qty(mkt, qty)
-    post_only = cmd.post_only
-    client_id = cmd.client_id
-    stp = cmd.stp
+    post_only = raw.post_only
+    client_id = raw.client_id
+    stp = raw.stp
     if post_only is not False and post_only is not True:
         raise Refused(X.INVALID_ARGUMENT, "post_only must be a boolean")
     if client_id:
@@ -205,10 +212,10 @@ def order_terms(v: Venue, mkt: Market, cmd: C.PlaceOrder, band_limit: int = 0,
                       field="post_only" if only_post else "")
     book = v.books[market]
     best = (book.asks if is_buy else book.bids).best()
-    tif = cmd.tif
-    order_type = cmd.order_type
+    tif = raw.tif
+    order_type = raw.order_type
     if order_type == "limit":
-        price = cmd.price
+        price = raw.price
         if type(price) is not int or not 0 < price <= X.MAX_INT or price % mkt.tick_size:
             price = valid_price(mkt, price)
         if tif != "GTC" and tif != "IOC" and tif != "FOK":
@@ -225,7 +232,7 @@ def order_terms(v: Venue, mkt: Market, cmd: C.PlaceOrder, band_limit: int = 0,
                                         f"(limit {band_limit})", field="price",
                           limit=band_limit, value=price)
     elif order_type == "market":
-        if post_only or cmd.price:
+        if post_only or raw.price:
             raise Refused(X.INVALID_ARGUMENT, "market orders take no price and cannot be "
                                               "post-only")
         if best is None:
@@ -286,10 +293,11 @@ def amend_terms(v: Venue, mkt: Market, cmd: C.AmendOrder) -> tuple[Order, int, i
     their grids, something changes, the mode allows it. Returns (order, new price, new
     total quantity, shrink-only) where shrink-only (same price, less quantity) keeps time
     priority and is all ``cancel_only`` accepts."""
-    order = v.find_order(cmd.account, mkt.market, cmd.order_id, cmd.client_id)
+    raw: Any = cmd
+    order = v.find_order(raw.account, mkt.market, raw.order_id, raw.client_id)
     filled = order.qty - order.remaining
-    new_qty = order.qty if cmd.new_qty is None else valid_qty(mkt, cmd.new_qty)
-    new_price = order.price if cmd.new_price is None else valid_price(mkt, cmd.new_price)
+    new_qty = order.qty if raw.new_qty is None else valid_qty(mkt, raw.new_qty)
+    new_price = order.price if raw.new_price is None else valid_price(mkt, raw.new_price)
     if new_qty <= filled:
         raise Refused(X.INVALID_QUANTITY, f"new quantity {new_qty} must exceed the "
                                           f"{filled} already filled")

@@ -43,7 +43,10 @@ class Market(msgspec.Struct):
     last_price: int = 0
 
 
-class Order(msgspec.Struct, gc=False):
+class OrderState(msgspec.Struct, gc=False):
+    """An open order in the snapshot (the engine holds ``records.Order``)."""
+
+
     order_id: int
     account: int
     market: str
@@ -128,7 +131,7 @@ class EngineState(msgspec.Struct, omit_defaults=True):
     markets: list[Market]
     accounts: list[Account]
     #: per market: bids best-first then asks best-first, FIFO within a level.
-    orders: list[Order]
+    orders: list[OrderState]
     fees: dict[str, int]
     net_deposits: dict[str, int]
     #: perpetual ledger (markets, margins, positions, triggers); absent on a spot-only engine,

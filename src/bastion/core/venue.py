@@ -10,8 +10,9 @@ from bastion.core import errors as X
 from bastion.core import events as E
 from bastion.core.book import BookSide, OrderBook
 from bastion.core.ledger.base import Ledger
+from bastion.core.records import Order
 from bastion.core.rules import NO_DEADLINE, Refused
-from bastion.core.state import Account, Asset, Market, MigrationLog, Order
+from bastion.core.state import Account, Asset, Market, MigrationLog
 
 
 class Venue:

@@ -14,7 +14,8 @@ from bastion.core import commands as C
 from bastion.core import events as E
 from bastion.core.book import BookSide
 from bastion.core.matching import Clip
-from bastion.core.state import Account, Market, Order
+from bastion.core.records import Order
+from bastion.core.state import Account, Market
 
 
 class Ledger(Protocol):

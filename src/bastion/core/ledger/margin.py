@@ -16,6 +16,7 @@ maintenance in live markets.
 """
 
 from collections import deque
+from typing import Any
 
 from bastion.core import commands as C
 from bastion.core import errors as X
@@ -44,8 +45,9 @@ from bastion.core.perp.state import (
     Position,
 )
 from bastion.core.perp.triggers import TriggerBook
+from bastion.core.records import Order
 from bastion.core.rules import BPS, Refused
-from bastion.core.state import Account, Market, Order
+from bastion.core.state import Account, Market
 from bastion.core.venue import Venue
 
 Key = tuple[int, str]
@@ -154,12 +156,13 @@ class MarginLedger:
 
     def entry(self, mkt: Market, cmd: C.PlaceOrder) -> tuple[int, bool]:
         pm = self.markets[mkt.market]
-        reduce_only = cmd.reduce_only
+        raw: Any = cmd  # read before order entry validated it
+        reduce_only = raw.reduce_only
         if type(reduce_only) is not bool:
             raise Refused(X.INVALID_ARGUMENT, "reduce_only must be a boolean")
         if not pm.mark:
             raise Refused(X.NO_MARK_PRICE, f"{mkt.market} has no mark price yet")
-        return self.band(mkt, pm, cmd.side == "buy"), not reduce_only
+        return self.band(mkt, pm, raw.side == "buy"), not reduce_only
 
     def reserve_terms(self, acct: Account, mkt: Market, cmd: C.PlaceOrder, is_buy: bool,
                       qty: int, price: int) -> tuple[int, int]:

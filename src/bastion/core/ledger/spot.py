@@ -10,8 +10,9 @@ from bastion.core import errors as X
 from bastion.core import events as E
 from bastion.core.book import BookSide
 from bastion.core.matching import Clip
+from bastion.core.records import Order
 from bastion.core.rules import PPM, GuardViolation, Refused, spot_hold
-from bastion.core.state import Account, Market, Order
+from bastion.core.state import Account, Market
 from bastion.core.venue import Venue
 
 

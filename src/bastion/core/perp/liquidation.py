@@ -23,8 +23,9 @@ from bastion.core.ledger.margin import Key, MarginLedger
 from bastion.core.orders import execute
 from bastion.core.perp.calc import ceil_div, maintenance, notional, value
 from bastion.core.perp.state import INSURANCE, PerpMarket, Position
+from bastion.core.records import Order
 from bastion.core.rules import BPS, PPM, GuardViolation
-from bastion.core.state import Market, Order
+from bastion.core.state import Market
 
 #: A settle pass that loops this often is a defect (liquidations feeding each other forever).
 MAX_SETTLE_ROUNDS = 10_000
