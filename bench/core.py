@@ -13,13 +13,16 @@ from __future__ import annotations
 import argparse
 import gc
 import json
+import os
 import random
+import subprocess
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
+from bastion import corebuild  # noqa: E402
 from bastion.core import commands as C  # noqa: E402
 from bastion.core.engine import Engine  # noqa: E402
 from bastion.demo import BTC_USDT, demo_setup, stamp  # noqa: E402
@@ -152,6 +155,14 @@ def run(workload: str, ops: int) -> dict[str, object]:
             "trades": engine.next_trade_id - 1}
 
 
+def pure_run(workload: str, ops: int) -> int:
+    """One run of ``workload`` on the pure-Python core, in a child process."""
+    out = subprocess.run([sys.executable, __file__, "--workload", workload, "--ops", str(ops),
+                          "--repeat", "1", "--json"], capture_output=True, text=True,
+                         check=True, env={**os.environ, corebuild.PURE_ENV: "1"})
+    return int(json.loads(out.stdout.strip().splitlines()[-1])["ops_per_s"])
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--ops", type=int, default=300_000)
@@ -161,15 +172,25 @@ def main() -> None:
     ap.add_argument("--baseline", type=Path, help="JSON from an earlier run to compare against")
     ap.add_argument("--against", choices=sorted(WORKLOADS),
                     help="also run this workload, interleaved run by run, and print the ratio")
+    ap.add_argument("--pure-too", action="store_true",
+                    help="also time the pure-Python core (BASTION_PURE=1, a child process) "
+                         "run by run, and print compiled/pure")
     args = ap.parse_args()
     runs: list[dict[str, object]] = []
     other: list[dict[str, object]] = []
+    pure: dict[str, list[int]] = {args.workload: [], **({args.against: []} if args.against else {})}
     for _ in range(args.repeat):
         runs.append(run(args.workload, args.ops))
         if args.against:
             other.append(run(args.against, args.ops))
+        if args.pure_too:
+            for workload in pure:
+                pure[workload].append(pure_run(workload, args.ops))
     result = max(runs, key=lambda r: int(r["ops_per_s"]))  # type: ignore[call-overload]
     result["runs_ops_per_s"] = [r["ops_per_s"] for r in runs]
+    result["build"] = corebuild.describe()
+    if args.pure_too:
+        result["pure"] = {w: {"ops_per_s": max(v), "runs_ops_per_s": v} for w, v in pure.items()}
     if args.workload == "perp":
         result["mark_update_us"] = {n: mark_update_cost(n)["us_per_mark_update"]
                                     for n in (1_000, 10_000)}
@@ -183,12 +204,18 @@ def main() -> None:
         result["baseline_ops_per_s"] = base["ops_per_s"]
         result["ratio_to_baseline"] = round(int(result["ops_per_s"]) / base["ops_per_s"], 3)
     if not args.json:
+        print(result["build"])
         print(f"{result['workload']}: {result['ops']} ops in {result['seconds']} s = "
               f"{result['ops_per_s']:,} ops/s; resting {result['resting_orders']}, "
               f"trades {result['trades']}")
         if args.against:
             print(f"{args.against}: best {result['against']['ops_per_s']:,} ops/s; ratio "  # type: ignore[index]
                   f"{args.workload}/{args.against} = {result['ratio_to_against']}")
+        for workload, p in pure.items() if args.pure_too else ():
+            mine = result if workload == args.workload else result["against"]
+            print(f"{workload} pure-Python core: best {p['ops_per_s']:,} ops/s, runs "  # type: ignore[index]
+                  f"{p['runs_ops_per_s']}; compiled/pure = "
+                  f"{int(mine['ops_per_s']) / p['ops_per_s']:.2f}")  # type: ignore[index]
     print(json.dumps(result))
 
 

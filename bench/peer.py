@@ -157,11 +157,21 @@ def build_stream(ops: int, path: Path) -> dict[str, int]:
             "resting": len(engine.orders)}
 
 
-def _run(python: str, kind: str, path: Path, src: Path = ROOT / "src") -> int:
+def _run(python: str, kind: str, path: Path, src: Path = ROOT / "src",
+         pure: bool = False) -> int:
+    env = {**os.environ, "BASTION_PURE": "1"} if pure else None
     out = subprocess.run([python, str(Path(__file__).resolve()), "--worker", kind,
                           "--stream", str(path), "--src", str(src)],
-                         capture_output=True, text=True, check=True)
+                         capture_output=True, text=True, check=True, env=env)
     return round(float(out.stdout.strip().splitlines()[-1]))
+
+
+def _build(python: str) -> str:
+    """Which core build (``bastion.corebuild``) a Bastion run in ``python`` loads."""
+    out = subprocess.run([python, "-c", "import sys; sys.path.insert(0, sys.argv[1]); "
+                          "from bastion import corebuild; print(corebuild.describe())",
+                          str(ROOT / "src")], capture_output=True, text=True)
+    return out.stdout.strip() or out.stderr.strip()[-200:]
 
 
 def main() -> None:
@@ -185,7 +195,7 @@ def main() -> None:
         path = Path(tmp) / "stream.json"
         info = build_stream(args.ops, path)
         here = f"{sys.version_info.major}.{sys.version_info.minor}"
-        runs: dict[str, list[int]] = {f"bastion_py{here}": []}
+        runs: dict[str, list[int]] = {f"bastion_py{here}": [], f"bastion_py{here}_pure": []}
         if py312:
             runs["bastion_py312"] = []
             runs["peer_py312"] = []
@@ -193,6 +203,8 @@ def main() -> None:
                 runs["baseline_py312"] = []
         for _ in range(args.repeat):
             runs[f"bastion_py{here}"].append(_run(sys.executable, "bastion", path))
+            runs[f"bastion_py{here}_pure"].append(_run(sys.executable, "bastion", path,
+                                                        pure=True))
             if py312:
                 runs["bastion_py312"].append(_run(py312, "bastion", path))
                 runs["peer_py312"].append(_run(py312, "peer", path))
@@ -201,17 +213,30 @@ def main() -> None:
                                                        args.baseline_src.resolve()))
     best = {k: max(v) for k, v in runs.items()}
     result: dict[str, object] = {"workload": "churn", **info, "runs_ops_per_s": runs,
-                                 "best_ops_per_s": best, "cpus": os.cpu_count()}
+                                 "best_ops_per_s": best, "cpus": os.cpu_count(),
+                                 f"build_py{here}": _build(sys.executable)}
+    result["ratio_compiled_to_pure"] = round(best[f"bastion_py{here}"]
+                                             / best[f"bastion_py{here}_pure"], 3)
     if py312:
+        result["build_py312"] = _build(py312)
         result["ratio_bastion_to_peer_py312"] = round(best["bastion_py312"]
                                                       / best["peer_py312"], 3)
+        result[f"ratio_bastion_py{here}_to_peer_py312"] = round(best[f"bastion_py{here}"]
+                                                                / best["peer_py312"], 3)
         if args.baseline_src:
             result["ratio_baseline_to_peer_py312"] = round(best["baseline_py312"]
                                                            / best["peer_py312"], 3)
     if not args.json:
-        for k, v in runs.items():
-            print(f"{k:>16}: best {best[k]:>9,} ops/s  runs {v}")
+        print(f"Python {here}: {result[f'build_py{here}']}")
         if py312:
+            print(f"Python 3.12: {result['build_py312']}")
+        for k, v in runs.items():
+            print(f"{k:>21}: best {best[k]:>9,} ops/s  runs {v}")
+        print(f"ratio Bastion compiled / pure (Python {here}): "
+              f"{result['ratio_compiled_to_pure']}")
+        if py312:
+            print(f"ratio Bastion (Python {here}, as built) / matching-engine (Python 3.12): "
+                  f"{result[f'ratio_bastion_py{here}_to_peer_py312']}")
             print(f"ratio Bastion / matching-engine (both Python 3.12): "
                   f"{result['ratio_bastion_to_peer_py312']}")
             if args.baseline_src:

@@ -33,9 +33,18 @@ from bastion.core.ledger.spot import SpotLedger
 from bastion.core.perp import accounts as margin_accounts
 from bastion.core.perp import funding, liquidation, oracle, triggers_cmd
 from bastion.core.perp import market as perp_market
-from bastion.core.records import from_state as order_from_state
 from bastion.core.rules import GuardViolation, Refused
-from bastion.core.state import STATE_VERSION, Account, CreditKey, EngineState, OrderState
+from bastion.core.state import (
+    STATE_VERSION,
+    Account,
+    CreditKey,
+    EngineState,
+    OrderState,
+    market_record,
+    market_state,
+    order_record,
+    order_state,
+)
 from bastion.core.venue import Venue
 from bastion.core.wallet.desk import COMMANDS as WALLET_COMMANDS
 from bastion.core.wallet.desk import Wallet, WalletHandler
@@ -122,8 +131,8 @@ class Engine(Venue):
         orders_: list[OrderState] = []
         for name in sorted(self.books):
             book = self.books[name]
-            orders_.extend(o.to_state() for o in book.bids.orders_in_priority())
-            orders_.extend(o.to_state() for o in book.asks.orders_in_priority())
+            orders_.extend(order_state(o) for o in book.bids.orders_in_priority())
+            orders_.extend(order_state(o) for o in book.asks.orders_in_priority())
         accounts_ = [
             Account(account=a.account, available=dict(sorted(a.available.items())),
                     held=dict(sorted(a.held.items())), stp=a.stp)
@@ -133,7 +142,7 @@ class Engine(Venue):
             version=STATE_VERSION, seq=self.seq, ts=self.ts, next_order_id=self.next_order_id,
             next_trade_id=self.next_trade_id,
             assets=[self.assets[k] for k in sorted(self.assets)],
-            markets=[self.markets[k] for k in sorted(self.markets)],
+            markets=[market_state(self.markets[k]) for k in sorted(self.markets)],
             accounts=accounts_, orders=orders_, fees=dict(sorted(self.fees.items())),
             net_deposits=dict(sorted(self.net_deposits.items())),
             perp=self.perp.export(),
@@ -160,11 +169,11 @@ class Engine(Venue):
         eng.seq, eng.ts = state.seq, state.ts
         eng.next_order_id, eng.next_trade_id = state.next_order_id, state.next_trade_id
         eng.assets = {a.asset: a for a in state.assets}
-        eng.markets = {m.market: m for m in state.markets}
+        eng.markets = {m.market: market_record(m) for m in state.markets}
         eng.books = {m.market: OrderBook(m.market) for m in state.markets}
         eng.accounts = {a.account: a for a in state.accounts}
         for record in state.orders:
-            order = order_from_state(record)
+            order = order_record(record)
             eng.orders[order.order_id] = order
             if order.client_id:
                 eng.client_ids[(order.account, order.client_id)] = order.order_id

@@ -1,8 +1,6 @@
 """Asset and market commands: create, update metadata, reference price, market modes, and the
 timed end of ``recovery``."""
 
-import msgspec
-
 from bastion.core import commands as C
 from bastion.core import errors as X
 from bastion.core import events as E
@@ -59,7 +57,9 @@ def update_market(v: Venue, cmd: C.UpdateMarket, out: list[E.Event]) -> None:
             changes[name] = value
     if not changes:
         raise Refused(X.NO_CHANGE, "update changes nothing")
-    merged = msgspec.structs.replace(mkt, **changes)
+    merged = mkt.copy()
+    for name, value in changes.items():
+        setattr(merged, name, value)
     spec = C.CreateMarket(market=mkt.market, base=mkt.base, quote=mkt.quote,
                           price_decimals=mkt.price_decimals, tick_size=merged.tick_size,
                           lot_size=merged.lot_size, min_qty=merged.min_qty,

@@ -5,8 +5,6 @@ timed steps (a fee holiday's end, a mode window) run at the first command stampe
 their time, so a replay runs them at exactly the same point.
 """
 
-import msgspec
-
 from bastion.core import commands as C
 from bastion.core import errors as X
 from bastion.core import events as E
@@ -16,7 +14,14 @@ from bastion.core.errors import MAX_INT
 from bastion.core.instruments import validate_market
 from bastion.core.records import Order
 from bastion.core.rules import Refused
-from bastion.core.state import Market, MigrationLog, MigrationRecord, ScheduledStep
+from bastion.core.state import (
+    Market,
+    MarketState,
+    MigrationLog,
+    MigrationRecord,
+    ScheduledStep,
+    market_state,
+)
 from bastion.core.venue import Venue
 
 MIGRATION_APPLIED = "MIGRATION_APPLIED"
@@ -161,7 +166,7 @@ class Planner:
                                           "comes alone", X.INVALID_ARGUMENT)
         view = self.p.views.get(market)
         if view is None:
-            view = self.p.views[market] = msgspec.structs.replace(mkt)
+            view = self.p.views[market] = mkt.copy()
         return view
 
     def _validate(self, view: Market, at: str, field: str) -> None:
@@ -239,8 +244,8 @@ class Planner:
             raise _refuse(f"{at}.end", f"is already past (engine time {self.now} ms)",
                           X.INVALID_ARGUMENT)
         _check_window(self.log, ch.market, True, start, end, self.now, at)
-        trial = msgspec.structs.replace(view, maker_fee_ppm=ch.maker_fee_ppm,
-                                        taker_fee_ppm=ch.taker_fee_ppm)
+        trial = view.copy()
+        trial.maker_fee_ppm, trial.taker_fee_ppm = ch.maker_fee_ppm, ch.taker_fee_ppm
         self._validate(trial, at, "taker_fee_ppm")
         mid = self.mig.migration_id
         why = f"fee schedule of migration {mid}"
@@ -363,7 +368,7 @@ def apply_migration(v: Venue, cmd: C.ApplyMigration, out: list[E.Event]) -> None
     below is one the plan has shown cannot be refused."""
     p = plan(v, cmd)
     log = v.migrations
-    before = [msgspec.structs.replace(v.markets[m]) for m in sorted(p.views)]
+    before = [market_state(v.markets[m]) for m in sorted(p.views)]
     why = f"migration {cmd.migration_id}"
     for asset in p.assets:
         markets.create_asset(v, asset, out)
@@ -446,7 +451,7 @@ def rollback_migration(v: Venue, cmd: C.RollbackMigration, out: list[E.Event]) -
     assert all(m.market in v.markets for m in record.before)
 
 
-def _restore(v: Venue, old: Market, why: str, out: list[E.Event]) -> None:
+def _restore(v: Venue, old: MarketState, why: str, out: list[E.Event]) -> None:
     """The market's metadata and mode exactly as recorded; prices it has seen since stay."""
     mkt = v.markets[old.market]
     changes = {f: getattr(old, f) for f in META_FIELDS if getattr(old, f) != getattr(mkt, f)}

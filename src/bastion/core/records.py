@@ -1,18 +1,23 @@
-"""The open order as the engine holds it: a plain typed class, not a msgspec Struct.
+"""The records the order path reads and writes on every command: the open order and the
+market's terms, as plain typed classes rather than msgspec Structs.
 
-Compiled (``bastion.core.build``), it is a native class whose fields are read and written
-directly by the compiled order path; a Struct is reached only generically there. The snapshot
-keeps the Struct form (``state.OrderState``): ``to_state``/``from_state`` convert at export and
-restore only, field for field, so the snapshot bytes and the state hash are unchanged.
+Compiled (``bastion.corebuild``), they are native classes whose fields the compiled order path
+reads and writes directly, where a Struct is reached only generically; both hold nothing but
+ints and strings, so they are ``acyclic`` (the garbage collector never tracks them). The
+snapshot keeps the Struct forms (``state.OrderState``, ``state.MarketState``) and converts at
+export and restore only, field for field, so the snapshot bytes and the state hash are
+unchanged.
 """
 
 from typing import final
 
-from bastion.core.commands import Side, STPMode
-from bastion.core.state import OrderState
+from mypy_extensions import mypyc_attr
+
+from bastion.core.commands import MarketMode, Side, STPMode
 
 
 @final
+@mypyc_attr(acyclic=True)
 class Order:
     __slots__ = ("account", "client_id", "filled_quote", "hold", "live", "maker_cap", "market",
                  "order_id", "post_only", "price", "qty", "remaining", "side", "stp",
@@ -48,14 +53,51 @@ class Order:
                 f"qty={self.qty}, remaining={self.remaining}, hold={self.hold}, "
                 f"tif={self.tif!r}, live={self.live})")
 
-    def to_state(self) -> OrderState:
-        return OrderState(self.order_id, self.account, self.market, self.side, self.price,
-                          self.qty, self.remaining, self.hold, self.ts, self.tif,
-                          self.post_only, self.client_id, self.stp, self.maker_cap,
-                          self.taker_cap, self.filled_quote, self.live)
 
+@final
+@mypyc_attr(acyclic=True)
+class Market:
+    __slots__ = ("base", "kind", "last_price", "lot_size", "maker_fee_ppm", "market",
+                 "market_band_bps", "max_qty", "min_notional", "min_qty", "mode",
+                 "mode_reason", "mode_until", "price_decimals", "price_div", "quote",
+                 "ref_band_bps", "ref_price", "taker_fee_ppm", "tick_size")
 
-def from_state(s: OrderState) -> Order:
-    return Order(s.order_id, s.account, s.market, s.side, s.price, s.qty, s.remaining, s.hold,
-                 s.ts, s.tif, s.post_only, s.client_id, s.stp, s.maker_cap, s.taker_cap,
-                 s.filled_quote, s.live)
+    def __init__(self, market: str, base: str, quote: str, price_decimals: int, price_div: int,
+                 tick_size: int, lot_size: int, min_qty: int, max_qty: int, min_notional: int,
+                 maker_fee_ppm: int, taker_fee_ppm: int, market_band_bps: int,
+                 ref_band_bps: int, kind: str = "spot", mode: MarketMode = "open",
+                 mode_reason: str = "", mode_until: int = 0, ref_price: int = 0,
+                 last_price: int = 0) -> None:
+        self.market = market
+        self.base = base
+        self.quote = quote
+        self.price_decimals = price_decimals
+        #: notional (quote units) = price * qty // price_div; fixed at creation from the decimals.
+        self.price_div = price_div
+        self.tick_size = tick_size
+        self.lot_size = lot_size
+        self.min_qty = min_qty
+        self.max_qty = max_qty
+        self.min_notional = min_notional
+        self.maker_fee_ppm = maker_fee_ppm
+        self.taker_fee_ppm = taker_fee_ppm
+        self.market_band_bps = market_band_bps
+        self.ref_band_bps = ref_band_bps
+        self.kind = kind
+        self.mode: MarketMode = mode
+        self.mode_reason = mode_reason
+        self.mode_until = mode_until
+        self.ref_price = ref_price
+        self.last_price = last_price
+
+    def copy(self) -> "Market":
+        return Market(self.market, self.base, self.quote, self.price_decimals, self.price_div,
+                      self.tick_size, self.lot_size, self.min_qty, self.max_qty,
+                      self.min_notional, self.maker_fee_ppm, self.taker_fee_ppm,
+                      self.market_band_bps, self.ref_band_bps, self.kind, self.mode,
+                      self.mode_reason, self.mode_until, self.ref_price, self.last_price)
+
+    def __repr__(self) -> str:
+        return (f"Market(market={self.market!r}, kind={self.kind!r}, mode={self.mode!r}, "
+                f"tick_size={self.tick_size}, lot_size={self.lot_size}, "
+                f"maker_fee_ppm={self.maker_fee_ppm}, taker_fee_ppm={self.taker_fee_ppm})")

@@ -8,6 +8,8 @@ import msgspec
 
 from bastion.core.commands import MarketMode, Side, STPMode
 from bastion.core.perp.state import PerpState
+from bastion.core.records import Market as Market
+from bastion.core.records import Order as Order
 from bastion.core.wallet.state import WalletState
 
 #: 2: lazy funding (PerpMarket.funding_pool; positions settle when touched)
@@ -19,7 +21,10 @@ class Asset(msgspec.Struct):
     decimals: int
 
 
-class Market(msgspec.Struct):
+class MarketState(msgspec.Struct):
+    """A market in the snapshot (the engine holds ``records.Market``)."""
+
+
     market: str
     base: str
     quote: str
@@ -98,7 +103,7 @@ class MigrationRecord(msgspec.Struct, kw_only=True):
     seq: int
     ts: int
     #: touched markets exactly as they were: rollback puts these back
-    before: list[Market]
+    before: list[MarketState]
     created_assets: list[str]
     created_markets: list[str]
     cancelled: list[int]
@@ -128,7 +133,7 @@ class EngineState(msgspec.Struct, omit_defaults=True):
     next_order_id: int
     next_trade_id: int
     assets: list[Asset]
-    markets: list[Market]
+    markets: list[MarketState]
     accounts: list[Account]
     #: per market: bids best-first then asks best-first, FIFO within a level.
     orders: list[OrderState]
@@ -145,3 +150,41 @@ class EngineState(msgspec.Struct, omit_defaults=True):
     #: compensation credits applied (empty on a venue that never credited, so older
     #: snapshots and their hashes are unchanged)
     credited: list[CreditKey] = msgspec.field(default_factory=list)
+
+
+# ---------------------------------------------------------------------- live <-> snapshot
+
+def order_state(o: Order) -> OrderState:
+    return OrderState(o.order_id, o.account, o.market, o.side, o.price, o.qty, o.remaining,
+                      o.hold, o.ts, o.tif, o.post_only, o.client_id, o.stp, o.maker_cap,
+                      o.taker_cap, o.filled_quote, o.live)
+
+
+def order_record(s: OrderState) -> Order:
+    return Order(s.order_id, s.account, s.market, s.side, s.price, s.qty, s.remaining, s.hold,
+                 s.ts, s.tif, s.post_only, s.client_id, s.stp, s.maker_cap, s.taker_cap,
+                 s.filled_quote, s.live)
+
+
+def market_state(m: Market) -> MarketState:
+    return MarketState(m.market, m.base, m.quote, m.price_decimals, m.price_div, m.tick_size,
+                       m.lot_size, m.min_qty, m.max_qty, m.min_notional, m.maker_fee_ppm,
+                       m.taker_fee_ppm, m.market_band_bps, m.ref_band_bps, m.kind, m.mode,
+                       m.mode_reason, m.mode_until, m.ref_price, m.last_price)
+
+
+def market_record(s: MarketState) -> Market:
+    return Market(s.market, s.base, s.quote, s.price_decimals, s.price_div, s.tick_size,
+                  s.lot_size, s.min_qty, s.max_qty, s.min_notional, s.maker_fee_ppm,
+                  s.taker_fee_ppm, s.market_band_bps, s.ref_band_bps, s.kind, s.mode,
+                  s.mode_reason, s.mode_until, s.ref_price, s.last_price)
+
+
+def fields_of(record: object) -> tuple[str, ...]:
+    """The field names of a live record, native or Struct (operator overrides check them)."""
+    if isinstance(record, Market):
+        return MarketState.__struct_fields__
+    if isinstance(record, Order):
+        return OrderState.__struct_fields__
+    fields: tuple[str, ...] = getattr(record, "__struct_fields__", ())
+    return fields

@@ -24,7 +24,7 @@ from bastion.core import commands as C
 from bastion.core import events as E
 from bastion.core.codec import decode_command, decode_state, encode_state
 from bastion.core.engine import Engine
-from bastion.core.state import EngineState
+from bastion.core.state import EngineState, fields_of
 from bastion.journal.errors import DurabilityError
 from bastion.journal.local import LocalJournal
 from bastion.node.layout import DataDir
@@ -131,7 +131,7 @@ def override(engine: Engine, correction: Correction) -> None:
             raise DurabilityError(f"override: unknown market {o.market!r}",
                                   code="BAD_CORRECTION")
         for name, value in o.fields.items():
-            hit = [t for t in targets if name in t.__struct_fields__]
+            hit = [t for t in targets if name in fields_of(t)]
             current = getattr(hit[0], name) if hit else None
             if not hit or type(current) is not type(value):
                 raise DurabilityError(f"override: {o.market} has no {type(value).__name__} "

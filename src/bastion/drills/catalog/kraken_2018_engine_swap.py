@@ -87,11 +87,12 @@ class KrakenEngineSwap(Drill):
             for name in ("PYTHONPATH", "PYTHONDONTWRITEBYTECODE"):
                 dep.env.pop(name, None)
         else:
-            # the compiled file the server leaves behind proves it imported this source
+            # the compiled file the server leaves behind proves it imported this source (the
+            # package's __init__: a module the compiled core build never replaces)
             dep.env.update(PYTHONPATH=str(source), PYTHONDONTWRITEBYTECODE="")
         await dep.start_async()
         if source is not None:
-            loaded = any((source / "bastion" / "core" / "__pycache__").glob("engine.*.pyc"))
+            loaded = any((source / "bastion" / "core" / "__pycache__").glob("__init__.*.pyc"))
             run.check(f"the node runs the {label}'s code", loaded, str(source))
         t0 = time.monotonic()
         while time.monotonic() - t0 < 20 and not any(a.ok and a.t > down
