@@ -11,8 +11,10 @@ default). ``matching-engine`` needs Python >= 3.12: this script builds its own v
 
 Each run is a fresh process per engine (same interpreter, same pre-built command objects,
 timed loop only); runs alternate Bastion / peer so machine noise hits both alike. Printed:
-every run, the best of N for each and the ratio of the bests. Bastion is also timed in this
-interpreter (the project's venv) for reference.
+every run, the best of N for each and the ratio of the bests. Bastion's compiled core
+(``bastion.corebuild``) is built for the 3.12 venv too (``--pure-312`` skips that), and
+Bastion is also timed in this interpreter (the project's venv), compiled and pure
+(``BASTION_PURE=1``), with the build each run loaded.
 """
 
 from __future__ import annotations
@@ -108,7 +110,7 @@ def _python312() -> str | None:
 def peer_python() -> str | None:
     """The peer venv's interpreter, created on first use; None (with a reason) if impossible."""
     py = PEER_VENV / "bin" / "python"
-    stamp = PEER_VENV / ".installed"
+    stamp = PEER_VENV / ".installed-3"  # 3: Bastion's runtime needs and its compiler (mypyc)
     if py.exists() and stamp.exists():
         return str(py)
     base = _python312()
@@ -116,7 +118,8 @@ def peer_python() -> str | None:
         print("peer: no Python >= 3.12 on this machine; matching-engine needs it: skipped")
         return None
     subprocess.run([base, "-m", "venv", "--clear", str(PEER_VENV)], check=True)
-    pip = subprocess.run([str(py), "-m", "pip", "install", "-q", PEER_PACKAGE, "msgspec"],
+    pip = subprocess.run([str(py), "-m", "pip", "install", "-q", PEER_PACKAGE, "msgspec",
+                          "mypy-extensions", "mypy>=2.4", "setuptools"],
                          capture_output=True, text=True)
     if pip.returncode != 0:
         print(f"peer: installing {PEER_PACKAGE} failed, skipped:\n{pip.stderr[-800:]}")
@@ -182,6 +185,8 @@ def main() -> None:
     ap.add_argument("--baseline-src", type=Path,
                     help="another Bastion source tree (its src/) to time alongside, e.g. an "
                          "older commit's `git archive` (Python 3.12 runs)")
+    ap.add_argument("--pure-312", action="store_true",
+                    help="do not compile Bastion's core for the 3.12 venv (it then runs pure)")
     ap.add_argument("--worker", choices=["bastion", "peer"], help=argparse.SUPPRESS)
     ap.add_argument("--src", type=Path, default=ROOT / "src", help=argparse.SUPPRESS)
     ap.add_argument("--stream", type=Path, help=argparse.SUPPRESS)
@@ -191,6 +196,11 @@ def main() -> None:
               else _peer_worker(args.stream))
         return
     py312 = peer_python()
+    if py312 and not args.pure_312 and not _build(py312).startswith("core: compiled"):
+        # Bastion's compiled core for this interpreter too, so both engines run on 3.12
+        subprocess.run([py312, "-c", "import sys; sys.path.insert(0, sys.argv[1]); "
+                        "from bastion.corebuild import build; build()", str(ROOT / "src")],
+                       check=True)
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "stream.json"
         info = build_stream(args.ops, path)

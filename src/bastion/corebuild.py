@@ -22,6 +22,7 @@ import json
 import os
 import shutil
 import sys
+import sysconfig
 import tempfile
 import time
 from collections.abc import Sequence
@@ -99,12 +100,24 @@ def describe() -> str:
 
 
 def build() -> int:
-    """Compile ``HOT`` with mypyc; 0 when built or skipped for a clear reason (no C compiler:
-    the pure core runs), 1 when compilation failed."""
+    """Compile ``HOT`` with mypyc. Never fails the caller: without a C compiler, Python's
+    headers or mypyc, or if compiling fails, it says why and the pure-Python core runs."""
     cc = os.environ.get("CC", "cc").split()[0]
     if shutil.which(cc) is None and shutil.which("gcc") is None:
         print("corebuild: no C compiler found; the pure-Python core will run")
         return 0
+    if not (Path(sysconfig.get_paths()["include"]) / "Python.h").is_file():
+        print("corebuild: Python.h missing (no Python headers); the pure-Python core will run")
+        return 0
+    try:
+        return _compile()
+    except (Exception, SystemExit) as exc:  # a failed build leaves the pure core, said loudly
+        shutil.rmtree(out_dir(), ignore_errors=True)
+        print(f"corebuild: FAILED ({exc!r}); the pure-Python core will run")
+        return 0
+
+
+def _compile() -> int:
     try:
         from mypyc.build import mypycify
         setuptools = importlib.import_module("setuptools")  # untyped on some versions
