@@ -64,6 +64,10 @@ def test_every_op_documents_its_error_codes() -> None:
     assert "`INVALID_SIGNATURE`" in place["401"]["description"]
     public = spec["paths"]["/v1/time"]["get"]["responses"]
     assert "401" not in public  # a public route never answers an auth error
+    # operator responses typed from the ops kit's own result types
+    cancel = spec["paths"]["/admin/ops/cancel"]["post"]["responses"]["200"]
+    assert cancel["content"]["application/json"]["schema"]["$ref"].endswith("/CancelResult")
+    assert "canceled" in spec["components"]["schemas"]["CancelResult"]["properties"]
     error = spec["components"]["schemas"]["Error"]["properties"]
     assert {"code", "message", "field", "limit", "value"} <= error.keys()
 

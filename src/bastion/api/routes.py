@@ -23,6 +23,7 @@ from bastion.api.native import schemas as S
 from bastion.api.native.routes import PLACE_PATH
 from bastion.api.operator import ops as O
 from bastion.core import errors as X
+from bastion.ops.kit import CancelResult, Maintenance
 
 Auth = Literal["none", "read", "trade", "withdraw", "admin"]
 #: (name, JSON schema, required)
@@ -220,18 +221,19 @@ OPS: tuple[Op, ...] = (
     Op("post", "/admin/ops/modes", "ops.modes", "Set the mode of several markets (halt, "
        "resume) as journaled commands", "admin", O.ModesReq, errors=_KIT, tag="operator kit"),
     Op("post", "/admin/ops/cancel", "ops.cancel", "Selective mass cancel by market, account, "
-       "order kind and side (dry_run counts only)", "admin", O.CancelReq, errors=_KIT,
+       "order kind and side (dry_run counts only)", "admin", O.CancelReq, CancelResult, errors=_KIT,
        tag="operator kit"),
     Op("post", "/admin/ops/snapshots", "ops.snapshot", "Take a named snapshot online",
        "admin", O.SnapshotReq, status=201, errors=(X.INVALID_ARGUMENT,), tag="operator kit"),
     Op("post", "/admin/ops/maintenance", "ops.maintenance_begin", "Open a maintenance window "
        "(markets to a restricted mode, announced on the status page)", "admin",
-       O.MaintenanceReq, status=201, errors=(*_KIT, "MAINTENANCE_OPEN"), tag="operator kit"),
-    Op("delete", "/admin/ops/maintenance", "ops.maintenance_end", "Close the open maintenance "
-       "window (markets back to their modes)", "admin", errors=("NO_MAINTENANCE",),
+       O.MaintenanceReq, Maintenance, 201, errors=(*_KIT, "MAINTENANCE_OPEN"),
        tag="operator kit"),
+    Op("delete", "/admin/ops/maintenance", "ops.maintenance_end", "Close the open maintenance "
+       "window (markets back to their modes)", "admin", response=Maintenance,
+       errors=("NO_MAINTENANCE",), tag="operator kit"),
     Op("get", "/admin/ops/maintenance", "ops.maintenance_get", "The open maintenance window",
-       "admin", errors=(A.NOT_FOUND,), tag="operator kit"),
+       "admin", response=Maintenance, errors=(A.NOT_FOUND,), tag="operator kit"),
     Op("post", "/admin/ops/rollback", "ops.rollback", "Roll the deployment back: halt every "
        "market, record the request, restart onto a snapshot or seq and reopen in recovery",
        "admin", O.RollbackReq, status=202, errors=(*_KIT, "UNKNOWN_SNAPSHOT"),
