@@ -318,8 +318,9 @@ def test_openapi_and_docs(alice: Client) -> None:
 
 
 def test_limits(tmp_path: Path) -> None:
-    """Per-key and per-IP limits answer 429 with Retry-After; oversized bodies 413."""
-    with running(tmp_path / "data", BASTION_RATE_KEY="5/5", BASTION_RATE_IP="20/20",
+    """Per-key and per-IP limits answer 429 with Retry-After; oversized bodies 413. Slow refill
+    rates (1/s per key, 4/s per IP) so that a loaded machine's slow requests still hit them."""
+    with running(tmp_path / "data", BASTION_RATE_KEY="1/5", BASTION_RATE_IP="4/20",
                  BASTION_MAX_BODY="2048") as s:
         c = Client(s.url)
         codes = [c.get("/v1/balances").status_code for _ in range(10)]
@@ -327,7 +328,7 @@ def test_limits(tmp_path: Path) -> None:
         r = c.get("/v1/balances")
         assert r.status_code == 429 and r.json()["code"] == "RATE_LIMITED"
         assert int(r.headers["retry-after"]) >= 1 and "per-key" in r.json()["message"]
-        time.sleep(1.2)
+        time.sleep(2.2)  # two tokens back: this read and the oversized order below
         assert c.get("/v1/balances").status_code == 200
         big = b'{"market":"' + b"x" * 4000 + b'"}'
         r = c.post("/v1/orders", big)
