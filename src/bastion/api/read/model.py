@@ -258,6 +258,7 @@ class ReadModel:
             log.error("read model: account %d's checkpointed history does not decode (%s); "
                       "its open orders are reseeded from the engine", account, exc)
             opened, closed, fills, pairs = self._seeded(account), [], [], []
+            self._pending.pop(account, None)  # the engine's orders already include the tail
         orders = self.orders
         view.open = dict(zip(map(_ORDER_ID, opened), opened, strict=True))
         orders.update(view.open)
@@ -280,10 +281,6 @@ class ReadModel:
             finally:
                 self.touched, self.touched_accounts, self.touched_positions = saved
         return view
-
-    def thaw_all(self) -> None:
-        for account in list(self.cold):
-            self._thaw(account)
 
     def rows(self) -> list[ColdAccount]:
         """Every account as a checkpoint holds it, by account id; a cold account with nothing
