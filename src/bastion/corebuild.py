@@ -99,15 +99,25 @@ def describe() -> str:
     return f"core: {KIND} ({REASON})"
 
 
+def cannot_build() -> str:
+    """Why this machine cannot compile the core (``""`` when it can): then the pure core is
+    expected; otherwise ``make`` must have built it (``tests/core/test_corebuild.py``)."""
+    cc = os.environ.get("CC", "cc").split()[0]
+    if shutil.which(cc) is None and shutil.which("gcc") is None:
+        return "no C compiler found"
+    if not (Path(sysconfig.get_paths()["include"]) / "Python.h").is_file():
+        return "Python.h missing (no Python headers)"
+    if importlib.util.find_spec("mypyc") is None or importlib.util.find_spec("setuptools") is None:
+        return "mypyc or setuptools not installed"
+    return ""
+
+
 def build() -> int:
     """Compile ``HOT`` with mypyc. Never fails the caller: without a C compiler, Python's
     headers or mypyc, or if compiling fails, it says why and the pure-Python core runs."""
-    cc = os.environ.get("CC", "cc").split()[0]
-    if shutil.which(cc) is None and shutil.which("gcc") is None:
-        print("corebuild: no C compiler found; the pure-Python core will run")
-        return 0
-    if not (Path(sysconfig.get_paths()["include"]) / "Python.h").is_file():
-        print("corebuild: Python.h missing (no Python headers); the pure-Python core will run")
+    reason = cannot_build()
+    if reason:
+        print(f"corebuild: {reason}; the pure-Python core will run")
         return 0
     try:
         return _compile()

@@ -101,6 +101,9 @@ def test_the_reported_build_is_the_one_loaded() -> None:
         assert corebuild.KIND == "pure" and f"{corebuild.PURE_ENV}=1" == corebuild.REASON
     elif _current_build():
         assert corebuild.KIND == "compiled", corebuild.REASON
+    elif not corebuild.cannot_build():  # CI runs the compiled build wherever it can be built
+        pytest.fail(f"this machine can compile the core but runs it pure "
+                    f"({corebuild.REASON}): run make, or see make's corebuild line")
 
 
 def test_compiled_and_pure_give_the_same_events_and_state() -> None:

@@ -36,10 +36,11 @@ from bastion.core.perp import market as perp_market
 from bastion.core.rules import GuardViolation, Refused
 from bastion.core.state import (
     STATE_VERSION,
-    Account,
     CreditKey,
     EngineState,
     OrderState,
+    account_record,
+    account_state,
     market_record,
     market_state,
     order_record,
@@ -133,11 +134,7 @@ class Engine(Venue):
             book = self.books[name]
             orders_.extend(order_state(o) for o in book.bids.orders_in_priority())
             orders_.extend(order_state(o) for o in book.asks.orders_in_priority())
-        accounts_ = [
-            Account(account=a.account, available=dict(sorted(a.available.items())),
-                    held=dict(sorted(a.held.items())), stp=a.stp)
-            for _, a in sorted(self.accounts.items())
-        ]
+        accounts_ = [account_state(a) for _, a in sorted(self.accounts.items())]
         return EngineState(
             version=STATE_VERSION, seq=self.seq, ts=self.ts, next_order_id=self.next_order_id,
             next_trade_id=self.next_trade_id,
@@ -171,7 +168,7 @@ class Engine(Venue):
         eng.assets = {a.asset: a for a in state.assets}
         eng.markets = {m.market: market_record(m) for m in state.markets}
         eng.books = {m.market: OrderBook(m.market) for m in state.markets}
-        eng.accounts = {a.account: a for a in state.accounts}
+        eng.accounts = {a.account: account_record(a) for a in state.accounts}
         for record in state.orders:
             order = order_record(record)
             eng.orders[order.order_id] = order

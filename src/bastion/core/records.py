@@ -1,9 +1,9 @@
-"""The records the order path reads and writes on every command: the open order and the
-market's terms, as plain typed classes rather than msgspec Structs.
+"""The records the order path reads and writes on every command: the open order, the market's
+terms and the spot account, as plain typed classes rather than msgspec Structs.
 
 Compiled (``bastion.corebuild``), they are native classes whose fields the compiled order path
-reads and writes directly, where a Struct is reached only generically; both hold nothing but
-ints and strings, so they are ``acyclic`` (the garbage collector never tracks them). The
+reads and writes directly, where a Struct is reached only generically; none can be part of a
+reference cycle, so they are ``acyclic`` (the garbage collector never tracks them). The
 snapshot keeps the Struct forms (``state.OrderState``, ``state.MarketState``) and converts at
 export and restore only, field for field, so the snapshot bytes and the state hash are
 unchanged.
@@ -101,3 +101,22 @@ class Market:
         return (f"Market(market={self.market!r}, kind={self.kind!r}, mode={self.mode!r}, "
                 f"tick_size={self.tick_size}, lot_size={self.lot_size}, "
                 f"maker_fee_ppm={self.maker_fee_ppm}, taker_fee_ppm={self.taker_fee_ppm})")
+
+
+@final
+@mypyc_attr(acyclic=True)
+class Account:
+    """A spot account: balances by asset, available and held for open orders."""
+
+    __slots__ = ("account", "available", "held", "stp")
+
+    def __init__(self, account: int, available: dict[str, int], held: dict[str, int],
+                 stp: STPMode = "expire_taker") -> None:
+        self.account = account
+        self.available = available
+        self.held = held
+        self.stp: STPMode = stp
+
+    def __repr__(self) -> str:
+        return (f"Account(account={self.account}, available={self.available!r}, "
+                f"held={self.held!r}, stp={self.stp!r})")

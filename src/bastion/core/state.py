@@ -8,6 +8,7 @@ import msgspec
 
 from bastion.core.commands import MarketMode, Side, STPMode
 from bastion.core.perp.state import PerpState
+from bastion.core.records import Account as Account
 from bastion.core.records import Market as Market
 from bastion.core.records import Order as Order
 from bastion.core.wallet.state import WalletState
@@ -72,7 +73,9 @@ class OrderState(msgspec.Struct, gc=False):
     live: bool = True
 
 
-class Account(msgspec.Struct):
+class AccountState(msgspec.Struct):
+    """A spot account in the snapshot (the engine holds ``records.Account``)."""
+
     account: int
     available: dict[str, int]
     held: dict[str, int]
@@ -134,7 +137,7 @@ class EngineState(msgspec.Struct, omit_defaults=True):
     next_trade_id: int
     assets: list[Asset]
     markets: list[MarketState]
-    accounts: list[Account]
+    accounts: list[AccountState]
     #: per market: bids best-first then asks best-first, FIFO within a level.
     orders: list[OrderState]
     fees: dict[str, int]
@@ -188,3 +191,13 @@ def fields_of(record: object) -> tuple[str, ...]:
         return OrderState.__struct_fields__
     fields: tuple[str, ...] = getattr(record, "__struct_fields__", ())
     return fields
+
+
+def account_state(a: Account) -> AccountState:
+    """Balances in asset order (the canonical snapshot form)."""
+    return AccountState(a.account, dict(sorted(a.available.items())),
+                        dict(sorted(a.held.items())), a.stp)
+
+
+def account_record(s: AccountState) -> Account:
+    return Account(s.account, s.available, s.held, s.stp)
