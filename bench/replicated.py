@@ -208,6 +208,7 @@ def failovers(args: argparse.Namespace) -> dict[str, Any]:
         both = [r - max(e, k) for r, e, k in zip(nats_rto, elections, lease_elections,
                                                   strict=True) if e and k]
         #: over the later of the two elections (the stream's and the lease bucket's)
+        out["bastion_over_both_s"] = [round(x, 3) for x in both]
         out["bastion_over_both_p50_s"] = round(statistics.median(both), 3) if both else None
         out["bastion_over_both_max_s"] = round(max(both), 3) if both else None
 
@@ -290,6 +291,7 @@ def main() -> None:
                   f" (each {f['bastion_over_election_s']}); lease bucket back after "
                   f"{f['lease_bucket_election_s']}; over the later of the two p50 "
                   f"{f['bastion_over_both_p50_s']} s, max {f['bastion_over_both_max_s']} s"
+                  f" (each {f['bastion_over_both_s']})"
                   f"; each RTO {f['stream_leader_kill_rto_s']}; lease bucket led by the killed "
                   f"server {f['stream_leader_kill_lease_leader_killed']}; engine leader moved "
                   f"{f['stream_leader_kill_node_moved']}")

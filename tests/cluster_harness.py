@@ -169,9 +169,21 @@ class Cluster:
     def kill_nats(self, zone: str) -> None:
         self.nats[zone].kill()
 
-    def restart_nats(self, zone: str) -> None:
+    def restart_nats(self, zone: str, timeout: float = 30.0) -> None:
+        """Start a killed server again on its ports (a port may be held for a moment by a
+        closing connection or another test's probe)."""
+        from bastion.cluster.natsproc import PortTaken
+
         server = self.nats[zone]
-        server.start()
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                server.start()
+                break
+            except PortTaken:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.5)
         server.wait_listening()
 
     def url(self, gateway: str = "gateway-1") -> str:

@@ -1,5 +1,6 @@
 """``bastion cluster up / status / switchover`` end to end, exactly as an operator runs them,
-with the gateway's ``/metrics`` and a standby's divergence alarm barring it from promotion."""
+with the gateway's ``/metrics`` and a standby's divergence alarm barring it from promotion (by
+a switchover, and after the leader dies: nobody leads, and ``status`` says why)."""
 
 from __future__ import annotations
 
@@ -164,6 +165,27 @@ def test_cluster_up_status_switchover(tmp_path: Path) -> None:
             client_order_id=f"cp{i}"), lambda: _diverged(data, env, leader["name"]))
         done = _cli("cluster", "switchover", "--data", str(data), env=env)
         assert done.returncode == 2 and "NO_STANDBY" in done.stderr, done.stdout + done.stderr
+
+        # The leader dies while the only standby is barred: nobody is promoted, and
+        # `status` says why (a barred node taking over would serve a state nobody wrote).
+        os.kill(now_leader["pid"], signal.SIGKILL)
+        deadline = time.monotonic() + 30
+        while True:
+            st = json.loads(_cli("cluster", "status", "--data", str(data), "--json",
+                                 env=env).stdout)
+            if any(p.startswith("NO_LEADER: no node leads and none can be promoted")
+                   for p in st["problems"]):
+                break
+            assert time.monotonic() < deadline, st
+            time.sleep(0.5)
+        time.sleep(3.0)  # three lease TTLs later, still nobody leads
+        human = _cli("cluster", "status", "--data", str(data), env=env).stdout
+        assert "ALARM NO_LEADER" in human and "DIVERGED (barred)" in human, human
+        barred = next(p for p in json.loads(_cli("cluster", "status", "--data", str(data),
+                                                 "--json", env=env).stdout)["processes"]
+                      if p["name"] == leader["name"])
+        assert barred["role"] == "standby" and barred["diverged"], barred
+        assert "barred from promotion" in (data / f"{leader['name']}.log").read_text()
     finally:
         up.send_signal(signal.SIGTERM)
         up.wait(60)

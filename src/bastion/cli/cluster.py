@@ -73,7 +73,8 @@ def up(data: DataOpt, port: int = 8080, nodes: int = 2, gateways: int = 1,
 @cluster_app.command("status")
 @clean_errors
 def status(data: DataOpt, as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
-    """Every process: kind, zone, pid, port, role (leader/standby/stream-leader) and seq."""
+    """Every process: kind, zone, pid, port, role (leader/standby/stream-leader) and seq; then
+    one ALARM line per problem (a diverged standby, no leader and none promotable)."""
     from bastion.cluster.control import status as fetch
     from bastion.cluster.supervisor import ClusterState
 
@@ -83,9 +84,12 @@ def status(data: DataOpt, as_json: Annotated[bool, typer.Option("--json")] = Fal
         return
     for p in result["processes"]:
         state = "" if p["alive"] else "  DEAD"
+        barred = "  DIVERGED (barred)" if p.get("diverged") else ""
         out.print(f"{p['name']:<10} {p['kind']:<8} zone {p['zone']}  pid {p['pid']:<8} "
-                  f"port {p['port'] or '-':<6} {p['role'] or '-':<14} seq {p['seq']}{state}",
-                  markup=False)
+                  f"port {p['port'] or '-':<6} {p['role'] or '-':<14} seq {p['seq']}{state}"
+                  f"{barred}", markup=False)
+    for problem in result.get("problems", []):
+        out.print(f"ALARM {problem}", markup=False)
 
 
 @cluster_app.command("switchover")

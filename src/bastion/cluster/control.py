@@ -69,9 +69,30 @@ async def status(state: ClusterState, connect_wait: float = 5.0) -> dict[str, An
                 if answer:
                     row["seq"] = answer["seq"]
             out.append(row)
-        return {"processes": out}
+        return {"processes": out, "problems": problems(out)}
     finally:
         await asyncio.to_thread(nats.close)
+
+
+def problems(rows: list[dict[str, Any]]) -> list[str]:
+    """What an operator must act on, one line each: a standby barred from promotion by the
+    divergence alarm, and a cluster with no leader that no standby can become."""
+    nodes = [r for r in rows if r["kind"] == "node"]
+    out = [f"DIVERGED: {r['name']} disagrees with the leader's state hash ({r['diverged']}); "
+           "it is barred from promotion: rebuild it from a snapshot" for r in nodes
+           if r.get("diverged")]
+    if nodes and not any(r["role"] == "leader" for r in nodes):
+        ready = [r["name"] for r in nodes if not r.get("diverged")
+                 and r["role"] in ("standby", "resuming", "promoting")]
+        if ready:
+            out.append(f"NO_LEADER: no node leads yet; {', '.join(ready)} can take over")
+        else:
+            barred = [r["name"] for r in nodes if r.get("diverged")]
+            out.append("NO_LEADER: no node leads and none can be promoted (" + (
+                f"barred, diverged: {', '.join(barred)}; " if barred else "") +
+                "the others are down or starting): order entry is stopped; restart a healthy "
+                "node")
+    return out
 
 
 async def switchover(state: ClusterState, target: str | None = None) -> dict[str, Any]:

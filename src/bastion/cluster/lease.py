@@ -17,7 +17,7 @@ import msgspec
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError, NotFoundError
 
 from bastion.journal.errors import DurabilityError
-from bastion.journal.jetstream import retry_transient
+from bastion.journal.jetstream import hedged, retry_transient
 
 KEY = "leader"
 
@@ -64,7 +64,7 @@ class Lease:
 
     async def current(self) -> tuple[Holder, int] | None:
         try:
-            entry = await self.kv.get(KEY)
+            entry = await hedged(lambda: self.kv.get(KEY))  # answered as soon as elected
         except (KeyNotFoundError, NotFoundError):
             return None
         if not entry.value:

@@ -82,6 +82,7 @@ class Member:
         self._resume_term = 0
         self._resume_until = 0.0
         self._defer_since = 0.0
+        self._refused_at = -10.0
 
     # --- start-up ---------------------------------------------------------------------------
 
@@ -142,18 +143,27 @@ class Member:
         """Tail until we take the lease (expired, or handed to us)."""
         assert self.follower is not None and self.replica is not None
         self.role = "resuming" if self._resuming() else "standby"
-        await self.follower.start()
-        log.info("%s standby at seq %d", self.name, self.replica.seq)
+        if self.role == "standby":
+            await self.follower.start()
+        # resuming: our replica is the stream's end, so take the lease back first; a new
+        # consumer could only be made once the stream's own election is over
+        log.info("%s %s at seq %d", self.name, self.role, self.replica.seq)
         next_poll = 0.0
         while not stop.is_set():
-            await self.follower.step(0.05)
+            if self.follower.tail is not None:
+                await self.follower.step(0.05)
+            else:
+                await asyncio.sleep(0.02)
             if self._handoff is not None:
                 if await self._take(self._handoff[0]):
                     return
                 continue
-            if self.replica.diverged or time.monotonic() < next_poll:
+            if time.monotonic() < next_poll:
                 continue
             next_poll = time.monotonic() + self.config.poll_every
+            if self.replica.diverged:
+                await self._refuse_promotion()
+                continue
             try:
                 holder = await self.nats.call(self.lease.current())
                 if await self._claim(holder):
@@ -162,6 +172,23 @@ class Member:
                 log.debug("lease check failed: %r", exc)
             if self.role == "resuming" and not self._resuming():
                 self.role = "standby"
+                await self.follower.start()
+
+    async def _refuse_promotion(self) -> None:
+        """A diverged standby never takes the lease; when nobody holds it, say why (every
+        10 s), since order entry is stopped until an operator acts."""
+        now = time.monotonic()
+        if now < self._refused_at + 10:
+            return
+        try:
+            holder = await self.nats.call(self.lease.current())
+        except Exception:
+            return
+        if holder is None:
+            self._refused_at = now
+            log.error("%s: the lease is free but this node is barred from promotion "
+                      "(diverged: %s); no leader until a healthy node runs", self.name,
+                      self.replica.diverged if self.replica else "?")
 
     async def _claim(self, holder: tuple[Holder, int] | None) -> bool:
         """Take a free lease, unless a live peer that just led may take it back; after our
@@ -255,10 +282,12 @@ class Member:
         cfg = self.config
         await self.follower.stop()
         tail = await self.nats.call(self.journal.fetch_tail())
-        await self.follower.start()
-        if not await self.follower.catch_up(tail.stream_seq, cfg.lease_ttl * 4):
-            raise DurabilityError("could not read to the end of the stream", code="CATCH_UP")
-        await self.follower.stop()
+        if (tail.stream_seq, tail.last_seq) != (self.replica.stream_seq, self.replica.seq):
+            await self.follower.start()
+            if not await self.follower.catch_up(tail.stream_seq, cfg.lease_ttl * 4):
+                raise DurabilityError("could not read to the end of the stream",
+                                      code="CATCH_UP")
+            await self.follower.stop()
         if not self.lease.valid():
             raise LeaseLostError("lease expired while catching up")
         engine = self.replica.engine
@@ -370,7 +399,7 @@ class Member:
                 committer.fail(LeaseLostError(why))
             with contextlib.suppress(Exception):
                 await node.close()
-            self.replica = Replica(node.engine)
+            self.replica = self._replica_of(node)
             self.follower = Follower(self.nats, self.config, self.journal or node.journal,  # type: ignore[arg-type]
                                      self.replica)
             await self.follower.watch_checkpoints()
@@ -378,6 +407,16 @@ class Member:
         if self.role != "standby":
             log.warning("%s steps down: %s", self.name, why)
         self.role = "resuming" if self._resuming() else "standby"
+
+    @staticmethod
+    def _replica_of(node: Node) -> Replica:
+        """Our engine as a standby's replica; where it ends in the stream is known when every
+        command it applied is stored (so a resumption needs no catch-up read)."""
+        replica = Replica(node.engine)
+        tail = getattr(node.journal, "tail", None)
+        if tail is not None and tail.last_seq == node.engine.seq:
+            replica.stream_seq = tail.stream_seq
+        return replica
 
     # --- serving (callbacks on the NATS thread) ---------------------------------------------
 
@@ -517,7 +556,7 @@ class Member:
         pause = (time.monotonic() - t0) * 1000
         self.last_switchover_ms = pause
         self.node = None
-        self.replica = Replica(node.engine)
+        self.replica = self._replica_of(node)
         self.follower = Follower(self.nats, self.config, self.journal, self.replica)  # type: ignore[arg-type]
         await self.follower.watch_checkpoints()
         self._stepdown.set()

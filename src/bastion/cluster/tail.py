@@ -3,6 +3,7 @@ gaps or missed heartbeats) read on the NATS loop and handed over in batches."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from typing import Any
 
@@ -14,6 +15,8 @@ from bastion.journal.jetstream import CHECKPOINT_HEADER, decode_message, retry_t
 from bastion.journal.natsloop import NatsLoop
 
 Item = tuple[int, Block, bool]
+#: creating the consumer takes milliseconds when the stream has a leader
+SUBSCRIBE_TIMEOUT = 1.0
 
 
 class StreamTail:
@@ -26,10 +29,12 @@ class StreamTail:
     async def _open(self, start: int) -> None:
         config = api.ConsumerConfig(deliver_policy=api.DeliverPolicy.BY_START_SEQUENCE,
                                     opt_start_seq=max(start, 1))
-        self._sub = await retry_transient(lambda: self.nats.js.subscribe(
+        # a new leader: resume within 50 ms of it answering (an ask sent mid-election gets no
+        # answer, so it is not waited out for the client's whole timeout)
+        self._sub = await retry_transient(lambda: asyncio.wait_for(self.nats.js.subscribe(
             f"{self.subject}.>", stream=self.stream, ordered_consumer=True, idle_heartbeat=1.0,
             config=config, pending_msgs_limit=1_000_000, pending_bytes_limit=512 * 1024 * 1024),
-            f"stream {self.stream}", pause=0.05)  # a new leader: resume within 50 ms
+            SUBSCRIBE_TIMEOUT), f"stream {self.stream}", pause=0.05)
 
     async def start(self, start_stream_seq: int) -> None:
         await self.nats.call(self._open(start_stream_seq))

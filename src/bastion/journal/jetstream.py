@@ -22,9 +22,9 @@ import asyncio
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 
 from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeout
@@ -44,6 +44,7 @@ if TYPE_CHECKING:
     from bastion.journal.jscommit import PipelinedCommitter
 
 log = logging.getLogger("bastion.journal.jetstream")
+T = TypeVar("T")
 
 WRONG_LAST_SEQUENCE = 10071
 #: wrong last sequence (stream-wide or on the subject: our predecessor is not ours)
@@ -79,6 +80,37 @@ async def retry_transient(fn: Callable[[], Any], what: str, wait: float = 30.0,
                 raise DurabilityError(f"{what} unavailable: {type(exc).__name__}: {exc}",
                                       code="NATS_UNAVAILABLE") from exc
         await asyncio.sleep(pause)
+
+
+#: during an election a JetStream request gets no answer at all, and the client would wait
+#: out its whole timeout (2 s) even when a new leader is ready a moment after it was sent
+HEDGE_EVERY = 0.25
+#: a retried append waits this long for its ack before the log is asked again
+RETRY_PUBLISH_TIMEOUT = 0.5
+#: a leader read past the stream's end answers "not found" at once, or (after refused
+#: appends, or mid-election) never: either way it is the end
+PAST_END_TIMEOUT = 0.5
+
+
+async def hedged(make: Callable[[], Awaitable[T]], every: float = HEDGE_EVERY) -> T:
+    """A read (never a write) asked again every ``every`` seconds without dropping the earlier
+    asks: the first answer wins. A slow but alive server still answers the first ask; a
+    leader elected meanwhile answers a fresh one at once. Any error ends it (the caller
+    decides what is transient); the client's own timeout bounds each ask."""
+    tasks: list[asyncio.Future[T]] = []
+    try:
+        while True:
+            tasks.append(asyncio.ensure_future(make()))
+            done, _ = await asyncio.wait(tasks, timeout=every,
+                                         return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                return task.result()
+    finally:
+        for task in tasks:
+            if not task.done():
+                task.cancel()
+            elif not task.cancelled():
+                task.exception()  # retrieved: the first answer already decided
 
 
 class Outgoing(NamedTuple):
@@ -298,8 +330,10 @@ class JetStreamJournal:
             if stop is not None and (reason := stop()) is not None:
                 raise unresolved(reason)
             sent = time.monotonic()
+            timeout = min(self.publish_timeout, RETRY_PUBLISH_TIMEOUT) if attempts else \
+                self.publish_timeout
             try:
-                ack = await js.publish(out.subject, out.payload, timeout=self.publish_timeout,
+                ack = await js.publish(out.subject, out.payload, timeout=timeout,
                                        headers=dict(out.headers))
                 if ack.seq == expected_stream_seq + 1:
                     if attempts:
@@ -340,10 +374,10 @@ class JetStreamJournal:
             if stop is not None and (reason := stop()) is not None:
                 raise unresolved(reason)
             try:
-                info = await self.nats.js.stream_info(self.stream)
+                info = await hedged(lambda: self.nats.js.stream_info(self.stream))
                 if info.state.last_seq < stream_seq:
                     return "absent"
-                raw = await self.nats.js.get_msg(self.stream, stream_seq)
+                raw = await hedged(lambda: self.nats.js.get_msg(self.stream, stream_seq))
             except NotFoundError:
                 return "absent"
             except Exception as exc:
@@ -357,25 +391,27 @@ class JetStreamJournal:
     # --- reading ------------------------------------------------------------------------
 
     async def fetch_tail(self) -> Tail:
-        info = await self._retry(lambda: self.nats.js.stream_info(self.stream))
+        js = self.nats.js
+        info = await self._retry(lambda: hedged(lambda: js.stream_info(self.stream)))
         last = info.state.last_seq
         # Stream info can be answered from a lagging replica's view (seen with a server whose
         # store was full): probe past it with leader reads until there is nothing more. A read
         # past the end may get no answer at all (seen after refused appends): that ends it too.
         while True:
             try:
-                await self.nats.js.get_msg(self.stream, last + 1)
+                await asyncio.wait_for(js.get_msg(self.stream, last + 1), PAST_END_TIMEOUT)
             except Exception:
                 break
             last += 1
         if not last:
             return Tail(0, 0, 0)
-        raw = await self._retry(lambda: self.nats.js.get_msg(self.stream, last))
+        raw = await self._retry(lambda: hedged(lambda: js.get_msg(self.stream, last)))
         block = decode_message(raw.data or b"", last, self.stream)
         return Tail(last, block.last_seq, block.epoch)
 
     async def block_at(self, stream_seq: int) -> Block:
-        raw = await self._retry(lambda: self.nats.js.get_msg(self.stream, stream_seq))
+        js = self.nats.js
+        raw = await self._retry(lambda: hedged(lambda: js.get_msg(self.stream, stream_seq)))
         block = decode_message(raw.data or b"", stream_seq, self.stream)
         self._remember(stream_seq, block)
         return block
