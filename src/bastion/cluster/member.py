@@ -61,8 +61,9 @@ class Member:
         self.demo = demo
         self.role = "starting"
         self.node: Node | None = None
-        #: withdrawal worker + deposit watcher, while we lead
+        #: withdrawal worker + deposit watcher, while we lead (started in the background)
         self.withdrawals: Pipeline | None = None
+        self._starting: asyncio.Task[None] | None = None
         self.replica: Replica | None = None
         self.follower: Follower | None = None
         self.journal: JetStreamJournal | None = None
@@ -262,7 +263,8 @@ class Member:
         if self._handoff is not None:
             self._handoff[1].set_result(took)
             self._handoff = None
-        await self._start_withdrawals()
+        # off the promotion's path: orders (and a switchover's reply) come first
+        self._starting = asyncio.create_task(self._start_withdrawals())
         waiter = asyncio.create_task(self._stepdown.wait())
         stopper = asyncio.create_task(stop.wait())
         snapper = asyncio.create_task(self._snapshots())
@@ -333,6 +335,9 @@ class Member:
                             guard=self._guard)
         try:
             await pipeline.start()
+        except asyncio.CancelledError:  # stepped down meanwhile
+            await pipeline.stop()
+            raise
         except Exception as exc:  # custody trouble must not stop order entry
             log.error("%s: withdrawal worker not started: %r", self.name, exc)
             await pipeline.stop()
@@ -342,6 +347,11 @@ class Member:
                  pipeline.custody_url)
 
     async def _stop_withdrawals(self) -> None:
+        starting, self._starting = self._starting, None
+        if starting is not None and not starting.done():
+            starting.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await starting
         pipeline, self.withdrawals = self.withdrawals, None
         if pipeline is not None:
             with contextlib.suppress(Exception):
@@ -528,13 +538,13 @@ class Member:
         node = self.node
         if node is None or self.role != "leader":
             raise DurabilityError(f"{self.name} is not the leader", code="NOT_LEADER")
+        await self._stop_withdrawals()  # before the pause: order entry does not wait for it
         t0 = time.monotonic()
         self.accepting = False
         self._renewing = False
         if self._cmd_sub is not None:
             sub, self._cmd_sub = self._cmd_sub, None
             await self.nats.call(sub.unsubscribe())
-        await self._stop_withdrawals()
         await node.close()
         drained = time.monotonic()
         revision = 0

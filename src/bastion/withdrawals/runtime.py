@@ -154,7 +154,7 @@ class Pipeline:
             return
         if not self.runs_worker:
             if c.custody_url is not None:
-                self.client = CustodyClient(c.custody_url, timeout=c.timeout)
+                self.client = await asyncio.to_thread(self._connect, c.custody_url)
             return
         if self.demo:
             await self._demo_rules()
@@ -163,8 +163,7 @@ class Pipeline:
             self.sim, url = start_simulator(self.data_dir, c.sim_port, c.block_ms)
             print(f"custody simulator (bastion custody-sim): {url}  ledger "
                   f"{self.data_dir / 'custody-sim'}", flush=True)
-        self.client = (CustodyClient(url, timeout=c.timeout) if self.guard is None
-                       else FencedCustodyClient(url, self.guard, timeout=c.timeout))
+        self.client = await asyncio.to_thread(self._connect, url)
         self.worker = WithdrawalWorker(self.book, self.client, c.worker)
         self.watcher = DepositWatcher(self.book, self.client)
         self.tasks = [asyncio.create_task(self._run(self.worker.run()), name="withdrawal-worker"),
@@ -172,6 +171,14 @@ class Pipeline:
         if self.sim is not None:
             port = int(url.rsplit(":", 1)[1])
             self.tasks.append(asyncio.create_task(self._supervise_sim(port), name="custody-sim"))
+
+    def _connect(self, url: str) -> CustodyClient:
+        """Built off the event loop (an HTTP client loads its TLS trust store): a node that
+        just took over keeps serving orders meanwhile."""
+        timeout = self.config.timeout
+        if self.guard is None:
+            return CustodyClient(url, timeout=timeout)
+        return FencedCustodyClient(url, self.guard, timeout=timeout)
 
     async def _supervise_sim(self, port: int) -> None:
         """Restart the embedded simulator after a simulated crash (``crash_after_accept``)."""
