@@ -123,13 +123,13 @@ class Follower:
             log.warning("stream consumer stalled at message %d (stream at %d): reading from "
                         "the stream leader, then resubscribing", self.replica.stream_seq,
                         tail.stream_seq)
-            await self._read_from_leader(tail.stream_seq)
+            await self.read_from_leader(tail.stream_seq)
             read = time.monotonic()
             await self.start()
             log.info("stall resolved: tail check %.3f s, leader reads %.3f s, new consumer "
                      "%.3f s", checked - now, read - checked, time.monotonic() - read)
 
-    async def _read_from_leader(self, end: int) -> None:
+    async def read_from_leader(self, end: int) -> None:
         """Leader reads (never a lagging replica's copy: an R1 consumer placed on a server
         that is behind, e.g. out of storage, would stall forever)."""
         first = await self.position()

@@ -284,6 +284,11 @@ class Member:
         cfg = self.config
         await self.follower.stop()
         tail = await self.nats.call(self.journal.fetch_tail())
+        gap = tail.stream_seq - self.replica.stream_seq
+        if self.replica.stream_seq and 0 < gap <= 256:
+            # a few messages (an append stored while we stepped down): leader reads, no
+            # consumer to make while the stream may have just elected
+            await self.follower.read_from_leader(tail.stream_seq)
         if (tail.stream_seq, tail.last_seq) != (self.replica.stream_seq, self.replica.seq):
             await self.follower.start()
             if not await self.follower.catch_up(tail.stream_seq, cfg.lease_ttl * 4):
