@@ -15,7 +15,7 @@ from bastion.journal.jetstream import CHECKPOINT_HEADER, decode_message, retry_t
 from bastion.journal.natsloop import NatsLoop
 
 Item = tuple[int, Block, bool]
-#: creating the consumer takes milliseconds when the stream has a leader
+#: creating the consumer takes milliseconds when the stream has a leader (first try only)
 SUBSCRIBE_TIMEOUT = 1.0
 
 
@@ -29,12 +29,21 @@ class StreamTail:
     async def _open(self, start: int) -> None:
         config = api.ConsumerConfig(deliver_policy=api.DeliverPolicy.BY_START_SEQUENCE,
                                     opt_start_seq=max(start, 1))
-        # a new leader: resume within 50 ms of it answering (an ask sent mid-election gets no
-        # answer, so it is not waited out for the client's whole timeout)
-        self._sub = await retry_transient(lambda: asyncio.wait_for(self.nats.js.subscribe(
-            f"{self.subject}.>", stream=self.stream, ordered_consumer=True, idle_heartbeat=1.0,
-            config=config, pending_msgs_limit=1_000_000, pending_bytes_limit=512 * 1024 * 1024),
-            SUBSCRIBE_TIMEOUT), f"stream {self.stream}", pause=0.05)
+        tries = 0
+
+        def subscribe() -> Any:
+            # a new leader: resume within 50 ms of it answering. The first ask (maybe sent
+            # mid-election, never answered) is given up after SUBSCRIBE_TIMEOUT; later ones get
+            # the client's whole timeout, so a slow (loaded) server still gets its consumer
+            nonlocal tries
+            tries += 1
+            ask = self.nats.js.subscribe(
+                f"{self.subject}.>", stream=self.stream, ordered_consumer=True,
+                idle_heartbeat=1.0, config=config, pending_msgs_limit=1_000_000,
+                pending_bytes_limit=512 * 1024 * 1024)
+            return asyncio.wait_for(ask, SUBSCRIBE_TIMEOUT) if tries == 1 else ask
+
+        self._sub = await retry_transient(subscribe, f"stream {self.stream}", pause=0.05)
 
     async def start(self, start_stream_seq: int) -> None:
         await self.nats.call(self._open(start_stream_seq))
