@@ -14,6 +14,8 @@ import struct
 import time
 from typing import Any
 
+from bastion.api.security.auth import sign
+
 
 class RawWs:
     """A blocking WebSocket client on a raw socket (loopback tests only)."""
@@ -111,3 +113,21 @@ def is_closed(sock: socket.socket, wait: float) -> bool:
         return False
     except OSError:
         return True
+
+
+def reply(ws: RawWs, rid: int, limit: int = 500) -> dict[str, Any]:
+    """The native WebSocket's reply to request ``rid`` (other frames skipped)."""
+    for _ in range(limit):
+        op, payload = ws.recv_frame()
+        if op == 0x1:
+            msg: dict[str, Any] = json.loads(payload)
+            if msg.get("id") == rid:
+                return msg
+    raise AssertionError(f"no reply to {rid}")
+
+
+def ws_auth(ws: RawWs, key: str, secret: str, rid: int = 1) -> dict[str, Any]:
+    ts = str(time.time_ns() // 1_000_000)
+    ws.send_json({"op": "auth", "id": rid, "key": key, "timestamp": ts,
+                  "signature": sign(secret, f"{ts}GET/v1/ws")})
+    return reply(ws, rid)

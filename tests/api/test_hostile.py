@@ -22,7 +22,7 @@ from websockets.asyncio.client import connect
 from bastion.api.security.auth import sign
 from bastion.status import Egress, RetryPolicy, StatusService, create_app
 from bastion.status.egress import Refused
-from hostile_support import RawWs, is_closed, slow_headers
+from hostile_support import RawWs, is_closed, reply, slow_headers, ws_auth
 from serverproc import DEMO_KEY, DEMO_SECRET, Admin, Client, Server, running
 from status_support import receiver, serve, wait_until
 
@@ -53,23 +53,6 @@ def time_ms(srv: Server) -> float:
     t0 = time.perf_counter()
     assert httpx.get(srv.url + "/v1/time", timeout=10).status_code == 200
     return (time.perf_counter() - t0) * 1000
-
-
-def reply(ws: RawWs, rid: int, limit: int = 500) -> dict[str, Any]:
-    for _ in range(limit):
-        op, payload = ws.recv_frame()
-        if op == 0x1:
-            msg: dict[str, Any] = json.loads(payload)
-            if msg.get("id") == rid:
-                return msg
-    raise AssertionError(f"no reply to {rid}")
-
-
-def ws_auth(ws: RawWs, key: str, secret: str, rid: int = 1) -> dict[str, Any]:
-    ts = str(time.time_ns() // 1_000_000)
-    ws.send_json({"op": "auth", "id": rid, "key": key, "timestamp": ts,
-                  "signature": sign(secret, f"{ts}GET/v1/ws")})
-    return reply(ws, rid)
 
 
 def wait_log(srv: Server, text: str, timeout: float = 10.0) -> bool:

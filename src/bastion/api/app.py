@@ -40,6 +40,7 @@ from bastion.api.lifecycle import banner, close_node, ensure_demo_key, open_node
 from bastion.api.metrics import Metrics
 from bastion.api.metrics import route as metrics_route
 from bastion.api.native import routes as native
+from bastion.api.nodelike import SharingKeys
 from bastion.api.openapi import build_spec
 from bastion.api.operator import admin, ops
 from bastion.api.read.checkpoint import Checkpoints, Restorer
@@ -217,6 +218,8 @@ def build(settings: Settings, node_factory: Callable[[], Any] | None = None) -> 
         node = await open_node(settings, node_factory, restorer)
         gateway = Gateway(node)
         try:
+            if isinstance(node, SharingKeys):  # a cluster gateway: keys in the shared bucket
+                await node.share_keys(keys)
             ctx = Context(settings=settings, gateway=gateway, keys=keys, auth=auth,
                           key_limiter=key_limiter, ip_limiter=ip_limiter)
             hub = ws.Hub(ctx)
@@ -266,7 +269,7 @@ def build(settings: Settings, node_factory: Callable[[], Any] | None = None) -> 
                 for cmd in feeder.index_commands():
                     await node.submit(cmd)
                 tasks.append(asyncio.create_task(feeder.run()))
-            print(banner(ctx, ensure_demo_key(ctx)), flush=True)
+            print(banner(ctx, await ensure_demo_key(ctx)), flush=True)
             async with status_cm:
                 yield
         finally:

@@ -61,7 +61,7 @@ async def close_node(node: NodeLike) -> None:
     await node.close()
 
 
-def ensure_demo_key(ctx: Context) -> tuple[str, str] | None:
+async def ensure_demo_key(ctx: Context) -> tuple[str, str] | None:
     """The demo account's key: from BASTION_DEMO_KEY/SECRET, else the one made on first run."""
     s = ctx.settings
     keys = ctx.keys
@@ -70,14 +70,14 @@ def ensure_demo_key(ctx: Context) -> tuple[str, str] | None:
         existing = keys.get(s.demo_key)
         if existing is None or existing.secret != s.demo_secret.encode() \
                 or existing.account != s.demo_account or existing.permissions != perms:
-            keys.put(s.demo_account, perms, key=s.demo_key, secret=s.demo_secret, label="demo")
+            await keys.put(s.demo_account, perms, key=s.demo_key, secret=s.demo_secret, label="demo")
         return s.demo_key, s.demo_secret
     if not s.demo:
         return None
     for k in keys.for_account(s.demo_account):
         if k.label == "demo":
             return k.key, k.secret.decode()
-    key, secret = keys.put(s.demo_account, perms, label="demo")
+    key, secret = await keys.put(s.demo_account, perms, label="demo")
     return key.key, secret
 
 

@@ -9,12 +9,15 @@ snapshot included), ``Committing`` (a local group committer whose batches ``/met
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from bastion.core import commands as C
 from bastion.core import events as E
 from bastion.core.engine import Engine
 from bastion.journal.base import Committer
+
+if TYPE_CHECKING:
+    from bastion.api.security.keys import KeyStore
 
 
 @runtime_checkable
@@ -44,6 +47,13 @@ class Snapshotting(Protocol):
 @runtime_checkable
 class Stoppable(Protocol):
     async def stop(self) -> None: ...
+
+
+@runtime_checkable
+class SharingKeys(Protocol):
+    """A node whose API keys live in a store shared with other gateways (a cluster's)."""
+
+    async def share_keys(self, keys: KeyStore) -> None: ...
 
 
 @runtime_checkable

@@ -61,5 +61,10 @@ class ClusterConfig:
         return f"bastion_{self.shard}_lease"
 
     @property
+    def keys_bucket(self) -> str:
+        """API keys, shared by every gateway (``bastion.cluster.sharedkeys``)."""
+        return f"bastion_{self.shard}_keys"
+
+    @property
     def snapshot_bucket(self) -> str:
         return f"bastion_{self.shard}_snapshots"

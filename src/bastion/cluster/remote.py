@@ -22,10 +22,12 @@ import msgspec
 from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeout
 
+from bastion.api.security.keys import KeyStore
 from bastion.cluster.config import ClusterConfig
 from bastion.cluster.follower import Follower, bootstrap
 from bastion.cluster.lease import Holder, Lease
 from bastion.cluster.replica import Replica, Subscriber
+from bastion.cluster.sharedkeys import SharedKeys
 from bastion.cluster.snapbucket import SnapshotBucket
 from bastion.cluster.wire import MAX_COMMANDS, Reply, encode_request
 from bastion.core import commands as C
@@ -68,6 +70,7 @@ class RemoteNode:
         self._leader: str | None = None
         #: the highest seq a leader's heartbeat reported (for the replica-lag metric)
         self.leader_seq = 0
+        self.shared_keys: SharedKeys | None = None
 
     # --- Node surface -----------------------------------------------------------------------
 
@@ -158,7 +161,14 @@ class RemoteNode:
                     self.replica.fail_waiters(exc)
                 return
 
+    async def share_keys(self, keys: KeyStore) -> None:
+        """The gateway's API keys live in the shard's key bucket, not in its data directory."""
+        self.shared_keys = SharedKeys(self.nats, self.config.keys_bucket, self.config.replicas)
+        await self.shared_keys.attach(keys)
+
     async def stop(self) -> None:
+        if self.shared_keys is not None:
+            await self.shared_keys.close()
         if self._follow is not None:
             self._follow.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):

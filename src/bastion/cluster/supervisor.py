@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bastion.api.security.keys import server_key_file
 from bastion.cluster.config import ClusterConfig
 from bastion.cluster.natsproc import ZONES, NatsServer, cluster_specs, free_port, start_cluster
 from bastion.journal.errors import DurabilityError
@@ -146,6 +147,8 @@ class Supervisor:
         for server in self.nats:
             state.processes.append(Proc(server.spec.name, "nats", server.spec.zone,
                                         server.pid or 0, server.spec.port))
+        if not self.env.get("BASTION_SERVER_KEY"):  # every gateway decrypts the shared keys
+            self.env["BASTION_SERVER_KEY"] = server_key_file(self.data / "server.key").hex()
         if custody_wanted(self.env):
             proc, popen, url = start_custody(self.data, self.env)
             self.env["BASTION_CUSTODY_URL"] = url

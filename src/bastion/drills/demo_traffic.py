@@ -40,11 +40,11 @@ async def fund(node: Any, account: int, assets: list[str], perp_settle: str | No
         await node.submit_many(cmds)
 
 
-def bot_key(keys: Any, account: int) -> tuple[str, str]:
+async def bot_key(keys: Any, account: int) -> tuple[str, str]:
     for k in keys.for_account(account):
         if k.label == "demo-bot":
             return k.key, k.secret.decode()
-    key, secret = keys.put(account, frozenset({"read", "trade"}), label="demo-bot")
+    key, secret = await keys.put(account, frozenset({"read", "trade"}), label="demo-bot")
     return key.key, secret
 
 
@@ -61,7 +61,7 @@ async def start(ctx: Any, seed: int | None = None) -> Crew:
         perp = mkt.kind == "perp"
         for cls, lots in ((MarketMaker, 2 if perp else 50), (Taker, 1 if perp else 20)):
             await fund(node, account, [mkt.quote, mkt.base], mkt.quote if perp else None)
-            key, secret = bot_key(ctx.keys, account)
+            key, secret = await bot_key(ctx.keys, account)
             bots.append(cls(f"demo-{cls.role}-{account}", TradingClient(base, key, secret),
                             account, name, tape, random.Random(rng.random()), PERIOD_S,
                             start_ref=None if perp else START.get(mkt.base), lots=lots))

@@ -98,7 +98,7 @@ def handlers(ctx: Context) -> Handlers:
         req = decode(await request.body(), S.AdminKey)
         if not req.permissions:
             raise ApiError(A.MALFORMED_REQUEST, "give at least one permission")
-        key, secret = ctx.keys.put(req.account, frozenset(req.permissions), label=req.label)
+        key, secret = await ctx.keys.put(req.account, frozenset(req.permissions), label=req.label)
         return JSON(S.ApiKeyCreated(key=key.key, secret=secret, account=key.account,
                                     permissions=sorted(key.permissions)), status_code=201)
 
@@ -109,7 +109,7 @@ def handlers(ctx: Context) -> Handlers:
         req = decode(await request.body(), S.AdminKeyPermissions)
         if not req.permissions:
             raise ApiError(A.MALFORMED_REQUEST, "give at least one permission")
-        key = ctx.keys.set_permissions(request.path_params["key"], frozenset(req.permissions))
+        key = await ctx.keys.set_permissions(request.path_params["key"], frozenset(req.permissions))
         if key is None:
             raise ApiError(A.NOT_FOUND, "no such key")
         return JSON(S.ApiKeyInfo(key=key.key, account=key.account,
@@ -118,7 +118,7 @@ def handlers(ctx: Context) -> Handlers:
     @h
     async def revoke_key(request: Request) -> Response:
         admin(ctx, request)
-        if not ctx.keys.revoke(request.path_params["key"]):
+        if not await ctx.keys.revoke(request.path_params["key"]):
             raise ApiError(A.NOT_FOUND, "no such key")
         return Response(status_code=204)
 
