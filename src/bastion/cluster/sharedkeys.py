@@ -9,9 +9,10 @@ from the start (current values, then updates) and applies what the others wrote,
 closes WebSockets logged in with the key on every gateway. Revisions order it all: an update is
 applied only if it is newer than what this gateway already holds for that key.
 
-A write the bucket does not confirm in time fails with a clear 503 and changes nothing here; if
-it was in fact stored (its ack lost), the record is removed again in the background, by its
-exact bytes, so a failed create never leaves a key behind.
+A write the bucket does not confirm in time fails with a clear 503 and changes nothing here. A
+create whose ack was lost may still be stored once NATS has its quorum back: it is settled in the
+background (a delete marker that lands only on a never-written key, else a delete of exactly
+that record), so a failed create never leaves a key behind.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from typing import Any
 
 import msgspec
 from nats.js import api
-from nats.js.errors import APIError, KeyNotFoundError, KeyWrongLastSequenceError, NotFoundError
+from nats.js.errors import APIError, KeyWrongLastSequenceError, NotFoundError
 from nats.js.kv import KV_DEL, KV_OP, KV_PURGE
 
 from bastion.api.security.keys import Change, KeyStore, KeysUnavailableError, Record
@@ -68,7 +69,8 @@ class SharedKeys:
         ready: asyncio.Future[None] = self._loop.create_future()
         self.nats.call_soon(self._start_watch, ready)
         await ready
-        log.info("API keys: %d from bucket %s", len(self._revs), self.bucket)
+        log.info("API keys: %d from bucket %s", sum(1 for k in self._revs if keys.get(k)),
+                 self.bucket)
 
     async def close(self) -> None:
         watch = self._watch
@@ -153,25 +155,32 @@ class SharedKeys:
             await asyncio.sleep(0.1)
 
     async def _remove_if_stored(self, key: str, payload: bytes) -> None:
-        """A create whose outcome was unknown: if the bucket holds exactly that record, it was
-        stored after its caller heard 503, so take it out again (retried until it is known)."""
+        """A create whose outcome was unknown (it may still sit uncommitted in the bucket's
+        Raft log and be stored once the quorum is back): settle it with a delete marker that
+        only lands on a key that was never written; if the create was stored after all, it
+        is that record, and it is deleted by its revision. Retried until settled."""
         delay = 1.0
+        subject = f"$KV.{self.bucket}.{key}"
         for _ in range(200):
             try:
                 try:
-                    entry = await hedged(lambda: self.kv.get(key))
-                except (KeyNotFoundError, NotFoundError):
-                    return
-                if entry.value != payload:
-                    return
-                await self.kv.delete(key, last=entry.revision)
+                    await self._publish(key, None, 0, secrets.token_hex(12),
+                                        time.monotonic() + 2.0)
+                    return  # never stored: the marker keeps it so
+                except _Conflict:
+                    pass
+                msg = await self.nats.js.get_msg(f"KV_{self.bucket}", subject=subject)
+                if msg.data != payload:
+                    return  # already removed
+                await self._publish(key, None, int(msg.seq or 0), secrets.token_hex(12),
+                                    time.monotonic() + 2.0)
                 log.warning("API key %s: its create was stored after the bucket failed to "
                             "confirm it in time; removed again", key)
                 return
-            except KeyWrongLastSequenceError:
-                return
+            except _Conflict:
+                continue
             except Exception as exc:
-                log.info("API key %s: removing an unconfirmed create: %r (retrying)", key, exc)
+                log.info("API key %s: settling an unconfirmed create: %r (retrying)", key, exc)
             await asyncio.sleep(delay)
             delay = min(delay * 2, 10.0)
 
@@ -222,13 +231,17 @@ class SharedKeys:
                 msg_id = secrets.token_hex(12)
                 continue
             except Exception as exc:
-                if before is None and after is not None:
-                    self._clean_up(key, msgspec.json.encode(after))
                 log.warning("API key %s: the shared key store did not take the change: %r",
                             key, exc)
+                if before is None and after is not None:
+                    self._clean_up(key, msgspec.json.encode(after))
+                    raise KeysUnavailableError(
+                        "the shared API key store (NATS) did not confirm the new key in time; "
+                        "no key was created, try again") from exc
                 raise KeysUnavailableError(
-                    "the shared API key store (NATS) did not confirm the change in time; "
-                    "nothing was changed, try again") from exc
+                    "the shared API key store (NATS) did not confirm the change in time; it "
+                    "applies only if NATS stored it, so send it again (it is idempotent)"
+                ) from exc
             self._install(key, revision, after)
             return before, after
 
