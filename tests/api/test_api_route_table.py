@@ -5,6 +5,7 @@ validates."""
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
@@ -18,6 +19,7 @@ from bastion.api.http import Handlers
 from bastion.api.native import routes as native
 from bastion.api.openapi import build_spec
 from bastion.api.operator import admin, ops
+from bastion.status import StatusRuntime, StatusService, status_routes
 
 Endpoint = tuple[str, str]
 
@@ -40,15 +42,22 @@ def _routed(tmp: str) -> set[Endpoint]:
     return out
 
 
-def test_router_and_document_list_the_same_operations(tmp_path: Any) -> None:
+def _status_routed(tmp: Path) -> set[Endpoint]:
+    runtime = StatusRuntime(StatusService(tmp / "status.db"))
+    return {(m.lower(), route.path) for route in status_routes(runtime, "tok")
+            if isinstance(route, Route) for m in route.methods or () if m != "HEAD"}
+
+
+def test_router_and_document_list_the_same_operations(tmp_path: Path) -> None:
     spec = build_spec()
     validate(spec)
     documented = {(m, p) for p, item in spec["paths"].items() for m in item}
-    routed = _routed(str(tmp_path))
+    routed = _routed(str(tmp_path)) | _status_routed(tmp_path)
     assert routed == documented
     # the whole API, operator routes included, not an empty router
     assert len({e for e in routed if e[1].startswith("/v1/")}) >= 29
-    assert len({e for e in routed if e[1].startswith("/admin/")}) >= 27
+    assert len({e for e in routed if e[1].startswith("/admin/")}) >= 27 + 14
+    assert len({e for e in routed if e[1].startswith("/api/v2/")}) >= 9
     for path, item in spec["paths"].items():
         for method, op in item.items():
             assert op["summary"] and op["responses"], (method, path)

@@ -747,3 +747,44 @@ def test_fuzzed_operator_bodies_never_cause_a_5xx(live) -> None:
             assert set(r.json()) == {"code", "message"}
 
     check()
+
+
+def test_every_refusal_is_documented_in_the_openapi_document(
+    live: tuple[StatusService, str, httpx.Client],
+) -> None:
+    """The status routes are in the gateway's route table: each code a bad request gets here is
+    listed for its operation, under its HTTP status, in `/openapi.json`."""
+    from bastion.api.openapi import build_spec
+
+    svc, _, client = live
+    paths = build_spec()["paths"]
+    cid = svc.view().components[0].id
+    tries = [
+        ("post", "/admin/status/incidents", "/admin/status/incidents", {}, None),
+        ("post", "/admin/status/incidents", "/admin/status/incidents", AUTH, b"{"),
+        ("post", "/admin/status/incidents", "/admin/status/incidents", AUTH, b'{"name": 1}'),
+        ("post", "/admin/status/incidents", "/admin/status/incidents", AUTH,
+         b'{"name": "x", "body": "y", "components": ["nope"]}'),
+        ("post", "/admin/status/incidents/{id}/updates", "/admin/status/incidents/zz/updates",
+         AUTH, b'{"status": "identified", "body": "b"}'),
+        ("post", "/admin/status/maintenances/{id}/start", "/admin/status/maintenances/zz/start",
+         AUTH, b"{}"),
+        ("delete", "/admin/status/subscribers/{id}", "/admin/status/subscribers/zz", AUTH, None),
+        ("put", "/admin/status/components/{id}/status", "/admin/status/components/zz/status",
+         AUTH, b'{"status": "degraded_performance"}'),
+        ("put", "/admin/status/components/{id}/status", f"/admin/status/components/{cid}/status",
+         AUTH, b'{"status": "sideways"}'),
+        ("get", "/api/v2/uptime.json", "/api/v2/uptime.json?days=x", {}, None),
+        ("get", "/api/v5/system/status", "/api/v5/system/status?state=x", {}, None),
+    ]
+    seen = set()
+    for method, doc_path, url, headers, body in tries:
+        r = client.request(method.upper(), url, headers=headers, content=body)
+        assert r.status_code >= 400, (url, r.status_code, r.text)
+        code = r.json()["code"]
+        seen.add(code)
+        documented = paths[doc_path][method]["responses"][str(r.status_code)]["description"]
+        assert f"`{code}`" in documented, (method, doc_path, r.status_code, code, documented)
+    assert {"unauthorized", "invalid_json", "invalid_request", "unknown_component",
+            "incident_not_found", "maintenance_not_found", "subscriber_not_found",
+            "component_not_found", "invalid_days", "invalid_state"} <= seen

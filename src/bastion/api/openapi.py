@@ -14,12 +14,17 @@ import msgspec
 from bastion.api.errors import status_for
 from bastion.api.native import schemas as S
 from bastion.api.routes import OPS, Op
+from bastion.status import schemas as SS
+from bastion.status.routes import ADMIN_ERRORS, StatusOp
+from bastion.status.routes import OPS as STATUS_OPS
+from bastion.status.statuspage import OKX_STATES
 
 REF = "#/components/schemas/{name}"
 
 _STATUS_TEXT = {400: "invalid request", 401: "missing or invalid credentials, signature, "
                 "timestamp, or a replay", 403: "the key lacks the permission",
                 404: "not found", 409: "conflict with the current state",
+                422: "a value is refused (the message names it)",
                 413: "request body too large", 429: "rate limited (see Retry-After)",
                 500: "internal error", 503: "not accepting commands right now (see "
                 "Retry-After)"}
@@ -48,24 +53,65 @@ def _path_params(path: str) -> list[dict[str, Any]]:
     return out
 
 
+def _operation_id(method: str, path: str) -> str:
+    return (f"{method}_{path}".replace("/", "_").replace("{", "").replace("}", "")
+            .replace("-", "_").replace(".", "_"))
+
+
+def _status_op(op: StatusOp, body_schema: Any, resp_schema: Any) -> dict[str, Any]:
+    """A status API operation: its own lower-case codes and `{code, message}` error body."""
+    o: dict[str, Any] = {"summary": op.summary, "tags": ["status"],
+                         "operationId": _operation_id(op.method, op.path)}
+    params = _path_params(op.path)
+    if op.handler == "uptime":
+        params.append({"name": "days", "in": "query", "required": False,
+                       "schema": {"type": "integer", "minimum": 1, "maximum": 366}})
+    elif op.handler == "okx":
+        params.append({"name": "state", "in": "query", "required": False,
+                       "schema": {"type": "string", "enum": list(OKX_STATES)}})
+    if params:
+        o["parameters"] = params
+    if body_schema is not None:
+        o["requestBody"] = {"required": True,
+                            "content": {"application/json": {"schema": body_schema}}}
+    success: dict[str, Any] = {"description": "success"}
+    if op.status != 204:
+        schema = resp_schema or ({"type": "object"} if op.media == "application/json"
+                                 else {"type": "string"})
+        success["content"] = {op.media: {"schema": schema}}
+    by_status: dict[int, list[str]] = {}
+    for code, status in (*op.errors, *(ADMIN_ERRORS if op.auth == "admin" else ())):
+        by_status.setdefault(status, []).append(code)
+    o["responses"] = {str(op.status): success, **{
+        str(status): {"description": f"{_STATUS_TEXT.get(status, 'refused')}: "
+                      + ", ".join(f"`{c}`" for c in dict.fromkeys(codes)),
+                      "content": {"application/json": {
+                          "schema": {"$ref": REF.format(name="ErrorBody")}}}}
+        for status, codes in sorted(by_status.items())}}
+    if op.auth == "admin":
+        o["security"] = [{"operator": []}]
+    return o
+
+
 def build_spec(title: str = "Bastion trading API", version: str = "1",
-               ops: tuple[Op, ...] = OPS) -> dict[str, Any]:
-    types: list[Any] = [S.Error]
-    for op in ops:
-        if op.body is not None:
-            types.append(op.body)
-        if op.response is not None:
-            types.append(op.response)
+               ops: tuple[Op, ...] = OPS,
+               status_ops: tuple[StatusOp, ...] = STATUS_OPS) -> dict[str, Any]:
+    types: list[Any] = [S.Error, SS.ErrorBody]
+    for body, response in [(o.body, o.response) for o in ops] + [
+            (o.body, o.response) for o in status_ops]:
+        if body is not None:
+            types.append(body)
+        if response is not None:
+            types.append(response)
     schemas, components = msgspec.json.schema_components(types, ref_template=REF)
-    it = iter(schemas[1:])
+    it = iter(schemas[2:])
     paths: dict[str, dict[str, Any]] = {}
     for op in ops:
         body_schema = next(it) if op.body is not None else None
         resp_schema = next(it) if op.response is not None else None
         path = op.doc_path
         o: dict[str, Any] = {"summary": op.summary, "tags": [op.tag],
-                             "operationId": f"{op.method}_{path}".replace("/", "_")
-                             .replace("{", "").replace("}", "").replace("-", "_")}
+                             "operationId": _operation_id(op.method, path)}
         params = _path_params(path) + [
             {"name": n, "in": "query", "required": req, "schema": sch}
             for n, sch, req in op.query]
@@ -84,6 +130,10 @@ def build_spec(title: str = "Bastion trading API", version: str = "1",
             o["security"] = [{"apiKey": [], "timestamp": [], "signature": []}]
             o["description"] = f"Needs the `{op.auth}` permission."
         paths.setdefault(path, {})[op.method] = o
+    for sop in status_ops:
+        body_schema = next(it) if sop.body is not None else None
+        resp_schema = next(it) if sop.response is not None else None
+        paths.setdefault(sop.path, {})[sop.method] = _status_op(sop, body_schema, resp_schema)
     return {
         "openapi": "3.1.0",
         "info": {"title": title, "version": version, "description": (

@@ -10,7 +10,8 @@ import asyncio
 import functools
 import hmac
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from dataclasses import dataclass
+from typing import Any, Literal, TypeVar
 
 import msgspec
 from starlette.applications import Starlette
@@ -107,6 +108,103 @@ def _subscriber_json(s: Subscriber, pending: int = 0, secret: bool = False) -> d
     if secret:
         out["secret"] = s.secret
     return out
+
+
+@dataclass(frozen=True)
+class StatusOp:
+    """One row of the status API's route table: the router (`status_routes`) and the gateway's
+    `/openapi.json` are both built from `OPS`, so neither lists a route the other lacks."""
+
+    method: str
+    path: str
+    handler: str
+    summary: str
+    auth: Literal["none", "admin"] = "none"
+    body: Any = None
+    response: Any = None
+    status: int = 200
+    media: str = "application/json"
+    #: (code, HTTP status) beyond the admin token and body checks every admin op has
+    errors: tuple[tuple[str, int], ...] = ()
+
+
+_V2 = "/api/v2"
+_INCIDENT_404 = (("incident_not_found", 404),)
+_OPERATOR_STATUS = (("invalid_component_status", 422), ("below_derived_status", 409),
+                    ("market_halted", 409))
+_INCIDENT_EDIT = (*_INCIDENT_404, ("incident_resolved", 409), ("invalid_incident_status", 422),
+                  ("invalid_impact", 422), ("still_unhealthy", 409), *_OPERATOR_STATUS)
+_STEP = (("maintenance_not_found", 404), ("invalid_transition", 409), ("invalid_body", 422))
+_SV = "Statuspage v2 format"
+
+OPS: tuple[StatusOp, ...] = (
+    StatusOp("get", f"{_V2}/summary.json", "summary", f"Page, components and open incidents ({_SV})"),
+    StatusOp("get", f"{_V2}/status.json", "status", f"Overall indicator ({_SV})"),
+    StatusOp("get", f"{_V2}/components.json", "components", f"Components and their status ({_SV})"),
+    StatusOp("get", f"{_V2}/incidents.json", "incidents", f"Recent incidents ({_SV})"),
+    StatusOp("get", f"{_V2}/incidents/unresolved.json", "unresolved",
+             f"Unresolved incidents ({_SV})"),
+    StatusOp("get", f"{_V2}/scheduled-maintenances.json", "maintenances",
+             f"Scheduled maintenances ({_SV})"),
+    StatusOp("get", f"{_V2}/scheduled-maintenances/upcoming.json", "upcoming",
+             f"Upcoming maintenances ({_SV})"),
+    StatusOp("get", f"{_V2}/scheduled-maintenances/active.json", "active",
+             f"Maintenances in progress ({_SV})"),
+    StatusOp("get", f"{_V2}/uptime.json", "uptime",
+             "Daily uptime per component over `days` (1-366, default 90)",
+             errors=(("invalid_days", 400),)),
+    StatusOp("get", "/api/v5/system/status", "okx",
+             "Maintenance windows in OKX's system-status format (`state` filter)",
+             errors=(("invalid_state", 400),)),
+    StatusOp("get", "/status", "page", "The status page (HTML)", media="text/html"),
+    StatusOp("get", "/status/feed.atom", "feed", "Incidents and maintenances as an Atom feed",
+             media="application/atom+xml"),
+    StatusOp("post", "/admin/status/incidents", "open_incident", "Open an incident", "admin",
+             schemas.OpenIncident, status=201,
+             errors=(("unknown_component", 422), ("invalid_incident_status", 422),
+                     ("invalid_impact", 422), *_OPERATOR_STATUS)),
+    StatusOp("post", "/admin/status/incidents/{id}/updates", "update_incident",
+             "Post an update to an incident", "admin", schemas.IncidentUpdate,
+             errors=_INCIDENT_EDIT),
+    StatusOp("post", "/admin/status/incidents/{id}/resolve", "resolve_incident",
+             "Resolve an incident", "admin", schemas.ResolveIncident, errors=_INCIDENT_EDIT),
+    StatusOp("post", "/admin/status/maintenances", "schedule", "Schedule a maintenance window",
+             "admin", schemas.ScheduleMaintenance, status=201,
+             errors=(("no_components", 422), ("invalid_window", 422),
+                     ("window_in_past", 422), ("unknown_component", 422))),
+    StatusOp("post", "/admin/status/maintenances/{id}/start", "start",
+             "Start a scheduled maintenance", "admin", schemas.MaintenanceStep, errors=_STEP),
+    StatusOp("post", "/admin/status/maintenances/{id}/verify", "verify",
+             "Mark a maintenance as verifying", "admin", schemas.MaintenanceStep, errors=_STEP),
+    StatusOp("post", "/admin/status/maintenances/{id}/complete", "complete",
+             "Complete a maintenance", "admin", schemas.MaintenanceStep, errors=_STEP),
+    StatusOp("post", "/admin/status/components", "add_component", "Add a component", "admin",
+             schemas.NewComponent, status=201,
+             errors=(("invalid_name", 422), ("invalid_group", 422),
+                     ("invalid_description", 422))),
+    StatusOp("get", "/admin/status/components", "list_components",
+             "Every component with its derived and operator status", "admin"),
+    StatusOp("put", "/admin/status/components/{id}/status", "set_status",
+             "Set a component's status (never below what the engine's state shows)", "admin",
+             schemas.SetComponentStatus,
+             errors=(("component_not_found", 404), *_OPERATOR_STATUS)),
+    StatusOp("post", "/admin/status/subscribers", "add_subscriber",
+             "Add a webhook subscriber (the signing secret is shown once)", "admin",
+             schemas.NewSubscriber, status=201,
+             errors=(("invalid_url", 422), ("invalid_secret", 422), ("unknown_component", 422))),
+    StatusOp("get", "/admin/status/subscribers", "list_subscribers",
+             "Webhook subscribers with delivery counts", "admin"),
+    StatusOp("delete", "/admin/status/subscribers/{id}", "remove_subscriber",
+             "Remove a webhook subscriber", "admin", status=204,
+             errors=(("subscriber_not_found", 404),)),
+    StatusOp("post", "/admin/status/subscribers/{id}/enable", "enable_subscriber",
+             "Re-enable a subscriber disabled after failed deliveries", "admin",
+             errors=(("subscriber_not_found", 404),)),
+)
+#: what every admin op can answer besides its own codes
+ADMIN_ERRORS: tuple[tuple[str, int], ...] = (
+    ("unauthorized", 401), ("invalid_json", 400), ("invalid_request", 422),
+    ("body_too_large", 413))
 
 
 def status_routes(runtime: StatusRuntime, admin_token: str) -> list[BaseRoute]:
@@ -253,62 +351,44 @@ def status_routes(runtime: StatusRuntime, admin_token: str) -> list[BaseRoute]:
             _subscriber_json(service.subscribers.set_enabled(request.path_params["id"], True))
         )
 
-    v2 = "/api/v2"
-    return [
-        Route(f"{v2}/summary.json", public(lambda r: statuspage.summary_json(service.view()))),
-        Route(f"{v2}/status.json", public(lambda r: statuspage.status_json(service.view()))),
-        Route(
-            f"{v2}/components.json", public(lambda r: statuspage.components_json(service.view()))
-        ),
-        Route(f"{v2}/incidents.json", public(lambda r: statuspage.incidents_json(service.view()))),
-        Route(
-            f"{v2}/incidents/unresolved.json",
-            public(lambda r: statuspage.incidents_json(service.view(), True)),
-        ),
-        Route(
-            f"{v2}/scheduled-maintenances.json",
-            public(lambda r: statuspage.maintenances_json(service.view())),
-        ),
-        Route(
-            f"{v2}/scheduled-maintenances/upcoming.json",
-            public(lambda r: statuspage.maintenances_json(service.view(), "upcoming")),
-        ),
-        Route(
-            f"{v2}/scheduled-maintenances/active.json",
-            public(lambda r: statuspage.maintenances_json(service.view(), "active")),
-        ),
-        Route(f"{v2}/uptime.json", refusals(uptime)),
-        Route("/api/v5/system/status", okx),
-        Route("/status", page),
-        Route("/status/feed.atom", feed),
-        WebSocketRoute("/ws/status", runtime.hub.endpoint),
-        Route("/admin/status/incidents", admin(open_incident), methods=["POST"]),
-        Route("/admin/status/incidents/{id}/updates", admin(update_incident), methods=["POST"]),
-        Route("/admin/status/incidents/{id}/resolve", admin(resolve_incident), methods=["POST"]),
-        Route("/admin/status/maintenances", admin(schedule), methods=["POST"]),
-        Route(
-            "/admin/status/maintenances/{id}/start",
-            admin(step(service.operator.start_maintenance)),
-            methods=["POST"],
-        ),
-        Route(
-            "/admin/status/maintenances/{id}/verify",
-            admin(step(service.operator.verify_maintenance)),
-            methods=["POST"],
-        ),
-        Route(
-            "/admin/status/maintenances/{id}/complete",
-            admin(step(service.operator.complete_maintenance)),
-            methods=["POST"],
-        ),
-        Route("/admin/status/components", admin(add_component), methods=["POST"]),
-        Route("/admin/status/components", admin(list_components), methods=["GET"]),
-        Route("/admin/status/components/{id}/status", admin(set_status), methods=["PUT"]),
-        Route("/admin/status/subscribers", admin(add_subscriber), methods=["POST"]),
-        Route("/admin/status/subscribers", admin(list_subscribers), methods=["GET"]),
-        Route("/admin/status/subscribers/{id}", admin(remove_subscriber), methods=["DELETE"]),
-        Route("/admin/status/subscribers/{id}/enable", admin(enable_subscriber), methods=["POST"]),
+    handlers: dict[str, Handler] = {
+        "summary": public(lambda r: statuspage.summary_json(service.view())),
+        "status": public(lambda r: statuspage.status_json(service.view())),
+        "components": public(lambda r: statuspage.components_json(service.view())),
+        "incidents": public(lambda r: statuspage.incidents_json(service.view())),
+        "unresolved": public(lambda r: statuspage.incidents_json(service.view(), True)),
+        "maintenances": public(lambda r: statuspage.maintenances_json(service.view())),
+        "upcoming": public(lambda r: statuspage.maintenances_json(service.view(), "upcoming")),
+        "active": public(lambda r: statuspage.maintenances_json(service.view(), "active")),
+        "uptime": refusals(uptime),
+        "okx": okx,
+        "page": page,
+        "feed": feed,
+        "open_incident": open_incident,
+        "update_incident": update_incident,
+        "resolve_incident": resolve_incident,
+        "schedule": schedule,
+        "start": step(service.operator.start_maintenance),
+        "verify": step(service.operator.verify_maintenance),
+        "complete": step(service.operator.complete_maintenance),
+        "add_component": add_component,
+        "list_components": list_components,
+        "set_status": set_status,
+        "add_subscriber": add_subscriber,
+        "list_subscribers": list_subscribers,
+        "remove_subscriber": remove_subscriber,
+        "enable_subscriber": enable_subscriber,
+    }
+    missing = {op.handler for op in OPS} ^ handlers.keys()
+    if missing:
+        raise ValueError(f"status route table and handlers differ: {sorted(missing)}")
+    routes: list[BaseRoute] = [
+        Route(op.path, admin(handlers[op.handler]) if op.auth == "admin" else handlers[op.handler],
+              methods=[op.method.upper()])
+        for op in OPS
     ]
+    routes.append(WebSocketRoute("/ws/status", runtime.hub.endpoint))
+    return routes
 
 
 def httpx_url(url: str) -> str:

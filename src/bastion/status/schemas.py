@@ -77,3 +77,10 @@ class NewSubscriber(_Strict):
 def to_ms(value: int | datetime) -> int:
     """Unix milliseconds from either accepted time form."""
     return value if isinstance(value, int) else int(value.timestamp() * 1000)
+
+
+class ErrorBody(msgspec.Struct):
+    """Every refusal of the status API: a stable lower-case `code` and a human `message`."""
+
+    code: str
+    message: str
