@@ -10,6 +10,11 @@ from bastion.api.errors import ApiError
 from bastion.core.errors import MAX_INT
 
 MAX_TEXT = 40
+_POW10: tuple[int, ...] = tuple(10**i for i in range(MAX_TEXT + 1))
+
+
+def _pow10(n: int) -> int:
+    return _POW10[n] if n <= MAX_TEXT else int(10**n)
 
 
 def to_units(text: object, decimals: int, code: str, what: str, *,
@@ -17,9 +22,11 @@ def to_units(text: object, decimals: int, code: str, what: str, *,
     """Parse a plain decimal string (``"12"``, ``"0.0015"``) into integer units of
     ``10**-decimals``. Raises ``ApiError(code)`` for signs, exponents, too many decimals or
     values out of range."""
-    if isinstance(text, int) and not isinstance(text, bool):
+    if type(text) is not str:
+        if not isinstance(text, int) or isinstance(text, bool):
+            raise ApiError(code, f"{what} must be a decimal string such as \"1.25\"")
         text = str(text)
-    if not isinstance(text, str) or not text or len(text) > MAX_TEXT:
+    if not text or len(text) > MAX_TEXT:
         raise ApiError(code, f"{what} must be a decimal string such as \"1.25\"")
     whole, dot, frac = text.partition(".")
     if not whole and not frac:
@@ -28,12 +35,15 @@ def to_units(text: object, decimals: int, code: str, what: str, *,
             not (frac == "" or frac.isascii() and frac.isdigit()) or (dot and not frac):
         raise ApiError(code, f"{what} {text!r} is not a plain non-negative decimal number")
     stripped = frac.rstrip("0")
-    if len(stripped) > decimals:
+    places = len(stripped)
+    if places > decimals:
         raise ApiError(code, f"{what} {text} has more than {decimals} decimal places",
-                       field="decimals", limit=decimals, value=len(stripped),
-                       limit_text=str(decimals), value_text=str(len(stripped)))
-    value: int = int(whole or "0") * 10**decimals + (int(stripped.ljust(decimals, "0"))
-                                                     if decimals else 0)
+                       field="decimals", limit=decimals, value=places,
+                       limit_text=str(decimals), value_text=str(places))
+    # order entry parses two of these per order: powers from a table, no padding
+    value: int = int(whole) * _pow10(decimals) if whole else 0
+    if places:
+        value += int(stripped) * _pow10(decimals - places)
     if value > MAX_INT:
         raise ApiError(code, f"{what} {text} is too large")
     if value == 0 and not allow_zero:
@@ -45,9 +55,12 @@ def from_units(value: int, decimals: int) -> str:
     """Exact decimal string with ``decimals`` places (``12345, 2 -> "123.45"``)."""
     if decimals == 0:
         return str(value)
-    sign = "-" if value < 0 else ""
-    digits = str(abs(value)).rjust(decimals + 1, "0")
-    return f"{sign}{digits[:-decimals]}.{digits[-decimals:]}"
+    if value < 0:
+        return "-" + from_units(-value, decimals)
+    digits = str(value)
+    if len(digits) > decimals:
+        return f"{digits[:-decimals]}.{digits[-decimals:]}"
+    return "0." + digits.rjust(decimals, "0")
 
 
 def trim(text: str) -> str:

@@ -165,12 +165,11 @@ class Params:
         self.items = items
 
     def opt(self, name: str) -> str | None:
-        v = self.items.get(name)
-        return v if v not in (None, "") else None
+        return self.items.get(name) or None
 
     def req(self, name: str) -> str:
-        v = self.opt(name)
-        if v is None:
+        v = self.items.get(name)
+        if not v:
             raise BinanceError(-1102, f"Mandatory parameter '{name}' was not sent, was "
                                       "empty/null, or malformed.")
         return v
@@ -187,7 +186,10 @@ class Params:
         return value
 
     def flag(self, name: str) -> bool:
-        v = (self.opt(name) or "false").lower()
+        v = self.items.get(name)
+        if not v:
+            return False
+        v = v.lower()
         if v not in ("true", "false"):
             raise BinanceError(-1130, f"Data sent for parameter '{name}' is not valid.")
         return v == "true"
@@ -195,7 +197,13 @@ class Params:
 
 def _strip_signature(raw: bytes) -> tuple[bytes, str | None]:
     """Remove ``signature=...`` from an url-encoded string, keeping every other byte."""
-    parts = raw.split(b"&") if raw else []
+    at = raw.rfind(b"signature=")
+    if at < 0:
+        return raw, None
+    if (at == 0 or raw[at - 1] == 0x26) and raw.find(b"&", at) < 0 \
+            and raw.count(b"signature=") == 1:  # what clients send: one, the last field
+        return raw[:at - 1] if at else b"", raw[at + 10:].decode("ascii", "replace")
+    parts = raw.split(b"&")
     sig = None
     kept = []
     for p in parts:
@@ -228,15 +236,17 @@ def parse_params(qs: bytes, body: bytes) -> Params:
             if not raw:
                 continue
             if b"%" in raw or b"+" in raw:
-                pairs = parse_qsl(raw.decode("utf-8"), keep_blank_values=True,
-                                  strict_parsing=False, max_num_fields=MAX_FIELDS)
-            else:
-                parts = raw.decode("utf-8").split("&")
-                if len(parts) > MAX_FIELDS:
-                    raise ValueError("Max number of fields exceeded")
-                pairs = [part.partition("=")[::2] for part in parts if part]
-            for k, v in pairs:
-                items[k] = v
+                for k, v in parse_qsl(raw.decode("utf-8"), keep_blank_values=True,
+                                      strict_parsing=False, max_num_fields=MAX_FIELDS):
+                    items[k] = v
+                continue
+            parts = raw.decode("utf-8").split("&")
+            if len(parts) > MAX_FIELDS:
+                raise ValueError("Max number of fields exceeded")
+            for part in parts:
+                if part:
+                    k, _, v = part.partition("=")
+                    items[k] = v
     except (UnicodeDecodeError, ValueError) as exc:
         raise BinanceError(-1100, f"Illegal characters found in a parameter: {exc}") from None
     return Params(items)
@@ -337,37 +347,37 @@ def stp_mode(engine: Engine, r: OrderRecord) -> str:
 def order_json(u: V.Units, m: Market, r: OrderRecord, perp: bool,
                fills: list[E.Trade] | None = None, *, engine: Engine) -> dict[str, Any]:
     """``fills``: the order's trades at placement (it was their taker), from the command's
-    own events."""
+    own events. One dict literal per surface (order entry renders one per order)."""
     price = u.price(r.price) if r.order_type == "limit" else u.price(0)
     executed = u.qty(r.filled)
     quote = u.quote_amount(r.filled_quote)
-    common: dict[str, Any] = {
+    otype = _order_type(r, perp)
+    if perp:
+        return {
+            "symbol": bsym(m), "orderId": r.order_id, "clientOrderId": r.client_id,
+            "price": price, "origQty": u.qty(r.qty), "executedQty": executed,
+            "status": _STATUS[r.status], "timeInForce": _tif(r, perp), "type": otype,
+            "side": r.side.upper(), "time": r.created_ts, "updateTime": r.updated_ts,
+            "avgPrice": u.avg_price(r.filled_quote, r.filled) or u.price(0),
+            "cumQty": executed, "cumQuote": quote, "reduceOnly": r.reduce_only,
+            "closePosition": False, "positionSide": "BOTH", "stopPrice": "0",
+            "workingType": "CONTRACT_PRICE", "priceProtect": False, "origType": otype,
+            "priceMatch": "NONE", "selfTradePreventionMode": stp_mode(engine, r),
+            "goodTillDate": 0}
+    out: dict[str, Any] = {
         "symbol": bsym(m), "orderId": r.order_id, "clientOrderId": r.client_id,
         "price": price, "origQty": u.qty(r.qty), "executedQty": executed,
-        "status": _STATUS[r.status], "timeInForce": _tif(r, perp),
-        "type": _order_type(r, perp), "side": r.side.upper(), "time": r.created_ts,
-        "updateTime": r.updated_ts,
-    }
-    if perp:
-        avg = u.avg_price(r.filled_quote, r.filled) or u.price(0)
-        common.update({"avgPrice": avg, "cumQty": executed, "cumQuote": quote,
-                       "reduceOnly": r.reduce_only, "closePosition": False,
-                       "positionSide": "BOTH", "stopPrice": "0", "workingType": "CONTRACT_PRICE",
-                       "priceProtect": False, "origType": _order_type(r, perp),
-                       "priceMatch": "NONE", "selfTradePreventionMode": stp_mode(engine, r),
-                       "goodTillDate": 0})
-    else:
-        common.update({"orderListId": -1, "cummulativeQuoteQty": quote, "stopPrice": u.price(0),
-                       "icebergQty": u.qty(0), "isWorking": r.is_open,
-                       "workingTime": r.created_ts, "origQuoteOrderQty": u.quote_amount(0),
-                       "selfTradePreventionMode": stp_mode(engine, r)})
-        if fills is not None:
-            common["transactTime"] = r.updated_ts
-            common["fills"] = [{"price": u.price(f.price), "qty": u.qty(f.qty),
-                                "commission": u.quote_amount(f.taker_fee),
-                                "commissionAsset": u.quote, "tradeId": f.trade_id}
-                               for f in fills]
-    return common
+        "status": _STATUS[r.status], "timeInForce": r.tif, "type": otype,
+        "side": r.side.upper(), "time": r.created_ts, "updateTime": r.updated_ts,
+        "orderListId": -1, "cummulativeQuoteQty": quote, "stopPrice": u.price(0),
+        "icebergQty": u.qty(0), "isWorking": r.is_open, "workingTime": r.created_ts,
+        "origQuoteOrderQty": u.quote_amount(0), "selfTradePreventionMode": stp_mode(engine, r)}
+    if fills is not None:
+        out["transactTime"] = r.updated_ts
+        out["fills"] = [{"price": u.price(f.price), "qty": u.qty(f.qty),
+                         "commission": u.quote_amount(f.taker_fee),
+                         "commissionAsset": u.quote, "tradeId": f.trade_id} for f in fills]
+    return out
 
 
 def _filters(u: V.Units, m: Market, perp: bool) -> list[dict[str, Any]]:
@@ -477,9 +487,9 @@ def ticker_24h(gw: Gateway, m: Market, perp: bool) -> dict[str, Any]:
 
 
 def order_command(gw: Gateway, key: ApiKey, p: Params, perp: bool
-                  ) -> tuple[Market, C.PlaceOrder]:
+                  ) -> tuple[Market, V.Units, C.PlaceOrder]:
     """An order's Binance parameters as the core's command (shared by ``order`` and
-    ``order/test``)."""
+    ``order/test``), with the market and its units (to render the answer)."""
     m = Symbols.lookup(gw.engine, p.opt("symbol"), perp)
     u = V.Units(gw.engine, m)
     side = p.req("side").upper()
@@ -518,20 +528,20 @@ def order_command(gw: Gateway, key: ApiKey, p: Params, perp: bool
             raise BinanceError(-1130, "Data sent for parameter "
                                       "'selfTradePreventionMode' is not valid.")
         kwargs["stp"] = stp.lower()
-    return m, C.PlaceOrder(account=key.account, market=m.market,
-                           side="buy" if side == "BUY" else "sell", qty=qty, price=price,
-                           order_type="limit" if otype == "LIMIT" else "market",
-                           tif=tif if otype == "LIMIT" else "IOC",  # type: ignore[arg-type]
-                           post_only=post_only, client_id=cid, **kwargs)
+    return m, u, C.PlaceOrder(account=key.account, market=m.market,
+                              side="buy" if side == "BUY" else "sell", qty=qty, price=price,
+                              order_type="limit" if otype == "LIMIT" else "market",
+                              tif=tif if otype == "LIMIT" else "IOC",  # type: ignore[arg-type]
+                              post_only=post_only, client_id=cid, **kwargs)
 
 
 async def place(gw: Gateway, key: ApiKey, p: Params, perp: bool) -> dict[str, Any]:
     """``POST /api/v3/order`` and ``/fapi/v1/order`` after authentication: parse, place through
     the gateway's one order entry, render (spot fills from the command's own trades)."""
-    m, cmd = order_command(gw, key, p, perp)
+    m, u, cmd = order_command(gw, key, p, perp)
     placed = await gw.place(cmd)
-    return order_json(V.Units(gw.engine, m), m, placed.order, perp,
-                      None if perp else placed.trades(), engine=gw.engine)
+    return order_json(u, m, placed.order, perp, None if perp else placed.trades(),
+                      engine=gw.engine)
 
 
 # ---------------------------------------------------------------- routes
@@ -730,7 +740,7 @@ def routes(ctx: Context) -> list[BaseRoute]:
         async def handler(request: Request) -> Response:
             """Validate an order as the core would (filters, mode, prices), place nothing."""
             key, p = await signed(request, "trade")
-            m, cmd = order_command(gw, key, p, perp)
+            m, _, cmd = order_command(gw, key, p, perp)
             try:
                 order_terms(gw.engine, m, cmd)
             except Refused as exc:
