@@ -112,7 +112,7 @@ class Authenticator:
                            f"server time {now}")
         if not signature:
             raise ApiError(A.INVALID_SIGNATURE, "missing signature")
-        digest = hmac.new(key.secret, payload, hashlib.sha256).digest()
+        digest = hmac.digest(key.secret, payload, "sha256")  # one-shot: no HMAC object
         try:
             given = bytes.fromhex(signature)
         except ValueError:
