@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bastion.api.binance.rest import MAX_FIELDS, BinanceError, parse_params
+from bastion.api.binance.rest import MAX_FIELDS, BinanceError, _strip_signature, parse_params
 
 _text = st.text(st.characters(codec="utf-8", exclude_characters="&=%+"), max_size=12)
 
@@ -32,3 +32,24 @@ def test_escapes_and_field_cap() -> None:
         parse_params(b"&".join(b"k%d=1" % i for i in range(MAX_FIELDS + 1)), b"")
     with pytest.raises(BinanceError):
         parse_params(b"a=\xff", b"")
+
+
+def _split_reference(raw: bytes) -> tuple[bytes, str | None]:
+    """Every ``signature=`` field dropped, the last one's value kept (what is signed)."""
+    kept = [p for p in raw.split(b"&") if not p.startswith(b"signature=")] if raw else []
+    sigs = [p[10:].decode("ascii", "replace") for p in raw.split(b"&")
+            if p.startswith(b"signature=")]
+    return b"&".join(kept), (sigs[-1] if sigs else None)
+
+
+_field = st.sampled_from([b"a=1", b"", b"b=", b"signature=ab12", b"signature=", b"xsignature=q",
+                          b"c=signature=", b"signature", b"d=\xff"])
+
+
+@settings(max_examples=400, deadline=None)
+@given(fields=st.lists(_field, max_size=6))
+def test_signature_split_matches_reference(fields: list[bytes]) -> None:
+    """The one-search path (a single ``signature`` as the last field, what clients send) and
+    the general path give the bytes the signature covers exactly."""
+    raw = b"&".join(fields)
+    assert _strip_signature(raw) == _split_reference(raw)
