@@ -18,6 +18,7 @@ that record), so a failed create never leaves a key behind.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import secrets
 import time
@@ -45,17 +46,20 @@ class _Conflict(Exception):
 
 class SharedKeys:
     def __init__(self, nats: NatsLoop, bucket: str, replicas: int,
-                 write_wait: float = 5.0) -> None:
+                 write_wait: float = 5.0, resync_every: float = 30.0) -> None:
         self.nats = nats
         self.bucket = bucket
         self.replicas = replicas
         #: how long a change may wait for the bucket (an election) before it fails with 503
         self.write_wait = write_wait
+        #: the whole bucket is read again this often: what a watch failed to deliver (a
+        #: revoke above all) is applied at the latest then
+        self.resync_every = resync_every
         self.kv: Any = None
         self.keys: KeyStore | None = None
         self._revs: dict[str, int] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._watch: asyncio.Task[None] | None = None  # on the NATS loop
+        self._tasks: list[asyncio.Task[None]] = []  # on the NATS loop
         self._cleanups: set[asyncio.Task[None]] = set()
 
     async def attach(self, keys: KeyStore) -> None:
@@ -73,9 +77,12 @@ class SharedKeys:
                  self.bucket)
 
     async def close(self) -> None:
-        watch = self._watch
-        if watch is not None:
-            self.nats.call_soon(watch.cancel)
+        await self.nats.call(self._stop())
+
+    async def _stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
 
     # --- on the NATS loop ---------------------------------------------------------------------
 
@@ -108,7 +115,26 @@ class SharedKeys:
             raise err
 
     def _start_watch(self, ready: asyncio.Future[None]) -> None:
-        self._watch = asyncio.get_running_loop().create_task(self._follow(ready))
+        loop = asyncio.get_running_loop()
+        self._tasks = [loop.create_task(self._follow(ready)), loop.create_task(self._resync())]
+
+    async def _resync(self) -> None:
+        assert self._loop is not None
+        while True:
+            await asyncio.sleep(self.resync_every)
+            try:
+                watcher = await self.kv.watchall()
+                try:
+                    entries = []
+                    while (entry := await watcher.updates(timeout=5)) is not None:
+                        entries.append(entry)
+                finally:
+                    await watcher.stop()
+            except Exception as exc:
+                log.info("API keys: re-reading bucket %s failed: %r (next try in %.0f s)",
+                         self.bucket, exc, self.resync_every)
+                continue
+            self._loop.call_soon_threadsafe(self._apply_resync, entries)
 
     async def _follow(self, ready: asyncio.Future[None]) -> None:
         assert self._loop is not None
@@ -123,9 +149,13 @@ class SharedKeys:
             api_loop.call_soon_threadsafe(_settle, ready, exc)
             raise
         api_loop.call_soon_threadsafe(self._apply_initial, initial, ready)
-        async for entry in watcher:
-            if entry is not None:
-                api_loop.call_soon_threadsafe(self._apply_entry, entry)
+        try:
+            async for entry in watcher:
+                if entry is not None:
+                    api_loop.call_soon_threadsafe(self._apply_entry, entry)
+        finally:
+            with contextlib.suppress(Exception):
+                await watcher.stop()
 
     async def _publish(self, key: str, rec: Record | None, last: int, msg_id: str,
                        deadline: float) -> int:
@@ -190,6 +220,15 @@ class SharedKeys:
         for entry in entries:
             self._apply_entry(entry)
         _settle(ready, None)
+
+    def _apply_resync(self, entries: list[Any]) -> None:
+        newer = [e for e in entries
+                 if e.key != CHECK_KEY and int(e.revision) > self._revs.get(e.key, 0)]
+        for entry in newer:
+            self._apply_entry(entry)
+        if newer:
+            log.warning("API keys: %d change(s) applied by the periodic re-read of bucket %s "
+                        "before the watch delivered them", len(newer), self.bucket)
 
     def _apply_entry(self, entry: Any) -> None:
         if entry.key == CHECK_KEY:
