@@ -36,7 +36,7 @@ CORE = SRC / "bastion" / "core"
 HOT = (
     "records", "rules", "book", "matching", "orders", "venue", "engine",
     "ledger/spot", "ledger/margin",
-    "perp/calc", "perp/positions", "perp/liqindex", "perp/liquidation", "perp/triggers",
+    "perp/records", "perp/calc", "perp/positions", "perp/liqindex", "perp/liquidation", "perp/triggers",
 )
 PURE_ENV = "BASTION_PURE"
 

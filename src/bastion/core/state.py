@@ -7,7 +7,7 @@ that could drift from what the engine really holds.
 import msgspec
 
 from bastion.core.commands import MarketMode, Side, STPMode
-from bastion.core.perp.state import PerpState
+from bastion.core.perp.state import PerpMarket, PerpMarketState, PerpState
 from bastion.core.records import Account as Account
 from bastion.core.records import Market as Market
 from bastion.core.records import Order as Order
@@ -189,6 +189,8 @@ def fields_of(record: object) -> tuple[str, ...]:
         return MarketState.__struct_fields__
     if isinstance(record, Order):
         return OrderState.__struct_fields__
+    if isinstance(record, PerpMarket):
+        return PerpMarketState.__struct_fields__
     fields: tuple[str, ...] = getattr(record, "__struct_fields__", ())
     return fields
 

@@ -379,8 +379,8 @@ def test_funding_tick_spreads_soft_rechecks_over_the_following_commands():
     pe.recheck_budget = 3
     pm = pe.markets[PERP]
     longs = [(a, "USDT") for a in range(1, 40, 2)]
-    soft = max(pe.liq.keys[w][PERP][3] for w in longs)
-    hard = min(pe.liq.keys[w][PERP][2] for w in longs)
+    soft = max(pe.liq.entry(w, PERP)[3] for w in longs)
+    hard = min(pe.liq.entry(w, PERP)[2] for w in longs)
     assert pm.funding_index < soft < hard
     while pm.funding_index < soft:  # legal steps, landing on the soft keys exactly
         h.index(PX, dt=3_600_000 - 2_000)
@@ -397,7 +397,7 @@ def test_funding_tick_spreads_soft_rechecks_over_the_following_commands():
         assert len(now) <= 3 and not now & rechecked
         rechecked |= now
     assert rechecked == set(longs) and not pe.soft_markets
-    assert all(pe.liq.keys[w][PERP][3] > pm.funding_index for w in longs)  # renewed
+    assert all(pe.liq.entry(w, PERP)[3] > pm.funding_index for w in longs)  # renewed
     h.ok()
 
 

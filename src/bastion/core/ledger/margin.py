@@ -36,13 +36,16 @@ from bastion.core.perp.calc import (
 )
 from bastion.core.perp.liqindex import Entry, LiqIndex
 from bastion.core.perp.positions import Risk, funding_owed, realize, risk
+from bastion.core.perp.records import MarginAccount, PerpMarket
 from bastion.core.perp.state import (
     INSURANCE,
     RATE_SCALE,
-    MarginAccount,
-    PerpMarket,
     PerpState,
     Position,
+    margin_record,
+    margin_state,
+    perp_market_record,
+    perp_market_state,
 )
 from bastion.core.perp.triggers import TriggerBook
 from bastion.core.records import Order
@@ -66,9 +69,13 @@ class MarginLedger:
         self.v = v
         self.markets: dict[str, PerpMarket] = {}
         self.margins: dict[Key, MarginAccount] = {}
+        #: the same margin accounts by settle asset, then account: the hot path's index (an
+        #: int-keyed lookup, no key tuple to build, hash and compare)
+        self.margin_of: dict[str, dict[int, MarginAccount]] = {}
         #: market -> account -> position
         self.positions: dict[str, dict[int, Position]] = {}
-        #: (account, asset) -> market -> position (the account's cross-margin book)
+        #: (account, asset) -> market -> position, for accounts holding any: the account's
+        #: cross-margin book, the very dict its ``MarginAccount.positions`` is
         self.held: dict[Key, dict[str, Position]] = {}
         self.triggers = TriggerBook()
         self.next_trigger_id = 1
@@ -98,10 +105,12 @@ class MarginLedger:
         return mkt, pm
 
     def margin(self, account: int, asset: str) -> MarginAccount:
-        key = (account, asset)
-        ma = self.margins.get(key)
+        of = self.margin_of.get(asset)
+        if of is None:
+            of = self.margin_of[asset] = {}
+        ma = of.get(account)
         if ma is None:
-            ma = self.margins[key] = MarginAccount(account=account, asset=asset)
+            ma = of[account] = self.margins[(account, asset)] = MarginAccount(account, asset)
         return ma
 
     def insurance(self, asset: str) -> MarginAccount:
@@ -113,8 +122,7 @@ class MarginLedger:
         return ma.leverage.get(pm.market, pm.default_leverage)
 
     def risk(self, ma: MarginAccount) -> Risk:
-        return risk(ma.collateral, self.held.get((ma.account, ma.asset), {}), self.markets,
-                    ma.leverage)
+        return risk(ma.collateral, ma.positions, self.markets, ma.leverage)
 
     def available(self, ma: MarginAccount | None) -> int:
         """What new orders may reserve: equity - position initial margin - order holds."""
@@ -173,7 +181,7 @@ class MarginLedger:
                 raise Refused(X.REDUCE_ONLY, f"reduce-only {cmd.side} has no opposite position "
                                              f"to reduce in {mkt.market}")
             return min(qty, can), 0
-        ma = self.margins.get((acct.account, pm.settle))
+        ma = self.margin_of.get(pm.settle, {}).get(acct.account)
         hold = order_hold(price * qty // mkt.price_div, self.leverage(ma, pm), mkt.taker_fee_ppm)
         free = self.available(ma)
         if hold > free:
@@ -204,19 +212,11 @@ class MarginLedger:
             self.trade(pm, taker.account, maker.account, qty, notional)
         else:
             self.trade(pm, maker.account, taker.account, qty, notional)
-        settle = pm.settle
-        margins = self.margins
-        margins[(taker.account, settle)].collateral -= taker_fee
-        margins[(maker.account, settle)].collateral -= maker_fee
-        self._shrink_hold(settle, maker, maker.remaining + qty)
-        self._shrink_hold(settle, taker, taker.remaining + qty)
-
-    def _shrink_hold(self, settle: str, order: Order, before: int) -> None:
-        """Holds shrink in proportion to the remaining quantity (zero when fully filled)."""
-        if order.hold:
-            keep = order.hold * order.remaining // before
-            self.margins[(order.account, settle)].order_im -= order.hold - keep
-            order.hold = keep
+        margins = self.margin_of[pm.settle]
+        margins[taker.account].collateral -= taker_fee
+        margins[maker.account].collateral -= maker_fee
+        _shrink_hold(margins, maker, maker.remaining + qty)
+        _shrink_hold(margins, taker, taker.remaining + qty)
 
     def clipper(self, mkt: Market, order: Order, opposite: BookSide) -> Clip | None:
         """Reduce-only orders never open or grow a position, whatever changed since."""
@@ -257,7 +257,7 @@ class MarginLedger:
         pm = self.markets[order.market]
         key = (order.account, pm.settle)
         if order.hold:
-            self.margins[key].order_im -= order.hold
+            self.margin_of[pm.settle][order.account].order_im -= order.hold
             order.hold = 0
         self.reduce_only.discard(order.order_id)
         mine = self.orders_of.get(key)
@@ -269,7 +269,7 @@ class MarginLedger:
     # ------------------------------------------------------------------ amend
 
     def shrink(self, mkt: Market, order: Order, before: int) -> None:
-        self._shrink_hold(self.markets[mkt.market].settle, order, before)
+        _shrink_hold(self.margin_of.get(self.markets[mkt.market].settle, {}), order, before)
 
     def check_reprice(self, mkt: Market, order: Order, new_price: int) -> None:
         pm = self.markets[mkt.market]
@@ -285,7 +285,7 @@ class MarginLedger:
         if order.order_id in self.reduce_only:
             return 0
         pm = self.markets[mkt.market]
-        ma = self.margins.get((order.account, pm.settle))
+        ma = self.margin_of.get(pm.settle, {}).get(order.account)
         new_hold = order_hold(new_price * new_remaining // mkt.price_div, self.leverage(ma, pm),
                               mkt.taker_fee_ppm)
         free = self.available(ma) + order.hold
@@ -296,7 +296,7 @@ class MarginLedger:
         return new_hold
 
     def rehold(self, mkt: Market, order: Order, new_hold: int) -> None:
-        ma = self.margins.get((order.account, self.markets[mkt.market].settle))
+        ma = self.margin_of.get(self.markets[mkt.market].settle, {}).get(order.account)
         if ma is not None:
             ma.order_im += new_hold - order.hold
 
@@ -326,11 +326,14 @@ class MarginLedger:
         book = self.positions.setdefault(market, {})
         pos = book.get(account)
         key = (account, asset)
-        ma = self.margins.get(key) or self.margin(account, asset)
+        ma = self.margin_of.get(asset, {}).get(account) or self.margin(account, asset)
         if pos is None:
             pos = book[account] = Position(account=account, market=market, size=0, cost=0,
                                            funding_index=pm.funding_index)
-            self.held.setdefault(key, {})[market] = pos
+            held = ma.positions
+            if not held:
+                self.held[key] = held
+            held[market] = pos
         elif pos.funding_index != pm.funding_index:
             self.settle_funding(pm, pos, ma)
         old = pos.size
@@ -338,7 +341,7 @@ class MarginLedger:
         pm.open_interest += (pos.size if pos.size > 0 else 0) - (old if old > 0 else 0)
         if pos.size == 0:
             del book[account]
-            held = self.held[key]
+            held = ma.positions
             del held[market]
             if not held:
                 del self.held[key]
@@ -385,16 +388,15 @@ class MarginLedger:
     def rekey(self, who: Key) -> int:
         """Recompute an account's cushion (``equity - maintenance``, funding owed counted) and
         its liquidation-index entries; returns the cushion."""
-        positions = self.held.get(who)
-        ma = self.margins.get(who)
-        if not positions or ma is None:
+        ma = self.margin_of.get(who[1], {}).get(who[0])
+        if ma is None or not ma.positions:
             self.liq.forget(who)
             return 0  # nothing to liquidate (a flat loss is cover_flat_loss's job)
         markets = self.markets
         base = ma.collateral
         terms: list[tuple[str, PerpMarket, Position, int, int]] = []
         total_notional = 0
-        for name, pos in positions.items():
+        for name, pos in ma.positions.items():
             pm = markets[name]
             mark = pm.mark
             div = pm.price_div
@@ -448,11 +450,9 @@ class MarginLedger:
             return None
         positions = [p for name in sorted(self.positions)
                      for _, p in sorted(self.positions[name].items())]
-        margins = [MarginAccount(account=m.account, asset=m.asset, collateral=m.collateral,
-                                 order_im=m.order_im, leverage=dict(sorted(m.leverage.items())))
-                   for _, m in sorted(self.margins.items())]
+        margins = [margin_state(m) for _, m in sorted(self.margins.items())]
         return PerpState(
-            markets=[self.markets[k] for k in sorted(self.markets)],
+            markets=[perp_market_state(self.markets[k]) for k in sorted(self.markets)],
             margins=margins,
             positions=positions,
             triggers=[self.triggers.by_id[k] for k in sorted(self.triggers.by_id)],
@@ -463,12 +463,16 @@ class MarginLedger:
     def restore(self, state: PerpState | None) -> None:
         if state is None:
             return
-        self.markets = {m.market: m for m in state.markets}
-        self.margins = {(m.account, m.asset): m for m in state.margins}
+        self.markets = {m.market: perp_market_record(m) for m in state.markets}
+        self.margins = {(m.account, m.asset): margin_record(m) for m in state.margins}
+        for (account, asset), ma in self.margins.items():
+            self.margin_of.setdefault(asset, {})[account] = ma
         for pos in state.positions:
             self.positions.setdefault(pos.market, {})[pos.account] = pos
             settle = self.markets[pos.market].settle
-            self.held.setdefault((pos.account, settle), {})[pos.market] = pos
+            ma = self.margin(pos.account, settle)
+            self.held[(pos.account, settle)] = ma.positions
+            ma.positions[pos.market] = pos
         for t in state.triggers:
             self.triggers.add(t)
         self.reduce_only = set(state.reduce_only_orders)
@@ -538,6 +542,9 @@ class MarginLedger:
                     problems.append(f"{name}: empty position of {account} kept")
                 if self.held.get((account, pm.settle), {}).get(name) is not pos:
                     problems.append(f"{name}: position {account} missing from its account")
+                owner = self.margins.get((account, pm.settle))
+                if owner is not None and self.held.get((account, pm.settle)) is not owner.positions:
+                    problems.append(f"{name}: account {account}'s book is not its margin's")
                 if (account, pm.settle) not in self.margins:
                     problems.append(f"{name}: position {account} without a margin account")
             if v.markets[name].kind != "perp":
@@ -546,3 +553,11 @@ class MarginLedger:
         if n_held != sum(len(p) for p in self.positions.values()):
             problems.append("account position index disagrees with market position index")
         return problems
+
+
+def _shrink_hold(margins: dict[int, MarginAccount], order: Order, before: int) -> None:
+    """Holds shrink in proportion to the remaining quantity (zero when fully filled)."""
+    if order.hold:
+        keep = order.hold * order.remaining // before
+        margins[order.account].order_im -= order.hold - keep
+        order.hold = keep

@@ -89,7 +89,7 @@ def set_leverage(pe: MarginLedger, cmd: C.SetLeverage, out: list[E.Event]) -> No
     if ma is not None and cmd.leverage < current:
         wanted = dict(ma.leverage)
         wanted[pm.market] = cmd.leverage
-        r = risk(ma.collateral, pe.held.get((ma.account, ma.asset), {}), pe.markets, wanted)
+        r = risk(ma.collateral, ma.positions, pe.markets, wanted)
         if r.equity - r.initial - ma.order_im < 0:
             raise Refused(X.INSUFFICIENT_MARGIN, f"leverage {cmd.leverage} needs initial "
                                                  f"margin {r.initial} + orders {ma.order_im}, "

@@ -49,8 +49,9 @@ class LiqIndex:
         #: big inner dicts are never tracked by the garbage collector (a dict keyed by fresh
         #: tuples is, and every young collection would then walk all of its entries).
         self.version: dict[str, dict[int, int]] = {}
-        #: current entries per account: market -> entry
-        self.keys: dict[Key, dict[str, Entry]] = {}
+        #: current entries: settle asset -> account -> market -> entry (int-keyed, like
+        #: ``version``)
+        self.keys: dict[str, dict[int, dict[str, Entry]]] = {}
         #: live entries per market (the rest of each heap is garbage)
         self.live: dict[str, int] = {}
 
@@ -62,15 +63,18 @@ class LiqIndex:
             versions = self.version[asset] = {}
         version = versions.get(account, 0) + 1
         versions[account] = version
+        keys = self.keys.get(asset)
+        if keys is None:
+            keys = self.keys[asset] = {}
         live = self.live
-        for market in self.keys.get(who, ()):
+        for market in keys.get(account, ()):
             live[market] -= 1
         for market in entries:
             live[market] = live.get(market, 0) + 1
         if entries:
-            self.keys[who] = entries
+            keys[account] = entries
         else:
-            self.keys.pop(who, None)
+            keys.pop(account, None)
         for market, (is_long, key, fkey, _) in entries.items():
             if is_long:
                 heappush(self.longs.setdefault(market, []), (-key, account, version))
@@ -83,8 +87,12 @@ class LiqIndex:
         """The version of the account's live entries (0: never keyed)."""
         return self.version.get(who[1], {}).get(who[0], 0)
 
+    def entry(self, who: Key, market: str) -> Entry | None:
+        """The account's live entry in ``market``, if keyed there."""
+        return self.keys.get(who[1], {}).get(who[0], {}).get(market)
+
     def forget(self, who: Key) -> None:
-        if who in self.keys:
+        if who[0] in self.keys.get(who[1], {}):
             self.set(who, {})
 
     def _pop(self, heap: Heap | None, bound: int, asset: str, found: Accounts) -> None:
@@ -119,7 +127,7 @@ class LiqIndex:
         Returns them and whether the budget ran out before the tops were clean."""
         found: list[int] = []
         version = self.version.get(asset, {})
-        keys = self.keys
+        keys = self.keys.get(asset, {})
         pops = 0
         for heap, sign in ((self.fund_longs.get(market), 1), (self.fund_shorts.get(market), -1)):
             while heap:
@@ -127,8 +135,7 @@ class LiqIndex:
                     return found, True
                 _, account, v = heap[0]
                 if version.get(account) == v:
-                    who = (account, asset)
-                    if sign * keys[who][market][3] > sign * index:
+                    if sign * keys[account][market][3] > sign * index:
                         break
                     found.append(account)
                 heappop(heap)
@@ -138,11 +145,11 @@ class LiqIndex:
     def funding_pending(self, market: str, asset: str, index: int) -> bool:
         """Whether ``drain_funding`` has work in ``market`` at ``index``."""
         version = self.version.get(asset, {})
+        keys = self.keys.get(asset, {})
         for heap, sign in ((self.fund_longs.get(market), 1), (self.fund_shorts.get(market), -1)):
             if heap:
                 _, account, v = heap[0]
-                if version.get(account) != v or \
-                        sign * self.keys[(account, asset)][market][3] <= sign * index:
+                if version.get(account) != v or keys[account][market][3] * sign <= sign * index:
                     return True
         return False
 
@@ -153,9 +160,9 @@ class LiqIndex:
         if total < 2 * self.live.get(market, 0) + 4096:
             return
         heaps: tuple[Heap, Heap, Heap, Heap] = ([], [], [], [])
+        keys = self.keys.get(asset, {})
         for account in accounts:
-            who = (account, asset)
-            entry = self.keys.get(who, {}).get(market)
+            entry = keys.get(account, {}).get(market)
             if entry is None:
                 continue
             is_long, key, fkey, _ = entry

@@ -8,6 +8,10 @@ and funds are conserved as ``sum(collateral) - sum(cost) + spot + fees == net de
 import msgspec
 
 from bastion.core.commands import Side
+from bastion.core.perp.records import MarginAccount as MarginAccount
+from bastion.core.perp.records import PerpMarket as PerpMarket
+from bastion.core.perp.records import Position as Position
+from bastion.core.perp.records import Tier as Tier
 
 #: Fixed-point scale of funding rates, premiums and the funding index (1e-9 per unit).
 RATE_SCALE = 1_000_000_000
@@ -15,9 +19,8 @@ RATE_SCALE = 1_000_000_000
 INSURANCE = 0
 
 
-class Tier(msgspec.Struct):
-    """A margin tier; ``cum_ppm`` keeps maintenance margin continuous across tiers
-    (``mm = ceil((notional * mmr_ppm - cum_ppm) / 1e6)``, Binance's "maintenance amount")."""
+class TierState(msgspec.Struct):
+    """A margin tier in the snapshot (the engine holds ``perp.records.Tier``)."""
 
     max_notional: int
     max_leverage: int
@@ -25,11 +28,13 @@ class Tier(msgspec.Struct):
     cum_ppm: int = 0
 
 
-class PerpMarket(msgspec.Struct, kw_only=True):
+class PerpMarketState(msgspec.Struct, kw_only=True):
+    """A perpetual market in the snapshot (the engine holds ``perp.records.PerpMarket``)."""
+
     market: str
     settle: str
     price_div: int
-    tiers: list[Tier]
+    tiers: list[TierState]
     default_leverage: int
     price_band_bps: int
     funding_interval_ms: int
@@ -77,22 +82,8 @@ class PerpMarket(msgspec.Struct, kw_only=True):
     liq_window_sum: int = 0
 
 
-class Position(msgspec.Struct):
-    """``funding_index``: the market's index when this position last settled funding (it
-    settles lazily, when its size changes; equity always counts what it owes since)."""
-
-    account: int
-    market: str
-    size: int
-    cost: int
-    funding_index: int
-    realized_pnl: int = 0
-    funding_paid: int = 0
-
-
-class MarginAccount(msgspec.Struct):
-    """Cross margin of one account in one settle asset. ``collateral`` is the wallet balance
-    (transfers, realized PnL, fees, funding); ``order_im`` the sum of open orders' holds."""
+class MarginAccountState(msgspec.Struct):
+    """Cross margin in the snapshot (the engine holds ``perp.records.MarginAccount``)."""
 
     account: int
     asset: str
@@ -118,9 +109,67 @@ class Trigger(msgspec.Struct):
 
 
 class PerpState(msgspec.Struct):
-    markets: list[PerpMarket]
-    margins: list[MarginAccount]
+    markets: list[PerpMarketState]
+    margins: list[MarginAccountState]
     positions: list[Position]
     triggers: list[Trigger]
     reduce_only_orders: list[int]
     next_trigger_id: int
+
+
+# ---------------------------------------------------------------------- live <-> snapshot
+
+def perp_market_state(m: PerpMarket) -> PerpMarketState:
+    """Shares the market's window lists, as ``export_state`` shares every record."""
+    return PerpMarketState(
+        market=m.market, settle=m.settle, price_div=m.price_div,
+        tiers=[TierState(t.max_notional, t.max_leverage, t.mmr_ppm, t.cum_ppm)
+               for t in m.tiers],
+        default_leverage=m.default_leverage, price_band_bps=m.price_band_bps,
+        funding_interval_ms=m.funding_interval_ms, interest_e9=m.interest_e9,
+        funding_clamp_e9=m.funding_clamp_e9, max_funding_e9=m.max_funding_e9,
+        min_sources=m.min_sources, source_max_age_ms=m.source_max_age_ms,
+        source_band_bps=m.source_band_bps, index_max_age_ms=m.index_max_age_ms,
+        max_move_bps=m.max_move_bps, move_window_ms=m.move_window_ms,
+        basis_window_ms=m.basis_window_ms, liq_fee_ppm=m.liq_fee_ppm,
+        liq_step_ppm=m.liq_step_ppm, liq_slippage_bps=m.liq_slippage_bps,
+        liq_breaker_ppm=m.liq_breaker_ppm, liq_window_ms=m.liq_window_ms, guards=m.guards,
+        index=m.index, index_ts=m.index_ts, mark=m.mark, anchor_index=m.anchor_index,
+        anchor_mark=m.anchor_mark, anchor_ts=m.anchor_ts, armed=m.armed, basis=m.basis,
+        basis_sum=m.basis_sum, funding_index=m.funding_index, funding_pool=m.funding_pool,
+        last_funding_ts=m.last_funding_ts, funding_rate_e9=m.funding_rate_e9,
+        premium_sum=m.premium_sum, premium_count=m.premium_count,
+        open_interest=m.open_interest, liq_window=m.liq_window,
+        liq_window_sum=m.liq_window_sum)
+
+
+def perp_market_record(s: PerpMarketState) -> PerpMarket:
+    return PerpMarket(
+        market=s.market, settle=s.settle, price_div=s.price_div,
+        tiers=[Tier(t.max_notional, t.max_leverage, t.mmr_ppm, t.cum_ppm) for t in s.tiers],
+        default_leverage=s.default_leverage, price_band_bps=s.price_band_bps,
+        funding_interval_ms=s.funding_interval_ms, interest_e9=s.interest_e9,
+        funding_clamp_e9=s.funding_clamp_e9, max_funding_e9=s.max_funding_e9,
+        min_sources=s.min_sources, source_max_age_ms=s.source_max_age_ms,
+        source_band_bps=s.source_band_bps, index_max_age_ms=s.index_max_age_ms,
+        max_move_bps=s.max_move_bps, move_window_ms=s.move_window_ms,
+        basis_window_ms=s.basis_window_ms, liq_fee_ppm=s.liq_fee_ppm,
+        liq_step_ppm=s.liq_step_ppm, liq_slippage_bps=s.liq_slippage_bps,
+        liq_breaker_ppm=s.liq_breaker_ppm, liq_window_ms=s.liq_window_ms, guards=s.guards,
+        index=s.index, index_ts=s.index_ts, mark=s.mark, anchor_index=s.anchor_index,
+        anchor_mark=s.anchor_mark, anchor_ts=s.anchor_ts, armed=s.armed, basis=s.basis,
+        basis_sum=s.basis_sum, funding_index=s.funding_index, funding_pool=s.funding_pool,
+        last_funding_ts=s.last_funding_ts, funding_rate_e9=s.funding_rate_e9,
+        premium_sum=s.premium_sum, premium_count=s.premium_count,
+        open_interest=s.open_interest, liq_window=s.liq_window,
+        liq_window_sum=s.liq_window_sum)
+
+
+def margin_state(m: MarginAccount) -> MarginAccountState:
+    """Leverage settings in market order (the canonical snapshot form)."""
+    return MarginAccountState(m.account, m.asset, m.collateral, m.order_im,
+                              dict(sorted(m.leverage.items())))
+
+
+def margin_record(s: MarginAccountState) -> MarginAccount:
+    return MarginAccount(s.account, s.asset, s.collateral, s.order_im, s.leverage)
