@@ -35,7 +35,7 @@ CORE = SRC / "bastion" / "core"
 #: The record modules (msgspec Structs: commands, events, state, perp.state) stay Python.
 HOT = (
     "records", "rules", "book", "matching", "orders", "venue", "engine",
-    "ledger/spot", "ledger/margin",
+    "ledger/base", "ledger/spot", "ledger/margin",
     "perp/records", "perp/calc", "perp/positions", "perp/liqindex", "perp/liquidation", "perp/triggers",
 )
 PURE_ENV = "BASTION_PURE"

@@ -7,11 +7,19 @@ prices with lazy removal of emptied levels.
 
 from collections import deque
 from heapq import heappop, heappush
+from typing import final
+
+from mypy_extensions import mypyc_attr
 
 from bastion.core.records import Order
 
 
+@final
+@mypyc_attr(acyclic=True)
 class Level:
+    """One price level. Acyclic (orders never point back at it): the collector never tracks
+    it, and levels come and go with every touch of an empty price."""
+
     __slots__ = ("count", "orders", "price", "qty")
 
     def __init__(self, price: int) -> None:
@@ -24,6 +32,7 @@ class Level:
         return [o for o in self.orders if o.live]
 
 
+@final
 class BookSide:
     """One side; the heap holds prices (negated for bids) so heap[0] is always the best."""
 
@@ -85,6 +94,7 @@ class BookSide:
         return out
 
 
+@final
 class OrderBook:
     __slots__ = ("asks", "bids", "market")
 

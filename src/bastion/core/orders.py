@@ -12,6 +12,7 @@ from bastion.core import commands as C
 from bastion.core import errors as X
 from bastion.core import events as E
 from bastion.core.book import BookSide, OrderBook
+from bastion.core.commands import Side, STPMode
 from bastion.core.ledger.base import Ledger
 from bastion.core.matching import match
 from bastion.core.modes import accepts_cancel, accepts_order
@@ -31,7 +32,10 @@ from bastion.core.rules import (
 from bastion.core.state import Account, Market
 from bastion.core.venue import Venue
 
-Terms = tuple[Account, bool, int, int, str, OrderBook, int | None, bool]
+#: (account, is_buy, qty, price, tif, book, best opposite, crosses, side, post_only,
+#: client_id, stp, order_type): everything order entry needs from the command, read once
+Terms = tuple[Account, bool, int, int, str, OrderBook, int | None, bool, Side, bool, str,
+              STPMode | None, str]
 
 
 # ---------------------------------------------------------------------- handlers
@@ -45,11 +49,10 @@ def place_order(v: Venue, cmd: C.PlaceOrder, out: list[E.Event]) -> Order:
         raise Refused(X.UNKNOWN_MARKET, f"unknown market {market!r}")
     led = v.ledgers[mkt.kind]
     band_limit, min_notional = led.entry(mkt, cmd) if led.has_entry_checks else (0, True)
-    acct, is_buy, qty, price, tif, book, _, crosses = order_terms(v, mkt, cmd, band_limit,
-                                                                  min_notional)
+    (acct, is_buy, qty, price, tif, book, _, crosses, side, post_only, client_id, stp,
+     order_type) = order_terms(v, mkt, cmd, band_limit, min_notional)
     qty, hold = led.reserve_terms(acct, mkt, cmd, is_buy, qty, price)
     account = acct.account
-    stp = cmd.stp
     stp_mode = stp if stp is not None else acct.stp
     if tif == "FOK":
         check_fok(book, is_buy, price, qty, account, stp_mode, crosses)
@@ -57,16 +60,13 @@ def place_order(v: Venue, cmd: C.PlaceOrder, out: list[E.Event]) -> Order:
     oid = v.next_order_id
     v.next_order_id = oid + 1
     ts = v.ts
-    side = cmd.side
-    post_only = cmd.post_only
-    client_id = cmd.client_id
     order = Order(oid, account, market, side, price, qty, qty, hold, ts, tif, post_only,
                   client_id, stp, mkt.maker_fee_ppm, mkt.taker_fee_ppm)
     reduce_only = led.reserve(mkt, order, raw.reduce_only is True)
     v.orders[oid] = order
     if client_id:
         v.client_ids[(account, client_id)] = oid
-    out.append(E.OrderAccepted(oid, account, market, side, price, qty, cmd.order_type, tif,
+    out.append(E.OrderAccepted(oid, account, market, side, price, qty, order_type, tif,
                                post_only, client_id, reduce_only, seq=v.seq, ts=ts))
     if not crosses and tif == "GTC":
         (book.bids if is_buy else book.asks).add(order)
@@ -165,7 +165,7 @@ def order_terms(v: Venue, mkt: Market, cmd: C.PlaceOrder, band_limit: int = 0,
     """The checks every market kind shares, in one place: account, side, quantity grid,
     flags, client id, mode, limit price or a market order's protective limit, reference
     band, post-only. ``band_limit`` (perpetuals) is the furthest price allowed on this
-    side. Returns (account, is_buy, qty, price, tif, book, best opposite, crosses).
+    side. Returns ``Terms``.
 
     This is the hot path: regular values pass inline checks, irregular ones fall through
     to the validators that explain them. The command's fields are read as ``Any``: a command
@@ -255,7 +255,8 @@ def order_terms(v: Venue, mkt: Market, cmd: C.PlaceOrder, band_limit: int = 0,
     if post_only and crosses:
         raise Refused(X.POST_ONLY_WOULD_CROSS, f"post-only {side} at {price} would take "
                                                f"liquidity at {best}")
-    return acct, is_buy, qty, price, tif, book, best, crosses
+    return (acct, is_buy, qty, price, tif, book, best, crosses, side, post_only, client_id, stp,
+            order_type)
 
 
 def check_fok(book: OrderBook, is_buy: bool, price: int, qty: int, account: int,
@@ -376,9 +377,6 @@ def settle_fill(v: Venue, led: Ledger, mkt: Market, maker: Order, taker: Order, 
     mkt.last_price = price
     tid = v.next_trade_id
     v.next_trade_id = tid + 1
-    out.append(E.Trade(seq=v.seq, ts=v.ts, trade_id=tid, market=mkt.market,
-                       price=price, qty=qty, taker_side=taker.side,
-                       maker_order=maker.order_id, taker_order=taker.order_id,
-                       maker_account=maker.account, taker_account=taker.account,
-                       maker_fee=maker_fee, taker_fee=taker_fee,
-                       maker_remaining=maker.remaining, taker_remaining=taker.remaining))
+    out.append(E.Trade(tid, mkt.market, price, qty, taker.side, maker.order_id,
+                       taker.order_id, maker.account, taker.account, maker_fee, taker_fee,
+                       maker.remaining, taker.remaining, seq=v.seq, ts=v.ts))

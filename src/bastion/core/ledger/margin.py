@@ -22,6 +22,7 @@ from bastion.core import commands as C
 from bastion.core import errors as X
 from bastion.core import events as E
 from bastion.core.book import BookSide
+from bastion.core.ledger.base import Ledger
 from bastion.core.matching import STOP, Clip
 from bastion.core.perp.calc import (
     ALWAYS_LONG,
@@ -62,10 +63,9 @@ FUNDING_ALLOWANCE_DIV = 4
 RECHECKS_PER_COMMAND = 16
 
 
-class MarginLedger:
-    has_entry_checks = True
-
+class MarginLedger(Ledger):
     def __init__(self, v: Venue) -> None:
+        super().__init__(True)
         self.v = v
         self.markets: dict[str, PerpMarket] = {}
         self.margins: dict[Key, MarginAccount] = {}
@@ -83,8 +83,9 @@ class MarginLedger:
         self.liq = LiqIndex()
         #: accounts whose positions or collateral changed in this command (settle pass input)
         self.touched: set[Key] = set()
-        #: open perp order ids per (account, settle asset): liquidation cancels without a scan
-        self.orders_of: dict[Key, set[int]] = {}
+        #: open perp order ids per settle asset, then account: liquidation cancels without a
+        #: scan
+        self.orders_of: dict[str, dict[int, set[int]]] = {}
         #: ADL queues ranked once per command: (market, long side) -> positions
         self.adl_queues: dict[tuple[str, bool], deque[Position]] = {}
         #: markets whose soft funding keys a tick crossed (``recheck_soft`` drains them)
@@ -201,7 +202,13 @@ class MarginLedger:
 
     def opened(self, order: Order, settle: str) -> None:
         """Index a newly accepted perp order under its account."""
-        self.orders_of.setdefault((order.account, settle), set()).add(order.order_id)
+        of = self.orders_of.get(settle)
+        if of is None:
+            of = self.orders_of[settle] = {}
+        mine = of.get(order.account)
+        if mine is None:
+            mine = of[order.account] = set()
+        mine.add(order.order_id)
 
     # ------------------------------------------------------------------ fills
 
@@ -254,17 +261,19 @@ class MarginLedger:
         return clip
 
     def release(self, mkt: Market, order: Order) -> None:
-        pm = self.markets[order.market]
-        key = (order.account, pm.settle)
+        settle = self.markets[order.market].settle
+        account = order.account
         if order.hold:
-            self.margin_of[pm.settle][order.account].order_im -= order.hold
+            self.margin_of[settle][account].order_im -= order.hold
             order.hold = 0
-        self.reduce_only.discard(order.order_id)
-        mine = self.orders_of.get(key)
-        if mine is not None:
+        if self.reduce_only:
+            self.reduce_only.discard(order.order_id)
+        of = self.orders_of.get(settle)
+        mine = of.get(account) if of is not None else None
+        if of is not None and mine is not None:
             mine.discard(order.order_id)
             if not mine:
-                del self.orders_of[key]
+                del of[account]
 
     # ------------------------------------------------------------------ amend
 
@@ -515,7 +524,7 @@ class MarginLedger:
         for oid in self.reduce_only:
             if oid not in v.orders:
                 problems.append(f"reduce-only flag on closed order {oid}")
-        indexed = {oid for ids in self.orders_of.values() for oid in ids}
+        indexed = {oid for of in self.orders_of.values() for ids in of.values() for oid in ids}
         perp_orders = {o.order_id for o in v.orders.values() if o.market in self.markets}
         if indexed != perp_orders:
             problems.append(f"per-account order index off by {sorted(indexed ^ perp_orders)[:5]}")

@@ -9,6 +9,7 @@ from bastion.core import commands as C
 from bastion.core import errors as X
 from bastion.core import events as E
 from bastion.core.book import BookSide
+from bastion.core.ledger.base import Ledger
 from bastion.core.matching import Clip
 from bastion.core.records import Order
 from bastion.core.rules import PPM, GuardViolation, Refused, spot_hold
@@ -16,10 +17,9 @@ from bastion.core.state import Account, Market
 from bastion.core.venue import Venue
 
 
-class SpotLedger:
-    has_entry_checks = False
-
+class SpotLedger(Ledger):
     def __init__(self, v: Venue) -> None:
+        super().__init__(False)
         self.v = v
 
     # ------------------------------------------------------------------ order entry

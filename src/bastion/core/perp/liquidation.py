@@ -76,8 +76,8 @@ def cover_flat_loss(pe: MarginLedger, who: Key, out: list[E.Event]) -> None:
     """A flat account below zero (it closed at a loss larger than its margin) is topped up by
     the insurance fund; a fund that cannot pay goes negative and says so (``shortfall``)."""
     account, asset = who
-    ma = pe.margins.get(who)
-    if ma is None or ma.collateral >= 0 or account == INSURANCE or who in pe.held:
+    ma = pe.margin_of.get(asset, {}).get(account)
+    if ma is None or ma.collateral >= 0 or account == INSURANCE or ma.positions:
         return
     amount = -ma.collateral
     fund = pe.insurance(asset)
@@ -141,7 +141,7 @@ def liquidate(pe: MarginLedger, who: Key, out: list[E.Event]) -> None:
     out.append(E.LiquidationStarted(seq=v.seq, ts=v.ts, account=account, asset=asset,
                                     equity=r.equity, maintenance=r.maintenance))
     if account != INSURANCE:
-        for oid in sorted(pe.orders_of.get(who, ())):
+        for oid in sorted(pe.orders_of.get(asset, {}).get(account, ())):
             order = v.orders[oid]
             mkt = v.markets[order.market]
             v.close_order(order, mkt, v.books[mkt.market].side(order.side == "buy"),
