@@ -180,9 +180,40 @@ async def rest_max(host: str, port: int, creds: list[tuple[str, str]], conns: in
     return summary(name, len(lat) - errs, errs, el, lat)
 
 
+class GenLag:
+    """The load generator's own event-loop lateness (a 1 ms ticker) during a fixed-rate
+    phase: a late generator sends late and reads replies late, which shows in the latency
+    "from due time" without being the server's. Reported beside the latencies, so a slow
+    generator is seen rather than hidden."""
+
+    def __init__(self) -> None:
+        self.late: list[float] = []
+        self._task: asyncio.Task[None] | None = None
+
+    async def _run(self) -> None:
+        pc = time.perf_counter
+        while True:
+            t = pc()
+            await asyncio.sleep(0.001)
+            self.late.append(max(0.0, pc() - t - 0.001))
+
+    def start(self) -> None:
+        self._task = asyncio.ensure_future(self._run())
+
+    def stop(self, out: dict[str, Any]) -> dict[str, Any]:
+        if self._task is not None:
+            self._task.cancel()
+        late = sorted(self.late)
+        out["generator_lag_p99_ms"] = round(pct(late, 0.99), 3)
+        out["generator_lag_max_ms"] = round(late[-1] * 1000, 3) if late else None
+        return out
+
+
 async def rest_rate(host: str, port: int, creds: list[tuple[str, str]], rate: float,
                     seconds: float, conns: int) -> dict[str, Any]:
-    """Open loop: request k is due at t0 + k/rate; latency counts from the due time."""
+    """Open loop: request k is due at t0 + k/rate; latency counts from the due time. The
+    bodies are made before the clock starts (only the signature, which covers a timestamp,
+    is made at send time)."""
     pool = [HttpConn(host, port, *creds[i % len(creds)]) for i in range(conns)]
     await asyncio.gather(*(c.open() for c in pool))
     free: asyncio.Queue[HttpConn] = asyncio.Queue()
@@ -192,7 +223,9 @@ async def rest_rate(host: str, port: int, creds: list[tuple[str, str]], rate: fl
     errs = 0
     n = int(rate * seconds)
     gen = OrderGen(99)
+    bodies = [gen.body() for _ in range(n)]
     tasks = []
+    probe = GenLag()
 
     service: list[float] = []
 
@@ -208,18 +241,19 @@ async def rest_rate(host: str, port: int, creds: list[tuple[str, str]], rate: fl
             errs += 1
         free.put_nowait(c)
 
+    probe.start()
     t0 = time.perf_counter()
     for k in range(n):
         due = t0 + k / rate
         delay = due - time.perf_counter()
         if delay > 0:
             await asyncio.sleep(delay)
-        tasks.append(asyncio.ensure_future(one(due, gen.body())))
+        tasks.append(asyncio.ensure_future(one(due, bodies[k])))
     await asyncio.gather(*tasks)
     el = time.perf_counter() - t0
     for c in pool:
         c.close()
-    return summary("rest_rate", len(lat) - errs, errs, el, lat, service)
+    return probe.stop(summary("rest_rate", len(lat) - errs, errs, el, lat, service))
 
 
 # ------------------------------------------------------------------ WebSocket
@@ -317,6 +351,9 @@ async def ws_rate(url: str, creds: list[tuple[str, str]], rate: float, seconds: 
 
     readers = [asyncio.ensure_future(reader(ws)) for ws in socks]
     gen = OrderGen(7)
+    frames = [_ws_msg(k + 1, gen.body()) for k in range(n)]  # made before the clock starts
+    probe = GenLag()
+    probe.start()
     t0 = time.perf_counter()
     for k in range(n):
         due = t0 + k / rate
@@ -324,14 +361,14 @@ async def ws_rate(url: str, creds: list[tuple[str, str]], rate: float, seconds: 
         if delay > 0:
             await asyncio.sleep(delay)
         due_of[k + 1] = (due, time.perf_counter())
-        await socks[k % conns].send(_ws_msg(k + 1, gen.body()), text=True)
+        await socks[k % conns].send(frames[k], text=True)
     await asyncio.wait_for(done.wait(), 60)
     el = time.perf_counter() - t0
     for r in readers:
         r.cancel()
     for ws in socks:
         await ws.close()
-    return summary("ws_rate", len(lat) - errs, errs, el, lat, service)
+    return probe.stop(summary("ws_rate", len(lat) - errs, errs, el, lat, service))
 
 
 # ------------------------------------------------------------------ where the time goes
@@ -450,7 +487,36 @@ def headline(results: list[dict[str, Any]]) -> dict[str, Any]:
             out[name + "_target"] = by[name].get("target_rate")
             out[name + "_p99_ms"] = by[name]["p99_ms"]
             out[name + "_service_p99_ms"] = by[name].get("service_p99_ms")
+            share = by[name].get("cpu_share")
+            if share:
+                out[name + "_loop_busy"] = share["loop_thread"]
     return out
+
+
+def thread_cpu(pid: int) -> dict[int, float]:
+    """CPU seconds (user + system) of each thread of a process (Linux ``/proc``)."""
+    out: dict[int, float] = {}
+    tck = os.sysconf("SC_CLK_TCK")
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            fields = Path(f"/proc/{pid}/task/{tid}/stat").read_text().rsplit(")", 1)[1].split()
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+        out[int(tid)] = (int(fields[11]) + int(fields[12])) / tck
+    return out
+
+
+def busy(pid: int, before: dict[int, float], after: dict[int, float], gen0: float,
+         seconds: float) -> dict[str, Any]:
+    """Shares of one core over a phase: the server's event-loop thread (its main thread),
+    its other threads (journal writer, executors), this load generator, and the machine's
+    load average. A loop thread near 100% at the fixed rate means the latency is queueing for
+    the loop, whatever else is measured."""
+    loop = after.get(pid, 0.0) - before.get(pid, 0.0)
+    other = sum(v - before.get(t, 0.0) for t, v in after.items() if t != pid)
+    gen = time.process_time() - gen0
+    return {"loop_thread": round(loop / seconds, 3), "other_threads": round(other / seconds, 3),
+            "generator": round(gen / seconds, 3), "load_avg_1m": round(os.getloadavg()[0], 2)}
 
 
 def cpu_seconds(pid: int) -> float:
@@ -530,9 +596,6 @@ def main() -> None:
                     "checkout of main at the base commit, its src/) and compare, alternating")
     ap.add_argument("--rounds", type=int, default=3, help="rounds per build with --baseline-src")
     args = ap.parse_args()
-    if args.baseline_src:
-        compare(args)
-        return
     try:
         import uvloop
 
@@ -541,6 +604,9 @@ def main() -> None:
         pass
     # the load generator must not add its own full-collection pauses to measured latency
     gc.set_threshold(700, 10, 1_000_000)
+    if args.baseline_src:
+        compare(args)
+        return
     results = run(args, None)
     head = headline(results)
     if not args.json:
@@ -631,15 +697,29 @@ def run(args: argparse.Namespace, src: str | None) -> list[dict[str, Any]]:
                           f"fsync mean {gcm['fsync_ms_mean']} ms x {gcm['batches']} batches "
                           f"of {gcm['records_per_batch']} ({gcm['busy_share_of_wall']:.1%}); "
                           f"ack p99 <= {ack['p99_ms_le']} ms", flush=True)
+                share = r.get("cpu_share")
+                if share:
+                    lag = ""
+                    if r.get("generator_lag_p99_ms") is not None:
+                        lag = (f"; generator loop late p99 {r['generator_lag_p99_ms']:.2f} ms, "
+                               f"max {r['generator_lag_max_ms']:.1f} ms")
+                    print(f"{'':>18}cpu: server loop thread {share['loop_thread']:.0%} of a core, "
+                          f"its other threads {share['other_threads']:.0%}, generator "
+                          f"{share['generator']:.0%}; load average {share['load_avg_1m']}{lag}",
+                          flush=True)
 
         def phase(coro_fn: Any) -> dict[str, Any]:
             before = _try_scrape(base)
+            threads0 = thread_cpu(proc.pid) if proc is not None else {}
+            gen0 = time.process_time()
             t = time.perf_counter()
             r: dict[str, Any] = asyncio.run(coro_fn())
+            el = time.perf_counter() - t
+            if proc is not None:
+                r["cpu_share"] = busy(proc.pid, threads0, thread_cpu(proc.pid), gen0, el)
             after = _try_scrape(base)
             if before is not None and after is not None:
-                r["server"] = server_breakdown(before, after, time.perf_counter() - t,
-                                               r["orders"])
+                r["server"] = server_breakdown(before, after, el, r["orders"])
             show(r)
             return r
 

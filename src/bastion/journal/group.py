@@ -8,10 +8,10 @@ syncs, so the caller keeps stamping and applying while the disk works.
 from __future__ import annotations
 
 import contextlib
+import queue
 import threading
 import time
 import typing
-from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
@@ -55,9 +55,12 @@ class GroupCommitter:
         )
         self.max_records = max_records
         self.max_delay = max_delay
-        self._queue: deque[_Request] = deque()
-        self._cv = threading.Condition()
+        #: the hand-off to the writer: a C queue whose ``put`` wakes a blocked ``get`` without
+        #: the Python-level ``threading.Condition`` machinery (this runs once per loop turn
+        #: that produced commands, on the event loop's thread); ``None`` asks it to stop
+        self._queue: queue.SimpleQueue[_Request | None] = queue.SimpleQueue()
         self._closing = False
+        self._submit_lock = threading.Lock()
         self.batches = 0
         self.records = 0
         #: called in the writer thread after each durable append with (records, seconds the
@@ -74,38 +77,47 @@ class GroupCommitter:
             else None
         )
         request = _Request(records, expected_last_seq, len(records), framed)
-        with self._cv:
+        with self._submit_lock:  # never queued behind close()'s stop marker
             if self._closing:
                 raise JournalClosedError("group committer is closed")
-            self._queue.append(request)
-            self._cv.notify()
+            self._queue.put(request)
         return request.future
 
     def close(self) -> None:
         """Flush what is queued, then stop the writer thread."""
-        with self._cv:
-            self._closing = True
-            self._cv.notify()
+        with self._submit_lock:
+            if not self._closing:
+                self._closing = True
+                self._queue.put(None)
         self._thread.join()
 
     def _take(self) -> list[_Request] | None:
-        with self._cv:
-            while not self._queue and not self._closing:
-                self._cv.wait()
-            if not self._queue:
-                return None
-            taken: list[_Request] = []
-            count = 0
-            deadline = self._queue[0].arrived + self.max_delay
-            while True:
-                while self._queue and count < self.max_records:
-                    request = self._queue.popleft()
-                    taken.append(request)
-                    count += request.count
+        """Everything queued (until ``max_records`` is reached), after waiting up to
+        ``max_delay`` from the oldest one's arrival for company; ``None`` once closed and
+        drained."""
+        first = self._queue.get()
+        if first is None:
+            return None
+        taken = [first]
+        count = first.count
+        deadline = first.arrived + self.max_delay
+        while count < self.max_records:
+            try:
+                request = self._queue.get_nowait()
+            except queue.Empty:
                 remaining = deadline - time.monotonic()
-                if count >= self.max_records or remaining <= 0 or self._closing:
-                    return taken
-                self._cv.wait(remaining)
+                if remaining <= 0:
+                    break
+                try:
+                    request = self._queue.get(timeout=remaining)
+                except queue.Empty:
+                    break
+            if request is None:  # close(): write what was taken, then stop
+                self._queue.put(None)
+                break
+            taken.append(request)
+            count += request.count
+        return taken
 
     def _run(self) -> None:
         while (taken := self._take()) is not None:

@@ -80,6 +80,8 @@ class LocalJournal:
         fs: FileOps = PLAIN,
     ) -> None:
         self.directory = Path(directory)
+        self._dir = str(self.directory)
+        self._meta_path = os.path.join(self._dir, META_NAME)
         self._fs = fs
         self.archive_dir = (
             Path(archive_dir)
@@ -340,11 +342,13 @@ class LocalJournal:
         if expected_last_seq != self._last_seq:
             raise FencedError(expected_last_seq, self._last_seq)
         changed = ""
-        upcoming = self.directory / active_name(self._last_seq + 1)
-        ours = self._fd is not None and self._segments[-1].path == upcoming
+        # runs before every append, in the writer thread and mostly holding the GIL: plain
+        # string paths (pathlib's parsing cost more than the three syscalls)
+        upcoming = active_name(self._last_seq + 1)
+        ours = self._fd is not None and self._segments[-1].path.name == upcoming
         if self._fd is not None and os.fstat(self._fd).st_size != self._active_size:
             changed = "the active segment changed on disk"
-        elif not ours and upcoming.exists():
+        elif not ours and os.path.exists(os.path.join(self._dir, upcoming)):
             changed = "another writer started a newer segment"
         elif self._meta_stat() != self._meta_ino:
             changed = "the journal metadata changed on disk"
@@ -357,7 +361,7 @@ class LocalJournal:
 
     def _meta_stat(self) -> int:
         try:
-            return os.stat(self.directory / META_NAME).st_ino
+            return os.stat(self._meta_path).st_ino
         except FileNotFoundError:
             return 0
 

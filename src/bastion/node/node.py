@@ -52,6 +52,9 @@ class _Batch:
     future: asyncio.Future[Results]
     durable: Future[int]
     queued: float = 0.0
+    #: one future per command (``submit``): resolved by ``_drain`` itself, not by a callback
+    #: on ``future`` a loop turn later
+    waiters: list[asyncio.Future[list[E.Event]]] | None = None
 
 
 class Node:
@@ -241,26 +244,17 @@ class Node:
         if not items:
             return
         try:
-            batch = self._enqueue([cmd for cmd, _ in items])
+            self._enqueue([cmd for cmd, _ in items], [future for _, future in items])
         except DurabilityError as exc:
             for _, future in items:
                 if not future.done():
                     future.set_exception(exc)
-            return
 
-        def deliver(done: asyncio.Future[Results]) -> None:
-            exc = done.exception()
-            for i, (_, future) in enumerate(items):
-                if future.done():
-                    continue
-                if exc is not None:
-                    future.set_exception(exc)
-                else:
-                    future.set_result(done.result()[i])
-
-        batch.add_done_callback(deliver)
-
-    def _enqueue(self, cmds: Sequence[C.Command]) -> asyncio.Future[Results]:
+    def _enqueue(
+        self,
+        cmds: Sequence[C.Command],
+        waiters: list[asyncio.Future[list[E.Event]]] | None = None,
+    ) -> asyncio.Future[Results]:
         assert self._loop is not None and self._committer is not None
         future: asyncio.Future[Results] = self._loop.create_future()
         if not cmds:
@@ -278,7 +272,7 @@ class Node:
             seq += 1
         self._next_seq = seq
         durable = self._committer.submit(list(map(encode_command, cmds)), expected)
-        self._inflight.append(_Batch(cmds, future, durable, time.monotonic()))
+        self._inflight.append(_Batch(cmds, future, durable, time.monotonic(), waiters))
         durable.add_done_callback(self._wake)
         return future
 
@@ -311,6 +305,10 @@ class Node:
             applied = True
             if not batch.future.done():
                 batch.future.set_result(results)
+            if batch.waiters is not None:
+                for waiter, events in zip(batch.waiters, results, strict=True):
+                    if not waiter.done():
+                        waiter.set_result(events)
             if self._subscribers:
                 self._publish(results)
         if applied:
@@ -334,6 +332,11 @@ class Node:
         for item in doomed:
             if not item.future.done():
                 item.future.set_exception(exc)
+                if item.waiters is not None:
+                    item.future.exception()  # its callers hear it from their own futures
+            for waiter in item.waiters or ():
+                if not waiter.done():
+                    waiter.set_exception(exc)
 
     @property
     def failure(self) -> BaseException | None:
