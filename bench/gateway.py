@@ -494,15 +494,19 @@ def headline(results: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def thread_cpu(pid: int) -> dict[int, float]:
-    """CPU seconds (user + system) of each thread of a process (Linux ``/proc``)."""
+    """CPU seconds of each thread of a process: the scheduler's run time
+    (``/proc/.../schedstat``, in ns), else the tick-sampled user + system times."""
     out: dict[int, float] = {}
     tck = os.sysconf("SC_CLK_TCK")
     for tid in os.listdir(f"/proc/{pid}/task"):
+        task = Path(f"/proc/{pid}/task/{tid}")
         try:
-            fields = Path(f"/proc/{pid}/task/{tid}/stat").read_text().rsplit(")", 1)[1].split()
+            out[int(tid)] = int((task / "schedstat").read_text().split()[0]) / 1e9
         except (FileNotFoundError, ProcessLookupError):
             continue
-        out[int(tid)] = (int(fields[11]) + int(fields[12])) / tck
+        except (OSError, ValueError, IndexError):  # no schedstat: tick-sampled times
+            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+            out[int(tid)] = (int(fields[11]) + int(fields[12])) / tck
     return out
 
 
@@ -532,6 +536,20 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+#: (server CPUs, load-generator CPUs) with ``--pin``: the server and its load generator do
+#: not take turns on one core (in production the clients are other machines)
+PIN: tuple[set[int], set[int]] | None = None
+
+
+def pin_split() -> tuple[set[int], set[int]] | None:
+    """The last CPU this process may use for the server, the others for the generator;
+    ``None`` with fewer than two."""
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) < 2:
+        return None
+    return {cpus[-1]}, set(cpus[:-1])
+
+
 def start_server(data: Path, port: int, src: str | None = None) -> subprocess.Popen[bytes]:
     """``src``: run the server from another source tree (a baseline checkout's ``src``)."""
     env = dict(os.environ)
@@ -541,9 +559,12 @@ def start_server(data: Path, port: int, src: str | None = None) -> subprocess.Po
                 "BASTION_ADMIN_TOKEN": ADMIN, "BASTION_DEMO_KEY": KEY,
                 "BASTION_DEMO_SECRET": SECRET, "BASTION_RATE_KEY": "0", "BASTION_RATE_IP": "0",
                 "BASTION_LOG_LEVEL": "warning", "BASTION_DEMO_TRAFFIC": "0"})
+    server_cpus = PIN[0] if PIN is not None else None
     proc = subprocess.Popen([sys.executable, "-c", "from bastion.cli.main import app; app()",
                              "run"], env=env, stdout=subprocess.DEVNULL,
-                            stderr=open(data.parent / "server.log", "wb"))  # noqa: SIM115
+                            stderr=open(data.parent / "server.log", "wb"),  # noqa: SIM115
+                            preexec_fn=(lambda: os.sched_setaffinity(0, server_cpus))
+                            if server_cpus else None)
     import httpx
 
     for _ in range(400):
