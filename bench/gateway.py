@@ -616,7 +616,14 @@ def main() -> None:
     ap.add_argument("--baseline-src", help="also run a server from this source tree (e.g. a "
                     "checkout of main at the base commit, its src/) and compare, alternating")
     ap.add_argument("--rounds", type=int, default=3, help="rounds per build with --baseline-src")
+    ap.add_argument("--pin", action="store_true", help="run the server on the last CPU and this "
+                    "load generator on the others (they otherwise take turns on the same cores)")
     args = ap.parse_args()
+    if args.pin:
+        global PIN
+        PIN = pin_split()
+        if PIN is not None:
+            os.sched_setaffinity(0, PIN[1])
     try:
         import uvloop
 
@@ -632,7 +639,7 @@ def main() -> None:
     head = headline(results)
     if not args.json:
         print("headline:", ", ".join(f"{k} {v}" for k, v in head.items()))
-    print(json.dumps({"bench": "gateway", "cpus": os.cpu_count(),
+    print(json.dumps({"bench": "gateway", "cpus": os.cpu_count(), "pinned": PIN is not None,
                       "python": sys.version.split()[0], "headline": head,
                       "results": results}))
 
@@ -667,7 +674,8 @@ def compare(args: argparse.Namespace) -> None:
     for phase, base_p99 in p99["baseline"].items():
         print(f"{phase:>16}  best p99 baseline {base_p99:.2f} ms, candidate "
               f"{p99['candidate'].get(phase, float('nan')):.2f} ms (each at half its own max)")
-    print(json.dumps({"bench": "gateway-compare", "cpus": os.cpu_count(), "best": best,
+    print(json.dumps({"bench": "gateway-compare", "cpus": os.cpu_count(), "pinned": PIN is not None,
+                      "best": best,
                       "cpu_us_per_order_best": cost, "p99_ms_best": p99, "runs": runs}))
 
 
