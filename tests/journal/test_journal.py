@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from bastion.journal import FencedError, GroupCommitter, Journal, JournalCorruptError, LocalJournal
-from bastion.journal.errors import DurabilityError
+from bastion.journal.errors import DurabilityError, JournalClosedError
 from bastion.journal.framing import HEADER_SIZE, Block, parse
 from bastion.journal.segments import list_segments
 
@@ -487,3 +487,18 @@ def test_never_written_sector_in_last_block_is_a_torn_write(tmp_path: Path) -> N
     j = LocalJournal(d)
     assert j.last_seq == 10 and j.torn_tail_truncated == 1
     assert seg.stat().st_size == block
+
+
+def test_group_commit_close_flushes_what_was_queued_then_refuses(tmp_path: Path) -> None:
+    """``close()`` right after a burst of submits writes all of them (nothing is left behind
+    the writer's stop marker); a submit after it is refused, and a second close is harmless."""
+    j = LocalJournal(tmp_path / "journal")
+    gc = GroupCommitter(j, max_records=7, max_delay=0.0)
+    futures = [gc.submit([b"r%d" % i], i) for i in range(50)]
+    gc.close()
+    assert [f.result(timeout=10) for f in futures] == list(range(1, 51))
+    assert gc.batches >= 8  # 50 records, at most 7 per batch
+    with pytest.raises(JournalClosedError):
+        gc.submit([b"late"], 50)
+    gc.close()
+    assert j.verify() == 50

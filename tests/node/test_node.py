@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import errno
+import os
 from pathlib import Path
 
 import pytest
@@ -13,6 +15,7 @@ from bastion.core.codec import decode_command, encode_command
 from bastion.core.engine import Engine
 from bastion.journal import FencedError, LocalJournal
 from bastion.journal.errors import DurabilityError
+from bastion.journal.fsutil import FileOps
 from bastion.node import Node, NodeConfig
 from bastion.node.workload import SpotWorkload, spot_setup
 from bastion.snapshots import SnapshotStore
@@ -207,3 +210,45 @@ def test_timestamps_never_go_backwards(tmp_path: Path) -> None:
             return stamps
 
     assert asyncio.run(main()) == [1000, 1000, 1200, 1200]
+
+
+class _SyncFailsAfter(FileOps):
+    """Real files; ``fdatasync`` raises EIO from its ``n``-th call on (a dying disk)."""
+
+    def __init__(self, n: int) -> None:
+        self.left = n
+
+    def fdatasync(self, fd: int) -> None:  # type: ignore[override]
+        self.left -= 1
+        if self.left < 0:
+            raise OSError(errno.EIO, "injected: disk gone")
+        os.fdatasync(fd)
+
+
+def test_a_journal_failure_reaches_every_waiting_submit(tmp_path: Path) -> None:
+    """``submit`` callers are answered by ``_drain`` itself: when the journal fails, each of
+    them gets the error (none hangs, none gets a result), and later submits are refused."""
+
+    async def main() -> None:
+        fs = _SyncFailsAfter(1_000_000)
+        node = Node(tmp_path, config=QUIET, fs=fs)
+        await node.start()
+        await node.submit_many(spot_setup(10))
+        fs.left = 3  # the disk dies a few batches into the burst
+        work = SpotWorkload(5, accounts=10)
+        waiting = []
+        for i in range(400):
+            waiting.append(asyncio.ensure_future(node.submit(work.next())))
+            if i % 10 == 9:
+                await asyncio.sleep(0)  # the next ten go into another batch
+        outcomes = await asyncio.wait_for(asyncio.gather(*waiting, return_exceptions=True), 30)
+        failed = [o for o in outcomes if isinstance(o, BaseException)]
+        assert failed and all(isinstance(o, DurabilityError) for o in failed)
+        ok = [o for o in outcomes if not isinstance(o, BaseException)]
+        assert ok and all(o[0].seq <= node.last_seq for o in ok)  # acknowledged = applied
+        assert node.failure is not None
+        with pytest.raises(DurabilityError):
+            await node.submit(work.next())
+        await node.close()
+
+    asyncio.run(main())
