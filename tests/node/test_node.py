@@ -234,14 +234,16 @@ def test_a_journal_failure_reaches_every_waiting_submit(tmp_path: Path) -> None:
         node = Node(tmp_path, config=QUIET, fs=fs)
         await node.start()
         await node.submit_many(spot_setup(10))
-        fs.left = 3  # the disk dies a few batches into the burst
+        fs.left = 1  # one more batch is synced, then the disk is gone
         work = SpotWorkload(5, accounts=10)
+        first = [await node.submit(work.next())]
         waiting = []
         for i in range(400):
             waiting.append(asyncio.ensure_future(node.submit(work.next())))
             if i % 10 == 9:
                 await asyncio.sleep(0)  # the next ten go into another batch
-        outcomes = await asyncio.wait_for(asyncio.gather(*waiting, return_exceptions=True), 30)
+        outcomes = first + await asyncio.wait_for(
+            asyncio.gather(*waiting, return_exceptions=True), 30)
         failed = [o for o in outcomes if isinstance(o, BaseException)]
         assert failed and all(isinstance(o, DurabilityError) for o in failed)
         ok = [o for o in outcomes if not isinstance(o, BaseException)]
