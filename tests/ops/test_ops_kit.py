@@ -177,7 +177,7 @@ def test_online_snapshot_under_load_verifies_and_restores_to_the_same_hash(
 
     snap, before, after = asyncio.run(main())
     assert after > before > 0                        # trading went on around it
-    assert isinstance(snap["pause_ms"], float) and snap["pause_ms"] > 0   # reported
+    assert isinstance(snap.pause_ms, float) and snap.pause_ms > 0   # reported
     store = SnapshotStore(data / "snapshots")
     info = store.find("under-load")
     header, payload = store.read(info)
@@ -188,6 +188,6 @@ def test_online_snapshot_under_load_verifies_and_restores_to_the_same_hash(
         for _seq, blob in journal.read(1, header.seq):
             replayed.apply(decode_command(blob))
     restored = loaded[info.id]
-    assert restored.seq == header.seq == snap["seq"]
+    assert restored.seq == header.seq == snap.seq
     assert restored.state_hash() == replayed.state_hash() == header.state_hash
     assert restored.check_invariants() == []

@@ -23,7 +23,7 @@ from bastion.api.native import schemas as S
 from bastion.api.native.routes import PLACE_PATH
 from bastion.api.operator import ops as O
 from bastion.core import errors as X
-from bastion.ops.kit import CancelResult, Maintenance
+from bastion.ops.kit import CancelResult, Maintenance, OnlineSnapshot
 
 Auth = Literal["none", "read", "trade", "withdraw", "admin"]
 #: (name, JSON schema, required)
@@ -159,10 +159,12 @@ OPS: tuple[Op, ...] = (
        "Cancel a withdrawal (until it is submitted)", "withdraw", response=S.WithdrawalView,
        errors=(*_WID, X.WITHDRAWAL_STATE), tag="wallet"),
     Op("get", "/v1/deposits", "wallet.list_deposits",
-       "Your deposits: confirming (n of N) or credited", "read", query=(_ASSET_Q,),
+       "Your deposits: confirming (n of N) or credited", "read",
+       response=list[Wt.DepositView], query=(_ASSET_Q,),
        tag="wallet"),
     Op("get", "/v1/deposit-address", "wallet.deposit_address",
-       "Your deposit address for an asset", "read", errors=(X.UNKNOWN_ASSET,),
+       "Your deposit address for an asset", "read", response=Wt.DepositAddress,
+       errors=(X.UNKNOWN_ASSET, A.UNAVAILABLE),
        query=(("asset", {"type": "string", "maxLength": 16}, True),), tag="wallet"),
     # ---------------------------------------------------------------- operator
     Op("post", "/admin/deposits", "admin.deposit", "Credit an account", "admin",
@@ -187,7 +189,8 @@ OPS: tuple[Op, ...] = (
        "WebSockets logged in with it are closed", "admin", status=204,
        errors=(A.NOT_FOUND,), tag="operator"),
     Op("get", "/admin/accounts/{account}", "admin.account",
-       "An account's balances and open orders", "admin", errors=(X.UNKNOWN_ACCOUNT,),
+       "An account's balances and open orders", "admin", response=S.AccountView,
+       errors=(X.UNKNOWN_ACCOUNT,),
        tag="operator"),
     Op("get", "/admin/health", "admin.health", "State hash and invariant check", "admin",
        response=S.Health, tag="operator"),
@@ -196,19 +199,23 @@ OPS: tuple[Op, ...] = (
        "admin", response=S.Accepted, status=201, errors=(X.INVALID_ARGUMENT,),
        query=(("dry_run", {"type": "string", "maxLength": 200}, False),), tag="operator"),
     Op("get", "/admin/migrations", "admin.migrations",
-       "Applied migrations and pending timed steps", "admin", tag="operator"),
+       "Applied migrations and pending timed steps", "admin", response=S.Migrations,
+       tag="operator"),
     Op("post", "/admin/migrations/{migration}/rollback", "admin.rollback_migration",
        "Roll back the latest applied migration as another journaled command", "admin",
        S.AdminMigrationRollback, S.Accepted, errors=(X.INVALID_ARGUMENT,), tag="operator"),
     Op("get", "/admin/withdrawals", "wallet.queue", "Withdrawal queue per asset (depth, "
-       "oldest age, pause, breaker) and every open withdrawal", "admin", tag="operator"),
+       "oldest age, pause, breaker) and every open withdrawal", "admin",
+       response=Wt.WithdrawalQueue, tag="operator"),
     Op("post", "/admin/withdrawals/pause", "wallet.pause", "Pause an asset's withdrawals",
-       "admin", Wt.PauseRequest, errors=(X.UNKNOWN_ASSET, X.NO_CHANGE), tag="operator"),
+       "admin", Wt.PauseRequest, Wt.AssetQueue, errors=(X.UNKNOWN_ASSET, X.NO_CHANGE),
+       tag="operator"),
     Op("post", "/admin/withdrawals/resume", "wallet.resume", "Resume an asset's withdrawals",
-       "admin", Wt.PauseRequest, errors=(X.UNKNOWN_ASSET, X.NO_CHANGE), tag="operator"),
+       "admin", Wt.PauseRequest, Wt.AssetQueue, errors=(X.UNKNOWN_ASSET, X.NO_CHANGE),
+       tag="operator"),
     Op("post", "/admin/withdrawals/rules", "wallet.set_rules", "Set an asset's withdrawal "
        "rules (minimum, fee, daily limit, manual review threshold)", "admin", Wt.RulesRequest,
-       errors=(X.UNKNOWN_ASSET, X.INVALID_AMOUNT), tag="operator"),
+       Wt.AssetQueue, errors=(X.UNKNOWN_ASSET, X.INVALID_AMOUNT), tag="operator"),
     Op("post", "/admin/withdrawals/{wid}/approve", "wallet.approve",
        "Approve a withdrawal held for review", "admin", Wt.Decision, S.WithdrawalView,
        errors=(*_WID, X.WITHDRAWAL_STATE), tag="operator"),
@@ -217,14 +224,15 @@ OPS: tuple[Op, ...] = (
        S.WithdrawalView, errors=(*_WID, X.WITHDRAWAL_STATE), tag="operator"),
     Op("post", "/admin/ops/credits", "ops.credits", "Journal a compensation report's credits "
        "(idempotent per incident, account and asset)", "admin", O.CreditsReq,
-       errors=(X.UNKNOWN_ASSET, X.INVALID_AMOUNT), tag="operator kit"),
+       O.CreditsResult, errors=(X.UNKNOWN_ASSET, X.INVALID_AMOUNT), tag="operator kit"),
     Op("post", "/admin/ops/modes", "ops.modes", "Set the mode of several markets (halt, "
-       "resume) as journaled commands", "admin", O.ModesReq, errors=_KIT, tag="operator kit"),
+       "resume) as journaled commands", "admin", O.ModesReq, O.ModesResult,
+       errors=_KIT, tag="operator kit"),
     Op("post", "/admin/ops/cancel", "ops.cancel", "Selective mass cancel by market, account, "
        "order kind and side (dry_run counts only)", "admin", O.CancelReq, CancelResult, errors=_KIT,
        tag="operator kit"),
     Op("post", "/admin/ops/snapshots", "ops.snapshot", "Take a named snapshot online",
-       "admin", O.SnapshotReq, status=201, errors=(X.INVALID_ARGUMENT,), tag="operator kit"),
+       "admin", O.SnapshotReq, OnlineSnapshot, status=201, errors=(X.INVALID_ARGUMENT,), tag="operator kit"),
     Op("post", "/admin/ops/maintenance", "ops.maintenance_begin", "Open a maintenance window "
        "(markets to a restricted mode, announced on the status page)", "admin",
        O.MaintenanceReq, Maintenance, 201, errors=(*_KIT, "MAINTENANCE_OPEN"),
@@ -236,7 +244,7 @@ OPS: tuple[Op, ...] = (
        "admin", response=Maintenance, errors=(A.NOT_FOUND,), tag="operator kit"),
     Op("post", "/admin/ops/rollback", "ops.rollback", "Roll the deployment back: halt every "
        "market, record the request, restart onto a snapshot or seq and reopen in recovery",
-       "admin", O.RollbackReq, status=202, errors=(*_KIT, "UNKNOWN_SNAPSHOT"),
+       "admin", O.RollbackReq, O.RollbackAccepted, status=202, errors=(*_KIT, "UNKNOWN_SNAPSHOT"),
        tag="operator kit"),
 )
 

@@ -15,7 +15,7 @@ is refused here (address format per asset, decimals, unknown asset) before anyth
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Any, Literal
 
 import msgspec
 from starlette.requests import Request
@@ -64,6 +64,44 @@ class RulesRequest(msgspec.Struct, forbid_unknown_fields=True):
 
 def _iso(ts_ms: int) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(ts_ms / 1000))
+
+
+class DepositView(msgspec.Struct):
+    """A deposit as its owner sees it: confirming (n of N) until credited."""
+
+    txid: str
+    asset: str
+    address: str
+    amount: str
+    confirmations: int
+    required: int
+    state: Literal["confirming", "credited"]
+    detected_ms: int
+    credited_ms: int | None
+
+
+class DepositAddress(msgspec.Struct):
+    asset: str
+    address: str
+
+
+class AssetQueue(msgspec.Struct):
+    """One asset's withdrawal lane: queue depth and age, operator pause, the custody breaker
+    (``worker``: None where no worker runs beside this process)."""
+
+    depth: int
+    oldest_age_ms: int
+    by_state: dict[str, int]
+    paused: bool
+    pause_reason: str
+    paused_by: str
+    worker: dict[str, Any] | None
+
+
+class WithdrawalQueue(msgspec.Struct):
+    assets: dict[str, AssetQueue]
+    custody: str | None
+    open: list[S.WithdrawalView]
 
 
 class WalletService:
@@ -172,14 +210,14 @@ class WalletService:
                                 reason=w.reason, created_ms=w.created_ts,
                                 updated_ms=w.updated_ts)
 
-    def deposit_view(self, d: W.DepositRecord) -> dict[str, Any]:
-        return {"txid": d.txid, "asset": d.asset, "address": d.address,
-                "amount": from_units(d.amount, self.decimals(d.asset)),
-                "confirmations": d.confirmations, "required": d.required,
-                "state": "credited" if d.credited else "confirming",
-                "detected_ms": d.first_ts, "credited_ms": d.credited_ts or None}
+    def deposit_view(self, d: W.DepositRecord) -> DepositView:
+        return DepositView(txid=d.txid, asset=d.asset, address=d.address,
+                           amount=from_units(d.amount, self.decimals(d.asset)),
+                           confirmations=d.confirmations, required=d.required,
+                           state="credited" if d.credited else "confirming",
+                           detected_ms=d.first_ts, credited_ms=d.credited_ts or None)
 
-    def queue_view(self) -> dict[str, Any]:
+    def queue_view(self) -> WithdrawalQueue:
         """Per asset: depth, oldest age, pause, breaker; and every open withdrawal."""
         wallet = self.wallet
         now = int(time.time() * 1000)
@@ -188,17 +226,17 @@ class WalletService:
         assets = {}
         for asset, rules in sorted(wallet.rules.items()):
             queued = [w for w in wallet.open.values() if w.asset == asset]
-            assets[asset] = {
-                "depth": len(queued),
-                "oldest_age_ms": now - queued[0].created_ts if queued else 0,
-                "by_state": {s: sum(1 for w in queued if w.state == s)
-                             for s in sorted(W.OPEN_STATES)},
-                "paused": rules.paused, "pause_reason": rules.pause_reason,
-                "paused_by": rules.paused_by,
-                "worker": worker.lane_view(asset) if worker is not None else None,
-            }
-        return {"assets": assets, "custody": getattr(pipeline, "custody_url", None),
-                "open": [self.view(w) for w in wallet.open.values()]}
+            assets[asset] = AssetQueue(
+                depth=len(queued),
+                oldest_age_ms=now - queued[0].created_ts if queued else 0,
+                by_state={s: sum(1 for w in queued if w.state == s)
+                          for s in sorted(W.OPEN_STATES)},
+                paused=rules.paused, pause_reason=rules.pause_reason,
+                paused_by=rules.paused_by,
+                worker=worker.lane_view(asset) if worker is not None else None,
+            )
+        return WithdrawalQueue(assets=assets, custody=getattr(pipeline, "custody_url", None),
+                               open=[self.view(w) for w in wallet.open.values()])
 
 
 def handlers(ctx: Context) -> Handlers:
@@ -247,7 +285,8 @@ def handlers(ctx: Context) -> Handlers:
     async def deposit_address(request: Request) -> Response:
         key = authenticate(ctx, request, b"", "read")
         asset = request.query_params.get("asset", "")
-        return JSON({"asset": asset, "address": await svc.deposit_address(key.account, asset)})
+        return JSON(DepositAddress(asset=asset,
+                                   address=await svc.deposit_address(key.account, asset)))
 
     # ------------------------------------------------------------ operator
 
@@ -276,7 +315,7 @@ def handlers(ctx: Context) -> Handlers:
             svc.rules(req.asset)
             await gw.submit(C.PauseWithdrawals(asset=req.asset, paused=paused,
                                                reason=req.reason, by="operator"))
-            return JSON(svc.queue_view()["assets"][req.asset])
+            return JSON(svc.queue_view().assets[req.asset])
         return handler
 
     @h
@@ -294,7 +333,7 @@ def handlers(ctx: Context) -> Handlers:
             manual_above=units(req.manual_above, "manual_above"),
             address_delay_ms=req.address_delay_ms, confirmations=req.confirmations,
             reason=req.reason))
-        return JSON(svc.queue_view()["assets"][req.asset])
+        return JSON(svc.queue_view().assets[req.asset])
 
     h.add("approve", review(True))
     h.add("reject", review(False))

@@ -94,16 +94,27 @@ async def cancel(node: KitNode, flt: CancelFilter, dry_run: bool,
     return CancelResult(False, sel.count, done, sel.by_kind, sel.kept_by_kind, node.engine.seq)
 
 
-async def online_snapshot(node: KitNode, name: str) -> dict[str, Any]:
+@dataclass
+class OnlineSnapshot:
+    id: str
+    name: str
+    seq: int
+    #: the order-entry pause the fork caused
+    pause_ms: float
+    seconds: float
+    path: str
+
+
+async def online_snapshot(node: KitNode, name: str) -> OnlineSnapshot:
     """A named snapshot while trading continues (fork: the child writes, the parent trades);
     reports the order-entry pause the fork caused."""
     t0 = time.perf_counter()
     before = len(node.snapshot_pauses)
     info = await node.snapshot(name)
     pauses = node.snapshot_pauses[before:]
-    return {"id": info.id, "name": info.name, "seq": info.seq,
-            "pause_ms": round(max(pauses, default=0.0) * 1000, 3),
-            "seconds": round(time.perf_counter() - t0, 3), "path": str(info.path)}
+    return OnlineSnapshot(info.id, info.name, info.seq,
+                          round(max(pauses, default=0.0) * 1000, 3),
+                          round(time.perf_counter() - t0, 3), str(info.path))
 
 
 @dataclass
@@ -146,7 +157,7 @@ async def maintenance_begin(node: KitNode, data: Path, status: Any, name: str,
                                         now + minutes * 60_000)
         status.operator.start_maintenance(m.id)
         status_id = m.id
-    record = Maintenance(name, snap["id"], snap["seq"], mode, reason, previous, status_id, now)
+    record = Maintenance(name, snap.id, snap.seq, mode, reason, previous, status_id, now)
     atomic_write(data / MAINTENANCE_FILE, json.dumps(asdict(record)).encode())
     append_jsonl(data / "audit.jsonl", {"event": "maintenance_begin", **asdict(record)})
     return record

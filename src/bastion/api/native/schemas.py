@@ -12,6 +12,8 @@ from typing import Annotated, Any, Literal
 import msgspec
 from msgspec import Meta
 
+from bastion.core.state import MigrationRecord, ScheduledStep
+
 Decimal = Annotated[str, Meta(pattern=r"^[0-9]{1,30}(\.[0-9]{1,18})?$", max_length=40,
                               description="decimal number as a string, e.g. \"0.015\"",
                               examples=["0.015"])]
@@ -339,6 +341,22 @@ class Health(Out, kw_only=True):
     state_hash: str
     invariants_ok: bool
     problems: list[str]
+
+
+class AccountView(Out, kw_only=True):
+    """An account as the operator sees it."""
+
+    account: int
+    balances: list[Balance]
+    open_orders: list[Order]
+
+
+class Migrations(Out, kw_only=True):
+    """Applied migrations (with what each changed, for rollback) and timed steps to come."""
+
+    seq: int
+    records: list[MigrationRecord]
+    pending: list[ScheduledStep]
 
 
 class WithdrawalView(Out, kw_only=True):

@@ -15,7 +15,7 @@ from bastion.api import errors as A
 from bastion.api.app_context import Context
 from bastion.api.convert import to_units
 from bastion.api.errors import ApiError
-from bastion.api.http import JSON, Handlers, admin, decode, encode
+from bastion.api.http import JSON, Handlers, admin, decode
 from bastion.api.native import schemas as S
 from bastion.api.native import views as V
 from bastion.core import commands as C
@@ -141,10 +141,9 @@ def handlers(ctx: Context) -> Handlers:
             raise ApiError(X.UNKNOWN_ACCOUNT, f"unknown account {acct}")
         rm = gw.readmodel
         e = gw.engine
-        return Response(encode({
-            "account": acct, "balances": V.balances(e, acct),
-            "open_orders": [V.order(V.units(e, r.market), r) for r in rm.open_orders(acct)],
-        }), media_type="application/json")
+        return JSON(S.AccountView(
+            account=acct, balances=V.balances(e, acct),
+            open_orders=[V.order(V.units(e, r.market), r) for r in rm.open_orders(acct)]))
 
     @h
     async def book(request: Request) -> Response:
@@ -184,7 +183,6 @@ def handlers(ctx: Context) -> Handlers:
     async def migrations(request: Request) -> Response:
         admin(ctx, request)
         log = gw.engine.migrations
-        return Response(encode({"seq": gw.engine.seq, "records": log.records,
-                                "pending": log.pending}), media_type="application/json")
+        return JSON(S.Migrations(seq=gw.engine.seq, records=log.records, pending=log.pending))
 
     return h

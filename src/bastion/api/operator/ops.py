@@ -57,6 +57,33 @@ class CancelReq(Base):
     reason: Reason = "operator mass cancel"
 
 
+class ModesResult(msgspec.Struct):
+    seq: int
+    #: each market's resulting mode (unchanged ones included, refused ones with their code)
+    markets: dict[str, str]
+
+
+class RollbackAccepted(msgspec.Struct):
+    seq: int
+    halted: dict[str, str]
+    restarting: bool
+
+
+class CreditRefusal(msgspec.Struct):
+    account: int
+    asset: str
+    code: str
+    message: str
+
+
+class CreditsResult(msgspec.Struct):
+    incident: str
+    credited: int
+    already: int
+    refused: list[CreditRefusal]
+    seq: int
+
+
 class SnapshotReq(Base):
     name: Name
 
@@ -114,7 +141,7 @@ def handlers(ctx: Context) -> Handlers:
             out = await kit.set_modes(gw.node, req.markets, req.mode, req.reason, req.until_ms)
         except (DurabilityError, ValueError) as exc:
             raise _kit_error(exc) from exc
-        return JSON({"seq": gw.engine.seq, "markets": out})
+        return JSON(ModesResult(seq=gw.engine.seq, markets=out))
 
     @h
     async def cancel(request: Request) -> Response:
@@ -134,7 +161,7 @@ def handlers(ctx: Context) -> Handlers:
         admin(ctx, request)
         req = decode(await request.body(), SnapshotReq)
         try:
-            return JSON(await kit.online_snapshot(gw.node, req.name), status_code=201)
+            return JSON(asdict(await kit.online_snapshot(gw.node, req.name)), status_code=201)
         except DurabilityError as exc:
             raise _kit_error(exc) from exc
 
@@ -180,7 +207,7 @@ def handlers(ctx: Context) -> Handlers:
             halted = await kit.set_modes(gw.node, None, "halted", f"rollback: {req.why}")
         except (DurabilityError, ValueError) as exc:
             raise _kit_error(exc) from exc
-        return JSON({"seq": gw.engine.seq, "halted": halted, "restarting": True},
+        return JSON(RollbackAccepted(seq=gw.engine.seq, halted=halted, restarting=True),
                     status_code=202,
                     background=BackgroundTask(os.kill, os.getpid(), signal.SIGINT))
 
@@ -198,16 +225,16 @@ def handlers(ctx: Context) -> Handlers:
                                  incident=req.incident, reason=req.reason))
         results = await gw.node.submit_many(cmds)
         credited = already = 0
-        refused: list[dict[str, Any]] = []
+        refused: list[CreditRefusal] = []
         for line, events in zip(req.credits, results, strict=True):
             for ev in events:
                 if isinstance(ev, E.Credited):
                     already += ev.duplicate
                     credited += not ev.duplicate
                 elif isinstance(ev, E.Rejected):
-                    refused.append({"account": line.account, "asset": line.asset,
-                                    "code": ev.code, "message": ev.message})
-        return JSON({"incident": req.incident, "credited": credited, "already": already,
-                     "refused": refused, "seq": gw.engine.seq})
+                    refused.append(CreditRefusal(account=line.account, asset=line.asset,
+                                                 code=ev.code, message=ev.message))
+        return JSON(CreditsResult(incident=req.incident, credited=credited, already=already,
+                                  refused=refused, seq=gw.engine.seq))
 
     return h
