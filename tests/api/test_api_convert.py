@@ -55,3 +55,14 @@ def test_to_units_refuses_what_it_cannot_hold_exactly(whole: int, frac: str,
 def test_to_units_refuses_anything_but_plain_digits(text: str) -> None:
     with pytest.raises(ApiError):
         to_units(text, 8, X.INVALID_QUANTITY, "quantity")
+
+
+def test_to_units_takes_str_subclasses_and_ints_not_bools() -> None:
+    class Text(str):
+        pass
+
+    assert to_units(Text("1.5"), 2, X.INVALID_PRICE, "price") == 150
+    assert to_units(7, 2, X.INVALID_PRICE, "price") == 700
+    for bad in (True, 1.5, None, b"1"):
+        with pytest.raises(ApiError):
+            to_units(bad, 2, X.INVALID_PRICE, "price")

@@ -22,7 +22,7 @@ def to_units(text: object, decimals: int, code: str, what: str, *,
     """Parse a plain decimal string (``"12"``, ``"0.0015"``) into integer units of
     ``10**-decimals``. Raises ``ApiError(code)`` for signs, exponents, too many decimals or
     values out of range."""
-    if type(text) is not str:
+    if not isinstance(text, str):
         if not isinstance(text, int) or isinstance(text, bool):
             raise ApiError(code, f"{what} must be a decimal string such as \"1.25\"")
         text = str(text)
