@@ -21,7 +21,6 @@ from typing import Any
 import httpx
 import msgspec
 
-from bastion.api.security.keys import server_key_file
 from bastion.cluster.config import ClusterConfig
 from bastion.cluster.natsproc import ZONES, NatsServer, cluster_specs, free_port, start_cluster
 from bastion.cluster.supervisor import (
@@ -30,6 +29,7 @@ from bastion.cluster.supervisor import (
     custody_wanted,
     gateway_args,
     node_args,
+    shared_secrets,
     spawn,
     start_custody,
 )
@@ -92,8 +92,7 @@ class Cluster:
         for server in start_cluster(specs):
             self.nats[server.spec.zone] = server
         self.servers = [s.url for s in specs]
-        if not self.env.get("BASTION_SERVER_KEY"):  # as `cluster up`: one for every gateway
-            self.env["BASTION_SERVER_KEY"] = server_key_file(self.root / "server.key").hex()
+        shared_secrets(self.root, self.env)  # as `cluster up`: the same on every gateway
         if custody_wanted(self.env):  # one simulator for the cluster, as `cluster up` does
             proc, popen, url = start_custody(self.root, self.env)
             self.env["BASTION_CUSTODY_URL"] = self.custody_url = url

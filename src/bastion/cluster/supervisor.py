@@ -109,6 +109,16 @@ def start_custody(data: Path, env: dict[str, str], timeout: float = 30.0
     return Proc("custody", "custody", "-", popen.pid, port), popen, url
 
 
+def shared_secrets(data: Path, env: dict[str, str]) -> None:
+    """What every gateway must share, made once per cluster directory (0600 files) unless the
+    environment gives it: the server key the shared API keys' secrets are encrypted under, and
+    the operator token (behind a load balancer any gateway may get an operator's call)."""
+    if not env.get("BASTION_SERVER_KEY"):
+        env["BASTION_SERVER_KEY"] = server_key_file(data / "server.key").hex()
+    if not env.get("BASTION_ADMIN_TOKEN"):
+        env["BASTION_ADMIN_TOKEN"] = server_key_file(data / "admin.token").hex()
+
+
 def spawn(args: list[str], log: Path, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
     out = open(log, "ab")  # noqa: SIM115 - the child owns it
     try:
@@ -147,8 +157,7 @@ class Supervisor:
         for server in self.nats:
             state.processes.append(Proc(server.spec.name, "nats", server.spec.zone,
                                         server.pid or 0, server.spec.port))
-        if not self.env.get("BASTION_SERVER_KEY"):  # every gateway decrypts the shared keys
-            self.env["BASTION_SERVER_KEY"] = server_key_file(self.data / "server.key").hex()
+        shared_secrets(self.data, self.env)
         if custody_wanted(self.env):
             proc, popen, url = start_custody(self.data, self.env)
             self.env["BASTION_CUSTODY_URL"] = url
