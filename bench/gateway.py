@@ -644,9 +644,25 @@ def main() -> None:
                       "results": results}))
 
 
+def core_kind(src: str | None) -> str:
+    """Which core a server from ``src`` runs: ``compiled`` only if that tree's core sources
+    match this venv's mypyc build, else ``pure`` (slower): a baseline from before a core change
+    runs pure, which is not a like-for-like comparison."""
+    env = dict(os.environ)
+    if src:
+        env["PYTHONPATH"] = src
+    out = subprocess.run([sys.executable, "-c", "import bastion.corebuild as c; "
+                          "print(c.KIND, '-', c.REASON)"], env=env, capture_output=True,
+                         text=True, timeout=60)
+    return out.stdout.strip() or out.stderr.strip()[-200:]
+
+
 def compare(args: argparse.Namespace) -> None:
     """Baseline and candidate servers alternately, ``--rounds`` each, same load generator;
     per phase the best throughput of each build and the ratio."""
+    kinds = {"baseline": core_kind(args.baseline_src), "candidate": core_kind(None)}
+    for build, kind in kinds.items():
+        print(f"{build} core: {kind}", flush=True)
     best: dict[str, dict[str, int]] = {"baseline": {}, "candidate": {}}
     cost: dict[str, dict[str, float]] = {"baseline": {}, "candidate": {}}
     p99: dict[str, dict[str, float]] = {"baseline": {}, "candidate": {}}
@@ -676,7 +692,8 @@ def compare(args: argparse.Namespace) -> None:
               f"{p99['candidate'].get(phase, float('nan')):.2f} ms (each at half its own max)")
     print(json.dumps({"bench": "gateway-compare", "cpus": os.cpu_count(), "pinned": PIN is not None,
                       "best": best,
-                      "cpu_us_per_order_best": cost, "p99_ms_best": p99, "runs": runs}))
+                      "cpu_us_per_order_best": cost, "p99_ms_best": p99, "core": kinds,
+                      "runs": runs}))
 
 
 def run(args: argparse.Namespace, src: str | None) -> list[dict[str, Any]]:
