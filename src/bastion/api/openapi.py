@@ -30,15 +30,12 @@ _STATUS_TEXT = {400: "invalid request", 401: "missing or invalid credentials, si
                 "Retry-After)"}
 
 
-def _error_responses(op: Op) -> dict[str, Any]:
-    """One response per status the op can answer, naming its stable codes."""
-    by_status: dict[int, list[str]] = {}
-    for code in op.codes():
-        by_status.setdefault(status_for(code), []).append(code)
+def _error_responses(by_status: dict[int, list[str]], body: str) -> dict[str, Any]:
+    """One response per HTTP status, naming the stable codes answered with it."""
     return {str(status): {
         "description": f"{_STATUS_TEXT.get(status, 'refused')}: "
-                       + ", ".join(f"`{c}`" for c in codes),
-        "content": {"application/json": {"schema": {"$ref": REF.format(name="Error")}}}}
+                       + ", ".join(f"`{c}`" for c in dict.fromkeys(codes)),
+        "content": {"application/json": {"schema": {"$ref": REF.format(name=body)}}}}
         for status, codes in sorted(by_status.items())}
 
 
@@ -58,10 +55,42 @@ def _operation_id(method: str, path: str) -> str:
             .replace("-", "_").replace(".", "_"))
 
 
+def _operation(method: str, path: str, summary: str, tag: str, params: list[dict[str, Any]],
+               body_schema: Any, status: int, media: str, resp_schema: Any,
+               errors: dict[str, Any]) -> dict[str, Any]:
+    """The parts every operation shares, native or status."""
+    o: dict[str, Any] = {"summary": summary, "tags": [tag],
+                         "operationId": _operation_id(method, path)}
+    if params:
+        o["parameters"] = params
+    if body_schema is not None:
+        o["requestBody"] = {"required": True,
+                            "content": {"application/json": {"schema": body_schema}}}
+    success: dict[str, Any] = {"description": "success"}
+    if status != 204:
+        success["content"] = {media: {"schema": resp_schema}}
+    o["responses"] = {str(status): success, **errors}
+    return o
+
+
+def _native_op(op: Op, body_schema: Any, resp_schema: Any) -> dict[str, Any]:
+    by_status: dict[int, list[str]] = {}
+    for code in op.codes():
+        by_status.setdefault(status_for(code), []).append(code)
+    params = _path_params(op.doc_path) + [
+        {"name": n, "in": "query", "required": req, "schema": sch} for n, sch, req in op.query]
+    o = _operation(op.method, op.doc_path, op.summary, op.tag, params, body_schema, op.status,
+                   "application/json", resp_schema or {}, _error_responses(by_status, "Error"))
+    if op.auth == "admin":
+        o["security"] = [{"operator": []}]
+    elif op.auth != "none":
+        o["security"] = [{"apiKey": [], "timestamp": [], "signature": []}]
+        o["description"] = f"Needs the `{op.auth}` permission."
+    return o
+
+
 def _status_op(op: StatusOp, body_schema: Any, resp_schema: Any) -> dict[str, Any]:
     """A status API operation: its own lower-case codes and `{code, message}` error body."""
-    o: dict[str, Any] = {"summary": op.summary, "tags": ["status"],
-                         "operationId": _operation_id(op.method, op.path)}
     params = _path_params(op.path)
     if op.handler == "uptime":
         params.append({"name": "days", "in": "query", "required": False,
@@ -69,25 +98,12 @@ def _status_op(op: StatusOp, body_schema: Any, resp_schema: Any) -> dict[str, An
     elif op.handler == "okx":
         params.append({"name": "state", "in": "query", "required": False,
                        "schema": {"type": "string", "enum": list(OKX_STATES)}})
-    if params:
-        o["parameters"] = params
-    if body_schema is not None:
-        o["requestBody"] = {"required": True,
-                            "content": {"application/json": {"schema": body_schema}}}
-    success: dict[str, Any] = {"description": "success"}
-    if op.status != 204:
-        schema = resp_schema or ({"type": "object"} if op.media == "application/json"
-                                 else {"type": "string"})
-        success["content"] = {op.media: {"schema": schema}}
     by_status: dict[int, list[str]] = {}
     for code, status in (*op.errors, *(ADMIN_ERRORS if op.auth == "admin" else ())):
         by_status.setdefault(status, []).append(code)
-    o["responses"] = {str(op.status): success, **{
-        str(status): {"description": f"{_STATUS_TEXT.get(status, 'refused')}: "
-                      + ", ".join(f"`{c}`" for c in dict.fromkeys(codes)),
-                      "content": {"application/json": {
-                          "schema": {"$ref": REF.format(name="ErrorBody")}}}}
-        for status, codes in sorted(by_status.items())}}
+    default = {"type": "object"} if op.media == "application/json" else {"type": "string"}
+    o = _operation(op.method, op.path, op.summary, "status", params, body_schema, op.status,
+                   op.media, resp_schema or default, _error_responses(by_status, "ErrorBody"))
     if op.auth == "admin":
         o["security"] = [{"operator": []}]
     return o
@@ -109,27 +125,7 @@ def build_spec(title: str = "Bastion trading API", version: str = "1",
     for op in ops:
         body_schema = next(it) if op.body is not None else None
         resp_schema = next(it) if op.response is not None else None
-        path = op.doc_path
-        o: dict[str, Any] = {"summary": op.summary, "tags": [op.tag],
-                             "operationId": _operation_id(op.method, path)}
-        params = _path_params(path) + [
-            {"name": n, "in": "query", "required": req, "schema": sch}
-            for n, sch, req in op.query]
-        if params:
-            o["parameters"] = params
-        if body_schema is not None:
-            o["requestBody"] = {"required": True,
-                                "content": {"application/json": {"schema": body_schema}}}
-        success: dict[str, Any] = {"description": "success"}
-        if op.status != 204:
-            success["content"] = {"application/json": {"schema": resp_schema or {}}}
-        o["responses"] = {str(op.status): success, **_error_responses(op)}
-        if op.auth == "admin":
-            o["security"] = [{"operator": []}]
-        elif op.auth != "none":
-            o["security"] = [{"apiKey": [], "timestamp": [], "signature": []}]
-            o["description"] = f"Needs the `{op.auth}` permission."
-        paths.setdefault(path, {})[op.method] = o
+        paths.setdefault(op.doc_path, {})[op.method] = _native_op(op, body_schema, resp_schema)
     for sop in status_ops:
         body_schema = next(it) if sop.body is not None else None
         resp_schema = next(it) if sop.response is not None else None
