@@ -127,20 +127,26 @@ class HttpConn:
 
 
 class BinanceConn(HttpConn):
-    """The Binance spot route: form parameters signed with HMAC-SHA256, key in a header."""
+    """The Binance spot route: form parameters signed with HMAC-SHA256, key in a header.
+
+    Signs exactly what ccxt signs (the url-encoded parameters, ``&signature=`` + hex HMAC
+    appended), but builds the form straight from the fields of ``OrderGen``'s fixed body layout
+    with one split and one format: re-reading that body as JSON cost this client ~4 us more
+    per order than the native one, CPU the server shares on a 2-core machine.
+    """
+
+    _SIDE = {b"buy": b"BUY", b"sell": b"SELL"}
 
     async def post_order(self, body: bytes) -> int:
-        o = json.loads(body)
+        f = body.split(b'"', 20)  # 7: side, 11: quantity, 15: price, 19: client order id
         params = (b"symbol=BTCUSDT&side=%s&type=LIMIT&timeInForce=GTC&quantity=%s&price=%s&"
                   b"newClientOrderId=%s&timestamp=%d"
-                  % (o["side"].upper().encode(), o["quantity"].encode(), o["price"].encode(),
-                     o["client_order_id"].encode(), now_ms()))
+                  % (self._SIDE[f[7]], f[11], f[15], f[19], now_ms()))
         sig = hmac.new(self.secret, params, hashlib.sha256).hexdigest().encode()
-        form = params + b"&signature=" + sig
         self.w.write(b"POST /api/v3/order HTTP/1.1\r\nHost: x\r\n"
                      b"Content-Type: application/x-www-form-urlencoded\r\n"
-                     b"X-MBX-APIKEY: %s\r\nContent-Length: %d\r\n\r\n%s"
-                     % (self.key, len(form), form))
+                     b"X-MBX-APIKEY: %s\r\nContent-Length: %d\r\n\r\n%s&signature=%s"
+                     % (self.key, len(params) + 75, params, sig))
         head = await self.r.readuntil(b"\r\n\r\n")
         status = int(head[9:12])
         i = head.lower().find(b"content-length:")
