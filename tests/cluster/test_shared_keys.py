@@ -55,7 +55,7 @@ def test_stale_change_and_dead_watch(servers: list[str]) -> None:
         await _until(lambda: b.get(k1.key) is not None and b.get(k2.key) is not None)
 
         # gateway 2's watch dies; gateway 1 revokes k1 and narrows k2
-        loops[1].call_soon(shared[1]._tasks[0].cancel)
+        loops[1].call_soon(shared[1].records._tasks[0].cancel)
         await asyncio.sleep(0.2)
         assert await a.revoke(k1.key)
         assert await a.set_permissions(k2.key, frozenset({"read"})) is not None

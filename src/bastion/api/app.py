@@ -329,6 +329,9 @@ def _status(settings: Settings, ctx: Context, routes: list[BaseRoute]
     @asynccontextmanager
     async def running() -> AsyncIterator[None]:
         try:
+            share = getattr(ctx.gateway.node, "share_status", None)
+            if share is not None:  # a cluster gateway: status records shared by all gateways
+                await share(service, runtime.webhooks)
             async with runtime.running():
                 yield
         finally:

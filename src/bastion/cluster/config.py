@@ -61,6 +61,20 @@ class ClusterConfig:
         return f"bastion_{self.shard}_lease"
 
     @property
+    def status_bucket(self) -> str:
+        """Operator status records, shared by every gateway (``bastion.cluster.sharedstatus``)."""
+        return f"bastion_{self.shard}_status"
+
+    @property
+    def status_history_bucket(self) -> str:
+        return f"bastion_{self.shard}_status_history"
+
+    @property
+    def status_lease_bucket(self) -> str:
+        """Held by the one gateway that delivers status webhooks."""
+        return f"bastion_{self.shard}_status_lease"
+
+    @property
     def keys_bucket(self) -> str:
         """API keys, shared by every gateway (``bastion.cluster.sharedkeys``)."""
         return f"bastion_{self.shard}_keys"

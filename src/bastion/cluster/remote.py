@@ -28,6 +28,7 @@ from bastion.cluster.follower import Follower, bootstrap
 from bastion.cluster.lease import Holder, Lease
 from bastion.cluster.replica import Replica, Subscriber
 from bastion.cluster.sharedkeys import SharedKeys
+from bastion.cluster.sharedstatus import SharedStatus
 from bastion.cluster.snapbucket import SnapshotBucket
 from bastion.cluster.wire import MAX_COMMANDS, Reply, encode_request
 from bastion.core import commands as C
@@ -36,6 +37,8 @@ from bastion.core.engine import Engine
 from bastion.journal.errors import DurabilityError
 from bastion.journal.jetstream import JetStreamJournal, ensure_stream
 from bastion.journal.natsloop import NatsLoop
+from bastion.status.service import StatusService
+from bastion.status.webhooks import WebhookDispatcher
 
 log = logging.getLogger("bastion.cluster")
 
@@ -71,6 +74,7 @@ class RemoteNode:
         #: the highest seq a leader's heartbeat reported (for the replica-lag metric)
         self.leader_seq = 0
         self.shared_keys: SharedKeys | None = None
+        self.shared_status: SharedStatus | None = None
 
     # --- Node surface -----------------------------------------------------------------------
 
@@ -166,7 +170,16 @@ class RemoteNode:
         self.shared_keys = SharedKeys(self.nats, self.config.keys_bucket, self.config.replicas)
         await self.shared_keys.attach(keys)
 
+    async def share_status(self, service: StatusService, webhooks: WebhookDispatcher) -> None:
+        """The gateway's status records live in the shard's status buckets, not in its data
+        directory, and only one gateway delivers the webhooks (``sharedstatus``)."""
+        self.shared_status = SharedStatus(self.nats, self.config, self.name)
+        await self.shared_status.attach(service, webhooks)
+
     async def stop(self) -> None:
+        if self.shared_status is not None:
+            with contextlib.suppress(Exception):
+                await self.shared_status.close()
         if self.shared_keys is not None:
             await self.shared_keys.close()
         if self._follow is not None:

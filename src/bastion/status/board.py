@@ -5,6 +5,13 @@ The tracker (derived status), the operator desk and the subscriber list all writ
 board, so they share one lock and one transaction without inheriting from each other.
 Thread-safe: the node may report from an engine thread while HTTP reads and operator writes run
 on the event loop.
+
+In a cluster the records an operator writes (incidents, overrides, custom components and groups,
+subscribers: `shared.KINDS`) are shared by every gateway: a verb `mark`s what it wrote, runs as
+a `dry_run` (rolled back, its records captured), `writer` stores the records in the cluster's
+bucket without holding the lock, and only then are they applied here, as on every other gateway
+(`StatusService.write`). If the bucket does not take them, nothing changed here. Status
+transitions go to `history_sink` once committed.
 """
 
 from __future__ import annotations
@@ -19,14 +26,29 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import msgspec
+
 from bastion.status.errors import StatusError
-from bastion.status.model import Change, Component, ComponentKind, Group, Incident
+from bastion.status.model import (
+    Change,
+    Component,
+    ComponentKind,
+    Group,
+    Incident,
+    Override,
+    Subscriber,
+)
 from bastion.status.store import Loaded, Store
 
 log = logging.getLogger("bastion.status")
 
 Clock = Callable[[], int]
 Listener = Callable[[Change], None]
+#: stores `(key, record)` pairs (None: removed) where the other gateways see them, or raises
+Writer = Callable[[list[tuple[str, bytes | None]]], None]
+#: `(component id, ts_ms, status, reason)` of a committed status transition
+HistorySink = Callable[[str, int, str, str], None]
+_enc = msgspec.json.Encoder()
 
 BUILTIN_GROUPS = (("markets", "Markets"), ("apis", "APIs"), ("wallets", "Deposits & withdrawals"))
 BUILTIN_COMPONENTS: tuple[tuple[str, str, ComponentKind, str], ...] = (
@@ -34,6 +56,10 @@ BUILTIN_COMPONENTS: tuple[tuple[str, str, ComponentKind, str], ...] = (
     ("ws-api", "WebSocket API", "ws_api", "Streaming orders, fills and market data"),
     ("market-data", "Market data", "market_data", "Order books, trades and prices"),
 )
+
+
+class _DryRun(Exception):
+    """Rolls back a transaction whose shared records go to the cluster first."""
 
 
 def wall_clock_ms() -> int:
@@ -64,14 +90,22 @@ class StatusBoard:
         self.lock = threading.RLock()
         self.store = Store(db_path)
         self.loaded: Loaded = self.store.load()
-        self.groups = {g.id: g for g in self.loaded.groups}
-        self.components = {c.id: c for c in self.loaded.components}
-        self.incidents = {i.id: i for i in self.loaded.incidents}
+        self.groups: dict[str, Group] = {}
+        self.components: dict[str, Component] = {}
+        self.incidents: dict[str, Incident] = {}
+        self.subscribers: dict[str, Subscriber] = {}
+        self._install(self.loaded)
         page = self.loaded.signals.get("page") or {"id": new_id()}
         self.page = {"id": page["id"], "name": page_name, "url": page_url.rstrip("/")}
         self._listeners: list[Listener] = []
         self._pending: list[Change] = []
         self._depth = 0
+        self.writer: Writer | None = None
+        self.history_sink: HistorySink | None = None
+        self._dirty: dict[str, None] = {}
+        self._history: list[tuple[str, int, str, str]] = []
+        self._applying = 0
+        self._capture: list[tuple[str, bytes | None]] | None = None
         with self.tx():
             if "page" not in self.loaded.signals:
                 self.store.put_signal("page", {"id": self.page["id"]})
@@ -85,6 +119,61 @@ class StatusBoard:
 
     def close(self) -> None:
         self.store.close()
+
+    def _install(self, loaded: Loaded) -> None:
+        self.groups = {g.id: g for g in loaded.groups}
+        self.components = {c.id: c for c in loaded.components}
+        self.incidents = {i.id: i for i in loaded.incidents}
+        self.subscribers = {s.id: s for s in loaded.subscribers}
+
+    # ---------------------------------------------------------------- shared records
+
+    def mark(self, kind: str, record_id: str) -> None:
+        """The operator wrote this record (`shared.KINDS`): share it when the transaction commits
+        (records arriving from other gateways are not shared again)."""
+        if not self._applying:
+            self._dirty[f"{kind}.{record_id}"] = None
+
+    @contextmanager
+    def applying(self) -> Iterator[None]:
+        """Records written inside come from the other gateways: they are not shared again."""
+        with self.lock:
+            self._applying += 1
+            try:
+                yield
+            finally:
+                self._applying -= 1
+
+    def record(self, key: str) -> bytes | None:
+        """The shared form of record `key` as this gateway holds it (None: it has none).
+        Counters and derived fields are left out: they are this gateway's own."""
+        kind, _, rid = key.partition(".")
+        doc: object = None
+        if kind == "incident":
+            doc = self.incidents.get(rid)
+        elif kind == "override":
+            c = self.components.get(rid)
+            if c is not None:
+                doc = Override(status=c.operator_status, note=c.operator_note, at_ms=c.operator_ms)
+        elif kind == "component":
+            c = self.components.get(rid)
+            if c is not None and c.kind == "custom":
+                doc = msgspec.structs.replace(
+                    c, status="operational", derived="operational", derived_reason="",
+                    operator_status="operational", operator_note="", operator_ms=0,
+                    updated_ms=c.created_ms)
+        elif kind == "group":
+            doc = self.groups.get(rid)
+        elif kind == "subscriber":
+            sub = self.subscribers.get(rid)
+            if sub is not None:
+                doc = msgspec.structs.replace(sub, delivered=0, failed_attempts=0)
+        return None if doc is None else _enc.encode(doc)
+
+    def record_status(self, component_id: str, ts_ms: int, status: str, reason: str) -> None:
+        """A status transition into the history (shared through `history_sink` once committed)."""
+        self.store.record_status(component_id, ts_ms, status, reason)
+        self._history.append((component_id, ts_ms, status, reason))
 
     # ---------------------------------------------------------------- changes
 
@@ -107,16 +196,35 @@ class StatusBoard:
         with self.lock:
             outer = self._depth == 0
             self._depth += 1
+            dry_run = False
             try:
-                with self.store.transaction():
-                    yield
+                try:
+                    with self.store.transaction():
+                        yield
+                        if outer and self._dirty and self._capture is not None:
+                            self._capture.extend((key, self.record(key)) for key in self._dirty)
+                            raise _DryRun
+                except _DryRun:
+                    dry_run = True
             except BaseException:
                 if outer:
-                    self._pending.clear()
+                    self._rolled_back()
                 raise
             finally:
                 self._depth -= 1
+                if outer and not dry_run:
+                    self._dirty.clear()
+            if dry_run:
+                self._rolled_back()
+                return
             if outer:
+                history, self._history = self._history, []
+                if self.history_sink is not None:
+                    for row in history:
+                        try:
+                            self.history_sink(*row)
+                        except Exception:
+                            log.exception("status history sink failed")
                 changes, self._pending = self._pending, []
                 for change in changes:
                     for listener in list(self._listeners):
@@ -124,6 +232,24 @@ class StatusBoard:
                             listener(change)
                         except Exception:
                             log.exception("status listener failed on %s", change.kind)
+
+    def _rolled_back(self) -> None:
+        self._pending.clear()
+        self._history.clear()
+        if self._dirty:  # memory back to what the store committed
+            self._dirty.clear()
+            self._install(self.store.load())
+
+    @contextmanager
+    def dry_run(self) -> Iterator[list[tuple[str, bytes | None]]]:
+        """Transactions inside that change shared records roll back and leave those records,
+        as they would have been, in the yielded list (to store them in the cluster first)."""
+        with self.lock:
+            self._capture = []
+            try:
+                yield self._capture
+            finally:
+                self._capture = None
 
     def emit(self, *changes: Change) -> None:
         self._pending.extend(changes)
@@ -166,7 +292,7 @@ class StatusBoard:
                       position=position, description=desc, created_ms=now, updated_ms=now)
         self.components[cid] = c
         self.store.put_component(c)
-        self.store.record_status(cid, now, "operational", "created")
+        self.record_status(cid, now, "operational", "created")
         return c
 
     def keyed(self, kind: ComponentKind, key: str) -> Component | None:

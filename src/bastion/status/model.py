@@ -83,6 +83,8 @@ class Component(msgspec.Struct, kw_only=True):
     derived_reason: str = ""
     operator_status: ComponentStatus = "operational"
     operator_note: str = ""
+    #: when the operator set `operator_status` (shared with it, see `Override`)
+    operator_ms: int = 0
     updated_ms: int = 0
 
 
@@ -147,3 +149,12 @@ class Change(msgspec.Struct, kw_only=True, frozen=True):
     components: dict[str, Component] = msgspec.field(default_factory=dict)
     subscriber: Subscriber | None = None
     reason: str = ""
+
+
+class Override(msgspec.Struct, kw_only=True):
+    """An operator's status for a component, as gateways share it (`at_ms`: when it was set,
+    so every gateway records the transition it causes at the same time)."""
+
+    status: ComponentStatus
+    note: str
+    at_ms: int

@@ -55,6 +55,7 @@ class OperatorDesk:
         with self.board.tx():
             now = self.board.clock()
             gid: str | None = None
+            found = None
             if group:
                 group = self._check_text("group", group, 100)
                 found = next(
@@ -72,9 +73,12 @@ class OperatorDesk:
                         f"group-{slug(group)}-{new_id()[:4]}", group, len(self.board.groups), now
                     ).id
                 )
+            if gid is not None and found is None:
+                self.board.mark("group", gid)
             c = self.board.add_component(
                 self.board.free_id(slug(name)), name, "custom", name, gid, description, now
             )
+            self.board.mark("component", c.id)
             self.board.emit(self.board.component_change("component.created", c))
             return copy.deepcopy(c)
 
@@ -105,12 +109,15 @@ class OperatorDesk:
     ) -> None:
         if check:
             self._check_operator_status(ids, status)
+        now = self.board.clock()
         for cid in ids:
             c = self.board.components[cid]
             c.operator_status = status  # type: ignore[assignment]
             c.operator_note = note if status != "operational" else ""
+            c.operator_ms = now
             self.board.store.put_component(c)
-        self.tracker.reevaluate(ids)
+            self.board.mark("override", cid)
+        self.tracker.reevaluate(ids, at_ms=now)
 
     def _check_impact(self, impact: str | None) -> None:
         if impact is not None and impact not in IMPACTS:
@@ -159,6 +166,7 @@ class OperatorDesk:
             )
             self.board.incidents[inc.id] = inc
             self.board.store.put_incident(inc)
+            self.board.mark("incident", inc.id)
             self.board.emit(self.board.incident_change("incident.created", inc))
             if component_status is not None:  # after it exists, so no second incident opens
                 self._apply_operator_status(ids, component_status, name)
@@ -207,6 +215,7 @@ class OperatorDesk:
                 Update(id=new_id(), status=status, body=body, display_ms=now, created_ms=now)
             )
             self.board.store.put_incident(inc)
+            self.board.mark("incident", inc.id)
             kind = "incident.resolved" if was_open and not inc.open else "incident.updated"
             self.board.emit(self.board.incident_change(kind, inc))
             return copy.deepcopy(inc)
@@ -271,6 +280,7 @@ class OperatorDesk:
             )
             self.board.incidents[m.id] = m
             self.board.store.put_incident(m)
+            self.board.mark("incident", m.id)
             self.board.emit(self.board.incident_change("maintenance.scheduled", m))
             return copy.deepcopy(m)
 
@@ -304,4 +314,5 @@ class OperatorDesk:
                     "invalid_transition", f"maintenance is {m.status}; cannot move to {to}", 409
                 )
             self.tracker.transition_maintenance(m, to, body.strip() or to, self.board.clock())
+            self.board.mark("incident", m.id)
             return copy.deepcopy(m)

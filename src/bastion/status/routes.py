@@ -46,6 +46,8 @@ def json_response(data: Any, status: int = 200, public: bool = False) -> Respons
 
 def error_response(code: str, message: str, status: int) -> Response:
     headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    if status == 503:
+        headers = {"Retry-After": "1"}
     return Response(
         _json.encode({"code": code, "message": message}),
         status,
@@ -204,7 +206,7 @@ OPS: tuple[StatusOp, ...] = (
 #: what every admin op can answer besides its own codes
 ADMIN_ERRORS: tuple[tuple[str, int], ...] = (
     ("unauthorized", 401), ("invalid_json", 400), ("invalid_request", 422),
-    ("body_too_large", 413))
+    ("body_too_large", 413), ("status_unavailable", 503), ("status_conflict", 409))
 
 
 def status_routes(runtime: StatusRuntime, admin_token: str) -> list[BaseRoute]:
@@ -234,6 +236,10 @@ def status_routes(runtime: StatusRuntime, admin_token: str) -> list[BaseRoute]:
             return json_response(render(request), public=True)
 
         return handler
+
+    async def write(verb: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """Off the event loop: in a cluster a write waits for the shared bucket."""
+        return await asyncio.to_thread(service.write, verb, *args, **kwargs)
 
     def incident_out(i: Incident) -> dict[str, Any]:
         v = service.view()
@@ -272,7 +278,7 @@ def status_routes(runtime: StatusRuntime, admin_token: str) -> list[BaseRoute]:
 
     async def open_incident(request: Request) -> Response:
         b = await read_body(request, schemas.OpenIncident)
-        inc = service.operator.open_incident(
+        inc = await write(service.operator.open_incident,
             b.name,
             b.body,
             b.components,
@@ -284,7 +290,7 @@ def status_routes(runtime: StatusRuntime, admin_token: str) -> list[BaseRoute]:
 
     async def update_incident(request: Request) -> Response:
         b = await read_body(request, schemas.IncidentUpdate)
-        inc = service.operator.update_incident(
+        inc = await write(service.operator.update_incident,
             request.path_params["id"],
             b.status,
             b.body,
@@ -296,12 +302,12 @@ def status_routes(runtime: StatusRuntime, admin_token: str) -> list[BaseRoute]:
     async def resolve_incident(request: Request) -> Response:
         b = await read_body(request, schemas.ResolveIncident)
         return json_response(
-            incident_out(service.operator.update_incident(request.path_params["id"], "resolved", b.body))
+            incident_out(await write(service.operator.update_incident, request.path_params["id"], "resolved", b.body))
         )
 
     async def schedule(request: Request) -> Response:
         b = await read_body(request, schemas.ScheduleMaintenance)
-        m = service.operator.schedule_maintenance(
+        m = await write(service.operator.schedule_maintenance,
             b.name,
             b.body,
             b.components,
@@ -313,13 +319,15 @@ def status_routes(runtime: StatusRuntime, admin_token: str) -> list[BaseRoute]:
     def step(action: Callable[[str, str], Incident]) -> Handler:
         async def handler(request: Request) -> Response:
             b = await read_body(request, schemas.MaintenanceStep)
-            return json_response(incident_out(action(request.path_params["id"], b.body)))
+            return json_response(
+                incident_out(await write(action, request.path_params["id"], b.body))
+            )
 
         return handler
 
     async def add_component(request: Request) -> Response:
         b = await read_body(request, schemas.NewComponent)
-        c = service.operator.add_component(b.name, b.group, b.description)
+        c = await write(service.operator.add_component, b.name, b.group, b.description)
         return json_response(statuspage.component_json(c, service.page["id"]), 201)
 
     async def list_components(request: Request) -> Response:
@@ -327,13 +335,13 @@ def status_routes(runtime: StatusRuntime, admin_token: str) -> list[BaseRoute]:
 
     async def set_status(request: Request) -> Response:
         b = await read_body(request, schemas.SetComponentStatus)
-        c = service.operator.set_component_status(request.path_params["id"], b.status, b.note)
+        c = await write(service.operator.set_component_status, request.path_params["id"], b.status, b.note)
         return json_response(msgspec.to_builtins(c))
 
     async def add_subscriber(request: Request) -> Response:
         b = await read_body(request, schemas.NewSubscriber)
         url = httpx_url(b.url)
-        sub = service.subscribers.add(url, b.components, b.secret)
+        sub = await write(service.subscribers.add, url, b.components, b.secret)
         return json_response(_subscriber_json(sub, secret=True), 201)
 
     async def list_subscribers(request: Request) -> Response:
@@ -343,12 +351,12 @@ def status_routes(runtime: StatusRuntime, admin_token: str) -> list[BaseRoute]:
         )
 
     async def remove_subscriber(request: Request) -> Response:
-        service.subscribers.remove(request.path_params["id"])
+        await write(service.subscribers.remove, request.path_params["id"])
         return Response(status_code=204)
 
     async def enable_subscriber(request: Request) -> Response:
         return json_response(
-            _subscriber_json(service.subscribers.set_enabled(request.path_params["id"], True))
+            _subscriber_json(await write(service.subscribers.set_enabled, request.path_params["id"], True))
         )
 
     handlers: dict[str, Handler] = {

@@ -3,19 +3,25 @@
 from __future__ import annotations
 
 import copy
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, TypeVar
 
 from bastion.status.board import Clock, StatusBoard, wall_clock_ms
 from bastion.status.derive import Thresholds
-from bastion.status.errors import StatusError
+from bastion.status.errors import StatusConflict, StatusError
 from bastion.status.model import Component, Group, Incident
 from bastion.status.operator import OperatorDesk
+from bastion.status.shared import apply_record
 from bastion.status.subscribers import Subscribers
 from bastion.status.tracker import StatusTracker
 from bastion.status.uptime import DAY_MS, DayUptime, daily_uptime
 
 __all__ = ["StatusService", "View"]
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -66,10 +72,34 @@ class StatusService:
         self.tracker = StatusTracker(self.board, thresholds)
         self.operator = OperatorDesk(self.board, self.tracker)
         self.subscribers = Subscribers(self.board)
+        #: how long `write` re-makes a change that conflicted with another gateway's
+        self.conflict_wait = 5.0
 
     @property
     def page(self) -> dict[str, str]:
         return self.board.page
+
+    def write(self, verb: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """Run an operator or subscriber verb; in a cluster it may block on the shared bucket
+        (call it off the event loop), and a record changed meanwhile on another gateway is
+        made again on the newer record once this gateway's watch brought it."""
+        deadline = time.monotonic() + self.conflict_wait
+        while True:
+            writer = self.board.writer
+            if writer is None:  # this gateway alone: the verb commits here
+                return verb(*args, **kwargs)
+            try:
+                with self.board.dry_run() as records:
+                    result = verb(*args, **kwargs)
+                if records:
+                    writer(records)  # the lock is free while the bucket takes them
+                    for key, payload in records:
+                        apply_record(self, key, payload)
+                return result
+            except StatusConflict:
+                if time.monotonic() >= deadline:
+                    raise
+                time.sleep(0.05)
 
     def close(self) -> None:
         self.board.close()

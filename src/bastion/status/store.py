@@ -145,6 +145,10 @@ class Store:
                 (i.id, i.kind, i.created_ms, _enc.encode(i)),
             )
 
+    def delete_incident(self, incident_id: str) -> None:
+        with self.transaction():
+            self._db.execute("DELETE FROM incidents WHERE id = ?", (incident_id,))
+
     def put_signal(self, key: str, value: object) -> None:
         with self.transaction():
             self._db.execute(
@@ -157,6 +161,27 @@ class Store:
                 "INSERT INTO history(component_id, ts_ms, status, reason) VALUES (?, ?, ?, ?)",
                 (component_id, ts_ms, status, reason),
             )
+
+    def record_status_once(self, component_id: str, ts_ms: int, status: str,
+                           reason: str) -> bool:
+        """`record_status` unless that transition is already there (one shared by gateways)."""
+        with self.transaction():
+            if self._db.execute(
+                "SELECT 1 FROM history WHERE component_id = ? AND ts_ms = ? AND status = ?",
+                (component_id, ts_ms, status),
+            ).fetchone():
+                return False
+            self.record_status(component_id, ts_ms, status, reason)
+            return True
+
+    def history_since(self, since_ms: int) -> list[tuple[str, int, str, str]]:
+        """Every transition from `since_ms` on: `(component id, ts_ms, status, reason)`."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT component_id, ts_ms, status, reason FROM history WHERE ts_ms >= ? ORDER BY seq",
+                (since_ms,),
+            ).fetchall()
+        return [(str(c), int(t), str(s), str(r)) for c, t, s, r in rows]
 
     def history(
         self, component_id: str, since_ms: int, until_ms: int

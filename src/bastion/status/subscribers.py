@@ -15,7 +15,10 @@ class Subscribers:
 
     def __init__(self, board: StatusBoard) -> None:
         self.board = board
-        self._subs = {s.id: s for s in board.loaded.subscribers}
+
+    @property
+    def _subs(self) -> dict[str, Subscriber]:
+        return self.board.subscribers
 
     def add(
         self, url: str, component_ids: list[str] | None = None, secret: str | None = None
@@ -34,6 +37,7 @@ class Subscribers:
             )
             self._subs[sub.id] = sub
             self.board.store.put_subscriber(sub)
+            self.board.mark("subscriber", sub.id)
             return copy.deepcopy(sub)
 
     def list(self) -> list[Subscriber]:
@@ -51,6 +55,7 @@ class Subscribers:
             self._get(sub_id)
             del self._subs[sub_id]
             self.board.store.delete_subscriber(sub_id)
+            self.board.mark("subscriber", sub_id)
 
     def set_enabled(self, sub_id: str, enabled: bool, reason: str = "") -> Subscriber:
         """Enable (operator) or disable (dispatcher, after repeated failures) a subscriber."""
@@ -62,6 +67,7 @@ class Subscribers:
             if enabled:
                 sub.failed_attempts = 0
             self.board.store.put_subscriber(sub)
+            self.board.mark("subscriber", sub.id)
             self.board.emit(Change(
                 id=new_id(), kind="subscriber.enabled" if enabled else "subscriber.disabled",
                 at_ms=self.board.clock(), component_ids=[], subscriber=copy.deepcopy(sub),

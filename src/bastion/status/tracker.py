@@ -3,6 +3,7 @@ statuses, automatic incidents and maintenance phases by the rules in `derive`.""
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Iterable
 
@@ -29,6 +30,14 @@ from bastion.status.model import (
 
 UNHEALTHY = ("degraded_performance", "partial_outage", "major_outage")
 _KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,63}$")
+
+
+def auto_incident_id(component_ids: list[str], at_ms: int) -> str:
+    """The id of an incident opened automatically for `component_ids` at `at_ms`: the same on
+    every gateway that derives it from the same cause, so an operator's update to it can be
+    shared."""
+    digest = hashlib.sha256(f"{','.join(component_ids)}@{at_ms}".encode()).hexdigest()
+    return f"auto-{digest[:12]}"
 
 
 class StatusTracker:
@@ -120,7 +129,7 @@ class StatusTracker:
                     "market_modes", {k: list(v) for k, v in self._signals.market_modes.items()}
                 )
                 self.board.store.put_signal("market_mode_ts", self._mode_ts)
-                self.reevaluate([cid])
+                self.reevaluate([cid], at_ms=None if ts_ms is None else ts)
             return True
 
     def observe_node_health(self, last_ack_ms: int, lag_ms: int) -> None:
@@ -235,18 +244,23 @@ class StatusTracker:
             if i.kind == "incident" and i.open and cid in i.component_ids
         ]
 
-    def reevaluate(self, ids: Iterable[str], recheck: bool = False) -> None:
+    def reevaluate(self, ids: Iterable[str], recheck: bool = False,
+                   at_ms: int | None = None) -> None:
         """Recompute statuses of `ids`; persist and announce changes, open incidents as needed
         (with `recheck`, also for unchanged ones: a maintenance ending leaves trouble uncovered).
-        Callers hold the lock and an open transaction."""
+        `at_ms` is when the cause happened (an engine event's ts, an operator's write): the
+        history and an incident it opens carry it, so every gateway of a cluster derives the
+        same transition and the same incident id from it. Callers hold the lock and an open
+        transaction."""
         ids = list(ids)
-        now = self.board.clock()
+        clock = self.board.clock()
+        now = clock if at_ms is None else at_ms
         covered = self._under_maintenance()
         changed: list[tuple[Component, str]] = []
         for cid in ids:
             c = self.board.components[cid]
             derived, reason = derive_component(
-                c, self._signals, now, cid in covered, self.thresholds
+                c, self._signals, clock, cid in covered, self.thresholds
             )
             effective = worst(derived, c.operator_status)
             c.derived_reason = reason
@@ -257,7 +271,7 @@ class StatusTracker:
             if effective != old:
                 c.status = effective
                 c.updated_ms = now
-                self.board.store.record_status(cid, now, effective, reason or c.operator_note)
+                self.board.record_status(cid, now, effective, reason or c.operator_note)
                 changed.append((c, old))
             self.board.store.put_component(c)
         self.board.emit(
@@ -293,7 +307,7 @@ class StatusTracker:
                 for c in uncovered
             )
             inc = Incident(
-                id=new_id(),
+                id=auto_incident_id([c.id for c in uncovered], now),
                 kind="incident",
                 name=f"{names}: {label}",
                 status="investigating",
@@ -306,7 +320,7 @@ class StatusTracker:
             )
             inc.updates.append(
                 Update(
-                    id=new_id(),
+                    id=f"{inc.id}-1",
                     status="investigating",
                     display_ms=now,
                     created_ms=now,
@@ -351,9 +365,8 @@ class StatusTracker:
             inc.status = "monitoring"
         else:
             return
-        inc.updates.append(
-            Update(id=new_id(), status=inc.status, body=body, display_ms=now, created_ms=now)
-        )
+        inc.updates.append(Update(id=f"{inc.id}-{len(inc.updates) + 1}", status=inc.status,
+                                  body=body, display_ms=now, created_ms=now))
 
     def transition_maintenance(self, m: Incident, to: str, body: str, now: int) -> None:
         """Move a maintenance on, announce it, and re-derive what it covered."""

@@ -17,6 +17,7 @@ import logging
 import random
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -82,6 +83,9 @@ class WebhookDispatcher:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._client: httpx.AsyncClient | None = None
         self._unsubscribe: Any = None
+        #: whether this process delivers: in a cluster only the gateway holding the webhook
+        #: lease does (every gateway sees the same changes), so each change goes out once
+        self.active: Callable[[], bool] = lambda: True
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
@@ -103,6 +107,8 @@ class WebhookDispatcher:
     def _on_change(self, change: Change) -> None:
         """Called in whatever thread changed the state: render, hand over to the loop, return."""
         if not change.kind.startswith(DELIVERED_EVENTS) or self._loop is None:
+            return
+        if not self.active():
             return
         event = statuspage.change_json(change, self.service.page["id"])
         with contextlib.suppress(RuntimeError):
@@ -160,7 +166,10 @@ class WebhookDispatcher:
             if failed >= self.policy.max_attempts:
                 reason = f"{failed} failed attempts to deliver {kind} {event_id}; last error: {why}"
                 log.warning("disabling webhook subscriber %s (%s): %s", sub_id, sub.url, reason)
-                self.service.subscribers.set_enabled(sub_id, False, reason)
+                with contextlib.suppress(Exception):  # logged above; shared when it can be
+                    await asyncio.to_thread(self.service.write,
+                                            self.service.subscribers.set_enabled, sub_id,
+                                            False, reason)
                 box.queue.clear()
                 return
             await asyncio.sleep(self.policy.delay(failed))
