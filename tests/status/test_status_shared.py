@@ -25,9 +25,11 @@ def _pair(tmp_path: Path) -> tuple[StatusService, StatusService, list[tuple[str,
     for svc in (a, b):
         svc.tracker.register_market("BTC-USDT")
     for me, other in ((a, b), (b, a)):
-        def writer(records: list[tuple[str, bytes | None]], other: StatusService = other) -> None:
+        def writer(records: list[tuple[str, bytes | None]], me: StatusService = me,
+                   other: StatusService = other) -> None:
             bucket.extend(records)
-            for key, value in records:  # the other gateway's watch
+            for key, value in records:  # here, then the other gateway's watch
+                apply_record(me, key, value)
                 apply_record(other, key, value)
 
         me.board.writer = writer

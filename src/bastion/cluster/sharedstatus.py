@@ -29,8 +29,8 @@ import asyncio
 import concurrent.futures
 import logging
 import secrets
+import threading
 import time
-from typing import Any
 
 from nats.js.errors import KeyWrongLastSequenceError
 
@@ -72,6 +72,9 @@ class SharedStatus:
         #: local write holds the board's lock while it waits for the bucket)
         self._applier = concurrent.futures.ThreadPoolExecutor(1, "status-apply")
         self._lease_task: asyncio.Task[None] | None = None  # on the NATS loop
+        #: the revision of each record applied here (what a compare-and-set expects)
+        self._applied: dict[str, int] = {}
+        self._apply_lock = threading.Lock()
 
     async def attach(self, service: StatusService, webhooks: WebhookDispatcher) -> None:
         """Load what the buckets hold into ``service``, follow them, and share what this
@@ -126,33 +129,48 @@ class SharedStatus:
     # --- from other gateways ------------------------------------------------------------------
 
     def _on_record(self, key: str, revision: int, value: bytes | None) -> None:
-        assert self.service is not None
-        self._applier.submit(self._apply, apply_record, key, value)
+        self._applier.submit(self._apply, key, revision, value)
 
     def _on_history(self, key: str, revision: int, value: bytes | None) -> None:
-        self._applier.submit(self._apply, apply_history, key, value)
+        self._applier.submit(self._apply_history, key, value)
 
-    def _apply(self, how: Any, key: str, value: bytes | None) -> None:
+    def _apply(self, key: str, revision: int, value: bytes | None) -> None:
+        """Apply revision ``revision`` of record ``key`` unless this gateway applied it or a
+        later one (its own write, applied at once, comes back from the watch later)."""
+        assert self.service is not None
+        with self._apply_lock:
+            if revision <= self._applied.get(key, 0):
+                return
+            self._applied[key] = revision
+            try:
+                apply_record(self.service, key, value)
+            except Exception:
+                log.exception("status record %s from the bucket not applied here", key)
+
+    def _apply_history(self, key: str, value: bytes | None) -> None:
+        assert self.service is not None
         try:
-            how(self.service, key, value)
+            apply_history(self.service, key, value)
         except Exception:
-            log.exception("status record %s from the bucket not applied here", key)
+            log.exception("status history %s from the bucket not applied here", key)
 
     # --- from this gateway --------------------------------------------------------------------
 
     def write(self, records: list[tuple[str, bytes | None]]) -> None:
         """The board's writer (on a worker thread, the board not locked): store every record
-        compare-and-set on the revision this gateway holds, or raise (nothing is applied
-        here then)."""
+        compare-and-set on the revision this gateway applied (a newer one it has not applied
+        yet is a conflict: the verb runs again once it is), then apply them here; or raise,
+        and records stored before the failure arrive through the watch."""
         deadline = time.monotonic() + self.write_wait
-        stored: list[tuple[str, int]] = []
+        stored: list[tuple[str, int, bytes | None]] = []
         for key, payload in records:
-            last = self.records.revs.get(key, 0)
+            last = self._applied.get(key, 0)
             if payload is None and last == 0:
                 continue  # never shared: nothing to remove
             publish = self.records.publish(key, payload, last, secrets.token_hex(12), deadline)
             try:
-                stored.append((key, self.nats.run(publish, timeout=self.write_wait + 2.0)))
+                stored.append((key, self.nats.run(publish, timeout=self.write_wait + 2.0),
+                               payload))
             except Conflict:
                 raise StatusConflict(key) from None
             except Exception as exc:
@@ -165,8 +183,8 @@ class SharedStatus:
                     "nothing changed on this gateway. A new record was not created; a change "
                     "to an existing one applies only if NATS stored it: check, then send it "
                     "again") from exc
-        for key, revision in stored:
-            self.records.newer(key, revision)
+        for key, revision, payload in stored:
+            self._apply(key, revision, payload)
 
     def _share_history(self, component_id: str, ts_ms: int, status: str, reason: str) -> None:
         key = history_key(component_id, ts_ms, status)

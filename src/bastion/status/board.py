@@ -9,7 +9,7 @@ on the event loop.
 In a cluster the records an operator writes (incidents, overrides, custom components and groups,
 subscribers: `shared.KINDS`) are shared by every gateway: a verb `mark`s what it wrote, runs as
 a `dry_run` (rolled back, its records captured), `writer` stores the records in the cluster's
-bucket without holding the lock, and only then are they applied here, as on every other gateway
+bucket without holding the lock and only then applies them here, as every other gateway does
 (`StatusService.write`). If the bucket does not take them, nothing changed here. Status
 transitions go to `history_sink` once committed.
 """
@@ -44,7 +44,8 @@ log = logging.getLogger("bastion.status")
 
 Clock = Callable[[], int]
 Listener = Callable[[Change], None]
-#: stores `(key, record)` pairs (None: removed) where the other gateways see them, or raises
+#: stores `(key, record)` pairs (None: removed) where the other gateways see them and applies
+#: them here (`shared.apply_record`), or raises having applied none of them here
 Writer = Callable[[list[tuple[str, bytes | None]]], None]
 #: `(component id, ts_ms, status, reason)` of a committed status transition
 HistorySink = Callable[[str, int, str, str], None]

