@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -502,3 +504,48 @@ def test_group_commit_close_flushes_what_was_queued_then_refuses(tmp_path: Path)
         gc.submit([b"late"], 50)
     gc.close()
     assert j.verify() == 50
+
+
+def _lock_is_free(lock_file: Path) -> bool:
+    fd = os.open(lock_file, os.O_RDWR)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    finally:
+        os.close(fd)  # the last close of this description drops a lock it took
+    return True
+
+
+def test_group_commit_keeps_the_lock_while_busy_and_a_second_writer_is_still_fenced(
+    tmp_path: Path,
+) -> None:
+    """The writer keeps the journal's flock between its appends (no lock and fence syscalls
+    per batch), hands it back once idle for ``lock_linger``, and then takes it again with the
+    full fence: a writer that appended meanwhile is seen and the stale append is refused."""
+    d = tmp_path / "journal"
+    busy = GroupCommitter(LocalJournal(d), max_delay=0.0, lock_linger=60.0)
+    assert busy.submit([b"a"], 0).result(timeout=10) == 1
+    assert not _lock_is_free(d / "LOCK")  # kept between appends
+    assert busy.submit([b"b"], 1).result(timeout=10) == 2
+    busy.close()  # a stopping writer gives it back
+    assert _lock_is_free(d / "LOCK")
+
+    j = LocalJournal(d)
+    gc = GroupCommitter(j, max_delay=0.0, lock_linger=0.05)
+    assert gc.submit([b"c"], 2).result(timeout=10) == 3
+    assert j._fd is not None and fcntl.fcntl(j._fd, fcntl.F_GETFL) & os.O_DSYNC  # write = sync
+    deadline = time.monotonic() + 30
+    while not _lock_is_free(d / "LOCK"):  # idle: handed back after about 50 ms
+        assert time.monotonic() < deadline, "the idle writer never released the journal lock"
+        time.sleep(0.01)
+    other = LocalJournal(d)
+    other.append([b"elsewhere"], 3)
+    with pytest.raises(FencedError, match="the active segment changed on disk"):
+        gc.submit([b"stale"], 3).result(timeout=10)
+    assert _lock_is_free(d / "LOCK")  # a refused append does not keep the lock
+    j.append([b"direct"], 4)  # another thread's append never keeps it
+    assert _lock_is_free(d / "LOCK")
+    gc.close()
+    written = [p for _, p in LocalJournal(d, readonly=True).read(1)]
+    assert written == [b"a", b"b", b"c", b"elsewhere", b"direct"]

@@ -40,12 +40,30 @@ class FramingJournal(Protocol):
     def append_framed(self, batches: list[Framed], expected_last_seq: int) -> int: ...
 
 
+class LockKeepingJournal(Protocol):
+    """Optional backend extension: keep the write lock between appends while busy."""
+
+    def keep_lock(self, keep: bool) -> None: ...
+
+    def release_lock(self) -> None: ...
+
+
+#: seconds without appends after which a lock-keeping backend's lock is given back, so a
+#: second writer (to be fenced) waits at most about this long for it
+LOCK_LINGER = 0.02
+
+
 class GroupCommitter:
     """Batches appends until ``max_records`` are queued or the oldest waiting one has waited
     ``max_delay`` seconds; under load the previous fsync is the wait, so nothing idles."""
 
     def __init__(
-        self, journal: Journal, *, max_records: int = 8192, max_delay: float = 0.001
+        self,
+        journal: Journal,
+        *,
+        max_records: int = 8192,
+        max_delay: float = 0.001,
+        lock_linger: float = LOCK_LINGER,
     ) -> None:
         self.journal = journal
         self._framing: FramingJournal | None = (
@@ -53,6 +71,12 @@ class GroupCommitter:
             if hasattr(journal, "frame") and hasattr(journal, "append_framed")
             else None
         )
+        self._keeper: LockKeepingJournal | None = (
+            typing.cast(LockKeepingJournal, journal)
+            if hasattr(journal, "keep_lock") and hasattr(journal, "release_lock")
+            else None
+        )
+        self.lock_linger = lock_linger
         self.max_records = max_records
         self.max_delay = max_delay
         #: the hand-off to the writer: a C queue whose ``put`` wakes a blocked ``get`` without
@@ -95,7 +119,12 @@ class GroupCommitter:
         """Everything queued (until ``max_records`` is reached), after waiting up to
         ``max_delay`` from the oldest one's arrival for company; ``None`` once closed and
         drained."""
-        first = self._queue.get()
+        try:
+            first = self._queue.get(timeout=self.lock_linger) if self._keeper else self._queue.get()
+        except queue.Empty:
+            assert self._keeper is not None
+            self._keeper.release_lock()
+            first = self._queue.get()
         if first is None:
             return None
         taken = [first]
@@ -120,6 +149,15 @@ class GroupCommitter:
         return taken
 
     def _run(self) -> None:
+        if self._keeper is not None:
+            self._keeper.keep_lock(True)
+        try:
+            self._loop()
+        finally:
+            if self._keeper is not None:
+                self._keeper.keep_lock(False)
+
+    def _loop(self) -> None:
         while (taken := self._take()) is not None:
             for group in _contiguous(taken):
                 t0 = time.perf_counter()
