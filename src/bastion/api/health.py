@@ -11,6 +11,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from bastion.api.app_context import Context
+from bastion.node.gcpolicy import FullCollections
 
 if TYPE_CHECKING:
     from bastion.api.metrics import Metrics
@@ -85,6 +86,7 @@ class Health:
     def __init__(self, ctx: Context, metrics: Metrics | None = None) -> None:
         self.ctx = ctx
         self.gc = GcWatch(metrics.gc_observer() if metrics is not None else None)
+        self.full_gc = FullCollections()
         self.lag = LoopLag(metrics.loop_lag.observe if metrics is not None else None)
         self.log_every = ctx.settings.health_log_interval
 
@@ -113,7 +115,7 @@ class Health:
             if now - last_full >= ctx.settings.full_gc_interval:
                 last_full = now
                 t0 = time.perf_counter()
-                gc.collect()
+                self.full_gc.run()
                 log.info("full garbage collection took %.1f ms", (time.perf_counter() - t0) * 1e3)
             n, p = self.gc.take()
             tick_lag = self.lag.take()
