@@ -549,3 +549,26 @@ def test_group_commit_keeps_the_lock_while_busy_and_a_second_writer_is_still_fen
     gc.close()
     written = [p for _, p in LocalJournal(d, readonly=True).read(1)]
     assert written == [b"a", b"b", b"c", b"elsewhere", b"direct"]
+
+
+def test_a_second_writer_gets_the_lock_while_the_committer_never_idles(tmp_path: Path) -> None:
+    """A kept lock is handed back every ``LOCK_HOLD_MAX`` even under constant appends, so
+    another writer (here just opening the journal, which takes the lock) is not starved."""
+    d = tmp_path / "journal"
+    gc = GroupCommitter(LocalJournal(d), max_delay=0.0, lock_linger=60.0)
+    seq = gc.submit([b"x"], 0).result(timeout=10)
+    opened = threading.Event()
+
+    def second_writer() -> None:
+        LocalJournal(d).close()
+        opened.set()
+
+    thread = threading.Thread(target=second_writer, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not opened.is_set():
+        assert time.monotonic() < deadline, "a busy committer never gave the lock back"
+        seq = gc.submit([b"x"], seq).result(timeout=10)
+    thread.join(timeout=10)
+    gc.close()
+    assert LocalJournal(d, readonly=True).verify() == seq

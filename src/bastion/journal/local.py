@@ -16,6 +16,7 @@ import json
 import logging
 import os
 import threading
+import time
 import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -54,6 +55,9 @@ log = logging.getLogger("bastion.journal")
 
 META_NAME = "META.json"
 META_FORMAT = 1
+#: a kept flock is given back after an append once it has been held this long (seconds), so a
+#: second writer gets its turn (and is fenced) even while the node never idles
+LOCK_HOLD_MAX = 0.1
 DEFAULT_SEGMENT_BYTES = 64 * 1024 * 1024
 
 
@@ -110,6 +114,7 @@ class LocalJournal:
         self._meta_ino = 0
         #: whether this object holds the flock now, and whether appends keep it (``keep_lock``)
         self._held = False
+        self._held_since = 0.0
         self._keeper: int | None = None
         self.torn_tail_truncated = 0
         self.torn_tail: str | None = None
@@ -197,7 +202,10 @@ class LocalJournal:
         except BaseException:
             self.release_lock()
             raise
-        if self._keeper != threading.get_ident():
+        if (
+            self._keeper != threading.get_ident()
+            or time.monotonic() - self._held_since > LOCK_HOLD_MAX
+        ):
             self.release_lock()
 
     @contextlib.contextmanager
@@ -382,6 +390,7 @@ class LocalJournal:
         assert self._lock_fd is not None
         fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
         self._held = True
+        self._held_since = time.monotonic()
 
     def _check_writable(self) -> None:
         if self._closed:
