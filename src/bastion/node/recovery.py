@@ -11,6 +11,7 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import msgspec
 from rich.console import Console
@@ -53,7 +54,18 @@ class RecoveryReport:
 SnapshotAcceptor = Callable[[SnapshotInfo, SnapshotHeader, bytes], str | None]
 #: what a replayed command produced, for a reader that follows recovery (``rebuild``'s ``sink``)
 EventSink = Callable[[list[E.Event]], None]
-RecoverySink = Callable[[Engine], EventSink | None]
+
+
+class Follower(NamedTuple):
+    """A reader following recovery: ``on_events`` gets the events of each replayed command
+    after seq ``after`` (a reader restored from its own checkpoint needs none before it, and
+    the replay then calls nothing for them)."""
+
+    after: int
+    on_events: EventSink
+
+
+RecoverySink = Callable[[Engine], Follower | None]
 
 
 class ReplayError(DurabilityError):
@@ -100,8 +112,10 @@ def replay(
     progress: bool | None = None,
     label: str = "replaying journal",
     on_events: EventSink | None = None,
+    events_after: int = 0,
 ) -> int:
-    """Apply records ``engine.seq+1 .. to_seq``; every record must carry its own seq."""
+    """Apply records ``engine.seq+1 .. to_seq``; every record must carry its own seq.
+    ``on_events`` gets the events of the records after ``events_after``."""
     start = engine.seq + 1
     if to_seq < engine.seq:
         raise DurabilityError(
@@ -139,7 +153,7 @@ def replay(
             if cmd.seq != seq:
                 raise ReplayError(f"record {seq} holds a command stamped seq {cmd.seq}")
             events = apply(cmd)
-            if on_events is not None:
+            if on_events is not None and seq > events_after:
                 on_events(events)
             if engine.seq != seq:
                 raise ReplayError(f"engine refused to advance to seq {seq} (at {engine.seq})")
@@ -165,8 +179,8 @@ def rebuild(
 ) -> tuple[Engine, RecoveryReport]:
     """Engine state at ``to_seq`` (default: the journal's end), from the newest valid snapshot
     at or below it plus replay; damaged or foreign snapshots are skipped with a warning.
-    ``sink(engine at the snapshot)`` may return a callback that receives each replayed
-    command's events (a read model following the tail instead of replaying it again)."""
+    ``sink(engine at the snapshot)`` may return a ``Follower`` that receives the replayed
+    commands' events (a read model following the tail instead of replaying it again)."""
     t0 = time.perf_counter()
     target = journal.last_seq if to_seq is None else to_seq
     if target < 0 or target > journal.last_seq:
@@ -183,8 +197,12 @@ def rebuild(
         snap_id = found[0].id
     t1 = time.perf_counter()
     base = engine.seq
-    on_events = sink(engine) if sink is not None else None
-    replayed = replay(journal, engine, target, progress=progress, on_events=on_events)
+    follower = sink(engine) if sink is not None else None
+    if follower is None:
+        replayed = replay(journal, engine, target, progress=progress)
+    else:
+        replayed = replay(journal, engine, target, progress=progress,
+                          on_events=follower.on_events, events_after=follower.after)
     t2 = time.perf_counter()
     report = RecoveryReport(
         snapshot=snap_id,
