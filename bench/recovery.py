@@ -1,6 +1,6 @@
 """Recovery and snapshot figures on a big book.
 
-    python bench/recovery.py [--orders 1000000] [--tail 1000000] [--json]
+    python bench/recovery.py [--orders 1000000] [--tail 1000000] [--restarts 4] [--json]
 
 1. A node builds a book of ``--orders`` resting orders (journaled like any command).
 2. Snapshot pause: the time the node's loop is stopped by ``fork()`` for a snapshot of that book
@@ -15,12 +15,18 @@
    restarted with the gateway's read model restored from its newest checkpoint plus the
    commands after it that the node replays, against the node alone (target: within 10%), and
    the previous way (read model replayed from seq 1) for comparison.
+
+Restarts run in pairs (node alone, then through the gateway; the next pair the other way
+round), each from a collected heap with nothing of the previous restart alive and the server's
+collector policy, so both kinds see the same machine. Every run is printed, with best vs best,
+the median of the pairs' ratios and the process CPU time (less disturbed by other load).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import os
 import resource
@@ -42,6 +48,8 @@ from bastion.api.service.gateway import Gateway  # noqa: E402
 from bastion.core import commands as C  # noqa: E402
 from bastion.demo import BTC_USDT, demo_setup  # noqa: E402
 from bastion.node import Node, NodeConfig  # noqa: E402
+from bastion.node.gcpolicy import apply_gc_policy  # noqa: E402
+from bastion.node.recovery import RecoveryReport  # noqa: E402
 from bench.core import ACCOUNTS, MID, gen_churn  # noqa: E402
 
 
@@ -117,7 +125,10 @@ async def build(
     expected = node.engine.state_hash()
     await node.close()
     gateway.detach()
+    checkpointer = gateway.checkpointer
     return {
+        "checkpoint_pauses": list(checkpointer.pauses) if checkpointer else [],  # type: ignore[dict-item]
+        "checkpoints_written": checkpointer.written if checkpointer else 0,
         "book": book,
         "build_s": build_s,
         "pauses": pauses,  # type: ignore[dict-item]
@@ -132,10 +143,22 @@ async def build(
     }
 
 
-def restart_with_gateway(directory: Path, restore: bool) -> tuple[float, str, int, float, float]:
-    """Seconds until node and gateway are ready: with the read model restored from its
-    checkpoint plus the node's own tail replay, or (``restore=False``) rebuilt from seq 1;
-    also the process CPU seconds that took (every thread: the checkpoint is read in one)."""
+class Restart:
+    """One timed restart: wall and process CPU seconds until ready (CPU of every thread: the
+    checkpoint is read in one)."""
+
+    def __init__(self, wall: float, cpu: float) -> None:
+        self.wall = wall
+        self.cpu = cpu
+        self.how = ""
+        self.followed = 0
+        self.load_s = 0.0
+
+
+def restart_with_gateway(directory: Path, restore: bool) -> Restart:
+    """Node and gateway ready, with the read model restored from its checkpoint plus the
+    node's own tail replay, or (``restore=False``) rebuilt from seq 1."""
+    gc.collect()
     c0 = time.process_time()
     t0 = time.perf_counter()
     restorer = Restorer(Checkpoints(directory / "api" / "readmodel")) if restore else None
@@ -143,22 +166,37 @@ def restart_with_gateway(directory: Path, restore: bool) -> tuple[float, str, in
                 recovery_sink=restorer.sink if restorer is not None else None)
     gateway = Gateway(node)
     gateway.attach(restorer)
-    ready = time.perf_counter() - t0
-    cpu = time.process_time() - c0
+    run = Restart(time.perf_counter() - t0, time.process_time() - c0)
     used = restorer is not None and restorer.usable(node.engine.seq, node.journal.term_at) is None
-    how = "checkpoint" if used else "replay"
-    followed = restorer.tail if restorer is not None and used else 0
-    load_s = restorer.seconds if restorer is not None and used else 0.0
+    run.how = "checkpoint" if used else "replay"
+    if restorer is not None and used:
+        run.followed, run.load_s = restorer.tail, restorer.seconds
     node.close_offline()
-    return ready, how, followed, load_s, cpu
+    return run
 
 
-def restart_node(directory: Path) -> tuple[float, float, Node]:
-    """Seconds and process CPU seconds until the node alone is ready."""
+def restart_node(directory: Path, expected: str) -> tuple[Restart, RecoveryReport]:
+    """The node alone ready, and its recovery report (its state hash checked)."""
+    gc.collect()
     c0 = time.process_time()
     t0 = time.perf_counter()
     node = Node(directory, config=NodeConfig(progress=None))
-    return time.perf_counter() - t0, time.process_time() - c0, node
+    run = Restart(time.perf_counter() - t0, time.process_time() - c0)
+    node.close_offline()
+    if node.engine.state_hash() != expected:
+        raise SystemExit("recovered state hash differs from the state before the restart")
+    return run, node.recovery
+
+
+def _pairs(node_runs: list[Restart], gateway_runs: list[Restart]) -> list[str]:
+    out = []
+    for k, (n, g) in enumerate(zip(node_runs, gateway_runs, strict=True)):
+        first = "node first" if k % 2 == 0 else "gateway first"
+        out.append(f"  pair {k + 1} ({first}): node alone {n.wall:.2f} s (CPU {n.cpu:.2f}), "
+                   f"gateway {g.wall:.2f} s (CPU {g.cpu:.2f}, followed {g.followed:,}, waited "
+                   f"{g.load_s * 1000:.0f} ms for the checkpoint) -> {g.wall / n.wall:.3f}x "
+                   f"(CPU {g.cpu / n.cpu:.3f}x)")
+    return out
 
 
 def main() -> None:
@@ -168,43 +206,44 @@ def main() -> None:
     ap.add_argument("--snapshots", type=int, default=3, help="snapshot pauses to measure")
     ap.add_argument("--checkpoint-every", type=int, default=100_000,
                     help="the gateway's own read-model checkpoints (commands; 0: off)")
-    ap.add_argument("--restarts", type=int, default=1,
-                    help="alternating node-alone / gateway restarts; the ratio is best of each")
+    ap.add_argument("--restarts", type=int, default=4,
+                    help="pairs of restarts (node alone, through the gateway), alternating "
+                         "which goes first")
     ap.add_argument("--dir", type=Path, default=None, help="where the data goes (real disk)")
     ap.add_argument("--no-collapse", action="store_true", help="plain fork, no huge pages")
     ap.add_argument("--json", action="store_true", help="print one JSON object on the last line")
     args = ap.parse_args()
+    if args.restarts < 1:
+        ap.error("--restarts must be at least 1")
     workdir = Path(tempfile.mkdtemp(prefix="bastion-recovery-", dir=args.dir))
     try:
         built = asyncio.run(
             build(workdir, args.orders, args.tail, args.snapshots, not args.no_collapse,
                   args.checkpoint_every)
         )
-        node_runs: list[float] = []
-        gateway_runs: list[float] = []
-        node_cpu: list[float] = []
-        gateway_cpu: list[float] = []
-        loads: list[float] = []
+        apply_gc_policy()  # as the server runs: no full collection on its own
+        node_runs: list[Restart] = []
+        gateway_runs: list[Restart] = []
         load_avg = [round(os.getloadavg()[0], 1)]
-        for k in range(args.restarts):  # alternate, so both see the same machine
-            ready, cpu, node = restart_node(workdir)
-            node_cpu.append(cpu)
-            if k == 0:
-                report = node.recovery
-                ok = node.engine.state_hash() == built["expected"]
-            node.close_offline()
-            node_runs.append(ready)
-            gateway_ready, how, followed, load_s, cpu = restart_with_gateway(workdir, restore=True)
-            gateway_runs.append(gateway_ready)
-            gateway_cpu.append(cpu)
-            loads.append(load_s)
+        for k in range(args.restarts):  # in pairs, alternating which goes first
+            for kind in ("node", "gateway") if k % 2 == 0 else ("gateway", "node"):
+                if kind == "gateway":
+                    gateway_runs.append(restart_with_gateway(workdir, restore=True))
+                    continue
+                run, recovered = restart_node(workdir, built["expected"])  # type: ignore[arg-type]
+                node_runs.append(run)
             load_avg.append(round(os.getloadavg()[0], 1))
-        ready, gateway_ready = min(node_runs), min(gateway_runs)
-        replay_ready, _, _, _, _ = restart_with_gateway(workdir, restore=False)
+        replay_from_1 = restart_with_gateway(workdir, restore=False)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
-    if not ok:
-        raise SystemExit("recovered state hash differs from the state before the restart")
+    ok = True  # else restart_node stopped the run
+    ready = min(r.wall for r in node_runs)
+    gateway_ready = min(r.wall for r in gateway_runs)
+    last = gateway_runs[-1]
+    how, followed = last.how, last.followed
+    wall_ratios = [g.wall / n.wall for n, g in zip(node_runs, gateway_runs, strict=True)]
+    cpu_ratios = [g.cpu / n.cpu for n, g in zip(node_runs, gateway_runs, strict=True)]
+    rm_pauses = [p * 1000 for p in built["checkpoint_pauses"]]  # type: ignore[attr-defined]
     pauses = [p * 1000 for p in built["pauses"]]  # type: ignore[attr-defined]
     result = {
         "orders": args.orders,
@@ -219,19 +258,26 @@ def main() -> None:
         "gateway_read_model": how,
         "checkpoint_every": args.checkpoint_every,
         "gateway_followed": followed,
+        "gateway_followed_per_restart": [r.followed for r in gateway_runs],
         "gateway_over_node": round(gateway_ready / ready, 3),
-        "gateway_over_node_cpu": round(min(gateway_cpu) / min(node_cpu), 3),
-        "node_restarts_cpu_s": [round(x, 3) for x in node_cpu],
-        "gateway_restarts_cpu_s": [round(x, 3) for x in gateway_cpu],
+        "gateway_over_node_median_of_pairs": round(statistics.median(wall_ratios), 3),
+        "gateway_over_node_cpu": round(min(r.cpu for r in gateway_runs)
+                                       / min(r.cpu for r in node_runs), 3),
+        "gateway_over_node_cpu_median_of_pairs": round(statistics.median(cpu_ratios), 3),
+        "node_restarts_cpu_s": [round(r.cpu, 3) for r in node_runs],
+        "gateway_restarts_cpu_s": [round(r.cpu, 3) for r in gateway_runs],
         "load_average_1m": load_avg,
-        "node_restarts_s": [round(x, 3) for x in node_runs],
-        "gateway_restarts_s": [round(x, 3) for x in gateway_runs],
-        "checkpoint_load_s": [round(x, 3) for x in loads],
-        "gateway_startup_replay_from_1_s": round(replay_ready, 3),
-        "startup_snapshot_s": round(report.snapshot_seconds, 3),
-        "startup_replay_s": round(report.replay_seconds, 3),
-        "replayed": report.replayed,
-        "replay_ops_per_s": round(report.replayed / max(report.replay_seconds, 1e-9)),
+        "node_restarts_s": [round(r.wall, 3) for r in node_runs],
+        "gateway_restarts_s": [round(r.wall, 3) for r in gateway_runs],
+        "checkpoint_load_s": [round(r.load_s, 3) for r in gateway_runs],
+        "readmodel_checkpoints_written": built["checkpoints_written"],
+        "readmodel_checkpoint_pause_ms_max": round(max(rm_pauses, default=0.0), 2),
+        "readmodel_checkpoint_pause_ms_median": round(statistics.median(rm_pauses or [0.0]), 2),
+        "gateway_startup_replay_from_1_s": round(replay_from_1.wall, 3),
+        "startup_snapshot_s": round(recovered.snapshot_seconds, 3),
+        "startup_replay_s": round(recovered.replay_seconds, 3),
+        "replayed": recovered.replayed,
+        "replay_ops_per_s": round(recovered.replayed / max(recovered.replay_seconds, 1e-9)),
         "build_book_s": round(built["build_s"], 3),
         "tail_ops_per_s": round(args.tail / built["tail_s"]),
         "tail_ops_per_s_while_snapshot_child_writes": round(built["during_ops_per_s"]),
@@ -242,24 +288,26 @@ def main() -> None:
         "state_hash_ok": ok,
     }
     if not args.json:
+        print("\n".join(_pairs(node_runs, gateway_runs)))
         print(
             f"book {result['book_orders']:,} orders: fork-snapshot pause max "
             f"{result['snapshot_pause_ms_max']} ms (median {result['snapshot_pause_ms_median']} "
-            f"ms), child writes {result['snapshot_mb']} MB in {result['snapshot_write_s']} s\n"
-            f"restarts (best of {args.restarts}; node alone {result['node_restarts_s']} s, "
-            f"through the gateway {result['gateway_restarts_s']} s, of which checkpoint load + "
-            f"decode {result['checkpoint_load_s']} s); process CPU: node alone "
-            f"{result['node_restarts_cpu_s']} s, through the gateway "
-            f"{result['gateway_restarts_cpu_s']} s ({result['gateway_over_node_cpu']}x best vs "
-            f"best); load average {result['load_average_1m']}\n"
+            f"ms), child writes {result['snapshot_mb']} MB in {result['snapshot_write_s']} s; "
+            f"read-model checkpoints: {result['readmodel_checkpoints_written']} written by the "
+            f"gateway's child, fork pause max {result['readmodel_checkpoint_pause_ms_max']} ms "
+            f"(median {result['readmodel_checkpoint_pause_ms_median']} ms)\n"
+            f"{args.restarts} restart pairs: through the gateway over the node alone "
+            f"{result['gateway_over_node']}x best vs best, {result['gateway_over_node_median_of_pairs']}x "
+            f"median of pairs (target <= 1.10); process CPU {result['gateway_over_node_cpu']}x "
+            f"best vs best, {result['gateway_over_node_cpu_median_of_pairs']}x median of pairs; "
+            f"load average {result['load_average_1m']}\n"
             f"restart: snapshot + {result['replayed']:,}-command tail ready in "
-            f"{result['startup_s']} s (snapshot load+verify {result['startup_snapshot_s']} s, "
+            f"{result['startup_s']} s, best (snapshot load+verify {result['startup_snapshot_s']} s, "
             f"replay {result['startup_replay_s']} s = {result['replay_ops_per_s']:,} ops/s); "
             f"state hash matches: {ok}\n"
-            f"through the gateway: ready in {result['gateway_startup_s']} s with the read model "
-            f"from its {how} + {followed:,} commands followed "
-            f"({result['gateway_over_node']}x the node alone; target <= 1.10), "
-            f"was {result['gateway_startup_replay_from_1_s']} s replaying from seq 1\n"
+            f"through the gateway: ready in {result['gateway_startup_s']} s, best, with the read "
+            f"model from its {how} + {followed:,} commands followed; "
+            f"{result['gateway_startup_replay_from_1_s']} s replaying it from seq 1\n"
             f"tail throughput while a snapshot child writes "
             f"{result['tail_ops_per_s_while_snapshot_child_writes']:,} ops/s, after "
             f"{result['tail_ops_per_s_after']:,} ops/s; huge-page collapse before forks "

@@ -41,6 +41,8 @@ class RecoveryReport:
     seconds: float
     snapshot_seconds: float
     replay_seconds: float
+    #: the journal's term at ``snapshot_seq`` (checked against it; 0 without a snapshot)
+    snapshot_term: int = 0
 
     def summary(self) -> str:
         source = f"snapshot {self.snapshot}" if self.snapshot else "an empty state"
@@ -214,6 +216,7 @@ def rebuild(
         seconds=t2 - t0,
         snapshot_seconds=t1 - t0,
         replay_seconds=t2 - t1,
+        snapshot_term=found[1].term if found is not None else 0,
     )
     return engine, report
 

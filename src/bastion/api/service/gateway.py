@@ -75,7 +75,10 @@ class Gateway:
         target = engine.seq
         journal = getattr(self.node, "journal", None)
         term_at = getattr(journal, "term_at", None)
-        why = restorer.usable(target, term_at) if restorer is not None else "no checkpoint"
+        report = getattr(self.node, "recovery", None)
+        known = (report.snapshot_seq, report.snapshot_term) if report is not None else None
+        why = (restorer.usable(target, term_at, known) if restorer is not None
+               else "no checkpoint")
         if why is None and restorer is not None and restorer.restored is not None:
             restored = restorer.restored
             restored._engine = lambda: self.node.engine
