@@ -6,19 +6,31 @@ commands after it, and a damaged, foreign-timeline or beyond-the-end checkpoint 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
+import os
+import random
+import shutil
+import signal
 import struct
+import subprocess
+import sys
+import tempfile
 import time
 from pathlib import Path
 
 import msgspec
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from bastion.api.read import model
-from bastion.api.read.checkpoint import HEADER, Checkpoints, Restorer, _export
+from bastion.api.read.checkpoint import HEADER, HEADER_3, Checkpoints, Restorer, _export, decode
 from bastion.api.service.gateway import Gateway
 from bastion.core import commands as C
+from bastion.core.engine import Engine
 from bastion.demo import BTC_USDT, BTC_USDT_PERP, demo_perp_setup, demo_setup
+from bastion.journal.local import LocalJournal
 from bastion.node import Node, NodeConfig
 
 ACCOUNTS = 4
@@ -181,16 +193,27 @@ def test_damaged_checkpoint_falls_back(tmp_path: Path, damage: str,
     assert image == _reference(data)
 
 
+@pytest.mark.parametrize("snapshot_after", [None, 400])
 def test_checkpoint_from_another_timeline_or_beyond_the_end_is_not_used(
-        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+        tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch,
+        snapshot_after: int | None) -> None:
+    """With a node snapshot before the checkpoint, its term and the journal's end vouch for the
+    seqs between (the journal is not read at the checkpoint's seq); without, it is read."""
     data = tmp_path / "data"
-    _build(data, every=500, snapshot_after=None, total=1_200)
+    _build(data, every=500, snapshot_after=snapshot_after, total=1_200)
     newest = _files(data)[-1]
     caplog.set_level(logging.WARNING, logger="bastion.api")
     _set_term(newest, 7)  # digest covers the payload only: the header still checks out
-    gw, restorer, node = _restart(data, restore=True)
+    asked: list[int] = []
+    term_at = LocalJournal.term_at
+    with monkeypatch.context() as patch:
+        patch.setattr(LocalJournal, "term_at",
+                      lambda self, seq: asked.append(seq) or term_at(self, seq))
+        gw, restorer, node = _restart(data, restore=True)
     try:
         assert restorer is not None and restorer.checkpoint is not None
+        assert (node.recovery.snapshot_seq > 0) == (snapshot_after is not None)
+        assert (restorer.checkpoint.seq in asked) == (snapshot_after is None)
         assert "another timeline" in caplog.text
         image = _image(gw)
     finally:
@@ -301,3 +324,126 @@ def test_a_cold_account_that_does_not_decode_is_reseeded_from_the_engine(
         assert "account 3's checkpointed history does not decode" in caplog.text
     finally:
         node.close_offline()
+
+
+@pytest.fixture(scope="module")
+def written(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, bytes]:
+    """A built data directory and the image of its newest checkpoint's read model."""
+    data = tmp_path_factory.mktemp("written") / "data"
+    _build(data, every=500, snapshot_after=None, total=600)
+    found = Checkpoints(data / "api" / "readmodel").newest(0)
+    assert found is not None
+    rm = decode(found[1], found[0].seq, Engine)
+    assert rm is not None and rm.cold
+    return data, msgspec.msgpack.encode(_export(rm))
+
+
+def _newest_image(directory: Path) -> tuple[int, bytes]:
+    found = Checkpoints(directory).newest(0)
+    assert found is not None
+    rm = decode(found[1], found[0].seq, Engine)
+    assert rm is not None
+    return found[0].seq, msgspec.msgpack.encode(_export(rm))
+
+
+_WRITER = """
+import sys
+from pathlib import Path
+from bastion.api.read.checkpoint import Checkpoints, decode
+from bastion.core.engine import Engine
+
+checkpoints = Checkpoints(Path(sys.argv[1]))
+found = checkpoints.newest(0)
+rm = decode(found[1], found[0].seq, Engine)
+for account in list(rm.cold):
+    rm.open_orders(account)  # thawed: the writer encodes every account again
+seq = found[0].seq
+print("writing", flush=True)
+while True:
+    seq += 1
+    checkpoints.write(rm, seq, found[0].term)
+"""
+
+
+def test_a_writer_killed_mid_checkpoint_leaves_the_previous_one_usable(
+        tmp_path: Path, written: tuple[Path, bytes]) -> None:
+    """SIGKILL a process writing checkpoints back to back, at spread-out moments (encoding,
+    writing, fsync, rename, removing old files): the newest valid file always holds the same
+    read model, and the half-written temporaries are cleaned at the next start."""
+    data, image = written
+    directory = tmp_path / "readmodel"
+    directory.mkdir()
+    newest = _files(data)[-1]
+    shutil.copy(newest, directory / newest.name)
+    seqs = {int(newest.name[:-5])}
+    rng = random.Random(11)
+    for round_ in range(6):
+        proc = subprocess.Popen([sys.executable, "-c", _WRITER, str(directory)],
+                                stdout=subprocess.PIPE, text=True)
+        try:
+            assert proc.stdout is not None and proc.stdout.readline() == "writing\n"
+            time.sleep(rng.uniform(0.0, 0.12))
+        finally:
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait()
+        seq, got = _newest_image(directory)
+        assert got == image, f"round {round_}"
+        assert seq >= max(seqs)
+        seqs.add(seq)
+        Checkpoints(directory).clean_temporaries()
+        assert not list(directory.glob("*.tmp"))
+    assert len(seqs) > 1  # the writer did finish some files between kills
+
+
+@settings(max_examples=60, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(cut=st.one_of(st.tuples(st.just("truncate"), st.floats(0, 1, exclude_max=True)),
+                     st.tuples(st.integers(1, 255), st.floats(0, 1, exclude_max=True))))
+def test_any_damage_to_the_newest_checkpoint_falls_back_to_the_one_before(
+        written: tuple[Path, bytes], cut: tuple[str | int, float]) -> None:
+    """A truncation anywhere, or any byte changed anywhere: the file is skipped (CRC32C
+    catches every error burst up to 32 bits) and the previous checkpoint is used, except a
+    changed term, which the header check cannot see and the timeline check refuses."""
+    data, image = written
+    raw = _files(data)[-1].read_bytes()
+    how, where = cut
+    at = int(where * len(raw))
+    with tempfile.TemporaryDirectory() as tmp:
+        directory = Path(tmp)
+        seq = int(_files(data)[-1].name[:-5])
+        (directory / f"{seq - 100:020d}.rmck").write_bytes(
+            raw[:6] + struct.pack("<Q", seq - 100) + raw[14:])
+        if how == "truncate":
+            damaged = raw[:at]
+        else:
+            assert isinstance(how, int)
+            damaged = raw[:at] + bytes([raw[at] ^ how]) + raw[at + 1:]
+        (directory / f"{seq:020d}.rmck").write_bytes(damaged)
+        found = Checkpoints(directory).newest(0)
+        assert found is not None
+        if how != "truncate" and 14 <= at < 22:  # magic, format, seq, *term*
+            assert found[0].seq == seq and found[0].term != 1
+        else:
+            assert found[0].seq == seq - 100
+            assert _newest_image(directory) == (seq - 100, image)
+
+
+def test_a_format_3_checkpoint_is_still_read(tmp_path: Path) -> None:
+    """Files of the previous format (BLAKE2b digest) restore as before: an upgrade does not
+    replay the whole journal once."""
+    data = tmp_path / "data"
+    _build(data, every=500, snapshot_after=None, total=1_200)
+    newest = _files(data)[-1]
+    raw = newest.read_bytes()
+    magic, _fmt, seq, term, length, _crc = HEADER.unpack_from(raw)
+    payload = raw[HEADER.size:]
+    newest.write_bytes(HEADER_3.pack(magic, 3, seq, term, length,
+                                     hashlib.blake2b(payload, digest_size=16).digest())
+                       + payload)
+    gw, restorer, node = _restart(data, restore=True)
+    try:
+        assert restorer is not None and restorer.base_seq == seq
+        image = _image(gw)
+    finally:
+        node.close_offline()
+    assert image == _reference(data)
