@@ -129,6 +129,7 @@ def test_restart_restores_the_read_model_from_its_checkpoint(tmp_path: Path) -> 
         c2 = Client(srv2.url)
         assert _history(c2) == before
         assert "read model restored from its checkpoint" in srv2.output()
+        assert "+ 0 commands the node replayed" in srv2.output()  # clean stop: no tail
         assert c2.get("/v1/orders/by-client-id/ck-3").status_code == 200
         for i in range(40, 60):
             assert c2.place(market="BTC-USDT", side="buy" if i % 2 else "sell",

@@ -25,7 +25,15 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from bastion.api.read import model
-from bastion.api.read.checkpoint import HEADER, HEADER_3, Checkpoints, Restorer, _export, decode
+from bastion.api.read.checkpoint import (
+    HEADER,
+    HEADER_3,
+    Checkpoints,
+    PeriodicCheckpoints,
+    Restorer,
+    _export,
+    decode,
+)
 from bastion.api.service.gateway import Gateway
 from bastion.core import commands as C
 from bastion.core.engine import Engine
@@ -73,7 +81,9 @@ def _setup() -> list[C.Command]:
 
 
 def _config() -> NodeConfig:
-    return NodeConfig(snapshot_every_commands=0, snapshot_every_seconds=0, progress=False)
+    """No huge-page collapse before forks: each checkpoint at the batch that makes it due."""
+    return NodeConfig(snapshot_every_commands=0, snapshot_every_seconds=0, progress=False,
+                      hugepage_collapse_min_rss_mb=0)
 
 
 def _build(directory: Path, every: int, snapshot_after: int | None, total: int) -> str:
@@ -447,3 +457,28 @@ def test_a_format_3_checkpoint_is_still_read(tmp_path: Path) -> None:
     finally:
         node.close_offline()
     assert image == _reference(data)
+
+
+def test_a_big_heap_is_backed_by_huge_pages_before_the_checkpoint_fork(
+        tmp_path: Path, written: tuple[Path, bytes]) -> None:
+    """Over the size limit the fork waits for the collapse (a thread), then comes with a later
+    batch, writes the same read model and records its pause; where MADV_COLLAPSE is not
+    supported the next forks go ahead without trying again."""
+    data, image = written
+    found = Checkpoints(data / "api" / "readmodel").newest(0)
+    assert found is not None
+    rm = decode(found[1], found[0].seq, Engine)
+    assert rm is not None
+    periodic = PeriodicCheckpoints(Checkpoints(tmp_path / "rm"), 10, collapse_min_rss_mb=1)
+    periodic.last_seq = found[0].seq
+    periodic.after_batch(rm, found[0].seq + 10, found[0].term)
+    assert periodic._collapsing is not None and not periodic.pauses  # collapsing, no fork yet
+    periodic._collapsing.join()
+    periodic.after_batch(rm, found[0].seq + 11, found[0].term)
+    periodic.close()
+    assert len(periodic.collapses) == 1 and len(periodic.pauses) == 1 and periodic.written == 1
+    assert _newest_image(tmp_path / "rm") == (found[0].seq + 11, image)
+    if not periodic.collapses[0].supported:
+        periodic.after_batch(rm, found[0].seq + 30, found[0].term)
+        periodic.close()
+        assert periodic._collapsing is None and periodic.written == 2

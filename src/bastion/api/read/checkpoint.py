@@ -46,6 +46,7 @@ from bastion.core import events as E
 from bastion.core.engine import Engine
 from bastion.core.perp.state import Position
 from bastion.journal.fsutil import ensure_dir, fsync_dir
+from bastion.node.hugepages import CollapseResult, collapse_heap, rss_bytes
 from bastion.node.recovery import Follower
 
 log = logging.getLogger("bastion.api")
@@ -303,22 +304,32 @@ class Restorer:
 
 class PeriodicCheckpoints:
     """Between node snapshots, a forked child writes the read model every ``every`` commands
-    (one child at a time; the fork costs the loop about what a node snapshot's fork does)."""
+    (one child at a time). As before a node snapshot, a heap over ``collapse_min_rss_mb`` MiB
+    is first backed by huge pages in a thread (``bastion.node.hugepages``), so the fork stops
+    the loop for a few ms rather than tens; the fork then comes with the next batch."""
 
-    def __init__(self, checkpoints: Checkpoints, every: int) -> None:
+    def __init__(self, checkpoints: Checkpoints, every: int, collapse_min_rss_mb: int = 0
+                 ) -> None:
         self.checkpoints = checkpoints
         self.every = every
+        self.collapse_min_rss = collapse_min_rss_mb * 1024 * 1024
         self.last_seq = 0
         self.written = 0
         self.failed = 0
         #: how long each recent ``fork()`` stopped the loop (seconds)
         self.pauses: deque[float] = deque(maxlen=1_000)
+        self.collapses: deque[CollapseResult] = deque(maxlen=1_000)
         self._pid = 0
+        self._collapsing: threading.Thread | None = None
+        self._collapsed: list[CollapseResult] = []
+        self._collapse_supported = True
 
     def after_batch(self, rm: ReadModel, seq: int, term: int) -> None:
         """Called after the read model absorbed a live batch, with the engine's seq and the
         journal's term there."""
         if self.every <= 0 or seq - self.last_seq < self.every or self._running():
+            return
+        if self._collapse_first():
             return
         t0 = time.perf_counter()
         try:
@@ -332,6 +343,26 @@ class PeriodicCheckpoints:
         self.pauses.append(time.perf_counter() - t0)
         self._pid = pid
         self.last_seq = seq
+
+    def _collapse_first(self) -> bool:
+        """True while the heap is being collapsed before a fork (started here if it is big)."""
+        if self._collapsing is not None:
+            if self._collapsing.is_alive():
+                return True
+            self._collapsing = None
+            for result in self._collapsed:
+                self._collapse_supported = result.supported
+                self.collapses.append(result)
+            self._collapsed.clear()
+            return False
+        if (self.collapse_min_rss and self._collapse_supported
+                and rss_bytes() > self.collapse_min_rss):
+            self._collapsing = threading.Thread(
+                target=lambda: self._collapsed.append(collapse_heap()), daemon=True,
+                name="read-model checkpoint: huge pages")
+            self._collapsing.start()
+            return True
+        return False
 
     def _running(self) -> bool:
         if not self._pid:
@@ -352,6 +383,8 @@ class PeriodicCheckpoints:
 
     def close(self) -> None:
         """Wait for a running child (a stop must not leave it behind)."""
+        if self._collapsing is not None:
+            self._collapsing.join()
         if self._pid:
             _, status = os.waitpid(self._pid, 0)
             self._reaped(status)

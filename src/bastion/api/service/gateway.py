@@ -103,7 +103,10 @@ class Gateway:
             # the journal (another thread may hold its lock at the fork)
             self._term = term_at(target)
             self._journal = journal
-            periodic = PeriodicCheckpoints(checkpoints, checkpoint_every)
+            config = getattr(self.node, "config", None)
+            periodic = PeriodicCheckpoints(
+                checkpoints, checkpoint_every,
+                getattr(config, "hugepage_collapse_min_rss_mb", 0))
             periodic.last_seq = target
             self.checkpointer = periodic
 
