@@ -461,9 +461,10 @@ def test_a_format_3_checkpoint_is_still_read(tmp_path: Path) -> None:
 
 def test_a_big_heap_is_backed_by_huge_pages_before_the_checkpoint_fork(
         tmp_path: Path, written: tuple[Path, bytes]) -> None:
-    """Over the size limit the fork waits for the collapse (a thread), then comes with a later
-    batch, writes the same read model and records its pause; where MADV_COLLAPSE is not
-    supported the next forks go ahead without trying again."""
+    """Over the size limit the collapse (a thread) starts half way to a checkpoint; a fork
+    that is due waits for it, then comes with a later batch, writes the same read model and
+    records its pause; where MADV_COLLAPSE is not supported the next forks go ahead without
+    trying again."""
     data, image = written
     found = Checkpoints(data / "api" / "readmodel").newest(0)
     assert found is not None
@@ -471,6 +472,8 @@ def test_a_big_heap_is_backed_by_huge_pages_before_the_checkpoint_fork(
     assert rm is not None
     periodic = PeriodicCheckpoints(Checkpoints(tmp_path / "rm"), 10, collapse_min_rss_mb=1)
     periodic.last_seq = found[0].seq
+    periodic.after_batch(rm, found[0].seq + 4, found[0].term)
+    assert periodic._collapsing is None  # not half way yet
     periodic.after_batch(rm, found[0].seq + 10, found[0].term)
     assert periodic._collapsing is not None and not periodic.pauses  # collapsing, no fork yet
     periodic._collapsing.join()

@@ -306,7 +306,8 @@ class PeriodicCheckpoints:
     """Between node snapshots, a forked child writes the read model every ``every`` commands
     (one child at a time). As before a node snapshot, a heap over ``collapse_min_rss_mb`` MiB
     is first backed by huge pages in a thread (``bastion.node.hugepages``), so the fork stops
-    the loop for a few ms rather than tens; the fork then comes with the next batch."""
+    the loop for a few ms rather than tens. That starts half way to the next checkpoint, so
+    it is usually done when the checkpoint is due (else the fork waits for it)."""
 
     def __init__(self, checkpoints: Checkpoints, every: int, collapse_min_rss_mb: int = 0
                  ) -> None:
@@ -323,14 +324,17 @@ class PeriodicCheckpoints:
         self._collapsing: threading.Thread | None = None
         self._collapsed: list[CollapseResult] = []
         self._collapse_supported = True
+        self._ready = False  # the heap was collapsed since the last fork
 
     def after_batch(self, rm: ReadModel, seq: int, term: int) -> None:
         """Called after the read model absorbed a live batch, with the engine's seq and the
         journal's term there."""
-        if self.every <= 0 or seq - self.last_seq < self.every or self._running():
+        due = seq - self.last_seq
+        if self.every <= 0 or due < self.every // 2 or self._running():
             return
-        if self._collapse_first():
+        if self._collapse_first() or due < self.every:
             return
+        self._ready = False
         t0 = time.perf_counter()
         try:
             pid = os.fork()
@@ -354,8 +358,9 @@ class PeriodicCheckpoints:
                 self._collapse_supported = result.supported
                 self.collapses.append(result)
             self._collapsed.clear()
+            self._ready = True
             return False
-        if (self.collapse_min_rss and self._collapse_supported
+        if (not self._ready and self.collapse_min_rss and self._collapse_supported
                 and rss_bytes() > self.collapse_min_rss):
             self._collapsing = threading.Thread(
                 target=lambda: self._collapsed.append(collapse_heap()), daemon=True,
