@@ -28,6 +28,7 @@ from bastion.api.read import model
 from bastion.api.read.checkpoint import (
     HEADER,
     HEADER_3,
+    Checkpoint,
     Checkpoints,
     PeriodicCheckpoints,
     Restorer,
@@ -485,3 +486,29 @@ def test_a_big_heap_is_backed_by_huge_pages_before_the_checkpoint_fork(
         periodic.after_batch(rm, found[0].seq + 30, found[0].term)
         periodic.close()
         assert periodic._collapsing is None and periodic.written == 2
+
+
+def test_the_checkpoint_term_is_read_from_the_journal_unless_snapshot_and_end_agree(
+        tmp_path: Path) -> None:
+    """Terms never go back along the journal: when the node's snapshot (at or before the
+    checkpoint) and the journal's end have the same term, so has the checkpoint's seq; when
+    they differ (a rollback in between), the journal is read there."""
+    restorer = Restorer(Checkpoints(tmp_path), prefetch=False)
+    restorer.checkpoint = Checkpoint(tmp_path / "x.rmck", 50, 1)
+    restorer.restored = model.ReadModel(Engine)
+    restorer.base_seq, restorer.tail = 50, 50
+    terms = {10: 1, 50: 1, 100: 1}
+    asked: list[int] = []
+
+    def term_at(seq: int) -> int:
+        asked.append(seq)
+        return terms[seq]
+
+    assert restorer.usable(100, term_at, known=(10, 1)) is None and asked == [100]
+    terms[50] = terms[100] = 2  # the journal was cut back before seq 50 and went on in term 2
+    asked.clear()
+    why = restorer.usable(100, term_at, known=(10, 1))
+    assert why is not None and "another timeline" in why and asked == [100, 50]
+    asked.clear()
+    assert restorer.usable(100, term_at, known=None) is not None and asked == [50]
+    assert restorer.usable(100, term_at, known=(60, 2)) is not None  # snapshot after it
