@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -30,11 +31,17 @@ def test_perpetual_native_flow(tmp_path: Path) -> None:
         assert r.status_code == 400 and r.json()["code"] in ("INSUFFICIENT_MARGIN",
                                                             "INSUFFICIENT_FUNDS")
         r = bob.post("/v1/margin", {"asset": "USDT", "amount": "100000"})
-        assert r.status_code == 200 and r.json()[0]["collateral"] == "100000.00000000"
+        # the answer is the one account the transfer changed, not a list of all of them
+        assert r.status_code == 200 and r.json()["asset"] == "USDT"
+        assert r.json()["collateral"] == "100000.00000000"
         r = bob.post("/v1/margin", {"asset": "USDT", "amount": "0.000000001"})
         assert r.json()["code"] == "INVALID_AMOUNT"
         r = bob.post("/v1/leverage", {"market": PERP, "leverage": 5})
-        assert r.status_code == 200 and r.json()[0]["leverage"] == {PERP: 5}
+        assert r.status_code == 200, r.text
+        lev = r.json()
+        assert (lev["market"], lev["leverage"], lev["position"]) == (PERP, 5, None)
+        assert lev["margin"]["leverage"] == {PERP: 5}
+        assert lev["margin"]["collateral"] == "100000.00000000"
         assert bob.post("/v1/leverage", {"market": PERP, "leverage": 500}).json()["code"] \
             == "INVALID_LEVERAGE"
 
@@ -84,4 +91,13 @@ def test_perpetual_native_flow(tmp_path: Path) -> None:
         assert r.status_code == 201 and r.json()["reduce_only"] is True
         margin = bob.get("/v1/margin").json()[0]
         assert float(margin["initial_margin"]) > 0 and float(margin["available"]) > 0
+        # with a position, a leverage change answers that position under the new leverage
+        lev = bob.post("/v1/leverage", {"market": PERP, "leverage": 4}).json()
+        pos = bob.get("/v1/positions").json()[0]
+        fixed = ("market", "side", "size", "entry_price", "leverage", "settle_asset")
+        assert {k: lev["position"][k] for k in fixed} == {k: pos[k] for k in fixed}
+        assert pos["leverage"] == 4 and lev["leverage"] == 4
+        assert lev["margin"]["leverage"] == {PERP: 4}
+        assert lev["margin"]["collateral"] == bob.get("/v1/margin").json()[0]["collateral"]
+        assert Decimal(lev["margin"]["initial_margin"]) > Decimal(margin["initial_margin"])
         assert admin.health()["invariants_ok"]

@@ -143,10 +143,12 @@ OPS: tuple[Op, ...] = (
     Op("get", "/v1/margin", "native.margin", "Your cross-margin accounts (perpetuals)", "read",
        response=list[S.MarginAccount], tag="account"),
     Op("post", "/v1/margin", "native.transfer_margin",
-       "Move funds between spot wallet and cross margin", "trade", S.MarginTransfer,
-       list[S.MarginAccount], tag="account", errors=(*_PERP, X.INSUFFICIENT_FUNDS)),
-    Op("post", "/v1/leverage", "native.leverage", "Set your leverage in a perpetual market",
-       "trade", S.Leverage, list[S.MarginAccount], tag="account", errors=_PERP),
+       "Move funds between spot wallet and cross margin; answers the margin account changed",
+       "trade", S.MarginTransfer, S.MarginAccount, tag="account",
+       errors=(*_PERP, X.INSUFFICIENT_FUNDS)),
+    Op("post", "/v1/leverage", "native.leverage", "Set your leverage in a perpetual market; "
+       "answers that market's leverage, position and margin account", "trade", S.Leverage,
+       S.LeverageSet, tag="account", errors=_PERP),
     # ---------------------------------------------------------------- wallet
     Op("post", "/v1/withdrawals", "wallet.create", "Request a withdrawal: held, then sent to "
        "custody (a repeated client_id answers 200 with the first)", "withdraw", S.Withdraw,

@@ -17,11 +17,12 @@ from bastion.api.errors import ApiError
 from bastion.api.http import now_ms
 from bastion.api.native import schemas as S
 from bastion.api.native import views as V
+from bastion.api.service.outcomes import MarginChanged
 from bastion.core import errors as X
 from bastion.core.engine import Engine
 from bastion.core.perp.calc import PPM, initial, maintenance, notional
 from bastion.core.perp.funding import rate_e9
-from bastion.core.perp.state import PerpMarket, Position
+from bastion.core.perp.state import MarginAccount, PerpMarket, Position
 from bastion.core.state import Market
 
 RATE_DP = 9  # RATE_SCALE = 10**9
@@ -114,10 +115,12 @@ def open_positions(engine: Engine, account: int,
 
 # ---------------------------------------------------------------- native views
 
-def positions(ctx: Context, account: int) -> list[S.Position]:
+def positions(ctx: Context, account: int, markets: list[str] | None = None
+              ) -> list[S.Position]:
+    """The account's open positions (only in ``markets`` if given)."""
     e = ctx.gateway.engine
     out = []
-    for pos in open_positions(e, account):
+    for pos in open_positions(e, account, markets):
         mkt = e.markets[pos.market]
         u = V.Units(e, mkt)
         k = _position_numbers(e, pos)
@@ -135,23 +138,44 @@ def positions(ctx: Context, account: int) -> list[S.Position]:
     return out
 
 
+def margin_account(engine: Engine, ma: MarginAccount) -> S.MarginAccount:
+    """One cross-margin account (one settle asset) as it stands."""
+    pe = engine.perp
+    dp = engine.assets[ma.asset].decimals
+    r = pe.risk(ma)
+    return S.MarginAccount(
+        asset=ma.asset, collateral=amount(r.wallet, dp), equity=amount(r.equity, dp),
+        unrealized_pnl=amount(r.upnl, dp), initial_margin=from_units(r.initial, dp),
+        maintenance_margin=from_units(r.maintenance, dp),
+        order_margin=from_units(ma.order_im, dp),
+        available=amount(r.equity - r.initial - ma.order_im, dp),
+        leverage=dict(sorted(ma.leverage.items())))
+
+
 def margins(ctx: Context, account: int) -> list[S.MarginAccount]:
     e = ctx.gateway.engine
-    pe = e.perp
-    out = []
-    for (acct, asset), ma in sorted(pe.margins.items()):
-        if acct != account:
-            continue
-        dp = e.assets[asset].decimals
-        r = pe.risk(ma)
-        out.append(S.MarginAccount(
-            asset=asset, collateral=amount(r.wallet, dp), equity=amount(r.equity, dp),
-            unrealized_pnl=amount(r.upnl, dp), initial_margin=from_units(r.initial, dp),
-            maintenance_margin=from_units(r.maintenance, dp),
-            order_margin=from_units(ma.order_im, dp),
-            available=amount(r.equity - r.initial - ma.order_im, dp),
-            leverage=dict(sorted(ma.leverage.items()))))
-    return out
+    return [margin_account(e, ma) for (acct, _), ma in sorted(e.perp.margins.items())
+            if acct == account]
+
+
+def _changed_account(out: MarginChanged) -> MarginAccount:
+    """The account a margin command left (a transfer or leverage change that succeeded always
+    leaves one; an empty one is what "none" would read as)."""
+    return out.margin if out.margin is not None else MarginAccount(out.account, out.asset)
+
+
+def margin_changed(ctx: Context, out: MarginChanged) -> S.MarginAccount:
+    """``POST /v1/margin``: the one cross-margin account the transfer changed."""
+    return margin_account(ctx.gateway.engine, _changed_account(out))
+
+
+def leverage_set(ctx: Context, market: str, out: MarginChanged) -> S.LeverageSet:
+    """``POST /v1/leverage``: the market's leverage now in force, the account's position in
+    that market (None when flat) and the settle asset's cross-margin account."""
+    pos = positions(ctx, out.account, [market])
+    return S.LeverageSet(market=market, leverage=out.leverage,
+                         position=pos[0] if pos else None,
+                         margin=margin_account(ctx.gateway.engine, _changed_account(out)))
 
 
 def funding(ctx: Context, market: Market) -> S.Funding:

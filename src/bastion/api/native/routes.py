@@ -237,8 +237,8 @@ def handlers(ctx: Context) -> Handlers:
         req = decode(body, S.MarginTransfer)
         dp = gw.asset_decimals(req.asset)
         amount = to_units(req.amount, dp, X.INVALID_AMOUNT, "amount")
-        await gw.transfer_margin(key.account, req.asset, amount, req.direction == "add")
-        return JSON(perps.margins(ctx, key.account))
+        out = await gw.transfer_margin(key.account, req.asset, amount, req.direction == "add")
+        return JSON(perps.margin_changed(ctx, out))
 
     @h
     async def leverage(request: Request) -> Response:
@@ -246,8 +246,8 @@ def handlers(ctx: Context) -> Handlers:
         key = authenticate(ctx, request, body, "trade")
         req = decode(body, S.Leverage)
         gw.market(req.market)
-        await gw.set_leverage(key.account, req.market, req.leverage)
-        return JSON(perps.margins(ctx, key.account))
+        out = await gw.set_leverage(key.account, req.market, req.leverage)
+        return JSON(perps.leverage_set(ctx, req.market, out))
 
     @h
     async def funding(request: Request) -> Response:

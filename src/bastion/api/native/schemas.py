@@ -246,6 +246,16 @@ class MarginAccount(Out, kw_only=True):
     leverage: dict[str, int]
 
 
+class LeverageSet(Out, kw_only=True):
+    """``POST /v1/leverage``: the leverage now in force in ``market``, the account's position
+    there (null when flat) and the cross-margin account of the market's settle asset."""
+
+    market: str
+    leverage: int
+    position: Position | None
+    margin: MarginAccount
+
+
 class Funding(Out, kw_only=True):
     """Mark, index and funding of a perpetual; rates are fractions per interval."""
 
