@@ -9,6 +9,7 @@ layers (middleware stack, router, Request objects), which cost about as much as 
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 
 from starlette.types import Receive, Scope, Send
 
@@ -54,19 +55,35 @@ async def respond(send: Send, status: int, body: bytes,
     await send({"type": "http.response.body", "body": body})
 
 
+def native_auth_headers(headers: Iterable[tuple[bytes, bytes]]
+                        ) -> tuple[str | None, str | None, str | None, str | None]:
+    """The native signature headers of a raw ASGI header list, in one pass: key id,
+    timestamp, signature, receive window (None where absent)."""
+    key_id = ts = sig = window = None
+    for name, value in headers:
+        if name == b"x-bx-apikey":
+            key_id = value.decode("latin-1")
+        elif name == b"x-bx-timestamp":
+            ts = value.decode("latin-1")
+        elif name == b"x-bx-signature":
+            sig = value.decode("latin-1")
+        elif name == b"x-bx-recv-window":
+            window = value.decode("latin-1")
+    return key_id, ts, sig, window
+
+
+def binance_api_key(headers: Iterable[tuple[bytes, bytes]]) -> str | None:
+    """The ``X-MBX-APIKEY`` header of a raw ASGI header list."""
+    for name, value in headers:
+        if name == b"x-mbx-apikey":
+            return value.decode("latin-1")
+    return None
+
+
 async def place_order(ctx: Context, scope: Scope, receive: Receive, send: Send) -> None:
     try:
         body = await read_body(receive, ctx.settings.max_body)
-        key_id = ts = sig = window = None
-        for name, value in scope["headers"]:
-            if name == b"x-bx-apikey":
-                key_id = value.decode("latin-1")
-            elif name == b"x-bx-timestamp":
-                ts = value.decode("latin-1")
-            elif name == b"x-bx-signature":
-                sig = value.decode("latin-1")
-            elif name == b"x-bx-recv-window":
-                window = value.decode("latin-1")
+        key_id, ts, sig, window = native_auth_headers(scope["headers"])
         key = authenticate_scope(ctx, scope, key_id, ts, sig, window, body, "trade")
         req = decode(body, S.PlaceOrder)
         gw = ctx.gateway
@@ -89,11 +106,7 @@ async def place_binance(ctx: Context, scope: Scope, receive: Receive, send: Send
             body = await read_body(receive, ctx.settings.max_body)
             qs: bytes = scope.get("query_string", b"")
             p = B.parse_params(qs, body)
-            api_key = None
-            for name, value in scope["headers"]:
-                if name == b"x-mbx-apikey":
-                    api_key = value.decode("latin-1")
-                    break
+            api_key = binance_api_key(scope["headers"])
             key = B.verify(ctx, api_key, "POST", scope["path"], qs, body, p, "trade")
             reply = B.encode(await B.place(ctx.gateway, key, p, perp))
         except (ApiError, B.BinanceError) as err:
