@@ -11,11 +11,13 @@ from hypothesis import strategies as st
 from bastion.api.binance.rest import MAX_FIELDS, BinanceError, _strip_signature, parse_params
 
 _text = st.text(st.characters(codec="utf-8", exclude_characters="&=%+"), max_size=12)
+#: a value may hold ``=`` (``a=b=c`` is ``a`` -> ``b=c``, as ``parse_qsl`` reads it)
+_value = st.text(st.characters(codec="utf-8", exclude_characters="&%+"), max_size=12)
 
 
 @settings(max_examples=300, deadline=None)
-@given(pairs=st.lists(st.tuples(_text, st.one_of(st.none(), _text)), max_size=12),
-       body_pairs=st.lists(st.tuples(_text, _text), max_size=4))
+@given(pairs=st.lists(st.tuples(_text, st.one_of(st.none(), _value)), max_size=12),
+       body_pairs=st.lists(st.tuples(_text, _value), max_size=4))
 def test_plain_split_matches_parse_qsl(pairs: list[tuple[str, str | None]],
                                        body_pairs: list[tuple[str, str]]) -> None:
     qs = "&".join(k if v is None else f"{k}={v}" for k, v in pairs)

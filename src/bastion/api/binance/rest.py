@@ -14,7 +14,8 @@ is ``BTCUSDT`` on ``/fapi``.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import Any
+from operator import methodcaller
+from typing import Any, Literal
 from urllib.parse import parse_qsl
 
 import msgspec
@@ -126,6 +127,11 @@ class BinanceError(Exception):
         self.status = status
 
 
+def _missing(name: str) -> BinanceError:
+    return BinanceError(-1102, f"Mandatory parameter '{name}' was not sent, was empty/null, or "
+                               "malformed.")
+
+
 def error_response(err: ApiError | BinanceError) -> Response:
     if isinstance(err, BinanceError):
         return Response(_enc.encode({"code": err.code, "msg": err.msg}), status_code=err.status,
@@ -170,8 +176,7 @@ class Params:
     def req(self, name: str) -> str:
         v = self.items.get(name)
         if not v:
-            raise BinanceError(-1102, f"Mandatory parameter '{name}' was not sent, was "
-                                      "empty/null, or malformed.")
+            raise _missing(name)
         return v
 
     def int(self, name: str, default: int | None = None, low: int = 0,
@@ -224,6 +229,8 @@ async def read_params(request: Request) -> tuple[Params, bytes, bytes]:
 
 #: more fields than this in one request is refused (as ``parse_qsl(max_num_fields=...)``)
 MAX_FIELDS = 100
+#: ``"a=b=c"`` -> ``["a", "b=c"]``, as ``str.partition`` splits it
+_NAME_VALUE = methodcaller("split", "=", 1)
 
 
 def parse_params(qs: bytes, body: bytes) -> Params:
@@ -240,9 +247,15 @@ def parse_params(qs: bytes, body: bytes) -> Params:
                                       strict_parsing=False, max_num_fields=MAX_FIELDS):
                     items[k] = v
                 continue
-            parts = raw.decode("utf-8").split("&")
+            text = raw.decode("utf-8")
+            parts = text.split("&")
             if len(parts) > MAX_FIELDS:
                 raise ValueError("Max number of fields exceeded")
+            try:  # what clients send: every field ``name=value``, split in C
+                items.update(map(_NAME_VALUE, parts))
+                continue
+            except ValueError:  # an empty field or one without ``=``: field by field
+                pass
             for part in parts:
                 if part:
                     k, _, v = part.partition("=")
@@ -262,11 +275,14 @@ def verify(ctx: Context, api_key: str | None, method: str, path: str, qs: bytes,
            p: Params, permission: str) -> ApiKey:
     """A signed request's key (signature, timestamp window, replay, permission, per-key
     limit), from its parts: the routed handlers and the bare order entry share it."""
-    q2, sig_q = _strip_signature(qs)
-    b2, sig_b = _strip_signature(body)
-    payload = q2 + b2
-    key = ctx.auth.verify(api_key, p.opt("timestamp"), sig_q or sig_b, payload,
-                          p.opt("recvWindow"), read=read_of(method, path))
+    b2, sig = _strip_signature(body)
+    if qs:
+        q2, sig_q = _strip_signature(qs)
+        b2 = q2 + b2
+        sig = sig_q or sig
+    items = p.items
+    key = ctx.auth.verify(api_key, items.get("timestamp") or None, sig, b2,
+                          items.get("recvWindow") or None, read=read_of(method, path))
     require(key, permission)
     ctx.key_limiter.hit(key.key)
     return key
@@ -289,11 +305,10 @@ class Symbols:
         """``Symbols(engine).market(symbol, perp)`` without building the maps per request
         (order entry): a remembered name is used only while the engine's market under that
         name still has this symbol on this surface; otherwise the maps are built afresh."""
-        if symbol is not None:
-            key = (symbol.upper(), perp)
-            name = cls._names.get(key)
+        if symbol is not None:  # remembered as sent: only symbols in upper case, as given
+            name = cls._names.get((symbol, perp))
             m = engine.markets.get(name) if name is not None else None
-            if m is not None and bsym(m) == key[0] and _is_perp(m) == perp:
+            if m is not None and m.base + m.quote == symbol and (m.kind != "spot") == perp:
                 return m
         m = cls(engine).market(symbol, perp)
         cls._names[(bsym(m), perp)] = m.market
@@ -307,8 +322,7 @@ class Symbols:
 
     def market(self, symbol: str | None, perp: bool) -> Market:
         if symbol is None:
-            raise BinanceError(-1102, "Mandatory parameter 'symbol' was not sent, was "
-                                      "empty/null, or malformed.")
+            raise _missing("symbol")
         m = (self.perp if perp else self.spot).get(symbol.upper())
         if m is None:
             raise BinanceError(-1121, "Invalid symbol.")
@@ -333,50 +347,73 @@ def _tif(r: OrderRecord, perp: bool) -> str:
     return r.tif
 
 
-def stp_mode(engine: Engine, r: OrderRecord) -> str:
+#: the core's STP modes as Binance names them
+_STP_NAMES = {mode: mode.upper() for mode in STP_MODES}
+_BSIDES = {"buy": "BUY", "sell": "SELL"}
+
+
+class _Zeros(dict[int, str]):
+    """``"0.00..."`` with n decimals: the zero fields of an order, one lookup each."""
+
+    def __missing__(self, decimals: int) -> str:
+        self[decimals] = text = from_units(0, decimals)
+        return text
+
+
+_ZERO = _Zeros()
+
+
+def stp_mode(engine: Engine, r: OrderRecord, is_open: bool) -> str:
     """The self-trade prevention mode that applies to an order: its own if it set one (known
     while it rests), else its account's."""
-    order = engine.orders.get(r.order_id) if r.is_open else None
+    order = engine.orders.get(r.order_id) if is_open else None
     mode = order.stp if order is not None else None
     if mode is None:
         acct = engine.accounts.get(r.account)
         mode = acct.stp if acct is not None else DEFAULT_STP
-    return str(mode).upper()
+    return _STP_NAMES.get(mode) or str(mode).upper()
 
 
 def order_json(u: V.Units, m: Market, r: OrderRecord, perp: bool,
                fills: list[E.Trade] | None = None, *, engine: Engine) -> dict[str, Any]:
     """``fills``: the order's trades at placement (it was their taker), from the command's
-    own events. One dict literal per surface (order entry renders one per order)."""
-    price = u.price(r.price) if r.order_type == "limit" else u.price(0)
+    own events. One dict literal per surface (order entry renders one per order), with as
+    few calls as the fields allow."""
+    zero_price = _ZERO[u.price_dp]
+    price = u.price(r.price) if r.order_type == "limit" else zero_price
     executed = u.qty(r.filled)
     quote = u.quote_amount(r.filled_quote)
     otype = _order_type(r, perp)
+    is_open = r.is_open
     if perp:
         return {
-            "symbol": bsym(m), "orderId": r.order_id, "clientOrderId": r.client_id,
+            "symbol": m.base + m.quote, "orderId": r.order_id, "clientOrderId": r.client_id,
             "price": price, "origQty": u.qty(r.qty), "executedQty": executed,
             "status": _STATUS[r.status], "timeInForce": _tif(r, perp), "type": otype,
-            "side": r.side.upper(), "time": r.created_ts, "updateTime": r.updated_ts,
-            "avgPrice": u.avg_price(r.filled_quote, r.filled) or u.price(0),
+            "side": _BSIDES[r.side], "time": r.created_ts, "updateTime": r.updated_ts,
+            "avgPrice": u.avg_price(r.filled_quote, r.filled) or zero_price,
             "cumQty": executed, "cumQuote": quote, "reduceOnly": r.reduce_only,
             "closePosition": False, "positionSide": "BOTH", "stopPrice": "0",
             "workingType": "CONTRACT_PRICE", "priceProtect": False, "origType": otype,
-            "priceMatch": "NONE", "selfTradePreventionMode": stp_mode(engine, r),
+            "priceMatch": "NONE", "selfTradePreventionMode": stp_mode(engine, r, is_open),
             "goodTillDate": 0}
     out: dict[str, Any] = {
-        "symbol": bsym(m), "orderId": r.order_id, "clientOrderId": r.client_id,
+        "symbol": m.base + m.quote, "orderId": r.order_id, "clientOrderId": r.client_id,
         "price": price, "origQty": u.qty(r.qty), "executedQty": executed,
         "status": _STATUS[r.status], "timeInForce": r.tif, "type": otype,
-        "side": r.side.upper(), "time": r.created_ts, "updateTime": r.updated_ts,
-        "orderListId": -1, "cummulativeQuoteQty": quote, "stopPrice": u.price(0),
-        "icebergQty": u.qty(0), "isWorking": r.is_open, "workingTime": r.created_ts,
-        "origQuoteOrderQty": u.quote_amount(0), "selfTradePreventionMode": stp_mode(engine, r)}
+        "side": _BSIDES[r.side], "time": r.created_ts, "updateTime": r.updated_ts,
+        "orderListId": -1, "cummulativeQuoteQty": quote, "stopPrice": zero_price,
+        "icebergQty": _ZERO[u.base_dp], "isWorking": is_open, "workingTime": r.created_ts,
+        "origQuoteOrderQty": _ZERO[u.quote_dp],
+        "selfTradePreventionMode": stp_mode(engine, r, is_open)}
     if fills is not None:
         out["transactTime"] = r.updated_ts
-        out["fills"] = [{"price": u.price(f.price), "qty": u.qty(f.qty),
-                         "commission": u.quote_amount(f.taker_fee),
-                         "commissionAsset": u.quote, "tradeId": f.trade_id} for f in fills]
+        if fills:
+            out["fills"] = [{"price": u.price(f.price), "qty": u.qty(f.qty),
+                             "commission": u.quote_amount(f.taker_fee),
+                             "commissionAsset": u.quote, "tradeId": f.trade_id} for f in fills]
+        else:
+            out["fills"] = []
     return out
 
 
@@ -486,51 +523,73 @@ def ticker_24h(gw: Gateway, m: Market, perp: bool) -> dict[str, Any]:
     return data
 
 
+#: Binance side / order type / time in force as sent -> ours; anything else is upper-cased
+#: first (as Binance's own matching is case-insensitive for these), then refused if unknown
+_SIDES: dict[str, Literal["buy", "sell"]] = {"BUY": "buy", "SELL": "sell"}
+_TYPES = frozenset(("LIMIT", "MARKET", "LIMIT_MAKER"))
+_TIFS = frozenset(("GTC", "IOC", "FOK", "GTX"))
+
+
 def order_command(gw: Gateway, key: ApiKey, p: Params, perp: bool
                   ) -> tuple[Market, V.Units, C.PlaceOrder]:
     """An order's Binance parameters as the core's command (shared by ``order`` and
-    ``order/test``), with the market and its units (to render the answer)."""
-    m = Symbols.lookup(gw.engine, p.opt("symbol"), perp)
+    ``order/test``), with the market and its units (to render the answer). Reads the
+    parameter map directly: this runs once per order."""
+    get = p.items.get
+    m = Symbols.lookup(gw.engine, get("symbol") or None, perp)
     u = V.Units(gw.engine, m)
-    side = p.req("side").upper()
-    if side not in ("BUY", "SELL"):
+    raw = get("side")
+    if not raw:
+        raise _missing("side")
+    side = _SIDES.get(raw) or _SIDES.get(raw.upper())
+    if side is None:
         raise BinanceError(-1117, "Invalid side.")
-    otype = p.req("type").upper()
-    tif = (p.opt("timeInForce") or "GTC").upper()
+    otype = get("type")
+    if not otype:
+        raise _missing("type")
+    if otype not in _TYPES:
+        otype = otype.upper()
+    tif = get("timeInForce") or "GTC"
+    if tif not in _TIFS:
+        tif = tif.upper()
     post_only = False
     if otype == "LIMIT_MAKER" and not perp:
         otype, post_only, tif = "LIMIT", True, "GTC"
     if perp and tif == "GTX":
         post_only, tif = True, "GTC"
-    if otype not in ("LIMIT", "MARKET"):
+    if otype != "LIMIT" and otype != "MARKET":
         raise BinanceError(-1116, "Invalid orderType.")
-    if tif not in ("GTC", "IOC", "FOK"):
+    if tif != "GTC" and tif != "IOC" and tif != "FOK":
         raise BinanceError(-1130, "Data sent for parameter 'timeInForce' is not valid.")
-    reduce_only = p.flag("reduceOnly")
+    reduce_only = p.flag("reduceOnly") if "reduceOnly" in p.items else False
     if reduce_only and not perp:
         raise BinanceError(-1106, "Parameter 'reduceOnly' sent when not required.")
-    qty_text = p.opt("quantity")
+    qty_text = get("quantity")
     price = 0
     if otype == "LIMIT":
-        price = to_units(p.req("price"), u.price_dp, X.INVALID_PRICE, "price")
-    if qty_text is None and otype == "MARKET" and side == "BUY" and not perp:
+        price_text = get("price")
+        if not price_text:
+            raise _missing("price")
+        price = to_units(price_text, u.price_dp, X.INVALID_PRICE, "price")
+    if not qty_text and otype == "MARKET" and side == "buy" and not perp:
         qty = _quote_to_qty(gw.engine, m, p.req("quoteOrderQty"))
+    elif not qty_text:
+        raise _missing("quantity")
     else:
-        qty = to_units(p.req("quantity"), u.base_dp, X.INVALID_QUANTITY, "quantity")
-    cid = p.opt("newClientOrderId") or ""
+        qty = to_units(qty_text, u.base_dp, X.INVALID_QUANTITY, "quantity")
+    cid = get("newClientOrderId") or ""
     if len(cid) > 64:
         raise BinanceError(-1130, "Data sent for parameter 'newClientOrderId' is not "
                                   "valid.")
     kwargs: dict[str, Any] = {"reduce_only": True} if reduce_only else {}
-    stp = p.opt("selfTradePreventionMode")
-    if stp is not None:
+    stp = get("selfTradePreventionMode")
+    if stp:
         if stp.lower() not in STP_MODES:
             raise BinanceError(-1130, "Data sent for parameter "
                                       "'selfTradePreventionMode' is not valid.")
         kwargs["stp"] = stp.lower()
-    return m, u, C.PlaceOrder(account=key.account, market=m.market,
-                              side="buy" if side == "BUY" else "sell", qty=qty, price=price,
-                              order_type="limit" if otype == "LIMIT" else "market",
+    return m, u, C.PlaceOrder(account=key.account, market=m.market, side=side, qty=qty,
+                              price=price, order_type="limit" if otype == "LIMIT" else "market",
                               tif=tif if otype == "LIMIT" else "IOC",  # type: ignore[arg-type]
                               post_only=post_only, client_id=cid, **kwargs)
 
@@ -939,8 +998,7 @@ def routes(ctx: Context) -> list[BaseRoute]:
                 raise BinanceError(-1130, f"Data sent for parameter '{name}' is not valid "
                                           f"({what} is not supported; it is always off).")
             if p.opt(name) is None:
-                raise BinanceError(-1102, f"Mandatory parameter '{name}' was not sent, was "
-                                          "empty/null, or malformed.")
+                raise _missing(name)
             return J({"code": 200, "msg": "success"})
         return handler
 
