@@ -1,7 +1,8 @@
 """The status state is shared by every gateway (the shard's status buckets): an incident posted
 on gateway 1 is shown on gateway 2, an override set on gateway 2 on gateway 1; a gateway
 restarted with an empty data directory shows the same incidents, subscribers and uptime; a
-webhook subscriber (a real HTTP receiver) gets each change once, not once per gateway; a change
+webhook subscriber (a real HTTP receiver) gets each change once, not once per gateway, also
+after the gateway delivering them was SIGKILLed (another takes the webhook lease); a change
 the bucket cannot take is a clear 503 that leaves nothing behind; status reads and operator
 writes keep working with the engine's only node SIGKILLed."""
 
@@ -21,6 +22,8 @@ from cluster_harness import ADMIN, running
 from status_support import Delivery, receiver
 
 AUTH = {"Authorization": f"Bearer {ADMIN}"}
+#: logged by the gateway that takes the webhook lease
+DELIVERS = "this gateway delivers the webhooks"
 
 
 def _until(check: Callable[[], Any], timeout: float = 15.0) -> Any:
@@ -51,6 +54,10 @@ def _today(url: str, cid: str) -> dict[str, Any]:
     assert r.status_code == 200, r.text
     day: dict[str, Any] = next(c for c in r.json()["components"] if c["id"] == cid)["days"][-1]
     return day
+
+
+def _log(root: Path, gateway: str) -> str:
+    return (root / f"{gateway}.log").read_text(errors="replace")
 
 
 def _events(got: list[Delivery]) -> Counter[tuple[str, str]]:
@@ -134,6 +141,8 @@ def test_status_state_is_shared_by_every_gateway(tmp_path: Path) -> None:
         # subscribers and uptime (history) as gateway 2
         down_before = _today(url2, "rest-api")
         assert down_before["worst_status"] == "partial_outage", down_before
+        holder = [gw for gw in ("gateway-1", "gateway-2") if DELIVERS in _log(tmp_path, gw)]
+        assert len(holder) == 1, holder  # one gateway delivers
         cluster.signal("gateway-1", signal.SIGKILL)
         shutil.rmtree(tmp_path / "gateway-1")
         cluster.restart("gateway-1")
@@ -145,6 +154,18 @@ def test_status_state_is_shared_by_every_gateway(tmp_path: Path) -> None:
         day = _today(url1, "rest-api")
         assert day["worst_status"] == "partial_outage", day
         assert day["down_ms"] >= 0.3 * 300 * 0.9, day  # 30 % of the >= 0.3 s partial outage
+        # the webhook lease: if gateway 1 delivered, gateway 2 takes over once it expires;
+        # a change made now reaches the receiver once
+        if holder == ["gateway-1"]:
+            assert _until(lambda: DELIVERS in _log(tmp_path, "gateway-2"), timeout=30)
+        r = httpx.post(f"{url1}/admin/status/incidents", headers=AUTH, timeout=10,
+                       json={"name": "After the restart", "body": "Still here.",
+                             "components": []})
+        assert r.status_code == 201, r.text
+        again = ("incident.created", r.json()["id"])
+        rec.wait_for(lambda got: again in _events(got), timeout=20)
+        time.sleep(2.0)
+        assert _events(rec.deliveries)[again] == 1, _events(rec.deliveries)
 
         # no quorum for the bucket: a clear 503, nothing half-applied, nothing left behind
         for zone in "bc":

@@ -26,11 +26,11 @@ from collections.abc import Callable
 from typing import Any
 
 from nats.js import api
-from nats.js.errors import APIError, NotFoundError
+from nats.js.errors import APIError, KeyNotFoundError, KeyWrongLastSequenceError, NotFoundError
 from nats.js.kv import KV_DEL, KV_OP, KV_PURGE
 
 from bastion.journal.errors import DurabilityError
-from bastion.journal.jetstream import FENCE_CODES, is_transient, retry_transient
+from bastion.journal.jetstream import FENCE_CODES, hedged, is_transient, retry_transient
 from bastion.journal.natsloop import NatsLoop
 
 log = logging.getLogger("bastion.cluster.kv")
@@ -41,6 +41,24 @@ Consumer = Callable[[str, int, bytes | None], None]
 
 class Conflict(Exception):
     """The key changed since this gateway last saw it."""
+
+
+async def first_value(kv: Any, key: str, value: bytes, what: str) -> bytes:
+    """``value`` stored at ``key`` unless another gateway stored one first: the stored one."""
+    async def attempt() -> bytes:
+        try:
+            await kv.create(key, value)
+            return value
+        except (KeyWrongLastSequenceError, KeyNotFoundError):
+            pass  # taken (KeyNotFound: the replica asked has not got it yet)
+        try:
+            entry = await hedged(lambda: kv.get(key))
+        except KeyNotFoundError:
+            raise TimeoutError(f"{key} not readable yet") from None  # ask again
+        return bytes(entry.value)
+
+    stored: bytes = await retry_transient(attempt, what)
+    return stored
 
 
 class KvRecords:

@@ -23,12 +23,10 @@ import secrets
 import time
 
 import msgspec
-from nats.js.errors import KeyWrongLastSequenceError
 
 from bastion.api.security.keys import Change, KeyStore, KeysUnavailableError, Record
-from bastion.cluster.kvrecords import Conflict, KvRecords
+from bastion.cluster.kvrecords import Conflict, KvRecords, first_value
 from bastion.journal.errors import DurabilityError
-from bastion.journal.jetstream import hedged, retry_transient
 from bastion.journal.natsloop import NatsLoop
 
 log = logging.getLogger("bastion.cluster.keys")
@@ -66,17 +64,9 @@ class SharedKeys:
         await self.records.close()
 
     async def _check(self, value: str) -> None:
-        kv = self.records.kv
-
-        async def stored() -> bytes:
-            try:
-                await kv.create(CHECK_KEY, value.encode())
-                return value.encode()
-            except KeyWrongLastSequenceError:
-                entry = await hedged(lambda: kv.get(CHECK_KEY))
-                return bytes(entry.value)
-
-        if await retry_transient(stored, f"API key bucket {self.bucket}") != value.encode():
+        stored = await first_value(self.records.kv, CHECK_KEY, value.encode(),
+                                   f"API key bucket {self.bucket}")
+        if stored != value.encode():
             err = DurabilityError(
                 f"this gateway's server key differs from the one the other gateways use "
                 f"(bucket {self.bucket}): every gateway must get the same BASTION_SERVER_KEY "

@@ -32,12 +32,9 @@ import secrets
 import threading
 import time
 
-from nats.js.errors import KeyWrongLastSequenceError
-
 from bastion.cluster.config import ClusterConfig
-from bastion.cluster.kvrecords import Conflict, KvRecords
+from bastion.cluster.kvrecords import Conflict, KvRecords, first_value
 from bastion.cluster.lease import Holder, Lease
-from bastion.journal.jetstream import hedged, retry_transient
 from bastion.journal.natsloop import NatsLoop
 from bastion.status.errors import StatusConflict, unavailable
 from bastion.status.service import StatusService
@@ -104,18 +101,9 @@ class SharedStatus:
                  len(self.records.revs), self.records.bucket, len(self.history.revs))
 
     async def _page_id(self, mine: str) -> str:
-        kv = self.records.kv
-
-        async def stored() -> str:
-            try:
-                await kv.create(PAGE_KEY, mine.encode())
-                return mine
-            except KeyWrongLastSequenceError:
-                entry = await hedged(lambda: kv.get(PAGE_KEY))
-                return bytes(entry.value).decode()
-
-        page: str = await retry_transient(stored, f"status bucket {self.records.bucket}")
-        return page
+        page = await first_value(self.records.kv, PAGE_KEY, mine.encode(),
+                                 f"status bucket {self.records.bucket}")
+        return page.decode()
 
     async def close(self) -> None:
         if self.service is not None:

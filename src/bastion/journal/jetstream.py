@@ -61,7 +61,9 @@ def is_transient(exc: BaseException) -> bool:
     if isinstance(exc, TRANSIENT):
         return True
     if isinstance(exc, APIError):
-        return exc.code in (503, 408) or (exc.err_code or 0) in (10008, 10023)
+        # some subclasses (KeyNotFoundError) are raised without a code
+        code, err_code = getattr(exc, "code", None), getattr(exc, "err_code", None)
+        return code in (503, 408) or (err_code or 0) in (10008, 10023)
     return type(exc).__name__ in ("ConnectionClosedError", "StaleConnectionError",
                                   "OutboundBufferLimitError", "FlushTimeoutError")
 
