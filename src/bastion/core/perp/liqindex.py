@@ -35,6 +35,8 @@ Key = tuple[int, str]  # (account, settle asset)
 Entry = tuple[bool, int, int, int]
 Heap = list[tuple[int, int, int]]
 Accounts = set[int]
+#: garbage heap entries allowed per live one before ``compact`` rebuilds a market's heaps
+GARBAGE = 4
 
 
 class LiqIndex:
@@ -76,12 +78,20 @@ class LiqIndex:
         else:
             keys.pop(account, None)
         for market, (is_long, key, fkey, _) in entries.items():
+            heaps = self.longs if is_long else self.shorts
+            price = heaps.get(market)
+            if price is None:
+                price = heaps[market] = []
+            heaps = self.fund_longs if is_long else self.fund_shorts
+            fund = heaps.get(market)
+            if fund is None:
+                fund = heaps[market] = []
             if is_long:
-                heappush(self.longs.setdefault(market, []), (-key, account, version))
-                heappush(self.fund_longs.setdefault(market, []), (fkey, account, version))
+                heappush(price, (-key, account, version))
+                heappush(fund, (fkey, account, version))
             else:
-                heappush(self.shorts.setdefault(market, []), (key, account, version))
-                heappush(self.fund_shorts.setdefault(market, []), (-fkey, account, version))
+                heappush(price, (key, account, version))
+                heappush(fund, (-fkey, account, version))
 
     def version_of(self, who: Key) -> int:
         """The version of the account's live entries (0: never keyed)."""
@@ -155,9 +165,10 @@ class LiqIndex:
 
     def compact(self, market: str, asset: str, accounts: Iterable[int]) -> None:
         """Rebuild one market's heaps from the live entries of ``accounts`` (its position
-        holders) once garbage dominates: amortised O(1) per re-key."""
+        holders) once garbage is ``GARBAGE`` times the live entries: amortised O(1) per re-key
+        (a rebuild costs about as much as ``live`` re-keys, and comes every ``GARBAGE * live``)."""
         total = len(self.longs.get(market, ())) + len(self.shorts.get(market, ()))
-        if total < 2 * self.live.get(market, 0) + 4096:
+        if total < (GARBAGE + 1) * self.live.get(market, 0) + 4096:
             return
         heaps: tuple[Heap, Heap, Heap, Heap] = ([], [], [], [])
         keys = self.keys.get(asset, {})

@@ -7,7 +7,9 @@ collateral as realized PnL. Both steps are zero-sum on ``collateral - cost``, wh
 stay conserved whatever the rounding.
 """
 
-from typing import NamedTuple
+from typing import final
+
+from mypy_extensions import mypyc_attr
 
 from bastion.core.perp.calc import PPM, tdiv, tier_for
 from bastion.core.perp.state import RATE_SCALE, PerpMarket, Position
@@ -49,16 +51,27 @@ def funding_owed(pos: Position, pm: PerpMarket) -> int:
     return -(-(pos.size * moved) // (pm.price_div * RATE_SCALE))
 
 
-class Risk(NamedTuple):
+@final
+@mypyc_attr(acyclic=True)
+class Risk:
     """One cross-margin account at mark, funding settled: ``wallet`` = collateral - funding
     owed; ``equity`` (margin balance) = wallet + unrealized PnL; ``maintenance`` and ``initial``
-    summed over positions; ``upnl`` the unrealized part."""
+    summed over positions; ``upnl`` the unrealized part. A native record, not a NamedTuple:
+    every order placed builds one, and compiled code then builds it without a Python call."""
 
-    equity: int
-    maintenance: int
-    initial: int
-    upnl: int
-    wallet: int
+    __slots__ = ("equity", "initial", "maintenance", "upnl", "wallet")
+
+    def __init__(self, equity: int, maintenance: int, initial: int, upnl: int,
+                 wallet: int) -> None:
+        self.equity = equity
+        self.maintenance = maintenance
+        self.initial = initial
+        self.upnl = upnl
+        self.wallet = wallet
+
+    def __repr__(self) -> str:
+        return (f"Risk(equity={self.equity}, maintenance={self.maintenance}, "
+                f"initial={self.initial}, upnl={self.upnl}, wallet={self.wallet})")
 
 
 def risk(collateral: int, positions: dict[str, Position], markets: dict[str, PerpMarket],
