@@ -30,6 +30,7 @@ from bastion.core.perp.calc import (
     PPM,
     ceil_div,
     maintenance,
+    mul_div,
     notional,
     order_hold,
     threshold,
@@ -432,7 +433,10 @@ class MarginLedger(Ledger):
             allowance = cushion // FUNDING_ALLOWANCE_DIV
             budget = cushion - allowance
             for name, pm, pos, term, n in terms:
-                if total_notional:
+                if count == 1:  # the usual case, exact, and without big intermediates
+                    share = budget
+                    fshare = allowance
+                elif total_notional:
                     share = budget * n // total_notional
                     fshare = allowance * n // total_notional
                 else:
@@ -441,7 +445,7 @@ class MarginLedger(Ledger):
                 size = pos.size
                 key = threshold(pm.tiers, size, pm.price_div, term - share + 2)
                 # funding may cost this position up to fshare: |size| * d_index / den + 1
-                reach = (fshare - 1) * pm.price_div * RATE_SCALE // abs(size)
+                reach = mul_div(fshare - 1, pm.price_div, RATE_SCALE, abs(size))
                 soft = reach // 2 + 1  # half the allowance: re-checked soon, a few per command
                 if size > 0:
                     entries[name] = (True, key, pm.funding_index + reach + 1,

@@ -24,6 +24,16 @@ def tdiv(a: int, b: int) -> int:
     return a // b if a >= 0 else -(-a // b)
 
 
+def mul_div(a: int, b: int, c: int, d: int) -> int:
+    """``a * b * c // d`` (b, c >= 0, d > 0), exactly, without the product: compiled, an
+    intermediate past 62 bits becomes a heap-allocated big int, ~100 times slower than a
+    machine word. With a = q*d + r and r*b = q2*d + r2, the result is q*b*c + q2*c + r2*c // d,
+    and every step stays below ``d * max(b, c)``."""
+    q, r = divmod(a, d)
+    q2, r2 = divmod(r * b, d)
+    return q * b * c + q2 * c + r2 * c // d
+
+
 def clamp(x: int, low: int, high: int) -> int:
     return low if x < low else high if x > high else x
 

@@ -21,41 +21,75 @@ is crossed are re-checked from the top of the funding heaps (``drain_funding``),
 the garbage there. So allowances that run out together are renewed over the commands that
 follow, while half of each still guards its account, instead of all in one tick; and the tick
 pops little garbage. Re-checking early never changes an outcome: a hard key the drain did not
-reach still forces the re-check in the tick that crosses it. Entries are versioned and deleted lazily;
-heaps are rebuilt when mostly garbage. Nothing here is exported: the ledger's restore re-keys
+reach still forces the re-check in the tick that crosses it.
+
+Heap entries are stamped and deleted lazily: an entry is live while its account's ``Slot`` in
+that market holds its stamp. A re-key that moves a key away from the mark keeps the old entry,
+which pops earlier than needed, instead of pushing a new one (about half of all re-keys after a
+fill); the pop then finds the true key not crossed and pushes it. Heaps are rebuilt when mostly
+garbage. Nothing here is exported: the ledger's restore re-keys
 every account from state, and which accounts get *checked* never changes which accounts get
 *liquidated*.
 """
 
 from collections.abc import Iterable
 from heapq import heapify, heappop, heappush
+from typing import final
+
+from mypy_extensions import mypyc_attr
 
 Key = tuple[int, str]  # (account, settle asset)
 #: One market's entry: (is_long, price key, hard funding-index key, soft funding-index key).
 Entry = tuple[bool, int, int, int]
-Heap = list[tuple[int, int, int]]
+Heap = list[tuple[int, int, int]]  # (sort key, account, stamp)
 Accounts = set[int]
 #: garbage heap entries allowed per live one before ``compact`` rebuilds a market's heaps
 GARBAGE = 4
+#: ``Slot.stamp``/``fstamp`` when the slot has no entry in that heap (popped, to be re-keyed)
+NONE = -1
+
+
+@final
+@mypyc_attr(acyclic=True)
+class Slot:
+    """One account's keys in one market (``key``, ``fkey``, ``soft``), and the keys its heap
+    entries hold (``heap_key``, ``heap_fkey``; the entries carry ``stamp``/``fstamp``). A heap
+    key may be more conservative than the true one (it pops earlier): a re-key that moves a key
+    away from the mark keeps the old heap entry instead of pushing a new one, and a pop that
+    finds the true key not crossed pushes it then."""
+
+    __slots__ = ("fkey", "fstamp", "heap_fkey", "heap_key", "is_long", "key", "soft", "stamp")
+
+    def __init__(self, is_long: bool, key: int, fkey: int, soft: int) -> None:
+        self.is_long = is_long
+        self.key = key
+        self.fkey = fkey
+        self.soft = soft
+        self.heap_key = key
+        self.heap_fkey = fkey
+        self.stamp = NONE
+        self.fstamp = NONE
 
 
 class LiqIndex:
-    __slots__ = ("fund_longs", "fund_shorts", "keys", "live", "longs", "shorts", "version")
+    __slots__ = ("fund_longs", "fund_shorts", "keys", "live", "longs", "shorts", "stamps",
+                 "version")
 
     def __init__(self) -> None:
-        self.longs: dict[str, Heap] = {}        # (-price key, account, version)
-        self.shorts: dict[str, Heap] = {}       # (price key, account, version)
-        self.fund_longs: dict[str, Heap] = {}   # (funding key, account, version)
-        self.fund_shorts: dict[str, Heap] = {}  # (-funding key, account, version)
-        #: settle asset -> account -> version of its live entries. Keyed by plain ints, so the
+        self.longs: dict[str, Heap] = {}        # (-price key, account, stamp)
+        self.shorts: dict[str, Heap] = {}       # (price key, account, stamp)
+        self.fund_longs: dict[str, Heap] = {}   # (funding key, account, stamp)
+        self.fund_shorts: dict[str, Heap] = {}  # (-funding key, account, stamp)
+        #: settle asset -> account -> how often it was re-keyed. Keyed by plain ints, so the
         #: big inner dicts are never tracked by the garbage collector (a dict keyed by fresh
         #: tuples is, and every young collection would then walk all of its entries).
         self.version: dict[str, dict[int, int]] = {}
-        #: current entries: settle asset -> account -> market -> entry (int-keyed, like
-        #: ``version``)
-        self.keys: dict[str, dict[int, dict[str, Entry]]] = {}
+        #: current keys: settle asset -> account -> market -> slot (int-keyed, like ``version``)
+        self.keys: dict[str, dict[int, dict[str, Slot]]] = {}
         #: live entries per market (the rest of each heap is garbage)
         self.live: dict[str, int] = {}
+        #: the last stamp given to a heap entry: an entry is live while its slot holds its stamp
+        self.stamps = 0
 
     def set(self, who: Key, entries: dict[str, Entry]) -> None:
         """Replace an account's entries (all its markets at once)."""
@@ -63,71 +97,145 @@ class LiqIndex:
         versions = self.version.get(asset)
         if versions is None:
             versions = self.version[asset] = {}
-        version = versions.get(account, 0) + 1
-        versions[account] = version
+        versions[account] = versions.get(account, 0) + 1
         keys = self.keys.get(asset)
         if keys is None:
             keys = self.keys[asset] = {}
+        slots = keys.get(account)
+        if slots is None:
+            if not entries:
+                return
+            slots = keys[account] = {}
         live = self.live
-        for market in keys.get(account, ()):
-            live[market] -= 1
-        for market in entries:
-            live[market] = live.get(market, 0) + 1
-        if entries:
-            keys[account] = entries
+        for market, (is_long, key, fkey, soft) in entries.items():
+            slot = slots.get(market)
+            if slot is None or slot.is_long != is_long:
+                if slot is None:
+                    live[market] = live.get(market, 0) + 1
+                slot = slots[market] = Slot(is_long, key, fkey, soft)
+                self._push_price(market, account, slot)
+                self._push_funding(market, account, slot)
+                continue
+            slot.key = key
+            slot.fkey = fkey
+            slot.soft = soft
+            # a heap key further from the mark than the new key still guards it: keep it
+            if slot.stamp == NONE or (slot.heap_key < key if is_long else slot.heap_key > key):
+                slot.heap_key = key
+                self._push_price(market, account, slot)
+            if slot.fstamp == NONE or (slot.heap_fkey > fkey if is_long
+                                       else slot.heap_fkey < fkey):
+                slot.heap_fkey = fkey
+                self._push_funding(market, account, slot)
+        if len(slots) != len(entries):
+            for market in [m for m in slots if m not in entries]:
+                del slots[market]
+                live[market] -= 1
+            if not slots:
+                del keys[account]
+
+    def _push_price(self, market: str, account: int, slot: Slot) -> None:
+        stamp = self.stamps = self.stamps + 1
+        slot.stamp = stamp
+        if slot.is_long:
+            heaps = self.longs
+            item = (-slot.heap_key, account, stamp)
         else:
-            keys.pop(account, None)
-        for market, (is_long, key, fkey, _) in entries.items():
-            heaps = self.longs if is_long else self.shorts
-            price = heaps.get(market)
-            if price is None:
-                price = heaps[market] = []
-            heaps = self.fund_longs if is_long else self.fund_shorts
-            fund = heaps.get(market)
-            if fund is None:
-                fund = heaps[market] = []
-            if is_long:
-                heappush(price, (-key, account, version))
-                heappush(fund, (fkey, account, version))
-            else:
-                heappush(price, (key, account, version))
-                heappush(fund, (-fkey, account, version))
+            heaps = self.shorts
+            item = (slot.heap_key, account, stamp)
+        heap = heaps.get(market)
+        if heap is None:
+            heap = heaps[market] = []
+        heappush(heap, item)
+
+    def _push_funding(self, market: str, account: int, slot: Slot) -> None:
+        stamp = self.stamps = self.stamps + 1
+        slot.fstamp = stamp
+        if slot.is_long:
+            heaps = self.fund_longs
+            item = (slot.heap_fkey, account, stamp)
+        else:
+            heaps = self.fund_shorts
+            item = (-slot.heap_fkey, account, stamp)
+        heap = heaps.get(market)
+        if heap is None:
+            heap = heaps[market] = []
+        heappush(heap, item)
 
     def version_of(self, who: Key) -> int:
-        """The version of the account's live entries (0: never keyed)."""
+        """How often the account was re-keyed (0: never)."""
         return self.version.get(who[1], {}).get(who[0], 0)
 
     def entry(self, who: Key, market: str) -> Entry | None:
         """The account's live entry in ``market``, if keyed there."""
-        return self.keys.get(who[1], {}).get(who[0], {}).get(market)
+        slot = self.keys.get(who[1], {}).get(who[0], {}).get(market)
+        if slot is None:
+            return None
+        return (slot.is_long, slot.key, slot.fkey, slot.soft)
 
     def forget(self, who: Key) -> None:
         if who[0] in self.keys.get(who[1], {}):
             self.set(who, {})
 
-    def _pop(self, heap: Heap | None, bound: int, asset: str, found: Accounts) -> None:
-        """Pop entries with first element <= bound; keep the accounts of the live ones."""
-        if not heap:
-            return
-        version = self.version.get(asset, {})
-        while heap and heap[0][0] <= bound:
-            _, account, v = heappop(heap)
-            if version.get(account) == v:
-                found.add(account)
-
     def crossed(self, market: str, asset: str, mark: int) -> list[int]:
         """Pop every live entry of ``market`` the mark has crossed; the caller must re-key the
         accounts returned (sorted, deduplicated)."""
         found: Accounts = set()
-        self._pop(self.longs.get(market), -mark, asset, found)
-        self._pop(self.shorts.get(market), mark, asset, found)
+        keys = self.keys.get(asset, {})
+        heap = self.longs.get(market)
+        while heap and heap[0][0] <= -mark:
+            _, account, stamp = heappop(heap)
+            slot = keys.get(account, {}).get(market)
+            if slot is None or slot.stamp != stamp:
+                continue
+            if slot.key >= mark:
+                slot.stamp = NONE
+                found.add(account)
+            else:  # a conservative heap key: put the true one in
+                slot.heap_key = slot.key
+                self._push_price(market, account, slot)
+        heap = self.shorts.get(market)
+        while heap and heap[0][0] <= mark:
+            _, account, stamp = heappop(heap)
+            slot = keys.get(account, {}).get(market)
+            if slot is None or slot.stamp != stamp:
+                continue
+            if slot.key <= mark:
+                slot.stamp = NONE
+                found.add(account)
+            else:
+                slot.heap_key = slot.key
+                self._push_price(market, account, slot)
         return sorted(found)
 
     def crossed_funding(self, market: str, asset: str, index: int) -> list[int]:
         """Pop every live entry of ``market`` whose funding allowance ``index`` has used up."""
         found: Accounts = set()
-        self._pop(self.fund_longs.get(market), index, asset, found)
-        self._pop(self.fund_shorts.get(market), -index, asset, found)
+        keys = self.keys.get(asset, {})
+        heap = self.fund_longs.get(market)
+        while heap and heap[0][0] <= index:
+            _, account, stamp = heappop(heap)
+            slot = keys.get(account, {}).get(market)
+            if slot is None or slot.fstamp != stamp:
+                continue
+            if slot.fkey <= index:
+                slot.fstamp = NONE
+                found.add(account)
+            else:
+                slot.heap_fkey = slot.fkey
+                self._push_funding(market, account, slot)
+        heap = self.fund_shorts.get(market)
+        while heap and heap[0][0] <= -index:
+            _, account, stamp = heappop(heap)
+            slot = keys.get(account, {}).get(market)
+            if slot is None or slot.fstamp != stamp:
+                continue
+            if slot.fkey >= index:
+                slot.fstamp = NONE
+                found.add(account)
+            else:
+                slot.heap_fkey = slot.fkey
+                self._push_funding(market, account, slot)
         return sorted(found)
 
     def drain_funding(self, market: str, asset: str, index: int, limit: int
@@ -136,17 +244,24 @@ class LiqIndex:
         entries whose soft key ``index`` has crossed (the caller re-checks those accounts).
         Returns them and whether the budget ran out before the tops were clean."""
         found: list[int] = []
-        version = self.version.get(asset, {})
         keys = self.keys.get(asset, {})
         pops = 0
         for heap, sign in ((self.fund_longs.get(market), 1), (self.fund_shorts.get(market), -1)):
             while heap:
                 if len(found) >= limit or pops >= 4 * limit:
                     return found, True
-                _, account, v = heap[0]
-                if version.get(account) == v:
-                    if sign * keys[account][market][3] > sign * index:
+                _, account, stamp = heap[0]
+                slot = keys.get(account, {}).get(market)
+                if slot is not None and slot.fstamp == stamp:
+                    if slot.heap_fkey != slot.fkey:  # conservative: put the true key in
+                        heappop(heap)
+                        pops += 1
+                        slot.heap_fkey = slot.fkey
+                        self._push_funding(market, account, slot)
+                        continue
+                    if sign * slot.soft > sign * index:
                         break
+                    slot.fstamp = NONE
                     found.append(account)
                 heappop(heap)
                 pops += 1
@@ -154,12 +269,13 @@ class LiqIndex:
 
     def funding_pending(self, market: str, asset: str, index: int) -> bool:
         """Whether ``drain_funding`` has work in ``market`` at ``index``."""
-        version = self.version.get(asset, {})
         keys = self.keys.get(asset, {})
         for heap, sign in ((self.fund_longs.get(market), 1), (self.fund_shorts.get(market), -1)):
             if heap:
-                _, account, v = heap[0]
-                if version.get(account) != v or keys[account][market][3] * sign <= sign * index:
+                _, account, stamp = heap[0]
+                slot = keys.get(account, {}).get(market)
+                if (slot is None or slot.fstamp != stamp or slot.heap_fkey != slot.fkey
+                        or slot.soft * sign <= sign * index):
                     return True
         return False
 
@@ -172,18 +288,22 @@ class LiqIndex:
             return
         heaps: tuple[Heap, Heap, Heap, Heap] = ([], [], [], [])
         keys = self.keys.get(asset, {})
+        stamp = self.stamps
         for account in accounts:
-            entry = keys.get(account, {}).get(market)
-            if entry is None:
+            slot = keys.get(account, {}).get(market)
+            if slot is None:
                 continue
-            is_long, key, fkey, _ = entry
-            v = self.version[asset][account]
-            if is_long:
-                heaps[0].append((-key, account, v))
-                heaps[2].append((fkey, account, v))
+            key = slot.heap_key = slot.key
+            fkey = slot.heap_fkey = slot.fkey
+            slot.stamp = stamp + 1
+            slot.fstamp = stamp = stamp + 2
+            if slot.is_long:
+                heaps[0].append((-key, account, slot.stamp))
+                heaps[2].append((fkey, account, stamp))
             else:
-                heaps[1].append((key, account, v))
-                heaps[3].append((-fkey, account, v))
+                heaps[1].append((key, account, slot.stamp))
+                heaps[3].append((-fkey, account, stamp))
+        self.stamps = stamp
         for heap in heaps:
             heapify(heap)
         self.longs[market], self.shorts[market] = heaps[0], heaps[1]
