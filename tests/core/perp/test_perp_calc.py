@@ -84,3 +84,32 @@ def test_threshold_key_is_sound(tiers, lots, long, div, mark, budget, probe):
         if price < 1:
             return
     assert cushion_term(tiers, size, price, div) >= now - budget
+
+
+def _threshold_products(tiers: list, size: int, div: int, target: int) -> int:
+    """``threshold`` as first written, with the products it now avoids."""
+    if size > 0:
+        if target <= 0:
+            return 0
+        lo = 0
+        for t in tiers:
+            num, den = target * 1_000_000 - t.cum_ppm, 1_000_000 - t.mmr_ppm
+            if lo * den <= num <= t.max_notional * den or t is tiers[-1]:
+                return -(-(num * div) // (den * size))
+            lo = t.max_notional
+        return ALWAYS_LONG
+    if target > 0:
+        return 0
+    lo = 0
+    for t in tiers:
+        num, den = t.cum_ppm - target * 1_000_000, 1_000_000 + t.mmr_ppm
+        if lo * den <= num <= t.max_notional * den or t is tiers[-1]:
+            return num * div // (den * -size)
+        lo = t.max_notional
+    return 0
+
+
+@given(tiers=st.sampled_from([TIERS, ONE]), size=st.integers(-(10**12), 10**12).filter(bool),
+       div=st.sampled_from([1, 100, 10**4]), target=st.integers(-(10**16), 10**16))
+def test_threshold_equals_the_formula_with_products(tiers, size, div, target):
+    assert threshold(tiers, size, div, target) == _threshold_products(tiers, size, div, target)

@@ -28,10 +28,12 @@ def mul_div(a: int, b: int, c: int, d: int) -> int:
     """``a * b * c // d`` (b, c >= 0, d > 0), exactly, without the product: compiled, an
     intermediate past 62 bits becomes a heap-allocated big int, ~100 times slower than a
     machine word. With a = q*d + r and r*b = q2*d + r2, the result is q*b*c + q2*c + r2*c // d,
-    and every step stays below ``d * max(b, c)``."""
-    q, r = divmod(a, d)
-    q2, r2 = divmod(r * b, d)
-    return q * b * c + q2 * c + r2 * c // d
+    and every step stays below ``d * max(b, c)`` (and the result)."""
+    q = a // d
+    r = a - q * d  # not divmod: compiled, that is a generic call returning a boxed tuple
+    rb = r * b
+    q2 = rb // d
+    return q * b * c + q2 * c + (rb - q2 * d) * c // d
 
 
 def clamp(x: int, low: int, high: int) -> int:
@@ -123,9 +125,10 @@ def threshold(tiers: list[Tier], size: int, div: int, target: int) -> int:
             # f*PPM = N*(PPM - mmr) + cum = target*PPM, solved in the tier that contains N
             num = target * PPM - t.cum_ppm
             den = PPM - t.mmr_ppm
-            if lo * den <= num <= t.max_notional * den or t is tiers[-1]:
+            # lo * den <= num <= max_notional * den, without the big products
+            if (lo <= num // den and -(-num // den) <= t.max_notional) or t is tiers[-1]:
                 # P = N * div / size, rounded up: re-check at or below it
-                return ceil_div(num * div, den * size)
+                return -mul_div(-num, div, 1, den * size)
             lo = t.max_notional
         return ALWAYS_LONG
     # short: f*PPM = -N*(PPM + mmr) + cum: decreasing in P; f(0) = 0
@@ -136,7 +139,7 @@ def threshold(tiers: list[Tier], size: int, div: int, target: int) -> int:
     for t in tiers:
         num = t.cum_ppm - target * PPM
         den = PPM + t.mmr_ppm
-        if lo * den <= num <= t.max_notional * den or t is tiers[-1]:
-            return num * div // (den * n)  # re-check at or above it
+        if (lo <= num // den and -(-num // den) <= t.max_notional) or t is tiers[-1]:
+            return mul_div(num, div, 1, den * n)  # re-check at or above it
         lo = t.max_notional
     return ALWAYS_SHORT

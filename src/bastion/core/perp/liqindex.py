@@ -32,7 +32,6 @@ every account from state, and which accounts get *checked* never changes which a
 *liquidated*.
 """
 
-from collections.abc import Iterable
 from heapq import heapify, heappop, heappush
 from typing import final
 
@@ -45,6 +44,8 @@ Heap = list[tuple[int, int, int]]  # (sort key, account, stamp)
 Accounts = set[int]
 #: garbage heap entries allowed per live one before ``compact`` rebuilds a market's heaps
 GARBAGE = 4
+#: ... and at least this many in all (small markets never pay for rebuilds)
+REBUILD_FLOOR = 4096
 #: ``Slot.stamp``/``fstamp`` when the slot has no entry in that heap (popped, to be re-keyed)
 NONE = -1
 
@@ -279,18 +280,19 @@ class LiqIndex:
                     return True
         return False
 
-    def compact(self, market: str, asset: str, accounts: Iterable[int]) -> None:
-        """Rebuild one market's heaps from the live entries of ``accounts`` (its position
-        holders) once garbage is ``GARBAGE`` times the live entries: amortised O(1) per re-key
-        (a rebuild costs about as much as ``live`` re-keys, and comes every ``GARBAGE * live``)."""
+    def compact(self, market: str, asset: str) -> None:
+        """Rebuild one market's heaps from its slots once garbage is ``GARBAGE`` times the live
+        entries: amortised O(1) per re-key (a rebuild costs about as much as ``live`` re-keys,
+        and comes every ``GARBAGE * live``). Every slot of the market gets a fresh entry, also
+        one whose position closed since its last re-key: a slot must never point at an entry
+        the rebuild dropped, or a re-key that keeps it would leave the account unguarded."""
         total = len(self.longs.get(market, ())) + len(self.shorts.get(market, ()))
-        if total < (GARBAGE + 1) * self.live.get(market, 0) + 4096:
+        if total < (GARBAGE + 1) * self.live.get(market, 0) + REBUILD_FLOOR:
             return
         heaps: tuple[Heap, Heap, Heap, Heap] = ([], [], [], [])
-        keys = self.keys.get(asset, {})
         stamp = self.stamps
-        for account in accounts:
-            slot = keys.get(account, {}).get(market)
+        for account, slots in self.keys.get(asset, {}).items():
+            slot = slots.get(market)
             if slot is None:
                 continue
             key = slot.heap_key = slot.key

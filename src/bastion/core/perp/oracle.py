@@ -121,7 +121,7 @@ def update_index(pe: MarginLedger, cmd: C.UpdateIndex, out: list[E.Event]) -> No
         fire(pe, mkt, pm, out)
         for account in pe.liq.crossed(pm.market, pm.settle, mark):
             pe.touched.add((account, pm.settle))
-        pe.liq.compact(pm.market, pm.settle, pe.positions.get(pm.market, {}))
+        pe.liq.compact(pm.market, pm.settle)
 
 
 def reset_oracle(pe: MarginLedger, cmd: C.ResetOracle, out: list[E.Event]) -> None:

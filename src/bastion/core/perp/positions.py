@@ -11,7 +11,7 @@ from typing import final
 
 from mypy_extensions import mypyc_attr
 
-from bastion.core.perp.calc import PPM, tdiv, tier_for
+from bastion.core.perp.calc import PPM, mul_div, tier_for
 from bastion.core.perp.state import RATE_SCALE, PerpMarket, Position
 
 
@@ -29,8 +29,12 @@ def realize(pos: Position, delta: int, amount: int) -> int:
     want = -delta if delta < 0 else delta
     held = -size if size < 0 else size
     close = want if want < held else held
-    part = amount if close == want else amount * close // want
-    removed = tdiv(pos.cost * close, held) if close != held else pos.cost
+    part = amount if close == want else mul_div(amount, close, 1, want)
+    cost = pos.cost
+    if close == held:
+        removed = cost
+    else:  # tdiv(cost * close, held), without the big product
+        removed = mul_div(cost, close, 1, held) if cost >= 0 else -mul_div(-cost, close, 1, held)
     realized = (part if size > 0 else -part) - removed
     pos.cost -= removed
     pos.size = size + (close if delta > 0 else -close)

@@ -5,6 +5,8 @@ it (long > 0, short < 0), so its unrealized PnL at price P is ``size * P // pric
 and funds are conserved as ``sum(collateral) - sum(cost) + spot + fees == net deposits``.
 """
 
+from typing import Any
+
 import msgspec
 
 from bastion.core.commands import Side
@@ -120,49 +122,19 @@ class PerpState(msgspec.Struct):
 # ---------------------------------------------------------------------- live <-> snapshot
 
 def perp_market_state(m: PerpMarket) -> PerpMarketState:
-    """Shares the market's window lists, as ``export_state`` shares every record."""
-    return PerpMarketState(
-        market=m.market, settle=m.settle, price_div=m.price_div,
-        tiers=[TierState(t.max_notional, t.max_leverage, t.mmr_ppm, t.cum_ppm)
-               for t in m.tiers],
-        default_leverage=m.default_leverage, price_band_bps=m.price_band_bps,
-        funding_interval_ms=m.funding_interval_ms, interest_e9=m.interest_e9,
-        funding_clamp_e9=m.funding_clamp_e9, max_funding_e9=m.max_funding_e9,
-        min_sources=m.min_sources, source_max_age_ms=m.source_max_age_ms,
-        source_band_bps=m.source_band_bps, index_max_age_ms=m.index_max_age_ms,
-        max_move_bps=m.max_move_bps, move_window_ms=m.move_window_ms,
-        basis_window_ms=m.basis_window_ms, liq_fee_ppm=m.liq_fee_ppm,
-        liq_step_ppm=m.liq_step_ppm, liq_slippage_bps=m.liq_slippage_bps,
-        liq_breaker_ppm=m.liq_breaker_ppm, liq_window_ms=m.liq_window_ms, guards=m.guards,
-        index=m.index, index_ts=m.index_ts, mark=m.mark, anchor_index=m.anchor_index,
-        anchor_mark=m.anchor_mark, anchor_ts=m.anchor_ts, armed=m.armed, basis=m.basis,
-        basis_sum=m.basis_sum, funding_index=m.funding_index, funding_pool=m.funding_pool,
-        last_funding_ts=m.last_funding_ts, funding_rate_e9=m.funding_rate_e9,
-        premium_sum=m.premium_sum, premium_count=m.premium_count,
-        open_interest=m.open_interest, liq_window=m.liq_window,
-        liq_window_sum=m.liq_window_sum)
+    """Field for field by name, so a field added to both forms needs no edit here; shares the
+    market's window lists, as ``export_state`` shares every record."""
+    fields: dict[str, Any] = {name: getattr(m, name) for name in PerpMarketState.__struct_fields__}
+    fields["tiers"] = [TierState(t.max_notional, t.max_leverage, t.mmr_ppm, t.cum_ppm)
+                       for t in m.tiers]
+    return PerpMarketState(**fields)
 
 
 def perp_market_record(s: PerpMarketState) -> PerpMarket:
-    return PerpMarket(
-        market=s.market, settle=s.settle, price_div=s.price_div,
-        tiers=[Tier(t.max_notional, t.max_leverage, t.mmr_ppm, t.cum_ppm) for t in s.tiers],
-        default_leverage=s.default_leverage, price_band_bps=s.price_band_bps,
-        funding_interval_ms=s.funding_interval_ms, interest_e9=s.interest_e9,
-        funding_clamp_e9=s.funding_clamp_e9, max_funding_e9=s.max_funding_e9,
-        min_sources=s.min_sources, source_max_age_ms=s.source_max_age_ms,
-        source_band_bps=s.source_band_bps, index_max_age_ms=s.index_max_age_ms,
-        max_move_bps=s.max_move_bps, move_window_ms=s.move_window_ms,
-        basis_window_ms=s.basis_window_ms, liq_fee_ppm=s.liq_fee_ppm,
-        liq_step_ppm=s.liq_step_ppm, liq_slippage_bps=s.liq_slippage_bps,
-        liq_breaker_ppm=s.liq_breaker_ppm, liq_window_ms=s.liq_window_ms, guards=s.guards,
-        index=s.index, index_ts=s.index_ts, mark=s.mark, anchor_index=s.anchor_index,
-        anchor_mark=s.anchor_mark, anchor_ts=s.anchor_ts, armed=s.armed, basis=s.basis,
-        basis_sum=s.basis_sum, funding_index=s.funding_index, funding_pool=s.funding_pool,
-        last_funding_ts=s.last_funding_ts, funding_rate_e9=s.funding_rate_e9,
-        premium_sum=s.premium_sum, premium_count=s.premium_count,
-        open_interest=s.open_interest, liq_window=s.liq_window,
-        liq_window_sum=s.liq_window_sum)
+    fields: dict[str, Any] = {name: getattr(s, name) for name in s.__struct_fields__}
+    fields["tiers"] = [Tier(t.max_notional, t.max_leverage, t.mmr_ppm, t.cum_ppm)
+                       for t in s.tiers]
+    return PerpMarket(**fields)
 
 
 def margin_state(m: MarginAccount) -> MarginAccountState:
