@@ -556,8 +556,10 @@ def pin_split() -> tuple[set[int], set[int]] | None:
     return {cpus[-1]}, set(cpus[:-1])
 
 
-def start_server(data: Path, port: int, src: str | None = None) -> subprocess.Popen[bytes]:
-    """``src``: run the server from another source tree (a baseline checkout's ``src``)."""
+def start_server(data: Path, port: int, src: str | None = None,
+                 extra_env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+    """``src``: run the server from another source tree (a baseline checkout's ``src``);
+    ``extra_env``: settings of this server only (``--candidate-env``)."""
     env = dict(os.environ)
     if src:
         env["PYTHONPATH"] = src
@@ -565,6 +567,7 @@ def start_server(data: Path, port: int, src: str | None = None) -> subprocess.Po
                 "BASTION_ADMIN_TOKEN": ADMIN, "BASTION_DEMO_KEY": KEY,
                 "BASTION_DEMO_SECRET": SECRET, "BASTION_RATE_KEY": "0", "BASTION_RATE_IP": "0",
                 "BASTION_LOG_LEVEL": "warning", "BASTION_DEMO_TRAFFIC": "0"})
+    env.update(extra_env or {})
     server_cpus = PIN[0] if PIN is not None else None
     proc = subprocess.Popen([sys.executable, "-c", "from bastion.cli.main import app; app()",
                              "run"], env=env, stdout=subprocess.DEVNULL,
@@ -622,6 +625,9 @@ def main() -> None:
     ap.add_argument("--baseline-src", help="also run a server from this source tree (e.g. a "
                     "checkout of main at the base commit, its src/) and compare, alternating")
     ap.add_argument("--rounds", type=int, default=3, help="rounds per build with --baseline-src")
+    ap.add_argument("--candidate-env", action="append", default=[], metavar="NAME=VALUE",
+                    help="environment of the candidate server only (repeatable): A/B a setting "
+                    "such as BASTION_SWITCH_INTERVAL against the same tree as --baseline-src")
     ap.add_argument("--pin", action="store_true", help="run the server on the last CPU and this "
                     "load generator on the others (they otherwise take turns on the same cores)")
     args = ap.parse_args()
@@ -669,13 +675,16 @@ def compare(args: argparse.Namespace) -> None:
     kinds = {"baseline": core_kind(args.baseline_src), "candidate": core_kind(None)}
     for build, kind in kinds.items():
         print(f"{build} core: {kind}", flush=True)
+    if args.candidate_env:
+        kinds["candidate_env"] = " ".join(args.candidate_env)
+        print(f"candidate environment: {kinds['candidate_env']}", flush=True)
     best: dict[str, dict[str, int]] = {"baseline": {}, "candidate": {}}
     cost: dict[str, dict[str, float]] = {"baseline": {}, "candidate": {}}
     p99: dict[str, dict[str, float]] = {"baseline": {}, "candidate": {}}
     runs: list[dict[str, Any]] = []
     for i in range(args.rounds):
         for build, src in (("baseline", args.baseline_src), ("candidate", None)):
-            results = run(args, src)
+            results = run(args, src, candidate_env(args) if build == "candidate" else None)
             runs.append({"round": i + 1, "build": build, "headline": headline(results),
                          "results": results})
             for r in results:
@@ -702,7 +711,16 @@ def compare(args: argparse.Namespace) -> None:
                       "runs": runs}))
 
 
-def run(args: argparse.Namespace, src: str | None) -> list[dict[str, Any]]:
+def candidate_env(args: argparse.Namespace) -> dict[str, str]:
+    """``--candidate-env NAME=VALUE`` pairs as a dict."""
+    pairs = [item.split("=", 1) for item in args.candidate_env]
+    if any(len(p) != 2 or not p[0] for p in pairs):
+        raise SystemExit("--candidate-env takes NAME=VALUE")
+    return {name: value for name, value in pairs}
+
+
+def run(args: argparse.Namespace, src: str | None,
+        extra_env: dict[str, str] | None = None) -> list[dict[str, Any]]:
     tmp = None
     proc = None
     if args.url:
@@ -710,7 +728,7 @@ def run(args: argparse.Namespace, src: str | None) -> list[dict[str, Any]]:
     else:
         tmp = Path(tempfile.mkdtemp(prefix="bastion-bench-"))
         port = free_port()
-        proc = start_server(tmp / "data", port, src)
+        proc = start_server(tmp / "data", port, src, extra_env)
         base = f"http://127.0.0.1:{port}"
     u = urlparse(base)
     host, port = u.hostname or "127.0.0.1", u.port or 80

@@ -6,9 +6,8 @@ implementing the same five operations with the same fencing rule.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from concurrent.futures import Future
-from typing import Protocol, runtime_checkable
+from collections.abc import Callable, Iterator
+from typing import Any, Protocol, runtime_checkable
 
 
 @runtime_checkable
@@ -53,10 +52,22 @@ class Journal(Protocol):
         ...
 
 
-class Committer(Protocol):
-    """Group commit in front of a journal: ``submit`` queues an append and returns a future
-    resolved (to the new last seq) once it is durable; ``close`` flushes and stops."""
+class Durable(Protocol):
+    """What ``Committer.submit`` returns: a ``concurrent.futures.Future`` (JetStream's
+    committer) or the local committer's lighter ``Completion``, resolved to the new last seq
+    once the append is durable."""
 
-    def submit(self, records: list[bytes], expected_last_seq: int) -> Future[int]: ...
+    def done(self) -> bool: ...
+
+    def exception(self, timeout: float | None = None) -> BaseException | None: ...
+
+    def add_done_callback(self, fn: Callable[[Any], object]) -> None: ...
+
+
+class Committer(Protocol):
+    """Group commit in front of a journal: ``submit`` queues an append and returns its
+    ``Durable`` outcome; ``close`` flushes and stops."""
+
+    def submit(self, records: list[bytes], expected_last_seq: int) -> Durable: ...
 
     def close(self) -> None: ...

@@ -8,18 +8,97 @@ syncs, so the caller keeps stamping and applying while the disk works.
 from __future__ import annotations
 
 import contextlib
+import logging
 import queue
 import threading
 import time
 import typing
 from collections.abc import Callable
-from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Protocol
 
 from bastion.journal.base import Journal
 from bastion.journal.errors import JournalClosedError
 from bastion.journal.framing import Framed
+
+log = logging.getLogger("bastion.journal")
+
+
+class Completion:
+    """The outcome of one queued append, set once by the writer thread.
+
+    The subset of ``concurrent.futures.Future`` the node and tests use (``done``, ``result``,
+    ``exception``, ``add_done_callback``), without its ``threading.Condition``: that future
+    takes a Python-level condition on both threads for every state check and notifies it on
+    every result, so each journal batch cost the event loop and the writer several GIL round
+    trips for bookkeeping alone. Here a check is an attribute read; the C lock only orders a
+    callback added while the writer finishes, and a blocking ``result()`` (tests, tools) makes
+    its own event."""
+
+    __slots__ = ("_callbacks", "_done", "_error", "_event", "_lock", "_value")
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._done = False
+        self._value = 0
+        self._error: BaseException | None = None
+        self._callbacks: list[Callable[[Completion], object]] = []
+        self._event: threading.Event | None = None
+
+    def done(self) -> bool:
+        return self._done
+
+    def result(self, timeout: float | None = None) -> int:
+        """The new last seq once durable; raises the append's error, or ``TimeoutError``."""
+        self._wait(timeout)
+        if self._error is not None:
+            raise self._error
+        return self._value
+
+    def exception(self, timeout: float | None = None) -> BaseException | None:
+        self._wait(timeout)
+        return self._error
+
+    def add_done_callback(self, fn: Callable[[Completion], object]) -> None:
+        """``fn(self)`` once done: in the writer thread, or at once if already done."""
+        with self._lock:
+            if not self._done:
+                self._callbacks.append(fn)
+                return
+        fn(self)
+
+    def set_result(self, value: int) -> None:
+        self._finish(value, None)
+
+    def set_exception(self, error: BaseException) -> None:
+        self._finish(0, error)
+
+    def _finish(self, value: int, error: BaseException | None) -> None:
+        with self._lock:
+            if self._done:
+                raise RuntimeError("append outcome already set")
+            self._value, self._error, self._done = value, error, True
+            callbacks, self._callbacks = self._callbacks, []
+            event = self._event
+        if event is not None:
+            event.set()
+        for fn in callbacks:
+            try:
+                fn(self)
+            except Exception:
+                log.exception("journal completion callback failed")
+
+    def _wait(self, timeout: float | None) -> None:
+        if self._done:
+            return
+        with self._lock:
+            if self._done:
+                return
+            if self._event is None:
+                self._event = threading.Event()
+            event = self._event
+        if not event.wait(timeout):
+            raise TimeoutError(f"append not durable within {timeout} s")
 
 
 @dataclass
@@ -28,7 +107,7 @@ class _Request:
     expected_last_seq: int
     count: int
     framed: Framed | None = None
-    future: Future[int] = field(default_factory=Future)
+    future: Completion = field(default_factory=Completion)
     arrived: float = field(default_factory=time.monotonic)
 
 
@@ -93,7 +172,7 @@ class GroupCommitter:
         self._thread = threading.Thread(target=self._run, name="journal-writer", daemon=True)
         self._thread.start()
 
-    def submit(self, records: list[bytes], expected_last_seq: int) -> Future[int]:
+    def submit(self, records: list[bytes], expected_last_seq: int) -> Completion:
         """Queue an append; the future resolves to the new last seq only after it is durable."""
         framed = (
             self._framing.frame(records, expected_last_seq + 1)

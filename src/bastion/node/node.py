@@ -14,7 +14,6 @@ import time
 import typing
 from collections import deque
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,7 +21,7 @@ from bastion.core import commands as C
 from bastion.core import events as E
 from bastion.core.codec import encode_command
 from bastion.core.engine import Engine
-from bastion.journal.base import Committer, Journal
+from bastion.journal.base import Committer, Durable, Journal
 from bastion.journal.errors import DurabilityError
 from bastion.journal.fsutil import PLAIN, FileOps
 from bastion.journal.group import GroupCommitter
@@ -50,7 +49,7 @@ def wall_clock_ms() -> int:
 class _Batch:
     cmds: Sequence[C.Command]
     future: asyncio.Future[Results]
-    durable: Future[int]
+    durable: Durable
     queued: float = 0.0
     #: one future per command (``submit``): resolved by ``_drain`` itself, not by a callback
     #: on ``future`` a loop turn later
@@ -276,7 +275,7 @@ class Node:
         durable.add_done_callback(self._wake)
         return future
 
-    def _wake(self, _durable: Future[int]) -> None:
+    def _wake(self, _durable: object) -> None:
         """Writer thread: hand completions back to the loop, once per burst."""
         if not self._wake_scheduled:
             self._wake_scheduled = True

@@ -1,0 +1,52 @@
+"""The group committer's ``Completion``: the future subset the node relies on, across threads."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from bastion.journal import GroupCommitter, LocalJournal
+from bastion.journal.errors import FencedError
+from bastion.journal.group import Completion
+
+
+def test_callbacks_run_once_whether_added_before_or_after_the_outcome() -> None:
+    c = Completion()
+    seen: list[tuple[str, int]] = []
+    c.add_done_callback(lambda d: seen.append(("before", d.result())))
+    assert not c.done()
+    c.set_result(7)
+    c.add_done_callback(lambda d: seen.append(("after", d.result())))
+    assert c.done() and c.exception() is None
+    assert seen == [("before", 7), ("after", 7)]
+    with pytest.raises(RuntimeError):
+        c.set_result(8)  # an outcome is set once
+    assert c.result() == 7
+
+
+def test_a_blocked_result_wakes_on_the_writer_thread_and_times_out_otherwise() -> None:
+    c = Completion()
+    with pytest.raises(TimeoutError):
+        c.result(timeout=0.01)
+    boom = FencedError(1, 2)
+    threading.Timer(0.05, c.set_exception, (boom,)).start()
+    with pytest.raises(FencedError):
+        c.result(timeout=10)
+    assert c.exception() is boom
+
+
+def test_a_callback_added_while_the_writer_finishes_is_never_lost(tmp_path) -> None:
+    """Races ``add_done_callback`` (the loop) against the writer completing each append."""
+    gc = GroupCommitter(LocalJournal(tmp_path), max_delay=0.0)
+    try:
+        calls = []
+        last = 0
+        for i in range(300):
+            done = gc.submit([b"r%d" % i], last)
+            done.add_done_callback(calls.append)
+            last = done.result(timeout=10)
+        assert last == 300
+        assert len(calls) == 300 and all(c.done() for c in calls)
+    finally:
+        gc.close()
