@@ -460,8 +460,23 @@ def server_breakdown(before: Sample, after: Sample, seconds: float,
     n, t, b = _hist(delta, "bastion_ack_seconds")
     out["ack"] = {"count": int(n), "mean_ms": round(t / n * ms, 3) if n else None,
                   "p50_ms_le": _ms(_quantile(b, n, 0.5)), "p99_ms_le": _ms(_quantile(b, n, 0.99))}
+    forks: dict[str, Any] = {}
+    for (n, labels), v in delta.items():
+        if n == "bastion_forks_total" and v:
+            kind = dict(labels)["kind"]
+            last = after.get(("bastion_fork_pause_last_seconds", labels), 0.0)
+            forks[kind] = {"count": int(v), "last_pause_ms": round(last * ms, 1)}
+    out["forks"] = forks
     out["orders"] = orders
     return out
+
+
+def _forks(srv: dict[str, Any]) -> str:
+    """``; forks: readmodel 1 (last 6.4 ms)``: snapshot and checkpoint forks inside a phase
+    (each stops the loop for a few ms), empty when there were none."""
+    forks = srv.get("forks") or {}
+    return "".join(f"; fork {kind} x{f['count']} (last {f['last_pause_ms']} ms)"
+                   for kind, f in sorted(forks.items()))
 
 
 def _ms(v: float | None) -> float | None:
@@ -673,11 +688,10 @@ def compare(args: argparse.Namespace) -> None:
     """Baseline and candidate servers alternately, ``--rounds`` each, same load generator;
     per phase the best throughput of each build and the ratio."""
     kinds = {"baseline": core_kind(args.baseline_src), "candidate": core_kind(None)}
-    for build, kind in kinds.items():
-        print(f"{build} core: {kind}", flush=True)
     if args.candidate_env:
         kinds["candidate_env"] = " ".join(args.candidate_env)
-        print(f"candidate environment: {kinds['candidate_env']}", flush=True)
+    for build, kind in kinds.items():
+        print(f"{build} core: {kind}", flush=True)
     best: dict[str, dict[str, int]] = {"baseline": {}, "candidate": {}}
     cost: dict[str, dict[str, float]] = {"baseline": {}, "candidate": {}}
     p99: dict[str, dict[str, float]] = {"baseline": {}, "candidate": {}}
@@ -766,7 +780,7 @@ def run(args: argparse.Namespace, src: str | None,
                           f"stalls >10ms {lag['over_10ms']} >50ms {lag['over_50ms']}; "
                           f"fsync mean {gcm['fsync_ms_mean']} ms x {gcm['batches']} batches "
                           f"of {gcm['records_per_batch']} ({gcm['busy_share_of_wall']:.1%}); "
-                          f"ack p99 <= {ack['p99_ms_le']} ms", flush=True)
+                          f"ack p99 <= {ack['p99_ms_le']} ms{_forks(srv)}", flush=True)
                 share = r.get("cpu_share")
                 if share:
                     lag = ""

@@ -91,6 +91,15 @@ def test_metrics_follow_state(srv: Server) -> None:
         assert value(throttled, "bastion_rate_limit_refusals_total", limit="per-key") \
             - value(halted, "bastion_rate_limit_refusals_total", limit="per-key") == limited
 
+        # a snapshot forks the server: counted, with how long the fork stopped the loop
+        r = admin.post("/admin/ops/snapshots", {"name": "metrics-fork"})
+        assert r.status_code == 201, r.text
+        forked = scrape(alice)
+        assert value(forked, "bastion_forks_total", kind="snapshot") \
+            - value(throttled, "bastion_forks_total", kind="snapshot") == 1
+        assert 0 < value(forked, "bastion_fork_pause_last_seconds", kind="snapshot") < 5
+        assert ("bastion_forks_total", (("kind", "readmodel"),)) in forked
+
         # WebSocket connections open now
         async def sockets() -> tuple[float, float]:
             async with connect(srv.ws_url), connect(srv.ws_url):

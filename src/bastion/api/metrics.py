@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from bisect import bisect_left
 from collections import Counter as Tally
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
@@ -31,6 +31,7 @@ from bastion.api.nodelike import Committing
 from bastion.core import events as E
 from bastion.core.commands import MarketMode
 from bastion.journal.group import GroupCommitter
+from bastion.node.node import Node
 
 if TYPE_CHECKING:
     from bastion.api.security.ratelimit import Limiter
@@ -180,6 +181,16 @@ class _StateCollector(Collector):
                                 "a journal failure stopped it", value=int(node.failure is None))
         yield GaugeMetricFamily("bastion_journal_pending_seconds", "Age of the oldest batch "
                                 "waiting for the journal", value=node.pending_age())
+        forks = CounterMetricFamily("bastion_forks", "Forks of the serving process for a "
+                                    "snapshot (node) or a read-model checkpoint (readmodel)",
+                                    labels=["kind"])
+        last = GaugeMetricFamily("bastion_fork_pause_last_seconds", "How long the latest "
+                                 "such fork stopped the event loop", labels=["kind"])
+        for kind, pauses in _fork_pauses(gw):
+            forks.add_metric([kind], len(pauses))
+            last.add_metric([kind], pauses[-1] if pauses else 0.0)
+        yield forks
+        yield last
         lag = m.replica_lag()
         if lag is not None:
             yield GaugeMetricFamily("bastion_replica_lag_commands", "Commands this replica is "
@@ -205,6 +216,17 @@ class _StateCollector(Collector):
         for limiter in m._limiters:
             refused.add_metric([limiter.kind], limiter.refused)
         yield refused
+
+
+def _fork_pauses(gw: Gateway) -> list[tuple[str, Sequence[float]]]:
+    """Each fork's pause of the loop, by kind: a fork inside a fixed-rate phase is a stall of
+    several ms that every order in flight waits out (``bench/gateway.py`` shows them)."""
+    node = gw.node
+    out: list[tuple[str, Sequence[float]]] = [
+        ("snapshot", node.snapshot_pauses if isinstance(node, Node) else [])]
+    checkpointer = gw.checkpointer
+    out.append(("readmodel", checkpointer.pauses if checkpointer is not None else []))
+    return out
 
 
 def route(metrics: Metrics) -> Route:
