@@ -51,7 +51,14 @@ class _Limits:
 
 def guarded_protocol(header_timeout: float, pending_per_ip: int) -> type[HttpToolsProtocol]:
     """An ``HttpToolsProtocol`` subclass enforcing the limits above (pass it as uvicorn's
-    ``http``); each call has its own counters."""
+    ``http``); each call has its own counters.
+
+    Both per-connection clocks (the header timeout and uvicorn's keep-alive timeout) are
+    *lazy*: a request only stamps the time, and a connection's one timer, when it fires, either
+    acts or re-arms itself for what is left. uvicorn's own keep-alive arms a timer after every
+    response and cancels it on the next request, and the header clock did the same per request:
+    three timer handles per order, a measurable share of the loop's CPU per order at low load
+    (``docs/trading-api.md``). The deadlines are the same; only their bookkeeping moved."""
     limits = _Limits(header_timeout, pending_per_ip)
 
     class GuardedHttpProtocol(HttpToolsProtocol):
@@ -62,6 +69,10 @@ def guarded_protocol(header_timeout: float, pending_per_ip: int) -> type[HttpToo
             self._ip = ""
             self._pending = False
             self._header_timer: asyncio.TimerHandle | None = None
+            self._headers_since = 0.0
+            #: when the connection last went idle after a response (None: not idle)
+            self._idle_since: float | None = None
+            self._idle_timer: asyncio.TimerHandle | None = None
 
         def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
             super().connection_made(transport)
@@ -78,14 +89,12 @@ def guarded_protocol(header_timeout: float, pending_per_ip: int) -> type[HttpToo
             if not self._pending:
                 self._pending = True
                 limits.pending[self._ip] += 1
+                self._headers_since = self.loop.time()
             if self._header_timer is None:
-                self._header_timer = self.loop.call_later(limits.header_timeout,
-                                                          self._headers_late)
+                self._header_timer = self.loop.call_at(
+                    self._headers_since + limits.header_timeout, self._headers_check)
 
         def _headers_done(self) -> None:
-            if self._header_timer is not None:
-                self._header_timer.cancel()
-                self._header_timer = None
             if self._pending:
                 self._pending = False
                 left = limits.pending[self._ip] - 1
@@ -94,8 +103,14 @@ def guarded_protocol(header_timeout: float, pending_per_ip: int) -> type[HttpToo
                 else:
                     limits.pending.pop(self._ip, None)
 
-        def _headers_late(self) -> None:
+        def _headers_check(self) -> None:
             self._header_timer = None
+            if not self._pending:
+                return  # the next request re-arms it
+            due = self._headers_since + limits.header_timeout
+            if self.loop.time() < due:  # a later request started its own clock
+                self._header_timer = self.loop.call_at(due, self._headers_check)
+                return
             limits.timed_out += 1
             limits.note(self._ip, "timeout", f"request headers not complete within "
                                   f"{limits.header_timeout:g} s")
@@ -110,8 +125,44 @@ def guarded_protocol(header_timeout: float, pending_per_ip: int) -> type[HttpToo
             self._headers_done()
             super().on_headers_complete()
 
+        # uvicorn's keep-alive timeout, kept lazily (see the docstring above)
+
+        def _unset_keepalive_if_required(self) -> None:
+            self._idle_since = None
+
+        def on_response_complete(self) -> None:
+            # uvicorn's own, except that going idle stamps the time instead of arming a timer
+            self.server_state.total_requests += 1
+            if self.transport.is_closing():
+                return
+            self._idle_since = None
+            self.flow.resume_reading()
+            if self.pipeline:
+                cycle, app = self.pipeline.pop()
+                self._start_asgi_task(cycle, app)
+                return
+            self._idle_since = self.loop.time()
+            if self._idle_timer is None:
+                self._idle_timer = self.loop.call_at(
+                    self._idle_since + self.timeout_keep_alive, self._idle_check)
+
+        def _idle_check(self) -> None:
+            self._idle_timer = None
+            since = self._idle_since
+            if since is None:
+                return  # busy: the next response re-arms it
+            due = since + self.timeout_keep_alive
+            if self.loop.time() < due:
+                self._idle_timer = self.loop.call_at(due, self._idle_check)
+                return
+            self.timeout_keep_alive_handler()
+
         def connection_lost(self, exc: Exception | None) -> None:
             self._headers_done()
+            for timer in (self._header_timer, self._idle_timer):
+                if timer is not None:
+                    timer.cancel()
+            self._header_timer = self._idle_timer = None
             super().connection_lost(exc)
 
     return GuardedHttpProtocol
