@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -337,4 +339,85 @@ def test_limits(tmp_path: Path) -> None:
             ip = [h.get("/v1/time") for _ in range(60)]
         limited = [r for r in ip if r.status_code == 429]
         assert limited and "per-IP" in limited[0].json()["message"]
+        # order entry served by the HTTP protocol directly keeps the per-IP limit
+        r = c.post("/v1/orders", {"market": "BTC-USDT", "side": "buy", "type": "limit",
+                                  "quantity": "0.01", "price": "30000"})
+        assert r.status_code == 429 and "per-IP" in r.json()["message"], r.text
         c.close()
+
+
+def _raw_order(client_id: str, target: str = "/v1/orders", extra: bytes = b"",
+               chunked: bool = False, later_ms: int = 0) -> bytes:
+    """A signed native order as raw HTTP/1.1 bytes (the signature covers the path without an
+    empty ``?``, as the server reads it)."""
+    body = json.dumps({"market": "BTC-USDT", "side": "buy", "type": "limit",
+                       "quantity": "0.01", "price": "30000",
+                       "client_order_id": client_id}).encode()
+    ts = str(time.time_ns() // 1_000_000 + later_ms)
+    sig = sign(DEMO_SECRET, ts.encode() + b"POST/v1/orders" + body)
+    head = (f"POST {target} HTTP/1.1\r\nHost: x\r\ncontent-type: application/json\r\n"
+            f"X-BX-APIKEY: {DEMO_KEY}\r\nX-BX-TIMESTAMP: {ts}\r\n"
+            f"X-BX-SIGNATURE: {sig}\r\n").encode() + extra
+    if chunked:
+        return head + b"transfer-encoding: chunked\r\n\r\n%x\r\n%s\r\n0\r\n\r\n" % (
+            len(body), body)
+    return head + b"content-length: %d\r\n\r\n%s" % (len(body), body)
+
+
+def _responses(sock: socket.socket, n: int) -> list[tuple[int, dict[str, str], dict[str, object]]]:
+    """Read ``n`` responses with a content-length: (status, headers, JSON body) each."""
+    buf = b""
+    out = []
+    while len(out) < n:
+        while b"\r\n\r\n" not in buf:
+            chunk = sock.recv(65536)
+            assert chunk, f"closed after {len(out)} responses: {buf!r}"
+            buf += chunk
+        head, _, buf = buf.partition(b"\r\n\r\n")
+        lines = head.decode().split("\r\n")
+        headers = dict(line.lower().split(": ", 1) for line in lines[1:])
+        size = int(headers["content-length"])
+        while len(buf) < size:
+            chunk = sock.recv(65536)
+            assert chunk
+            buf += chunk
+        out.append((int(lines[0].split()[1]), headers, json.loads(buf[:size])))
+        buf = buf[size:]
+    return out
+
+
+def test_order_entry_on_raw_sockets(srv: Server) -> None:
+    """The order path the HTTP protocol serves directly and the ASGI path (taken by anything
+    the direct path does not take: here a ``?`` or a chunked body) answer alike; pipelined
+    orders are answered in order; ``Connection: close`` is honoured."""
+    with socket.create_connection(("127.0.0.1", srv.port), timeout=10) as sock:
+        tag = str(time.time_ns())
+        sock.sendall(_raw_order(f"raw-a-{tag}") + _raw_order(f"raw-b-{tag}", "/v1/orders?")
+                     + _raw_order(f"raw-c-{tag}", chunked=True))
+        got = _responses(sock, 3)
+        assert [(st, b["client_order_id"]) for st, _, b in got] == [
+            (201, f"raw-{x}-{tag}") for x in "abc"], got
+        assert len({b["order_id"] for _, _, b in got}) == 3
+        direct, routed = got[0], got[1]
+        assert direct[1] == routed[1]  # same headers (content-length alike: same shape)
+        assert direct[2].keys() == routed[2].keys()
+        assert {k: v for k, v in direct[2].items() if k not in ("order_id", "client_order_id",
+                "created_at", "updated_at")} == {
+            k: v for k, v in routed[2].items() if k not in ("order_id", "client_order_id",
+                                                            "created_at", "updated_at")}
+        # a repeated client id answers 200 with the first order, both ways
+        sock.sendall(_raw_order(f"raw-a-{tag}", later_ms=1)  # fresh timestamps: fresh signatures
+                     + _raw_order(f"raw-a-{tag}", "/v1/orders?", later_ms=2))
+        again = _responses(sock, 2)
+        assert [(st, b["order_id"], b["duplicate"]) for st, _, b in again] == [
+            (200, got[0][2]["order_id"], True)] * 2, again
+        # the same signed request again is refused: a signature is used once
+        replay = _raw_order(f"raw-d-{tag}")
+        sock.sendall(replay + replay)
+        first, second = _responses(sock, 2)
+        assert first[0] == 201 and second[0] == 401 and second[2]["code"] == "REPLAYED"
+        sock.sendall(_raw_order(f"raw-e-{tag}", extra=b"Connection: close\r\n"))
+        [(status, headers, _)] = _responses(sock, 1)
+        assert status == 201 and headers.get("connection") == "close"
+        sock.settimeout(10)
+        assert sock.recv(1) == b""

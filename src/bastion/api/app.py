@@ -13,8 +13,9 @@ import gc
 import logging
 import secrets
 import socket
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from functools import partial
 from typing import Any
 
 from starlette.applications import Starlette
@@ -47,7 +48,16 @@ from bastion.api.read.checkpoint import Checkpoints, Restorer
 from bastion.api.security.auth import Authenticator
 from bastion.api.security.keys import KeyStore, load_server_key
 from bastion.api.security.ratelimit import Limiter
-from bastion.api.service.fastpath import BINANCE_ORDER_PATHS, place_binance, place_order
+from bastion.api.service.fastpath import (
+    BINANCE_ORDER_PATHS,
+    Reply,
+    binance_error,
+    binance_place,
+    native_error,
+    native_place,
+    place_binance,
+    place_order,
+)
 from bastion.api.service.gateway import Gateway
 from bastion.api.ws import endpoint as ws
 from bastion.textnum import ascii_int
@@ -100,6 +110,37 @@ class Guard:
         self.max_body = max_body
         #: filled by the lifespan: the context for the bare order-entry handler
         self.fast = fast
+        self._direct: dict[bytes, Callable[[Scope, bytes], Awaitable[Reply]]] = {}
+
+    def direct_routes(self) -> dict[bytes, Callable[[Scope, bytes], Awaitable[Reply]]]:
+        """The order-entry paths the HTTP protocol may serve without the ASGI layers
+        (``api.security.protocol``): path -> ``handler(scope, body)``, after the body is read
+        and its declared size checked against ``max_body``. Same per-IP limit, same handlers
+        and answers as ``__call__``'s fast path; empty until the lifespan set the context."""
+        ctx = self.fast.get("ctx")
+        if ctx is None:
+            return {}
+        if not self._direct:
+            limiter = self.limiter
+
+            def guarded(serve: Callable[[Scope, bytes], Awaitable[Reply]],
+                        refuse: Callable[[ApiError], Reply]
+                        ) -> Callable[[Scope, bytes], Awaitable[Reply]]:
+                async def direct(scope: Scope, body: bytes) -> Reply:
+                    client = scope.get("client")
+                    try:
+                        limiter.hit(client[0] if client else "?")
+                    except ApiError as err:
+                        return refuse(err)
+                    return await serve(scope, body)
+                return direct
+
+            self._direct[native.PLACE_PATH.encode()] = guarded(partial(native_place, ctx),
+                                                               native_error)
+            for path, perp in BINANCE_ORDER_PATHS.items():
+                self._direct[path.encode()] = guarded(partial(binance_place, ctx, perp=perp),
+                                                      binance_error)
+        return self._direct
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]

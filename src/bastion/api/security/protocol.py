@@ -18,9 +18,13 @@ import asyncio
 import logging
 import time
 from collections import defaultdict
+from collections.abc import Awaitable, Callable
+from http import HTTPStatus
 from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+from bastion.textnum import ascii_int
 
 log = logging.getLogger("bastion.api")
 
@@ -49,6 +53,36 @@ class _Limits:
                         "far)", what, ip, self.refused, self.timed_out)
 
 
+#: ``handler(scope, body) -> (status, JSON body, extra headers)``; never raises
+DirectHandler = Callable[[dict[str, Any], bytes], Awaitable[tuple[int, bytes,
+                                                                  list[tuple[bytes, bytes]]]]]
+
+_STATUS_LINE = {s.value: f"HTTP/1.1 {s.value} {s.phrase}\r\n".encode() for s in HTTPStatus}
+
+
+class _DirectCycle:
+    """Stands in for uvicorn's ``RequestResponseCycle`` while a request is served directly:
+    the attributes uvicorn's connection code reads (``connection_lost``, ``shutdown``, the
+    pipelining check) mean what they mean there."""
+
+    __slots__ = ("body", "disconnected", "handler", "keep_alive", "response_complete", "scope")
+
+    def __init__(self, handler: DirectHandler, scope: dict[str, Any], keep_alive: bool) -> None:
+        self.handler = handler
+        self.scope = scope
+        self.keep_alive = keep_alive
+        self.body: list[bytes] = []
+        self.disconnected = False
+        self.response_complete = False
+
+    @property
+    def message_event(self) -> _DirectCycle:
+        return self  # ``connection_lost`` sets it: nothing waits on it here
+
+    def set(self) -> None:
+        pass
+
+
 def guarded_protocol(header_timeout: float, pending_per_ip: int) -> type[HttpToolsProtocol]:
     """An ``HttpToolsProtocol`` subclass enforcing the limits above (pass it as uvicorn's
     ``http``); each call has its own counters.
@@ -58,7 +92,14 @@ def guarded_protocol(header_timeout: float, pending_per_ip: int) -> type[HttpToo
     acts or re-arms itself for what is left. uvicorn's own keep-alive arms a timer after every
     response and cancels it on the next request, and the header clock did the same per request:
     three timer handles per order, a measurable share of the loop's CPU per order at low load
-    (``docs/trading-api.md``). The deadlines are the same; only their bookkeeping moved."""
+    (``docs/trading-api.md``). The deadlines are the same; only their bookkeeping moved.
+
+    **Direct order entry.** If the app offers ``direct_routes()`` (``api.app.Guard``), a
+    ``POST`` to one of those paths with a ``Content-Length`` within the app's ``max_body``,
+    HTTP/1.1, no ``Expect``, no pipelined request ahead of it and the server under its
+    concurrency cap, is served without the ASGI layers: the body is collected here and the
+    handler's answer goes out in one write. Anything else takes uvicorn's path unchanged
+    (which also answers what the direct path refuses to take: 413, 503, ...)."""
     limits = _Limits(header_timeout, pending_per_ip)
 
     class GuardedHttpProtocol(HttpToolsProtocol):
@@ -73,6 +114,9 @@ def guarded_protocol(header_timeout: float, pending_per_ip: int) -> type[HttpToo
             #: when the connection last went idle after a response (None: not idle)
             self._idle_since: float | None = None
             self._idle_timer: asyncio.TimerHandle | None = None
+            routes = getattr(self.app, "direct_routes", None)
+            self._direct: dict[bytes, DirectHandler] = routes() if routes is not None else {}
+            self._max_body: int = getattr(self.app, "max_body", 0)
 
         def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
             super().connection_made(transport)
@@ -123,7 +167,83 @@ def guarded_protocol(header_timeout: float, pending_per_ip: int) -> type[HttpToo
 
         def on_headers_complete(self) -> None:
             self._headers_done()
+            if self._direct:
+                handler = self._direct.get(self.url)
+                if handler is not None and self._take_direct(handler):
+                    return
             super().on_headers_complete()
+
+        def _take_direct(self, handler: DirectHandler) -> bool:
+            """Serve this request directly if it qualifies (see the class docstring)."""
+            parser = self.parser
+            if (parser.get_method() != b"POST" or parser.get_http_version() != "1.1"
+                    or self.expect_100_continue or parser.should_upgrade()
+                    or self.root_path or self.access_log
+                    or (self.cycle is not None and not self.cycle.response_complete)):
+                return False
+            cap = self.limit_concurrency
+            if cap is not None and (len(self.connections) >= cap or len(self.tasks) >= cap):
+                return False
+            size = None
+            for name, value in self.headers:
+                if name == b"content-length":
+                    size = ascii_int(value)
+                    break
+            if size is None or size > self._max_body:
+                return False
+            scope: Any = self.scope
+            scope["method"] = "POST"
+            scope["path"] = self.url.decode("ascii")
+            scope["raw_path"] = self.url
+            scope["query_string"] = b""
+            self.cycle = _DirectCycle(handler, scope,  # type: ignore[assignment]
+                                      parser.should_keep_alive())
+            return True
+
+        def on_body(self, body: bytes) -> None:
+            cycle: Any = self.cycle
+            if type(cycle) is _DirectCycle:
+                cycle.body.append(body)
+                return
+            super().on_body(body)
+
+        def on_message_complete(self) -> None:
+            cycle: Any = self.cycle
+            if type(cycle) is _DirectCycle:
+                task = self.loop.create_task(self._serve_direct(cycle))
+                task.add_done_callback(self.tasks.discard)
+                self.tasks.add(task)
+                return
+            super().on_message_complete()
+
+        async def _serve_direct(self, cycle: _DirectCycle) -> None:
+            try:
+                status, body, extra = await cycle.handler(cycle.scope, b"".join(cycle.body))
+                if self.flow.write_paused and not cycle.disconnected:
+                    await self.flow.drain()
+                if cycle.disconnected or self.transport.is_closing():
+                    return
+                head = [_STATUS_LINE[status]]
+                for name, value in self.server_state.default_headers:
+                    head += (name, b": ", value, b"\r\n")
+                head.append(b"content-type: application/json\r\ncontent-length: %d\r\n"
+                            % len(body))
+                for name, value in extra:
+                    head += (name, b": ", value, b"\r\n")
+                if not cycle.keep_alive:
+                    head.append(b"connection: close\r\n")
+                head += (b"\r\n", body)
+                self.transport.write(b"".join(head))
+                cycle.response_complete = True
+                if not cycle.keep_alive:
+                    self.transport.close()
+                self.on_response_complete()
+            except asyncio.CancelledError:  # the server's shutdown gave up waiting
+                self.transport.close()
+                raise
+            except Exception:
+                self.logger.exception("direct order entry failed")
+                self.transport.close()
 
         # uvicorn's keep-alive timeout, kept lazily (see the docstring above)
 

@@ -80,44 +80,73 @@ def binance_api_key(headers: Iterable[tuple[bytes, bytes]]) -> str | None:
     return None
 
 
-async def place_order(ctx: Context, scope: Scope, receive: Receive, send: Send) -> None:
+#: what a bare handler answers: status, JSON body, extra headers (content-type and length
+#: are added by whoever writes it)
+Reply = tuple[int, bytes, list[tuple[bytes, bytes]]]
+
+
+def native_error(err: ApiError) -> Reply:
+    return err.status, error_body(err), [(k.lower().encode(), v.encode())
+                                         for k, v in err.headers.items()]
+
+
+def binance_error(err: ApiError | B.BinanceError) -> Reply:
+    out = B.error_response(err)
+    return out.status_code, bytes(out.body), [
+        (k.encode("latin-1"), v.encode("latin-1")) for k, v in out.headers.items()
+        if k != "content-type" and k != "content-length"]
+
+
+async def native_place(ctx: Context, scope: Scope, body: bytes) -> Reply:
+    """Native ``POST /v1/orders`` once its body is read: never raises."""
     try:
-        body = await read_body(receive, ctx.settings.max_body)
         key_id, ts, sig, window = native_auth_headers(scope["headers"])
         key = authenticate_scope(ctx, scope, key_id, ts, sig, window, body, "trade")
         req = decode(body, S.PlaceOrder)
         gw = ctx.gateway
         cmd = place_command(gw.engine, key.account, req)
         rec, dup, _ = await gw.place(cmd)
-        out = encode(V.order(V.units(gw.engine, rec.market), rec, dup))
-        await respond(send, 200 if dup else 201, out)
+        return (200 if dup else 201,
+                encode(V.order(V.units(gw.engine, rec.market), rec, dup)), [])
     except ApiError as err:
-        await respond(send, err.status, error_body(err),
-                      [(k.lower().encode(), v.encode()) for k, v in err.headers.items()])
+        return native_error(err)
     except Exception:
         log.exception("order entry failed")
-        await respond(send, 500, error_body(ApiError("INTERNAL_ERROR", "internal error")))
+        return 500, error_body(ApiError("INTERNAL_ERROR", "internal error")), []
+
+
+async def binance_place(ctx: Context, scope: Scope, body: bytes, perp: bool) -> Reply:
+    """Binance ``POST /api/v3/order`` / ``/fapi/v1/order`` once its body is read: never
+    raises."""
+    try:
+        try:
+            qs: bytes = scope.get("query_string", b"")
+            p = B.parse_params(qs, body)
+            api_key = binance_api_key(scope["headers"])
+            key = B.verify(ctx, api_key, "POST", scope["path"], qs, body, p, "trade")
+            return 200, B.encode(await B.place(ctx.gateway, key, p, perp)), []
+        except (ApiError, B.BinanceError) as err:
+            return binance_error(err)
+    except Exception:
+        log.exception("Binance order entry failed")
+        code, msg, _ = B.binance_error(ApiError("INTERNAL_ERROR", "internal error"))
+        return 500, bytes(B.J({"code": code, "msg": msg}).body), []
+
+
+async def place_order(ctx: Context, scope: Scope, receive: Receive, send: Send) -> None:
+    try:
+        body = await read_body(receive, ctx.settings.max_body)
+    except ApiError as err:
+        await respond(send, *native_error(err))
+        return
+    await respond(send, *await native_place(ctx, scope, body))
 
 
 async def place_binance(ctx: Context, scope: Scope, receive: Receive, send: Send,
                         perp: bool) -> None:
     try:
-        try:
-            body = await read_body(receive, ctx.settings.max_body)
-            qs: bytes = scope.get("query_string", b"")
-            p = B.parse_params(qs, body)
-            api_key = binance_api_key(scope["headers"])
-            key = B.verify(ctx, api_key, "POST", scope["path"], qs, body, p, "trade")
-            reply = B.encode(await B.place(ctx.gateway, key, p, perp))
-        except (ApiError, B.BinanceError) as err:
-            out = B.error_response(err)
-            headers = [(k.encode("latin-1"), v.encode("latin-1"))
-                       for k, v in out.headers.items()
-                       if k != "content-type" and k != "content-length"]
-            await respond(send, out.status_code, bytes(out.body), headers)
-            return
-        await respond(send, 200, reply)
-    except Exception:
-        log.exception("Binance order entry failed")
-        code, msg, _ = B.binance_error(ApiError("INTERNAL_ERROR", "internal error"))
-        await respond(send, 500, bytes(B.J({"code": code, "msg": msg}).body))
+        body = await read_body(receive, ctx.settings.max_body)
+    except ApiError as err:
+        await respond(send, *binance_error(err))
+        return
+    await respond(send, *await binance_place(ctx, scope, body, perp))
