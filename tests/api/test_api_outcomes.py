@@ -53,6 +53,21 @@ async def _scenario(directory: Path) -> None:
             await gw.cancel(1, order_id=oid)
         assert gone.value.code == X.UNKNOWN_ORDER
 
+        # one client id placed three times at once: one order, two duplicates of it (the
+        # second and third wait for the first; none reaches the journal a second time)
+        seq = gw.engine.seq
+        trio = await asyncio.gather(*(gw.place(_order("same")) for _ in range(3)))
+        assert gw.engine.seq == seq + 1
+        assert [p.duplicate for p in trio] == [False, True, True]
+        assert len({p.order.order_id for p in trio}) == 1 and not gw._inflight
+        # a refused first attempt lets the next one with that id through
+        refused, retried = await asyncio.gather(gw.place(_order("again", qty=1)),
+                                                gw.place(_order("again")),
+                                                return_exceptions=True)
+        assert isinstance(refused, ApiError) and refused.code == X.LOT_SIZE, refused
+        assert not isinstance(retried, BaseException) and not retried.duplicate
+        await gw.cancel_all(1, BTC_USDT)
+
         ids = [(await gw.place(_order())).order.order_id for _ in range(3)]
         every = await gw.cancel_all(1, BTC_USDT)
         assert [r.order_id for r in every.orders] == ids

@@ -51,8 +51,14 @@ def to_units(text: object, decimals: int, code: str, what: str, *,
     return value
 
 
+#: ``from_units(0, d)`` by ``d``: a new order renders three or four zero amounts
+_ZEROS = tuple("0." + "0" * d if d else "0" for d in range(MAX_TEXT + 1))
+
+
 def from_units(value: int, decimals: int) -> str:
     """Exact decimal string with ``decimals`` places (``12345, 2 -> "123.45"``)."""
+    if not value and 0 <= decimals <= MAX_TEXT:
+        return _ZEROS[decimals]
     if decimals == 0:
         return str(value)
     if value < 0:

@@ -35,7 +35,7 @@ def place_command(engine: Engine, account: int, req: S.PlaceOrder) -> C.PlaceOrd
     mkt = engine.markets.get(req.market)
     if mkt is None:
         raise ApiError(X.UNKNOWN_MARKET, f"unknown market {req.market!r}")
-    u = V.Units(engine, mkt)
+    u = V.market_units(engine, mkt)
     qty = to_units(req.quantity, u.base_dp, X.INVALID_QUANTITY, "quantity")
     if req.type == "limit":
         if req.price is None:

@@ -45,7 +45,23 @@ class Units:
 
 
 def units(engine: Engine, market: str) -> Units:
-    return Units(engine, engine.markets[market])
+    return market_units(engine, engine.markets[market])
+
+
+#: market name -> (the market record it was made from, its ``Units``); a market changed by
+#: the operator (or another engine's) is a different record, so the entry is remade
+_UNITS: dict[str, tuple[Market, Units]] = {}
+
+
+def market_units(engine: Engine, mkt: Market) -> Units:
+    """``Units(engine, mkt)``, made once per market record: order entry renders one per
+    order, and both the market's and its assets' decimals are fixed once it exists."""
+    hit = _UNITS.get(mkt.market)
+    if hit is not None and hit[0] is mkt:
+        return hit[1]
+    u = Units(engine, mkt)
+    _UNITS[mkt.market] = (mkt, u)
+    return u
 
 
 def order(u: Units, r: OrderRecord, duplicate: bool = False) -> S.Order:

@@ -43,7 +43,7 @@ class Gateway:
         self.books = BookFeed()
         self._listeners: list[EventListener] = []
         self._mode_observers: list[Callable[[E.ModeChanged], None]] = []
-        self._inflight: dict[tuple[int, str], asyncio.Future[None]] = {}
+        self._inflight: dict[tuple[int, str], asyncio.Future[None] | None] = {}
         self._unsubscribe: Callable[[], None] | None = None
         self.started_at = time.monotonic()
         self.ops = 0
@@ -226,16 +226,20 @@ class Gateway:
             events = await self.submit(cmd)
             return Placed(self._accepted(events), False, events)
         key = (account, cid)
+        inflight = self._inflight
         while True:
             rec = rm.order_by_client(account, cid)
             if rec is not None:
                 return Placed(rec, True, [])
-            pending = self._inflight.get(key)
-            if pending is None:
+            if key not in inflight:
                 break
+            # the same client id is being placed: wait for it (the future is made only by
+            # such a second request; the first marks its key with None)
+            pending = inflight[key]
+            if pending is None:
+                pending = inflight[key] = asyncio.get_running_loop().create_future()
             await asyncio.shield(pending)
-        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._inflight[key] = done
+        inflight[key] = None
         try:
             events = await self.submit(cmd)
         except ApiError as err:
@@ -245,8 +249,9 @@ class Gateway:
                     return Placed(rec, True, [])
             raise
         finally:
-            del self._inflight[key]
-            done.set_result(None)
+            waiters = inflight.pop(key)
+            if waiters is not None:
+                waiters.set_result(None)
         return Placed(self._accepted(events), False, events)
 
     def _accepted(self, events: list[E.Event]) -> OrderRecord:
