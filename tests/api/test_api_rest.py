@@ -416,6 +416,18 @@ def test_order_entry_on_raw_sockets(srv: Server) -> None:
         sock.sendall(replay + replay)
         first, second = _responses(sock, 2)
         assert first[0] == 201 and second[0] == 401 and second[2]["code"] == "REPLAYED"
+        # a WebSocket upgrade on the same connection after a direct order is an upgrade only
+        # (the order is not served again)
+        sock.sendall(b"GET /v1/ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
+                     b"Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\n"
+                     b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n")
+        head = b""
+        while b"\r\n\r\n" not in head:
+            chunk = sock.recv(4096)
+            assert chunk, head
+            head += chunk
+        assert head.startswith(b"HTTP/1.1 101"), head
+    with socket.create_connection(("127.0.0.1", srv.port), timeout=10) as sock:
         sock.sendall(_raw_order(f"raw-e-{tag}", extra=b"Connection: close\r\n"))
         [(status, headers, _)] = _responses(sock, 1)
         assert status == 201 and headers.get("connection") == "close"

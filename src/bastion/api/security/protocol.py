@@ -65,13 +65,18 @@ class _DirectCycle:
     the attributes uvicorn's connection code reads (``connection_lost``, ``shutdown``, the
     pipelining check) mean what they mean there."""
 
-    __slots__ = ("body", "disconnected", "handler", "keep_alive", "response_complete", "scope")
+    __slots__ = ("body", "disconnected", "handler", "keep_alive", "more_body", "receiving",
+                 "response_complete", "scope")
 
     def __init__(self, handler: DirectHandler, scope: dict[str, Any], keep_alive: bool) -> None:
         self.handler = handler
         self.scope = scope
         self.keep_alive = keep_alive
         self.body: list[bytes] = []
+        #: until its message is complete; after that the parser's callbacks belong to a later
+        #: request (one uvicorn queued, or an upgrade, which leaves ``cycle`` as it was)
+        self.receiving = True
+        self.more_body = True
         self.disconnected = False
         self.response_complete = False
 
@@ -202,14 +207,15 @@ def guarded_protocol(header_timeout: float, pending_per_ip: int) -> type[HttpToo
 
         def on_body(self, body: bytes) -> None:
             cycle: Any = self.cycle
-            if type(cycle) is _DirectCycle:
+            if type(cycle) is _DirectCycle and cycle.receiving:
                 cycle.body.append(body)
                 return
             super().on_body(body)
 
         def on_message_complete(self) -> None:
             cycle: Any = self.cycle
-            if type(cycle) is _DirectCycle:
+            if type(cycle) is _DirectCycle and cycle.receiving:
+                cycle.receiving = cycle.more_body = False
                 task = self.loop.create_task(self._serve_direct(cycle))
                 task.add_done_callback(self.tasks.discard)
                 self.tasks.add(task)
