@@ -96,7 +96,7 @@ def guarded_protocol(header_timeout: float, pending_per_ip: int) -> type[HttpToo
     *lazy*: a request only stamps the time, and a connection's one timer, when it fires, either
     acts or re-arms itself for what is left. uvicorn's own keep-alive arms a timer after every
     response and cancels it on the next request, and the header clock did the same per request:
-    three timer handles per order, a measurable share of the loop's CPU per order at low load
+    two timer handles per order, a measurable share of the loop's CPU per order at low load
     (``docs/trading-api.md``). The deadlines are the same; only their bookkeeping moved.
 
     **Direct order entry.** If the app offers ``direct_routes()`` (``api.app.Guard``), a
