@@ -19,7 +19,7 @@ one line to ``HANDLERS`` below (or call ``register``).
 
 from collections.abc import Callable
 from hashlib import blake2b
-from typing import Any
+from typing import Any, Final
 
 import msgspec
 
@@ -30,6 +30,7 @@ from bastion.core import events as E
 from bastion.core.book import OrderBook
 from bastion.core.ledger.margin import MarginLedger
 from bastion.core.ledger.spot import SpotLedger
+from bastion.core.orders import K_SEQ, K_TS, P_SEQ, P_TS, Fields, fields_of
 from bastion.core.perp import accounts as margin_accounts
 from bastion.core.perp import funding, liquidation, oracle, triggers_cmd
 from bastion.core.perp import market as perp_market
@@ -50,6 +51,10 @@ from bastion.core.venue import Venue
 from bastion.core.wallet.desk import COMMANDS as WALLET_COMMANDS
 from bastion.core.wallet.desk import Wallet, WalletHandler
 
+#: bound here (``Final``): compiled code reads them without a module attribute lookup
+PlaceOrder: Final = C.PlaceOrder
+CancelOrder: Final = C.CancelOrder
+
 
 class SnapshotVersionError(ValueError):
     """A snapshot written in another state format: refused rather than misread."""
@@ -68,9 +73,25 @@ class Engine(Venue):
     def apply(self, cmd: C.Command) -> list[E.Event]:
         """Apply one sequenced command; returns its events. Never raises."""
         raw: Any = cmd  # an in-process command may carry any type; compiled code would trust it
-        seq = raw.seq
-        ts = raw.ts
-        if type(seq) is not int or seq <= self.seq or type(ts) is not int or ts < self.ts:
+        kind = type(cmd)
+        fields: Fields | None = None
+        if kind is PlaceOrder:  # the two hot commands: all fields read in one call
+            fields = fields_of(cmd)
+            seq = fields[P_SEQ]
+            ts = fields[P_TS]
+        elif kind is CancelOrder:
+            fields = fields_of(cmd)
+            seq = fields[K_SEQ]
+            ts = fields[K_TS]
+        else:
+            seq = raw.seq
+            ts = raw.ts
+        in_order = False
+        if type(seq) is int and type(ts) is int:
+            n_seq: int = seq  # compared natively
+            n_ts: int = ts
+            in_order = n_seq > self.seq and n_ts >= self.ts
+        if not in_order:
             return [
                 E.Rejected(
                     seq=seq if type(seq) is int else 0,
@@ -80,18 +101,25 @@ class Engine(Venue):
                     command=type(cmd).__name__,
                 )
             ]
-        self.seq = seq
-        self.ts = ts
+        self.seq = n_seq
+        self.ts = n_ts
+        self.seq_box = seq
+        self.ts_box = ts
         out: list[E.Event] = []
-        if ts >= self.deadline:
+        if n_ts >= self.deadline:
             markets.end_recovery(self, out)
             migrations.run_due(self, out)
-        handler = HANDLERS.get(type(cmd))
         perp = self.perp
         try:
-            if handler is None:
-                raise Refused(X.INVALID_ARGUMENT, f"unknown command {type(cmd).__name__}")
-            handler(self, cmd, out)
+            if fields is None:
+                handler = HANDLERS.get(kind)
+                if handler is None:
+                    raise Refused(X.INVALID_ARGUMENT, f"unknown command {kind.__name__}")
+                handler(self, cmd, out)
+            elif kind is PlaceOrder:
+                orders.place_fields(self, raw, fields, out)
+            else:
+                orders.cancel_fields(self, fields, out)
             if perp.soft_markets:
                 perp.recheck_soft()
             if perp.touched:
@@ -164,6 +192,7 @@ class Engine(Venue):
         if copy:
             state = msgspec.msgpack.decode(msgspec.msgpack.encode(state), type=EngineState)
         eng.seq, eng.ts = state.seq, state.ts
+        eng.seq_box, eng.ts_box = state.seq, state.ts
         eng.next_order_id, eng.next_trade_id = state.next_order_id, state.next_trade_id
         eng.assets = {a.asset: a for a in state.assets}
         eng.markets = {m.market: market_record(m) for m in state.markets}
@@ -240,7 +269,7 @@ def _on_wallet(fn: WalletHandler) -> Handler:
 
 
 #: command type -> handler: the one dispatch table.
-HANDLERS: dict[type, Handler] = {
+HANDLERS: Final[dict[type, Handler]] = {
     # order lifecycle (every market kind)
     C.PlaceOrder: orders.place_order,
     C.CancelOrder: orders.cancel,

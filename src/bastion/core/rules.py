@@ -4,14 +4,17 @@ A leaf module (it imports only the records and codes below it), so order entry, 
 and the perpetual mechanics apply one rule each, from one place.
 """
 
+from typing import Final
+
 from bastion.core import errors as X
 from bastion.core.state import Market
 
-PPM = 1_000_000
-BPS = 10_000
-NO_DEADLINE = 2**63
-MAX_CLIENT_ID = 64
-STP_MODES = frozenset(("expire_taker", "expire_maker", "expire_both", "none"))
+#: ``Final``: compiled code inlines them (a plain module name is a dict lookup per use)
+PPM: Final = 1_000_000
+BPS: Final = 10_000
+NO_DEADLINE: Final = 2**63
+MAX_CLIENT_ID: Final = 64
+STP_MODES: Final = frozenset(("expire_taker", "expire_maker", "expire_both", "none"))
 
 
 class Refused(Exception):
