@@ -237,29 +237,39 @@ def terms(v: Venue, mkt: Market, f: Fields, band_limit: int = 0,
     acct = v.accounts.get(account) if type(account) is int else None
     if acct is None:
         raise Refused(X.UNKNOWN_ACCOUNT, f"unknown account {account!r}")
+    # each value is compared as its type once it is known (native compares, no boxing)
     side = f[P_SIDE]
-    if side == "buy":
+    side_name: str = side if isinstance(side, str) else ""
+    if side_name == "buy":
         is_buy = True
-    elif side == "sell":
+    elif side_name == "sell":
         is_buy = False
     else:
         raise Refused(X.INVALID_ARGUMENT, f"side must be buy or sell, got {side!r}")
-    qty = f[P_QTY]
-    if type(qty) is not int or not 0 < qty <= mkt.max_qty or qty % mkt.lot_size \
-            or qty < mkt.min_qty:
-        qty = valid_qty(mkt, qty)
-    post_only = f[P_POST_ONLY]
+    raw_qty = f[P_QTY]
+    if type(raw_qty) is int:
+        qty: int = raw_qty
+        if not 0 < qty <= mkt.max_qty or qty % mkt.lot_size or qty < mkt.min_qty:
+            qty = valid_qty(mkt, qty)
+    else:
+        qty = valid_qty(mkt, raw_qty)
+    raw_post_only = f[P_POST_ONLY]
     client_id = f[P_CLIENT_ID]
     stp = f[P_STP]
-    if post_only is not False and post_only is not True:
+    if raw_post_only is not False and raw_post_only is not True:
         raise Refused(X.INVALID_ARGUMENT, "post_only must be a boolean")
-    if client_id:
-        if type(client_id) is not str or len(client_id) > MAX_CLIENT_ID:
-            raise Refused(X.INVALID_ARGUMENT, f"client_id must be a string of at most "
-                                              f"{MAX_CLIENT_ID} characters")
-        if (account, client_id) in v.client_ids:
-            raise Refused(X.DUPLICATE_CLIENT_ID, f"client_id {client_id!r} is already used "
-                                                 "by an open order")
+    post_only: bool = raw_post_only
+    if type(client_id) is str:
+        if client_id:
+            if len(client_id) > MAX_CLIENT_ID:
+                raise Refused(X.INVALID_ARGUMENT, f"client_id must be a string of at most "
+                                                  f"{MAX_CLIENT_ID} characters")
+            if (account, client_id) in v.client_ids:
+                raise Refused(X.DUPLICATE_CLIENT_ID, f"client_id {client_id!r} is already "
+                                                     "used by an open order")
+    elif client_id:
+        raise Refused(X.INVALID_ARGUMENT, f"client_id must be a string of at most "
+                                          f"{MAX_CLIENT_ID} characters")
     elif client_id != "":
         raise Refused(X.INVALID_ARGUMENT, "client_id must be a string")
     if stp is not None and stp not in STP_MODES:
@@ -274,15 +284,21 @@ def terms(v: Venue, mkt: Market, f: Fields, band_limit: int = 0,
                       field="post_only" if only_post else "")
     book = v.books[market]
     best = (book.asks if is_buy else book.bids).best()
-    tif = f[P_TIF]
-    order_type = f[P_ORDER_TYPE]
+    raw_tif = f[P_TIF]
+    tif: str = raw_tif if isinstance(raw_tif, str) else ""
+    raw_type = f[P_ORDER_TYPE]
+    order_type: str = raw_type if isinstance(raw_type, str) else ""
     if order_type == "limit":
-        price = f[P_PRICE]
-        if type(price) is not int or not 0 < price <= X.MAX_INT or price % mkt.tick_size:
-            price = valid_price(mkt, price)
+        raw_price = f[P_PRICE]
+        if type(raw_price) is int:
+            price: int = raw_price
+            if not 0 < price <= X.MAX_INT or price % mkt.tick_size:
+                price = valid_price(mkt, price)
+        else:
+            price = valid_price(mkt, raw_price)
         if tif != "GTC" and tif != "IOC" and tif != "FOK":
             raise Refused(X.INVALID_ARGUMENT, f"time in force must be GTC, IOC or FOK, "
-                                              f"got {tif!r}")
+                                              f"got {raw_tif!r}")
         if post_only and tif != "GTC":
             raise Refused(X.INVALID_ARGUMENT, "post-only orders must be GTC")
         if min_notional and price * qty // mkt.price_div < mkt.min_notional:
@@ -310,7 +326,7 @@ def terms(v: Venue, mkt: Market, f: Fields, band_limit: int = 0,
         tif = "IOC"
     else:
         raise Refused(X.INVALID_ARGUMENT, f"order type must be limit or market, "
-                                          f"got {order_type!r}")
+                                          f"got {raw_type!r}")
     if mode != "open":
         check_ref_band(mkt, is_buy, price)
     crosses = best is not None and (best <= price if is_buy else best >= price)

@@ -66,7 +66,7 @@ class SpotLedger(Ledger):
         asset = mkt.quote if order.side == "buy" else mkt.base
         acct = self.v.accounts[order.account]
         available = acct.available
-        available[asset] -= hold
+        available[asset] = available[asset] - hold  # native arithmetic (``-=`` is generic)
         held = acct.held
         held[asset] = held.get(asset, 0) + hold
         return False  # reduce-only means nothing without a position
@@ -90,7 +90,8 @@ class SpotLedger(Ledger):
         if release < 0:
             raise GuardViolation(mkt.market, "hold", f"order {buyer.order_id} hold "
                                  f"{buyer.hold} cannot cover cost {cost} and keep {keep}")
-        bacct.held[quote] -= cost + release
+        bheld = bacct.held
+        bheld[quote] = bheld[quote] - (cost + release)
         buyer.hold = keep
         bavail = bacct.available
         bavail[quote] = bavail.get(quote, 0) + release
@@ -98,7 +99,8 @@ class SpotLedger(Ledger):
         # seller: deliver base out of the hold, receive notional net of fee
         sacct = accounts[seller.account]
         seller.hold -= qty
-        sacct.held[base] -= qty
+        sheld = sacct.held
+        sheld[base] = sheld[base] - qty
         savail = sacct.available
         savail[quote] = savail.get(quote, 0) + notional - seller_fee
 
@@ -110,7 +112,8 @@ class SpotLedger(Ledger):
         if hold:
             acct = self.v.accounts[order.account]
             asset = mkt.quote if order.side == "buy" else mkt.base
-            acct.held[asset] -= hold
+            held = acct.held
+            held[asset] = held[asset] - hold
             available = acct.available
             available[asset] = available.get(asset, 0) + hold
             order.hold = 0
@@ -124,7 +127,8 @@ class SpotLedger(Ledger):
         order.hold = keep
         acct = self.v.accounts[order.account]
         asset = mkt.quote if is_buy else mkt.base
-        acct.held[asset] -= release
+        held = acct.held
+        held[asset] = held[asset] - release
         acct.available[asset] = acct.available.get(asset, 0) + release
 
     def check_reprice(self, mkt: Market, order: Order, new_price: int) -> None:
