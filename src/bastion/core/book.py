@@ -34,23 +34,33 @@ class Level:
 
 @final
 class BookSide:
-    """One side; the heap holds prices (negated for bids) so heap[0] is always the best."""
+    """One side; the heap holds prices (negated for bids) so heap[0] is always the best.
 
-    __slots__ = ("heap", "in_heap", "is_bid", "levels")
+    ``top`` caches the best price (0: not known; prices are positive). Order entry asks for
+    the best price of the opposite side on every order: the cache answers without a dict
+    lookup. Levels appear only in ``add`` and go only through ``remove`` and ``drop``, which
+    keep it right."""
+
+    __slots__ = ("heap", "in_heap", "is_bid", "levels", "top")
 
     def __init__(self, is_bid: bool) -> None:
         self.is_bid = is_bid
         self.levels: dict[int, Level] = {}
         self.heap: list[int] = []
         self.in_heap: set[int] = set()
+        self.top = 0
 
     def best(self) -> int | None:
+        top = self.top
+        if top:
+            return top
         heap = self.heap
         levels = self.levels
         while heap:
             key = heap[0]
             price = -key if self.is_bid else key
             if price in levels:
+                self.top = price
                 return price
             heappop(heap)
             self.in_heap.discard(price)
@@ -67,6 +77,9 @@ class BookSide:
         level.orders.append(order)
         level.qty += order.remaining
         level.count += 1
+        top = self.top
+        if top and (price > top if self.is_bid else price < top):
+            self.top = price
 
     def remove(self, order: Order) -> None:
         """Flag the order dead and drop its quantity; O(1) whatever the level's length."""
@@ -75,9 +88,15 @@ class BookSide:
         level.qty -= order.remaining
         level.count -= 1
         if level.count == 0:
-            del self.levels[order.price]
+            self.drop(order.price)
         elif level.orders[0] is order:
             level.orders.popleft()
+
+    def drop(self, price: int) -> None:
+        """Delete an emptied level (its heap entry goes lazily, in ``best``)."""
+        del self.levels[price]
+        if price == self.top:
+            self.top = 0
 
     def prices(self) -> list[int]:
         """Level prices best-first."""

@@ -64,7 +64,7 @@ def match(mkt: Market, book: OrderBook, taker: Order, stp_mode: str, out: list[E
                 level.count -= 1
                 forget(maker)
         if level.count == 0 and best in levels:
-            del levels[best]
+            opposite.drop(best)
 
 
 def execute(mkt: Market, book: OrderBook, order: Order, crosses: bool, out: list[E.Event],

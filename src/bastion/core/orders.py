@@ -42,6 +42,9 @@ Terms = tuple[Account, bool, int, int, str, OrderBook, int | None, bool, Side, b
 #: A command's fields as one tuple (``msgspec.structs.astuple``). The two hot commands are read
 #: that way: one C call instead of a generic attribute read per field (order entry read 13).
 Fields = tuple[Any, ...]
+#: ``errors.MAX_INT`` (2**62) is one past the ints compiled code compares natively: the inline
+#: price check stops below it and leaves the rest to ``valid_price``
+MAX_SHORT: Final = X.MAX_INT - 1
 fields_of: Final = astuple
 #: the hot events, bound here (``Final``): compiled code then calls them without a module
 #: attribute lookup each time (``events`` is a plain Python module)
@@ -292,7 +295,7 @@ def terms(v: Venue, mkt: Market, f: Fields, band_limit: int = 0,
         raw_price = f[P_PRICE]
         if type(raw_price) is int:
             price: int = raw_price
-            if not 0 < price <= X.MAX_INT or price % mkt.tick_size:
+            if not 0 < price < MAX_SHORT or price % mkt.tick_size:
                 price = valid_price(mkt, price)
         else:
             price = valid_price(mkt, raw_price)

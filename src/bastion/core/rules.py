@@ -12,7 +12,9 @@ from bastion.core.state import Market
 #: ``Final``: compiled code inlines them (a plain module name is a dict lookup per use)
 PPM: Final = 1_000_000
 BPS: Final = 10_000
-NO_DEADLINE: Final = 2**63
+#: no timed change pending: the largest int compiled code compares natively (2**63 took the
+#: boxed path on every command), far past any timestamp
+NO_DEADLINE: Final = 2**62 - 1
 MAX_CLIENT_ID: Final = 64
 STP_MODES: Final = frozenset(("expire_taker", "expire_maker", "expire_both", "none"))
 
