@@ -34,7 +34,7 @@ CORE = SRC / "bastion" / "core"
 #: the modules compiled: everything a command touches on the order path, spot and perpetual.
 #: The record modules (msgspec Structs: commands, events, state, perp.state) stay Python.
 HOT = (
-    "records", "rules", "book", "matching", "orders", "venue", "engine",
+    "arith", "records", "rules", "book", "matching", "orders", "venue", "engine",
     "ledger/base", "ledger/spot", "ledger/margin",
     "perp/records", "perp/calc", "perp/positions", "perp/liqindex", "perp/liquidation", "perp/triggers",
 )

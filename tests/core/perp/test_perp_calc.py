@@ -9,7 +9,6 @@ from bastion.core.perp.calc import (
     cushion_term,
     maintenance,
     median,
-    mul_div,
     threshold,
 )
 from bastion.core.perp.positions import realize
@@ -53,12 +52,6 @@ def test_maintenance_is_continuous_across_tiers():
         below, above = maintenance(TIERS, bound), maintenance(TIERS, bound + 1)
         assert 0 <= above - below <= 1
     assert maintenance(TIERS, 10_000 * 10**8) == 100 * 10**8  # 1% of 10k USDT
-
-
-@given(a=st.integers(-(10**30), 10**30), b=st.integers(0, 10**20), c=st.integers(0, 10**20),
-       d=st.integers(1, 10**20))
-def test_mul_div_is_the_exact_floor(a, b, c, d):
-    assert mul_div(a, b, c, d) == a * b * c // d
 
 
 def test_median():

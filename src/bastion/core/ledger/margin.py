@@ -21,6 +21,7 @@ from typing import Any
 from bastion.core import commands as C
 from bastion.core import errors as X
 from bastion.core import events as E
+from bastion.core.arith import mul, mul_div
 from bastion.core.book import BookSide
 from bastion.core.ledger.base import Ledger
 from bastion.core.matching import STOP, Clip
@@ -30,7 +31,6 @@ from bastion.core.perp.calc import (
     PPM,
     ceil_div,
     maintenance,
-    mul_div,
     notional,
     order_hold,
     threshold,
@@ -411,12 +411,12 @@ class MarginLedger(Ledger):
             mark = pm.mark
             div = pm.price_div
             size = pos.size
-            n = (size if size > 0 else -size) * mark // div
-            term = size * mark // div
+            n = mul(size if size > 0 else -size, mark) // div
+            term = mul(size, mark) // div
             if n > 0:  # calc.cushion_term, inlined
                 tiers = pm.tiers
                 t = tiers[0] if n <= tiers[0].max_notional else tier_for(tiers, n)
-                term += (t.cum_ppm - n * t.mmr_ppm) // PPM  # minus ceil(mm)
+                term += (t.cum_ppm - mul(n, t.mmr_ppm)) // PPM  # minus ceil(mm)
             base += term - pos.cost - funding_owed(pos, pm)
             total_notional += n
             terms.append((name, pm, pos, term, n))
@@ -571,6 +571,6 @@ class MarginLedger(Ledger):
 def _shrink_hold(margins: dict[int, MarginAccount], order: Order, before: int) -> None:
     """Holds shrink in proportion to the remaining quantity (zero when fully filled)."""
     if order.hold:
-        keep = order.hold * order.remaining // before
+        keep = mul_div(order.hold, order.remaining, 1, before)
         margins[order.account].order_im -= order.hold - keep
         order.hold = keep

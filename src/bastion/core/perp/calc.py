@@ -4,6 +4,7 @@ No state, no engine: every rounding choice is made here, once, in the venue's fa
 floor, margins ceil), so the rest of the package never rounds on its own.
 """
 
+from bastion.core.arith import mul, mul_div
 from bastion.core.perp.state import Tier
 
 PPM = 1_000_000
@@ -24,18 +25,6 @@ def tdiv(a: int, b: int) -> int:
     return a // b if a >= 0 else -(-a // b)
 
 
-def mul_div(a: int, b: int, c: int, d: int) -> int:
-    """``a * b * c // d`` (b, c >= 0, d > 0), exactly, without the product: compiled, an
-    intermediate past 62 bits becomes a heap-allocated big int, ~100 times slower than a
-    machine word. With a = q*d + r and r*b = q2*d + r2, the result is q*b*c + q2*c + r2*c // d,
-    and every step stays below ``d * max(b, c)`` (and the result)."""
-    q = a // d
-    r = a - q * d  # not divmod: compiled, that is a generic call returning a boxed tuple
-    rb = r * b
-    q2 = rb // d
-    return q * b * c + q2 * c + (rb - q2 * d) * c // d
-
-
 def clamp(x: int, low: int, high: int) -> int:
     return low if x < low else high if x > high else x
 
@@ -51,12 +40,12 @@ def median(values: list[int]) -> int:
 def value(size: int, price: int, div: int) -> int:
     """Signed position value at ``price`` in settle units, floored (conservative for both
     sides: a long is worth a little less, a short owes a little more)."""
-    return size * price // div
+    return mul(size, price) // div
 
 
 def notional(size: int, price: int, div: int) -> int:
     """Unsigned notional, floored (used to pick tiers and size margins)."""
-    return abs(size) * price // div
+    return mul(abs(size), price) // div
 
 
 def build_tiers(specs: list[tuple[int, int, int]]) -> list[Tier]:
@@ -85,7 +74,7 @@ def maintenance(tiers: list[Tier], notional_value: int) -> int:
     if notional_value <= 0:
         return 0
     t = tier_for(tiers, notional_value)
-    return ceil_div(notional_value * t.mmr_ppm - t.cum_ppm, PPM)
+    return ceil_div(mul(notional_value, t.mmr_ppm) - t.cum_ppm, PPM)
 
 
 def initial(tiers: list[Tier], notional_value: int, leverage: int) -> int:
@@ -98,7 +87,7 @@ def initial(tiers: list[Tier], notional_value: int, leverage: int) -> int:
 
 def order_hold(notional_value: int, leverage: int, fee_ppm: int) -> int:
     """Initial margin reserved by an open order: notional / leverage plus the worst fee."""
-    return ceil_div(notional_value, leverage) + (ceil_div(notional_value * fee_ppm, PPM)
+    return ceil_div(notional_value, leverage) + (ceil_div(mul(notional_value, fee_ppm), PPM)
                                                  if fee_ppm > 0 else 0)
 
 
@@ -123,12 +112,12 @@ def threshold(tiers: list[Tier], size: int, div: int, target: int) -> int:
         lo = 0
         for t in tiers:
             # f*PPM = N*(PPM - mmr) + cum = target*PPM, solved in the tier that contains N
-            num = target * PPM - t.cum_ppm
+            num = mul(target, PPM) - t.cum_ppm
             den = PPM - t.mmr_ppm
             # lo * den <= num <= max_notional * den, without the big products
             if (lo <= num // den and -(-num // den) <= t.max_notional) or t is tiers[-1]:
                 # P = N * div / size, rounded up: re-check at or below it
-                return -mul_div(-num, div, 1, den * size)
+                return -mul_div(-num, div, 1, mul(den, size))
             lo = t.max_notional
         return ALWAYS_LONG
     # short: f*PPM = -N*(PPM + mmr) + cum: decreasing in P; f(0) = 0
@@ -137,9 +126,9 @@ def threshold(tiers: list[Tier], size: int, div: int, target: int) -> int:
     lo = 0
     n = -size
     for t in tiers:
-        num = t.cum_ppm - target * PPM
+        num = t.cum_ppm - mul(target, PPM)
         den = PPM + t.mmr_ppm
         if (lo <= num // den and -(-num // den) <= t.max_notional) or t is tiers[-1]:
-            return mul_div(num, div, 1, den * n)  # re-check at or above it
+            return mul_div(num, div, 1, mul(den, n))  # re-check at or above it
         lo = t.max_notional
     return ALWAYS_SHORT

@@ -11,7 +11,8 @@ from typing import final
 
 from mypy_extensions import mypyc_attr
 
-from bastion.core.perp.calc import PPM, mul_div, tier_for
+from bastion.core.arith import mul, mul_div
+from bastion.core.perp.calc import PPM, tier_for
 from bastion.core.perp.state import RATE_SCALE, PerpMarket, Position
 
 
@@ -52,7 +53,7 @@ def funding_owed(pos: Position, pm: PerpMarket) -> int:
     moved = pm.funding_index - pos.funding_index
     if not moved:
         return 0
-    return -(-(pos.size * moved) // (pm.price_div * RATE_SCALE))
+    return -(-mul(pos.size, moved) // mul(pm.price_div, RATE_SCALE))
 
 
 @final
@@ -91,15 +92,15 @@ def risk(collateral: int, positions: dict[str, Position], markets: dict[str, Per
         mark = pm.mark
         div = pm.price_div
         size = pos.size
-        upnl += size * mark // div - pos.cost
+        upnl += mul(size, mark) // div - pos.cost
         moved = pm.funding_index - pos.funding_index
         if moved:
-            owed -= -(size * moved) // (div * RATE_SCALE)
-        n = (size if size > 0 else -size) * mark // div
+            owed -= -mul(size, moved) // mul(div, RATE_SCALE)
+        n = mul(size if size > 0 else -size, mark) // div
         if n > 0:
             tiers = pm.tiers
             t = tiers[0] if n <= tiers[0].max_notional else tier_for(tiers, n)
-            mm += -(-(n * t.mmr_ppm - t.cum_ppm) // PPM)
+            mm += -(-(mul(n, t.mmr_ppm) - t.cum_ppm) // PPM)
             lev = leverage.get(name, pm.default_leverage)
             im += -(-n // (lev if lev < t.max_leverage else t.max_leverage))
     wallet = collateral - owed

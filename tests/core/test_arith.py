@@ -1,0 +1,42 @@
+"""``arith.mul``/``mul_div`` equal Python's exact products in both builds: the machine-word
+path (compiled) must give the same answer as the big-int path, at and around every bound."""
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from bastion.core.arith import mul, mul_div
+
+#: magnitudes around the bounds the compiled code switches on: 2**31 (both operands small),
+#: 2**62 (a tagged short int, the product limit) and 2**63 (an i64)
+EDGES = [0, 1, 2, 3, 2**30, 2**31 - 1, 2**31, 2**31 + 1, 2**32, 3_037_000_499, 3_037_000_500,
+         2**61, 2**62 - 1, 2**62, 2**62 + 1, 2**63 - 1, 2**63, 2**64, 10**30]
+edge = st.sampled_from(EDGES).flatmap(lambda m: st.sampled_from([m, -m]))
+wide = st.one_of(edge, st.integers(-(2**70), 2**70), st.integers(-(2**33), 2**33))
+
+
+def test_mul_at_every_bound():
+    for a in EDGES:
+        for b in EDGES:
+            for sa in (1, -1):
+                for sb in (1, -1):
+                    assert mul(sa * a, sb * b) == sa * a * sb * b, (sa * a, sb * b)
+
+
+@settings(max_examples=500)
+@given(a=wide, b=wide)
+def test_mul_is_the_exact_product(a, b):
+    assert mul(a, b) == a * b
+
+
+@settings(max_examples=500)
+@given(a=wide, b=st.one_of(edge.map(abs), st.integers(0, 2**40)),
+       c=st.one_of(st.just(1), edge.map(abs), st.integers(0, 10**9)),
+       d=st.one_of(edge.map(abs).filter(bool), st.integers(1, 2**64)))
+def test_mul_div_is_the_exact_floor(a, b, c, d):
+    assert mul_div(a, b, c, d) == a * b * c // d
+
+
+@given(a=st.integers(-(10**30), 10**30), b=st.integers(0, 10**20), c=st.integers(0, 10**20),
+       d=st.integers(1, 10**20))
+def test_mul_div_without_the_product(a, b, c, d):
+    assert mul_div(a, b, c, d) == a * b * c // d
