@@ -69,3 +69,41 @@ def test_index_matches_the_model_through_rekeys_rebuilds_and_stale_slots(monkeyp
                     liq.set((a, A), {M: entry})
                     model[a] = entry
         assert rebuilt
+
+
+def test_set_one_is_set_with_one_entry():
+    """``set_one`` (the one-position re-key) leaves the index as ``set`` with that one entry
+    would, also for an account that held a second market until now, and counts re-keys the
+    same: two indexes fed the same history agree on every crossing, entry and count."""
+    markets = ("M", "N")
+    for seed in range(3):
+        rng = random.Random(seed)
+        fast, plain = LiqIndex(), LiqIndex()
+        for step in range(3_000):
+            who = (rng.randrange(1, 100), A)
+            roll = rng.random()
+            if roll < 0.6:
+                market = rng.choice(markets)
+                entry = _entry(rng)
+                fast.set_one(who, market, *entry)
+                plain.set(who, {market: entry})
+            elif roll < 0.75:
+                entries = {m: _entry(rng) for m in markets}
+                fast.set(who, entries)
+                plain.set(who, entries)
+            elif roll < 0.8:
+                fast.forget(who)
+                plain.forget(who)
+            else:
+                market = rng.choice(markets)
+                mark = rng.randrange(880, 1_120)
+                found = fast.crossed(market, A, mark)
+                assert found == plain.crossed(market, A, mark), (seed, step)
+                for a in found:
+                    entry = _entry(rng)
+                    fast.set_one((a, A), market, *entry)
+                    plain.set((a, A), {market: entry})
+            for market in markets:
+                assert fast.entry(who, market) == plain.entry(who, market), (seed, step)
+        assert fast.version == plain.version
+        assert fast.live == plain.live

@@ -85,7 +85,7 @@ class MarginLedger(Ledger):
         #: accounts whose positions or collateral changed in this command (settle pass input)
         self.touched: set[Key] = set()
         #: open perp order ids per settle asset, then account: liquidation cancels without a
-        #: scan
+        #: scan (a set may be empty: it is kept for the account's next order)
         self.orders_of: dict[str, dict[int, set[int]]] = {}
         #: ADL queues ranked once per command: (market, long side) -> positions
         self.adl_queues: dict[tuple[str, bool], deque[Position]] = {}
@@ -271,10 +271,8 @@ class MarginLedger(Ledger):
             self.reduce_only.discard(order.order_id)
         of = self.orders_of.get(settle)
         mine = of.get(account) if of is not None else None
-        if of is not None and mine is not None:
+        if mine is not None:  # an emptied set stays: the account's next order reuses it
             mine.discard(order.order_id)
-            if not mine:
-                del of[account]
 
     # ------------------------------------------------------------------ amend
 
@@ -398,7 +396,8 @@ class MarginLedger(Ledger):
     def rekey(self, who: Key) -> int:
         """Recompute an account's cushion (``equity - maintenance``, funding owed counted) and
         its liquidation-index entries; returns the cushion."""
-        ma = self.margin_of.get(who[1], {}).get(who[0])
+        of = self.margin_of.get(who[1])
+        ma = of.get(who[0]) if of is not None else None
         if ma is None or not ma.positions:
             self.liq.forget(who)
             return 0  # nothing to liquidate (a flat loss is cover_flat_loss's job)
@@ -421,6 +420,23 @@ class MarginLedger(Ledger):
             total_notional += n
             terms.append((name, pm, pos, term, n))
         cushion = base
+        if len(terms) == 1:  # the usual case: no entries to build (``LiqIndex.set_one``)
+            name, pm, pos, term, _ = terms[0]
+            size = pos.size
+            index = pm.funding_index
+            if cushion < 0:
+                self.liq.set_one(who, name, size > 0, ALWAYS_LONG if size > 0 else ALWAYS_SHORT,
+                                 index, index)
+                return cushion
+            allowance = cushion // FUNDING_ALLOWANCE_DIV
+            key = threshold(pm.tiers, size, pm.price_div, term - (cushion - allowance) + 2)
+            reach = mul_div(allowance - 1, pm.price_div, RATE_SCALE, abs(size))
+            soft = reach // 2 + 1
+            if size > 0:
+                self.liq.set_one(who, name, True, key, index + reach + 1, index + soft)
+            else:
+                self.liq.set_one(who, name, False, key, index - reach - 1, index - soft)
+            return cushion
         entries: dict[str, Entry] = {}
         if cushion < 0:
             for name, pm, pos, _, _ in terms:
@@ -433,10 +449,7 @@ class MarginLedger(Ledger):
             allowance = cushion // FUNDING_ALLOWANCE_DIV
             budget = cushion - allowance
             for name, pm, pos, term, n in terms:
-                if count == 1:  # the usual case, exact, and without big intermediates
-                    share = budget
-                    fshare = allowance
-                elif total_notional:
+                if total_notional:
                     share = budget * n // total_notional
                     fshare = allowance * n // total_notional
                 else:

@@ -95,45 +95,70 @@ class LiqIndex:
     def set(self, who: Key, entries: dict[str, Entry]) -> None:
         """Replace an account's entries (all its markets at once)."""
         account, asset = who
-        versions = self.version.get(asset)
-        if versions is None:
-            versions = self.version[asset] = {}
-        versions[account] = versions.get(account, 0) + 1
-        keys = self.keys.get(asset)
-        if keys is None:
-            keys = self.keys[asset] = {}
-        slots = keys.get(account)
+        self._count(account, asset)
+        slots = self._slots(account, asset, bool(entries))
         if slots is None:
-            if not entries:
-                return
-            slots = keys[account] = {}
-        live = self.live
+            return
         for market, (is_long, key, fkey, soft) in entries.items():
-            slot = slots.get(market)
-            if slot is None or slot.is_long != is_long:
-                if slot is None:
-                    live[market] = live.get(market, 0) + 1
-                slot = slots[market] = Slot(is_long, key, fkey, soft)
-                self._push_price(market, account, slot)
-                self._push_funding(market, account, slot)
-                continue
-            slot.key = key
-            slot.fkey = fkey
-            slot.soft = soft
-            # a heap key further from the mark than the new key still guards it: keep it
-            if slot.stamp == NONE or (slot.heap_key < key if is_long else slot.heap_key > key):
-                slot.heap_key = key
-                self._push_price(market, account, slot)
-            if slot.fstamp == NONE or (slot.heap_fkey > fkey if is_long
-                                       else slot.heap_fkey < fkey):
-                slot.heap_fkey = fkey
-                self._push_funding(market, account, slot)
+            self._put(market, account, slots, is_long, key, fkey, soft)
         if len(slots) != len(entries):
+            live = self.live
             for market in [m for m in slots if m not in entries]:
                 del slots[market]
                 live[market] -= 1
             if not slots:
-                del keys[account]
+                del self.keys[asset][account]
+
+    def set_one(self, who: Key, market: str, is_long: bool, key: int, fkey: int,
+                soft: int) -> None:
+        """``set(who, {market: (is_long, key, fkey, soft)})`` without building the entry: an
+        account with one position, the usual case, re-keyed after every fill."""
+        account, asset = who
+        slots = self._slots(account, asset, True)
+        if slots is None or len(slots) > 1 or (slots and market not in slots):
+            self.set(who, {market: (is_long, key, fkey, soft)})
+            return
+        self._count(account, asset)
+        self._put(market, account, slots, is_long, key, fkey, soft)
+
+    def _count(self, account: int, asset: str) -> None:
+        versions = self.version.get(asset)
+        if versions is None:
+            versions = self.version[asset] = {}
+        versions[account] = versions.get(account, 0) + 1
+
+    def _slots(self, account: int, asset: str, create: bool) -> dict[str, Slot] | None:
+        """The account's slots (created if ``create``, else None if it has none)."""
+        keys = self.keys.get(asset)
+        if keys is None:
+            keys = self.keys[asset] = {}
+        slots = keys.get(account)
+        if slots is None and create:
+            slots = keys[account] = {}
+        return slots
+
+    def _put(self, market: str, account: int, slots: dict[str, Slot], is_long: bool, key: int,
+             fkey: int, soft: int) -> None:
+        """Set one market's keys, pushing heap entries only where the old ones do not guard."""
+        slot = slots.get(market)
+        if slot is None or slot.is_long != is_long:
+            if slot is None:
+                live = self.live
+                live[market] = live.get(market, 0) + 1
+            slot = slots[market] = Slot(is_long, key, fkey, soft)
+            self._push_price(market, account, slot)
+            self._push_funding(market, account, slot)
+            return
+        slot.key = key
+        slot.fkey = fkey
+        slot.soft = soft
+        # a heap key further from the mark than the new key still guards it: keep it
+        if slot.stamp == NONE or (slot.heap_key < key if is_long else slot.heap_key > key):
+            slot.heap_key = key
+            self._push_price(market, account, slot)
+        if slot.fstamp == NONE or (slot.heap_fkey > fkey if is_long else slot.heap_fkey < fkey):
+            slot.heap_fkey = fkey
+            self._push_funding(market, account, slot)
 
     def _push_price(self, market: str, account: int, slot: Slot) -> None:
         stamp = self.stamps = self.stamps + 1
