@@ -115,6 +115,10 @@ class MarginLedger(Ledger):
             ma = of[account] = self.margins[(account, asset)] = MarginAccount(account, asset)
         return ma
 
+    def margin_or_none(self, account: int, asset: str) -> MarginAccount | None:
+        of = self.margin_of.get(asset)
+        return of.get(account) if of is not None else None
+
     def insurance(self, asset: str) -> MarginAccount:
         return self.margin(INSURANCE, asset)
 
@@ -183,7 +187,7 @@ class MarginLedger(Ledger):
                 raise Refused(X.REDUCE_ONLY, f"reduce-only {cmd.side} has no opposite position "
                                              f"to reduce in {mkt.market}")
             return min(qty, can), 0
-        ma = self.margin_of.get(pm.settle, {}).get(acct.account)
+        ma = self.margin_or_none(acct.account, pm.settle)
         hold = order_hold(price * qty // mkt.price_div, self.leverage(ma, pm), mkt.taker_fee_ppm)
         free = self.available(ma)
         if hold > free:
@@ -216,15 +220,19 @@ class MarginLedger(Ledger):
     def settle_fill(self, mkt: Market, maker: Order, taker: Order, price: int, qty: int,
                     notional: int, maker_fee: int, taker_fee: int) -> None:
         pm = self.markets[mkt.market]
+        settle = pm.settle
+        tma = self.margin(taker.account, settle)  # looked up once per fill, not per step
+        mma = self.margin(maker.account, settle)
         if taker.side == "buy":
-            self.trade(pm, taker.account, maker.account, qty, notional)
+            self._move(pm, taker.account, qty, notional, tma)
+            self._move(pm, maker.account, -qty, notional, mma)
         else:
-            self.trade(pm, maker.account, taker.account, qty, notional)
-        margins = self.margin_of[pm.settle]
-        margins[taker.account].collateral -= taker_fee
-        margins[maker.account].collateral -= maker_fee
-        _shrink_hold(margins, maker, maker.remaining + qty)
-        _shrink_hold(margins, taker, taker.remaining + qty)
+            self._move(pm, maker.account, qty, notional, mma)
+            self._move(pm, taker.account, -qty, notional, tma)
+        tma.collateral -= taker_fee
+        mma.collateral -= maker_fee
+        _shrink_hold(mma, maker, maker.remaining + qty)
+        _shrink_hold(tma, taker, taker.remaining + qty)
 
     def clipper(self, mkt: Market, order: Order, opposite: BookSide) -> Clip | None:
         """Reduce-only orders never open or grow a position, whatever changed since."""
@@ -277,7 +285,9 @@ class MarginLedger(Ledger):
     # ------------------------------------------------------------------ amend
 
     def shrink(self, mkt: Market, order: Order, before: int) -> None:
-        _shrink_hold(self.margin_of.get(self.markets[mkt.market].settle, {}), order, before)
+        if order.hold:
+            _shrink_hold(self.margin(order.account, self.markets[mkt.market].settle), order,
+                         before)
 
     def check_reprice(self, mkt: Market, order: Order, new_price: int) -> None:
         pm = self.markets[mkt.market]
@@ -293,7 +303,7 @@ class MarginLedger(Ledger):
         if order.order_id in self.reduce_only:
             return 0
         pm = self.markets[mkt.market]
-        ma = self.margin_of.get(pm.settle, {}).get(order.account)
+        ma = self.margin_or_none(order.account, pm.settle)
         new_hold = order_hold(new_price * new_remaining // mkt.price_div, self.leverage(ma, pm),
                               mkt.taker_fee_ppm)
         free = self.available(ma) + order.hold
@@ -304,7 +314,7 @@ class MarginLedger(Ledger):
         return new_hold
 
     def rehold(self, mkt: Market, order: Order, new_hold: int) -> None:
-        ma = self.margin_of.get(self.markets[mkt.market].settle, {}).get(order.account)
+        ma = self.margin_or_none(order.account, self.markets[mkt.market].settle)
         if ma is not None:
             ma.order_im += new_hold - order.hold
 
@@ -325,16 +335,21 @@ class MarginLedger(Ledger):
     def trade(self, pm: PerpMarket, buyer: int, seller: int, qty: int, amount: int) -> None:
         """Move ``qty`` from seller to buyer for ``amount`` settle units (book trades,
         insurance take-overs and ADL all come through here)."""
-        self._move(pm, buyer, qty, amount)
-        self._move(pm, seller, -qty, amount)
+        self._move(pm, buyer, qty, amount, None)
+        self._move(pm, seller, -qty, amount, None)
 
-    def _move(self, pm: PerpMarket, account: int, delta: int, amount: int) -> None:
+    def _move(self, pm: PerpMarket, account: int, delta: int, amount: int,
+              ma: MarginAccount | None) -> None:
+        """``ma``: the account's margin in ``pm``'s settle asset, if the caller has it."""
         market = pm.market
         asset = pm.settle
-        book = self.positions.setdefault(market, {})
+        book = self.positions.get(market)
+        if book is None:
+            book = self.positions[market] = {}
         pos = book.get(account)
         key = (account, asset)
-        ma = self.margin_of.get(asset, {}).get(account) or self.margin(account, asset)
+        if ma is None:
+            ma = self.margin(account, asset)
         if pos is None:
             pos = book[account] = Position(account=account, market=market, size=0, cost=0,
                                            funding_index=pm.funding_index)
@@ -581,9 +596,10 @@ class MarginLedger(Ledger):
         return problems
 
 
-def _shrink_hold(margins: dict[int, MarginAccount], order: Order, before: int) -> None:
-    """Holds shrink in proportion to the remaining quantity (zero when fully filled)."""
+def _shrink_hold(ma: MarginAccount, order: Order, before: int) -> None:
+    """Holds shrink in proportion to the remaining quantity (zero when fully filled); ``ma``
+    is the order's account's margin."""
     if order.hold:
         keep = mul_div(order.hold, order.remaining, 1, before)
-        margins[order.account].order_im -= order.hold - keep
+        ma.order_im -= order.hold - keep
         order.hold = keep

@@ -76,7 +76,7 @@ def cover_flat_loss(pe: MarginLedger, who: Key, out: list[E.Event]) -> None:
     """A flat account below zero (it closed at a loss larger than its margin) is topped up by
     the insurance fund; a fund that cannot pay goes negative and says so (``shortfall``)."""
     account, asset = who
-    ma = pe.margin_of.get(asset, {}).get(account)
+    ma = pe.margin_or_none(account, asset)
     if ma is None or ma.collateral >= 0 or account == INSURANCE or ma.positions:
         return
     amount = -ma.collateral
