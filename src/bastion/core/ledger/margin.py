@@ -30,6 +30,7 @@ from bastion.core.perp.calc import (
     ALWAYS_SHORT,
     PPM,
     ceil_div,
+    cushion_term,
     maintenance,
     notional,
     order_hold,
@@ -416,11 +417,15 @@ class MarginLedger(Ledger):
         if ma is None or not ma.positions:
             self.liq.forget(who)
             return 0  # nothing to liquidate (a flat loss is cover_flat_loss's job)
+        positions = ma.positions
+        if len(positions) == 1:
+            for name, pos in positions.items():
+                return self._rekey_one(who, ma, name, pos)
         markets = self.markets
         base = ma.collateral
         terms: list[tuple[str, PerpMarket, Position, int, int]] = []
         total_notional = 0
-        for name, pos in ma.positions.items():
+        for name, pos in positions.items():
             pm = markets[name]
             mark = pm.mark
             div = pm.price_div
@@ -435,23 +440,6 @@ class MarginLedger(Ledger):
             total_notional += n
             terms.append((name, pm, pos, term, n))
         cushion = base
-        if len(terms) == 1:  # the usual case: no entries to build (``LiqIndex.set_one``)
-            name, pm, pos, term, _ = terms[0]
-            size = pos.size
-            index = pm.funding_index
-            if cushion < 0:
-                self.liq.set_one(who, name, size > 0, ALWAYS_LONG if size > 0 else ALWAYS_SHORT,
-                                 index, index)
-                return cushion
-            allowance = cushion // FUNDING_ALLOWANCE_DIV
-            key = threshold(pm.tiers, size, pm.price_div, term - (cushion - allowance) + 2)
-            reach = mul_div(allowance - 1, pm.price_div, RATE_SCALE, abs(size))
-            soft = reach // 2 + 1
-            if size > 0:
-                self.liq.set_one(who, name, True, key, index + reach + 1, index + soft)
-            else:
-                self.liq.set_one(who, name, False, key, index - reach - 1, index - soft)
-            return cushion
         entries: dict[str, Entry] = {}
         if cushion < 0:
             for name, pm, pos, _, _ in terms:
@@ -482,6 +470,30 @@ class MarginLedger(Ledger):
                     entries[name] = (False, key, pm.funding_index - reach - 1,
                                      pm.funding_index - soft)
         self.liq.set(who, entries)
+        return cushion
+
+    def _rekey_one(self, who: Key, ma: MarginAccount, name: str, pos: Position) -> int:
+        """``rekey`` of an account with one position, the usual case: the whole cushion is
+        that position's budget, and its one entry is set directly (``LiqIndex.set_one``)."""
+        pm = self.markets[name]
+        size = pos.size
+        div = pm.price_div
+        term = cushion_term(pm.tiers, size, pm.mark, div)
+        cushion = ma.collateral + term - pos.cost - funding_owed(pos, pm)
+        index = pm.funding_index
+        if cushion < 0:
+            self.liq.set_one(who, name, size > 0, ALWAYS_LONG if size > 0 else ALWAYS_SHORT,
+                             index, index)
+            return cushion
+        allowance = cushion // FUNDING_ALLOWANCE_DIV
+        key = threshold(pm.tiers, size, div, term - (cushion - allowance) + 2)
+        # funding may cost this position up to the allowance: |size| * d_index / den + 1
+        reach = mul_div(allowance - 1, div, RATE_SCALE, abs(size))
+        soft = reach // 2 + 1  # half the allowance: re-checked soon, a few per command
+        if size > 0:
+            self.liq.set_one(who, name, True, key, index + reach + 1, index + soft)
+        else:
+            self.liq.set_one(who, name, False, key, index - reach - 1, index - soft)
         return cushion
 
     # ------------------------------------------------------------------ state
