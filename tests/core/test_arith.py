@@ -4,6 +4,8 @@ path (compiled) must give the same answer as the big-int path, at and around eve
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from bastion import corebuild
+from bastion.core import arith
 from bastion.core.arith import mul, mul_div
 
 #: magnitudes around the bounds the compiled code switches on: 2**31 (both operands small),
@@ -12,6 +14,11 @@ EDGES = [0, 1, 2, 3, 2**30, 2**31 - 1, 2**31, 2**31 + 1, 2**32, 3_037_000_499, 3
          2**61, 2**62 - 1, 2**62, 2**62 + 1, 2**63 - 1, 2**63, 2**64, 10**30]
 edge = st.sampled_from(EDGES).flatmap(lambda m: st.sampled_from([m, -m]))
 wide = st.one_of(edge, st.integers(-(2**70), 2**70), st.integers(-(2**33), 2**33))
+
+
+def test_the_word_path_runs_where_compiled():
+    """Compiled, the checks below exercise the machine-word path; pure, Python's ``*``."""
+    assert (corebuild.KIND == "compiled") == arith._NATIVE
 
 
 def test_mul_at_every_bound():

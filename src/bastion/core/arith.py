@@ -16,6 +16,9 @@ from mypy_extensions import i64
 _HALF: Final = 1 << 31
 #: the largest magnitude mypyc keeps unboxed (a tagged short int), and an ``i64`` holds
 _LIMIT: Final = (1 << 62) - 1
+#: whether this module runs compiled (its file is the extension, not the source): interpreted,
+#: Python's own ``*`` and ``//`` are the fastest exact way, and the word checks only cost
+_NATIVE: Final = not __file__.endswith(".py")
 #: ``_mul64``'s answer when the product does not fit (no product it returns has this value;
 #: still a tagged short int, so compiled code compares it as a constant)
 _WIDE: Final = -(1 << 62)
@@ -40,6 +43,8 @@ def _mul64(a: int, b: int) -> i64:
 
 def mul(a: int, b: int) -> int:
     """``a * b``, exactly; in a machine word whenever the product fits one."""
+    if not _NATIVE:
+        return a * b
     p = _mul64(a, b)
     if p != _WIDE:  # not a conditional expression: compiled, that would box both sides
         return p
@@ -51,6 +56,8 @@ def mul_div(a: int, b: int, c: int, d: int) -> int:
     fits one; otherwise without the product (a heap-allocated big int, ~100 times slower):
     with a = q*d + r and r*b = q2*d + r2, the result is q*b*c + q2*c + r2*c // d, and every
     step stays below ``d * max(b, c)`` (and the result)."""
+    if not _NATIVE:
+        return a * b * c // d
     p = _mul64(a, b)
     if p != _WIDE and c != 1:
         p = _mul64(p, c)
