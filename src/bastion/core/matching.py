@@ -36,11 +36,10 @@ def match(mkt: Market, book: OrderBook, taker: Order, stp_mode: str, out: list[E
         if best is None or ((best > limit) if is_buy else (best < limit)):
             return
         level = levels[best]
-        dq = level.orders
         while taker.remaining and level.count:
-            maker = dq[0]
+            maker = level.front()
             if not maker.live:
-                dq.popleft()
+                level.pop_front()
                 continue
             if maker.account == taker.account and stp_mode != "none":
                 if stp_mode != "expire_taker":
@@ -60,7 +59,7 @@ def match(mkt: Market, book: OrderBook, taker: Order, stp_mode: str, out: list[E
             level.qty -= qty
             if maker.remaining == 0:
                 maker.live = False
-                dq.popleft()
+                level.pop_front()
                 level.count -= 1
                 forget(maker)
         if level.count == 0 and best in levels:

@@ -103,7 +103,7 @@ def place_fields(v: Venue, cmd: C.PlaceOrder, f: Fields, out: list[E.Event]) -> 
     v.next_order_id = oid + 1
     ts = v.ts
     order = Order(oid, account, market, side, price, held_qty, held_qty, hold, ts, tif,
-                  post_only, client_id, stp, mkt.maker_fee_ppm, mkt.taker_fee_ppm)
+                  post_only, client_id, stp, mkt.maker_fee_ppm, mkt.taker_fee_ppm, 0, True, acct)
     reduce_only = led.reserve(mkt, order, f[P_REDUCE_ONLY] is True)
     key: Any = oid  # boxed once, for the index and the event
     v.orders[key] = order
@@ -123,7 +123,7 @@ def place_fields(v: Venue, cmd: C.PlaceOrder, f: Fields, out: list[E.Event]) -> 
 
 def amend(v: Venue, cmd: C.AmendOrder, out: list[E.Event]) -> None:
     """A quantity cut keeps priority; any other change re-enters the book as a fresh record
-    (the old one may still sit, dead, in its level's deque) and may match."""
+    (the old one may still sit, dead, in its level's list) and may match."""
     raw: Any = cmd
     mkt = v.market(raw.market)
     led = v.ledgers[mkt.kind]
@@ -149,7 +149,8 @@ def amend(v: Venue, cmd: C.AmendOrder, out: list[E.Event]) -> None:
     led.rehold(mkt, order, new_hold)
     order = Order(order.order_id, order.account, order.market, order.side, new_price, new_qty,
                   new_remaining, new_hold, v.ts, order.tif, order.post_only, order.client_id,
-                  order.stp, mkt.maker_fee_ppm, mkt.taker_fee_ppm, order.filled_quote)
+                  order.stp, mkt.maker_fee_ppm, mkt.taker_fee_ppm, order.filled_quote, True,
+                  order.acct)
     v.orders[order.order_id] = order
     out.append(E.OrderAmended(seq=v.seq, ts=v.ts, order_id=order.order_id,
                               account=order.account, market=mkt.market, price=new_price,

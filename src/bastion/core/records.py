@@ -19,15 +19,15 @@ from bastion.core.commands import MarketMode, Side, STPMode
 @final
 @mypyc_attr(acyclic=True)
 class Order:
-    __slots__ = ("account", "client_id", "filled_quote", "hold", "live", "maker_cap", "market",
-                 "order_id", "post_only", "price", "qty", "remaining", "side", "stp",
+    __slots__ = ("account", "acct", "client_id", "filled_quote", "hold", "live", "maker_cap",
+                 "market", "order_id", "post_only", "price", "qty", "remaining", "side", "stp",
                  "taker_cap", "tif", "ts")
 
     def __init__(self, order_id: int, account: int, market: str, side: Side, price: int,
                  qty: int, remaining: int, hold: int, ts: int, tif: str = "GTC",
                  post_only: bool = False, client_id: str = "", stp: STPMode | None = None,
                  maker_cap: int = 0, taker_cap: int = 0, filled_quote: int = 0,
-                 live: bool = True) -> None:
+                 live: bool = True, acct: "Account | None" = None) -> None:
         self.order_id = order_id
         self.account = account
         self.market = market
@@ -46,6 +46,10 @@ class Order:
         self.taker_cap = taker_cap
         self.filled_quote = filled_quote
         self.live = live
+        #: the spot account record, when order entry had it at hand: the spot ledger then
+        #: needs no lookup by account id (accounts are created once and never replaced; a
+        #: restored order has none and is looked up)
+        self.acct = acct
 
     def __repr__(self) -> str:
         return (f"Order(order_id={self.order_id}, account={self.account}, "

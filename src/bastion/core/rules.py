@@ -52,8 +52,9 @@ def int_in(value: object, low: int, high: int) -> bool:
 
 
 def ceil_div(a: int, b: int) -> int:
-    """Ceiling of a / b for b > 0."""
-    return -(-a // b)
+    """Ceiling of a / b for b > 0. Not ``-(-a // b)``: compiled code multiplies and divides a
+    negative int through Python objects, a non-negative one natively."""
+    return (a + b - 1) // b
 
 
 def fee_amount(notional: int, rate_ppm: int) -> int:
@@ -78,7 +79,7 @@ def spot_hold(mkt: Market, is_buy: bool, price: int, qty: int, fee_ppm: int) -> 
     its fee at most the fee share (docs/core.md, Units)."""
     if not is_buy:
         return qty
-    notional = -(-price * qty // mkt.price_div)
+    notional = ceil_div(price * qty, mkt.price_div)
     return notional + (notional * fee_ppm // PPM if fee_ppm > 0 else 0)
 
 

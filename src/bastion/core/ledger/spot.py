@@ -12,7 +12,7 @@ from bastion.core.book import BookSide
 from bastion.core.ledger.base import Ledger
 from bastion.core.matching import Clip
 from bastion.core.records import Order
-from bastion.core.rules import PPM, GuardViolation, Refused, spot_hold
+from bastion.core.rules import PPM, GuardViolation, Refused, ceil_div, spot_hold
 from bastion.core.state import Account, Market
 from bastion.core.venue import Venue
 
@@ -21,6 +21,10 @@ class SpotLedger(Ledger):
     def __init__(self, v: Venue) -> None:
         super().__init__(False)
         self.v = v
+
+    def account_of(self, order: Order) -> Account:
+        acct = order.acct
+        return acct if acct is not None else self.v.accounts[order.account]
 
     # ------------------------------------------------------------------ order entry
 
@@ -32,7 +36,7 @@ class SpotLedger(Ledger):
         taker_ppm = mkt.taker_fee_ppm
         if is_buy:
             hold_asset = mkt.quote
-            notional = -(-price * qty // mkt.price_div)
+            notional = ceil_div(price * qty, mkt.price_div)
             hold = notional + notional * taker_ppm // PPM if taker_ppm > 0 else notional
         else:
             hold_asset = mkt.base
@@ -64,7 +68,7 @@ class SpotLedger(Ledger):
     def reserve(self, mkt: Market, order: Order, reduce_only: bool) -> bool:
         hold = order.hold
         asset = mkt.quote if order.side == "buy" else mkt.base
-        acct = self.v.accounts[order.account]
+        acct = self.account_of(order)
         available = acct.available
         available[asset] = available[asset] - hold  # native arithmetic (``-=`` is generic)
         held = acct.held
@@ -81,9 +85,8 @@ class SpotLedger(Ledger):
             buyer, buyer_fee, seller, seller_fee = maker, maker_fee, taker, taker_fee
         base = mkt.base
         quote = mkt.quote
-        accounts = self.v.accounts
         # buyer: pay notional + fee out of the order's hold, release what the rest no longer needs
-        bacct = accounts[buyer.account]
+        bacct = self.account_of(buyer)
         cost = notional + buyer_fee
         keep = spot_hold(mkt, True, buyer.price, buyer.remaining, buyer.taker_cap)
         release = buyer.hold - cost - keep
@@ -97,7 +100,7 @@ class SpotLedger(Ledger):
         bavail[quote] = bavail.get(quote, 0) + release
         bavail[base] = bavail.get(base, 0) + qty
         # seller: deliver base out of the hold, receive notional net of fee
-        sacct = accounts[seller.account]
+        sacct = self.account_of(seller)
         seller.hold -= qty
         sheld = sacct.held
         sheld[base] = sheld[base] - qty
@@ -110,7 +113,7 @@ class SpotLedger(Ledger):
     def release(self, mkt: Market, order: Order) -> None:
         hold = order.hold
         if hold:
-            acct = self.v.accounts[order.account]
+            acct = self.account_of(order)
             asset = mkt.quote if order.side == "buy" else mkt.base
             held = acct.held
             held[asset] = held[asset] - hold
