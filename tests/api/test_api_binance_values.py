@@ -129,3 +129,23 @@ def test_stp_liquidation_price_and_realized_pnl_over_binance(srv: Server) -> Non
     pos = next(p for p in native if p["market"] == "BTC-USDT-PERP")
     assert sum(Decimal(t["realizedPnl"]) for t in trades) == Decimal(pos["realized_pnl"])
     admin.close()
+
+
+def test_exchange_info_rate_limits_are_the_servers_own(srv: Server,
+                                                       tmp_path: Any) -> None:
+    """``rateLimits`` states the buckets this server enforces (default settings here), and a
+    server configured otherwise states its own: a fractional rate per minute, a disabled
+    bucket left out."""
+    from bastion.api.config import Settings
+
+    d = Settings()
+    want = [{"rateLimitType": "REQUEST_WEIGHT", "interval": "SECOND", "intervalNum": 1,
+             "limit": int(d.ip_rate[0])},
+            {"rateLimitType": "ORDERS", "interval": "SECOND", "intervalNum": 1,
+             "limit": int(d.key_rate[0])}]
+    for path in ("/api/v3/exchangeInfo", "/fapi/v1/exchangeInfo", "/dapi/v1/exchangeInfo"):
+        assert httpx.get(srv.url + path).json()["rateLimits"] == want, path
+    with running(tmp_path / "data", BASTION_RATE_KEY="0", BASTION_RATE_IP="2.5/50") as other:
+        got = httpx.get(other.url + "/api/v3/exchangeInfo").json()["rateLimits"]
+    assert got == [{"rateLimitType": "REQUEST_WEIGHT", "interval": "MINUTE", "intervalNum": 1,
+                    "limit": 150}]

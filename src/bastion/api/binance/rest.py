@@ -290,6 +290,25 @@ def verify(ctx: Context, api_key: str | None, method: str, path: str, qs: bytes,
 
 # ---------------------------------------------------------------- symbols and shapes
 
+def rate_limits(ctx: Context) -> list[dict[str, Any]]:
+    """The gateway's own token buckets in Binance's shape, so a client that paces itself from
+    ``exchangeInfo`` paces to the limits this server enforces. Every request costs 1 per client
+    IP (``REQUEST_WEIGHT``); every signed request counts against its API key, orders included
+    (``ORDERS``, Binance's closest type). Binance counts whole requests per interval, so a
+    fractional rate is given per minute (or per day). A disabled bucket is left out."""
+    out: list[dict[str, Any]] = []
+    for kind, lim in (("REQUEST_WEIGHT", ctx.ip_limiter), ("ORDERS", ctx.key_limiter)):
+        if not lim.enabled:
+            continue
+        for interval, seconds in (("SECOND", 1), ("MINUTE", 60), ("DAY", 86_400)):
+            per = lim.rate * seconds
+            if per == int(per) or interval == "DAY":
+                break
+        out.append({"rateLimitType": kind, "interval": interval, "intervalNum": 1,
+                    "limit": max(1, int(per))})
+    return out
+
+
 def _is_perp(m: Market) -> bool:
     return m.kind != "spot"
 
@@ -633,7 +652,8 @@ def routes(ctx: Context) -> list[BaseRoute]:
             syms = [symbol_info(e, m, perp) for _, m in sorted(e.markets.items())
                     if _is_perp(m) == perp]
             data: dict[str, Any] = {"timezone": "UTC", "serverTime": now_ms(),
-                                    "rateLimits": [], "exchangeFilters": [], "symbols": syms}
+                                    "rateLimits": rate_limits(ctx), "exchangeFilters": [],
+                                    "symbols": syms}
             if perp:
                 data["assets"] = [{"asset": a, "marginAvailable": True,
                                    "autoAssetExchange": "0"}
@@ -643,7 +663,7 @@ def routes(ctx: Context) -> list[BaseRoute]:
         return handler
 
     async def dapi_exchange_info(request: Request) -> Response:
-        return J({"timezone": "UTC", "serverTime": now_ms(), "rateLimits": [],
+        return J({"timezone": "UTC", "serverTime": now_ms(), "rateLimits": rate_limits(ctx),
                   "exchangeFilters": [], "symbols": []})
 
     def depth(perp: bool) -> Handler:
