@@ -6,18 +6,14 @@ floor, margins ceil), so the rest of the package never rounds on its own.
 
 from bastion.core.arith import mul, mul_div
 from bastion.core.perp.state import Tier
+from bastion.core.rules import BPS as BPS
+from bastion.core.rules import PPM as PPM
+from bastion.core.rules import ceil_div as ceil_div
 
-PPM = 1_000_000
-BPS = 10_000
 #: "Check this account on every mark update" for a long key (mark <= key always holds).
 ALWAYS_LONG = 2**63
 #: Same for a short key (mark >= 0 always holds).
 ALWAYS_SHORT = 0
-
-
-def ceil_div(a: int, b: int) -> int:
-    """Ceiling of a / b for b > 0."""
-    return -(-a // b)
 
 
 def tdiv(a: int, b: int) -> int:
