@@ -257,6 +257,7 @@ class Member:
             return
         took = time.monotonic() - t0
         self._resume_term = 0
+        term = self.lease.term
         how = "resumed" if resumed else "failover" if failover else "switchover"
         log.info("%s leads at term %d from seq %d (%s, ready in %.0f ms)", self.name,
                  self.lease.term, self.replica.seq, how, took * 1000)
@@ -274,6 +275,11 @@ class Member:
         if stop.is_set() and self.lease.valid():
             with contextlib.suppress(Exception):
                 await self._final_snapshot()
+        elif not stop.is_set() and not self.lease.valid() and not self._resume_term:
+            # the writer's lease guard saw the lapse before the renewal loop did (which then
+            # finds itself cancelled and arms nothing): arm the resumption here too
+            log.info("%s: lease lapsed at term %d, will try to take it back", self.name, term)
+            self._arm_resume(term)
         await self._step_down("stopping" if stop.is_set() else "lease or fence lost")
 
     async def _become_leader(self, failover: bool, resumed_from: int = 0) -> bool:
@@ -393,11 +399,15 @@ class Member:
                 break
             await asyncio.sleep(self.config.renew_every)
         if current() and self._loop is not None:
-            # lapsed or refused (expired while the bucket elected a leader, or taken): try
-            # to take it back; _claim gives up as soon as another node holds it
-            self._resume_term = term
-            self._resume_until = time.monotonic() + self.config.election_wait
+            self._arm_resume(term)
             self._loop.call_soon_threadsafe(self._stepdown.set)
+
+    def _arm_resume(self, term: int) -> None:
+        """Our lease lapsed or was refused (it expired while the bucket elected a leader, or
+        was taken): try to take it back; ``_claim`` gives up as soon as another node holds
+        it, and ``_become_leader`` resumes only if the stream still ends with our term."""
+        self._resume_term = term
+        self._resume_until = time.monotonic() + self.config.election_wait
 
     async def _step_down(self, why: str) -> None:
         self.accepting = False
@@ -419,6 +429,11 @@ class Member:
                                      self.replica)
             await self.follower.watch_checkpoints()
         self.lease.drop()
+        if self._resume_term:
+            # stepping down talks to NATS and is slow exactly while it elects: the window to
+            # take our lease back starts once we are ready to
+            self._resume_until = max(self._resume_until,
+                                     time.monotonic() + self.config.election_wait)
         if self.role != "standby":
             log.warning("%s steps down: %s", self.name, why)
         self.role = "resuming" if self._resuming() else "standby"
