@@ -90,10 +90,13 @@ def place_fields(v: Venue, cmd: C.PlaceOrder, f: Fields, out: list[E.Event]) -> 
     if mkt is None:
         raise Refused(X.UNKNOWN_MARKET, f"unknown market {market!r}")
     led = v.ledgers[mkt.kind]
-    band_limit, min_notional = led.entry(mkt, cmd) if led.has_entry_checks else (0, True)
+    band_limit, min_notional = (led.entry(mkt, f[P_SIDE], f[P_REDUCE_ONLY])
+                                if led.has_entry_checks else (0, True))
     (acct, is_buy, qty, price, tif, book, _, crosses, side, post_only, client_id, stp,
      order_type) = terms(v, mkt, f, band_limit, min_notional)
-    held_qty, hold = led.reserve_terms(acct, mkt, cmd, is_buy, qty, price)
+    reduce_only = f[P_REDUCE_ONLY] is True
+    held_qty, hold = led.reserve_terms(acct, mkt, is_buy, qty, price, order_type == "market",
+                                       reduce_only)
     account = acct.account
     stp_mode = stp if stp is not None else acct.stp
     if tif == "FOK":
@@ -104,7 +107,7 @@ def place_fields(v: Venue, cmd: C.PlaceOrder, f: Fields, out: list[E.Event]) -> 
     ts = v.ts
     order = Order(oid, account, market, side, price, held_qty, held_qty, hold, ts, tif,
                   post_only, client_id, stp, mkt.maker_fee_ppm, mkt.taker_fee_ppm, 0, True, acct)
-    reduce_only = led.reserve(mkt, order, f[P_REDUCE_ONLY] is True)
+    reduce_only = led.reserve(mkt, order, reduce_only)
     key: Any = oid  # boxed once, for the index and the event
     v.orders[key] = order
     if client_id:

@@ -11,7 +11,6 @@ A base class rather than a ``Protocol``: compiled, order entry's calls through `
 are native method calls, not Python ones (each fill and order makes several).
 """
 
-from bastion.core import commands as C
 from bastion.core import events as E
 from bastion.core.book import BookSide
 from bastion.core.matching import Clip
@@ -26,15 +25,16 @@ class Ledger:
     def __init__(self, has_entry_checks: bool) -> None:
         self.has_entry_checks = has_entry_checks
 
-    def entry(self, mkt: Market, cmd: C.PlaceOrder) -> tuple[int, bool]:
-        """Checks before the shared order terms: returns (price band limit or 0, whether the
-        minimum notional applies)."""
+    def entry(self, mkt: Market, side: object, reduce_only: object) -> tuple[int, bool]:
+        """Checks before the shared order terms, on the command's raw ``side`` and
+        ``reduce_only`` values: returns (price band limit or 0, whether the minimum notional
+        applies)."""
         raise NotImplementedError
 
-    def reserve_terms(self, acct: Account, mkt: Market, cmd: C.PlaceOrder, is_buy: bool,
-                      qty: int, price: int) -> tuple[int, int]:
-        """(quantity, hold) the order may have; the quantity may be cut (market buys clipped to
-        funds, reduce-only orders to the position)."""
+    def reserve_terms(self, acct: Account, mkt: Market, is_buy: bool, qty: int, price: int,
+                      market_order: bool, reduce_only: bool) -> tuple[int, int]:
+        """(quantity, hold) the validated order may have; the quantity may be cut (market buys
+        clipped to funds, reduce-only orders to the position)."""
         raise NotImplementedError
 
     def reserve(self, mkt: Market, order: Order, reduce_only: bool) -> bool:

@@ -16,9 +16,7 @@ maintenance in live markets.
 """
 
 from collections import deque
-from typing import Any
 
-from bastion.core import commands as C
 from bastion.core import errors as X
 from bastion.core import events as E
 from bastion.core.arith import mul, mul_div
@@ -38,7 +36,7 @@ from bastion.core.perp.calc import (
     tier_for,
 )
 from bastion.core.perp.liqindex import Entry, LiqIndex
-from bastion.core.perp.positions import Risk, funding_owed, realize, risk
+from bastion.core.perp.positions import Risk, free_margin, funding_owed, realize, risk
 from bastion.core.perp.records import MarginAccount, PerpMarket
 from bastion.core.perp.state import (
     INSURANCE,
@@ -93,6 +91,13 @@ class MarginLedger(Ledger):
         #: markets whose soft funding keys a tick crossed (``recheck_soft`` drains them)
         self.soft_markets: set[str] = set()
         self.recheck_budget = RECHECKS_PER_COMMAND
+        #: order entry's context, found once per order: ``entry`` (or the first verb called
+        #: without it) sets the market, ``reserve_terms`` the margin account, ``reserve``
+        #: uses them up; valid only for the same market within the same command
+        self.entry_seq = -1
+        self.entry_mkt: Market | None = None
+        self.entry_pm: PerpMarket | None = None
+        self.entry_ma: MarginAccount | None = None
 
     # ------------------------------------------------------------------ lookups
 
@@ -135,8 +140,7 @@ class MarginLedger(Ledger):
         """What new orders may reserve: equity - position initial margin - order holds."""
         if ma is None:
             return 0
-        r = self.risk(ma)
-        return r.equity - r.initial - ma.order_im
+        return free_margin(ma.collateral, ma.order_im, ma.positions, self.markets, ma.leverage)
 
     def active(self, pm: PerpMarket) -> bool:
         """Liquidations, TP/SL and funding act only on an open market with a fresh oracle that
@@ -169,27 +173,42 @@ class MarginLedger(Ledger):
             return pm.mark * (BPS + pm.price_band_bps) // BPS // tick * tick
         return max(tick, ceil_div(pm.mark * (BPS - pm.price_band_bps), BPS * tick) * tick)
 
-    def entry(self, mkt: Market, cmd: C.PlaceOrder) -> tuple[int, bool]:
+    def entry(self, mkt: Market, side: object, reduce_only: object) -> tuple[int, bool]:
         pm = self.markets[mkt.market]
-        raw: Any = cmd  # read before order entry validated it
-        reduce_only = raw.reduce_only
         if type(reduce_only) is not bool:
             raise Refused(X.INVALID_ARGUMENT, "reduce_only must be a boolean")
         if not pm.mark:
             raise Refused(X.NO_MARK_PRICE, f"{mkt.market} has no mark price yet")
-        return self.band(mkt, pm, raw.side == "buy"), not reduce_only
+        self.entry_seq = self.v.seq
+        self.entry_mkt = mkt
+        self.entry_pm = pm
+        self.entry_ma = None
+        return self.band(mkt, pm, isinstance(side, str) and side == "buy"), not reduce_only
 
-    def reserve_terms(self, acct: Account, mkt: Market, cmd: C.PlaceOrder, is_buy: bool,
-                      qty: int, price: int) -> tuple[int, int]:
-        pm = self.markets[mkt.market]
-        if cmd.reduce_only:
+    def _entry_pm(self, mkt: Market) -> PerpMarket:
+        """The perp record ``entry`` found for this order, else looked up (and kept for
+        ``reserve``, with no margin account known yet)."""
+        pm = self.entry_pm
+        if pm is not None and self.entry_mkt is mkt and self.entry_seq == self.v.seq:
+            return pm
+        pm = self.entry_pm = self.markets[mkt.market]
+        self.entry_seq = self.v.seq
+        self.entry_mkt = mkt
+        self.entry_ma = None
+        return pm
+
+    def reserve_terms(self, acct: Account, mkt: Market, is_buy: bool, qty: int, price: int,
+                      market_order: bool, reduce_only: bool) -> tuple[int, int]:
+        pm = self._entry_pm(mkt)
+        if reduce_only:
             can = self.reducible(acct.account, pm, is_buy)
             if not can:
-                raise Refused(X.REDUCE_ONLY, f"reduce-only {cmd.side} has no opposite position "
-                                             f"to reduce in {mkt.market}")
+                raise Refused(X.REDUCE_ONLY, f"reduce-only {'buy' if is_buy else 'sell'} has "
+                                             f"no opposite position to reduce in {mkt.market}")
             return min(qty, can), 0
-        ma = self.margin_or_none(acct.account, pm.settle)
-        hold = order_hold(price * qty // mkt.price_div, self.leverage(ma, pm), mkt.taker_fee_ppm)
+        ma = self.entry_ma = self.margin_or_none(acct.account, pm.settle)
+        hold = order_hold(mul(price, qty) // mkt.price_div, self.leverage(ma, pm),
+                          mkt.taker_fee_ppm)
         free = self.available(ma)
         if hold > free:
             raise Refused(X.INSUFFICIENT_MARGIN, f"order needs {hold} {pm.settle} of margin, "
@@ -198,16 +217,29 @@ class MarginLedger(Ledger):
         return qty, hold
 
     def reserve(self, mkt: Market, order: Order, reduce_only: bool) -> bool:
-        settle = self.markets[mkt.market].settle
+        settle = self._entry_pm(mkt).settle
+        ma = self.entry_ma
+        self.entry_mkt = None  # used up: a later order looks its own up
+        self.entry_ma = None
+        if ma is None or ma.account != order.account:
+            ma = self.margin_or_none(order.account, settle)
         if order.hold:
-            self.margin(order.account, settle).order_im += order.hold
-        self.opened(order, settle)
+            if ma is None:
+                ma = self.margin(order.account, settle)
+            ma.order_im += order.hold
+        self.opened(order, settle, ma)
         if reduce_only:
             self.reduce_only.add(order.order_id)
         return reduce_only
 
-    def opened(self, order: Order, settle: str) -> None:
-        """Index a newly accepted perp order under its account."""
+    def opened(self, order: Order, settle: str, ma: MarginAccount | None) -> None:
+        """Index a newly accepted perp order under its account (``ma``: its margin account
+        in ``settle``, if it has one, which then keeps the index's set at hand)."""
+        if ma is not None:
+            mine = ma.orders
+            if mine is not None:
+                mine.add(order.order_id)
+                return
         of = self.orders_of.get(settle)
         if of is None:
             of = self.orders_of[settle] = {}
@@ -215,6 +247,8 @@ class MarginLedger(Ledger):
         if mine is None:
             mine = of[order.account] = set()
         mine.add(order.order_id)
+        if ma is not None:
+            ma.orders = mine
 
     # ------------------------------------------------------------------ fills
 
@@ -273,13 +307,17 @@ class MarginLedger(Ledger):
     def release(self, mkt: Market, order: Order) -> None:
         settle = self.markets[order.market].settle
         account = order.account
+        ma = self.margin_or_none(account, settle)
         if order.hold:
-            self.margin_of[settle][account].order_im -= order.hold
+            assert ma is not None  # a hold is reserved on the account's margin
+            ma.order_im -= order.hold
             order.hold = 0
         if self.reduce_only:
             self.reduce_only.discard(order.order_id)
-        of = self.orders_of.get(settle)
-        mine = of.get(account) if of is not None else None
+        mine = ma.orders if ma is not None else None
+        if mine is None:
+            of = self.orders_of.get(settle)
+            mine = of.get(account) if of is not None else None
         if mine is not None:  # an emptied set stays: the account's next order reuses it
             mine.discard(order.order_id)
 
@@ -532,7 +570,7 @@ class MarginLedger(Ledger):
         for order in self.v.orders.values():
             pm = self.markets.get(order.market)
             if pm is not None:
-                self.opened(order, pm.settle)
+                self.opened(order, pm.settle, self.margin_or_none(order.account, pm.settle))
         self.next_trigger_id = state.next_trigger_id
         for who in sorted(self.held):
             self.rekey(who)

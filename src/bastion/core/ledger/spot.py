@@ -5,7 +5,6 @@ base; a fill pays out of the holds and releases what the rest of the order no lo
 hold never has to be topped up (``rules.spot_hold``).
 """
 
-from bastion.core import commands as C
 from bastion.core import errors as X
 from bastion.core import events as E
 from bastion.core.book import BookSide
@@ -28,11 +27,11 @@ class SpotLedger(Ledger):
 
     # ------------------------------------------------------------------ order entry
 
-    def entry(self, mkt: Market, cmd: C.PlaceOrder) -> tuple[int, bool]:
+    def entry(self, mkt: Market, side: object, reduce_only: object) -> tuple[int, bool]:
         return 0, True
 
-    def reserve_terms(self, acct: Account, mkt: Market, cmd: C.PlaceOrder, is_buy: bool,
-                      qty: int, price: int) -> tuple[int, int]:
+    def reserve_terms(self, acct: Account, mkt: Market, is_buy: bool, qty: int, price: int,
+                      market_order: bool, reduce_only: bool) -> tuple[int, int]:
         taker_ppm = mkt.taker_fee_ppm
         if is_buy:
             hold_asset = mkt.quote
@@ -43,7 +42,7 @@ class SpotLedger(Ledger):
             hold = qty
         available = acct.available.get(hold_asset, 0)
         if hold > available:
-            if cmd.order_type == "market" and is_buy:
+            if market_order and is_buy:
                 qty = self._affordable(mkt, price, available, qty)
                 hold = spot_hold(mkt, True, price, qty, taker_ppm)
             else:

@@ -105,3 +105,27 @@ def risk(collateral: int, positions: dict[str, Position], markets: dict[str, Per
             im += -(-n // (lev if lev < t.max_leverage else t.max_leverage))
     wallet = collateral - owed
     return Risk(wallet + upnl, mm, im, upnl, wallet)
+
+
+def free_margin(collateral: int, order_im: int, positions: dict[str, Position],
+                markets: dict[str, PerpMarket], leverage: dict[str, int]) -> int:
+    """``risk(...).equity - risk(...).initial - order_im``, what new orders may reserve,
+    without the maintenance figures and the ``Risk`` record: order entry asks this on every
+    order placed."""
+    free = collateral - order_im
+    for name, pos in positions.items():
+        pm = markets[name]
+        mark = pm.mark
+        div = pm.price_div
+        size = pos.size
+        free += mul(size, mark) // div - pos.cost
+        moved = pm.funding_index - pos.funding_index
+        if moved:
+            free += -mul(size, moved) // mul(div, RATE_SCALE)  # minus what it owes, rounded up
+        n = mul(size if size > 0 else -size, mark) // div
+        if n > 0:
+            tiers = pm.tiers
+            t = tiers[0] if n <= tiers[0].max_notional else tier_for(tiers, n)
+            lev = leverage.get(name, pm.default_leverage)
+            free -= -(-n // (lev if lev < t.max_leverage else t.max_leverage))
+    return free

@@ -135,9 +135,11 @@ class MarginAccount:
     """Cross margin of one account in one settle asset. ``collateral`` is the wallet balance
     (transfers, realized PnL, fees, funding); ``order_im`` the sum of open orders' holds.
     ``positions`` (market -> position) is the account's cross-margin book, kept by the margin
-    ledger and not part of the snapshot (restore rebuilds it from the positions)."""
+    ledger and not part of the snapshot (restore rebuilds it from the positions); ``orders``
+    is the account's set in the ledger's ``orders_of`` index once an order needed it (the
+    index keeps emptied sets, so the reference stays the index's own)."""
 
-    __slots__ = ("account", "asset", "collateral", "leverage", "order_im", "positions")
+    __slots__ = ("account", "asset", "collateral", "leverage", "order_im", "orders", "positions")
 
     def __init__(self, account: int, asset: str, collateral: int = 0, order_im: int = 0,
                  leverage: dict[str, int] | None = None) -> None:
@@ -147,6 +149,7 @@ class MarginAccount:
         self.order_im = order_im
         self.leverage: dict[str, int] = {} if leverage is None else leverage
         self.positions: dict[str, Position] = {}
+        self.orders: set[int] | None = None
 
     def __repr__(self) -> str:
         return (f"MarginAccount(account={self.account}, asset={self.asset!r}, "
