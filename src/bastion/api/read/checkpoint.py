@@ -44,7 +44,7 @@ from bastion.api.read.model import (
 )
 from bastion.core import events as E
 from bastion.core.engine import Engine
-from bastion.core.perp.state import Position
+from bastion.core.perp.state import PositionState, position_record, position_state
 from bastion.journal.fsutil import ensure_dir, fsync_dir
 from bastion.node.hugepages import CollapseResult, collapse_heap, rss_bytes
 from bastion.node.recovery import Follower
@@ -67,7 +67,7 @@ class _State(msgspec.Struct, array_like=True):
     trades: dict[str, list[E.Trade]]
     candles: dict[str, list[Candle]]
     funding: dict[str, list[E.FundingSettled]]
-    positions: list[Position]
+    positions: list[PositionState]
 
 
 def _export(rm: ReadModel) -> _State:
@@ -76,7 +76,7 @@ def _export(rm: ReadModel) -> _State:
         trades={m: list(t) for m, t in rm.trades.items()},
         candles={m: list(c.values()) for m, c in rm.candles.items()},
         funding={m: list(f) for m, f in rm.funding.items()},
-        positions=list(rm.positions.values()))
+        positions=[position_state(p) for p in rm.positions.values()])
 
 
 def _restore(state: _State, seq: int, engine: Callable[[], Engine]) -> ReadModel:
@@ -88,7 +88,7 @@ def _restore(state: _State, seq: int, engine: Callable[[], Engine]) -> ReadModel
         rm.candles[market] = OrderedDict((c.start, c) for c in candles)
     for market, funding in state.funding.items():
         rm.funding[market] = deque(funding, maxlen=1_000)
-    rm.positions = {(p.account, p.market): p for p in state.positions}
+    rm.positions = {(p.account, p.market): position_record(p) for p in state.positions}
     rm.seq = seq
     return rm
 

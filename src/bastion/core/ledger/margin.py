@@ -47,6 +47,8 @@ from bastion.core.perp.state import (
     margin_state,
     perp_market_record,
     perp_market_state,
+    position_record,
+    position_state,
 )
 from bastion.core.perp.triggers import TriggerBook
 from bastion.core.records import Order
@@ -539,7 +541,7 @@ class MarginLedger(Ledger):
     def export(self) -> PerpState | None:
         if not self.markets and not self.margins:
             return None
-        positions = [p for name in sorted(self.positions)
+        positions = [position_state(p) for name in sorted(self.positions)
                      for _, p in sorted(self.positions[name].items())]
         margins = [margin_state(m) for _, m in sorted(self.margins.items())]
         return PerpState(
@@ -558,7 +560,8 @@ class MarginLedger(Ledger):
         self.margins = {(m.account, m.asset): margin_record(m) for m in state.margins}
         for (account, asset), ma in self.margins.items():
             self.margin_of.setdefault(asset, {})[account] = ma
-        for pos in state.positions:
+        for saved in state.positions:
+            pos = position_record(saved)
             self.positions.setdefault(pos.market, {})[pos.account] = pos
             settle = self.markets[pos.market].settle
             ma = self.margin(pos.account, settle)

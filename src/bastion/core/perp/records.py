@@ -7,13 +7,12 @@ garbage collector never tracks them. The snapshot keeps the Struct forms
 (``perp.state.PerpMarketState``, ``TierState``, ``MarginAccountState``), converted field for
 field at export and restore, so the snapshot bytes and the state hash are unchanged.
 
-``Position`` is still the Struct the snapshot holds: the API's read model builds and
-checkpoints its own copies of it.
+``Position`` too (snapshot form ``perp.state.PositionState``): the API's read model keeps its
+own ``Position`` records and checkpoints them in the snapshot form.
 """
 
 from typing import final
 
-import msgspec
 from mypy_extensions import mypyc_attr
 
 
@@ -116,17 +115,30 @@ class PerpMarket:
                 f"open_interest={self.open_interest}, armed={self.armed})")
 
 
-class Position(msgspec.Struct):
-    """``funding_index``: the market's index when this position last settled funding (it
-    settles lazily, when its size changes; equity always counts what it owes since)."""
+@final
+@mypyc_attr(acyclic=True)
+class Position:
+    """One account's position in one market. ``funding_index``: the market's index when it
+    last settled funding (it settles lazily, when its size changes; equity always counts what
+    it owes since). The snapshot form is ``perp.state.PositionState``."""
 
-    account: int
-    market: str
-    size: int
-    cost: int
-    funding_index: int
-    realized_pnl: int = 0
-    funding_paid: int = 0
+    __slots__ = ("account", "cost", "funding_index", "funding_paid", "market", "realized_pnl",
+                 "size")
+
+    def __init__(self, account: int, market: str, size: int, cost: int, funding_index: int,
+                 realized_pnl: int = 0, funding_paid: int = 0) -> None:
+        self.account = account
+        self.market = market
+        self.size = size
+        self.cost = cost
+        self.funding_index = funding_index
+        self.realized_pnl = realized_pnl
+        self.funding_paid = funding_paid
+
+    def __repr__(self) -> str:
+        return (f"Position(account={self.account}, market={self.market!r}, size={self.size}, "
+                f"cost={self.cost}, funding_index={self.funding_index}, "
+                f"realized_pnl={self.realized_pnl}, funding_paid={self.funding_paid})")
 
 
 @final

@@ -84,6 +84,18 @@ class PerpMarketState(msgspec.Struct, kw_only=True):
     liq_window_sum: int = 0
 
 
+class PositionState(msgspec.Struct):
+    """A position in the snapshot (the engine holds ``perp.records.Position``)."""
+
+    account: int
+    market: str
+    size: int
+    cost: int
+    funding_index: int
+    realized_pnl: int = 0
+    funding_paid: int = 0
+
+
 class MarginAccountState(msgspec.Struct):
     """Cross margin in the snapshot (the engine holds ``perp.records.MarginAccount``)."""
 
@@ -113,7 +125,7 @@ class Trigger(msgspec.Struct):
 class PerpState(msgspec.Struct):
     markets: list[PerpMarketState]
     margins: list[MarginAccountState]
-    positions: list[Position]
+    positions: list[PositionState]
     triggers: list[Trigger]
     reduce_only_orders: list[int]
     next_trigger_id: int
@@ -145,3 +157,13 @@ def margin_state(m: MarginAccount) -> MarginAccountState:
 
 def margin_record(s: MarginAccountState) -> MarginAccount:
     return MarginAccount(s.account, s.asset, s.collateral, s.order_im, s.leverage)
+
+
+def position_state(p: Position) -> PositionState:
+    return PositionState(p.account, p.market, p.size, p.cost, p.funding_index, p.realized_pnl,
+                         p.funding_paid)
+
+
+def position_record(s: PositionState) -> Position:
+    return Position(s.account, s.market, s.size, s.cost, s.funding_index, s.realized_pnl,
+                    s.funding_paid)
