@@ -35,7 +35,7 @@ from bastion.core.perp.calc import (
     threshold,
     tier_for,
 )
-from bastion.core.perp.liqindex import Entry, LiqIndex
+from bastion.core.perp.liqindex import AccountKeys, Entry, LiqIndex
 from bastion.core.perp.positions import Risk, free_margin, funding_owed, realize, risk
 from bastion.core.perp.records import MarginAccount, PerpMarket
 from bastion.core.perp.state import (
@@ -452,8 +452,10 @@ class MarginLedger(Ledger):
     def rekey(self, who: Key) -> int:
         """Recompute an account's cushion (``equity - maintenance``, funding owed counted) and
         its liquidation-index entries; returns the cushion."""
-        of = self.margin_of.get(who[1])
-        ma = of.get(who[0]) if of is not None else None
+        return self.rekey_margin(who, self.margin_or_none(who[0], who[1]))
+
+    def rekey_margin(self, who: Key, ma: MarginAccount | None) -> int:
+        """``rekey`` with the account's margin record (None: it has none) at hand."""
         if ma is None or not ma.positions:
             self.liq.forget(who)
             return 0  # nothing to liquidate (a flat loss is cover_flat_loss's job)
@@ -509,8 +511,15 @@ class MarginLedger(Ledger):
                 else:
                     entries[name] = (False, key, pm.funding_index - reach - 1,
                                      pm.funding_index - soft)
-        self.liq.set(who, entries)
+        self.liq.set(who, entries, self._keys_of(who, ma))
         return cushion
+
+    def _keys_of(self, who: Key, ma: MarginAccount) -> AccountKeys:
+        """The account's liquidation-index record, kept on its margin record."""
+        ak = ma.liq
+        if ak is None:
+            ak = ma.liq = self.liq.account_keys(who)
+        return ak
 
     def _rekey_one(self, who: Key, ma: MarginAccount, name: str, pos: Position) -> int:
         """``rekey`` of an account with one position, the usual case: the whole cushion is
@@ -521,19 +530,20 @@ class MarginLedger(Ledger):
         term = cushion_term(pm.tiers, size, pm.mark, div)
         cushion = ma.collateral + term - pos.cost - funding_owed(pos, pm)
         index = pm.funding_index
+        ak = self._keys_of(who, ma)
         if cushion < 0:
             self.liq.set_one(who, name, size > 0, ALWAYS_LONG if size > 0 else ALWAYS_SHORT,
-                             index, index)
+                             index, index, ak)
             return cushion
         allowance = cushion // FUNDING_ALLOWANCE_DIV
         key = threshold(pm.tiers, size, div, term - (cushion - allowance) + 2)
         # funding may cost this position up to the allowance: |size| * d_index / den + 1
-        reach = mul_div(allowance - 1, div, RATE_SCALE, abs(size))
+        reach = mul_div(allowance - 1, div, RATE_SCALE, size if size > 0 else -size)
         soft = reach // 2 + 1  # half the allowance: re-checked soon, a few per command
         if size > 0:
-            self.liq.set_one(who, name, True, key, index + reach + 1, index + soft)
+            self.liq.set_one(who, name, True, key, index + reach + 1, index + soft, ak)
         else:
-            self.liq.set_one(who, name, False, key, index - reach - 1, index - soft)
+            self.liq.set_one(who, name, False, key, index - reach - 1, index - soft, ak)
         return cushion
 
     # ------------------------------------------------------------------ state

@@ -72,33 +72,67 @@ class Slot:
         self.fstamp = NONE
 
 
+@final
+@mypyc_attr(acyclic=True)
+class AccountKeys:
+    """One account's slots by market, and how often it was re-keyed. Made once per account and
+    kept (also with no slots left): the margin ledger keeps it on the account's margin record,
+    so a re-key finds the slots and counts itself without a lookup by account."""
+
+    __slots__ = ("slots", "version")
+
+    def __init__(self) -> None:
+        self.slots: dict[str, Slot] = {}
+        self.version = 0
+
+
 class LiqIndex:
-    __slots__ = ("fund_longs", "fund_shorts", "keys", "live", "longs", "shorts", "stamps",
-                 "version")
+    __slots__ = ("fund_longs", "fund_shorts", "keys", "live", "longs", "shorts", "stamps")
 
     def __init__(self) -> None:
         self.longs: dict[str, Heap] = {}        # (-price key, account, stamp)
         self.shorts: dict[str, Heap] = {}       # (price key, account, stamp)
         self.fund_longs: dict[str, Heap] = {}   # (funding key, account, stamp)
         self.fund_shorts: dict[str, Heap] = {}  # (-funding key, account, stamp)
-        #: settle asset -> account -> how often it was re-keyed. Keyed by plain ints, so the
-        #: big inner dicts are never tracked by the garbage collector (a dict keyed by fresh
-        #: tuples is, and every young collection would then walk all of its entries).
-        self.version: dict[str, dict[int, int]] = {}
-        #: current keys: settle asset -> account -> market -> slot (int-keyed, like ``version``)
-        self.keys: dict[str, dict[int, dict[str, Slot]]] = {}
+        #: settle asset -> account -> its slots and re-key count. Keyed by plain ints, and the
+        #: records are acyclic, so the big inner dicts are never tracked by the garbage
+        #: collector (a dict keyed by fresh tuples is, and every young collection would then
+        #: walk all of its entries).
+        self.keys: dict[str, dict[int, AccountKeys]] = {}
         #: live entries per market (the rest of each heap is garbage)
         self.live: dict[str, int] = {}
         #: the last stamp given to a heap entry: an entry is live while its slot holds its stamp
         self.stamps = 0
 
-    def set(self, who: Key, entries: dict[str, Entry]) -> None:
-        """Replace an account's entries (all its markets at once)."""
+    def account_keys(self, who: Key) -> AccountKeys:
+        """The account's keys record, made on first use and kept."""
         account, asset = who
-        self._count(account, asset)
-        slots = self._slots(account, asset, bool(entries))
-        if slots is None:
-            return
+        keys = self.keys.get(asset)
+        if keys is None:
+            keys = self.keys[asset] = {}
+        ak = keys.get(account)
+        if ak is None:
+            ak = keys[account] = AccountKeys()
+        return ak
+
+    def _find(self, who: Key) -> AccountKeys | None:
+        keys = self.keys.get(who[1])
+        return keys.get(who[0]) if keys is not None else None
+
+    @property
+    def version(self) -> dict[str, dict[int, int]]:
+        """Settle asset -> account -> how often it was re-keyed (never: absent)."""
+        return {asset: {account: ak.version for account, ak in keys.items() if ak.version}
+                for asset, keys in self.keys.items()}
+
+    def set(self, who: Key, entries: dict[str, Entry], ak: AccountKeys | None = None) -> None:
+        """Replace an account's entries (all its markets at once); ``ak``: its keys record,
+        if the caller has it."""
+        if ak is None:
+            ak = self.account_keys(who)
+        ak.version += 1
+        slots = ak.slots
+        account = who[0]
         for market, (is_long, key, fkey, soft) in entries.items():
             self._put(market, account, slots, is_long, key, fkey, soft)
         if len(slots) != len(entries):
@@ -106,36 +140,19 @@ class LiqIndex:
             for market in [m for m in slots if m not in entries]:
                 del slots[market]
                 live[market] -= 1
-            if not slots:
-                del self.keys[asset][account]
 
     def set_one(self, who: Key, market: str, is_long: bool, key: int, fkey: int,
-                soft: int) -> None:
-        """``set(who, {market: (is_long, key, fkey, soft)})`` without building the entry: an
-        account with one position, the usual case, re-keyed after every fill."""
-        account, asset = who
-        slots = self._slots(account, asset, True)
-        if slots is None or len(slots) > 1 or (slots and market not in slots):
-            self.set(who, {market: (is_long, key, fkey, soft)})
+                soft: int, ak: AccountKeys | None = None) -> None:
+        """``set(who, {market: (is_long, key, fkey, soft)}, ak)`` without building the entry:
+        an account with one position, the usual case, re-keyed after every fill."""
+        if ak is None:
+            ak = self.account_keys(who)
+        slots = ak.slots
+        if len(slots) > 1 or (slots and market not in slots):
+            self.set(who, {market: (is_long, key, fkey, soft)}, ak)
             return
-        self._count(account, asset)
-        self._put(market, account, slots, is_long, key, fkey, soft)
-
-    def _count(self, account: int, asset: str) -> None:
-        versions = self.version.get(asset)
-        if versions is None:
-            versions = self.version[asset] = {}
-        versions[account] = versions.get(account, 0) + 1
-
-    def _slots(self, account: int, asset: str, create: bool) -> dict[str, Slot] | None:
-        """The account's slots (created if ``create``, else None if it has none)."""
-        keys = self.keys.get(asset)
-        if keys is None:
-            keys = self.keys[asset] = {}
-        slots = keys.get(account)
-        if slots is None and create:
-            slots = keys[account] = {}
-        return slots
+        ak.version += 1
+        self._put(market, who[0], slots, is_long, key, fkey, soft)
 
     def _put(self, market: str, account: int, slots: dict[str, Slot], is_long: bool, key: int,
              fkey: int, soft: int) -> None:
@@ -190,18 +207,21 @@ class LiqIndex:
 
     def version_of(self, who: Key) -> int:
         """How often the account was re-keyed (0: never)."""
-        return self.version.get(who[1], {}).get(who[0], 0)
+        ak = self._find(who)
+        return ak.version if ak is not None else 0
 
     def entry(self, who: Key, market: str) -> Entry | None:
         """The account's live entry in ``market``, if keyed there."""
-        slot = self.keys.get(who[1], {}).get(who[0], {}).get(market)
+        ak = self._find(who)
+        slot = ak.slots.get(market) if ak is not None else None
         if slot is None:
             return None
         return (slot.is_long, slot.key, slot.fkey, slot.soft)
 
     def forget(self, who: Key) -> None:
-        if who[0] in self.keys.get(who[1], {}):
-            self.set(who, {})
+        ak = self._find(who)
+        if ak is not None and ak.slots:
+            self.set(who, {}, ak)
 
     def crossed(self, market: str, asset: str, mark: int) -> list[int]:
         """Pop every live entry of ``market`` the mark has crossed; the caller must re-key the
@@ -211,7 +231,8 @@ class LiqIndex:
         heap = self.longs.get(market)
         while heap and heap[0][0] <= -mark:
             _, account, stamp = heappop(heap)
-            slot = keys.get(account, {}).get(market)
+            ak = keys.get(account)
+            slot = ak.slots.get(market) if ak is not None else None
             if slot is None or slot.stamp != stamp:
                 continue
             if slot.key >= mark:
@@ -223,7 +244,8 @@ class LiqIndex:
         heap = self.shorts.get(market)
         while heap and heap[0][0] <= mark:
             _, account, stamp = heappop(heap)
-            slot = keys.get(account, {}).get(market)
+            ak = keys.get(account)
+            slot = ak.slots.get(market) if ak is not None else None
             if slot is None or slot.stamp != stamp:
                 continue
             if slot.key <= mark:
@@ -241,7 +263,8 @@ class LiqIndex:
         heap = self.fund_longs.get(market)
         while heap and heap[0][0] <= index:
             _, account, stamp = heappop(heap)
-            slot = keys.get(account, {}).get(market)
+            ak = keys.get(account)
+            slot = ak.slots.get(market) if ak is not None else None
             if slot is None or slot.fstamp != stamp:
                 continue
             if slot.fkey <= index:
@@ -253,7 +276,8 @@ class LiqIndex:
         heap = self.fund_shorts.get(market)
         while heap and heap[0][0] <= -index:
             _, account, stamp = heappop(heap)
-            slot = keys.get(account, {}).get(market)
+            ak = keys.get(account)
+            slot = ak.slots.get(market) if ak is not None else None
             if slot is None or slot.fstamp != stamp:
                 continue
             if slot.fkey >= index:
@@ -277,7 +301,8 @@ class LiqIndex:
                 if len(found) >= limit or pops >= 4 * limit:
                     return found, True
                 _, account, stamp = heap[0]
-                slot = keys.get(account, {}).get(market)
+                ak = keys.get(account)
+                slot = ak.slots.get(market) if ak is not None else None
                 if slot is not None and slot.fstamp == stamp:
                     if slot.heap_fkey != slot.fkey:  # conservative: put the true key in
                         heappop(heap)
@@ -299,7 +324,8 @@ class LiqIndex:
         for heap, sign in ((self.fund_longs.get(market), 1), (self.fund_shorts.get(market), -1)):
             if heap:
                 _, account, stamp = heap[0]
-                slot = keys.get(account, {}).get(market)
+                ak = keys.get(account)
+                slot = ak.slots.get(market) if ak is not None else None
                 if (slot is None or slot.fstamp != stamp or slot.heap_fkey != slot.fkey
                         or slot.soft * sign <= sign * index):
                     return True
@@ -316,8 +342,8 @@ class LiqIndex:
             return
         heaps: tuple[Heap, Heap, Heap, Heap] = ([], [], [], [])
         stamp = self.stamps
-        for account, slots in self.keys.get(asset, {}).items():
-            slot = slots.get(market)
+        for account, ak in self.keys.get(asset, {}).items():
+            slot = ak.slots.get(market)
             if slot is None:
                 continue
             key = slot.heap_key = slot.key

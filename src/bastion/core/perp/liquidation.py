@@ -22,7 +22,7 @@ from bastion.core.commands import Side
 from bastion.core.ledger.margin import Key, MarginLedger
 from bastion.core.orders import execute
 from bastion.core.perp.calc import ceil_div, maintenance, notional, value
-from bastion.core.perp.state import INSURANCE, PerpMarket, Position
+from bastion.core.perp.state import INSURANCE, MarginAccount, PerpMarket, Position
 from bastion.core.records import Order
 from bastion.core.rules import BPS, PPM, GuardViolation
 from bastion.core.state import Market
@@ -43,8 +43,9 @@ def settle(pe: MarginLedger, out: list[E.Event]) -> None:
         batch = sorted(pe.touched)
         pe.touched.clear()
         for who in batch:
-            cover_flat_loss(pe, who, out)
-            cushion = pe.rekey(who)
+            ma = pe.margin_or_none(who[0], who[1])
+            cover_flat_loss(pe, who, out, ma)
+            cushion = pe.rekey_margin(who, ma)
             if cushion < 0 and pe.all_active(who):
                 liquidate(pe, who, out)
     pe.adl_queues.clear()
@@ -72,11 +73,12 @@ def liquidation_order(pe: MarginLedger, mkt: Market, pm: PerpMarket, account: in
     return order
 
 
-def cover_flat_loss(pe: MarginLedger, who: Key, out: list[E.Event]) -> None:
+def cover_flat_loss(pe: MarginLedger, who: Key, out: list[E.Event],
+                    ma: MarginAccount | None) -> None:
     """A flat account below zero (it closed at a loss larger than its margin) is topped up by
-    the insurance fund; a fund that cannot pay goes negative and says so (``shortfall``)."""
+    the insurance fund; a fund that cannot pay goes negative and says so (``shortfall``).
+    ``ma``: the account's margin record (None: it has none)."""
     account, asset = who
-    ma = pe.margin_or_none(account, asset)
     if ma is None or ma.collateral >= 0 or account == INSURANCE or ma.positions:
         return
     amount = -ma.collateral

@@ -15,6 +15,8 @@ from typing import final
 
 from mypy_extensions import mypyc_attr
 
+from bastion.core.perp.liqindex import AccountKeys
+
 
 @final
 @mypyc_attr(acyclic=True)
@@ -149,9 +151,11 @@ class MarginAccount:
     ``positions`` (market -> position) is the account's cross-margin book, kept by the margin
     ledger and not part of the snapshot (restore rebuilds it from the positions); ``orders``
     is the account's set in the ledger's ``orders_of`` index once an order needed it (the
-    index keeps emptied sets, so the reference stays the index's own)."""
+    index keeps emptied sets, so the reference stays the index's own); ``liq`` its keys record
+    in the liquidation index once re-keyed (kept there for good, like the order sets)."""
 
-    __slots__ = ("account", "asset", "collateral", "leverage", "order_im", "orders", "positions")
+    __slots__ = ("account", "asset", "collateral", "leverage", "liq", "order_im", "orders",
+                 "positions")
 
     def __init__(self, account: int, asset: str, collateral: int = 0, order_im: int = 0,
                  leverage: dict[str, int] | None = None) -> None:
@@ -162,6 +166,7 @@ class MarginAccount:
         self.leverage: dict[str, int] = {} if leverage is None else leverage
         self.positions: dict[str, Position] = {}
         self.orders: set[int] | None = None
+        self.liq: AccountKeys | None = None
 
     def __repr__(self) -> str:
         return (f"MarginAccount(account={self.account}, asset={self.asset!r}, "
