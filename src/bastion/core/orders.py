@@ -153,7 +153,7 @@ def amend(v: Venue, cmd: C.AmendOrder, out: list[E.Event]) -> None:
     order = Order(order.order_id, order.account, order.market, order.side, new_price, new_qty,
                   new_remaining, new_hold, v.ts, order.tif, order.post_only, order.client_id,
                   order.stp, mkt.maker_fee_ppm, mkt.taker_fee_ppm, order.filled_quote, True,
-                  order.acct)
+                  order.acct, order.margin)
     v.orders[order.order_id] = order
     out.append(E.OrderAmended(seq=v.seq, ts=v.ts, order_id=order.order_id,
                               account=order.account, market=mkt.market, price=new_price,

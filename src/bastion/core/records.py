@@ -20,14 +20,15 @@ from bastion.core.commands import MarketMode, Side, STPMode
 @mypyc_attr(acyclic=True)
 class Order:
     __slots__ = ("account", "acct", "client_id", "filled_quote", "hold", "live", "maker_cap",
-                 "market", "order_id", "post_only", "price", "qty", "remaining", "side", "stp",
-                 "taker_cap", "tif", "ts")
+                 "margin", "market", "order_id", "post_only", "price", "qty", "remaining", "side",
+                 "stp", "taker_cap", "tif", "ts")
 
     def __init__(self, order_id: int, account: int, market: str, side: Side, price: int,
                  qty: int, remaining: int, hold: int, ts: int, tif: str = "GTC",
                  post_only: bool = False, client_id: str = "", stp: STPMode | None = None,
                  maker_cap: int = 0, taker_cap: int = 0, filled_quote: int = 0,
-                 live: bool = True, acct: "Account | None" = None) -> None:
+                 live: bool = True, acct: "Account | None" = None,
+                 margin: object = None) -> None:
         self.order_id = order_id
         self.account = account
         self.market = market
@@ -50,6 +51,10 @@ class Order:
         #: needs no lookup by account id (accounts are created once and never replaced; a
         #: restored order has none and is looked up)
         self.acct = acct
+        #: the same for a perpetual order: its account's margin record
+        #: (``perp.records.MarginAccount``, a layer above, hence ``object``; the margin ledger
+        #: checks its type), set when the margin ledger first needs it
+        self.margin = margin
 
     def __repr__(self) -> str:
         return (f"Order(order_id={self.order_id}, account={self.account}, "

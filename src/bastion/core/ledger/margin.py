@@ -123,6 +123,14 @@ class MarginLedger(Ledger):
             ma = of[account] = self.margins[(account, asset)] = MarginAccount(account, asset)
         return ma
 
+    def order_margin(self, order: Order, asset: str) -> MarginAccount:
+        """The margin record of an order's account (made if it has none), kept on the order."""
+        ma = order.margin
+        if isinstance(ma, MarginAccount):
+            return ma
+        ma = order.margin = self.margin(order.account, asset)
+        return ma
+
     def margin_or_none(self, account: int, asset: str) -> MarginAccount | None:
         of = self.margin_of.get(asset)
         return of.get(account) if of is not None else None
@@ -229,6 +237,7 @@ class MarginLedger(Ledger):
             if ma is None:
                 ma = self.margin(order.account, settle)
             ma.order_im += order.hold
+        order.margin = ma
         self.opened(order, settle, ma)
         if reduce_only:
             self.reduce_only.add(order.order_id)
@@ -258,8 +267,8 @@ class MarginLedger(Ledger):
                     notional: int, maker_fee: int, taker_fee: int) -> None:
         pm = self.markets[mkt.market]
         settle = pm.settle
-        tma = self.margin(taker.account, settle)  # looked up once per fill, not per step
-        mma = self.margin(maker.account, settle)
+        tma = self.order_margin(taker, settle)  # found once per fill, not per step
+        mma = self.order_margin(maker, settle)
         if taker.side == "buy":
             self._move(pm, taker.account, qty, notional, tma)
             self._move(pm, maker.account, -qty, notional, mma)
@@ -309,7 +318,8 @@ class MarginLedger(Ledger):
     def release(self, mkt: Market, order: Order) -> None:
         settle = self.markets[order.market].settle
         account = order.account
-        ma = self.margin_or_none(account, settle)
+        known = order.margin
+        ma = known if isinstance(known, MarginAccount) else self.margin_or_none(account, settle)
         if order.hold:
             assert ma is not None  # a hold is reserved on the account's margin
             ma.order_im -= order.hold
@@ -384,17 +394,17 @@ class MarginLedger(Ledger):
         """``ma``: the account's margin in ``pm``'s settle asset, if the caller has it."""
         market = pm.market
         asset = pm.settle
-        book = self.positions.get(market)
-        if book is None:
-            book = self.positions[market] = {}
-        pos = book.get(account)
         key = (account, asset)
         if ma is None:
             ma = self.margin(account, asset)
+        held = ma.positions  # the account's book: found by market name, not by account id
+        pos = held.get(market)
         if pos is None:
+            book = self.positions.get(market)
+            if book is None:
+                book = self.positions[market] = {}
             pos = book[account] = Position(account=account, market=market, size=0, cost=0,
                                            funding_index=pm.funding_index)
-            held = ma.positions
             if not held:
                 self.held[key] = held
             held[market] = pos
@@ -404,8 +414,7 @@ class MarginLedger(Ledger):
         ma.collateral += realize(pos, delta, amount)
         pm.open_interest += (pos.size if pos.size > 0 else 0) - (old if old > 0 else 0)
         if pos.size == 0:
-            del book[account]
-            held = ma.positions
+            del self.positions[market][account]
             del held[market]
             if not held:
                 del self.held[key]
