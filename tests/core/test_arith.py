@@ -1,7 +1,7 @@
 """``arith.mul``/``mul_div`` equal Python's exact products in both builds: the machine-word
 path (compiled) must give the same answer as the big-int path, at and around every bound."""
 
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from bastion import corebuild
@@ -46,4 +46,17 @@ def test_mul_div_is_the_exact_floor(a, b, c, d):
 @given(a=st.integers(-(10**30), 10**30), b=st.integers(0, 10**20), c=st.integers(0, 10**20),
        d=st.integers(1, 10**20))
 def test_mul_div_without_the_product(a, b, c, d):
+    assert mul_div(a, b, c, d) == a * b * c // d
+
+
+@settings(max_examples=300)
+@given(a=st.integers(-(2**62) + 1, 2**62 - 1), b=st.integers(0, 2**31 - 1),
+       c=st.integers(0, 2**31 - 1), d=st.integers(1, 2**31 - 1))
+@example(a=2**62 - 1, b=2**31 - 1, c=2**31 - 1, d=2**31 - 1)
+@example(a=-(2**62) + 1, b=2**31 - 1, c=2**31 - 1, d=2**31 - 1)
+@example(a=-(2**62) + 1, b=2**31 - 1, c=2**31 - 1, d=1)
+@example(a=10**11, b=10**8, c=10**9, d=3 * 10**7)  # a re-key's funding reach
+def test_mul_div_small_divisor_steps(a, b, c, d):
+    """Operands of a word with b, c, d below 2**31 (the liquidation index's reach and key):
+    the product is past a word, every step of its decomposition is not."""
     assert mul_div(a, b, c, d) == a * b * c // d

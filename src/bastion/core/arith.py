@@ -63,6 +63,17 @@ def mul_div(a: int, b: int, c: int, d: int) -> int:
         p = _mul64(p, c)
     if p != _WIDE and d <= _LIMIT:
         return p // d
+    if d < _HALF and b < _HALF and c < _HALF and -_LIMIT <= a <= _LIMIT:
+        # the same steps, each in a word: r, r2 < d < 2**31 and q2 < b
+        x: i64 = a
+        d64: i64 = d
+        b64: i64 = b
+        c64: i64 = c
+        q64 = x // d64
+        rb64 = (x - q64 * d64) * b64
+        q2_64 = rb64 // d64
+        tail: int = q2_64 * c64 + (rb64 - q2_64 * d64) * c64 // d64  # int: the sum may be wide
+        return mul(mul(q64, b), c) + tail
     q = a // d
     r = a - mul(q, d)  # not divmod: compiled, that is a generic call returning a boxed tuple
     rb = mul(r, b)

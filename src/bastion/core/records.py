@@ -117,7 +117,7 @@ class Market:
 class Account:
     """A spot account: balances by asset, available and held for open orders."""
 
-    __slots__ = ("account", "available", "held", "stp")
+    __slots__ = ("account", "available", "held", "margin", "stp")
 
     def __init__(self, account: int, available: dict[str, int], held: dict[str, int],
                  stp: STPMode = "expire_taker") -> None:
@@ -125,6 +125,10 @@ class Account:
         self.available = available
         self.held = held
         self.stp: STPMode = stp
+        #: the margin record (``perp.records.MarginAccount``, typed ``object`` like
+        #: ``Order.margin``) the margin ledger last found for this account: perpetual order
+        #: entry then needs no lookup by account id; not part of the snapshot
+        self.margin: object = None
 
     def __repr__(self) -> str:
         return (f"Account(account={self.account}, available={self.available!r}, "

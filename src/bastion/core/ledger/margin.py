@@ -216,7 +216,15 @@ class MarginLedger(Ledger):
                 raise Refused(X.REDUCE_ONLY, f"reduce-only {'buy' if is_buy else 'sell'} has "
                                              f"no opposite position to reduce in {mkt.market}")
             return min(qty, can), 0
-        ma = self.entry_ma = self.margin_or_none(acct.account, pm.settle)
+        settle = pm.settle
+        known = acct.margin
+        if isinstance(known, MarginAccount) and known.asset == settle:
+            ma: MarginAccount | None = known
+        else:
+            ma = self.margin_or_none(acct.account, settle)
+            if ma is not None:
+                acct.margin = ma
+        self.entry_ma = ma
         hold = order_hold(mul(price, qty) // mkt.price_div, self.leverage(ma, pm),
                           mkt.taker_fee_ppm)
         free = self.available(ma)

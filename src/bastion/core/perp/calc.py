@@ -113,7 +113,8 @@ def threshold(tiers: list[Tier], size: int, div: int, target: int) -> int:
             # lo * den <= num <= max_notional * den, without the big products
             if (lo <= num // den and -(-num // den) <= t.max_notional) or t is tiers[-1]:
                 # P = N * div / size, rounded up: re-check at or below it
-                return -mul_div(-num, div, 1, mul(den, size))
+                # floor(x / (den * size)) == floor(floor(x / den) / size): one small divisor
+                return -(mul_div(-num, div, 1, den) // size)
             lo = t.max_notional
         return ALWAYS_LONG
     # short: f*PPM = -N*(PPM + mmr) + cum: decreasing in P; f(0) = 0
@@ -125,6 +126,6 @@ def threshold(tiers: list[Tier], size: int, div: int, target: int) -> int:
         num = t.cum_ppm - mul(target, PPM)
         den = PPM + t.mmr_ppm
         if (lo <= num // den and -(-num // den) <= t.max_notional) or t is tiers[-1]:
-            return mul_div(num, div, 1, mul(den, n))  # re-check at or above it
+            return mul_div(num, div, 1, den) // n  # re-check at or above it
         lo = t.max_notional
     return ALWAYS_SHORT
