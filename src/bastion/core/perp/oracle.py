@@ -14,6 +14,8 @@ acts on nothing (no index change, no trigger, no liquidation). ``ResetOracle`` l
 re-anchor after a real move, only while the market is restricted.
 """
 
+from typing import Any
+
 from bastion.core import commands as C
 from bastion.core import errors as X
 from bastion.core import events as E
@@ -34,16 +36,23 @@ def aggregate(pm: PerpMarket, sources: object, now: int) -> tuple[int, int, int]
         raise Refused(X.INVALID_ARGUMENT, f"sources must be a list of 1..{MAX_SOURCES}")
     seen: set[str] = set()
     fresh: list[int] = []
-    for s in sources:
-        if not isinstance(s, C.SourcePrice) or not isinstance(s.source, str) \
-                or not 1 <= len(s.source) <= 32 or s.source in seen:
+    for item in sources:
+        if not isinstance(item, C.SourcePrice):
             raise Refused(X.INVALID_ARGUMENT, "each source needs a distinct 1-32 char name")
-        if type(s.price) is not int or not 1 <= s.price <= X.MAX_INT or type(s.ts) is not int:
-            raise Refused(X.INVALID_PRICE, f"source {s.source}: price must be a positive "
+        # its fields read as ``Any``: an in-process command may carry any type, and compiled
+        # code would trust the annotations
+        s: Any = item
+        name = s.source
+        price = s.price
+        ts = s.ts
+        if not isinstance(name, str) or not 1 <= len(name) <= 32 or name in seen:
+            raise Refused(X.INVALID_ARGUMENT, "each source needs a distinct 1-32 char name")
+        if type(price) is not int or not 1 <= price <= X.MAX_INT or type(ts) is not int:
+            raise Refused(X.INVALID_PRICE, f"source {name}: price must be a positive "
                                            "integer and ts an integer")
-        seen.add(s.source)
-        if now - pm.source_max_age_ms <= s.ts <= now:
-            fresh.append(s.price)
+        seen.add(name)
+        if now - pm.source_max_age_ms <= ts <= now:
+            fresh.append(price)
     if len(fresh) < pm.min_sources:
         raise Refused(X.ORACLE_STALE, f"{len(fresh)} fresh sources, {pm.min_sources} needed")
     mid = median(fresh)
@@ -56,11 +65,12 @@ def aggregate(pm: PerpMarket, sources: object, now: int) -> tuple[int, int, int]
 
 def update_index(pe: MarginLedger, cmd: C.UpdateIndex, out: list[E.Event]) -> None:
     v = pe.v
-    mkt, pm = pe.perp_market(cmd.market)
+    raw: Any = cmd
+    mkt, pm = pe.perp_market(raw.market)
     if mkt.mode == "closed":
         raise Refused(X.MARKET_MODE, f"market {mkt.market} is closed")
     now = v.ts
-    index, used, dropped = aggregate(pm, cmd.sources, now)
+    index, used, dropped = aggregate(pm, raw.sources, now)
     book = v.books[mkt.market]
     bid = book.bids.best()
     ask = book.asks.best()
@@ -126,12 +136,14 @@ def update_index(pe: MarginLedger, cmd: C.UpdateIndex, out: list[E.Event]) -> No
 
 def reset_oracle(pe: MarginLedger, cmd: C.ResetOracle, out: list[E.Event]) -> None:
     v = pe.v
-    mkt, pm = pe.perp_market(cmd.market)
-    if not isinstance(cmd.reason, str) or not cmd.reason.strip():
+    raw: Any = cmd
+    mkt, pm = pe.perp_market(raw.market)
+    reason = raw.reason
+    if not isinstance(reason, str) or not reason.strip():
         raise Refused(X.INVALID_ARGUMENT, "an oracle reset needs a reason")
     if mkt.mode not in RESTRICTED:
         raise Refused(X.MARKET_MODE, f"market {mkt.market} is {mkt.mode}: reset the oracle "
                                      "only in a restricted mode")
     pm.anchor_index = pm.anchor_mark = pm.anchor_ts = 0
     pm.armed = False
-    out.append(E.OracleReset(seq=v.seq, ts=v.ts, market=pm.market, reason=cmd.reason))
+    out.append(E.OracleReset(seq=v.seq, ts=v.ts, market=pm.market, reason=reason))
