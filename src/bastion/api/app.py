@@ -173,6 +173,8 @@ class Guard:
             send_texts = getattr(protocol, "send_texts", None)
             if send_texts is not None:  # frames batched per write (``api.ws.protocol``)
                 scope["bastion.send_texts"] = send_texts
+                # messages straight from the parser to the endpoint, not through ``receive``
+                scope["bastion.ws_attach"] = protocol.attach  # type: ignore[union-attr]
             if transport is not None:
                 scope["bastion.abort"] = transport.abort
                 scope["bastion.pin_sndbuf"] = _buffer_pin(transport, socket.SO_SNDBUF,

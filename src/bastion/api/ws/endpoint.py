@@ -49,7 +49,9 @@ from bastion.api.native.routes import place_command, position_views, ticker_view
 from bastion.api.security.auth import require
 from bastion.api.security.keys import ApiKey
 from bastion.api.security.ratelimit import Limiter
+from bastion.api.service.eager import start_eagerly
 from bastion.api.ws.marketdata import BookMirror
+from bastion.api.ws.protocol import STOP, FrameSink
 from bastion.core import errors as X
 from bastion.core import events as E
 from bastion.core.state import Market
@@ -554,7 +556,7 @@ def routes(ctx: Context, hub: Hub) -> list[BaseRoute]:
                     raise ApiError(A.RATE_LIMITED, f"more than {MAX_INFLIGHT} requests in "
                                                    "flight on this connection")
                 conn.inflight += 1
-                asyncio.ensure_future(order_op(conn, op))
+                start_eagerly(order_op(conn, op))  # to its journal wait, in this callback
                 return 0
             elif op.op == "subscribe":
                 ctx.ip_limiter.hit(conn.ip)  # a snapshot per subscribe: not free to spam
@@ -603,42 +605,73 @@ def routes(ctx: Context, hub: Hub) -> list[BaseRoute]:
         finally:
             hub.release(ip)
 
+    def frame_sink(conn: Conn) -> FrameSink:
+        """The connection's handler of one message: acts on it and answers the seconds the
+        socket must not be read (its frame budget), ``STOP`` once the connection closes."""
+        who = str(id(conn))
+        over = 0
+
+        def on_frame(raw: str | bytes) -> float:
+            nonlocal over
+            if conn.closed:
+                return STOP
+            try:
+                cost = handle(conn, raw)
+            except Exception:
+                log.exception("WebSocket from %s failed", conn.ip)
+                conn.close(1011, "internal error")
+                return STOP
+            if not cost:
+                over = 0
+                return 0.0
+            wait = frames.pause(who, cost)
+            over = over + 1 if wait else 0
+            if over > frames.burst:
+                # still sending at the budget's full rate a burst's worth of frames after
+                # its burst ran out: a flood, not a client catching up (Binance closes at
+                # 5 frames/s); the client reconnects and resubscribes
+                conn.close(POLICY, f"more than {frames.rate:g} frames/s (burst "
+                                   f"{frames.burst:g}) kept up; slow down")
+                return STOP
+            # over budget, this socket is not read until the debt is paid (TCP pushes back
+            # on the client)
+            return STOP if conn.closed else wait
+
+        return on_frame
+
     async def serve(ws: WebSocket) -> None:
         await ws.accept()
         conn = Conn(ws, ctx.settings.ws_send_buffer)
         writer = conn.writer_task = asyncio.create_task(conn.writer())
         receive = ws.receive
-        who = str(id(conn))
-        seen = over = 0
+        on_frame = frame_sink(conn)
+        attach: Callable[[FrameSink], None] | None = ws.scope.get("bastion.ws_attach")
         try:
+            if attach is not None:
+                # messages go to ``on_frame`` straight from the parser (``api.ws.protocol``);
+                # ``receive`` carries only the disconnect (ours after a close, or the peer's)
+                attach(on_frame)
+                while (await receive())["type"] != "websocket.disconnect":
+                    pass
+                return
+            seen = 0
             while not conn.closed:
                 msg = await receive()
-                kind = msg["type"]
-                if kind == "websocket.disconnect":
+                if msg["type"] == "websocket.disconnect":
                     break
                 raw = msg.get("text")
                 if raw is None:
                     raw = msg.get("bytes") or b""
-                cost = handle(conn, raw)
-                wait = frames.pause(who, cost) if cost else 0.0
-                seen += 1
-                over = over + 1 if wait else 0
-                if over > frames.burst:
-                    # still sending at the budget's full rate a burst's worth of frames after
-                    # its burst ran out: a flood, not a client catching up (Binance closes at
-                    # 5 frames/s); the client reconnects and resubscribes
-                    conn.close(POLICY, f"more than {frames.rate:g} frames/s (burst "
-                                       f"{frames.burst:g}) kept up; slow down")
+                wait = on_frame(raw)
+                if conn.closed:
                     break
+                seen += 1
                 if wait or not seen % 32:
-                    # over budget, this socket is not read until the debt is paid (TCP pushes
-                    # back on the client); otherwise a client with frames buffered takes turns
+                    # over budget: not read until the debt is paid; otherwise a client with
+                    # frames buffered takes turns
                     await asyncio.sleep(wait)
-        except Exception:
-            log.exception("WebSocket from %s failed", conn.ip)
-            conn.close(1011, "internal error")
         finally:
-            frames.forget(who)
+            frames.forget(str(id(conn)))
             hub.drop(conn)
             if conn.closer is not None:
                 with contextlib.suppress(BaseException):

@@ -8,15 +8,25 @@ read is parsed ``READ_SLICE`` bytes at a time: the rest waits, with the socket's
 paused, until the application has taken every frame parsed so far (TCP then pushes back on
 the sender). A client that keeps sending after the server's close frame is cut instead of
 being parsed to the end of its flood.
+
+Once the endpoint ``attach``es its frame handler, each complete message goes to it straight
+from the parser, in the same callback: no ASGI ``receive`` (a dict, a queue, a task wake-up
+and a pause/resume of reading per message). The handler answers with the seconds reading must
+stop (its frame budget); messages already parsed meanwhile wait, in order, until then.
+``receive`` then only carries the disconnect.
 """
 
 from __future__ import annotations
 
+import math
+from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 from uvicorn.protocols.utils import ClientDisconnected
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 from websockets.exceptions import InvalidState
+from websockets.protocol import State
 
 #: bytes parsed per turn: a few hundred tiny frames (a few ms) at most, while a pipelining
 #: client still gets dozens of orders per turn
@@ -26,6 +36,14 @@ CLOSING_READ_MAX = 1024
 #: pongs the kernel could not send yet, past which a pinging client is cut
 PONG_BACKLOG_MAX = 256 * 1024
 
+#: an attached endpoint's handler: one message (``str`` for text, ``bytes`` for binary) in,
+#: the seconds to stop reading this socket out (0 to read on, ``STOP`` until the close)
+FrameSink = Callable[[str | bytes], float]
+STOP = math.inf
+
+#: the header of an unmasked final text frame of each length under 126
+_HEADS = [bytes((0x81, size)) for size in range(126)]
+
 
 class BoundedWebSocketProtocol(WebSocketsSansIOProtocol):
     """``WebSocketsSansIOProtocol`` parsing at most ``READ_SLICE`` bytes per loop turn."""
@@ -34,6 +52,77 @@ class BoundedWebSocketProtocol(WebSocketsSansIOProtocol):
         super().__init__(*args, **kwargs)
         #: received and not parsed yet (reading is paused while this is not empty)
         self.backlog = b""
+        #: the endpoint's handler once attached; messages then bypass ``receive``
+        self.sink: FrameSink | None = None
+        #: messages parsed while the sink holds reading (``read_paused``), in order
+        self.held: deque[str | bytes] = deque()
+
+    def attach(self, sink: FrameSink) -> None:
+        """From now on hand every message to ``sink`` as it is parsed; the messages already
+        queued for ``receive`` (sent before the handshake completed) go to it first."""
+        self.sink = sink
+        queue, keep = self.queue, []
+        while not queue.empty():
+            msg = queue.get_nowait()
+            if msg["type"] == "websocket.receive":
+                text = msg.get("text")
+                self.held.append(text if text is not None else msg.get("bytes") or b"")
+            else:
+                keep.append(msg)
+        for msg in keep:
+            queue.put_nowait(msg)
+        if self.held or self.read_paused:
+            self._release()
+
+    def send_receive_event_to_app(self) -> None:
+        if self.sink is None:
+            super().send_receive_event_to_app()
+            return
+        raw = self.frames[0] if len(self.frames) == 1 else b"".join(self.frames)
+        self.frames = []
+        if self.close_sent:
+            return
+        data: str | bytes = raw
+        if self.curr_msg_data_type == "text":
+            try:
+                data = raw.decode()
+            except UnicodeDecodeError:
+                self.logger.info("Invalid UTF-8 sequence received from client.")
+                self.conn.send_close(1007)
+                self.handle_parser_exception()
+                return
+        if self.read_paused:
+            self.held.append(data)
+        else:
+            self._deliver(data)
+
+    def _deliver(self, data: str | bytes) -> None:
+        assert self.sink is not None
+        wait = self.sink(data)
+        if wait > 0.0 and not self.close_sent:
+            self.read_paused = True
+            self.transport.pause_reading()
+            if wait != STOP:
+                self.loop.call_later(wait, self._release)
+
+    def _release(self) -> None:
+        """The sink's hold is over: it gets the messages held meanwhile, then reading goes on
+        (unless one of them holds it again)."""
+        self.read_paused = False
+        held = self.held
+        while held:
+            if self.close_sent or self.disconnected:
+                held.clear()
+                return
+            self._deliver(held.popleft())
+            if self.read_paused:
+                return
+        if self.close_sent or self.disconnected:
+            return
+        if self.backlog:
+            self._resume()
+        else:
+            self.transport.resume_reading()
 
     def data_received(self, data: bytes) -> None:
         if self.close_sent:
@@ -84,6 +173,20 @@ class BoundedWebSocketProtocol(WebSocketsSansIOProtocol):
         if self.disconnected or self.close_sent or not self.handshake_complete:
             raise ClientDisconnected()
         conn = self.conn
+        if conn.state is State.OPEN and not conn.extensions \
+                and not conn.expect_continuation_frame:
+            # what ``send_text`` writes for an unfragmented server frame without extensions
+            # (RFC 6455 5.2: FIN + text opcode, unmasked, the length in 7, 16 or 64 bits),
+            # without a ``Frame`` object and its checks per reply
+            parts: list[bytes] = []
+            for data in frames:
+                size = len(data)
+                parts.append(_HEADS[size] if size < 126 else
+                             b"\x81\x7e" + size.to_bytes(2, "big") if size < 0x10000 else
+                             b"\x81\x7f" + size.to_bytes(8, "big"))
+                parts.append(data)
+            self.transport.write(b"".join(parts))
+            return
         try:
             for data in frames:
                 conn.send_text(data)
@@ -93,7 +196,7 @@ class BoundedWebSocketProtocol(WebSocketsSansIOProtocol):
 
     async def receive(self) -> Any:
         message = await self.queue.get()
-        if self.queue.empty() and self.read_paused:
+        if self.queue.empty() and self.read_paused and self.sink is None:
             self.read_paused = False
             if self.backlog:
                 self._resume()
