@@ -17,9 +17,10 @@ from typing import Any
 
 import uvicorn
 from uvicorn.server import ServerState
+from websockets.frames import Frame, Opcode
 
 from bastion.api.ws.endpoint import Conn
-from bastion.api.ws.protocol import READ_SLICE, BoundedWebSocketProtocol
+from bastion.api.ws.protocol import READ_SLICE, STOP, BoundedWebSocketProtocol
 
 FRAME = b'{"op":"ping"}'
 
@@ -191,5 +192,133 @@ def test_replies_queued_together_go_out_in_one_write() -> None:
             texts.append(data[2:2 + data[1]].decode())
             data = data[2 + data[1]:]
         assert texts == [f'{{"id":{i},"ok":true,"result":"\u00e9"}}' for i in range(40)]
+
+    asyncio.run(run())
+
+
+def _attached(sink: Any) -> tuple[BoundedWebSocketProtocol, Socket]:
+    """A protocol whose application accepted and attached ``sink``, as the endpoint does."""
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        assert (await receive())["type"] == "websocket.connect"
+        await send({"type": "websocket.accept"})
+        box[0].attach(sink)
+        while (await receive())["type"] != "websocket.disconnect":
+            raise AssertionError("a message went to receive() after attach")
+
+    box: list[BoundedWebSocketProtocol] = []
+    proto, sock = _open(app)
+    box.append(proto)
+    return proto, sock
+
+
+def test_attached_messages_reach_the_sink_in_the_read_callback() -> None:
+    """No queue, no loop turn, no pause of reading per message: the read's frames are handled
+    before ``data_received`` returns, in order; text arrives as ``str``, binary as bytes."""
+    async def run() -> None:
+        got: list[str | bytes] = []
+        proto, sock = _attached(lambda m: got.append(m) or 0.0)
+        await asyncio.sleep(0.01)
+        proto.data_received(b"".join(masked(b'{"id":%d}' % i) for i in range(50))
+                            + masked(b"\x00\xff", opcode=0x2))
+        assert got == [f'{{"id":{i}}}' for i in range(50)] + [b"\x00\xff"]
+        assert proto.queue.empty() and sock.reading and not proto.read_paused
+
+    asyncio.run(run())
+
+
+def test_a_sink_hold_keeps_later_messages_in_order_until_it_ends() -> None:
+    """The frame budget: the sink answers seconds to wait; the socket is not read meanwhile
+    and the messages already parsed are handed over, in order, when the wait ends."""
+    async def run() -> None:
+        got: list[str | bytes] = []
+
+        def sink(m: str | bytes) -> float:
+            got.append(m)
+            return 0.05 if m == '{"id":3}' else 0.0
+
+        proto, sock = _attached(sink)
+        await asyncio.sleep(0.01)
+        proto.data_received(b"".join(masked(b'{"id":%d}' % i) for i in range(8)))
+        assert got == [f'{{"id":{i}}}' for i in range(4)]
+        assert not sock.reading and len(proto.held) == 4
+        proto.data_received(masked(b'{"id":8}'))  # a read that raced the pause waits too
+        await asyncio.sleep(0.02)
+        assert len(got) == 4  # still within the wait
+        await asyncio.sleep(0.1)
+        assert got == [f'{{"id":{i}}}' for i in range(9)]
+        assert sock.reading and not proto.held
+
+    asyncio.run(run())
+
+
+def test_messages_queued_before_the_attach_go_first() -> None:
+    """Frames a client pipelined behind its upgrade request were queued for ``receive``
+    before the application attached: the sink gets them first, then the later ones."""
+    async def run() -> None:
+        got: list[str | bytes] = []
+        gate = asyncio.Event()
+        box: list[BoundedWebSocketProtocol] = []
+
+        async def app(scope: Any, receive: Any, send: Any) -> None:
+            await receive()
+            await send({"type": "websocket.accept"})
+            await gate.wait()
+            box[0].attach(lambda m: got.append(m) or 0.0)
+            await receive()
+
+        proto, sock = _open(app)
+        box.append(proto)
+        await asyncio.sleep(0.01)
+        proto.data_received(masked(b"a") + masked(b"b"))
+        assert not sock.reading  # the queue path: paused until the application reads
+        gate.set()
+        await asyncio.sleep(0.01)
+        proto.data_received(masked(b"c"))
+        assert got == ["a", "b", "c"] and sock.reading
+
+    asyncio.run(run())
+
+
+def test_nothing_reaches_the_sink_after_the_close() -> None:
+    """``STOP`` (the endpoint closing the connection) pauses reading; the close frame resumes
+    it for the peer's reply, and what a client sends meanwhile is dropped."""
+    async def run() -> None:
+        got: list[str | bytes] = []
+        proto, sock = _attached(lambda m: got.append(m) or STOP)
+        await asyncio.sleep(0.01)
+        proto.data_received(masked(b"x") + masked(b"y"))
+        assert got == ["x"] and not sock.reading
+        await proto.send({"type": "websocket.close", "code": 1008, "reason": "flood"})
+        assert sock.reading
+        proto.data_received(masked(b"z"))
+        assert got == ["x"] and not proto.held
+
+    asyncio.run(run())
+
+
+def test_invalid_utf8_text_closes_with_1007() -> None:
+    async def run() -> None:
+        got: list[str | bytes] = []
+        proto, sock = _attached(lambda m: got.append(m) or 0.0)
+        await asyncio.sleep(0.01)
+        proto.data_received(masked(b"\xff\xfe"))
+        assert got == [] and sock.closing
+        assert b"\x88\x02\x03\xef" in b"".join(sock.writes)  # close frame, code 1007
+
+    asyncio.run(run())
+
+
+def test_reply_frames_of_every_length_class_match_websockets() -> None:
+    """The hand-made frame headers (7-, 16- and 64-bit lengths) are what websockets writes."""
+    async def run() -> None:
+        proto, sock = _attached(lambda m: 0.0)
+        await asyncio.sleep(0.01)
+        sizes = [0, 1, 125, 126, 127, 65535, 65536, 70000]
+        texts = [b"x" * n for n in sizes]
+        before = len(sock.writes)
+        await proto.send_texts(texts)
+        assert len(sock.writes) == before + 1
+        want = b"".join(Frame(Opcode.TEXT, t).serialize(mask=False) for t in texts)
+        assert sock.writes[-1] == want
 
     asyncio.run(run())

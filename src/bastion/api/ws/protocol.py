@@ -127,6 +127,7 @@ class BoundedWebSocketProtocol(WebSocketsSansIOProtocol):
     def data_received(self, data: bytes) -> None:
         if self.close_sent:
             self.backlog = b""
+            self.held.clear()
             if len(data) >= CLOSING_READ_MAX:
                 self.transport.close()
                 return
