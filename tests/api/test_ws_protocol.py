@@ -12,10 +12,13 @@ import asyncio
 import base64
 import os
 import struct
+from functools import partial
 from types import SimpleNamespace
 from typing import Any
 
 import uvicorn
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from uvicorn.server import ServerState
 from websockets.frames import Frame, Opcode
 
@@ -196,6 +199,11 @@ def test_replies_queued_together_go_out_in_one_write() -> None:
     asyncio.run(run())
 
 
+def _collect(into: list[str | bytes], message: str | bytes) -> float:
+    into.append(message)
+    return 0.0
+
+
 def _attached(sink: Any) -> tuple[BoundedWebSocketProtocol, Socket]:
     """A protocol whose application accepted and attached ``sink``, as the endpoint does."""
     async def app(scope: Any, receive: Any, send: Any) -> None:
@@ -320,5 +328,156 @@ def test_reply_frames_of_every_length_class_match_websockets() -> None:
         assert len(sock.writes) == before + 1
         want = b"".join(Frame(Opcode.TEXT, t).serialize(mask=False) for t in texts)
         assert sock.writes[-1] == want
+
+    asyncio.run(run())
+
+
+def _frame(payload: bytes, opcode: int, fin: bool = True) -> bytes:
+    """A masked client frame with the shortest length encoding."""
+    mask = os.urandom(4)
+    size = len(payload)
+    head = bytes((0x80 * fin | opcode,))
+    if size < 126:
+        head += bytes((0x80 | size,))
+    elif size < 0x10000:
+        head += bytes((0x80 | 126,)) + size.to_bytes(2, "big")
+    else:
+        head += bytes((0x80 | 127,)) + size.to_bytes(8, "big")
+    return head + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+
+
+_texts = st.text(max_size=300).map(lambda t: ("text", t))
+_binaries = st.binary(max_size=200).map(lambda b: ("binary", b))
+_pings = st.binary(max_size=20).map(lambda b: ("ping", b))
+_fragmented = st.lists(st.text(max_size=40), min_size=2, max_size=4).map(
+    lambda parts: ("fragments", parts))
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.one_of(_texts, _binaries, _pings, _fragmented), max_size=30),
+       st.lists(st.integers(min_value=1, max_value=700), max_size=40),
+       st.booleans())
+def test_any_split_of_any_frame_mix_gives_the_same_messages(
+        items: list[tuple[str, Any]], cuts: list[int], fast: bool) -> None:
+    """Frames of every kind, cut into reads anywhere: the sink gets every message once, in
+    order, and every ping its pong, whether the simple frames take the short parser
+    (``fast``) or all of them go through websockets."""
+    stream, want, pings = b"", [], 0
+    for kind, value in items:
+        if kind == "text":
+            stream += _frame(value.encode(), 0x1)
+            want.append(value)
+        elif kind == "binary":
+            stream += _frame(value, 0x2)
+            want.append(value)
+        elif kind == "ping":
+            stream += _frame(value, 0x9)
+            pings += 1
+        else:
+            stream += _frame(value[0].encode(), 0x1, fin=False)
+            for k, part in enumerate(value[1:], 2):
+                stream += _frame(part.encode(), 0x0, fin=k == len(value))
+            want.append("".join(value))
+
+    async def run() -> None:
+        got: list[str | bytes] = []
+        proto, sock = _attached(lambda m: got.append(m) or 0.0)
+        await asyncio.sleep(0.01)
+        if not fast:
+            proto._simple_ok = lambda: False  # type: ignore[method-assign]
+        written = len(sock.writes)
+        rest = stream
+        for cut in cuts:
+            proto.data_received(rest[:cut])
+            rest = rest[cut:]
+            while proto.backlog:
+                await asyncio.sleep(0)
+        proto.data_received(rest)
+        while proto.backlog:
+            await asyncio.sleep(0)
+        assert got == want
+        assert not sock.closing and proto.queue.empty()
+        pongs = b"".join(sock.writes[written:])
+        assert pongs.count(b"\x8a") >= pings  # each pong frame starts with FIN + 0xA
+
+    asyncio.run(run())
+
+
+def test_bad_frames_keep_websockets_close_codes() -> None:
+    """What the short parser does not take is websockets' to judge: an unmasked frame
+    closes with 1002, one over the size limit with 1009, after the simple frames before it
+    were delivered."""
+    async def run() -> None:
+        for bad, code in ((b"\x81\x02hi", 1002),
+                          (b"\x81\xff" + (65537).to_bytes(8, "big") + b"\x00" * 4, 1009)):
+            got: list[str | bytes] = []
+            proto, sock = _attached(partial(_collect, got))
+            await asyncio.sleep(0.01)
+            proto.data_received(_frame(b"ok", 0x1) + bad)
+            assert got == ["ok"] and sock.closing
+            close = sock.writes[-1]  # close frame: opcode, length, code, reason
+            assert close[0] == 0x88 and close[2:4] == code.to_bytes(2, "big"), close
+
+    asyncio.run(run())
+
+
+def test_a_read_inside_a_frame_websockets_began_is_not_taken_for_a_new_frame() -> None:
+    """A ping cut after its header leaves websockets' parser inside the frame; the next read
+    starts with payload bytes that look like a text frame's header (zero mask: the payload
+    is sent as is). They stay websockets': the ping is answered, nothing reaches the sink."""
+    async def run() -> None:
+        got: list[str | bytes] = []
+        proto, sock = _attached(lambda m: got.append(m) or 0.0)
+        await asyncio.sleep(0.01)
+        payload = b"\x81\x82" + b"ab"
+        ping = b"\x89\x84" + b"\x00" * 4 + payload
+        proto.data_received(_frame(b"before", 0x1) + ping[:6])
+        proto.data_received(ping[6:] + _frame(b"after", 0x1))
+        assert got == ["before", "after"]
+        assert sock.writes[-1] == b"\x8a\x04" + payload and not sock.closing
+
+    asyncio.run(run())
+
+
+def test_a_turns_replies_go_out_in_one_write_and_in_order_while_paused() -> None:
+    """With the protocol's synchronous write, what one loop turn queued is one socket write
+    at the end of the turn (no task); while the transport asks the writer to pause, replies
+    wait in the connection (counted against its bound) and then follow in order."""
+    async def run() -> None:
+        proto, sock = _attached(lambda m: 0.0)
+        await asyncio.sleep(0.01)
+        ws: Any = SimpleNamespace(scope={"bastion.send_texts": proto.send_texts,
+                                         "bastion.write_texts": proto.write_texts},
+                                  client=None, send=None)
+        conn = Conn(ws, 1 << 20)
+        conn.writer_task = asyncio.ensure_future(conn.writer())
+
+        def texts(writes: list[bytes]) -> list[str]:
+            data, out = b"".join(writes), []
+            while data:
+                assert data[0] == 0x81 and data[1] < 126
+                out.append(data[2:2 + data[1]].decode())
+                data = data[2 + data[1]:]
+            return out
+
+        before = len(sock.writes)
+        for i in range(5):
+            conn.send(b'{"id":%d}' % i)
+        assert len(sock.writes) == before  # not yet: at the end of the turn
+        await asyncio.sleep(0)
+        assert len(sock.writes) == before + 1 and conn.buffered == 0
+        proto.pause_writing()
+        for i in range(5, 8):
+            conn.send(b'{"id":%d}' % i)
+        await asyncio.sleep(0.01)
+        assert len(sock.writes) == before + 1 and conn.buffered == 3 * len(b'{"id":5}')
+        conn.send(b'{"id":8}')  # its flush runs first, while the writer still holds 5-7:
+        proto.resume_writing()  # it queues behind them, though the socket is writable again
+        await asyncio.sleep(0.01)
+        conn.send(b'{"id":9}')
+        await asyncio.sleep(0)
+        assert texts(sock.writes[before:]) == [f'{{"id":{i}}}' for i in range(10)]
+        assert conn.buffered == 0
+        conn.writer_task.cancel()
 
     asyncio.run(run())

@@ -175,6 +175,7 @@ class Guard:
                 scope["bastion.send_texts"] = send_texts
                 # messages straight from the parser to the endpoint, not through ``receive``
                 scope["bastion.ws_attach"] = protocol.attach  # type: ignore[union-attr]
+                scope["bastion.write_texts"] = protocol.write_texts  # type: ignore[union-attr]
             if transport is not None:
                 scope["bastion.abort"] = transport.abort
                 scope["bastion.pin_sndbuf"] = _buffer_pin(transport, socket.SO_SNDBUF,

@@ -106,8 +106,9 @@ _op_decoder = msgspec.json.Decoder(Op)
 class Conn:
     """One socket: its key, its subscriptions and its outgoing messages, bounded in bytes."""
 
-    __slots__ = ("buffered", "closed", "closer", "inflight", "ip", "key", "limit", "pin",
-                 "queue", "subs", "writer_task", "ws")
+    __slots__ = ("buffered", "closed", "closer", "flush_due", "holding", "inflight", "ip",
+                 "key", "limit", "out", "out_size", "pin", "queue", "subs", "write_now",
+                 "writer_task", "ws")
 
     def __init__(self, ws: WebSocket, limit: int) -> None:
         self.ws = ws
@@ -121,6 +122,15 @@ class Conn:
         self.closed = False
         self.closer: asyncio.Task[None] | None = None
         self.writer_task: asyncio.Task[None] | None = None
+        #: messages for one write at the end of this loop turn (``flush``), and their bytes
+        self.out: list[bytes] = []
+        self.out_size = 0
+        self.flush_due = False
+        #: whether the writer task has a batch in hand (then ``flush`` queues behind it)
+        self.holding = False
+        #: the protocol's synchronous write (``api.ws.protocol.write_texts``), if any
+        self.write_now: Callable[[list[bytes]], bool] | None = \
+            ws.scope.get("bastion.write_texts")
         #: pins the kernel send buffer (``app._buffer_pin``) once this client falls behind
         self.pin: Callable[[], None] | None = ws.scope.get("bastion.pin_sndbuf")
         client = ws.client
@@ -137,7 +147,30 @@ class Conn:
             self.close(POLICY, f"slow consumer: more than {self.limit} bytes unsent; "
                                "resubscribe for a fresh snapshot")
             return
-        self.queue.put_nowait(data)
+        if self.write_now is None:
+            self.queue.put_nowait(data)
+            return
+        self.out.append(data)
+        self.out_size += len(data)
+        if not self.flush_due:
+            self.flush_due = True
+            asyncio.get_running_loop().call_soon(self.flush)
+
+    def flush(self) -> None:
+        """What this loop turn queued (the acks one fsync released, stream messages) in one
+        write, from a callback, not a task; if the socket is not taking data now, the writer
+        task sends it when it is, in order."""
+        self.flush_due = False
+        out, size = self.out, self.out_size
+        if not out or self.closed:
+            return
+        self.out, self.out_size = [], 0
+        assert self.write_now is not None
+        if not self.holding and self.queue.empty() and self.write_now(out):
+            self.buffered -= size
+            return
+        for data in out:
+            self.queue.put_nowait(data)
 
     def close(self, code: int, reason: str) -> None:
         """Stop serving this socket now; the close frame goes out from a task of its own,
@@ -177,12 +210,14 @@ class Conn:
                     self.buffered -= len(data)
             while True:
                 batch = [await q.get()]
+                self.holding = True
                 size = len(batch[0])
                 while not q.empty() and size < WRITE_BATCH:
                     data = q.get_nowait()
                     batch.append(data)
                     size += len(data)
                 await send_texts(batch)
+                self.holding = False
                 self.buffered -= size
         except Exception:
             self.closed = True

@@ -13,7 +13,8 @@ Once the endpoint ``attach``es its frame handler, each complete message goes to 
 from the parser, in the same callback: no ASGI ``receive`` (a dict, a queue, a task wake-up
 and a pause/resume of reading per message). The handler answers with the seconds reading must
 stop (its frame budget); messages already parsed meanwhile wait, in order, until then.
-``receive`` then only carries the disconnect.
+``receive`` then only carries the disconnect. Small client frames, the common kind, are
+parsed by ``api.ws.frames.parse_simple`` then; websockets' parser takes every other frame.
 """
 
 from __future__ import annotations
@@ -27,6 +28,9 @@ from uvicorn.protocols.utils import ClientDisconnected
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 from websockets.exceptions import InvalidState
 from websockets.protocol import State
+from websockets.streams import StreamReader
+
+from bastion.api.ws.frames import OTHER, parse_simple
 
 #: bytes parsed per turn: a few hundred tiny frames (a few ms) at most, while a pipelining
 #: client still gets dozens of orders per turn
@@ -40,6 +44,11 @@ PONG_BACKLOG_MAX = 256 * 1024
 #: the seconds to stop reading this socket out (0 to read on, ``STOP`` until the close)
 FrameSink = Callable[[str | bytes], float]
 STOP = math.inf
+
+#: the size limit when the server sets none
+NO_LIMIT = 1 << 63
+#: where websockets' parser waits when it is between frames
+_BETWEEN_FRAMES = StreamReader.at_eof.__code__
 
 #: the header of an unmasked final text frame of each length under 126
 _HEADS = [bytes((0x81, size)) for size in range(126)]
@@ -56,6 +65,9 @@ class BoundedWebSocketProtocol(WebSocketsSansIOProtocol):
         self.sink: FrameSink | None = None
         #: messages parsed while the sink holds reading (``read_paused``), in order
         self.held: deque[str | bytes] = deque()
+        #: the start of a simple frame the next read completes, and its size in all
+        self.partial = bytearray()
+        self.partial_need = 0
 
     def attach(self, sink: FrameSink) -> None:
         """From now on hand every message to ``sink`` as it is parsed; the messages already
@@ -80,10 +92,14 @@ class BoundedWebSocketProtocol(WebSocketsSansIOProtocol):
             return
         raw = self.frames[0] if len(self.frames) == 1 else b"".join(self.frames)
         self.frames = []
+        self._message(raw, self.curr_msg_data_type == "text")
+
+    def _message(self, raw: bytes, text: bool) -> None:
+        """One whole message for the sink: now, or after its hold."""
         if self.close_sent:
             return
         data: str | bytes = raw
-        if self.curr_msg_data_type == "text":
+        if text:
             try:
                 data = raw.decode()
             except UnicodeDecodeError:
@@ -131,6 +147,9 @@ class BoundedWebSocketProtocol(WebSocketsSansIOProtocol):
             if len(data) >= CLOSING_READ_MAX:
                 self.transport.close()
                 return
+            if self.partial:  # websockets parses the frame begun before our close
+                data = bytes(self.partial) + data
+                self.partial.clear()
             super().data_received(data)
             return
         if self.backlog:  # a read that raced the pause: keep the byte order
@@ -142,7 +161,7 @@ class BoundedWebSocketProtocol(WebSocketsSansIOProtocol):
         """Parse one slice of ``data``; keep the rest, with reading paused, for when the
         application has taken what was parsed (or for the next turn if nothing was)."""
         chunk, rest = data[:READ_SLICE], data[READ_SLICE:]
-        super().data_received(chunk)
+        self._parse(chunk)
         if self.close_sent or self.transport.is_closing():
             self.backlog = b""
             return
@@ -153,6 +172,50 @@ class BoundedWebSocketProtocol(WebSocketsSansIOProtocol):
                 self.loop.call_soon(self._resume)
         elif not self.read_paused:
             self.transport.resume_reading()
+
+    def _parse(self, data: bytes) -> None:
+        """The simple frames of ``data`` straight to the sink, the rest through websockets
+        (all of it while websockets' parser is inside a frame or a fragmented message)."""
+        partial = self.partial
+        if not self._simple_ok():
+            if partial:  # websockets parses from the start of the frame we began
+                data = bytes(partial) + data
+                partial.clear()
+            super().data_received(data)
+            return
+        if partial:
+            if len(partial) + len(data) < self.partial_need:
+                partial += data
+                return
+            data = bytes(partial) + data
+            partial.clear()
+        limit = self.conn.max_message_size
+        messages, pos, need = parse_simple(data, NO_LIMIT if limit is None else limit)
+        for text, payload in messages:
+            self._message(payload, text)
+            if self.close_sent or self.transport.is_closing():
+                return
+        if pos < len(data):
+            if need == OTHER:
+                super().data_received(data[pos:])
+            else:
+                partial += memoryview(data)[pos:]
+                self.partial_need = need
+
+    def _simple_ok(self) -> bool:
+        """Whether frames may skip websockets' parser: an attached sink, no extension, an
+        open connection, no fragmented message under way, and websockets' parser between
+        frames (then what it would parse next starts where ``parse_simple`` starts)."""
+        conn = self.conn
+        if self.sink is None or conn.extensions or conn.state is not State.OPEN \
+                or conn.current_size is not None:
+            return False
+        if self.partial:
+            return True
+        gen: Any = conn.parser
+        while (inner := getattr(gen, "gi_yieldfrom", None)) is not None:
+            gen = inner
+        return getattr(gen, "gi_code", None) is _BETWEEN_FRAMES
 
     def _resume(self) -> None:
         """Parse the next slice, unless a message still waits for the application."""
@@ -173,27 +236,35 @@ class BoundedWebSocketProtocol(WebSocketsSansIOProtocol):
         await self.writable.wait()
         if self.disconnected or self.close_sent or not self.handshake_complete:
             raise ClientDisconnected()
-        conn = self.conn
-        if conn.state is State.OPEN and not conn.extensions \
-                and not conn.expect_continuation_frame:
-            # what ``send_text`` writes for an unfragmented server frame without extensions
-            # (RFC 6455 5.2: FIN + text opcode, unmasked, the length in 7, 16 or 64 bits),
-            # without a ``Frame`` object and its checks per reply
-            parts: list[bytes] = []
-            for data in frames:
-                size = len(data)
-                parts.append(_HEADS[size] if size < 126 else
-                             b"\x81\x7e" + size.to_bytes(2, "big") if size < 0x10000 else
-                             b"\x81\x7f" + size.to_bytes(8, "big"))
-                parts.append(data)
-            self.transport.write(b"".join(parts))
+        if self.write_texts(frames):
             return
+        conn = self.conn
         try:
             for data in frames:
                 conn.send_text(data)
         except InvalidState:
             raise ClientDisconnected() from None
         self.transport.write(b"".join(conn.data_to_send()))
+
+    def write_texts(self, frames: list[bytes]) -> bool:
+        """Write ``frames`` now if the socket takes them as they are: open, writable, no
+        extension (else False, and ``send_texts`` is the way). The header is what
+        ``send_text`` writes for an unfragmented server frame (RFC 6455 5.2: FIN + text
+        opcode, unmasked, the length in 7, 16 or 64 bits), without a ``Frame`` per reply."""
+        conn = self.conn
+        if not self.writable.is_set() or self.close_sent or self.disconnected \
+                or conn.state is not State.OPEN or conn.extensions \
+                or conn.expect_continuation_frame:
+            return False
+        parts: list[bytes] = []
+        for data in frames:
+            size = len(data)
+            parts.append(_HEADS[size] if size < 126 else
+                         b"\x81\x7e" + size.to_bytes(2, "big") if size < 0x10000 else
+                         b"\x81\x7f" + size.to_bytes(8, "big"))
+            parts.append(data)
+        self.transport.write(b"".join(parts))
+        return True
 
     async def receive(self) -> Any:
         message = await self.queue.get()
