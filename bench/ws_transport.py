@@ -1,12 +1,16 @@
 """CPU per WebSocket order in the transport layer alone: frames in, one reply each out.
 
-    python bench/ws_transport.py [--orders 50000] [--rounds 3]
+    python bench/ws_transport.py [--orders 50000] [--rounds 3] [--read-size 1]
 
 In process, on a real event loop, with uvicorn's sans-I/O protocol under the app, and only the
 socket replaced by a stand-in that counts writes (so no kernel time is measured: the real
 saving of fewer writes is larger). Compares uvicorn's protocol with one ASGI ``send`` per reply
 (what ``Conn.writer`` did before) against ``BoundedWebSocketProtocol`` (8 KiB parsed per loop
-turn) with the replies queued by the time the writer runs sent by ``send_texts`` in one write.
+turn) with the replies queued by the time the writer runs sent by ``send_texts`` in one write,
+and against the attached path the endpoint uses since the 7th session: each message handed to
+the endpoint's handler in the read callback (simple frames parsed by ``api.ws.frames``), the
+replies of a loop turn flushed by a callback. ``--read-size`` sets the orders per socket read
+(default: 64 KiB of them, a pipelining client; 1 is what each connection sees at the half rate).
 The gateway benchmark's CPU per order swings +-25% between rounds on the shared machine; this
 isolates the layer ``api/ws`` owns.
 """
@@ -74,8 +78,11 @@ class Socket:
             name, default)
 
 
-def one(cls: type[WebSocketsSansIOProtocol], batched: bool, n: int) -> tuple[float, int]:
-    """(CPU seconds per order, socket writes) for ``n`` orders fed 64 KiB per read."""
+def one(cls: type[WebSocketsSansIOProtocol], mode: str, n: int,
+        per_read: int) -> tuple[float, int]:
+    """(CPU seconds per order, socket writes) for ``n`` orders fed ``per_read`` per read (0:
+    64 KiB per read). ``mode``: ``asgi`` (a ``send`` per reply), ``batched`` (``send_texts``),
+    ``attached`` (handler in the read callback, replies flushed per loop turn)."""
     async def main() -> tuple[float, int]:
         done = asyncio.Event()
         box: list[Any] = []
@@ -83,10 +90,26 @@ def one(cls: type[WebSocketsSansIOProtocol], batched: bool, n: int) -> tuple[flo
         async def app(scope: Any, receive: Any, send: Any) -> None:
             await receive()
             await send({"type": "websocket.accept"})
-            scope = {"bastion.send_texts": box[0].send_texts} if batched else {}
+            proto = box[0]
+            scope = {}
+            if mode != "asgi":
+                scope["bastion.send_texts"] = proto.send_texts
+            if mode == "attached":
+                scope["bastion.write_texts"] = proto.write_texts
             conn = Conn(SimpleNamespace(scope=scope, client=None, send=send), 1 << 30)  # type: ignore[arg-type]
             writer = asyncio.ensure_future(conn.writer())
-            for got in range(1, n + 1):
+            if mode == "attached":
+                count = [0]
+
+                def on_frame(_raw: str | bytes) -> float:
+                    count[0] += 1
+                    conn.send(REPLY % count[0])
+                    return 0.0
+
+                proto.attach(on_frame)
+                while count[0] < n:
+                    await asyncio.sleep(0)
+            for got in range(1, n + 1 if mode != "attached" else 1):
                 await receive()
                 conn.send(REPLY % got)
                 if not got % 32:
@@ -108,13 +131,18 @@ def one(cls: type[WebSocketsSansIOProtocol], batched: bool, n: int) -> tuple[flo
                              f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
                              "Sec-WebSocket-Version: 13\r\n\r\n").encode())
         await asyncio.sleep(0.01)
-        data = b"".join(masked(ORDER % i) for i in range(n))
+        frames = [masked(ORDER % i) for i in range(n)]
+        if per_read:
+            reads = [b"".join(frames[i:i + per_read]) for i in range(0, n, per_read)]
+        else:
+            data = b"".join(frames)
+            reads = [data[i:i + 65536] for i in range(0, len(data), 65536)]
         writes0 = sock.writes
         t0 = time.process_time()
-        for i in range(0, len(data), 65536):
+        for chunk in reads:
             while not sock.reading:
                 await asyncio.sleep(0)
-            proto.data_received(data[i:i + 65536])
+            proto.data_received(chunk)
             await asyncio.sleep(0)
         await done.wait()
         return (time.process_time() - t0) / n, sock.writes - writes0
@@ -127,25 +155,31 @@ def main() -> None:
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--orders", type=int, default=50_000)
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--read-size", type=int, default=0,
+                    help="orders per socket read (0: 64 KiB of them)")
     args = ap.parse_args()
     import logging
 
     logging.getLogger("uvicorn.error").setLevel(logging.WARNING)
-    builds: list[tuple[str, type[WebSocketsSansIOProtocol], bool]] = [
-        ("uvicorn, one send per reply", WebSocketsSansIOProtocol, False),
-        ("bounded, batched writes", BoundedWebSocketProtocol, True)]
+    builds: list[tuple[str, type[WebSocketsSansIOProtocol], str]] = [
+        ("uvicorn, one send per reply", WebSocketsSansIOProtocol, "asgi"),
+        ("bounded, batched writes", BoundedWebSocketProtocol, "batched"),
+        ("attached, flushed per turn", BoundedWebSocketProtocol, "attached")]
     runs: dict[str, list[float]] = {name: [] for name, _, _ in builds}
     for r in range(args.rounds):
-        for name, cls, batched in builds:
-            cpu, writes = one(cls, batched, args.orders)
+        for name, cls, mode in builds:
+            cpu, writes = one(cls, mode, args.orders, args.read_size)
             runs[name].append(cpu * 1e6)
             print(f"round {r + 1}  {name:28} {cpu * 1e6:6.2f} us/order  {writes} socket writes "
                   f"for {args.orders} replies")
-    base, cand = (min(v) for v in runs.values())
-    print(f"best: {base:.2f} -> {cand:.2f} us/order ({cand / base:.2f}x), load average "
+    base, batched, attached = (min(v) for v in runs.values())
+    print(f"best: {base:.2f} -> {batched:.2f} ({batched / base:.2f}x) -> {attached:.2f} us/order "
+          f"({attached / base:.2f}x; {attached / batched:.2f}x batched), load average "
           f"{os.getloadavg()[0]:.1f}")
     print(json.dumps({"bench": "ws_transport", "python": sys.version.split()[0],
-                      "us_per_order": runs, "ratio_best": round(cand / base, 3)}))
+                      "read_size": args.read_size, "us_per_order": runs,
+                      "ratio_best": round(batched / base, 3),
+                      "attached_vs_batched": round(attached / batched, 3)}))
 
 
 if __name__ == "__main__":
