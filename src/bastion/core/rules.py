@@ -7,6 +7,7 @@ and the perpetual mechanics apply one rule each, from one place.
 from typing import Final
 
 from bastion.core import errors as X
+from bastion.core.arith import mul
 from bastion.core.state import Market
 
 #: ``Final``: compiled code inlines them (a plain module name is a dict lookup per use)
@@ -60,8 +61,8 @@ def ceil_div(a: int, b: int) -> int:
 def fee_amount(notional: int, rate_ppm: int) -> int:
     """Fees round toward zero, in the customer's favour, so holds can always cover them."""
     if rate_ppm >= 0:
-        return notional * rate_ppm // PPM
-    return -(notional * -rate_ppm // PPM)
+        return mul(notional, rate_ppm) // PPM
+    return -(mul(notional, -rate_ppm) // PPM)
 
 
 def maker_rate(rate_ppm: int, cap_ppm: int) -> int:
