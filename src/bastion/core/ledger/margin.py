@@ -28,7 +28,6 @@ from bastion.core.perp.calc import (
     ALWAYS_SHORT,
     PPM,
     ceil_div,
-    cushion_term,
     maintenance,
     notional,
     order_hold,
@@ -414,7 +413,7 @@ class MarginLedger(Ledger):
             if book is None:
                 book = self.positions[market] = {}
             pos = book[account] = Position(account=account, market=market, size=0, cost=0,
-                                           funding_index=pm.funding_index)
+                                           funding_index=pm.funding_index, pm=pm)
             if not held:
                 self.held[key] = held
             held[market] = pos
@@ -543,10 +542,18 @@ class MarginLedger(Ledger):
     def _rekey_one(self, who: Key, ma: MarginAccount, name: str, pos: Position) -> int:
         """``rekey`` of an account with one position, the usual case: the whole cushion is
         that position's budget, and its one entry is set directly (``LiqIndex.set_one``)."""
-        pm = self.markets[name]
+        pm = pos.pm
+        if pm is None:
+            pm = self.markets[name]
         size = pos.size
         div = pm.price_div
-        term = cushion_term(pm.tiers, size, pm.mark, div)
+        mark = pm.mark
+        n = mul(size if size > 0 else -size, mark) // div
+        term = mul(size, mark) // div
+        if n > 0:  # calc.cushion_term, inlined (as in ``rekey``)
+            tiers = pm.tiers
+            t = tiers[0] if n <= tiers[0].max_notional else tier_for(tiers, n)
+            term += (t.cum_ppm - mul(n, t.mmr_ppm)) // PPM  # minus ceil(mm)
         cushion = ma.collateral + term - pos.cost - funding_owed(pos, pm)
         index = pm.funding_index
         ak = self._keys_of(who, ma)
@@ -591,6 +598,7 @@ class MarginLedger(Ledger):
             self.margin_of.setdefault(asset, {})[account] = ma
         for saved in state.positions:
             pos = position_record(saved)
+            pos.pm = self.markets[pos.market]
             self.positions.setdefault(pos.market, {})[pos.account] = pos
             settle = self.markets[pos.market].settle
             ma = self.margin(pos.account, settle)

@@ -114,7 +114,9 @@ def free_margin(collateral: int, order_im: int, positions: dict[str, Position],
     order placed."""
     free = collateral - order_im
     for name, pos in positions.items():
-        pm = markets[name]
+        pm = pos.pm
+        if pm is None:
+            pm = markets[name]
         mark = pm.mark
         div = pm.price_div
         size = pos.size

@@ -122,13 +122,17 @@ class PerpMarket:
 class Position:
     """One account's position in one market. ``funding_index``: the market's index when it
     last settled funding (it settles lazily, when its size changes; equity always counts what
-    it owes since). The snapshot form is ``perp.state.PositionState``."""
+    it owes since). The snapshot form is ``perp.state.PositionState``. ``pm``: the market's
+    record, when the margin ledger holds the position (a market's record is never replaced,
+    except by a restore, which recreates the positions too), so risk and re-keys need no lookup
+    by name."""
 
-    __slots__ = ("account", "cost", "funding_index", "funding_paid", "market", "realized_pnl",
-                 "size")
+    __slots__ = ("account", "cost", "funding_index", "funding_paid", "market", "pm",
+                 "realized_pnl", "size")
 
     def __init__(self, account: int, market: str, size: int, cost: int, funding_index: int,
-                 realized_pnl: int = 0, funding_paid: int = 0) -> None:
+                 realized_pnl: int = 0, funding_paid: int = 0,
+                 pm: PerpMarket | None = None) -> None:
         self.account = account
         self.market = market
         self.size = size
@@ -136,6 +140,7 @@ class Position:
         self.funding_index = funding_index
         self.realized_pnl = realized_pnl
         self.funding_paid = funding_paid
+        self.pm = pm
 
     def __repr__(self) -> str:
         return (f"Position(account={self.account}, market={self.market!r}, size={self.size}, "
