@@ -85,10 +85,8 @@ class MarginLedger(Ledger):
         #: accounts whose positions or collateral changed in this command (settle pass input)
         self.touched: set[Key] = set()
         #: open perp order ids per settle asset, then account: liquidation cancels without a
-        #: scan (an account's may be empty: it is kept for the account's next order). Dicts
-        #: of ids to None rather than sets: holding only ints, the garbage collector never
-        #: tracks them (it walks every set)
-        self.orders_of: dict[str, dict[int, dict[int, None]]] = {}
+        #: scan (a set may be empty: it is kept for the account's next order)
+        self.orders_of: dict[str, dict[int, set[int]]] = {}
         #: ADL queues ranked once per command: (market, long side) -> positions
         self.adl_queues: dict[tuple[str, bool], deque[Position]] = {}
         #: markets whose soft funding keys a tick crossed (``recheck_soft`` drains them)
@@ -258,15 +256,15 @@ class MarginLedger(Ledger):
         if ma is not None:
             mine = ma.orders
             if mine is not None:
-                mine[order.order_id] = None
+                mine.add(order.order_id)
                 return
         of = self.orders_of.get(settle)
         if of is None:
             of = self.orders_of[settle] = {}
         mine = of.get(order.account)
         if mine is None:
-            mine = of[order.account] = {}
-        mine[order.order_id] = None
+            mine = of[order.account] = set()
+        mine.add(order.order_id)
         if ma is not None:
             ma.orders = mine
 
@@ -339,8 +337,8 @@ class MarginLedger(Ledger):
         if mine is None:
             of = self.orders_of.get(settle)
             mine = of.get(account) if of is not None else None
-        if mine is not None:  # an emptied entry stays: the account's next order reuses it
-            mine.pop(order.order_id, None)
+        if mine is not None:  # an emptied set stays: the account's next order reuses it
+            mine.discard(order.order_id)
 
     # ------------------------------------------------------------------ amend
 

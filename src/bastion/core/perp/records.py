@@ -155,8 +155,8 @@ class MarginAccount:
     (transfers, realized PnL, fees, funding); ``order_im`` the sum of open orders' holds.
     ``positions`` (market -> position) is the account's cross-margin book, kept by the margin
     ledger and not part of the snapshot (restore rebuilds it from the positions); ``orders``
-    is the account's entry in the ledger's ``orders_of`` index once an order needed it (the
-    index keeps emptied entries, so the reference stays the index's own); ``liq`` its keys record
+    is the account's set in the ledger's ``orders_of`` index once an order needed it (the
+    index keeps emptied sets, so the reference stays the index's own); ``liq`` its keys record
     in the liquidation index once re-keyed (kept there for good, like the order sets)."""
 
     __slots__ = ("account", "asset", "collateral", "leverage", "liq", "order_im", "orders",
@@ -170,7 +170,7 @@ class MarginAccount:
         self.order_im = order_im
         self.leverage: dict[str, int] = {} if leverage is None else leverage
         self.positions: dict[str, Position] = {}
-        self.orders: dict[int, None] | None = None
+        self.orders: set[int] | None = None
         self.liq: AccountKeys | None = None
 
     def __repr__(self) -> str:
