@@ -17,8 +17,8 @@ from bastion.cluster.supervisor import ClusterState
 from bastion.ops.shadow import current_source
 from cluster_harness import Load, check_stream, running
 
-ROUND_DOWN = "        return notional * rate_ppm // PPM\n"
-ROUND_UP = "        return -(-notional * rate_ppm // PPM)\n"
+ROUND_DOWN = "        return mul(notional, rate_ppm) // PPM\n"
+ROUND_UP = "        return -(mul(-notional, rate_ppm) // PPM)\n"
 
 
 def _source(dest: Path, faulty: bool = False) -> Path:

@@ -22,8 +22,8 @@ from bastion.ops.shadow import current_source
 
 CFG = NodeConfig(snapshot_every_commands=0, snapshot_every_seconds=0, progress=False)
 REPO = Path(__file__).resolve().parents[2]
-ROUND_DOWN = "        return notional * rate_ppm // PPM\n"
-ROUND_UP = "        return -(-notional * rate_ppm // PPM)\n"
+ROUND_DOWN = "        return mul(notional, rate_ppm) // PPM\n"
+ROUND_UP = "        return -(mul(-notional, rate_ppm) // PPM)\n"
 
 
 def bastion(*args: str) -> subprocess.CompletedProcess[str]:

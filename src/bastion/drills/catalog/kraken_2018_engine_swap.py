@@ -21,8 +21,8 @@ from bastion.drills.base import Drill, Run
 from bastion.ops.shadow import current_source, report_dict, shadow
 
 MARKET = "BTC-USDT"
-ROUND_DOWN = "        return notional * rate_ppm // PPM\n"
-ROUND_UP = "        return -(-notional * rate_ppm // PPM)\n"
+ROUND_DOWN = "        return mul(notional, rate_ppm) // PPM\n"
+ROUND_UP = "        return -(mul(-notional, rate_ppm) // PPM)\n"
 
 
 def candidate_tree(dest: Path, flip_fee_rounding: bool = False) -> Path:
