@@ -193,7 +193,8 @@ class Node:
         return self._snapshotter.pauses if self._snapshotter else []
 
     def subscribe(self, callback: Subscriber) -> Callable[[], None]:
-        """Receive each applied batch's events (in sequence order); returns an unsubscribe."""
+        """Receive the events of what each wake-up applied (every batch the journal made
+        durable since the last one), in sequence order; returns an unsubscribe."""
         self._subscribers.append(callback)
 
         def unsubscribe() -> None:
@@ -286,39 +287,47 @@ class Node:
                 log.warning("event loop closed with commands in flight; they stay unacknowledged")
 
     def _drain(self) -> None:
+        """Apply every durable batch at the head and answer its callers, then publish all
+        their events in one call: a writer batch covers one request per loop turn (one per
+        order on REST), and each publish costs the subscribers a book diff and a fan-out pass.
+        Events are published before a failure stops the node (those batches stay applied)."""
         self._wake_scheduled = False
         queue = self._inflight
         apply = self.engine.apply
         applied = False
-        while queue and queue[0].durable.done():
-            batch = queue.popleft()
-            exc = batch.durable.exception()
-            if exc is not None:
-                self._fail(exc, batch)
-                return
-            try:
-                results = [apply(cmd) for cmd in batch.cmds]
-            except Exception as bug:  # apply never raises by contract; if it does, stop
-                self._fail(bug, batch)
-                return
-            applied = True
-            if not batch.future.done():
-                batch.future.set_result(results)
-            if batch.waiters is not None:
-                for waiter, events in zip(batch.waiters, results, strict=True):
-                    if not waiter.done():
-                        waiter.set_result(events)
-            if self._subscribers:
-                self._publish(results)
+        published: list[E.Event] = []
+        try:
+            while queue and queue[0].durable.done():
+                batch = queue.popleft()
+                exc = batch.durable.exception()
+                if exc is not None:
+                    self._fail(exc, batch)
+                    return
+                try:
+                    results = [apply(cmd) for cmd in batch.cmds]
+                except Exception as bug:  # apply never raises by contract; if it does, stop
+                    self._fail(bug, batch)
+                    return
+                applied = True
+                if not batch.future.done():
+                    batch.future.set_result(results)
+                if batch.waiters is not None:
+                    for waiter, events in zip(batch.waiters, results, strict=True):
+                        if not waiter.done():
+                            waiter.set_result(events)
+                for events in results:
+                    published += events
+        finally:
+            if published and self._subscribers:
+                self._publish(published)
         if applied:
             self._term = self.journal.epoch
             self._maybe_snapshot()
 
-    def _publish(self, results: Results) -> None:
-        flat = [event for events in results for event in events]
+    def _publish(self, events: list[E.Event]) -> None:
         for callback in list(self._subscribers):
             try:
-                callback(flat)
+                callback(events)
             except Exception:
                 log.exception("event subscriber failed; it stays subscribed")
 
