@@ -77,6 +77,9 @@ class Settings:
     #: journal group-commit wait (s) and the interpreter's GIL switch interval (s): latency knobs
     group_delay: float = 0.0
     switch_interval: float = 0.0005
+    #: lock pages in memory once touched (``bastion.node.memlock``), so reclaim never makes
+    #: order entry wait for a page read back from disk
+    mlock: bool = False
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
@@ -119,4 +122,5 @@ class Settings:
         s.ws_impl = e.get("BASTION_WS_IMPL", s.ws_impl)
         s.group_delay = float(e.get("BASTION_GROUP_DELAY", s.group_delay))
         s.switch_interval = float(e.get("BASTION_SWITCH_INTERVAL", s.switch_interval))
+        s.mlock = e.get("BASTION_MLOCK", "0") not in ("0", "false", "no", "")
         return s

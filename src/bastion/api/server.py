@@ -13,6 +13,9 @@ from bastion.api.config import Settings
 from bastion.api.security.protocol import guarded_protocol
 from bastion.api.ws.protocol import ws_protocol
 from bastion.node.gcpolicy import apply_gc_policy
+from bastion.node.memlock import lock_memory
+
+log = logging.getLogger("bastion.api")
 
 
 def _file_budget(wanted: int) -> int:
@@ -32,7 +35,8 @@ def _file_budget(wanted: int) -> int:
 
 
 def prepare_process(settings: Settings) -> None:
-    """Logging, GIL switch interval and GC policy of a server process (once per process)."""
+    """Logging, GIL switch interval, GC policy and (``mlock``) memory locking of a server
+    process (once per process)."""
     logging.basicConfig(level=getattr(logging, settings.log_level.upper(), logging.INFO),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         stream=sys.stderr)
@@ -40,6 +44,12 @@ def prepare_process(settings: Settings) -> None:
     # 5 ms switch interval a busy event loop makes it wait that long on every batch.
     sys.setswitchinterval(settings.switch_interval)
     apply_gc_policy()  # full collections then run on the health clock (``full_gc_interval``)
+    if settings.mlock:
+        why = lock_memory()
+        if why is None:
+            log.info("memory locked: pages stay resident once touched")
+        else:
+            log.warning("memory not locked: %s", why)
 
 
 def serve_config(settings: Settings, app: Any) -> Any:
