@@ -694,7 +694,15 @@ def main() -> None:
                     "such as BASTION_SWITCH_INTERVAL against the same tree as --baseline-src")
     ap.add_argument("--pin", action="store_true", help="run the server on the last CPU and this "
                     "load generator on the others (they otherwise take turns on the same cores)")
+    ap.add_argument("--mlock", action="store_true", help="lock this generator's pages once "
+                    "touched, so reclaim cannot stall it (a server does so with BASTION_MLOCK=1)")
     args = ap.parse_args()
+    if args.mlock:
+        from bastion.node.memlock import lock_memory
+
+        why = lock_memory()
+        print("generator memory:", "locked on fault" if why is None else f"not locked ({why})",
+              flush=True)
     if args.pin:
         global PIN
         PIN = pin_split()

@@ -54,15 +54,20 @@ def test_a_callback_added_while_the_writer_finishes_is_never_lost(tmp_path) -> N
 
 
 def test_the_writer_thread_does_not_preempt_the_loop(tmp_path) -> None:
-    """The writer runs as ``SCHED_BATCH`` (no wake-up preemption of the event loop that
-    wakes it); the submitting thread keeps its own policy."""
+    """With ``yield_to_waker`` the writer runs as ``SCHED_BATCH`` (no wake-up preemption of
+    the event loop that wakes it); by default, and for the submitting thread, the policy is
+    left alone."""
     if not hasattr(os, "sched_getscheduler"):
         pytest.skip("no scheduling policies on this platform")
-    gc = GroupCommitter(LocalJournal(tmp_path), max_delay=0.0)
-    try:
-        assert gc.submit([b"a"], 0).result(timeout=10) == 1
-        tid = gc._thread.native_id
-        assert tid is not None and os.sched_getscheduler(tid) == os.SCHED_BATCH
-        assert os.sched_getscheduler(0) != os.SCHED_BATCH
-    finally:
-        gc.close()
+    own = os.sched_getscheduler(0)
+    for yields in (True, False):
+        gc = GroupCommitter(LocalJournal(tmp_path / str(yields)), max_delay=0.0,
+                            yield_to_waker=yields)
+        try:
+            assert gc.submit([b"a"], 0).result(timeout=10) == 1
+            tid = gc._thread.native_id
+            assert tid is not None
+            assert os.sched_getscheduler(tid) == (os.SCHED_BATCH if yields else own)
+            assert os.sched_getscheduler(0) == own
+        finally:
+            gc.close()

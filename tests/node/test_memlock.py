@@ -29,7 +29,9 @@ def test_locked_on_fault_or_a_stated_reason() -> None:
         assert after == before == 0
 
 
-def test_setting() -> None:
+def test_settings() -> None:
     assert Settings.from_env({}).mlock is False
     assert Settings.from_env({"BASTION_MLOCK": "1"}).mlock is True
     assert Settings.from_env({"BASTION_MLOCK": "0"}).mlock is False
+    assert Settings.from_env({}).writer_yields is False
+    assert Settings.from_env({"BASTION_WRITER_YIELDS": "1"}).writer_yields is True

@@ -14,7 +14,7 @@ from bastion.core import commands as C
 from bastion.core import events as E
 from bastion.core.codec import decode_command, encode_command
 from bastion.core.engine import Engine
-from bastion.journal import FencedError, LocalJournal
+from bastion.journal import FencedError, GroupCommitter, LocalJournal
 from bastion.journal.errors import DurabilityError
 from bastion.journal.fsutil import FileOps
 from bastion.node import Node, NodeConfig
@@ -282,5 +282,23 @@ def test_batches_made_durable_together_are_published_once(tmp_path: Path) -> Non
             assert seen[0] == [e for batch in results for events in batch for e in events]
             assert [e.seq for e in seen[0]] == sorted(e.seq for e in seen[0])
             assert node.last_seq == base + 15
+
+    asyncio.run(main())
+
+
+def test_writer_yields_reaches_the_journal_writer(tmp_path: Path) -> None:
+    """``NodeConfig.writer_yields`` (``BASTION_WRITER_YIELDS``) is the committer's
+    ``yield_to_waker``: the node's writer thread then runs ``SCHED_BATCH``."""
+    if not hasattr(os, "sched_getscheduler"):
+        pytest.skip("no scheduling policies on this platform")
+
+    async def main() -> None:
+        config = NodeConfig(snapshot_every_commands=0, snapshot_every_seconds=0,
+                            progress=False, writer_yields=True)
+        async with Node(tmp_path, config=config) as node:
+            await node.submit(C.CreateAsset(asset="USDT", decimals=8))
+            committer = node.committer
+            assert isinstance(committer, GroupCommitter) and committer._thread.native_id
+            assert os.sched_getscheduler(committer._thread.native_id) == os.SCHED_BATCH
 
     asyncio.run(main())

@@ -80,6 +80,9 @@ class Settings:
     #: lock pages in memory once touched (``bastion.node.memlock``), so reclaim never makes
     #: order entry wait for a page read back from disk
     mlock: bool = False
+    #: the journal writer thread never preempts the event loop (``SCHED_BATCH``): fewer
+    #: context switches when both share a CPU, slower GIL hand-offs when the loop never waits
+    writer_yields: bool = False
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
@@ -123,4 +126,5 @@ class Settings:
         s.group_delay = float(e.get("BASTION_GROUP_DELAY", s.group_delay))
         s.switch_interval = float(e.get("BASTION_SWITCH_INTERVAL", s.switch_interval))
         s.mlock = e.get("BASTION_MLOCK", "0") not in ("0", "false", "no", "")
+        s.writer_yields = e.get("BASTION_WRITER_YIELDS", "0") not in ("0", "false", "no", "")
         return s

@@ -29,7 +29,8 @@ async def open_node(settings: Settings, factory: Callable[[], Any] | None = None
     else:
         from bastion.node.config import NodeConfig
 
-        node = Node(settings.data_dir, config=NodeConfig(group_max_delay=settings.group_delay),
+        node = Node(settings.data_dir, config=NodeConfig(group_max_delay=settings.group_delay,
+                                                         writer_yields=settings.writer_yields),
                     recovery_sink=restorer.sink if restorer is not None else None)
     await node.start()
     if settings.demo and node.engine.seq == 0:

@@ -144,8 +144,12 @@ class GroupCommitter:
         max_records: int = 8192,
         max_delay: float = 0.001,
         lock_linger: float = LOCK_LINGER,
+        yield_to_waker: bool = False,
     ) -> None:
+        """``yield_to_waker``: run the writer thread as ``SCHED_BATCH`` (see
+        ``_yield_to_waker``)."""
         self.journal = journal
+        self.yield_to_waker = yield_to_waker
         self._framing: FramingJournal | None = (
             typing.cast(FramingJournal, journal)
             if hasattr(journal, "frame") and hasattr(journal, "append_framed")
@@ -229,7 +233,8 @@ class GroupCommitter:
         return taken
 
     def _run(self) -> None:
-        _yield_to_waker()
+        if self.yield_to_waker:
+            _yield_to_waker()
         if self._keeper is not None:
             self._keeper.keep_lock(True)
         try:
@@ -271,9 +276,9 @@ def _yield_to_waker() -> None:
     """Run the calling (writer) thread as ``SCHED_BATCH``: it no longer preempts the thread
     that wakes it. The waker is the event loop, which holds the GIL while it runs, so a writer
     preempting it on the same CPU (a pinned server, a busy machine) could only switch in, find
-    the GIL taken and switch back: two context switches per batch on the loop's time. Now it
-    runs when the loop waits or its time slice ends; with a free CPU nothing changes. Fair
-    share is unchanged (the policy only drops wake-up preemption); best effort."""
+    the GIL taken and switch back. It then runs when the loop waits or its time slice ends;
+    with a free CPU nothing changes. The cost: while the loop never waits (at the maximum),
+    each of the writer's GIL round trips also waits for a time slice. Best effort."""
     with contextlib.suppress(AttributeError, OSError):
         os.sched_setscheduler(0, os.SCHED_BATCH, os.sched_param(0))
 

@@ -13,6 +13,8 @@ class NodeConfig:
     #: group commit: flush after this many records or this many seconds, whichever first
     group_max_records: int = 8192
     group_max_delay: float = 0.001
+    #: the journal writer never preempts the event loop that wakes it (``SCHED_BATCH``)
+    writer_yields: bool = False
     #: scheduled snapshots (0 disables that trigger)
     snapshot_every_commands: int = 1_000_000
     snapshot_every_seconds: float = 600.0

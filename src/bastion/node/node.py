@@ -133,6 +133,7 @@ class Node:
                 self.journal,
                 max_records=self.config.group_max_records,
                 max_delay=self.config.group_max_delay,
+                yield_to_waker=self.config.writer_yields,
             )
         )
         self._snapshotter = ForkSnapshotter(self.store, self._loop, self.snapshot_hooks)
