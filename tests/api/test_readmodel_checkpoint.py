@@ -488,36 +488,6 @@ def test_a_big_heap_is_backed_by_huge_pages_before_the_checkpoint_fork(
         assert periodic._collapsing is None and periodic.written == 2
 
 
-def test_memory_grown_since_the_first_collapse_is_collapsed_again_before_the_fork(
-        tmp_path: Path, written: tuple[Path, bytes]) -> None:
-    """The first pass runs half way to the checkpoint; once the checkpoint is due, a second
-    pass covers what the heap grew by since, and the fork waits for it (then comes with a
-    later batch). Without MADV_COLLAPSE there is no second pass and the fork is not held."""
-    data, image = written
-    found = Checkpoints(data / "api" / "readmodel").newest(0)
-    assert found is not None
-    rm = decode(found[1], found[0].seq, Engine)
-    assert rm is not None
-    base = found[0].seq
-    periodic = PeriodicCheckpoints(Checkpoints(tmp_path / "rm"), 10, collapse_min_rss_mb=1)
-    periodic.last_seq = base
-    periodic.after_batch(rm, base + 5, found[0].term)  # half way: the first pass
-    assert periodic._collapsing is not None
-    periodic._collapsing.join()
-    periodic.after_batch(rm, base + 6, found[0].term)  # done, not due yet
-    assert periodic._collapsing is None and len(periodic.collapses) == 1
-    supported = periodic.collapses[0].supported
-    periodic.after_batch(rm, base + 10, found[0].term)  # due
-    if supported:
-        assert periodic._collapsing is not None and not periodic.pauses  # the second pass
-        periodic._collapsing.join()
-        periodic.after_batch(rm, base + 11, found[0].term)
-    periodic.close()
-    assert len(periodic.collapses) == (2 if supported else 1)
-    assert len(periodic.pauses) == 1 and periodic.written == 1
-    assert _newest_image(tmp_path / "rm") == (base + (11 if supported else 10), image)
-
-
 def test_the_checkpoint_term_is_read_from_the_journal_unless_snapshot_and_end_agree(
         tmp_path: Path) -> None:
     """Terms never go back along the journal: when the node's snapshot (at or before the

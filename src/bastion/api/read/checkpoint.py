@@ -306,10 +306,8 @@ class PeriodicCheckpoints:
     """Between node snapshots, a forked child writes the read model every ``every`` commands
     (one child at a time). As before a node snapshot, a heap over ``collapse_min_rss_mb`` MiB
     is first backed by huge pages in a thread (``bastion.node.hugepages``), so the fork stops
-    the loop for a few ms rather than tens. The long first pass starts half way to the next
-    checkpoint; once the checkpoint is due, a second pass collapses what the heap grew by
-    since (mostly already huge, so quick), and the fork follows it: memory made after the
-    first pass is otherwise 4 KiB pages again, and on a growing heap it set the pause."""
+    the loop for a few ms rather than tens. That starts half way to the next checkpoint, so
+    it is usually done when the checkpoint is due (else the fork waits for it)."""
 
     def __init__(self, checkpoints: Checkpoints, every: int, collapse_min_rss_mb: int = 0
                  ) -> None:
@@ -327,7 +325,6 @@ class PeriodicCheckpoints:
         self._collapsed: list[CollapseResult] = []
         self._collapse_supported = True
         self._ready = False  # the heap was collapsed since the last fork
-        self._collapse_seq = 0  # the seq at which the last collapse started
 
     def after_batch(self, rm: ReadModel, seq: int, term: int) -> None:
         """Called after the read model absorbed a live batch, with the engine's seq and the
@@ -335,7 +332,7 @@ class PeriodicCheckpoints:
         due = seq - self.last_seq
         if self.every <= 0 or due < self.every // 2 or self._running():
             return
-        if self._collapse_first(seq) or due < self.every:
+        if self._collapse_first() or due < self.every:
             return
         self._ready = False
         t0 = time.perf_counter()
@@ -351,9 +348,8 @@ class PeriodicCheckpoints:
         self._pid = pid
         self.last_seq = seq
 
-    def _collapse_first(self, seq: int) -> bool:
-        """True while the heap is being collapsed before a fork (started here if it is big):
-        once half way to the checkpoint, and again once it is due."""
+    def _collapse_first(self) -> bool:
+        """True while the heap is being collapsed before a fork (started here if it is big)."""
         if self._collapsing is not None:
             if self._collapsing.is_alive():
                 return True
@@ -364,11 +360,8 @@ class PeriodicCheckpoints:
             self._collapsed.clear()
             self._ready = True
             return False
-        due_at = self.last_seq + self.every
-        stale = not self._ready or (seq >= due_at and self._collapse_seq < due_at)
-        if (stale and self.collapse_min_rss and self._collapse_supported
+        if (not self._ready and self.collapse_min_rss and self._collapse_supported
                 and rss_bytes() > self.collapse_min_rss):
-            self._collapse_seq = seq
             self._collapsing = threading.Thread(
                 target=lambda: self._collapsed.append(collapse_heap()), daemon=True,
                 name="read-model checkpoint: huge pages")
