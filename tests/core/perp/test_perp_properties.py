@@ -258,6 +258,14 @@ class PerpMachine(RuleBasedStateMachine):
             r = pe.risk(pe.margins[who])
             assert r.equity >= r.maintenance, (who, r)
 
+    @invariant()
+    def free_margin_is_risk_less_holds(self):
+        """Order entry's inlined ``free_margin`` stays the ``risk`` it was inlined from."""
+        pe = self.h.engine.perp
+        for ma in pe.margins.values():
+            r = pe.risk(ma)
+            assert pe.available(ma) == r.equity - r.initial - ma.order_im, (ma, r)
+
     def teardown(self):
         if not hasattr(self, "h"):
             return
