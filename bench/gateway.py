@@ -618,9 +618,11 @@ def pin_split() -> tuple[set[int], set[int]] | None:
 
 
 def start_server(data: Path, port: int, src: str | None = None,
-                 extra_env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+                 extra_env: dict[str, str] | None = None,
+                 python: str | None = None) -> subprocess.Popen[bytes]:
     """``src``: run the server from another source tree (a baseline checkout's ``src``);
-    ``extra_env``: settings of this server only (``--candidate-env``)."""
+    ``extra_env``: settings of this server only (``--candidate-env``); ``python``: another
+    venv's interpreter (``--baseline-python``), so a baseline runs its own compiled core."""
     env = dict(os.environ)
     if src:
         env["PYTHONPATH"] = src
@@ -630,7 +632,8 @@ def start_server(data: Path, port: int, src: str | None = None,
                 "BASTION_LOG_LEVEL": "warning", "BASTION_DEMO_TRAFFIC": "0"})
     env.update(extra_env or {})
     server_cpus = PIN[0] if PIN is not None else None
-    proc = subprocess.Popen([sys.executable, "-c", "from bastion.cli.main import app; app()",
+    proc = subprocess.Popen([python or sys.executable, "-c",
+                             "from bastion.cli.main import app; app()",
                              "run"], env=env, stdout=subprocess.DEVNULL,
                             stderr=open(data.parent / "server.log", "wb"),  # noqa: SIM115
                             preexec_fn=(lambda: os.sched_setaffinity(0, server_cpus))
@@ -688,6 +691,15 @@ def main() -> None:
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--baseline-src", help="also run a server from this source tree (e.g. a "
                     "checkout of main at the base commit, its src/) and compare, alternating")
+    ap.add_argument("--baseline-python", help="run the baseline server with this interpreter "
+                    "(another checkout's .venv/bin/python, with its own `make "
+                    ".venv/bastion-native/.built`): the baseline then runs its OWN compiled "
+                    "core, where --baseline-src alone sends an older core to pure; without "
+                    "--baseline-src it runs the source that venv has installed")
+    ap.add_argument("--rest-order", choices=["native", "binance", "alternate"],
+                    default="native", help="which REST max phase runs first; `alternate` "
+                    "flips it every round, so whatever the server does at a fixed point of "
+                    "the run (the read model's checkpoint passes) falls in each phase in turn")
     ap.add_argument("--rounds", type=int, default=3, help="rounds per build with --baseline-src")
     ap.add_argument("--candidate-env", action="append", default=[], metavar="NAME=VALUE",
                     help="environment of the candidate server only (repeatable): A/B a setting "
@@ -716,10 +728,10 @@ def main() -> None:
         pass
     # the load generator must not add its own full-collection pauses to measured latency
     gc.set_threshold(700, 10, 1_000_000)
-    if args.baseline_src:
+    if args.baseline_src or args.baseline_python:
         compare(args)
         return
-    results = run(args, None)
+    results = run(args, None, binance_first=args.rest_order == "binance")
     head = headline(results)
     if not args.json:
         print("headline:", ", ".join(f"{k} {v}" for k, v in head.items()))
@@ -728,14 +740,14 @@ def main() -> None:
                       "results": results}))
 
 
-def core_kind(src: str | None) -> str:
+def core_kind(src: str | None, python: str | None = None) -> str:
     """Which core a server from ``src`` runs: ``compiled`` only if that tree's core sources
     match this venv's mypyc build, else ``pure`` (slower): a baseline from before a core change
     runs pure, which is not a like-for-like comparison."""
     env = dict(os.environ)
     if src:
         env["PYTHONPATH"] = src
-    out = subprocess.run([sys.executable, "-c", "import bastion.corebuild as c; "
+    out = subprocess.run([python or sys.executable, "-c", "import bastion.corebuild as c; "
                           "print(c.KIND, '-', c.REASON)"], env=env, capture_output=True,
                          text=True, timeout=60)
     return out.stdout.strip() or out.stderr.strip()[-200:]
@@ -744,7 +756,8 @@ def core_kind(src: str | None) -> str:
 def compare(args: argparse.Namespace) -> None:
     """Baseline and candidate servers alternately, ``--rounds`` each, same load generator;
     per phase the best throughput of each build and the ratio."""
-    kinds = {"baseline": core_kind(args.baseline_src), "candidate": core_kind(None)}
+    kinds = {"baseline": core_kind(args.baseline_src, args.baseline_python),
+             "candidate": core_kind(None)}
     if args.candidate_env:
         kinds["candidate_env"] = " ".join(args.candidate_env)
     for build, kind in kinds.items():
@@ -754,10 +767,17 @@ def compare(args: argparse.Namespace) -> None:
     p99: dict[str, dict[str, float]] = {"baseline": {}, "candidate": {}}
     runs: list[dict[str, Any]] = []
     for i in range(args.rounds):
+        binance_first = (args.rest_order == "binance"
+                         or (args.rest_order == "alternate" and i % 2 == 1))
         for build, src in (("baseline", args.baseline_src), ("candidate", None)):
-            results = run(args, src, candidate_env(args) if build == "candidate" else None)
+            if args.rest_order == "alternate" and not args.json:
+                print(f"round {i + 1} {build}: "
+                      f"{'binance' if binance_first else 'native'} max first", flush=True)
+            results = run(args, src, candidate_env(args) if build == "candidate" else None,
+                          args.baseline_python if build == "baseline" else None,
+                          binance_first)
             runs.append({"round": i + 1, "build": build, "headline": headline(results),
-                         "results": results})
+                         "binance_first": binance_first, "results": results})
             for r in results:
                 if r["phase"].endswith("_rate"):
                     p99[build][r["phase"]] = min(p99[build].get(r["phase"], 1e9), r["p99_ms"])
@@ -773,6 +793,13 @@ def compare(args: argparse.Namespace) -> None:
         bu, cu = cost["baseline"].get(phase, 0.0), cost["candidate"].get(phase, 0.0)
         print(f"{phase:>16}  {base:>10}  {cand:>11}  {cand / base if base else 0:.3f}  "
               f"{bu:>13}  {cu:>13}  {cu / bu if bu else 0:.3f}")
+    for build in ("baseline", "candidate"):
+        ratios = [f"{r['headline']['binance_vs_native']}"
+                  f"{' (binance first)' if r['binance_first'] else ''}"
+                  for r in runs if r["build"] == build
+                  and r["headline"].get("binance_vs_native") is not None]
+        if ratios:
+            print(f"{'binance/native':>16}  {build} per round: {', '.join(ratios)}")
     for phase, base_p99 in p99["baseline"].items():
         print(f"{phase:>16}  best p99 baseline {base_p99:.2f} ms, candidate "
               f"{p99['candidate'].get(phase, float('nan')):.2f} ms (pooled over "
@@ -792,7 +819,8 @@ def candidate_env(args: argparse.Namespace) -> dict[str, str]:
 
 
 def run(args: argparse.Namespace, src: str | None,
-        extra_env: dict[str, str] | None = None) -> list[dict[str, Any]]:
+        extra_env: dict[str, str] | None = None, python: str | None = None,
+        binance_first: bool = False) -> list[dict[str, Any]]:
     tmp = None
     proc = None
     if args.url:
@@ -800,7 +828,7 @@ def run(args: argparse.Namespace, src: str | None,
     else:
         tmp = Path(tempfile.mkdtemp(prefix="bastion-bench-"))
         port = free_port()
-        proc = start_server(tmp / "data", port, src, extra_env)
+        proc = start_server(tmp / "data", port, src, extra_env, python)
         base = f"http://127.0.0.1:{port}"
     u = urlparse(base)
     host, port = u.hostname or "127.0.0.1", u.port or 80
@@ -886,9 +914,19 @@ def run(args: argparse.Namespace, src: str | None,
             return r
 
         if args.only in (None, "rest"):
-            rmax = phase(lambda: rest_max(host, port, creds, args.conns, args.rest_orders))
-            bmax = phase(lambda: rest_max(host, port, creds, args.conns, args.rest_orders,
-                                          BinanceConn, "binance_max", 500))
+            def native_max() -> dict[str, Any]:
+                return phase(lambda: rest_max(host, port, creds, args.conns, args.rest_orders))
+
+            def binance_max() -> dict[str, Any]:
+                return phase(lambda: rest_max(host, port, creds, args.conns, args.rest_orders,
+                                              BinanceConn, "binance_max", 500))
+
+            if binance_first:
+                bmax = binance_max()
+                rmax = native_max()
+            else:
+                rmax = native_max()
+                bmax = binance_max()
             rate = args.rest_rate or max(1.0, rmax["orders_per_s"] / 2)
             phase(lambda: phases("rest_rate", lambda: rest_rate(host, port, creds, rate,
                                                                 args.rate_seconds, args.conns)))
