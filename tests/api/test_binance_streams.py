@@ -280,6 +280,31 @@ def test_ws_api_errors(srv: Server) -> None:
         api.close()
 
 
+def test_ws_api_replies_carry_the_servers_rate_limits(srv: Server) -> None:
+    """Every WebSocket API reply, answer or error, states the per-IP bucket the request
+    counted against, as ``exchangeInfo`` states it, with the IP's current use; a burst of
+    requests shows as a higher count."""
+    want = [lim for lim in httpx.get(srv.url + "/api/v3/exchangeInfo").json()["rateLimits"]
+            if lim["rateLimitType"] == "REQUEST_WEIGHT"]
+    assert want
+    api = stream(srv, "/ws-api/v3")
+    try:
+        ok = api.request({"id": 1, "method": "ping"})
+        err = api.request({"id": 2, "method": "nope"})
+        status = api.request({"id": 3, "method": "session.status"})
+        assert status["result"]["returnRateLimits"] is True
+        for reply in (ok, err, status):
+            got = reply["rateLimits"]
+            assert [{k: v for k, v in lim.items() if k != "count"} for lim in got] == want
+            assert all(lim["count"] >= 1 for lim in got)
+        for i in range(60):  # within the per-connection frame burst
+            api.send(json.dumps({"id": 100 + i, "method": "ping"}))
+        last = api.until(lambda m: m.get("id") == 159)
+        assert last["rateLimits"][0]["count"] > ok["rateLimits"][0]["count"]
+    finally:
+        api.close()
+
+
 def test_partial_depth_is_the_top_of_the_rest_book(srv: Server, traders: list[Client]) -> None:
     _burst(*traders, "BTC-USDT", 50_000)
     with httpx.Client(base_url=srv.url) as http:

@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -36,7 +37,7 @@ from starlette.websockets import WebSocket
 from bastion.api import errors as A
 from bastion.api.app_context import Context
 from bastion.api.binance.listenkeys import ListenKey, ListenKeyError, ListenKeys, Surface
-from bastion.api.binance.rest import BinanceError, J, binance_error, error_response
+from bastion.api.binance.rest import BinanceError, J, binance_error, error_response, rate_limits
 from bastion.api.binance.streams import FUTURES, SPOT, Spec, StreamError, StreamHub, parse
 from bastion.api.binance.user import Sink, UserStreams
 from bastion.api.errors import ApiError
@@ -277,14 +278,17 @@ class BinanceWs:
         try:
             msg = _dec.decode(raw)
         except (msgspec.DecodeError, RecursionError) as exc:
-            conn.send(_api_error(None, -1100, 400, f"Malformed request: {str(exc)[:200]}"))
+            conn.send(_api_error(None, -1100, 400, f"Malformed request: {str(exc)[:200]}",
+                                 self.api_rate_limits(conn)))
             return
         if not isinstance(msg, dict):
-            conn.send(_api_error(None, -1100, 400, "Malformed request: expected an object"))
+            conn.send(_api_error(None, -1100, 400, "Malformed request: expected an object",
+                                 self.api_rate_limits(conn)))
             return
         rid = msg.get("id")
         if not _valid_id(rid):
-            conn.send(_api_error(None, -1100, 400, "Invalid 'id' in JSON request."))
+            conn.send(_api_error(None, -1100, 400, "Invalid 'id' in JSON request.",
+                                 self.api_rate_limits(conn)))
             return
         method = msg.get("method")
         params = msg.get("params", {})
@@ -295,12 +299,23 @@ class BinanceWs:
                                           "object.")
             result = self._api_call(conn, method, params)
             conn.send(_enc.encode({"id": rid, "status": 200, "result": result,
-                                   "rateLimits": []}))
+                                   "rateLimits": self.api_rate_limits(conn)}))
         except BinanceError as err:
-            conn.send(_api_error(rid, err.code, err.status, err.msg))
+            conn.send(_api_error(rid, err.code, err.status, err.msg, self.api_rate_limits(conn)))
         except ApiError as err:
             code, text, status = binance_error(err)
-            conn.send(_api_error(rid, code, status, text))
+            conn.send(_api_error(rid, code, status, text, self.api_rate_limits(conn)))
+
+    def api_rate_limits(self, conn: StreamConn) -> list[dict[str, Any]]:
+        """The limits a WebSocket API request counts against, as ``exchangeInfo`` states them
+        (each request takes 1 from its client IP's ``REQUEST_WEIGHT`` bucket), with ``count``:
+        what that IP has taken from the bucket and not yet regained (0 while it stays under
+        the rate; refused once it reaches the burst)."""
+        limits = [dict(lim) for lim in rate_limits(self.ctx)
+                  if lim["rateLimitType"] == "REQUEST_WEIGHT"]
+        for lim in limits:
+            lim["count"] = math.ceil(self.ctx.ip_limiter.used(conn.ip))
+        return limits
 
     def _api_call(self, conn: StreamConn, method: Any, params: dict[str, Any]) -> Any:
         if method == "ping":
@@ -332,7 +347,7 @@ class BinanceWs:
             return {}
         if method == "session.status":
             return {"apiKey": None, "authorizedSince": None, "connectedSince": None,
-                    "returnRateLimits": False, "serverTime": wall_ms(),
+                    "returnRateLimits": True, "serverTime": wall_ms(),
                     "userDataStream": bool(conn.sinks)}
         raise BinanceError(-1100, f"Unsupported method {str(method)[:60]!r} on this server "
                                   "(supported: ping, time, userDataStream.subscribe.signature, "
@@ -433,9 +448,10 @@ def _text(v: Any) -> str:
     return str(v)
 
 
-def _api_error(rid: Any, code: int, status: int, msg: str) -> bytes:
+def _api_error(rid: Any, code: int, status: int, msg: str,
+               limits: list[dict[str, Any]]) -> bytes:
     return _enc.encode({"id": rid, "status": status, "error": {"code": code, "msg": msg},
-                        "rateLimits": []})
+                        "rateLimits": limits})
 
 
 # ---------------------------------------------------------------- REST: listen keys

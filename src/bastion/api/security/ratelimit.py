@@ -74,6 +74,16 @@ class Limiter:
             self._sweep(now)
         return -bucket[0] / self.rate if bucket[0] < 0 else 0.0
 
+    def used(self, who: str) -> float:
+        """Tokens ``who`` has taken and not yet regained, at this moment (0 for a full or
+        unknown bucket): above 0 only while it sends faster than ``rate``, refused once it
+        reaches ``burst``. Reads the bucket without changing it."""
+        bucket = self._buckets.get(who)
+        if bucket is None or self.rate <= 0:
+            return 0.0
+        tokens = min(self.burst, bucket[0] + (self._clock() - bucket[1]) * self.rate)
+        return max(0.0, self.burst - tokens)
+
     def forget(self, who: str) -> None:
         self._buckets.pop(who, None)
 
