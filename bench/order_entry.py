@@ -95,7 +95,7 @@ def measure(ctx: Any, placed: Any, surface: str, n: int, tag: bytes) -> list[flo
                 t2 = clock()
                 m = B.order_command(gw, key, p, False)[0]
                 t3 = clock()
-                B.encode(B.order_json(V.Units(gw.engine, m), m, placed.order, False,
+                B.encode(B.order_json(V.market_units(gw.engine, m), m, placed.order, False,
                                       placed.trades(), engine=gw.engine))
             t4 = clock()
             acc[0] += t1 - t0

@@ -556,7 +556,7 @@ def order_command(gw: Gateway, key: ApiKey, p: Params, perp: bool
     parameter map directly: this runs once per order."""
     get = p.items.get
     m = Symbols.lookup(gw.engine, get("symbol") or None, perp)
-    u = V.Units(gw.engine, m)
+    u = V.market_units(gw.engine, m)
     raw = get("side")
     if not raw:
         raise _missing("side")

@@ -219,7 +219,7 @@ def _order_type(rec: OrderRecord, futures: bool) -> str:
 def _render_order(engine: Engine, rec: OrderRecord, x: _Exec, futures: bool
                   ) -> tuple[str, bytes]:
     m = engine.markets[rec.market]
-    u = V.Units(engine, m)
+    u = V.market_units(engine, m)
     price = u.price(rec.price if rec.order_type == "limit" else 0)
     last_quote = x.price * x.qty // m.price_div
     fee = u.quote_amount(x.fee) if x.fee >= 0 else "-" + u.quote_amount(-x.fee)
