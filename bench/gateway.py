@@ -700,7 +700,8 @@ def main() -> None:
                     default="native", help="which REST max phase runs first; `alternate` "
                     "flips it every round, so whatever the server does at a fixed point of "
                     "the run (the read model's checkpoint passes) falls in each phase in turn")
-    ap.add_argument("--rounds", type=int, default=3, help="rounds per build with --baseline-src")
+    ap.add_argument("--rounds", type=int, default=3, help="rounds per build with --baseline-src "
+                    "(or of this build alone with --rest-order alternate)")
     ap.add_argument("--candidate-env", action="append", default=[], metavar="NAME=VALUE",
                     help="environment of the candidate server only (repeatable): A/B a setting "
                     "such as BASTION_SWITCH_INTERVAL against the same tree as --baseline-src")
@@ -731,6 +732,9 @@ def main() -> None:
     if args.baseline_src or args.baseline_python:
         compare(args)
         return
+    if args.rest_order == "alternate" and args.only != "ws":
+        orders_both_ways(args)
+        return
     results = run(args, None, binance_first=args.rest_order == "binance")
     head = headline(results)
     if not args.json:
@@ -738,6 +742,33 @@ def main() -> None:
     print(json.dumps({"bench": "gateway", "cpus": os.cpu_count(), "pinned": PIN is not None,
                       "python": sys.version.split()[0], "headline": head,
                       "results": results}))
+
+
+def orders_both_ways(args: argparse.Namespace) -> None:
+    """One build, ``--rounds`` servers, the REST max phases native first in odd rounds and
+    Binance first in even ones: Binance vs native per round, and best vs best (each surface's
+    best is then one where it ran first, as the other's)."""
+    runs = []
+    for i in range(args.rounds):
+        binance_first = i % 2 == 1
+        if not args.json:
+            print(f"round {i + 1}: {'binance' if binance_first else 'native'} max first",
+                  flush=True)
+        results = run(args, None, binance_first=binance_first)
+        runs.append({"round": i + 1, "binance_first": binance_first,
+                     "headline": headline(results), "results": results})
+    best = {name: max(r["headline"].get(name + "_per_s", 0) for r in runs)
+            for name in ("rest_max", "binance_max")}
+    ratio = round(best["binance_max"] / max(best["rest_max"], 1), 3)
+    if not args.json:
+        print("binance/native per round: " + ", ".join(
+            f"{r['headline']['binance_vs_native']}"
+            f"{' (binance first)' if r['binance_first'] else ''}" for r in runs))
+        print(f"best vs best: rest_max {best['rest_max']}/s, binance_max "
+              f"{best['binance_max']}/s, binance/native {ratio}")
+    print(json.dumps({"bench": "gateway-orders", "cpus": os.cpu_count(),
+                      "pinned": PIN is not None, "python": sys.version.split()[0],
+                      "best": best, "binance_vs_native_best": ratio, "runs": runs}))
 
 
 def core_kind(src: str | None, python: str | None = None) -> str:
