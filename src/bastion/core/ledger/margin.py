@@ -605,13 +605,36 @@ class MarginLedger(Ledger):
         for t in state.triggers:
             self.triggers.add(t)
         self.reduce_only = set(state.reduce_only_orders)
+        self._link_accounts()
         for order in self.v.orders.values():
             pm = self.markets.get(order.market)
             if pm is not None:
-                self.opened(order, pm.settle, self.margin_or_none(order.account, pm.settle))
+                mo = self.margin_or_none(order.account, pm.settle)
+                if mo is not None:
+                    order.margin = mo
+                self.opened(order, pm.settle, mo)
         self.next_trigger_id = state.next_trigger_id
         for who in sorted(self.held):
             self.rekey(who)
+
+    def _link_accounts(self) -> None:
+        """Give every restored margin record its order set (``orders_of``) and its spot
+        account a reference to it, as order entry would on the account's first order: a
+        restored engine then starts with the links in place, not paying for them one
+        account at a time on the hot path (10k accounts meant ~1.5k instructions each)."""
+        accounts = self.v.accounts
+        for (account, asset), ma in sorted(self.margins.items()):
+            if ma.orders is None:
+                of = self.orders_of.get(asset)
+                if of is None:
+                    of = self.orders_of[asset] = {}
+                mine = of.get(account)
+                if mine is None:
+                    mine = of[account] = set()
+                ma.orders = mine
+            acct = accounts.get(account)
+            if acct is not None and acct.margin is None:
+                acct.margin = ma
 
     def totals(self) -> dict[str, int]:
         """Per settle asset: sum(collateral) + funding pools - sum(position cost). With spot
