@@ -36,7 +36,7 @@ CORE = SRC / "bastion" / "core"
 HOT = (
     "arith", "records", "rules", "book", "matching", "orders", "venue", "engine",
     "ledger/base", "ledger/spot", "ledger/margin",
-    "perp/records", "perp/calc", "perp/positions", "perp/liqindex", "perp/liquidation", "perp/triggers",
+    "perp/records", "perp/calc", "perp/positions", "perp/keyheap", "perp/liqindex", "perp/liquidation", "perp/triggers",
     "perp/oracle",
 )
 PURE_ENV = "BASTION_PURE"

@@ -32,15 +32,15 @@ every account from state, and which accounts get *checked* never changes which a
 *liquidated*.
 """
 
-from heapq import heapify, heappop, heappush
 from typing import final
 
 from mypy_extensions import mypyc_attr
 
+from bastion.core.perp.keyheap import Heap, Item, heapify, pop, push
+
 Key = tuple[int, str]  # (account, settle asset)
 #: One market's entry: (is_long, price key, hard funding-index key, soft funding-index key).
 Entry = tuple[bool, int, int, int]
-Heap = list[tuple[int, int, int]]  # (sort key, account, stamp)
 Accounts = set[int]
 #: garbage heap entries allowed per live one before ``compact`` rebuilds a market's heaps
 GARBAGE = 4
@@ -182,28 +182,28 @@ class LiqIndex:
         slot.stamp = stamp
         if slot.is_long:
             heaps = self.longs
-            item = (-slot.heap_key, account, stamp)
+            item = Item(-slot.heap_key, account, stamp)
         else:
             heaps = self.shorts
-            item = (slot.heap_key, account, stamp)
+            item = Item(slot.heap_key, account, stamp)
         heap = heaps.get(market)
         if heap is None:
             heap = heaps[market] = []
-        heappush(heap, item)
+        push(heap, item)
 
     def _push_funding(self, market: str, account: int, slot: Slot) -> None:
         stamp = self.stamps = self.stamps + 1
         slot.fstamp = stamp
         if slot.is_long:
             heaps = self.fund_longs
-            item = (slot.heap_fkey, account, stamp)
+            item = Item(slot.heap_fkey, account, stamp)
         else:
             heaps = self.fund_shorts
-            item = (-slot.heap_fkey, account, stamp)
+            item = Item(-slot.heap_fkey, account, stamp)
         heap = heaps.get(market)
         if heap is None:
             heap = heaps[market] = []
-        heappush(heap, item)
+        push(heap, item)
 
     def version_of(self, who: Key) -> int:
         """How often the account was re-keyed (0: never)."""
@@ -229,8 +229,9 @@ class LiqIndex:
         found: Accounts = set()
         keys = self.keys.get(asset, {})
         heap = self.longs.get(market)
-        while heap and heap[0][0] <= -mark:
-            _, account, stamp = heappop(heap)
+        while heap and heap[0].key <= -mark:
+            top = pop(heap)
+            account, stamp = top.account, top.stamp
             ak = keys.get(account)
             slot = ak.slots.get(market) if ak is not None else None
             if slot is None or slot.stamp != stamp:
@@ -242,8 +243,9 @@ class LiqIndex:
                 slot.heap_key = slot.key
                 self._push_price(market, account, slot)
         heap = self.shorts.get(market)
-        while heap and heap[0][0] <= mark:
-            _, account, stamp = heappop(heap)
+        while heap and heap[0].key <= mark:
+            top = pop(heap)
+            account, stamp = top.account, top.stamp
             ak = keys.get(account)
             slot = ak.slots.get(market) if ak is not None else None
             if slot is None or slot.stamp != stamp:
@@ -261,8 +263,9 @@ class LiqIndex:
         found: Accounts = set()
         keys = self.keys.get(asset, {})
         heap = self.fund_longs.get(market)
-        while heap and heap[0][0] <= index:
-            _, account, stamp = heappop(heap)
+        while heap and heap[0].key <= index:
+            top = pop(heap)
+            account, stamp = top.account, top.stamp
             ak = keys.get(account)
             slot = ak.slots.get(market) if ak is not None else None
             if slot is None or slot.fstamp != stamp:
@@ -274,8 +277,9 @@ class LiqIndex:
                 slot.heap_fkey = slot.fkey
                 self._push_funding(market, account, slot)
         heap = self.fund_shorts.get(market)
-        while heap and heap[0][0] <= -index:
-            _, account, stamp = heappop(heap)
+        while heap and heap[0].key <= -index:
+            top = pop(heap)
+            account, stamp = top.account, top.stamp
             ak = keys.get(account)
             slot = ak.slots.get(market) if ak is not None else None
             if slot is None or slot.fstamp != stamp:
@@ -300,12 +304,12 @@ class LiqIndex:
             while heap:
                 if len(found) >= limit or pops >= 4 * limit:
                     return found, True
-                _, account, stamp = heap[0]
+                account, stamp = heap[0].account, heap[0].stamp
                 ak = keys.get(account)
                 slot = ak.slots.get(market) if ak is not None else None
                 if slot is not None and slot.fstamp == stamp:
                     if slot.heap_fkey != slot.fkey:  # conservative: put the true key in
-                        heappop(heap)
+                        pop(heap)
                         pops += 1
                         slot.heap_fkey = slot.fkey
                         self._push_funding(market, account, slot)
@@ -314,7 +318,7 @@ class LiqIndex:
                         break
                     slot.fstamp = NONE
                     found.append(account)
-                heappop(heap)
+                pop(heap)
                 pops += 1
         return found, False
 
@@ -323,7 +327,7 @@ class LiqIndex:
         keys = self.keys.get(asset, {})
         for heap, sign in ((self.fund_longs.get(market), 1), (self.fund_shorts.get(market), -1)):
             if heap:
-                _, account, stamp = heap[0]
+                account, stamp = heap[0].account, heap[0].stamp
                 ak = keys.get(account)
                 slot = ak.slots.get(market) if ak is not None else None
                 if (slot is None or slot.fstamp != stamp or slot.heap_fkey != slot.fkey
@@ -351,11 +355,11 @@ class LiqIndex:
             slot.stamp = stamp + 1
             slot.fstamp = stamp = stamp + 2
             if slot.is_long:
-                heaps[0].append((-key, account, slot.stamp))
-                heaps[2].append((fkey, account, stamp))
+                heaps[0].append(Item(-key, account, slot.stamp))
+                heaps[2].append(Item(fkey, account, stamp))
             else:
-                heaps[1].append((key, account, slot.stamp))
-                heaps[3].append((-fkey, account, stamp))
+                heaps[1].append(Item(key, account, slot.stamp))
+                heaps[3].append(Item(-fkey, account, stamp))
         self.stamps = stamp
         for heap in heaps:
             heapify(heap)
