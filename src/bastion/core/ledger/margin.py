@@ -16,6 +16,7 @@ maintenance in live markets.
 """
 
 from collections import deque
+from typing import Final
 
 from bastion.core import errors as X
 from bastion.core import events as E
@@ -58,10 +59,10 @@ from bastion.core.venue import Venue
 Key = tuple[int, str]
 #: Share of an account's margin cushion set aside for funding in the liquidation index (1/N):
 #: funding moves slowly, so a small allowance rarely re-checks anyone at a tick.
-FUNDING_ALLOWANCE_DIV = 4
+FUNDING_ALLOWANCE_DIV: Final = 4
 #: Soft funding re-checks (``liqindex``) done after each command at most: a funding tick that
 #: uses up many allowances at once spreads their re-checks over the commands that follow.
-RECHECKS_PER_COMMAND = 16
+RECHECKS_PER_COMMAND: Final = 16
 
 
 class MarginLedger(Ledger):

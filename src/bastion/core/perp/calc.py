@@ -4,6 +4,8 @@ No state, no engine: every rounding choice is made here, once, in the venue's fa
 floor, margins ceil), so the rest of the package never rounds on its own.
 """
 
+from typing import Final
+
 from bastion.core.arith import mul, mul_div
 from bastion.core.perp.state import Tier
 from bastion.core.rules import BPS as BPS
@@ -11,9 +13,9 @@ from bastion.core.rules import PPM as PPM
 from bastion.core.rules import ceil_div as ceil_div
 
 #: "Check this account on every mark update" for a long key (mark <= key always holds).
-ALWAYS_LONG = 2**63
+ALWAYS_LONG: Final = 2**63
 #: Same for a short key (mark >= 0 always holds).
-ALWAYS_SHORT = 0
+ALWAYS_SHORT: Final = 0
 
 
 def tdiv(a: int, b: int) -> int:

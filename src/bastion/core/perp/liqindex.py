@@ -32,7 +32,7 @@ every account from state, and which accounts get *checked* never changes which a
 *liquidated*.
 """
 
-from typing import final
+from typing import Final, final
 
 from mypy_extensions import mypyc_attr
 
@@ -47,7 +47,7 @@ GARBAGE = 4
 #: ... and at least this many in all (small markets never pay for rebuilds)
 REBUILD_FLOOR = 4096
 #: ``Slot.stamp``/``fstamp`` when the slot has no entry in that heap (popped, to be re-keyed)
-NONE = -1
+NONE: Final = -1
 
 
 @final

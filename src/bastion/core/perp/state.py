@@ -5,7 +5,7 @@ it (long > 0, short < 0), so its unrealized PnL at price P is ``size * P // pric
 and funds are conserved as ``sum(collateral) - sum(cost) + spot + fees == net deposits``.
 """
 
-from typing import Any
+from typing import Any, Final
 
 import msgspec
 
@@ -16,9 +16,9 @@ from bastion.core.perp.records import Position as Position
 from bastion.core.perp.records import Tier as Tier
 
 #: Fixed-point scale of funding rates, premiums and the funding index (1e-9 per unit).
-RATE_SCALE = 1_000_000_000
+RATE_SCALE: Final = 1_000_000_000
 #: Account id of the insurance fund's margin account (real accounts start at 1).
-INSURANCE = 0
+INSURANCE: Final = 0
 
 
 class TierState(msgspec.Struct):
