@@ -69,14 +69,14 @@ class Market:
     __slots__ = ("base", "kind", "last_price", "lot_size", "maker_fee_ppm", "market",
                  "market_band_bps", "max_qty", "min_notional", "min_qty", "mode",
                  "mode_reason", "mode_until", "price_decimals", "price_div", "quote",
-                 "ref_band_bps", "ref_price", "taker_fee_ppm", "tick_size")
+                 "perp", "ref_band_bps", "ref_price", "taker_fee_ppm", "tick_size")
 
     def __init__(self, market: str, base: str, quote: str, price_decimals: int, price_div: int,
                  tick_size: int, lot_size: int, min_qty: int, max_qty: int, min_notional: int,
                  maker_fee_ppm: int, taker_fee_ppm: int, market_band_bps: int,
                  ref_band_bps: int, kind: str = "spot", mode: MarketMode = "open",
                  mode_reason: str = "", mode_until: int = 0, ref_price: int = 0,
-                 last_price: int = 0) -> None:
+                 last_price: int = 0, perp: object = None) -> None:
         self.market = market
         self.base = base
         self.quote = quote
@@ -98,13 +98,18 @@ class Market:
         self.mode_until = mode_until
         self.ref_price = ref_price
         self.last_price = last_price
+        #: a perpetual market's record (``perp.records.PerpMarket``, a layer above, hence
+        #: ``object``; the margin ledger checks its type), linked on first use: a market's
+        #: perp record is never replaced (a restore makes new records of both)
+        self.perp = perp
 
     def copy(self) -> "Market":
         return Market(self.market, self.base, self.quote, self.price_decimals, self.price_div,
                       self.tick_size, self.lot_size, self.min_qty, self.max_qty,
                       self.min_notional, self.maker_fee_ppm, self.taker_fee_ppm,
                       self.market_band_bps, self.ref_band_bps, self.kind, self.mode,
-                      self.mode_reason, self.mode_until, self.ref_price, self.last_price)
+                      self.mode_reason, self.mode_until, self.ref_price, self.last_price,
+                      self.perp)
 
     def __repr__(self) -> str:
         return (f"Market(market={self.market!r}, kind={self.kind!r}, mode={self.mode!r}, "
