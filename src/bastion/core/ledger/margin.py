@@ -83,8 +83,9 @@ class MarginLedger(Ledger):
         self.next_trigger_id = 1
         self.reduce_only: set[int] = set()
         self.liq = LiqIndex()
-        #: accounts whose positions or collateral changed in this command (settle pass input)
-        self.touched: set[Key] = set()
+        #: accounts whose positions or collateral changed in this command (settle pass input),
+        #: with their margin record where the code that touched them had it (else None)
+        self.touched: dict[Key, MarginAccount | None] = {}
         #: open perp order ids per settle asset, then account: liquidation cancels without a
         #: scan (a set may be empty: it is kept for the account's next order)
         self.orders_of: dict[str, dict[int, set[int]]] = {}
@@ -439,7 +440,7 @@ class MarginLedger(Ledger):
             del held[market]
             if not held:
                 del self.held[key]
-        self.touched.add(key)
+        self.touched[key] = ma
 
     def settle_funding(self, pm: PerpMarket, pos: Position, ma: MarginAccount) -> None:
         """Bring one position to the market's funding index: pay or collect through the pool."""
@@ -464,7 +465,7 @@ class MarginLedger(Ledger):
             settle = pm.settle
             found, more = self.liq.drain_funding(market, settle, pm.funding_index, budget)
             for account in found:
-                touched.add((account, settle))
+                touched[(account, settle)] = None
             budget -= len(found)
             if more or budget <= 0:
                 return

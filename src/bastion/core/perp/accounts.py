@@ -41,7 +41,7 @@ def add_margin(pe: MarginLedger, cmd: C.AddMargin, out: list[E.Event]) -> None:
                                             f"available {have}")
     acct.available[asset] = have - amount
     pe.margin(acct.account, asset).collateral += amount
-    pe.touched.add((acct.account, asset))
+    pe.touched[(acct.account, asset)] = None
     out.append(E.MarginTransferred(seq=v.seq, ts=v.ts, account=acct.account, asset=asset,
                                    delta=amount))
 
@@ -70,7 +70,7 @@ def remove_margin(pe: MarginLedger, cmd: C.RemoveMargin, out: list[E.Event]) -> 
                                              "above initial margin")
     pe.margins[who].collateral -= amount
     acct.available[asset] = acct.available.get(asset, 0) + amount
-    pe.touched.add(who)
+    pe.touched[who] = None
     out.append(E.MarginTransferred(seq=v.seq, ts=v.ts, account=acct.account, asset=asset,
                                    delta=-amount))
 
@@ -107,6 +107,6 @@ def fund_insurance(pe: MarginLedger, cmd: C.FundInsurance, out: list[E.Event]) -
         raise Refused(X.INVALID_ARGUMENT, "funding the insurance fund needs a reason")
     pe.insurance(asset).collateral += amount
     v.net_deposits[asset] = v.net_deposits.get(asset, 0) + amount
-    pe.touched.add((INSURANCE, asset))
+    pe.touched[(INSURANCE, asset)] = None
     out.append(E.InsuranceFunded(seq=v.seq, ts=v.ts, asset=asset, amount=amount,
                                  reason=cmd.reason))

@@ -88,7 +88,7 @@ def funding_tick(pe: MarginLedger, cmd: C.FundingTick, out: list[E.Event]) -> No
     pm.last_funding_ts = v.ts
     pm.premium_sum = pm.premium_count = 0
     for account in pe.liq.crossed_funding(pm.market, pm.settle, new):
-        pe.touched.add((account, pm.settle))
+        pe.touched[(account, pm.settle)] = None
     if pe.liq.funding_pending(pm.market, pm.settle, new):
         pe.soft_markets.add(pm.market)
     moved = pm.open_interest * abs(new - old) // (pm.price_div * RATE_SCALE)

@@ -130,7 +130,7 @@ def update_index(pe: MarginLedger, cmd: C.UpdateIndex, out: list[E.Event]) -> No
     if pe.active(pm):
         fire(pe, mkt, pm, out)
         for account in pe.liq.crossed(pm.market, pm.settle, mark):
-            pe.touched.add((account, pm.settle))
+            pe.touched[(account, pm.settle)] = None
         pe.liq.compact(pm.market, pm.settle)
 
 
