@@ -151,7 +151,7 @@ class MarginLedger(Ledger):
         return self.margin(INSURANCE, asset)
 
     def leverage(self, ma: MarginAccount | None, pm: PerpMarket) -> int:
-        if ma is None:
+        if ma is None or not ma.leverage:  # most accounts never set one: no lookup by name
             return pm.default_leverage
         return ma.leverage.get(pm.market, pm.default_leverage)
 

@@ -148,9 +148,16 @@ class LiqIndex:
         if ak is None:
             ak = self.account_keys(who)
         slots = ak.slots
-        if len(slots) > 1 or (slots and market not in slots):
-            self.set(who, {market: (is_long, key, fkey, soft)}, ak)
-            return
+        n = len(slots)
+        if n:
+            slot = slots.get(market)
+            if n > 1 or slot is None:
+                self.set(who, {market: (is_long, key, fkey, soft)}, ak)
+                return
+            if slot.is_long == is_long:  # the usual re-key: the slot is there, keep it
+                ak.version += 1
+                self._update(market, who[0], slot, key, fkey, soft)
+                return
         ak.version += 1
         self._put(market, who[0], slots, is_long, key, fkey, soft)
 
@@ -166,6 +173,13 @@ class LiqIndex:
             self._push_price(market, account, slot)
             self._push_funding(market, account, slot)
             return
+        self._update(market, account, slot, key, fkey, soft)
+
+    def _update(self, market: str, account: int, slot: Slot, key: int, fkey: int,
+                soft: int) -> None:
+        """New keys for a slot on the same side: push heap entries only where the old ones
+        do not guard."""
+        is_long = slot.is_long
         slot.key = key
         slot.fkey = fkey
         slot.soft = soft

@@ -101,7 +101,7 @@ def risk(collateral: int, positions: dict[str, Position], markets: dict[str, Per
             tiers = pm.tiers
             t = tiers[0] if n <= tiers[0].max_notional else tier_for(tiers, n)
             mm += -(-(mul(n, t.mmr_ppm) - t.cum_ppm) // PPM)
-            lev = leverage.get(name, pm.default_leverage)
+            lev = leverage.get(name, pm.default_leverage) if leverage else pm.default_leverage
             im += -(-n // (lev if lev < t.max_leverage else t.max_leverage))
     wallet = collateral - owed
     return Risk(wallet + upnl, mm, im, upnl, wallet)
@@ -128,6 +128,6 @@ def free_margin(collateral: int, order_im: int, positions: dict[str, Position],
         if n > 0:
             tiers = pm.tiers
             t = tiers[0] if n <= tiers[0].max_notional else tier_for(tiers, n)
-            lev = leverage.get(name, pm.default_leverage)
+            lev = leverage.get(name, pm.default_leverage) if leverage else pm.default_leverage
             free -= -(-n // (lev if lev < t.max_leverage else t.max_leverage))
     return free
