@@ -36,7 +36,14 @@ from bastion.core.perp.calc import (
     tier_for,
 )
 from bastion.core.perp.liqindex import AccountKeys, Entry, LiqIndex
-from bastion.core.perp.positions import Risk, free_margin, funding_owed, realize, risk
+from bastion.core.perp.positions import (
+    Risk,
+    free_margin,
+    free_term,
+    funding_owed,
+    realize,
+    risk,
+)
 from bastion.core.perp.records import MarginAccount, PerpMarket
 from bastion.core.perp.state import (
     INSURANCE,
@@ -162,6 +169,9 @@ class MarginLedger(Ledger):
         """What new orders may reserve: equity - position initial margin - order holds."""
         if ma is None:
             return 0
+        pos = ma.only
+        if pos is not None and pos.pm is not None:
+            return ma.collateral - ma.order_im + free_term(pos, pos.pm, ma.leverage)
         return free_margin(ma.collateral, ma.order_im, ma.positions, self.markets, ma.leverage)
 
     def active(self, pm: PerpMarket) -> bool:
@@ -430,6 +440,7 @@ class MarginLedger(Ledger):
             if not held:
                 self.held[key] = held
             held[market] = pos
+            ma.only = pos if len(held) == 1 else None
         elif pos.funding_index != pm.funding_index:
             self.settle_funding(pm, pos, ma)
         old = pos.size
@@ -440,6 +451,7 @@ class MarginLedger(Ledger):
             del held[market]
             if not held:
                 del self.held[key]
+            ma.only = _sole(held)
         self.touched[key] = ma
 
     def settle_funding(self, pm: PerpMarket, pos: Position, ma: MarginAccount) -> None:
@@ -487,13 +499,16 @@ class MarginLedger(Ledger):
 
     def rekey_margin(self, who: Key, ma: MarginAccount | None) -> int:
         """``rekey`` with the account's margin record (None: it has none) at hand."""
-        if ma is None or not ma.positions:
+        if ma is None:
+            self.liq.forget(who)
+            return 0
+        only = ma.only
+        if only is not None:
+            return self._rekey_one(who, ma, only.market, only)
+        positions = ma.positions
+        if not positions:
             self.liq.forget(who)
             return 0  # nothing to liquidate (a flat loss is cover_flat_loss's job)
-        positions = ma.positions
-        if len(positions) == 1:
-            for name, pos in positions.items():
-                return self._rekey_one(who, ma, name, pos)
         markets = self.markets
         base = ma.collateral
         terms: list[tuple[str, PerpMarket, Position, int, int]] = []
@@ -617,6 +632,8 @@ class MarginLedger(Ledger):
             ma = self.margin(pos.account, settle)
             self.held[(pos.account, settle)] = ma.positions
             ma.positions[pos.market] = pos
+        for ma in self.margins.values():
+            ma.only = _sole(ma.positions)
         for t in state.triggers:
             self.triggers.add(t)
         self.reduce_only = set(state.reduce_only_orders)
@@ -687,6 +704,8 @@ class MarginLedger(Ledger):
         if indexed != perp_orders:
             problems.append(f"per-account order index off by {sorted(indexed ^ perp_orders)[:5]}")
         for key, ma in self.margins.items():
+            if ma.only is not _sole(ma.positions):
+                problems.append(f"margin {key}: its one-position link is off")
             if ma.order_im != holds.get(key, 0):
                 problems.append(f"margin {key} order_im {ma.order_im} != holds "
                                 f"{holds.get(key, 0)}")
@@ -720,6 +739,15 @@ class MarginLedger(Ledger):
         if n_held != sum(len(p) for p in self.positions.values()):
             problems.append("account position index disagrees with market position index")
         return problems
+
+
+def _sole(positions: dict[str, Position]) -> Position | None:
+    """``MarginAccount.only`` for this book: its position if it holds exactly one."""
+    if len(positions) != 1:
+        return None
+    for pos in positions.values():
+        return pos
+    return None
 
 
 def _shrink_hold(ma: MarginAccount, order: Order, before: int) -> None:

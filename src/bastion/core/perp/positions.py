@@ -117,17 +117,24 @@ def free_margin(collateral: int, order_im: int, positions: dict[str, Position],
         pm = pos.pm
         if pm is None:
             pm = markets[name]
-        mark = pm.mark
-        div = pm.price_div
-        size = pos.size
-        free += mul(size, mark) // div - pos.cost
-        moved = pm.funding_index - pos.funding_index
-        if moved:
-            free += -mul(size, moved) // mul(div, RATE_SCALE)  # minus what it owes, rounded up
-        n = mul(size if size > 0 else -size, mark) // div
-        if n > 0:
-            tiers = pm.tiers
-            t = tiers[0] if n <= tiers[0].max_notional else tier_for(tiers, n)
-            lev = leverage.get(name, pm.default_leverage) if leverage else pm.default_leverage
-            free -= -(-n // (lev if lev < t.max_leverage else t.max_leverage))
+        free += free_term(pos, pm, leverage)
     return free
+
+
+def free_term(pos: Position, pm: PerpMarket, leverage: dict[str, int]) -> int:
+    """One position's part of ``free_margin``: value at mark - cost - funding owed - initial
+    margin (``pm``: its market's record)."""
+    mark = pm.mark
+    div = pm.price_div
+    size = pos.size
+    term = mul(size, mark) // div - pos.cost
+    moved = pm.funding_index - pos.funding_index
+    if moved:
+        term += -mul(size, moved) // mul(div, RATE_SCALE)  # minus what it owes, rounded up
+    n = mul(size if size > 0 else -size, mark) // div
+    if n > 0:
+        tiers = pm.tiers
+        t = tiers[0] if n <= tiers[0].max_notional else tier_for(tiers, n)
+        lev = leverage.get(pm.market, pm.default_leverage) if leverage else pm.default_leverage
+        term -= -(-n // (lev if lev < t.max_leverage else t.max_leverage))
+    return term
