@@ -105,5 +105,9 @@ def test_set_one_is_set_with_one_entry():
                     plain.set((a, A), {market: entry})
             for market in markets:
                 assert fast.entry(who, market) == plain.entry(who, market), (seed, step)
+            for index in (fast, plain):  # ``one``: the only slot, while there is exactly one
+                ak = index.account_keys(who)
+                sole = list(ak.slots.items()) if len(ak.slots) == 1 else [("", None)]
+                assert (ak.one_market, ak.one) == sole[0], (seed, step)
         assert fast.version == plain.version
         assert fast.live == plain.live

@@ -260,11 +260,16 @@ class PerpMachine(RuleBasedStateMachine):
 
     @invariant()
     def free_margin_is_risk_less_holds(self):
-        """Order entry's inlined ``free_margin`` stays the ``risk`` it was inlined from."""
+        """Order entry's inlined ``free_margin`` stays the ``risk`` it was inlined from, and
+        the links it reads instead of walking state (``only``: the one position; ``levered``:
+        any leverage setting) stay what they stand for."""
         pe = self.h.engine.perp
         for ma in pe.margins.values():
             r = pe.risk(ma)
             assert pe.available(ma) == r.equity - r.initial - ma.order_im, (ma, r)
+            sole = list(ma.positions.values()) if len(ma.positions) == 1 else [None]
+            assert ma.only is sole[0], ma
+            assert ma.levered == bool(ma.leverage), ma
 
     def teardown(self):
         if not hasattr(self, "h"):

@@ -158,7 +158,7 @@ class MarginLedger(Ledger):
         return self.margin(INSURANCE, asset)
 
     def leverage(self, ma: MarginAccount | None, pm: PerpMarket) -> int:
-        if ma is None or not ma.leverage:  # most accounts never set one: no lookup by name
+        if ma is None or not ma.levered:  # most accounts never set one: no lookup by name
             return pm.default_leverage
         return ma.leverage.get(pm.market, pm.default_leverage)
 
@@ -171,7 +171,8 @@ class MarginLedger(Ledger):
             return 0
         pos = ma.only
         if pos is not None and pos.pm is not None:
-            return ma.collateral - ma.order_im + free_term(pos, pos.pm, ma.leverage)
+            return ma.collateral - ma.order_im + free_term(pos, pos.pm,
+                                                           ma.leverage if ma.levered else None)
         return free_margin(ma.collateral, ma.order_im, ma.positions, self.markets, ma.leverage)
 
     def active(self, pm: PerpMarket) -> bool:
@@ -585,6 +586,7 @@ class MarginLedger(Ledger):
         cushion = ma.collateral + term - pos.cost - funding_owed(pos, pm)
         index = pm.funding_index
         ak = self._keys_of(who, ma)
+        name = pm.market  # one string object for every re-key: its compare is a pointer's
         if cushion < 0:
             self.liq.set_one(who, name, size > 0, ALWAYS_LONG if size > 0 else ALWAYS_SHORT,
                              index, index, ak)
@@ -706,6 +708,8 @@ class MarginLedger(Ledger):
         for key, ma in self.margins.items():
             if ma.only is not _sole(ma.positions):
                 problems.append(f"margin {key}: its one-position link is off")
+            if ma.levered != bool(ma.leverage):
+                problems.append(f"margin {key}: its leverage flag is off")
             if ma.order_im != holds.get(key, 0):
                 problems.append(f"margin {key} order_im {ma.order_im} != holds "
                                 f"{holds.get(key, 0)}")

@@ -94,7 +94,7 @@ def set_leverage(pe: MarginLedger, cmd: C.SetLeverage, out: list[E.Event]) -> No
             raise Refused(X.INSUFFICIENT_MARGIN, f"leverage {cmd.leverage} needs initial "
                                                  f"margin {r.initial} + orders {ma.order_im}, "
                                                  f"equity {r.equity}")
-    pe.margin(acct.account, pm.settle).leverage[pm.market] = cmd.leverage
+    pe.margin(acct.account, pm.settle).set_leverage(pm.market, cmd.leverage)
     out.append(E.LeverageChanged(seq=v.seq, ts=v.ts, account=acct.account,
                                  market=pm.market, leverage=cmd.leverage))
 

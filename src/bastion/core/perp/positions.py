@@ -121,9 +121,10 @@ def free_margin(collateral: int, order_im: int, positions: dict[str, Position],
     return free
 
 
-def free_term(pos: Position, pm: PerpMarket, leverage: dict[str, int]) -> int:
+def free_term(pos: Position, pm: PerpMarket, leverage: dict[str, int] | None) -> int:
     """One position's part of ``free_margin``: value at mark - cost - funding owed - initial
-    margin (``pm``: its market's record)."""
+    margin (``pm``: its market's record; ``leverage``: the account's settings, None when it
+    has none)."""
     mark = pm.mark
     div = pm.price_div
     size = pos.size

@@ -160,10 +160,12 @@ class MarginAccount:
     in the liquidation index once re-keyed (kept there for good, like the order sets);
     ``only`` the account's position when it holds exactly one (the usual case), kept with
     ``positions`` by the margin ledger: order entry and re-keys read it without walking the
-    dict, one cold object fewer per order among many accounts."""
+    dict, one cold object fewer per order among many accounts. ``levered``: whether
+    ``leverage`` holds any setting (most accounts never make one), so order entry does not
+    touch the dict to find the market default; settings go through ``set_leverage``."""
 
-    __slots__ = ("account", "asset", "collateral", "leverage", "liq", "only", "order_im",
-                 "orders", "positions")
+    __slots__ = ("account", "asset", "collateral", "leverage", "levered", "liq", "only",
+                 "order_im", "orders", "positions")
 
     def __init__(self, account: int, asset: str, collateral: int = 0, order_im: int = 0,
                  leverage: dict[str, int] | None = None) -> None:
@@ -172,10 +174,15 @@ class MarginAccount:
         self.collateral = collateral
         self.order_im = order_im
         self.leverage: dict[str, int] = {} if leverage is None else leverage
+        self.levered = bool(self.leverage)
         self.positions: dict[str, Position] = {}
         self.only: Position | None = None
         self.orders: set[int] | None = None
         self.liq: AccountKeys | None = None
+
+    def set_leverage(self, market: str, leverage: int) -> None:
+        self.leverage[market] = leverage
+        self.levered = True
 
     def __repr__(self) -> str:
         return (f"MarginAccount(account={self.account}, asset={self.asset!r}, "
