@@ -202,7 +202,7 @@ class Engine(Venue):
             order = order_record(record)
             eng.orders[order.order_id] = order
             if order.client_id:
-                eng.client_ids[(order.account, order.client_id)] = order.order_id
+                eng.client_ids.setdefault(order.account, {})[order.client_id] = order.order_id
             eng.books[order.market].side(order.side == "buy").add(order)
         eng.fees = state.fees
         eng.net_deposits = state.net_deposits

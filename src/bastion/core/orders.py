@@ -111,7 +111,10 @@ def place_fields(v: Venue, cmd: C.PlaceOrder, f: Fields, out: list[E.Event]) -> 
     key: Any = oid  # boxed once, for the index and the event
     v.orders[key] = order
     if client_id:
-        v.client_ids[(account, client_id)] = oid
+        ids = v.client_ids.get(account)
+        if ids is None:
+            ids = v.client_ids[account] = {}
+        ids[client_id] = oid
     qty_box: Any = f[P_QTY] if held_qty == qty else held_qty
     price_box: Any = f[P_PRICE] if order_type == "limit" else price
     out.append(OrderAccepted(key, f[P_ACCOUNT], market, side, price_box, qty_box, order_type,
@@ -271,7 +274,8 @@ def terms(v: Venue, mkt: Market, f: Fields, band_limit: int = 0,
             if len(client_id) > MAX_CLIENT_ID:
                 raise Refused(X.INVALID_ARGUMENT, f"client_id must be a string of at most "
                                                   f"{MAX_CLIENT_ID} characters")
-            if (account, client_id) in v.client_ids:
+            ids = v.client_ids.get(account)
+            if ids is not None and client_id in ids:
                 raise Refused(X.DUPLICATE_CLIENT_ID, f"client_id {client_id!r} is already "
                                                      "used by an open order")
     elif client_id:

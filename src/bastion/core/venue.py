@@ -36,7 +36,10 @@ class Venue:
         self.books: dict[str, OrderBook] = {}
         self.accounts: dict[int, Account] = {}
         self.orders: dict[int, Order] = {}
-        self.client_ids: dict[tuple[int, str], int] = {}
+        #: open orders' ids by account, then client id: keyed by ``(account, client_id)``
+        #: tuples, the map would be tracked again by the garbage collector at each insert of a
+        #: fresh tuple after a full collection untracked it, and walked whole by the next ones
+        self.client_ids: dict[int, dict[str, int]] = {}
         self.fees: dict[str, int] = {}
         self.net_deposits: dict[str, int] = {}
         #: (incident, account, asset) of every compensation credit applied
@@ -75,7 +78,8 @@ class Venue:
         if order_id:
             order = self.orders.get(order_id)
         elif client_id:
-            oid = self.client_ids.get((account, client_id))  # type: ignore[arg-type]
+            ids = self.client_ids.get(account)  # type: ignore[call-overload]
+            oid = ids.get(client_id) if ids is not None else None
             order = self.orders.get(oid) if oid is not None else None
         else:
             raise Refused(X.INVALID_ARGUMENT, "give order_id or client_id")
@@ -90,7 +94,9 @@ class Venue:
         """Drop a finished order from the id indexes (its hold is already zero)."""
         del self.orders[order.order_id]
         if order.client_id:
-            self.client_ids.pop((order.account, order.client_id), None)
+            ids = self.client_ids.get(order.account)
+            if ids is not None:
+                ids.pop(order.client_id, None)
 
     def close_order(self, order: Order, mkt: Market, side: BookSide | None, reason: str,
                     out: list[E.Event]) -> None:
@@ -103,7 +109,9 @@ class Venue:
         self.ledgers[mkt.kind].release(mkt, order)
         del self.orders[oid]
         if order.client_id:
-            self.client_ids.pop((order.account, order.client_id), None)
+            ids = self.client_ids.get(order.account)
+            if ids is not None:
+                ids.pop(order.client_id, None)
 
     # ------------------------------------------------------------------ guards and modes
 

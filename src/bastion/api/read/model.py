@@ -120,10 +120,17 @@ def new_candle(start: int, price: int) -> Candle:
 
 
 class AccountView:
-    __slots__ = ("closed", "fills", "open")
+    """One account's orders. ``by_client`` is per account, keyed by the client id alone: a
+    map keyed by ``(account, client_id)`` tuples is re-tracked by the garbage collector at every
+    insert of a fresh tuple after a full collection untracked it, and then walked whole (every
+    order ever placed) by the next young and full collections; a map of strings to ``gc=False``
+    records is never tracked."""
+
+    __slots__ = ("by_client", "closed", "fills", "open")
 
     def __init__(self) -> None:
         self.open: dict[int, OrderRecord] = {}
+        self.by_client: dict[str, OrderRecord] = {}
         self.closed: deque[OrderRecord] = deque()
         self.fills: deque[Fill] = deque(maxlen=FILLS_PER_ACCOUNT)
 
@@ -161,7 +168,6 @@ class ReadModel:
     def __init__(self, engine: Callable[[], Engine]) -> None:
         self._engine = engine
         self.orders: dict[int, OrderRecord] = {}
-        self.by_client: dict[tuple[int, str], OrderRecord] = {}
         self.accounts: dict[int, AccountView] = {}
         self.trades: dict[str, deque[E.Trade]] = {}
         self.candles: dict[str, OrderedDict[int, Candle]] = {}
@@ -175,7 +181,7 @@ class ReadModel:
         self.positions: dict[tuple[int, str], Position] = {}
         self.seq = 0
         #: accounts restored from a checkpoint and not decoded yet (none of their records is
-        #: in ``orders``, ``by_client`` or ``accounts``), and what happened to them since
+        #: in ``orders`` or ``accounts``), and what happened to them since
         self.cold: dict[int, ColdAccount] = {}
         self._pending: dict[int, list[E.Event]] = {}
         #: realized PnL of put-aside perpetual fills, by (seq, trade id, is_maker): positions
@@ -265,11 +271,11 @@ class ReadModel:
         orders.update(zip(map(_ORDER_ID, closed), closed, strict=True))
         view.closed = deque(closed)
         view.fills = deque(fills, maxlen=FILLS_PER_ACCOUNT)
-        by_client = self.by_client
+        by_client = view.by_client
         for client_id, order_id in pairs:
             rec = orders.get(order_id)
             if rec is not None:
-                by_client[(account, client_id)] = rec
+                by_client[client_id] = rec
         pending = self._pending.pop(account, None)
         if pending:
             # what the tail did to this account; book levels and touched sets were reported
@@ -287,13 +293,10 @@ class ReadModel:
         put aside is passed on as it was read."""
         for account in list(self._pending):
             self._thaw(account)
-        by_client: dict[int, list[tuple[str, int]]] = {}
-        for (account, client_id), rec in self.by_client.items():
-            by_client.setdefault(account, []).append((client_id, rec.order_id))
         encode = _ENCODER.encode
         rows = [ColdAccount(a, memoryview(encode(AccountRow(
                     a, list(v.open.values()), list(v.closed), list(v.fills),
-                    sorted(by_client.get(a, ()))))))
+                    sorted((cid, rec.order_id) for cid, rec in v.by_client.items())))))
                 for a, v in self.accounts.items()]
         rows.extend(self.cold.values())
         rows.sort(key=attrgetter("account"))
@@ -325,9 +328,10 @@ class ReadModel:
 
     def _add(self, rec: OrderRecord) -> None:
         self.orders[rec.order_id] = rec
+        view = self._view(rec.account)
         if rec.client_id:
-            self.by_client[(rec.account, rec.client_id)] = rec
-        self._view(rec.account).open[rec.order_id] = rec
+            view.by_client[rec.client_id] = rec
+        view.open[rec.order_id] = rec
 
     def _close(self, rec: OrderRecord) -> None:
         view = self._view(rec.account)
@@ -337,8 +341,8 @@ class ReadModel:
         if len(closed) > CLOSED_PER_ACCOUNT:
             old = closed.popleft()
             self.orders.pop(old.order_id, None)
-            if old.client_id and self.by_client.get((old.account, old.client_id)) is old:
-                del self.by_client[(old.account, old.client_id)]
+            if old.client_id and view.by_client.get(old.client_id) is old:
+                del view.by_client[old.client_id]
 
     def _accepted(self, ev: E.OrderAccepted) -> None:
         self.touched.add((ev.market, ev.side == "buy", ev.price))
@@ -515,9 +519,8 @@ class ReadModel:
         return rec if rec is not None and rec.account == account else None
 
     def order_by_client(self, account: int, client_id: str) -> OrderRecord | None:
-        if self.cold:
-            self._peek(account)
-        return self.by_client.get((account, client_id))
+        view = self._peek(account)
+        return view.by_client.get(client_id) if view is not None else None
 
     def open_orders(self, account: int, market: str | None = None) -> list[OrderRecord]:
         view = self._peek(account)
