@@ -16,6 +16,7 @@ import struct
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -24,6 +25,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from bastion.api.read import checkpoint as checkpoint_module
 from bastion.api.read import model
 from bastion.api.read.checkpoint import (
     HEADER,
@@ -41,6 +43,7 @@ from bastion.core.engine import Engine
 from bastion.demo import BTC_USDT, BTC_USDT_PERP, demo_perp_setup, demo_setup
 from bastion.journal.local import LocalJournal
 from bastion.node import Node, NodeConfig
+from bastion.node.hugepages import CollapseResult
 
 ACCOUNTS = 4
 MID = 5_000_000
@@ -486,6 +489,46 @@ def test_a_big_heap_is_backed_by_huge_pages_before_the_checkpoint_fork(
         periodic.after_batch(rm, found[0].seq + 30, found[0].term)
         periodic.close()
         assert periodic._collapsing is None and periodic.written == 2
+
+
+def test_a_collapse_still_running_a_whole_interval_later_does_not_hold_the_fork(
+        tmp_path: Path, written: tuple[Path, bytes], monkeypatch: pytest.MonkeyPatch) -> None:
+    """The collapse runs at idle priority, so a loop that never waits starves it: the due
+    checkpoint waits for it one more interval at most, then forks without it. The child that
+    writes it runs at idle priority too."""
+    data, image = written
+    found = Checkpoints(data / "api" / "readmodel").newest(0)
+    assert found is not None
+    rm = decode(found[1], found[0].seq, Engine)
+    assert rm is not None
+    release = threading.Event()
+    asked: list[bool] = []
+
+    def starved(idle: bool = False) -> CollapseResult:
+        asked.append(idle)
+        release.wait(30)
+        return CollapseResult(True, 0, 0, 0.0)
+
+    monkeypatch.setattr(checkpoint_module, "collapse_heap", starved)
+    policy_file = tmp_path / "policy"
+
+    class Recording(Checkpoints):
+        def write(self, rm: model.ReadModel, seq: int, term: int) -> Path:
+            policy_file.write_text(str(os.sched_getscheduler(0)))
+            return super().write(rm, seq, term)
+
+    periodic = PeriodicCheckpoints(Recording(tmp_path / "rm"), 10, collapse_min_rss_mb=1)
+    seq, term = found[0].seq, found[0].term
+    periodic.last_seq = seq
+    periodic.after_batch(rm, seq + 5, term)  # half way: the collapse starts
+    periodic.after_batch(rm, seq + 19, term)  # due, one short of a second interval: waits
+    assert not periodic.pauses and asked == [True]
+    periodic.after_batch(rm, seq + 20, term)  # a second interval: forks without it
+    assert len(periodic.pauses) == 1
+    release.set()
+    periodic.close()
+    assert periodic.written == 1 and _newest_image(tmp_path / "rm") == (seq + 20, image)
+    assert int(policy_file.read_text()) == os.SCHED_IDLE
 
 
 def test_the_checkpoint_term_is_read_from_the_journal_unless_snapshot_and_end_agree(

@@ -5,6 +5,10 @@ The pause of a fork snapshot is the kernel copying the parent's page tables: one
 the heap as 2 MiB pages, 512 times fewer entries, which brings that pause to a few ms. It runs
 in a worker thread (``madvise`` releases the GIL) before the fork, so trading continues while
 the kernel works. Where it is unsupported the node simply forks without it.
+
+The kernel's copy competes for the CPU with the thread that trades: on a server pinned to one
+CPU, a collapse at normal priority took half of it for over a second and queued every order
+behind it. ``idle=True`` runs it in the CPU's idle time only (``bastion.node.idle``).
 """
 
 from __future__ import annotations
@@ -16,6 +20,8 @@ import os
 import sys
 import time
 from dataclasses import dataclass
+
+from bastion.node.idle import idle_priority
 
 MADV_COLLAPSE = 25
 HUGE = 2 * 1024 * 1024
@@ -55,8 +61,12 @@ def _anonymous_ranges() -> list[tuple[int, int]]:
     return ranges
 
 
-def collapse_heap() -> CollapseResult:
-    """Ask the kernel to back anonymous heap memory with huge pages (best effort)."""
+def collapse_heap(idle: bool = False) -> CollapseResult:
+    """Ask the kernel to back anonymous heap memory with huge pages (best effort); ``idle``:
+    only in the CPU's idle time (see the module's text)."""
+    if idle:
+        with idle_priority():
+            return collapse_heap()
     t0 = time.perf_counter()
     if not sys.platform.startswith("linux"):
         return CollapseResult(False, 0, 0, 0.0)
