@@ -302,3 +302,40 @@ def test_writer_yields_reaches_the_journal_writer(tmp_path: Path) -> None:
             assert os.sched_getscheduler(committer._thread.native_id) == os.SCHED_BATCH
 
     asyncio.run(main())
+
+
+def test_a_snapshot_forks_without_a_collapse_starved_past_its_wait(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The huge-page collapse before a snapshot runs at idle priority, so a loop that never
+    waits starves it: the snapshot forks after ``hugepage_collapse_wait`` anyway, and the
+    collapse's outcome is still recorded when it ends."""
+    import threading
+
+    from bastion.node import node as node_module
+    from bastion.node.hugepages import CollapseResult
+
+    release = threading.Event()
+    asked: list[bool] = []
+
+    def starved(idle: bool = False) -> CollapseResult:
+        asked.append(idle)
+        release.wait(30)
+        return CollapseResult(True, 1, 2 * 1024 * 1024, 0.0)
+
+    monkeypatch.setattr(node_module, "collapse_heap", starved)
+    cfg = NodeConfig(snapshot_every_commands=0, snapshot_every_seconds=0, progress=False,
+                     hugepage_collapse_min_rss_mb=1, hugepage_collapse_wait=0.2)
+
+    async def main() -> None:
+        async with Node(tmp_path, config=cfg) as node:
+            await run_load(node, 100)
+            t0 = time.monotonic()
+            info = await asyncio.wait_for(node.snapshot("starved"), 20)
+            assert info.seq == node.last_seq and time.monotonic() - t0 >= 0.2
+            assert asked == [True] and node.collapses == []
+            release.set()
+            while not node.collapses:
+                await asyncio.sleep(0.01)
+            assert node.collapses[0].ranges == 1
+
+    asyncio.run(main())

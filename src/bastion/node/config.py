@@ -23,6 +23,9 @@ class NodeConfig:
     #: before a snapshot fork, back the heap with huge pages (MADV_COLLAPSE) when the process
     #: is larger than this many MiB, so the fork pause stays a few ms (0 disables)
     hugepage_collapse_min_rss_mb: int = 64
+    #: the collapse runs at idle priority (it gets no CPU while the loop never waits), so a
+    #: snapshot forks after this many seconds whether or not it is done
+    hugepage_collapse_wait: float = 5.0
     #: move journal segments covered by the oldest retained snapshot to ``archive/journal``
     archive_covered_segments: bool = True
     #: rich progress bar during replay (None: only when stderr is a terminal)

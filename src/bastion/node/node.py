@@ -8,6 +8,7 @@ of the log. Reads go straight to ``node.engine`` and never touch the journal.
 from __future__ import annotations
 
 import asyncio
+import functools
 import gc
 import logging
 import time
@@ -375,30 +376,40 @@ class Node:
         return self._snapshot is not None and not self._snapshot.done()
 
     def _begin_snapshot(self, name: str) -> asyncio.Future[SnapshotInfo]:
-        """Collapse the heap into huge pages first when it is big (off the loop), then fork."""
-        assert self._loop is not None
-        result: asyncio.Future[SnapshotInfo] = self._loop.create_future()
+        """Collapse the heap into huge pages first when it is big (off the loop, in the CPU's
+        idle time), then fork: when it is done, or after ``hugepage_collapse_wait``."""
+        loop = self._loop
+        assert loop is not None
+        result: asyncio.Future[SnapshotInfo] = loop.create_future()
         self._snapshot = result
         self._last_snapshot_at = time.monotonic()
         limit = self.config.hugepage_collapse_min_rss_mb
         if limit and self._collapse_supported and rss_bytes() > limit * 1024 * 1024:
-            collapsing = self._loop.run_in_executor(None, collapse_heap)
-            collapsing.add_done_callback(lambda done: self._fork_snapshot(name, result, done))
+            collapsing = loop.run_in_executor(None, functools.partial(collapse_heap, idle=True))
+            collapsing.add_done_callback(self._collapsed)
+            forked = False
+
+            def fork(*_: object) -> None:
+                nonlocal forked
+                if not forked:
+                    forked = True
+                    timer.cancel()
+                    self._fork_snapshot(name, result)
+
+            timer = loop.call_later(self.config.hugepage_collapse_wait, fork)
+            collapsing.add_done_callback(fork)
         else:
-            self._fork_snapshot(name, result, None)
+            self._fork_snapshot(name, result)
         return result
 
-    def _fork_snapshot(
-        self,
-        name: str,
-        result: asyncio.Future[SnapshotInfo],
-        collapsed: asyncio.Future[CollapseResult] | None,
-    ) -> None:
-        assert self._snapshotter is not None
-        if collapsed is not None and collapsed.exception() is None:
-            outcome = collapsed.result()
+    def _collapsed(self, done: asyncio.Future[CollapseResult]) -> None:
+        if not done.cancelled() and done.exception() is None:
+            outcome = done.result()
             self._collapse_supported = outcome.supported
             self.collapses.append(outcome)
+
+    def _fork_snapshot(self, name: str, result: asyncio.Future[SnapshotInfo]) -> None:
+        assert self._snapshotter is not None
         try:
             job = self._snapshotter.start(
                 self.engine, term=self._term, created_ms=self._clock(), name=name
