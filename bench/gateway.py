@@ -240,8 +240,14 @@ class GenLag:
         return out
 
 
+#: order generator seeds of the fixed-rate phases (phase i uses base + i): distinct from each
+#: other and from the maximum phases' (REST 0.., Binance 500.., WebSocket 1000..), since a
+#: client order id sent again is answered from the read model as a duplicate, placing nothing
+REST_RATE_SEED, WS_RATE_SEED = 2000, 3000
+
+
 async def rest_rate(host: str, port: int, creds: list[tuple[str, str]], rate: float,
-                    seconds: float, conns: int) -> dict[str, Any]:
+                    seconds: float, conns: int, seed: int = REST_RATE_SEED) -> dict[str, Any]:
     """Open loop: request k is due at t0 + k/rate; latency counts from the due time. The
     bodies are made before the clock starts (only the signature, which covers a timestamp,
     is made at send time)."""
@@ -253,7 +259,7 @@ async def rest_rate(host: str, port: int, creds: list[tuple[str, str]], rate: fl
     lat: list[float] = []
     errs = 0
     n = int(rate * seconds)
-    gen = OrderGen(99)
+    gen = OrderGen(seed)
     bodies = [gen.body() for _ in range(n)]
     tasks = []
     probe = GenLag()
@@ -351,7 +357,7 @@ async def ws_max(url: str, creds: list[tuple[str, str]], conns: int, window: int
 
 
 async def ws_rate(url: str, creds: list[tuple[str, str]], rate: float, seconds: float,
-                  conns: int) -> dict[str, Any]:
+                  conns: int, seed: int = WS_RATE_SEED) -> dict[str, Any]:
     socks = [await ws_connect(url, *creds[i % len(creds)]) for i in range(conns)]
     lat: list[float] = []
     errs = 0
@@ -381,7 +387,7 @@ async def ws_rate(url: str, creds: list[tuple[str, str]], rate: float, seconds: 
                 done.set()
 
     readers = [asyncio.ensure_future(reader(ws)) for ws in socks]
-    gen = OrderGen(7)
+    gen = OrderGen(seed)
     frames = [_ws_msg(k + 1, gen.body()) for k in range(n)]  # made before the clock starts
     probe = GenLag()
     probe.start()
@@ -920,7 +926,9 @@ def run(args: argparse.Namespace, src: str | None,
                           flush=True)
 
         async def phases(name: str, one: Any) -> dict[str, Any]:
-            return pooled(name, [await one() for _ in range(max(1, args.rate_phases))])
+            """``one(i)``: phase i, with its own client order ids (a repeated id would be
+            answered as a duplicate, placing nothing: phases 2-3 of the 7th session did so)."""
+            return pooled(name, [await one(i) for i in range(max(1, args.rate_phases))])
 
         def phase(coro_fn: Any) -> dict[str, Any]:
             before = _try_scrape(base)
@@ -959,8 +967,8 @@ def run(args: argparse.Namespace, src: str | None,
                 rmax = native_max()
                 bmax = binance_max()
             rate = args.rest_rate or max(1.0, rmax["orders_per_s"] / 2)
-            phase(lambda: phases("rest_rate", lambda: rest_rate(host, port, creds, rate,
-                                                                args.rate_seconds, args.conns)))
+            phase(lambda: phases("rest_rate", lambda i: rest_rate(
+                host, port, creds, rate, args.rate_seconds, args.conns, REST_RATE_SEED + i)))
             results[-1]["target_rate"] = round(rate)
             results[-1]["half_of_max"] = args.rest_rate is None
             bmax["binance_vs_native"] = round(bmax["orders_per_s"]
@@ -969,8 +977,8 @@ def run(args: argparse.Namespace, src: str | None,
             wmax = phase(lambda: ws_max(ws_url, creds, args.ws_conns, args.window,
                                         args.ws_orders))
             rate = args.ws_rate or max(1.0, wmax["orders_per_s"] / 2)
-            phase(lambda: phases("ws_rate", lambda: ws_rate(ws_url, creds, rate,
-                                                            args.rate_seconds, args.ws_conns)))
+            phase(lambda: phases("ws_rate", lambda i: ws_rate(
+                ws_url, creds, rate, args.rate_seconds, args.ws_conns, WS_RATE_SEED + i)))
             results[-1]["target_rate"] = round(rate)
             results[-1]["half_of_max"] = args.ws_rate is None
     finally:
