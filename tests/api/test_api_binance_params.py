@@ -28,8 +28,33 @@ def test_plain_split_matches_parse_qsl(pairs: list[tuple[str, str | None]],
     assert parse_params(qs.encode(), body.encode()).items == want
 
 
+#: what could make the one-pass (JSON) reading differ: JSON's own syntax and escapes, control
+#: characters, non-ASCII digits, percent-escapes and the form's separators
+_tricky = st.lists(st.sampled_from(['&', '=', 'a', '1', '\u0661', '\u00e9', '"', '\\', '\\\\',
+                                    '\\u0041', '\\"', '","', '":"', ':', ',', '{', '}', ' ',
+                                    '\t', '\x00', '%41', '%', '+']),
+                   max_size=16).map("".join)
+
+
+@settings(max_examples=400, deadline=None)
+@given(qs=_tricky, body=_tricky)
+def test_any_form_reads_as_parse_qsl(qs: str, body: str) -> None:
+    want: dict[str, str] = {}
+    for raw in (qs, body):
+        want.update(parse_qsl(raw, keep_blank_values=True))
+    assert parse_params(qs.encode(), body.encode()).items == want
+
+
 def test_escapes_and_field_cap() -> None:
     assert parse_params(b"a=1%202&b=x+y", b"").items == {"a": "1 2", "b": "x y"}
+    # nothing a value holds can add a field or be unescaped
+    assert parse_params(b"", b'a=x","signature":"0&b=\\u0041').items == {
+        "a": 'x","signature":"0', "b": "\\u0041"}
+    assert parse_params(b"a=1&b=2", b"a=3&a=4").items == {"a": "4", "b": "2"}
+    fields = b"&".join(b"k%d=1" % i for i in range(MAX_FIELDS))
+    assert len(parse_params(b"", fields).items) == MAX_FIELDS
+    with pytest.raises(BinanceError):
+        parse_params(b"", fields + b"&k=1")
     with pytest.raises(BinanceError):
         parse_params(b"&".join(b"k%d=1" % i for i in range(MAX_FIELDS + 1)), b"")
     with pytest.raises(BinanceError):

@@ -14,7 +14,6 @@ is ``BTCUSDT`` on ``/fapi``.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from operator import methodcaller
 from typing import Any, Literal
 from urllib.parse import parse_qsl
 
@@ -229,18 +228,42 @@ async def read_params(request: Request) -> tuple[Params, bytes, bytes]:
 
 #: more fields than this in one request is refused (as ``parse_qsl(max_num_fields=...)``)
 MAX_FIELDS = 100
-#: ``"a=b=c"`` -> ``["a", "b=c"]``, as ``str.partition`` splits it
-_NAME_VALUE = methodcaller("split", "=", 1)
+#: a plain form rewritten as a JSON object of strings, decoded in C
+_FORM_AS_JSON = msgspec.json.Decoder(dict[str, str])
+
+
+def _plain_form(raw: bytes) -> dict[str, str] | None:
+    """``name=value&...`` in one C pass, or None where that could read it differently from
+    ``parse_qsl``. Without ``%`` or ``+`` nothing needs unquoting, and without a quote or a
+    backslash nothing can escape a JSON string, so ``&`` -> ``","`` and ``=`` -> ``":"`` is a valid
+    JSON object exactly when every field is one ``name=value`` (what clients send); a value
+    holding ``=``, an empty field, a control character or bad UTF-8 makes it invalid, and
+    the caller reads field by field. Repeated names: the last wins, as in a dict built from
+    ``parse_qsl``."""
+    if (b"%" in raw or b"+" in raw or b'"' in raw or b"\\" in raw
+            or raw.count(b"&") >= MAX_FIELDS):
+        return None
+    try:
+        return _FORM_AS_JSON.decode(
+            b'{"' + raw.replace(b"&", b'","').replace(b"=", b'":"') + b'"}')
+    except (msgspec.DecodeError, UnicodeDecodeError):
+        return None
 
 
 def parse_params(qs: bytes, body: bytes) -> Params:
-    """Query string and form body as one parameter map (the body wins). Without ``%`` or
-    ``+`` nothing needs unquoting, so a plain split gives what ``parse_qsl`` would, at a
-    fraction of its cost on the order-entry path."""
+    """Query string and form body as one parameter map (the body wins), as ``parse_qsl``
+    reads them; a plain form (``_plain_form``, what clients send) in one C pass."""
     items: dict[str, str] = {}
     try:
         for raw in (qs, body):
             if not raw:
+                continue
+            plain = _plain_form(raw)
+            if plain is not None:
+                if items:
+                    items.update(plain)
+                else:
+                    items = plain
                 continue
             if b"%" in raw or b"+" in raw:
                 for k, v in parse_qsl(raw.decode("utf-8"), keep_blank_values=True,
@@ -251,11 +274,6 @@ def parse_params(qs: bytes, body: bytes) -> Params:
             parts = text.split("&")
             if len(parts) > MAX_FIELDS:
                 raise ValueError("Max number of fields exceeded")
-            try:  # what clients send: every field ``name=value``, split in C
-                items.update(map(_NAME_VALUE, parts))
-                continue
-            except ValueError:  # an empty field or one without ``=``: field by field
-                pass
             for part in parts:
                 if part:
                     k, _, v = part.partition("=")
