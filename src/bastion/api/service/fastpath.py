@@ -124,7 +124,12 @@ async def binance_place(ctx: Context, scope: Scope, body: bytes, perp: bool) -> 
             p = B.parse_params(qs, body)
             api_key = binance_api_key(scope["headers"])
             key = B.verify(ctx, api_key, "POST", scope["path"], qs, body, p, "trade")
-            return 200, B.encode(await B.place(ctx.gateway, key, p, perp)), []
+            gw = ctx.gateway
+            m, u, cmd = B.order_command(gw, key, p, perp)
+            placed = await gw.place(cmd)  # ``B.place`` inline: one coroutine less per order
+            return 200, B.encode(B.order_json(u, m, placed.order, perp,
+                                              None if perp else placed.trades(),
+                                              engine=gw.engine)), []
         except (ApiError, B.BinanceError) as err:
             return binance_error(err)
     except Exception:
