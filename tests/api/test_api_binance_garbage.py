@@ -70,7 +70,42 @@ def test_binance_routes_never_5xx(tmp_path: Path) -> None:
                     assert isinstance(body["code"], int) and body["code"] < 0 and body["msg"]
 
             run()
+            raw_forms(http)
         assert statuses.get(200, 0) > 20 and sum(statuses.values()) == 400
         assert Admin(srv.url).health()["invariants_ok"]
     finally:
         srv.kill()
+
+
+#: raw (not url-encoded) order forms, correctly signed, and the Binance code each must get
+#: (None: accepted); the order entry reads a plain form in one pass and must read these as
+#: ``parse_qsl`` does
+_ORDER = "symbol=BTCUSDT&side=BUY&type=LIMIT&timeInForce=GTC&quantity=0.001&price=1000"
+RAW_FORMS: list[tuple[bytes, int | None]] = [
+    (_ORDER.replace("0.001", "0.00\u0661").encode(), -1013),  # non-ASCII digit
+    (_ORDER.encode() + b"&side=SELLX", -1117),  # repeated name: the last wins
+    (_ORDER.replace("price=1000", "price=").encode(), -1102),  # empty value
+    (_ORDER.encode() + b"&&", None),  # empty fields are skipped
+    (_ORDER.encode() + b"&quantity=\xff", -1100),  # not UTF-8
+    (_ORDER.encode() + b"".join(b"&k%d=1" % i for i in range(100)), -1100),  # too many
+    (_ORDER.encode() + b"&junk=" + b"x" * 70_000, -1000),  # over the body limit
+    (_ORDER.encode() + b'&newClientOrderId=x","side":"SELL', None),  # a quote adds nothing
+    (_ORDER.encode() + b"&newClientOrderId=a\\u0041%41+", None),  # no JSON unescaping
+]
+
+
+def raw_forms(http: httpx.Client) -> None:
+    for form, code in RAW_FORMS:
+        signed = form + b"&timestamp=%d" % (time.time_ns() // 1_000_000)
+        sig = hmac.new(DEMO_SECRET.encode(), signed, hashlib.sha256).hexdigest()
+        r = http.post("/api/v3/order", content=signed + b"&signature=" + sig.encode(),
+                      headers={"X-MBX-APIKEY": DEMO_KEY,
+                               "content-type": "application/x-www-form-urlencoded"})
+        body = r.json()
+        if code is None:
+            assert r.status_code == 200 and body["side"] == "BUY", (form[-60:], body)
+            if b"newClientOrderId" in form:
+                want = 'x","side":"SELL' if b'"' in form else "a\\u0041A "
+                assert body["clientOrderId"] == want
+        else:
+            assert 400 <= r.status_code < 500 and body["code"] == code, (form[-60:], body)
