@@ -94,7 +94,9 @@ class MarginLedger(Ledger):
         #: with their margin record where the code that touched them had it (else None)
         self.touched: dict[Key, MarginAccount | None] = {}
         #: open perp order ids per settle asset, then account: liquidation cancels without a
-        #: scan (a set may be empty: it is kept for the account's next order)
+        #: scan (a set may be empty: it is kept for the account's next order). An account with
+        #: a margin record keeps one of its orders in ``MarginAccount.one_order`` instead, so
+        #: ``open_orders`` is the whole index of an account
         self.orders_of: dict[str, dict[int, set[int]]] = {}
         #: ADL queues ranked once per command: (market, long side) -> positions
         self.adl_queues: dict[tuple[str, bool], deque[Position]] = {}
@@ -276,8 +278,12 @@ class MarginLedger(Ledger):
 
     def opened(self, order: Order, settle: str, ma: MarginAccount | None) -> None:
         """Index a newly accepted perp order under its account (``ma``: its margin account
-        in ``settle``, if it has one, which then keeps the index's set at hand)."""
+        in ``settle``, if it has one: it holds the order in ``one_order`` if free, else keeps
+        the index's set at hand)."""
         if ma is not None:
+            if not ma.one_order:
+                ma.one_order = order.order_id
+                return
             mine = ma.orders
             if mine is not None:
                 mine.add(order.order_id)
@@ -291,6 +297,17 @@ class MarginLedger(Ledger):
         mine.add(order.order_id)
         if ma is not None:
             ma.orders = mine
+
+    def open_orders(self, account: int, asset: str) -> list[int]:
+        """The account's open perp order ids settling in ``asset``, ascending."""
+        of = self.orders_of.get(asset)
+        mine = of.get(account) if of is not None else None
+        ids = sorted(mine) if mine else []
+        ma = self.margin_or_none(account, asset)
+        if ma is not None and ma.one_order:
+            ids.append(ma.one_order)
+            ids.sort()
+        return ids
 
     # ------------------------------------------------------------------ fills
 
@@ -359,7 +376,13 @@ class MarginLedger(Ledger):
             order.hold = 0
         if self.reduce_only:
             self.reduce_only.discard(order.order_id)
-        mine = ma.orders if ma is not None else None
+        if ma is not None:
+            if ma.one_order == order.order_id:
+                ma.one_order = 0
+                return
+            mine = ma.orders
+        else:
+            mine = None
         if mine is None:
             of = self.orders_of.get(self.pm_of(mkt).settle)
             mine = of.get(account) if of is not None else None
@@ -652,20 +675,13 @@ class MarginLedger(Ledger):
             self.rekey(who)
 
     def _link_accounts(self) -> None:
-        """Give every restored margin record its order set (``orders_of``) and its spot
-        account a reference to it, as order entry would on the account's first order: a
-        restored engine then starts with the links in place, not paying for them one
-        account at a time on the hot path (10k accounts meant ~1.5k instructions each)."""
+        """Give every restored margin record's spot account a reference to it, as order
+        entry would on the account's first order: a restored engine then starts with the
+        links in place, not paying for them one account at a time on the hot path (10k
+        accounts meant ~1.5k instructions each). Order sets are made when a second order
+        needs one (``opened``)."""
         accounts = self.v.accounts
-        for (account, asset), ma in sorted(self.margins.items()):
-            if ma.orders is None:
-                of = self.orders_of.get(asset)
-                if of is None:
-                    of = self.orders_of[asset] = {}
-                mine = of.get(account)
-                if mine is None:
-                    mine = of[account] = set()
-                ma.orders = mine
+        for (account, _), ma in sorted(self.margins.items()):
             acct = accounts.get(account)
             if acct is not None and acct.margin is None:
                 acct.margin = ma
@@ -702,6 +718,10 @@ class MarginLedger(Ledger):
             if oid not in v.orders:
                 problems.append(f"reduce-only flag on closed order {oid}")
         indexed = {oid for of in self.orders_of.values() for ids in of.values() for oid in ids}
+        ones = [ma.one_order for ma in self.margins.values() if ma.one_order]
+        if len(set(ones)) != len(ones) or indexed.intersection(ones):
+            problems.append("per-account order index holds an order twice")
+        indexed.update(ones)
         perp_orders = {o.order_id for o in v.orders.values() if o.market in self.markets}
         if indexed != perp_orders:
             problems.append(f"per-account order index off by {sorted(indexed ^ perp_orders)[:5]}")

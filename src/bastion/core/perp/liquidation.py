@@ -160,7 +160,7 @@ def liquidate(pe: MarginLedger, who: Key, out: list[E.Event]) -> None:
     out.append(E.LiquidationStarted(seq=v.seq, ts=v.ts, account=account, asset=asset,
                                     equity=r.equity, maintenance=r.maintenance))
     if account != INSURANCE:
-        for oid in sorted(pe.orders_of.get(asset, {}).get(account, ())):
+        for oid in pe.open_orders(account, asset):
             order = v.orders[oid]
             mkt = v.markets[order.market]
             v.close_order(order, mkt, v.books[mkt.market].side(order.side == "buy"),

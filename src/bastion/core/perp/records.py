@@ -154,9 +154,12 @@ class MarginAccount:
     """Cross margin of one account in one settle asset. ``collateral`` is the wallet balance
     (transfers, realized PnL, fees, funding); ``order_im`` the sum of open orders' holds.
     ``positions`` (market -> position) is the account's cross-margin book, kept by the margin
-    ledger and not part of the snapshot (restore rebuilds it from the positions); ``orders``
-    is the account's set in the ledger's ``orders_of`` index once an order needed it (the
-    index keeps emptied sets, so the reference stays the index's own); ``liq`` its keys record
+    ledger and not part of the snapshot (restore rebuilds it from the positions);
+    ``one_order`` the id of one open perp order of the account (0: none), indexed here rather
+    than in a set: among many accounts most hold at most one, and a set costs two cold cache
+    lines per order and per cancel; ``orders`` is the account's set in the ledger's
+    ``orders_of`` index (its other open orders) once a second order needed it (the index
+    keeps emptied sets, so the reference stays the index's own); ``liq`` its keys record
     in the liquidation index once re-keyed (kept there for good, like the order sets);
     ``only`` the account's position when it holds exactly one (the usual case), kept with
     ``positions`` by the margin ledger: order entry and re-keys read it without walking the
@@ -165,7 +168,7 @@ class MarginAccount:
     touch the dict to find the market default; settings go through ``set_leverage``."""
 
     __slots__ = ("account", "asset", "collateral", "leverage", "levered", "liq", "only",
-                 "order_im", "orders", "positions")
+                 "one_order", "order_im", "orders", "positions")
 
     def __init__(self, account: int, asset: str, collateral: int = 0, order_im: int = 0,
                  leverage: dict[str, int] | None = None) -> None:
@@ -177,6 +180,7 @@ class MarginAccount:
         self.levered = bool(self.leverage)
         self.positions: dict[str, Position] = {}
         self.only: Position | None = None
+        self.one_order = 0
         self.orders: set[int] | None = None
         self.liq: AccountKeys | None = None
 
