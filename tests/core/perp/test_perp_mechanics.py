@@ -5,6 +5,7 @@ import pytest
 from bastion.core import commands as C
 from bastion.core import errors as X
 from bastion.core import events as E
+from bastion.core.engine import Engine
 from bastion.core.perp.state import RATE_SCALE
 from core_harness import only
 from perp_harness import DIV, LOT, PERP, PX, USDT, PerpHarness, code, kinds
@@ -285,6 +286,27 @@ def test_liquidation_cancels_open_orders_first():
     cancel = only(ev, E.OrderCanceled)[0]
     assert (cancel.order_id, cancel.reason) == (oid, "LIQUIDATION")
     assert kinds(ev).index("OrderCanceled") < kinds(ev).index("Liquidated")
+    assert not [o for o in h.engine.orders.values() if o.account == 1]
+    h.ok()
+
+
+@pytest.mark.parametrize("restored", [False, True])
+def test_liquidation_cancels_every_open_order_in_id_order(restored: bool) -> None:
+    """One order is indexed on the margin record, the rest in the account's set; a cancel
+    frees the record's place for a later (higher) id while lower ids stay in the set."""
+    h = PerpHarness(insurance=1_000 * USDT)
+    h.open(1, 2, BTC)
+    ids = [only(h.expect_ok(h.order(1, "sell", 10, PX + k * 10_000, reduce_only=True)),
+                E.OrderAccepted)[0].order_id for k in (5, 6, 7)]
+    h.expect_ok(h.do(C.CancelOrder(account=1, market=PERP, order_id=ids[0])))
+    ids.append(only(h.expect_ok(h.order(1, "sell", 10, PX + 80_000, reduce_only=True)),
+                    E.OrderAccepted)[0].order_id)
+    if restored:
+        h.engine = Engine.from_state(h.engine.export_state())
+    h.ok()
+    ev = h.index(940_000)
+    assert [c.order_id for c in only(ev, E.OrderCanceled) if c.reason == "LIQUIDATION"] \
+        == ids[1:]
     assert not [o for o in h.engine.orders.values() if o.account == 1]
     h.ok()
 
