@@ -265,6 +265,7 @@ async def rest_rate(host: str, port: int, creds: list[tuple[str, str]], rate: fl
     probe = GenLag()
 
     service: list[float] = []
+    timeline: list[tuple[bytes, float, float, float]] = []
 
     async def one(due: float, body: bytes) -> None:
         nonlocal errs
@@ -274,6 +275,7 @@ async def rest_rate(host: str, port: int, creds: list[tuple[str, str]], rate: fl
         done = time.perf_counter()
         lat.append(done - due)
         service.append(done - sent)
+        timeline.append((body, due, sent, done))
         if st >= 300:
             errs += 1
         free.put_nowait(c)
@@ -290,7 +292,9 @@ async def rest_rate(host: str, port: int, creds: list[tuple[str, str]], rate: fl
     el = time.perf_counter() - t0
     for c in pool:
         c.close()
-    return probe.stop(summary("rest_rate", len(lat) - errs, errs, el, lat, service))
+    out = probe.stop(summary("rest_rate", len(lat) - errs, errs, el, lat, service))
+    out["_timeline"] = timeline
+    return out
 
 
 # ------------------------------------------------------------------ WebSocket
@@ -364,6 +368,7 @@ async def ws_rate(url: str, creds: list[tuple[str, str]], rate: float, seconds: 
     n = int(rate * seconds)
     due_of: dict[int, tuple[float, float]] = {}
     service: list[float] = []
+    timeline: list[tuple[bytes, float, float, float]] = []
     done = asyncio.Event()
     received = 0
 
@@ -378,6 +383,7 @@ async def ws_rate(url: str, creds: list[tuple[str, str]], rate: float, seconds: 
             now = time.perf_counter()
             lat.append(now - due)
             service.append(now - sent)
+            timeline.append((bodies[rid - 1], due, sent, now))
             if b'"ok":true' not in raw[:j + 12]:
                 errs += 1
                 if errs == 1:
@@ -388,7 +394,8 @@ async def ws_rate(url: str, creds: list[tuple[str, str]], rate: float, seconds: 
 
     readers = [asyncio.ensure_future(reader(ws)) for ws in socks]
     gen = OrderGen(seed)
-    frames = [_ws_msg(k + 1, gen.body()) for k in range(n)]  # made before the clock starts
+    bodies = [gen.body() for _ in range(n)]
+    frames = [_ws_msg(k + 1, body) for k, body in enumerate(bodies)]  # before the clock starts
     probe = GenLag()
     probe.start()
     t0 = time.perf_counter()
@@ -405,7 +412,9 @@ async def ws_rate(url: str, creds: list[tuple[str, str]], rate: float, seconds: 
         r.cancel()
     for ws in socks:
         await ws.close()
-    return probe.stop(summary("ws_rate", len(lat) - errs, errs, el, lat, service))
+    out = probe.stop(summary("ws_rate", len(lat) - errs, errs, el, lat, service))
+    out["_timeline"] = timeline
+    return out
 
 
 # ------------------------------------------------------------------ where the time goes
@@ -713,6 +722,10 @@ def main() -> None:
                     "such as BASTION_SWITCH_INTERVAL against the same tree as --baseline-src")
     ap.add_argument("--pin", action="store_true", help="run the server on the last CPU and this "
                     "load generator on the others (they otherwise take turns on the same cores)")
+    ap.add_argument("--trace", action="store_true", help="run the server with its ack stage "
+                    "trace on (BASTION_ACK_TRACE) and print, for the slowest 1%% of each "
+                    "fixed-rate phase, how their latency splits by stage and which server "
+                    "events overlapped them (bench/ack_trace.py); costs the server a little")
     ap.add_argument("--mlock", action="store_true", help="lock this generator's pages once "
                     "touched, so reclaim cannot stall it (a server does so with BASTION_MLOCK=1)")
     args = ap.parse_args()
@@ -847,6 +860,24 @@ def compare(args: argparse.Namespace) -> None:
                       "runs": runs}))
 
 
+def trace_report(path: Path, timelines: list[tuple[dict[str, Any], list[Any]]],
+                 quiet: bool) -> None:
+    """``--trace``: each fixed-rate phase's slowest 1% by stage (``bench/ack_trace.py``),
+    printed and kept in the phase's result as ``trace``."""
+    import ack_trace
+
+    if not path.exists():
+        print("ack trace: the server wrote none (a server without bastion.acktrace?)",
+              flush=True)
+        return
+    trace = ack_trace.Trace(json.loads(path.read_text()))
+    for r, parts in timelines:
+        r["trace"] = [ack_trace.report(trace, part) for part in parts]
+        if not quiet:
+            for i, rep in enumerate(r["trace"], 1):
+                ack_trace.show(r["phase"], i, len(parts), rep)
+
+
 def candidate_env(args: argparse.Namespace) -> dict[str, str]:
     """``--candidate-env NAME=VALUE`` pairs as a dict."""
     pairs = [item.split("=", 1) for item in args.candidate_env]
@@ -865,12 +896,16 @@ def run(args: argparse.Namespace, src: str | None,
     else:
         tmp = Path(tempfile.mkdtemp(prefix="bastion-bench-"))
         port = free_port()
+        if args.trace:
+            extra_env = {**(extra_env or {}), "BASTION_ACK_TRACE": str(tmp / "trace.json")}
         proc = start_server(tmp / "data", port, src, extra_env, python)
         base = f"http://127.0.0.1:{port}"
     u = urlparse(base)
     host, port = u.hostname or "127.0.0.1", u.port or 80
     ws_url = f"ws://{host}:{port}/v1/ws"
     results: list[dict[str, Any]] = []
+    #: per fixed-rate result, each phase's (body, due, sent, answered) per order (``--trace``)
+    timelines: list[tuple[dict[str, Any], list[Any]]] = []
     try:
         creds = [(args.key, args.secret), second_key(base, args.admin)]
 
@@ -939,6 +974,8 @@ def run(args: argparse.Namespace, src: str | None,
             t = time.perf_counter()
             r: dict[str, Any] = asyncio.run(coro_fn())
             r.pop("_samples", None)
+            if "parts" in r:
+                timelines.append((r, [part.pop("_timeline", []) for part in r["parts"]]))
             el = time.perf_counter() - t
             if proc is not None:
                 r["cpu_share"] = busy(proc.pid, threads0, thread_cpu(proc.pid), gen0, el)
@@ -989,6 +1026,8 @@ def run(args: argparse.Namespace, src: str | None,
             except subprocess.TimeoutExpired:
                 proc.kill()
         if tmp is not None:
+            if args.trace:
+                trace_report(tmp / "trace.json", timelines, args.json)
             shutil.rmtree(tmp, ignore_errors=True)
     return results
 

@@ -10,6 +10,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from bastion import acktrace
 from bastion.api.app_context import Context
 from bastion.node.gcpolicy import FullCollections
 
@@ -28,6 +29,7 @@ class GcWatch:
         self.collections = 0
         self._t0 = 0.0
         self._observe = observe
+        self._trace = acktrace.TRACE
         gc.callbacks.append(self._cb)
 
     def _cb(self, phase: str, info: dict[str, Any]) -> None:
@@ -35,6 +37,10 @@ class GcWatch:
             self._t0 = time.perf_counter()
         else:
             pause = time.perf_counter() - self._t0
+            if self._trace is not None:
+                end = acktrace.now()
+                self._trace.event(f"gc{info.get('generation', 2)}", end - int(pause * 1e9), end,
+                                  int(info.get("collected", 0)))
             self.collections += 1
             self.max_pause = max(self.max_pause, pause)
             if self._observe is not None:
@@ -60,11 +66,15 @@ class LoopLag:
         self._observe = observe
 
     async def run(self) -> None:
+        trace = acktrace.TRACE
         while True:
             t = time.perf_counter()
             await asyncio.sleep(0.005)
             late = max(0.0, time.perf_counter() - t - 0.005)
             self.worst = max(self.worst, late)
+            if late > TRACE_LATE and trace is not None:
+                end = acktrace.now()
+                trace.event("loop_late", end - int(late * 1e9), end, int(late * 1e6))
             if self._observe is not None:
                 self._observe(late)
 
@@ -72,6 +82,9 @@ class LoopLag:
         out, self.worst = self.worst, 0.0
         return out
 
+
+#: a 5 ms tick this much late is a ``loop_late`` event of the ack trace (``bastion.acktrace``)
+TRACE_LATE = 0.002
 
 #: a stall at least this long is logged at once, not only in the minute's line
 STALL = 0.1
@@ -115,7 +128,10 @@ class Health:
             if now - last_full >= ctx.settings.full_gc_interval:
                 last_full = now
                 t0 = time.perf_counter()
+                start = acktrace.now()
                 self.full_gc.run()
+                if acktrace.TRACE is not None:
+                    acktrace.TRACE.event("full_gc", start, acktrace.now())
                 log.info("full garbage collection took %.1f ms", (time.perf_counter() - t0) * 1e3)
             n, p = self.gc.take()
             tick_lag = self.lag.take()

@@ -18,6 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from bastion import acktrace
 from bastion.journal.base import Journal
 from bastion.journal.errors import JournalClosedError
 from bastion.journal.framing import Framed
@@ -174,6 +175,7 @@ class GroupCommitter:
         #: called in the writer thread after each durable append with (records, seconds the
         #: write + sync took): the journal's fsync latency and batch size for ``/metrics``
         self.on_batch: Callable[[int, float], None] | None = None
+        self._trace = acktrace.TRACE
         self._thread = threading.Thread(target=self._run, name="journal-writer", daemon=True)
         self._thread.start()
 
@@ -244,7 +246,9 @@ class GroupCommitter:
                 self._keeper.keep_lock(False)
 
     def _loop(self) -> None:
+        trace = self._trace
         while (taken := self._take()) is not None:
+            taken_at = acktrace.now() if trace is not None else 0
             for group in _contiguous(taken):
                 t0 = time.perf_counter()
                 try:
@@ -254,6 +258,9 @@ class GroupCommitter:
                         request.future.set_exception(exc)
                     continue
                 took = time.perf_counter() - t0
+                if trace is not None:
+                    trace.writes.append((group[0].expected_last_seq + 1,
+                                         sum(r.count for r in group), taken_at, acktrace.now()))
                 self.batches += 1
                 for request in group:
                     self.records += request.count

@@ -23,6 +23,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from bastion import acktrace
 from bastion.journal.errors import (
     DurabilityError,
     FencedError,
@@ -614,6 +615,8 @@ class LocalJournal:
 
     def _roll(self, first: int) -> None:
         """Seal the active segment (data synced first) and start ``<first>.seg``."""
+        trace = acktrace.TRACE
+        start = acktrace.now() if trace is not None else 0
         if self._fd is not None:
             self._fs.fdatasync(self._fd)
             os.close(self._fd)
@@ -630,6 +633,8 @@ class LocalJournal:
         fsync_dir(self.directory, self._fs)
         self._segments.append(Segment(path, first, None))
         self._active_size = 0
+        if trace is not None:
+            trace.event("segment_roll", start, acktrace.now(), first)
 
     def _chain(self, from_seq: int) -> tuple[list[Segment], set[int]]:
         """Segments to read from ``from_seq``: archived ones first when needed; the second value

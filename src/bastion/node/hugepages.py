@@ -21,6 +21,7 @@ import sys
 import time
 from dataclasses import dataclass
 
+from bastion import acktrace
 from bastion.node.idle import idle_priority
 
 MADV_COLLAPSE = 25
@@ -67,6 +68,16 @@ def collapse_heap(idle: bool = False) -> CollapseResult:
     if idle:
         with idle_priority():
             return collapse_heap()
+    trace = acktrace.TRACE
+    if trace is None:
+        return _collapse()
+    start = acktrace.now()
+    result = _collapse()
+    trace.event("collapse", start, acktrace.now(), result.bytes)
+    return result
+
+
+def _collapse() -> CollapseResult:
     t0 = time.perf_counter()
     if not sys.platform.startswith("linux"):
         return CollapseResult(False, 0, 0, 0.0)

@@ -18,6 +18,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from bastion import acktrace
 from bastion.core import commands as C
 from bastion.core import events as E
 from bastion.core.codec import encode_command
@@ -118,6 +119,7 @@ class Node:
         self._snapshot: asyncio.Future[SnapshotInfo] | None = None
         self._collapse_supported = True
         self.collapses: list[CollapseResult] = []
+        self._trace = acktrace.TRACE
 
     # --- lifecycle --------------------------------------------------------------------------
 
@@ -162,6 +164,8 @@ class Node:
             self._committer.close()
         self.journal.close()
         self._lock.release()
+        if self._trace is not None:
+            self._trace.close()
 
     async def __aenter__(self) -> Node:
         return await self.start()
@@ -274,6 +278,8 @@ class Node:
             seq += 1
         self._next_seq = seq
         durable = self._committer.submit(list(map(encode_command, cmds)), expected)
+        if self._trace is not None:
+            self._trace.queued.append((expected + 1, len(cmds), acktrace.now()))
         self._inflight.append(_Batch(cmds, future, durable, time.monotonic(), waiters))
         durable.add_done_callback(self._wake)
         return future
@@ -298,9 +304,13 @@ class Node:
         apply = self.engine.apply
         applied = False
         published: list[E.Event] = []
+        trace = self._trace
+        started = acktrace.now() if trace is not None else 0
         try:
             while queue and queue[0].durable.done():
                 batch = queue.popleft()
+                if trace is not None and batch.cmds:
+                    trace.drained.append((batch.cmds[0].seq, started))
                 exc = batch.durable.exception()
                 if exc is not None:
                     self._fail(exc, batch)

@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from bastion import acktrace
 from bastion.core.engine import Engine
 from bastion.journal.errors import DurabilityError
 from bastion.node.recovery import write_snapshot
@@ -62,6 +63,10 @@ class ForkSnapshotter:
         if pid == 0:  # child: never returns
             _child(self.store, engine, term, created_ms, name, write_fd, self.hooks)
         pause = time.perf_counter() - t0
+        trace = acktrace.TRACE
+        if trace is not None:
+            trace.event("snapshot_fork", acktrace.now() - int(pause * 1e9), acktrace.now(),
+                        engine.seq)
         os.close(write_fd)
         os.set_blocking(read_fd, False)
         self.pauses.append(pause)

@@ -36,6 +36,7 @@ from pathlib import Path
 import google_crc32c
 import msgspec
 
+from bastion import acktrace
 from bastion.api.read.model import (
     TRADES_PER_MARKET,
     Candle,
@@ -347,7 +348,11 @@ class PeriodicCheckpoints:
             return
         if pid == 0:  # child: never returns
             _child(self.checkpoints, rm, seq, term)
-        self.pauses.append(time.perf_counter() - t0)
+        pause = time.perf_counter() - t0
+        self.pauses.append(pause)
+        trace = acktrace.TRACE
+        if trace is not None:
+            trace.event("checkpoint_fork", acktrace.now() - int(pause * 1e9), acktrace.now(), seq)
         self._pid = pid
         self.last_seq = seq
 

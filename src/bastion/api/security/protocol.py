@@ -24,6 +24,7 @@ from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from bastion import acktrace
 from bastion.api.service.eager import start_eagerly
 from bastion.textnum import ascii_int
 
@@ -217,6 +218,9 @@ def guarded_protocol(header_timeout: float, pending_per_ip: int) -> type[HttpToo
             cycle: Any = self.cycle
             if type(cycle) is _DirectCycle and cycle.receiving:
                 cycle.receiving = cycle.more_body = False
+                trace = acktrace.TRACE
+                if trace is not None:
+                    trace.received = acktrace.now()
                 # no task: the order runs here up to its journal wait and on from the
                 # journal's completion (a task per order cost ~5 us of the loop's time). A
                 # server shutting down still waits for it: the connection stays open until

@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from bastion import acktrace
 from bastion.api import errors as A
 from bastion.api.errors import ApiError
 from bastion.api.read.checkpoint import Checkpoints, PeriodicCheckpoints, Restorer
@@ -49,6 +50,8 @@ class Gateway:
         self.ops = 0
         #: counts commands by type and outcome and times their acks (``/metrics``)
         self.meter: Metrics | None = None
+        #: the per-order stage trace, when on (``bastion.acktrace``)
+        self.trace = acktrace.TRACE
         #: writes the read model's checkpoints between node snapshots (set by ``attach``)
         self.checkpointer: PeriodicCheckpoints | None = None
         self._term = 0
@@ -193,6 +196,10 @@ class Gateway:
     async def submit(self, cmd: C.Command) -> list[E.Event]:
         """Journal and apply one command; a refusal becomes an ``ApiError`` with the core code."""
         meter = self.meter
+        trace = self.trace
+        if trace is not None:
+            received, trace.received = trace.received, 0
+            submitted = acktrace.now()
         t0 = time.perf_counter()
         try:
             events = await self.node.submit(cmd)
@@ -203,6 +210,9 @@ class Gateway:
             raise ApiError(A.UNAVAILABLE, f"the exchange is not accepting commands right now "
                                           f"({code or type(exc).__name__})",
                            headers={"Retry-After": "1"}) from exc
+        if trace is not None:
+            trace.orders.append((getattr(cmd, "client_id", "") or "", cmd.seq,
+                                 received or submitted, submitted, acktrace.now()))
         self.ops += 1
         for ev in events:
             if type(ev) is E.Rejected:

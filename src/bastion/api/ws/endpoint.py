@@ -37,6 +37,7 @@ import msgspec
 from starlette.routing import BaseRoute, WebSocketRoute
 from starlette.websockets import WebSocket
 
+from bastion import acktrace
 from bastion.api import errors as A
 from bastion.api.app_context import Context
 from bastion.api.convert import to_units
@@ -524,6 +525,7 @@ def routes(ctx: Context, hub: Hub) -> list[BaseRoute]:
     gw = ctx.gateway
     auth = ctx.auth
     frames = Limiter("per-WebSocket frame", *ctx.settings.ws_msg_rate)
+    trace = acktrace.TRACE
 
     async def order_op(conn: Conn, op: Op) -> None:
         rid = op.id
@@ -576,6 +578,8 @@ def routes(ctx: Context, hub: Hub) -> list[BaseRoute]:
         """Act on one frame; returns its cost against the connection's frame budget (order
         entry is free here: the per-key limit covers it)."""
         cost = 1 + len(raw) // 4096
+        if trace is not None:
+            trace.received = acktrace.now()
         try:
             op = _op_decoder.decode(raw)
         except (msgspec.ValidationError, msgspec.DecodeError) as exc:
