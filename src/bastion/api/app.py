@@ -268,7 +268,8 @@ def build(settings: Settings, node_factory: Callable[[], Any] | None = None) -> 
                           key_limiter=key_limiter, ip_limiter=ip_limiter)
             hub = ws.Hub(ctx)
             ctx.hub = hub
-            gateway.attach(restorer, checkpoints, settings.readmodel_checkpoint_every)
+            gateway.attach(restorer, checkpoints, settings.readmodel_checkpoint_every,
+                           settings.readmodel_collapse_mb)
             gateway.add_listener(hub.publish)
             bws = binance_ws.BinanceWs(ctx, ListenKeys(settings.listen_key_ttl_ms))
             bws.attach()

@@ -60,6 +60,11 @@ class Settings:
     #: a forked child checkpoints the read model every this many commands between node
     #: snapshots (0: only with node snapshots), so a restart follows at most this long a tail
     readmodel_checkpoint_every: int = 100_000
+    #: collapse the heap into huge pages before such a checkpoint's fork above this many MiB
+    #: (0: never). Off: on this kernel (no preemption in kernel code) each 2 MiB step of the
+    #: collapse held the server's CPU and the mm's lock for ~18 ms, so the loop stalled
+    #: for seconds in ~20 ms pieces, while the fork it shortens pauses the loop ~5-10 ms once
+    readmodel_collapse_mb: int = 0
     #: Binance user-data listen keys expire this long after creation or the last keepalive
     listen_key_ttl_ms: int = 60 * 60 * 1000
     demo: bool = True
@@ -115,6 +120,8 @@ class Settings:
         s.ws_socket_rcvbuf = int(e.get("BASTION_WS_SOCKET_RCVBUF", s.ws_socket_rcvbuf))
         s.readmodel_checkpoint_every = int(e.get("BASTION_READMODEL_CHECKPOINT_EVERY",
                                                  s.readmodel_checkpoint_every))
+        s.readmodel_collapse_mb = int(e.get("BASTION_READMODEL_COLLAPSE_MB",
+                                            s.readmodel_collapse_mb))
         s.demo = e.get("BASTION_DEMO", "1") not in ("0", "false", "no")
         s.feeder_interval = float(e.get("BASTION_FEEDER_INTERVAL", s.feeder_interval))
         s.full_gc_interval = float(e.get("BASTION_FULL_GC_INTERVAL", s.full_gc_interval))

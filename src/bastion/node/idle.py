@@ -10,8 +10,14 @@ half load is most of the time, and not at all while they never wait.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
+import platform
 from collections.abc import Iterator
+
+#: ``ioprio_set`` by machine (Linux); ``IOPRIO_WHO_PROCESS``, ``IOPRIO_CLASS_IDLE << 13``
+_IOPRIO_SET = {"x86_64": 251, "aarch64": 30}
+_WHO_PROCESS, _CLASS_IDLE = 1, 3 << 13
 
 
 def become_idle() -> tuple[int, os.sched_param] | None:
@@ -35,3 +41,17 @@ def idle_priority() -> Iterator[None]:
         if before is not None:
             with contextlib.suppress(OSError):
                 os.sched_setscheduler(0, *before)
+
+
+def idle_io() -> bool:
+    """Give the calling process's disk I/O the idle class: a scheduler that knows classes
+    (mq-deadline, bfq) serves it only when nothing else waits, so a forked writer's big flush
+    never queues in front of the journal's small synced appends. Best effort; True if set."""
+    number = _IOPRIO_SET.get(platform.machine())
+    if number is None or not hasattr(os, "sched_getaffinity"):  # Linux only
+        return False
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        return int(libc.syscall(number, _WHO_PROCESS, 0, _CLASS_IDLE)) == 0
+    except (OSError, AttributeError):
+        return False

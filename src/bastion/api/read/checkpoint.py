@@ -48,13 +48,15 @@ from bastion.core.engine import Engine
 from bastion.core.perp.state import PositionState, position_record, position_state
 from bastion.journal.fsutil import ensure_dir, fsync_dir
 from bastion.node.hugepages import CollapseResult, collapse_heap, rss_bytes
-from bastion.node.idle import become_idle
+from bastion.node.idle import become_idle, idle_io
 from bastion.node.recovery import Follower
 
 log = logging.getLogger("bastion.api")
 
 FORMAT = 4
 KEEP = 3
+#: a checkpoint is written and synced this many bytes at a time (see ``Checkpoints.write``)
+SYNC_CHUNK = 1 << 20
 SUFFIX = ".rmck"
 MAGIC = b"BXRM"
 #: magic, format, seq, term, payload length, CRC32C of the payload
@@ -127,7 +129,13 @@ class Checkpoints:
             for data in (header, payload):  # not concatenated: the payload may be 100s of MB
                 view = memoryview(data)
                 while view:
-                    view = view[os.write(fd, view):]
+                    # synced a chunk at a time: one flush of the whole file kept the disk
+                    # busy for tens of ms, and the journal's synced appends queued behind it
+                    chunk = view[:SYNC_CHUNK]
+                    while chunk:
+                        chunk = chunk[os.write(fd, chunk):]
+                    view = view[SYNC_CHUNK:]
+                    os.fdatasync(fd)
             os.fsync(fd)
         finally:
             os.close(fd)
@@ -325,6 +333,7 @@ class PeriodicCheckpoints:
         self.pauses: deque[float] = deque(maxlen=1_000)
         self.collapses: deque[CollapseResult] = deque(maxlen=1_000)
         self._pid = 0
+        self._forked_at = 0
         self._collapsing: threading.Thread | None = None
         self._collapsed: list[CollapseResult] = []
         self._collapse_supported = True
@@ -350,9 +359,11 @@ class PeriodicCheckpoints:
             _child(self.checkpoints, rm, seq, term)
         pause = time.perf_counter() - t0
         self.pauses.append(pause)
+        self._forked_at = acktrace.now()
         trace = acktrace.TRACE
         if trace is not None:
-            trace.event("checkpoint_fork", acktrace.now() - int(pause * 1e9), acktrace.now(), seq)
+            trace.event("checkpoint_fork", self._forked_at - int(pause * 1e9), self._forked_at,
+                        seq)
         self._pid = pid
         self.last_seq = seq
 
@@ -390,6 +401,9 @@ class PeriodicCheckpoints:
 
     def _reaped(self, status: int) -> None:
         self._pid = 0
+        trace = acktrace.TRACE
+        if trace is not None:  # ends when the loop noticed it (the next batch)
+            trace.event("checkpoint_child", self._forked_at, acktrace.now(), status)
         if os.waitstatus_to_exitcode(status) == 0:
             self.written += 1
         else:
@@ -412,6 +426,7 @@ def _child(checkpoints: Checkpoints, rm: ReadModel, seq: int, term: int) -> None
         if become_idle() is None:  # only the CPU's idle time: the child inherits its affinity
             with contextlib.suppress(OSError):
                 os.nice(10)
+        idle_io()
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, signal.SIG_DFL)
         checkpoints.write(rm, seq, term)

@@ -64,7 +64,8 @@ class Gateway:
     # ------------------------------------------------------------------ wiring
 
     def attach(self, restorer: Restorer | None = None,
-               checkpoints: Checkpoints | None = None, checkpoint_every: int = 0) -> None:
+               checkpoints: Checkpoints | None = None, checkpoint_every: int = 0,
+               collapse_min_rss_mb: int | None = None) -> None:
         """Bring the read model to the node's seq, load book mirrors, then follow the live
         event stream. Runs before any request is served.
 
@@ -72,7 +73,9 @@ class Gateway:
         the tail the node replayed (``restorer``); without a usable checkpoint it is rebuilt
         by replaying the journal from seq 1 through a scratch engine (checked against the
         node's state hash). With ``checkpoints``, every later node snapshot writes one, and
-        with ``checkpoint_every`` a forked child also writes one every that many commands."""
+        with ``checkpoint_every`` a forked child also writes one every that many commands;
+        ``collapse_min_rss_mb``: collapse the heap into huge pages before such a fork above
+        this size (0: never; None: as the node's snapshots do)."""
         t0 = time.perf_counter()
         engine = self.engine
         target = engine.seq
@@ -109,7 +112,8 @@ class Gateway:
             config = getattr(self.node, "config", None)
             periodic = PeriodicCheckpoints(
                 checkpoints, checkpoint_every,
-                getattr(config, "hugepage_collapse_min_rss_mb", 0))
+                getattr(config, "hugepage_collapse_min_rss_mb", 0)
+                if collapse_min_rss_mb is None else collapse_min_rss_mb)
             periodic.last_seq = target
             self.checkpointer = periodic
 
