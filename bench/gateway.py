@@ -726,6 +726,9 @@ def main() -> None:
                     "trace on (BASTION_ACK_TRACE) and print, for the slowest 1%% of each "
                     "fixed-rate phase, how their latency splits by stage and which server "
                     "events overlapped them (bench/ack_trace.py); costs the server a little")
+    ap.add_argument("--trace-keep", metavar="DIR", help="with --trace: also keep each server's "
+                    "trace and the generator's per-order timeline in DIR (for "
+                    "`python bench/ack_trace.py TRACE TIMELINE`)")
     ap.add_argument("--mlock", action="store_true", help="lock this generator's pages once "
                     "touched, so reclaim cannot stall it (a server does so with BASTION_MLOCK=1)")
     args = ap.parse_args()
@@ -861,7 +864,7 @@ def compare(args: argparse.Namespace) -> None:
 
 
 def trace_report(path: Path, timelines: list[tuple[dict[str, Any], list[Any]]],
-                 quiet: bool) -> None:
+                 quiet: bool, keep: str | None = None) -> None:
     """``--trace``: each fixed-rate phase's slowest 1% by stage (``bench/ack_trace.py``),
     printed and kept in the phase's result as ``trace``."""
     import ack_trace
@@ -871,6 +874,14 @@ def trace_report(path: Path, timelines: list[tuple[dict[str, Any], list[Any]]],
               flush=True)
         return
     trace = ack_trace.Trace(json.loads(path.read_text()))
+    if keep:
+        out = Path(keep)
+        out.mkdir(parents=True, exist_ok=True)
+        stem = time.strftime("%H%M%S")
+        shutil.copy(path, out / f"{stem}-trace.json")
+        for r, parts in timelines:
+            (out / f"{stem}-{r['phase']}-timeline.json").write_text(json.dumps(
+                [[(body.decode(), *times) for body, *times in part] for part in parts]))
     for r, parts in timelines:
         r["trace"] = [ack_trace.report(trace, part) for part in parts]
         if not quiet:
@@ -1027,7 +1038,7 @@ def run(args: argparse.Namespace, src: str | None,
                 proc.kill()
         if tmp is not None:
             if args.trace:
-                trace_report(tmp / "trace.json", timelines, args.json)
+                trace_report(tmp / "trace.json", timelines, args.json, args.trace_keep)
             shutil.rmtree(tmp, ignore_errors=True)
     return results
 
