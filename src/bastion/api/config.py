@@ -16,6 +16,11 @@ def _rate(text: str) -> tuple[float, float]:
     return float(text), 2 * float(text)
 
 
+def _flag(env: dict[str, str], name: str) -> bool:
+    """An opt-in switch: on for any value but empty, ``0``, ``false`` or ``no``."""
+    return env.get(name, "0") not in ("0", "false", "no", "")
+
+
 @dataclass
 class Settings:
     host: str = "127.0.0.1"
@@ -132,6 +137,6 @@ class Settings:
         s.ws_impl = e.get("BASTION_WS_IMPL", s.ws_impl)
         s.group_delay = float(e.get("BASTION_GROUP_DELAY", s.group_delay))
         s.switch_interval = float(e.get("BASTION_SWITCH_INTERVAL", s.switch_interval))
-        s.mlock = e.get("BASTION_MLOCK", "0") not in ("0", "false", "no", "")
-        s.writer_yields = e.get("BASTION_WRITER_YIELDS", "0") not in ("0", "false", "no", "")
+        s.mlock = _flag(e, "BASTION_MLOCK")
+        s.writer_yields = _flag(e, "BASTION_WRITER_YIELDS")
         return s
