@@ -74,11 +74,14 @@ def test_index_matches_the_model_through_rekeys_rebuilds_and_stale_slots(monkeyp
 def test_set_one_is_set_with_one_entry():
     """``set_one`` (the one-position re-key) leaves the index as ``set`` with that one entry
     would, also for an account that held a second market until now, and counts re-keys the
-    same: two indexes fed the same history agree on every crossing, entry and count."""
+    same: two indexes fed the same history agree on every crossing, entry and count, and
+    every crossing is the model's (an account's slots move between its own record and
+    ``more`` as markets come and go)."""
     markets = ("M", "N")
     for seed in range(3):
         rng = random.Random(seed)
         fast, plain = LiqIndex(), LiqIndex()
+        model: dict[int, dict[str, tuple[bool, int, int, int]]] = {}
         for step in range(3_000):
             who = (rng.randrange(1, 100), A)
             roll = rng.random()
@@ -87,27 +90,36 @@ def test_set_one_is_set_with_one_entry():
                 entry = _entry(rng)
                 fast.set_one(who, market, *entry)
                 plain.set(who, {market: entry})
+                model[who[0]] = {market: entry}
             elif roll < 0.75:
-                entries = {m: _entry(rng) for m in markets}
+                entries = {m: _entry(rng) for m in rng.sample(markets, 2)}
                 fast.set(who, entries)
                 plain.set(who, entries)
+                model[who[0]] = dict(entries)
             elif roll < 0.8:
                 fast.forget(who)
                 plain.forget(who)
+                model.pop(who[0], None)
             else:
                 market = rng.choice(markets)
                 mark = rng.randrange(880, 1_120)
                 found = fast.crossed(market, A, mark)
                 assert found == plain.crossed(market, A, mark), (seed, step)
+                assert found == _crossed({a: e[market] for a, e in model.items()
+                                          if market in e}, mark), (seed, step)
                 for a in found:
                     entry = _entry(rng)
                     fast.set_one((a, A), market, *entry)
                     plain.set((a, A), {market: entry})
+                    model[a] = {market: entry}
             for market in markets:
                 assert fast.entry(who, market) == plain.entry(who, market), (seed, step)
-            for index in (fast, plain):  # ``one``: the only slot, while there is exactly one
+            for index in (fast, plain):  # the record's own slot is taken while any is
                 ak = index.account_keys(who)
-                sole = list(ak.slots.items()) if len(ak.slots) == 1 else [("", None)]
-                assert (ak.one_market, ak.one) == sole[0], (seed, step)
+                slots = ak.slots()
+                assert ak.count() == len(slots), (seed, step)
+                assert bool(ak.market) == bool(slots), (seed, step)
+                assert not ak.market or slots[ak.market] is ak, (seed, step)
+                assert ak not in (ak.more or {}).values(), (seed, step)
         assert fast.version == plain.version
         assert fast.live == plain.live

@@ -35,7 +35,7 @@ from bastion.core.perp.calc import (
     threshold,
     tier_for,
 )
-from bastion.core.perp.liqindex import AccountKeys, Entry, LiqIndex
+from bastion.core.perp.liqindex import Entry, LiqIndex
 from bastion.core.perp.positions import (
     Risk,
     free_margin,
@@ -581,15 +581,8 @@ class MarginLedger(Ledger):
                 else:
                     entries[name] = (False, key, pm.funding_index - reach - 1,
                                      pm.funding_index - soft)
-        self.liq.set(who, entries, self._keys_of(who, ma))
+        self.liq.set(who, entries, ma)
         return cushion
-
-    def _keys_of(self, who: Key, ma: MarginAccount) -> AccountKeys:
-        """The account's liquidation-index record, kept on its margin record."""
-        ak = ma.liq
-        if ak is None:
-            ak = ma.liq = self.liq.account_keys(who)
-        return ak
 
     def _rekey_one(self, who: Key, ma: MarginAccount, name: str, pos: Position) -> int:
         """``rekey`` of an account with one position, the usual case: the whole cushion is
@@ -608,11 +601,10 @@ class MarginLedger(Ledger):
             term += (t.cum_ppm - mul(n, t.mmr_ppm)) // PPM  # minus ceil(mm)
         cushion = ma.collateral + term - pos.cost - funding_owed(pos, pm)
         index = pm.funding_index
-        ak = self._keys_of(who, ma)
         name = pm.market  # one string object for every re-key: its compare is a pointer's
         if cushion < 0:
             self.liq.set_one(who, name, size > 0, ALWAYS_LONG if size > 0 else ALWAYS_SHORT,
-                             index, index, ak)
+                             index, index, ma)
             return cushion
         allowance = cushion // FUNDING_ALLOWANCE_DIV
         key = threshold(pm.tiers, size, div, term - (cushion - allowance) + 2)
@@ -620,9 +612,9 @@ class MarginLedger(Ledger):
         reach = mul_div(allowance - 1, div, RATE_SCALE, size if size > 0 else -size)
         soft = reach // 2 + 1  # half the allowance: re-checked soon, a few per command
         if size > 0:
-            self.liq.set_one(who, name, True, key, index + reach + 1, index + soft, ak)
+            self.liq.set_one(who, name, True, key, index + reach + 1, index + soft, ma)
         else:
-            self.liq.set_one(who, name, False, key, index - reach - 1, index - soft, ak)
+            self.liq.set_one(who, name, False, key, index - reach - 1, index - soft, ma)
         return cushion
 
     # ------------------------------------------------------------------ state

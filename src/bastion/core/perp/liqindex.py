@@ -32,7 +32,7 @@ every account from state, and which accounts get *checked* never changes which a
 *liquidated*.
 """
 
-from typing import Final, final
+from typing import Final
 
 from mypy_extensions import mypyc_attr
 
@@ -50,18 +50,19 @@ REBUILD_FLOOR = 4096
 NONE: Final = -1
 
 
-@final
 @mypyc_attr(acyclic=True)
 class Slot:
     """One account's keys in one market (``key``, ``fkey``, ``soft``), and the keys its heap
     entries hold (``heap_key``, ``heap_fkey``; the entries carry ``stamp``/``fstamp``). A heap
     key may be more conservative than the true one (it pops earlier): a re-key that moves a key
     away from the mark keeps the old heap entry instead of pushing a new one, and a pop that
-    finds the true key not crossed pushes it then."""
+    finds the true key not crossed pushes it then. ``AccountKeys`` is one too (its first
+    market's)."""
 
     __slots__ = ("fkey", "fstamp", "heap_fkey", "heap_key", "is_long", "key", "soft", "stamp")
 
-    def __init__(self, is_long: bool, key: int, fkey: int, soft: int) -> None:
+    def __init__(self, is_long: bool = False, key: int = 0, fkey: int = 0,
+                 soft: int = 0) -> None:
         self.is_long = is_long
         self.key = key
         self.fkey = fkey
@@ -72,31 +73,88 @@ class Slot:
         self.fstamp = NONE
 
 
-@final
-@mypyc_attr(acyclic=True)
-class AccountKeys:
-    """One account's slots by market, and how often it was re-keyed. Made once per account and
-    kept (also with no slots left): the margin ledger keeps it on the account's margin record,
-    so a re-key finds the slots and counts itself without a lookup by account. ``one`` (in
-    ``one_market``) is the only slot while there is exactly one, the usual case: its re-key
-    reaches it without the slots dict, one cold object fewer among many accounts."""
+def _reset(slot: Slot, is_long: bool, key: int, fkey: int, soft: int) -> None:
+    """Fresh keys and no heap entries: the slot's old entries no longer hold its stamps."""
+    slot.is_long = is_long
+    slot.key = key
+    slot.fkey = fkey
+    slot.soft = soft
+    slot.heap_key = key
+    slot.heap_fkey = fkey
+    slot.stamp = NONE
+    slot.fstamp = NONE
 
-    __slots__ = ("one", "one_market", "slots", "version")
+
+@mypyc_attr(acyclic=True)
+class AccountKeys(Slot):
+    """One account's liquidation-index record: its slots by market, and how often it was
+    re-keyed. The record is itself the slot of one market (``market``; "" while it has no
+    slot), the only one in the usual case; ``more`` holds the slots of any other markets. The
+    margin ledger's record of the account is one (``MarginAccount`` extends it), so a re-key
+    and a heap pop reach the keys in the record they read anyway: no separate keys object and
+    slot per account, two cold objects fewer among many accounts. Kept once made (also with no
+    slots left)."""
+
+    __slots__ = ("market", "more", "version")
 
     def __init__(self) -> None:
-        self.slots: dict[str, Slot] = {}
+        super().__init__()
+        self.market = ""
+        self.more: dict[str, Slot] | None = None
         self.version = 0
-        self.one: Slot | None = None
-        self.one_market = ""
 
-    def relink(self) -> None:
-        """Set ``one`` after the slots changed."""
-        self.one = None
-        self.one_market = ""
-        if len(self.slots) == 1:
-            for market, slot in self.slots.items():
-                self.one = slot
-                self.one_market = market
+    def slot(self, market: str) -> Slot | None:
+        """The slot in ``market``, if keyed there."""
+        if self.market == market:
+            return self
+        more = self.more
+        return more.get(market) if more is not None else None
+
+    def slots(self) -> dict[str, Slot]:
+        """Every slot by market (the record's own first)."""
+        found: dict[str, Slot] = {self.market: self} if self.market else {}
+        if self.more:
+            found.update(self.more)
+        return found
+
+    def count(self) -> int:
+        more = self.more
+        return (1 if self.market else 0) + (len(more) if more is not None else 0)
+
+    def add(self, market: str) -> Slot:
+        """A new slot for ``market`` (not keyed there yet): the record's own if free."""
+        if not self.market:
+            self.market = market
+            return self
+        slot = Slot()
+        more = self.more
+        if more is None:
+            more = self.more = {}
+        more[market] = slot
+        return slot
+
+    def drop(self, market: str) -> None:
+        """Remove the slot of ``market``. The record's own slot takes over another market's,
+        if any, so it is free only while there are no slots: a market keyed alone sits here."""
+        more = self.more
+        if self.market != market:
+            if more is not None:
+                del more[market]
+            return
+        self.market = ""
+        if more:
+            for name, slot in more.items():
+                self.market = name
+                self.is_long = slot.is_long
+                self.key = slot.key
+                self.fkey = slot.fkey
+                self.soft = slot.soft
+                self.heap_key = slot.heap_key
+                self.heap_fkey = slot.heap_fkey
+                self.stamp = slot.stamp
+                self.fstamp = slot.fstamp
+                break
+            del more[self.market]
 
 
 class LiqIndex:
@@ -118,7 +176,8 @@ class LiqIndex:
         self.stamps = 0
 
     def account_keys(self, who: Key) -> AccountKeys:
-        """The account's keys record, made on first use and kept."""
+        """The account's keys record, made on first use and kept (the margin ledger passes
+        its own records to ``set``/``set_one`` instead)."""
         account, asset = who
         keys = self.keys.get(asset)
         if keys is None:
@@ -127,6 +186,14 @@ class LiqIndex:
         if ak is None:
             ak = keys[account] = AccountKeys()
         return ak
+
+    def _adopt(self, who: Key, ak: AccountKeys) -> None:
+        """Index a record the caller made, on its first re-key (``version`` 0)."""
+        account, asset = who
+        keys = self.keys.get(asset)
+        if keys is None:
+            keys = self.keys[asset] = {}
+        keys[account] = ak
 
     def _find(self, who: Key) -> AccountKeys | None:
         keys = self.keys.get(who[1])
@@ -143,17 +210,17 @@ class LiqIndex:
         if the caller has it."""
         if ak is None:
             ak = self.account_keys(who)
+        elif not ak.version:
+            self._adopt(who, ak)
         ak.version += 1
-        slots = ak.slots
         account = who[0]
         for market, (is_long, key, fkey, soft) in entries.items():
-            self._put(market, account, slots, is_long, key, fkey, soft)
-        if len(slots) != len(entries):
+            self._put(market, account, ak, is_long, key, fkey, soft)
+        if ak.count() != len(entries):
             live = self.live
-            for market in [m for m in slots if m not in entries]:
-                del slots[market]
+            for market in [m for m in ak.slots() if m not in entries]:
+                ak.drop(market)
                 live[market] -= 1
-        ak.relink()
 
     def set_one(self, who: Key, market: str, is_long: bool, key: int, fkey: int,
                 soft: int, ak: AccountKeys | None = None) -> None:
@@ -161,35 +228,31 @@ class LiqIndex:
         an account with one position, the usual case, re-keyed after every fill."""
         if ak is None:
             ak = self.account_keys(who)
-        one = ak.one
-        if one is not None and one.is_long == is_long and ak.one_market == market:
-            ak.version += 1  # the usual re-key: its one slot, kept
-            self._update(market, who[0], one, key, fkey, soft)
-            return
-        slots = ak.slots
-        n = len(slots)
-        if n:
-            slot = slots.get(market)
-            if n > 1 or slot is None:
-                self.set(who, {market: (is_long, key, fkey, soft)}, ak)
+        more = ak.more
+        if more is None or not more:
+            own = ak.market
+            if own == market and ak.is_long == is_long:
+                ak.version += 1  # the usual re-key: its one slot, kept
+                self._update(market, who[0], ak, key, fkey, soft)
                 return
-            if slot.is_long == is_long:  # the usual re-key: the slot is there, keep it
+            if not own:  # no slot yet
+                if not ak.version:
+                    self._adopt(who, ak)
                 ak.version += 1
-                self._update(market, who[0], slot, key, fkey, soft)
+                self._put(market, who[0], ak, is_long, key, fkey, soft)
                 return
-        ak.version += 1
-        self._put(market, who[0], slots, is_long, key, fkey, soft)
-        ak.relink()
+        self.set(who, {market: (is_long, key, fkey, soft)}, ak)
 
-    def _put(self, market: str, account: int, slots: dict[str, Slot], is_long: bool, key: int,
+    def _put(self, market: str, account: int, ak: AccountKeys, is_long: bool, key: int,
              fkey: int, soft: int) -> None:
         """Set one market's keys, pushing heap entries only where the old ones do not guard."""
-        slot = slots.get(market)
+        slot = ak.slot(market)
         if slot is None or slot.is_long != is_long:
             if slot is None:
                 live = self.live
                 live[market] = live.get(market, 0) + 1
-            slot = slots[market] = Slot(is_long, key, fkey, soft)
+                slot = ak.add(market)
+            _reset(slot, is_long, key, fkey, soft)
             self._push_price(market, account, slot)
             self._push_funding(market, account, slot)
             return
@@ -247,14 +310,14 @@ class LiqIndex:
     def entry(self, who: Key, market: str) -> Entry | None:
         """The account's live entry in ``market``, if keyed there."""
         ak = self._find(who)
-        slot = ak.slots.get(market) if ak is not None else None
+        slot = ak.slot(market) if ak is not None else None
         if slot is None:
             return None
         return (slot.is_long, slot.key, slot.fkey, slot.soft)
 
     def forget(self, who: Key) -> None:
         ak = self._find(who)
-        if ak is not None and ak.slots:
+        if ak is not None and ak.market:
             self.set(who, {}, ak)
 
     def crossed(self, market: str, asset: str, mark: int) -> list[int]:
@@ -267,7 +330,7 @@ class LiqIndex:
             top = pop(heap)
             account, stamp = top.account, top.stamp
             ak = keys.get(account)
-            slot = ak.slots.get(market) if ak is not None else None
+            slot = ak.slot(market) if ak is not None else None
             if slot is None or slot.stamp != stamp:
                 continue
             if slot.key >= mark:
@@ -281,7 +344,7 @@ class LiqIndex:
             top = pop(heap)
             account, stamp = top.account, top.stamp
             ak = keys.get(account)
-            slot = ak.slots.get(market) if ak is not None else None
+            slot = ak.slot(market) if ak is not None else None
             if slot is None or slot.stamp != stamp:
                 continue
             if slot.key <= mark:
@@ -301,7 +364,7 @@ class LiqIndex:
             top = pop(heap)
             account, stamp = top.account, top.stamp
             ak = keys.get(account)
-            slot = ak.slots.get(market) if ak is not None else None
+            slot = ak.slot(market) if ak is not None else None
             if slot is None or slot.fstamp != stamp:
                 continue
             if slot.fkey <= index:
@@ -315,7 +378,7 @@ class LiqIndex:
             top = pop(heap)
             account, stamp = top.account, top.stamp
             ak = keys.get(account)
-            slot = ak.slots.get(market) if ak is not None else None
+            slot = ak.slot(market) if ak is not None else None
             if slot is None or slot.fstamp != stamp:
                 continue
             if slot.fkey >= index:
@@ -340,7 +403,7 @@ class LiqIndex:
                     return found, True
                 account, stamp = heap[0].account, heap[0].stamp
                 ak = keys.get(account)
-                slot = ak.slots.get(market) if ak is not None else None
+                slot = ak.slot(market) if ak is not None else None
                 if slot is not None and slot.fstamp == stamp:
                     if slot.heap_fkey != slot.fkey:  # conservative: put the true key in
                         pop(heap)
@@ -363,7 +426,7 @@ class LiqIndex:
             if heap:
                 account, stamp = heap[0].account, heap[0].stamp
                 ak = keys.get(account)
-                slot = ak.slots.get(market) if ak is not None else None
+                slot = ak.slot(market) if ak is not None else None
                 if (slot is None or slot.fstamp != stamp or slot.heap_fkey != slot.fkey
                         or slot.soft * sign <= sign * index):
                     return True
@@ -381,7 +444,7 @@ class LiqIndex:
         heaps: tuple[Heap, Heap, Heap, Heap] = ([], [], [], [])
         stamp = self.stamps
         for account, ak in self.keys.get(asset, {}).items():
-            slot = ak.slots.get(market)
+            slot = ak.slot(market)
             if slot is None:
                 continue
             key = slot.heap_key = slot.key

@@ -150,7 +150,7 @@ class Position:
 
 @final
 @mypyc_attr(acyclic=True)
-class MarginAccount:
+class MarginAccount(AccountKeys):
     """Cross margin of one account in one settle asset. ``collateral`` is the wallet balance
     (transfers, realized PnL, fees, funding); ``order_im`` the sum of open orders' holds.
     ``positions`` (market -> position) is the account's cross-margin book, kept by the margin
@@ -159,19 +159,21 @@ class MarginAccount:
     than in a set: among many accounts most hold at most one, and a set costs two cold cache
     lines per order and per cancel; ``orders`` is the account's set in the ledger's
     ``orders_of`` index (its other open orders) once a second order needed it (the index
-    keeps emptied sets, so the reference stays the index's own); ``liq`` its keys record
-    in the liquidation index once re-keyed (kept there for good, like the order sets);
+    keeps emptied sets, so the reference stays the index's own). The record is also the
+    account's keys record in the liquidation index (``AccountKeys``, indexed there from its
+    first re-key): a re-key reads and writes its keys here, with no other object to reach.
     ``only`` the account's position when it holds exactly one (the usual case), kept with
     ``positions`` by the margin ledger: order entry and re-keys read it without walking the
     dict, one cold object fewer per order among many accounts. ``levered``: whether
     ``leverage`` holds any setting (most accounts never make one), so order entry does not
     touch the dict to find the market default; settings go through ``set_leverage``."""
 
-    __slots__ = ("account", "asset", "collateral", "leverage", "levered", "liq", "only",
-                 "one_order", "order_im", "orders", "positions")
+    __slots__ = ("account", "asset", "collateral", "leverage", "levered", "only", "one_order",
+                 "order_im", "orders", "positions")
 
     def __init__(self, account: int, asset: str, collateral: int = 0, order_im: int = 0,
                  leverage: dict[str, int] | None = None) -> None:
+        super().__init__()
         self.account = account
         self.asset = asset
         self.collateral = collateral
@@ -182,7 +184,6 @@ class MarginAccount:
         self.only: Position | None = None
         self.one_order = 0
         self.orders: set[int] | None = None
-        self.liq: AccountKeys | None = None
 
     def set_leverage(self, market: str, leverage: int) -> None:
         self.leverage[market] = leverage
