@@ -454,7 +454,9 @@ class MarginLedger(Ledger):
         if ma is None:
             ma = self.margin(account, asset)
         held = ma.positions  # the account's book: found by market name, not by account id
-        pos = held.get(market)
+        pos = ma.only  # the usual case, without a lookup in the account's book
+        if pos is None or pos.pm is not pm:
+            pos = held.get(market)
         if pos is None:
             book = self.positions.get(market)
             if book is None:

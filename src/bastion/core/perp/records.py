@@ -9,8 +9,14 @@ field at export and restore, so the snapshot bytes and the state hash are unchan
 
 ``Position`` too (snapshot form ``perp.state.PositionState``): the API's read model keeps its
 own ``Position`` records and checkpoints them in the snapshot form.
+
+Market and asset names are interned as the records are made: a restored snapshot decodes a
+fresh string per record, and an equal name that is another object makes a compare (order
+entry checks a margin record's asset against the market's settle asset) or a lookup by name
+read that record's own cold string; interned, the compare is a pointer's.
 """
 
+from sys import intern
 from typing import final
 
 from mypy_extensions import mypyc_attr
@@ -69,8 +75,8 @@ class PerpMarket:
                  premium_count: int = 0, open_interest: int = 0,
                  liq_window: list[tuple[int, int]] | None = None,
                  liq_window_sum: int = 0) -> None:
-        self.market = market
-        self.settle = settle
+        self.market = intern(market)
+        self.settle = intern(settle)
         self.price_div = price_div
         self.tiers = tiers
         self.default_leverage = default_leverage
@@ -134,7 +140,7 @@ class Position:
                  realized_pnl: int = 0, funding_paid: int = 0,
                  pm: PerpMarket | None = None) -> None:
         self.account = account
-        self.market = market
+        self.market = intern(market)
         self.size = size
         self.cost = cost
         self.funding_index = funding_index
@@ -175,7 +181,7 @@ class MarginAccount(AccountKeys):
                  leverage: dict[str, int] | None = None) -> None:
         super().__init__()
         self.account = account
-        self.asset = asset
+        self.asset = intern(asset)
         self.collateral = collateral
         self.order_im = order_im
         self.leverage: dict[str, int] = {} if leverage is None else leverage
