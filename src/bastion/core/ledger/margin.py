@@ -453,11 +453,11 @@ class MarginLedger(Ledger):
         key = (account, asset)
         if ma is None:
             ma = self.margin(account, asset)
-        held = ma.positions  # the account's book: found by market name, not by account id
         pos = ma.only  # the usual case, without a lookup in the account's book
         if pos is None or pos.pm is not pm:
-            pos = held.get(market)
+            pos = ma.positions.get(market)  # found by market name, not by account id
         if pos is None:
+            held = ma.positions
             book = self.positions.get(market)
             if book is None:
                 book = self.positions[market] = {}
@@ -473,6 +473,7 @@ class MarginLedger(Ledger):
         ma.collateral += realize(pos, delta, amount)
         pm.open_interest += (pos.size if pos.size > 0 else 0) - (old if old > 0 else 0)
         if pos.size == 0:
+            held = ma.positions
             del self.positions[market][account]
             del held[market]
             if not held:

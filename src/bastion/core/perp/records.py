@@ -139,14 +139,16 @@ class Position:
     def __init__(self, account: int, market: str, size: int, cost: int, funding_index: int,
                  realized_pnl: int = 0, funding_paid: int = 0,
                  pm: PerpMarket | None = None) -> None:
-        self.account = account
-        self.market = intern(market)
+        # what risk, re-keys and fills read first and together (compiled, fields lie in
+        # the order first assigned)
+        self.pm = pm
         self.size = size
         self.cost = cost
         self.funding_index = funding_index
+        self.account = account
+        self.market = intern(market)
         self.realized_pnl = realized_pnl
         self.funding_paid = funding_paid
-        self.pm = pm
 
     def __repr__(self) -> str:
         return (f"Position(account={self.account}, market={self.market!r}, size={self.size}, "
@@ -181,15 +183,18 @@ class MarginAccount(AccountKeys):
                  leverage: dict[str, int] | None = None) -> None:
         super().__init__()
         self.account = account
+        self.leverage: dict[str, int] = {} if leverage is None else leverage
+        self.positions: dict[str, Position] = {}
+        self.orders: set[int] | None = None
+        # what order entry, a fill and a re-key read, last and together (compiled, fields
+        # lie in the order first assigned, after the base's): one cache line apart from
+        # the record's header
         self.asset = intern(asset)
+        self.levered = bool(self.leverage)
+        self.only: Position | None = None
         self.collateral = collateral
         self.order_im = order_im
-        self.leverage: dict[str, int] = {} if leverage is None else leverage
-        self.levered = bool(self.leverage)
-        self.positions: dict[str, Position] = {}
-        self.only: Position | None = None
         self.one_order = 0
-        self.orders: set[int] | None = None
 
     def set_leverage(self, market: str, leverage: int) -> None:
         self.leverage[market] = leverage
