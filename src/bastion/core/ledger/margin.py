@@ -110,6 +110,8 @@ class MarginLedger(Ledger):
         self.entry_mkt: Market | None = None
         self.entry_pm: PerpMarket | None = None
         self.entry_ma: MarginAccount | None = None
+        #: ... and the account it is of (checked without reading the record)
+        self.entry_account = 0
 
     # ------------------------------------------------------------------ lookups
 
@@ -250,6 +252,7 @@ class MarginLedger(Ledger):
             if ma is not None:
                 acct.margin = ma
         self.entry_ma = ma
+        self.entry_account = acct.account
         hold = order_hold(mul(price, qty) // mkt.price_div, self.leverage(ma, pm),
                           mkt.taker_fee_ppm)
         free = self.available(ma)
@@ -264,7 +267,7 @@ class MarginLedger(Ledger):
         ma = self.entry_ma
         self.entry_mkt = None  # used up: a later order looks its own up
         self.entry_ma = None
-        if ma is None or ma.account != order.account:
+        if ma is None or self.entry_account != order.account:
             ma = self.margin_or_none(order.account, settle)
         if order.hold:
             if ma is None:
