@@ -6,7 +6,7 @@ prices with lazy removal of emptied levels.
 """
 
 from heapq import heappop, heappush
-from typing import final
+from typing import Any, final
 
 from mypy_extensions import mypyc_attr
 
@@ -82,12 +82,13 @@ class BookSide:
 
     def add(self, order: Order) -> None:
         price = order.price
-        level = self.levels.get(price)
+        key: Any = price  # boxed once (compiled): a new level's map, set and heap share it
+        level = self.levels.get(key)
         if level is None:
-            level = self.levels[price] = Level(price)
-            if price not in self.in_heap:
-                self.in_heap.add(price)
-                heappush(self.heap, -price if self.is_bid else price)
+            level = self.levels[key] = Level(price)
+            if key not in self.in_heap:
+                self.in_heap.add(key)
+                heappush(self.heap, -price if self.is_bid else key)
         level.orders.append(order)
         level.qty += order.remaining
         level.count += 1
