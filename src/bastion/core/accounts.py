@@ -29,7 +29,7 @@ def deposit(v: Venue, cmd: C.Deposit, out: list[E.Event]) -> None:
         raise Refused(X.INVALID_AMOUNT, f"total {cmd.asset} supply would exceed 2**62 units")
     acct = v.accounts.get(cmd.account)
     if acct is None:
-        acct = v.accounts[cmd.account] = Account(account=cmd.account, available={}, held={})
+        acct = v.add_account(Account(account=cmd.account, available={}, held={}))
     credit(v, acct, cmd.asset, amount, "deposit", cmd.reason, out)
 
 

@@ -47,7 +47,7 @@ from bastion.core.state import (
     order_record,
     order_state,
 )
-from bastion.core.venue import Venue
+from bastion.core.venue import DENSE_ACCOUNTS, Venue
 from bastion.core.wallet.desk import COMMANDS as WALLET_COMMANDS
 from bastion.core.wallet.desk import Wallet, WalletHandler
 
@@ -197,7 +197,8 @@ class Engine(Venue):
         eng.assets = {a.asset: a for a in state.assets}
         eng.markets = {m.market: market_record(m) for m in state.markets}
         eng.books = {m.market: OrderBook(m.market) for m in state.markets}
-        eng.accounts = {a.account: account_record(a) for a in state.accounts}
+        for a in state.accounts:
+            eng.add_account(account_record(a))
         for record in state.orders:
             order = order_record(record)
             eng.orders[order.order_id] = order
@@ -229,6 +230,13 @@ class Engine(Venue):
             for asset, amount in led.totals().items():
                 totals[asset] = totals.get(asset, 0) + amount
         problems.extend(self.wallet.check_invariants())
+        for n, acct in enumerate(self.account_list):
+            if acct is not None and self.accounts.get(n) is not acct:
+                problems.append(f"account {n}: its dense index entry is not its record")
+        for n, acct in self.accounts.items():
+            if 0 <= n < DENSE_ACCOUNTS and (n >= len(self.account_list)
+                                            or self.account_list[n] is not acct):
+                problems.append(f"account {n}: missing from the dense account index")
         for asset, amount in self.wallet.held_totals().items():
             totals[asset] = totals.get(asset, 0) + amount  # held for pending withdrawals
         for asset in set(totals) | set(self.net_deposits) | set(self.fees):

@@ -244,7 +244,7 @@ def terms(v: Venue, mkt: Market, f: Fields, band_limit: int = 0,
     positions) are ``Any``: a command built in-process may carry any type, and compiled code
     would trust the annotations."""
     account = f[P_ACCOUNT]
-    acct = v.accounts.get(account) if type(account) is int else None
+    acct = v.find_account(account)
     if acct is None:
         raise Refused(X.UNKNOWN_ACCOUNT, f"unknown account {account!r}")
     # each value is compared as its type once it is known (native compares, no boxing)

@@ -340,8 +340,7 @@ class Wallet:
         if dep.confirmations >= dep.required:
             acct = v.accounts.get(dep.account)
             if acct is None:
-                acct = v.accounts[dep.account] = Account(account=dep.account, available={},
-                                                         held={})
+                acct = v.add_account(Account(account=dep.account, available={}, held={}))
             credit(v, acct, dep.asset, dep.amount, "deposit", f"txid {txid}", out)
             dep.credited = True
             dep.credited_ts = v.ts
