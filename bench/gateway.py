@@ -595,6 +595,25 @@ def preemptions(pid: int) -> int:
     return 0
 
 
+def switches(pid: int) -> dict[str, list[int]]:
+    """Voluntary and involuntary context switches of the server's event-loop thread (its main
+    thread) and of its other threads together (mostly the journal writer): a thread woken
+    once per submit instead of once per batch shows here, per order and per batch."""
+    out = {"loop": [0, 0], "others": [0, 0]}
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            text = Path(f"/proc/{pid}/task/{tid}/status").read_text()
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+        into = out["loop"] if int(tid) == pid else out["others"]
+        for line in text.splitlines():
+            if line.startswith("voluntary_ctxt_switches:"):
+                into[0] += int(line.split()[1])
+            elif line.startswith("nonvoluntary_ctxt_switches:"):
+                into[1] += int(line.split()[1])
+    return out
+
+
 def major_faults(pid: int | None = None) -> int:
     """Page faults that had to read from disk, of a process (default: this one). This VM's
     proactive reclaim (DAMON ``pageout``) evicts file pages idle for seconds, such as code
@@ -970,6 +989,18 @@ def run(args: argparse.Namespace, src: str | None,
                           f"; major page faults: server {r['major_faults']['server']}, "
                           f"generator {r['major_faults']['generator']}",
                           flush=True)
+                sw = r.get("switches")
+                if sw:
+                    n, b = max(r["orders"], 1), max(sw["batches"], 1)
+                    print(f"{'':>18}context switches (voluntary/involuntary): loop "
+                          f"{sw['loop']['voluntary'] / n:.2f}/{sw['loop']['involuntary'] / n:.2f}"
+                          f" per order, {sw['loop']['voluntary'] / b:.1f}/"
+                          f"{sw['loop']['involuntary'] / b:.1f} per batch; other threads "
+                          f"{sw['others']['voluntary'] / n:.2f}/"
+                          f"{sw['others']['involuntary'] / n:.2f} per order, "
+                          f"{sw['others']['voluntary'] / b:.1f}/"
+                          f"{sw['others']['involuntary'] / b:.1f} per batch "
+                          f"({sw['batches']} journal batches)", flush=True)
 
         async def phases(name: str, one: Any) -> dict[str, Any]:
             """``one(i)``: phase i, with its own client order ids (a repeated id would be
@@ -981,6 +1012,7 @@ def run(args: argparse.Namespace, src: str | None,
             threads0 = thread_cpu(proc.pid) if proc is not None else {}
             faults0 = (major_faults(proc.pid) if proc is not None else 0, major_faults())
             preempted0 = preemptions(proc.pid) if proc is not None else 0
+            switched0 = switches(proc.pid) if proc is not None else {}
             gen0 = time.process_time()
             t = time.perf_counter()
             r: dict[str, Any] = asyncio.run(coro_fn())
@@ -997,6 +1029,14 @@ def run(args: argparse.Namespace, src: str | None,
             after = _try_scrape(base)
             if before is not None and after is not None:
                 r["server"] = server_breakdown(before, after, el, r["orders"])
+            if proc is not None:
+                switched = switches(proc.pid)
+                batches = (r.get("server") or {}).get("group_commit", {}).get("batches") or 0
+                r["switches"] = {
+                    who: {"voluntary": switched[who][0] - switched0[who][0],
+                          "involuntary": switched[who][1] - switched0[who][1]}
+                    for who in switched}
+                r["switches"]["batches"] = batches
             show(r)
             return r
 

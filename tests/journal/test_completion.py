@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 
 import pytest
 
@@ -71,3 +72,36 @@ def test_the_writer_thread_does_not_preempt_the_loop(tmp_path) -> None:
             assert os.sched_getscheduler(0) == own
         finally:
             gc.close()
+
+
+def _voluntary_switches(tid: int) -> int:
+    for line in open(f"/proc/self/task/{tid}/status").read().splitlines():
+        if line.startswith("voluntary_ctxt_switches:"):
+            return int(line.split()[1])
+    raise AssertionError("no voluntary_ctxt_switches line")
+
+
+def test_submits_during_one_linger_wake_the_writer_about_twice(tmp_path) -> None:
+    """Thirty submits spread over one linger make one batch, and the writer thread blocks a
+    few times for it, not once per submit: a ``put`` no longer wakes it while it lingers (on
+    a pinned server each such wake switched the event loop out and cost a GIL hand-off)."""
+    if not os.path.exists("/proc/self/task"):
+        pytest.skip("per-thread context switch counts need Linux /proc")
+    gc = GroupCommitter(LocalJournal(tmp_path), max_delay=0.0)
+    try:
+        assert gc.submit([b"warm"], 0).result(timeout=10) == 1
+        gc.max_delay = 1.0
+        tid = gc._thread.native_id
+        assert tid is not None
+        waits0, batches0, switched0 = gc.waits, gc.batches, _voluntary_switches(tid)
+        started = time.monotonic()
+        done = [gc.submit([b"r%d" % i], 1 + i) for i in range(30) if time.sleep(0.002) is None]
+        if time.monotonic() - started > 0.8:
+            pytest.skip("the submits took most of the linger (machine too busy)")
+        assert done[-1].result(timeout=10) == 31
+        assert all(d.done() and d.result() == 2 + i for i, d in enumerate(done))
+        assert gc.batches - batches0 == 1
+        assert gc.waits - waits0 == 2  # the first request, then the linger
+        assert _voluntary_switches(tid) - switched0 < 15  # was one per submit (30+)
+    finally:
+        gc.close()

@@ -135,8 +135,8 @@ LOCK_LINGER = 0.02
 
 
 class GroupCommitter:
-    """Batches appends until ``max_records`` are queued or the oldest waiting one has waited
-    ``max_delay`` seconds; under load the previous fsync is the wait, so nothing idles."""
+    """Batches appends until the oldest waiting one has waited ``max_delay`` seconds, at most
+    ``max_records`` per batch; under load the previous fsync is the wait, so nothing idles."""
 
     def __init__(
         self,
@@ -172,6 +172,9 @@ class GroupCommitter:
         self._submit_lock = threading.Lock()
         self.batches = 0
         self.records = 0
+        #: times the writer thread blocked for a request or slept out a linger: about two per
+        #: batch, whatever the number of submits in it
+        self.waits = 0
         #: called in the writer thread after each durable append with (records, seconds the
         #: write + sync took): the journal's fsync latency and batch size for ``/metrics``
         self.on_batch: Callable[[int, float], None] | None = None
@@ -202,31 +205,35 @@ class GroupCommitter:
         self._thread.join()
 
     def _take(self) -> list[_Request] | None:
-        """Everything queued (until ``max_records`` is reached), after waiting up to
-        ``max_delay`` from the oldest one's arrival for company; ``None`` once closed and
-        drained."""
+        """Everything queued (until ``max_records`` is reached) once the oldest one has waited
+        ``max_delay`` for company; ``None`` once closed and drained.
+
+        The writer sleeps out the linger in one timed wait and then drains the queue without
+        blocking, rather than blocking on the queue until the deadline: each ``put`` wakes a
+        blocked ``get``, so a linger spent in ``get`` woke this thread once per submit (once
+        per loop turn that produced commands, several per batch at a moderate rate), and on
+        a pinned server each such wake switched out the event loop, found its GIL taken and
+        forced a GIL hand-off. Now it wakes about twice per batch whatever the submits."""
         try:
             first = self._queue.get(timeout=self.lock_linger) if self._keeper else self._queue.get()
         except queue.Empty:
             assert self._keeper is not None
             self._keeper.release_lock()
             first = self._queue.get()
+        self.waits += 1
         if first is None:
             return None
+        remaining = first.arrived + self.max_delay - time.monotonic()
+        if remaining > 0:
+            time.sleep(remaining)
+            self.waits += 1
         taken = [first]
         count = first.count
-        deadline = first.arrived + self.max_delay
         while count < self.max_records:
             try:
                 request = self._queue.get_nowait()
             except queue.Empty:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    break
-                try:
-                    request = self._queue.get(timeout=remaining)
-                except queue.Empty:
-                    break
+                break
             if request is None:  # close(): write what was taken, then stop
                 self._queue.put(None)
                 break
