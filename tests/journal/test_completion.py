@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
@@ -75,7 +76,7 @@ def test_the_writer_thread_does_not_preempt_the_loop(tmp_path) -> None:
 
 
 def _voluntary_switches(tid: int) -> int:
-    for line in open(f"/proc/self/task/{tid}/status").read().splitlines():
+    for line in Path(f"/proc/self/task/{tid}/status").read_text().splitlines():
         if line.startswith("voluntary_ctxt_switches:"):
             return int(line.split()[1])
     raise AssertionError("no voluntary_ctxt_switches line")
