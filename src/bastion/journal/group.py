@@ -208,12 +208,12 @@ class GroupCommitter:
         """Everything queued (until ``max_records`` is reached) once the oldest one has waited
         ``max_delay`` for company; ``None`` once closed and drained.
 
-        The writer sleeps out the linger in one timed wait and then drains the queue without
-        blocking, rather than blocking on the queue until the deadline: each ``put`` wakes a
-        blocked ``get``, so a linger spent in ``get`` woke this thread once per submit (once
-        per loop turn that produced commands, several per batch at a moderate rate), and on
-        a pinned server each such wake switched out the event loop, found its GIL taken and
-        forced a GIL hand-off. Now it wakes about twice per batch whatever the submits."""
+        With a linger (``max_delay`` > 0) the writer sleeps it out in one timed wait and then
+        drains the queue without blocking, rather than blocking on the queue until the
+        deadline: each ``put`` wakes a blocked ``get``, so a linger spent in ``get`` woke this
+        thread once per submit (once per loop turn that produced commands), and on a pinned
+        server each such wake switched out the event loop, found its GIL taken and forced a
+        GIL hand-off. Now it wakes about twice per batch whatever the submits."""
         try:
             first = self._queue.get(timeout=self.lock_linger) if self._keeper else self._queue.get()
         except queue.Empty:
