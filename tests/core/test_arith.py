@@ -56,7 +56,18 @@ def test_mul_div_without_the_product(a, b, c, d):
 @example(a=-(2**62) + 1, b=2**31 - 1, c=2**31 - 1, d=2**31 - 1)
 @example(a=-(2**62) + 1, b=2**31 - 1, c=2**31 - 1, d=1)
 @example(a=10**11, b=10**8, c=10**9, d=3 * 10**7)  # a re-key's funding reach
+@example(a=120_000_000_000, b=100, c=10**9, d=3 * 10**7)  # and with this venue's divisor
+@example(a=-850_000_000_000_000_000, b=100, c=1, d=990_000)  # a liquidation key: a*b past a word
+@example(a=2**62 - 1, b=1, c=1, d=1)  # q*b*c at the word's limit
+@example(a=-(2**62) + 1, b=1, c=1, d=1)
+@example(a=2**62 - 1, b=2, c=1, d=1)  # q*b*c one past it: the wide steps
+@example(a=2**62 - 1, b=3, c=1, d=3)  # q*b*c below it, the tail on top
+@example(a=2**62 - 3, b=2**31 - 1, c=2**31 - 1, d=2**31 - 2)  # the largest tail
+@example(a=-(2**62) + 1, b=2**31 - 1, c=1, d=2**31 - 1)  # b*c == d, q rounded down past a/d
+@example(a=5, b=0, c=7, d=3)
+@example(a=-5, b=7, c=0, d=3)
 def test_mul_div_small_divisor_steps(a, b, c, d):
-    """Operands of a word with b, c, d below 2**31 (the liquidation index's reach and key):
-    the product is past a word, every step of its decomposition is not."""
+    """Operands of a word with b, c, d below 2**31 (the liquidation index's reach and key, a
+    fill's hold): every step of the decomposition runs in a word, the product past one or not,
+    and q*b*c falls back to Python ints one past the word's limit."""
     assert mul_div(a, b, c, d) == a * b * c // d

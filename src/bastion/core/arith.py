@@ -52,28 +52,38 @@ def mul(a: int, b: int) -> int:
 
 
 def mul_div(a: int, b: int, c: int, d: int) -> int:
-    """``a * b * c // d`` (b, c >= 0, d > 0), exactly. In a machine word when the product
-    fits one; otherwise without the product (a heap-allocated big int, ~100 times slower):
-    with a = q*d + r and r*b = q2*d + r2, the result is q*b*c + q2*c + r2*c // d, and every
-    step stays below ``d * max(b, c)`` (and the result)."""
+    """``a * b * c // d`` (b, c >= 0, d > 0), exactly, without the product: with a = q*d + r
+    and r*b = q2*d + r2, the result is q*b*c + q2*c + r2*c // d. When b, c, d are below 2**31
+    (a re-key's funding reach, a liquidation key, a partial fill's hold) every step but
+    q*b*c stays below 2**62 and runs in a machine word, whether or not the product would fit
+    one; otherwise in a word if the product fits one, else in Python ints (~100 times slower)."""
     if not _NATIVE:
         return a * b * c // d
-    p = _mul64(a, b)
-    if p != _WIDE and c != 1:
-        p = _mul64(p, c)
-    if p != _WIDE and d <= _LIMIT:
-        return p // d
-    if d < _HALF and b < _HALF and c < _HALF and -_LIMIT <= a <= _LIMIT:
-        # the same steps, each in a word: r, r2 < d < 2**31 and q2 < b
+    if 0 < d < _HALF and 0 <= b < _HALF and 0 <= c < _HALF and -_LIMIT <= a <= _LIMIT:
         x: i64 = a
         d64: i64 = d
         b64: i64 = b
         c64: i64 = c
-        q64 = x // d64
-        rb64 = (x - q64 * d64) * b64
-        q2_64 = rb64 // d64
-        tail: int = q2_64 * c64 + (rb64 - q2_64 * d64) * c64 // d64  # int: the sum may be wide
-        return mul(mul(q64, b), c) + tail
+        q: i64 = x // d64
+        rb = (x - q * d64) * b64  # r < d
+        q2 = rb // d64  # < b
+        tail = q2  # c == 1 (a fill's share): r2 * c < d
+        if c64 != 1:
+            tail = q2 * c64 + (rb - q2 * d64) * c64 // d64  # < b*c: one word, no overflow
+        bc = b64 * c64
+        # |q| <= ceil(_LIMIT / d): b*c <= d (a fill's share, a key) bounds q*b*c, no division
+        if bc <= d64 or (q if q >= 0 else -q) <= _LIMIT // bc:
+            return q * bc + tail  # |q*b*c| < _LIMIT + d, 0 <= tail < b*c: no overflow
+    p = _mul64(a, b)  # a wide divisor or factor: the product may still fit a word
+    if p != _WIDE and c != 1:
+        p = _mul64(p, c)
+    if p != _WIDE and d <= _LIMIT:
+        return p // d
+    return _mul_div_wide(a, b, c, d)
+
+
+def _mul_div_wide(a: int, b: int, c: int, d: int) -> int:
+    """``mul_div``'s steps in Python ints."""
     q = a // d
     r = a - mul(q, d)  # not divmod: compiled, that is a generic call returning a boxed tuple
     rb = mul(r, b)
