@@ -21,6 +21,7 @@ from typing import Any
 import httpx
 import msgspec
 
+from bastion.cluster.childlife import bind_children
 from bastion.cluster.config import ClusterConfig
 from bastion.cluster.natsproc import ZONES, NatsServer, cluster_specs, free_port, start_cluster
 from bastion.cluster.supervisor import (
@@ -38,6 +39,9 @@ from bastion.core.codec import decode_command
 from bastion.core.engine import Engine
 from bastion.journal.jetstream import JetStreamJournal
 from bastion.journal.natsloop import NatsLoop
+
+#: a killed test run (SIGKILL, a CI timeout) takes its NATS servers, nodes and gateways along
+bind_children()
 
 DEMO_KEY = "demo-key-0001"
 DEMO_SECRET = "demo-secret-0001"
@@ -162,11 +166,27 @@ class Cluster:
     # --- signals ---------------------------------------------------------------------------
 
     def signal(self, name: str, sig: int) -> None:
+        """Send ``sig`` to a node or gateway; returns once a SIGKILLed one is gone and a
+        SIGSTOPped one is frozen (``freeze``)."""
         popen = self.children[name].popen
         assert popen is not None
+        if sig == signal.SIGSTOP:
+            freeze(popen.pid)
+            return
         os.kill(popen.pid, sig)
         if sig == signal.SIGKILL:
             popen.wait()
+
+    def freeze_nats(self, zones: str) -> None:
+        """SIGSTOP the NATS servers of ``zones``; returns once every one is frozen."""
+        for zone in zones:
+            pid = self.nats[zone].pid
+            assert pid is not None
+            freeze(pid)
+
+    def thaw_nats(self, zones: str) -> None:
+        for zone in zones:
+            self.nats[zone].signal(signal.SIGCONT)
 
     def kill_nats(self, zone: str) -> None:
         self.nats[zone].kill()
@@ -314,6 +334,31 @@ def running(root: Path, **kw: Any) -> Iterator[Cluster]:
         yield cluster
     finally:
         cluster.stop()
+
+
+def freeze(pid: int, timeout: float = 10.0) -> None:
+    """SIGSTOP ``pid`` and wait until every one of its threads is stopped. ``kill`` returns
+    before that: the kernel wakes one thread to take the signal and only then stops the
+    others, and meanwhile they run on (a NATS server then still acks a replica write: a test
+    of "no quorum" saw its write succeed)."""
+    os.kill(pid, signal.SIGSTOP)
+    deadline = time.monotonic() + timeout
+    while not _all_stopped(pid):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"process {pid} not stopped {timeout} s after SIGSTOP")
+        time.sleep(0.001)
+
+
+def _all_stopped(pid: int) -> bool:
+    tasks = Path(f"/proc/{pid}/task")
+    for task in tasks.iterdir():
+        try:
+            stat = (task / "stat").read_text()
+        except FileNotFoundError:
+            continue  # the thread ended
+        if stat[stat.rindex(")") + 2] not in "TtZX":  # stopped, or ended
+            return False
+    return True
 
 
 class _suppress:

@@ -119,13 +119,11 @@ def test_keys_are_shared_by_every_gateway(tmp_path: Path) -> None:
             assert not (tmp_path / "gateway-1" / "api" / "keys.json").exists()
 
             # no quorum for the bucket: a clear 503, and no key left behind
-            for zone in "bc":
-                cluster.nats[zone].signal(signal.SIGSTOP)
+            cluster.freeze_nats("bc")
             try:
                 r = admin1.post("/admin/keys", {"account": 777, "permissions": ["read"]})
             finally:
-                for zone in "bc":
-                    cluster.nats[zone].signal(signal.SIGCONT)
+                cluster.thaw_nats("bc")
             assert r.status_code == 503, r.text
             assert r.json()["code"] == "UNAVAILABLE" and r.headers["retry-after"], r.text
             assert "no key was created" in r.json()["message"]

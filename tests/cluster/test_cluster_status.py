@@ -170,14 +170,12 @@ def test_status_state_is_shared_by_every_gateway(tmp_path: Path) -> None:
         assert _events(rec.deliveries)[again] == 1, _events(rec.deliveries)
 
         # no quorum for the bucket: a clear 503, nothing half-applied, nothing left behind
-        for zone in "bc":
-            cluster.nats[zone].signal(signal.SIGSTOP)
+        cluster.freeze_nats("bc")
         try:
             r = httpx.post(f"{url2}/admin/status/incidents", headers=AUTH, timeout=30,
                            json={"name": "Never shown", "body": "Lost.", "components": []})
         finally:
-            for zone in "bc":
-                cluster.nats[zone].signal(signal.SIGCONT)
+            cluster.thaw_nats("bc")
         assert r.status_code == 503, r.text
         assert r.json()["code"] == "status_unavailable" and r.headers["retry-after"], r.text
 
