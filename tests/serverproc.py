@@ -22,10 +22,14 @@ from urllib.parse import urlencode
 import httpx
 
 from bastion.api.security.auth import sign
+from bastion.cluster.childlife import bind_children, child_setup
 
 ADMIN = "test-admin-token"
 DEMO_KEY = "demo-key-0001"
 DEMO_SECRET = "demo-secret-0001"
+
+#: a killed test run (SIGKILL, a CI timeout) takes its servers along
+bind_children()
 
 
 def free_port() -> int:
@@ -67,7 +71,7 @@ class Server:
         self.proc = subprocess.Popen(
             [sys.executable, "-c", f"{self.prelude}\nfrom bastion.cli.main import app; app()",
              "run"],
-            env=env, stdout=self.log, stderr=subprocess.STDOUT)
+            env=env, stdout=self.log, stderr=subprocess.STDOUT, preexec_fn=child_setup())
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:

@@ -21,6 +21,8 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+from bastion.cluster.childlife import child_setup
+
 ZONES = ("a", "b", "c")
 
 
@@ -196,6 +198,7 @@ class NatsServer:
             self.proc = subprocess.Popen(
                 [nats_server_binary(), "-c", str(conf)],
                 stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                preexec_fn=child_setup(),
             )
         finally:
             log.close()

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from bastion.api.security.keys import server_key_file
+from bastion.cluster.childlife import child_setup
 from bastion.cluster.config import ClusterConfig
 from bastion.cluster.natsproc import ZONES, NatsServer, cluster_specs, free_port, start_cluster
 from bastion.journal.errors import DurabilityError
@@ -123,7 +124,7 @@ def spawn(args: list[str], log: Path, env: dict[str, str] | None = None) -> subp
     out = open(log, "ab")  # noqa: SIM115 - the child owns it
     try:
         return subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT,
-                                env=env, start_new_session=True)
+                                env=env, start_new_session=True, preexec_fn=child_setup())
     finally:
         out.close()
 

@@ -1,0 +1,95 @@
+"""A test run killed outright (SIGKILL, as a CI timeout ends it) leaves no NATS server, node,
+gateway or custody simulator running: every child dies with the run
+(``bastion.cluster.childlife``), also the grandchildren (the custody simulator's worker)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+TESTS = Path(__file__).resolve().parent.parent
+
+INNER = '''
+import os
+import time
+from pathlib import Path
+
+from cluster_harness import running
+
+
+def test_hold() -> None:
+    with running(Path(os.environ["HOLD_ROOT"]), nodes=1, gateways=1):
+        Path(os.environ["HOLD_READY"]).write_text("up")
+        time.sleep(600)
+'''
+
+
+def _stat(pid: int) -> tuple[int, str, int] | None:
+    """(parent pid, state, start time) of a live process, None if it is gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    fields = stat[stat.rindex(")") + 2:].split()
+    return int(fields[1]), fields[0], int(fields[19])
+
+
+def _descendants(root: int) -> dict[int, int]:
+    """Every process below ``root``, with its start time (to tell it from a reused pid)."""
+    parents: dict[int, list[int]] = {}
+    starts: dict[int, int] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit() and (st := _stat(int(entry))) is not None:
+            parents.setdefault(st[0], []).append(int(entry))
+            starts[int(entry)] = st[2]
+    found: dict[int, int] = {}
+    todo = [root]
+    while todo:
+        for child in parents.get(todo.pop(), []):
+            found[child] = starts[child]
+            todo.append(child)
+    return found
+
+
+def _alive(procs: dict[int, int]) -> list[int]:
+    """Those still running (a zombie waiting for a reaper has ended)."""
+    return [pid for pid, start in procs.items()
+            if (st := _stat(pid)) is not None and st[2] == start and st[1] not in "ZX"]
+
+
+def test_a_killed_test_run_leaves_no_child(tmp_path: Path) -> None:
+    (tmp_path / "test_hold.py").write_text(INNER)
+    ready = tmp_path / "ready"
+    env = {**os.environ, "PYTHONPATH": str(TESTS), "HOLD_ROOT": str(tmp_path / "cluster"),
+           "HOLD_READY": str(ready)}
+    with open(tmp_path / "run.log", "wb") as log:
+        run = subprocess.Popen(
+            [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--rootdir",
+             str(tmp_path), str(tmp_path / "test_hold.py")],
+            cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT)
+    children: dict[int, int] = {}
+    try:
+        deadline = time.monotonic() + 120
+        while not ready.exists():
+            assert run.poll() is None, (tmp_path / "run.log").read_text()[-3000:]
+            assert time.monotonic() < deadline, "the cluster did not come up"
+            time.sleep(0.2)
+        children = _descendants(run.pid)
+        # 3 NATS servers, a node, a gateway, the custody simulator and its worker
+        assert len(children) >= 7, children
+        run.kill()
+        run.wait()
+        deadline = time.monotonic() + 20
+        while left := _alive(children):
+            assert time.monotonic() < deadline, f"still running after the run was killed: {left}"
+            time.sleep(0.1)
+    finally:
+        for pid in _alive(children):
+            os.kill(pid, signal.SIGKILL)
+        if run.poll() is None:
+            run.kill()
+            run.wait()
