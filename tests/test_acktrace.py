@@ -6,6 +6,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
+import os
+import subprocess
+import sys
 from bisect import bisect_right
 from pathlib import Path
 
@@ -18,11 +22,44 @@ from bastion.demo import BTC_USDT, demo_setup
 from bastion.node import Node, NodeConfig
 
 
-def test_off_unless_the_variable_names_a_file() -> None:
+def test_off_unless_the_variable_names_a_file(tmp_path: Path) -> None:
     assert acktrace.from_env({}) is None
     assert acktrace.from_env({acktrace.ENV: ""}) is None
-    on = acktrace.from_env({acktrace.ENV: "/tmp/x.json"})
-    assert on is not None and on.path == Path("/tmp/x.json")
+    on = acktrace.from_env({acktrace.ENV: str(tmp_path / "x.json")})
+    assert on is not None and on.path == tmp_path / "x.json"
+    assert list(tmp_path.iterdir()) == []  # the check leaves nothing behind
+
+
+def test_a_trace_path_that_cannot_be_written_is_refused_at_start(tmp_path: Path) -> None:
+    """Said at once, without a traceback, before the server starts (it used to print a
+    traceback at shutdown, having traced for nothing)."""
+    (tmp_path / "file").write_text("")
+    for bad, why in ((tmp_path / "missing" / "t.json", "No such file or directory"),
+                     (tmp_path / "file" / "t.json", "Not a directory"),
+                     (tmp_path, "is a directory")):
+        data = tmp_path / "data"
+        env = {**os.environ, acktrace.ENV: str(bad), "BASTION_DATA": str(data),
+               "BASTION_HTTP_PORT": "1", "BASTION_DEMO_TRAFFIC": "0"}
+        r = subprocess.run([sys.executable, "-c", "from bastion.cli.main import app; app()",
+                            "run"], env=env, capture_output=True, text=True, timeout=120)
+        assert r.returncode != 0, r.stderr
+        assert f"error: ACK_TRACE_UNWRITABLE: {acktrace.ENV}={bad}" in r.stderr, r.stderr
+        assert why in r.stderr and "Traceback" not in r.stderr, r.stderr
+        assert not data.exists(), "the server started"
+
+
+def test_a_trace_that_cannot_be_written_at_shutdown_logs_one_error(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    where = tmp_path / "gone"
+    where.mkdir()
+    trace = acktrace.AckTrace(where / "t.json")
+    trace.check()
+    where.rmdir()
+    with caplog.at_level(logging.ERROR, "bastion.acktrace"):
+        trace.close()
+    assert [r.getMessage() for r in caplog.records] == [
+        f"ack trace not written to {where / 't.json'}: [Errno 2] No such file or directory: "
+        f"'{where / 't.json.tmp'}'"]
 
 
 async def _traffic(directory: Path, n: int) -> None:

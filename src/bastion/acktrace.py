@@ -13,7 +13,9 @@ What is recorded, all as ``time.monotonic_ns()`` (the clock ``bench/gateway.py``
   segment rolls, periodic full collections.
 
 Everything is kept in memory (a few tuples per order) and written as one JSON document at
-``close`` (the server's shutdown): a hot path never does I/O for it. ``bench/gateway.py
+``close`` (the server's shutdown): a hot path never does I/O for it. A path the process cannot
+write is refused when the variable is read, at the process's start (``error:
+ACK_TRACE_UNWRITABLE: ...``, exit status 1), not found out at shutdown. ``bench/gateway.py
 --trace`` turns it on and prints, for the slowest 1% of each fixed-rate phase, how their
 latency splits by stage and which events overlapped them.
 """
@@ -21,12 +23,15 @@ latency splits by stage and which events overlapped them.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import threading
 import time
 from pathlib import Path
 
 ENV = "BASTION_ACK_TRACE"
+
+log = logging.getLogger("bastion.acktrace")
 
 now = time.monotonic_ns
 
@@ -65,16 +70,50 @@ class AckTrace:
             events = list(self.events)
         doc = {"pid": os.getpid(), "orders": self.orders, "queued": self.queued,
                "writes": self.writes, "drained": self.drained, "events": events}
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        tmp.write_text(json.dumps(doc, separators=(",", ":")))
-        tmp.replace(self.path)
+        try:
+            self._tmp.write_text(json.dumps(doc, separators=(",", ":")))
+            self._tmp.replace(self.path)
+        except OSError as exc:  # checked at start: the disk filled or the directory went
+            log.error("ack trace not written to %s: %s", self.path, exc)
+
+    @property
+    def _tmp(self) -> Path:
+        return self.path.with_name(self.path.name + ".tmp")
+
+    def check(self) -> None:
+        """Raise ``UnwritableTrace`` unless ``close`` can write the trace where it goes."""
+        if self.path.is_dir():
+            raise UnwritableTrace(f"{ENV}={self.path} is a directory; name a file")
+        try:
+            fd = os.open(self._tmp, os.O_WRONLY | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise UnwritableTrace(f"{ENV}={self.path}: cannot write there "
+                                  f"({exc.strerror})") from None
+        os.close(fd)
+        self._tmp.unlink()
+
+
+class UnwritableTrace(ValueError):
+    pass
 
 
 def from_env(env: dict[str, str] | None = None) -> AckTrace | None:
+    """The trace ``BASTION_ACK_TRACE`` asks for (``UnwritableTrace`` if it cannot be written)."""
     path = (os.environ if env is None else env).get(ENV, "")
-    return AckTrace(path) if path else None
+    if not path:
+        return None
+    trace = AckTrace(path)
+    trace.check()
+    return trace
+
+
+def _process_trace() -> AckTrace | None:
+    try:
+        return from_env()
+    except UnwritableTrace as exc:
+        raise SystemExit(f"error: ACK_TRACE_UNWRITABLE: {exc}") from None
 
 
 #: the process's trace, or ``None`` (the default): read once by each hook's owner when it is
 #: built, so a test may set it before building a node and a gateway
-TRACE: AckTrace | None = from_env()
+TRACE: AckTrace | None = _process_trace()
