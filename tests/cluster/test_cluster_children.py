@@ -1,6 +1,7 @@
 """A test run killed outright (SIGKILL, as a CI timeout ends it) leaves no NATS server, node,
 gateway or custody simulator running: every child dies with the run
-(``bastion.cluster.childlife``), also the grandchildren (the custody simulator's worker)."""
+(``bastion.cluster.childlife``), also the grandchildren (the custody simulator's worker); and
+so does a SIGKILLed ``bastion cluster up``."""
 
 from __future__ import annotations
 
@@ -10,6 +11,10 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+from bastion.cluster.natsproc import free_port
+from bastion.cluster.supervisor import bastion_cmd
+from cluster_harness import TEST_ENV
 
 TESTS = Path(__file__).resolve().parent.parent
 
@@ -61,21 +66,13 @@ def _alive(procs: dict[int, int]) -> list[int]:
             if (st := _stat(pid)) is not None and st[2] == start and st[1] not in "ZX"]
 
 
-def test_a_killed_test_run_leaves_no_child(tmp_path: Path) -> None:
-    (tmp_path / "test_hold.py").write_text(INNER)
-    ready = tmp_path / "ready"
-    env = {**os.environ, "PYTHONPATH": str(TESTS), "HOLD_ROOT": str(tmp_path / "cluster"),
-           "HOLD_READY": str(ready)}
-    with open(tmp_path / "run.log", "wb") as log:
-        run = subprocess.Popen(
-            [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--rootdir",
-             str(tmp_path), str(tmp_path / "test_hold.py")],
-            cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT)
+def _kill_leaves_no_child(run: subprocess.Popen[bytes], ready: Path, log: Path) -> None:
+    """Once ``ready`` exists, SIGKILL ``run``: every process below it ends within 20 s."""
     children: dict[int, int] = {}
     try:
         deadline = time.monotonic() + 120
         while not ready.exists():
-            assert run.poll() is None, (tmp_path / "run.log").read_text()[-3000:]
+            assert run.poll() is None, log.read_text()[-3000:]
             assert time.monotonic() < deadline, "the cluster did not come up"
             time.sleep(0.2)
         children = _descendants(run.pid)
@@ -93,3 +90,27 @@ def test_a_killed_test_run_leaves_no_child(tmp_path: Path) -> None:
         if run.poll() is None:
             run.kill()
             run.wait()
+
+
+def test_a_killed_test_run_leaves_no_child(tmp_path: Path) -> None:
+    (tmp_path / "test_hold.py").write_text(INNER)
+    ready = tmp_path / "ready"
+    env = {**os.environ, "PYTHONPATH": str(TESTS), "HOLD_ROOT": str(tmp_path / "cluster"),
+           "HOLD_READY": str(ready)}
+    with open(tmp_path / "run.log", "wb") as log:
+        run = subprocess.Popen(
+            [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--rootdir",
+             str(tmp_path), str(tmp_path / "test_hold.py")],
+            cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT)
+    _kill_leaves_no_child(run, ready, tmp_path / "run.log")
+
+
+def test_a_killed_cluster_up_leaves_no_child(tmp_path: Path) -> None:
+    data = tmp_path / "cluster"
+    with open(tmp_path / "up.log", "wb") as log:
+        up = subprocess.Popen(bastion_cmd("cluster", "up", "--data", str(data), "--port",
+                                          str(free_port()), "--nodes", "1", "--nats-port", "0"),
+                              env={**os.environ, **TEST_ENV}, stdout=log,
+                              stderr=subprocess.STDOUT)
+    # its state file is written once every process is started
+    _kill_leaves_no_child(up, data / "cluster.json", tmp_path / "up.log")

@@ -18,6 +18,7 @@ from typing import Any
 import httpx
 import msgspec
 
+from bastion.cluster.childlife import child_setup
 from bastion.cluster.natsproc import free_port
 from bastion.cluster.supervisor import alive, bastion_cmd
 from cluster_harness import DEMO_KEY, DEMO_SECRET, TEST_ENV
@@ -115,7 +116,8 @@ def test_cluster_up_status_switchover(tmp_path: Path) -> None:
     up = subprocess.Popen(bastion_cmd("cluster", "up", "--data", str(data), "--port", str(port),
                                       "--nodes", "2", "--gateways", "1",
                                       "--nats-port", "0"),
-                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+                          preexec_fn=child_setup())
     try:
         lines = [up.stdout.readline() for _ in range(7)] if up.stdout else []
         kinds = [line.split()[1] for line in lines]

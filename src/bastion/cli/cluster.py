@@ -50,8 +50,10 @@ def up(data: DataOpt, port: int = 8080, nodes: int = 2, gateways: int = 1,
     """Start 3 NATS servers (zones a/b/c), one custody simulator (unless BASTION_CUSTODY_URL
     names a custody service), the engine nodes and the gateways on this machine; stay in the
     foreground; stop everything on Ctrl-C/SIGTERM."""
+    from bastion.cluster.childlife import bind_children
     from bastion.cluster.supervisor import Supervisor
 
+    bind_children()  # killed outright, it takes its children along: nothing runs unsupervised
     sup = Supervisor(data, port=port, nodes=nodes, gateways=gateways,
                      nats_port=nats_port or None)
     state = sup.start()
