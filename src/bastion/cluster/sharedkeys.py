@@ -108,8 +108,8 @@ class SharedKeys:
                 msg_id = secrets.token_hex(12)
                 continue
             except Exception as exc:
-                log.warning("API key %s: the shared key store did not take the change: %r",
-                            key, exc)
+                log.warning("API key %s: the shared key store did not take the change: %s: %s",
+                            key, type(exc).__name__, exc)  # repr hides a JetStream error's code
                 if before is None and payload is not None:
                     self.records.settle_create(key, payload)
                     raise KeysUnavailableError(
