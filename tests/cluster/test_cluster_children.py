@@ -9,11 +9,12 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
 from bastion.cluster.natsproc import free_port
-from bastion.cluster.supervisor import bastion_cmd
+from bastion.cluster.supervisor import bastion_cmd, spawn
 from cluster_harness import TEST_ENV
 
 TESTS = Path(__file__).resolve().parent.parent
@@ -118,3 +119,19 @@ def test_a_killed_cluster_up_leaves_no_child(tmp_path: Path) -> None:
                               stderr=subprocess.STDOUT)
     # its state file is written once every process is started
     _kill_leaves_no_child(up, data / "cluster.json", tmp_path / "up.log", 7)
+
+
+def test_a_child_started_off_the_main_thread_outlives_that_thread(tmp_path: Path) -> None:
+    """The kernel ties the child to the thread that forked it: one started by a worker thread
+    (``asyncio.to_thread``) would die with that thread, so it is not bound."""
+    started: list[subprocess.Popen[bytes]] = []
+    worker = threading.Thread(target=lambda: started.append(
+        spawn([sys.executable, "-c", "import time; time.sleep(60)"], tmp_path / "log")))
+    worker.start()
+    worker.join()
+    try:
+        time.sleep(0.5)
+        assert started[0].poll() is None, "killed when the thread that started it ended"
+    finally:
+        started[0].kill()
+        started[0].wait()

@@ -3,8 +3,8 @@
 The cluster starts NATS servers, nodes, gateways and the custody simulator in sessions of their
 own, so a Ctrl-C at the terminal reaches only the parent, which stops them in order. A parent
 that dies without stopping them (SIGKILL, a CI timeout) would leave them running for good;
-after ``bind_children()`` the kernel SIGKILLs every child started from then on when the thread
-that started it ends (Linux ``PR_SET_PDEATHSIG``, kept across exec). Off by default: a node
+after ``bind_children()`` the kernel SIGKILLs every child the main thread starts from then on
+when this process ends (Linux ``PR_SET_PDEATHSIG``, kept across exec). Off by default: a node
 that ``bastion upgrade`` starts must outlive the command.
 """
 
@@ -13,6 +13,7 @@ from __future__ import annotations
 import ctypes
 import os
 import signal
+import threading
 from collections.abc import Callable
 
 PR_SET_PDEATHSIG = 1
@@ -21,9 +22,8 @@ _setup: Callable[[], None] | None = None
 
 
 def bind_children() -> bool:
-    """From now on every child started through ``child_setup`` dies with this process (start
-    them from a thread that lives as long as the process: the main thread). False where the
-    kernel has no such switch."""
+    """From now on every child started through ``child_setup`` from the main thread dies with
+    this process. False where the kernel has no such switch."""
     global _setup
     try:
         prctl = ctypes.CDLL(None, use_errno=True).prctl  # resolved here: no dlopen after fork
@@ -41,5 +41,9 @@ def bind_children() -> bool:
 
 
 def child_setup() -> Callable[[], None] | None:
-    """The ``preexec_fn`` for a child: None unless ``bind_children`` was called."""
+    """The ``preexec_fn`` for a child: None unless ``bind_children`` was called, or off the
+    main thread (the kernel would kill the child when that thread ends, e.g. a worker of
+    ``asyncio.to_thread`` when its loop closes)."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
     return _setup
