@@ -157,6 +157,10 @@ def test_cluster_up_status_switchover(tmp_path: Path) -> None:
         now_leader = next(p for p in _settled(data, env, ["leader", "standby"])
                           if p["role"] == "leader")
         assert now_leader["name"] == result["to"] != leader["name"]
+        # a planned handover is no lapse: the old leader does not try to take the lease back
+        # (it said "resuming", after a moment of still saying "leader")
+        old_log = (data / f"{leader['name']}.log").read_text()
+        assert "will try to take it back" not in old_log, old_log[-2000:]
         pids = [p["pid"] for p in procs]
 
         # The divergence alarm: a leader hash at a checkpoint that disagrees with the

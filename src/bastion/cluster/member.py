@@ -275,7 +275,8 @@ class Member:
         if stop.is_set() and self.lease.valid():
             with contextlib.suppress(Exception):
                 await self._final_snapshot()
-        elif not stop.is_set() and not self.lease.valid() and not self._resume_term:
+        elif (not stop.is_set() and not self.lease.valid() and not self._resume_term
+              and self.node is not None):  # None: handed over (``switchover``), no lapse
             # the writer's lease guard saw the lapse before the renewal loop did (which then
             # finds itself cancelled and arms nothing): arm the resumption here too
             log.info("%s: lease lapsed at term %d, will try to take it back", self.name, term)
@@ -590,6 +591,8 @@ class Member:
         self.follower = Follower(self.nats, self.config, self.journal, self.replica)  # type: ignore[arg-type]
         await self.follower.watch_checkpoints()
         self._stepdown.set()
+        # before the reply: whoever asks next (an upgrade's next step) sees one leader
+        self.role = "standby"
         log.info("switchover %s -> %s: pause %.1f ms (drain %.1f ms)", self.name, target, pause,
                  (drained - t0) * 1000)
         return {"ok": bool(answer.get("ok")), "from": self.name, "to": target,
