@@ -317,15 +317,25 @@ def serve(port: int, data: Path, block_ms: int, host: str = "127.0.0.1") -> None
     uvicorn.run(build_app(sim), host=host, port=port, log_level="warning", access_log=False)
 
 
+def _find_prctl() -> Any:
+    """libc's ``prctl``, resolved in the parent: a ``dlopen`` between fork and exec can hang on
+    a loader lock another thread of a multi-threaded parent held at the fork."""
+    import ctypes
+
+    try:
+        return ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+
+
+_PRCTL = _find_prctl()
+
+
 def die_with_parent() -> None:  # pragma: no cover - runs in the child before exec
     """For ``Popen(preexec_fn=...)``: the child gets SIGKILL when its parent dies (Linux
     PR_SET_PDEATHSIG), so a SIGKILLed node leaves no orphan simulator behind."""
-    import contextlib
-    import ctypes
-    import signal
-
-    with contextlib.suppress(Exception):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)
+    if _PRCTL is not None:
+        _PRCTL(1, 9)  # PR_SET_PDEATHSIG, SIGKILL
 
 
 def supervise(port: int, data: Path, block_ms: int, host: str = "127.0.0.1") -> int:
