@@ -571,6 +571,36 @@ def test_a_checkpoint_is_synced_a_chunk_at_a_time(
     assert _newest_image(tmp_path / "rm") == (found[0].seq, image)
 
 
+def test_checkpoint_forks_are_spaced_in_time_as_well_as_in_commands(
+        tmp_path: Path, written: tuple[Path, bytes]) -> None:
+    """Each fork stops the loop for ms: under heavy load the command count alone forked every
+    few seconds. With ``min_seconds`` a due checkpoint waits until that long after the last
+    fork (or the start), then forks with the next batch; the server's default floor is 60 s."""
+    from bastion.api.config import Settings
+
+    assert Settings.from_env({}).readmodel_checkpoint_seconds == 60.0
+    assert Settings.from_env({"BASTION_READMODEL_CHECKPOINT_SECONDS": "0"}
+                             ).readmodel_checkpoint_seconds == 0.0
+    data, image = written
+    found = Checkpoints(data / "api" / "readmodel").newest(0)
+    assert found is not None
+    rm = decode(found[1], found[0].seq, Engine)
+    assert rm is not None
+    seq, term = found[0].seq, found[0].term
+    periodic = PeriodicCheckpoints(Checkpoints(tmp_path / "rm"), 10, min_seconds=3600)
+    periodic.last_seq = seq
+    periodic.after_batch(rm, seq + 25, term)  # 2.5 intervals due, but not an hour after start
+    assert not periodic.pauses
+    periodic.last_at -= 3600
+    periodic.after_batch(rm, seq + 26, term)
+    periodic.close()
+    assert len(periodic.pauses) == 1 and periodic.written == 1
+    assert _newest_image(tmp_path / "rm") == (seq + 26, image)
+    periodic.after_batch(rm, seq + 60, term)  # due again by count, the hour starts anew
+    periodic.close()
+    assert len(periodic.pauses) == 1 and periodic.written == 1
+
+
 def test_the_server_forks_checkpoints_without_a_collapse_unless_asked(tmp_path: Path) -> None:
     """Each 2 MiB step of a collapse held the CPU for ~18 ms on a kernel without preemption
     in kernel code: a server's checkpoints skip it by default, a node's snapshots keep theirs."""

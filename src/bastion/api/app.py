@@ -269,7 +269,7 @@ def build(settings: Settings, node_factory: Callable[[], Any] | None = None) -> 
             hub = ws.Hub(ctx)
             ctx.hub = hub
             gateway.attach(restorer, checkpoints, settings.readmodel_checkpoint_every,
-                           settings.readmodel_collapse_mb)
+                           settings.readmodel_collapse_mb, settings.readmodel_checkpoint_seconds)
             gateway.add_listener(hub.publish)
             bws = binance_ws.BinanceWs(ctx, ListenKeys(settings.listen_key_ttl_ms))
             bws.attach()

@@ -65,6 +65,9 @@ class Settings:
     #: a forked child checkpoints the read model every this many commands between node
     #: snapshots (0: only with node snapshots), so a restart follows at most this long a tail
     readmodel_checkpoint_every: int = 100_000
+    #: and at least this many seconds apart (0: no floor): each fork stops the loop 8-15 ms,
+    #: so under heavy load "every 100,000" would stall order entry every few seconds
+    readmodel_checkpoint_seconds: float = 60.0
     #: collapse the heap into huge pages before such a checkpoint's fork above this many MiB
     #: (0: never). Off: on this kernel (no preemption in kernel code) each 2 MiB step of the
     #: collapse held the server's CPU and the mm's lock for ~18 ms, so the loop stalled
@@ -125,6 +128,8 @@ class Settings:
         s.ws_socket_rcvbuf = int(e.get("BASTION_WS_SOCKET_RCVBUF", s.ws_socket_rcvbuf))
         s.readmodel_checkpoint_every = int(e.get("BASTION_READMODEL_CHECKPOINT_EVERY",
                                                  s.readmodel_checkpoint_every))
+        s.readmodel_checkpoint_seconds = float(e.get("BASTION_READMODEL_CHECKPOINT_SECONDS",
+                                                     s.readmodel_checkpoint_seconds))
         s.readmodel_collapse_mb = int(e.get("BASTION_READMODEL_COLLAPSE_MB",
                                             s.readmodel_collapse_mb))
         s.demo = e.get("BASTION_DEMO", "1") not in ("0", "false", "no")

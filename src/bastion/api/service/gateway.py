@@ -65,7 +65,8 @@ class Gateway:
 
     def attach(self, restorer: Restorer | None = None,
                checkpoints: Checkpoints | None = None, checkpoint_every: int = 0,
-               collapse_min_rss_mb: int | None = None) -> None:
+               collapse_min_rss_mb: int | None = None,
+               checkpoint_min_seconds: float = 0.0) -> None:
         """Bring the read model to the node's seq, load book mirrors, then follow the live
         event stream. Runs before any request is served.
 
@@ -75,7 +76,8 @@ class Gateway:
         node's state hash). With ``checkpoints``, every later node snapshot writes one, and
         with ``checkpoint_every`` a forked child also writes one every that many commands;
         ``collapse_min_rss_mb``: collapse the heap into huge pages before such a fork above
-        this size (0: never; None: as the node's snapshots do)."""
+        this size (0: never; None: as the node's snapshots do); ``checkpoint_min_seconds``: at
+        least this long between two of those forks."""
         t0 = time.perf_counter()
         engine = self.engine
         target = engine.seq
@@ -113,7 +115,8 @@ class Gateway:
             periodic = PeriodicCheckpoints(
                 checkpoints, checkpoint_every,
                 getattr(config, "hugepage_collapse_min_rss_mb", 0)
-                if collapse_min_rss_mb is None else collapse_min_rss_mb)
+                if collapse_min_rss_mb is None else collapse_min_rss_mb,
+                checkpoint_min_seconds)
             periodic.last_seq = target
             self.checkpointer = periodic
 
