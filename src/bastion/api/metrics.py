@@ -10,7 +10,6 @@ one process (tests) never mix their series.
 from __future__ import annotations
 
 from bisect import bisect_left
-from collections import Counter as Tally
 from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -36,6 +35,7 @@ from bastion.node.node import Node
 if TYPE_CHECKING:
     from bastion.api.security.ratelimit import Limiter
     from bastion.api.service.gateway import Gateway
+    from bastion.core.engine import Engine
 
 #: every mode a market can be in (``bastion_market_mode`` is a state set over these)
 MODES: tuple[MarketMode, ...] = ("open", "post_only", "cancel_only", "recovery", "halted",
@@ -195,7 +195,7 @@ class _StateCollector(Collector):
         if lag is not None:
             yield GaugeMetricFamily("bastion_replica_lag_commands", "Commands this replica is "
                                     "behind its leader", value=lag)
-        per_market = Tally(o.market for o in engine.orders.values())
+        per_market = resting_orders(engine)
         orders = GaugeMetricFamily("bastion_open_orders", "Resting orders per market",
                                    labels=["market"])
         modes = GaugeMetricFamily("bastion_market_mode", "The market's mode (1 for the "
@@ -216,6 +216,15 @@ class _StateCollector(Collector):
         for limiter in m._limiters:
             refused.add_metric([limiter.kind], limiter.refused)
         yield refused
+
+
+def resting_orders(engine: Engine) -> dict[str, int]:
+    """Resting orders per market from the books' level counts: a tally over
+    ``engine.orders`` held the loop ~80 ms per scrape at 400k orders (a scrape every 15 s:
+    0.5% of the orders queued behind it); a book has a few hundred levels."""
+    return {name: sum(level.count for side in (book.bids, book.asks)
+                      for level in side.levels.values())
+            for name, book in engine.books.items()}
 
 
 def _fork_pauses(gw: Gateway) -> list[tuple[str, Sequence[float]]]:
