@@ -21,8 +21,11 @@ class NodeConfig:
     #: retention: newest N ``auto`` snapshots plus every named one
     snapshot_keep: int = 3
     #: before a snapshot fork, back the heap with huge pages (MADV_COLLAPSE) when the process
-    #: is larger than this many MiB, so the fork pause stays a few ms (0 disables)
-    hugepage_collapse_min_rss_mb: int = 64
+    #: is larger than this many MiB, so the fork pause stays a few ms (0 disables). Off by
+    #: default: on a kernel without preemption in kernel code each 2 MiB step holds the CPU
+    #: ~18 ms whatever the thread's priority, so a pinned loop stalls in ~20 ms pieces for
+    #: seconds (a 300 MiB heap), where the fork it shortens stops it once for 8-15 ms
+    hugepage_collapse_min_rss_mb: int = 0
     #: the collapse runs at idle priority (it gets no CPU while the loop never waits), so a
     #: snapshot forks after this many seconds whether or not it is done
     hugepage_collapse_wait: float = 5.0
