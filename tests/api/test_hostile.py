@@ -185,6 +185,33 @@ def test_signed_read_cannot_be_replayed_as_a_cancel(srv: Server, read: str, writ
     c.delete(f"/v1/orders/{placed.json()['order_id']}")
 
 
+def test_a_cancel_may_spend_its_own_connections_read_signature_once(srv: Server) -> None:
+    """binance-connector's ``query_order`` then ``cancel_order`` of one order in one millisecond
+    sign alike (Binance signs only the parameters): on the keep-alive connection the read came
+    on, the cancel is served, once; the same request from another connection (a captured read
+    resent) is refused."""
+    c = Client(srv.url)
+    placed = c.place(market="BTC-USDT", side="buy", quantity="0.001", price="9100",
+                     client_order_id="own-conn-cancel")
+    assert placed.status_code == 201
+    oid = placed.json()["order_id"]
+    q = _binance_signed({"symbol": "BTCUSDT", "orderId": oid,
+                         "timestamp": time.time_ns() // 1_000_000})
+    h = {"X-MBX-APIKEY": DEMO_KEY}
+    with httpx.Client(base_url=srv.url, headers=h) as own:
+        assert own.get(f"/api/v3/order?{q}").json()["status"] == "NEW"
+        stolen = httpx.request("DELETE", f"{srv.url}/api/v3/order?{q}", headers=h)
+        assert stolen.status_code == 401 and stolen.json()["code"] == -1022, stolen.text
+        assert c.get(f"/v1/orders/{oid}").json()["status"] == "open"
+        done = own.delete(f"/api/v3/order?{q}")
+        assert done.status_code == 200 and done.json()["status"] == "CANCELED", done.text
+        twice = own.delete(f"/api/v3/order?{q}")
+        assert twice.status_code == 401 and twice.json()["code"] == -1022, twice.text
+        late = own.get(f"/api/v3/order?{q}")
+        assert late.status_code == 401 and late.json()["code"] == -1022, late.text
+    assert c.get(f"/v1/orders/{oid}").json()["status"] == "canceled"
+
+
 def test_identical_signed_read_repeats_but_nothing_else_does(srv: Server) -> None:
     """An honest client polling twice in one millisecond (ccxt pro) sends the same signed GET
     twice, and python-binance signs ``openOrders`` and ``allOrders`` alike in one millisecond:

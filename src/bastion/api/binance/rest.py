@@ -288,11 +288,11 @@ def parse_params(qs: bytes, body: bytes) -> Params:
 def authenticate(ctx: Context, request: Request, qs: bytes, body: bytes, p: Params,
                  permission: str) -> ApiKey:
     return verify(ctx, request.headers.get("x-mbx-apikey"), request.method, request.url.path,
-                  qs, body, p, permission)
+                  qs, body, p, permission, request.scope.get("client"))
 
 
 def verify(ctx: Context, api_key: str | None, method: str, path: str, qs: bytes, body: bytes,
-           p: Params, permission: str) -> ApiKey:
+           p: Params, permission: str, conn: object = None) -> ApiKey:
     """A signed request's key (signature, timestamp window, replay, permission, per-key
     limit), from its parts: the routed handlers and the bare order entry share it."""
     b2, sig = _strip_signature(body)
@@ -302,7 +302,8 @@ def verify(ctx: Context, api_key: str | None, method: str, path: str, qs: bytes,
         sig = sig_q or sig
     items = p.items
     key = ctx.auth.verify(api_key, items.get("timestamp") or None, sig, b2,
-                          items.get("recvWindow") or None, read=read_of(method, path))
+                          items.get("recvWindow") or None, read=read_of(method, path),
+                          conn=conn)
     require(key, permission)
     ctx.key_limiter.hit(key.key)
     return key

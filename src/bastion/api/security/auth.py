@@ -67,20 +67,26 @@ _OPAD = bytes(x ^ 0x5C for x in range(256))
 
 
 class ReplayCache:
-    """Signatures seen recently, each marked by whether it was first used for a read;
-    each is remembered until its request could no longer pass the timestamp check anyway, so
-    memory stays bounded by rate x window."""
+    """Signatures seen recently, each marked by whether it was first used for a read, and on
+    which connection; each is remembered until its request could no longer pass the timestamp
+    check anyway, so memory stays bounded by rate x window."""
 
     def __init__(self) -> None:
-        self._seen: dict[int, str | None] = {}
+        #: tag -> None (first used by a write: spent) or the first read's connection (True
+        #: where none is known)
+        self._seen: dict[int, object] = {}
         self._expiry: deque[tuple[int, int]] = deque()
 
     def check_and_add(self, digest: bytes, expires_ms: int, now_ms: int,
-                      read: str | None = None) -> bool:
+                      read: str | None = None, conn: object = None) -> bool:
         """True if the signature is new (and now remembered), or if it is a read (``"GET
         <path>"``) reusing a signature first used by a read; False for any other reuse. Any
         read, not only the same one: Binance signs only the parameters, so an honest client's
-        ``openOrders`` and ``allOrders`` signed in one millisecond carry the same signature."""
+        ``openOrders`` and ``allOrders`` signed in one millisecond carry the same signature.
+        For the same reason a client's ``GET`` and ``DELETE /api/v3/order`` of one order in one
+        millisecond sign alike: a write may spend a read's signature once, on the connection
+        (``conn``, the peer's address and port) the read came on, which a captured request
+        resent from elsewhere does not have."""
         expiry = self._expiry
         seen = self._seen
         while expiry and expiry[0][0] < now_ms:
@@ -88,8 +94,15 @@ class ReplayCache:
         tag = int.from_bytes(digest[:16], "big")
         if tag in seen:
             first = seen[tag]
-            return first is not None and read is not None
-        seen[tag] = read
+            if first is None:
+                return False
+            if read is not None:
+                return True
+            if conn is not None and first == conn:
+                seen[tag] = None
+                return True
+            return False
+        seen[tag] = None if read is None else (True if conn is None else conn)
         expiry.append((expires_ms, tag))
         return True
 
@@ -119,7 +132,7 @@ class Authenticator:
 
     def verify(self, key_id: str | None, timestamp: str | None, signature: str | None,
                payload: bytes, recv_window: str | None = None, *,
-               read: str | None = None) -> ApiKey:
+               read: str | None = None, conn: object = None) -> ApiKey:
         """Check one signed request; returns its key or raises ``ApiError`` (401 for
         credentials, 400 for a malformed timestamp or window). ``read`` is ``"GET <path>"``
         for a signed read and None for anything with an effect (orders, cancels, logins).
@@ -158,7 +171,8 @@ class Authenticator:
             given = b""
         if not hmac.compare_digest(digest, given):
             raise ApiError(A.INVALID_SIGNATURE, "signature does not match the request")
-        if not self.replay.check_and_add(digest, ts + window + MAX_AHEAD_MS, now, read):
+        if not self.replay.check_and_add(digest, ts + window + MAX_AHEAD_MS, now, read,
+                                       conn):
             raise ApiError(A.REPLAYED, "this signature was already used; sign every request "
                                        "with a fresh timestamp (only an identical GET may "
                                        "repeat)")

@@ -123,7 +123,8 @@ async def binance_place(ctx: Context, scope: Scope, body: bytes, perp: bool) -> 
             qs: bytes = scope.get("query_string", b"")
             p = B.parse_params(qs, body)
             api_key = binance_api_key(scope["headers"])
-            key = B.verify(ctx, api_key, "POST", scope["path"], qs, body, p, "trade")
+            key = B.verify(ctx, api_key, "POST", scope["path"], qs, body, p, "trade",
+                           scope.get("client"))
             gw = ctx.gateway
             m, u, cmd = B.order_command(gw, key, p, perp)
             placed = await gw.place(cmd)  # ``B.place`` inline: one coroutine less per order
