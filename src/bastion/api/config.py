@@ -4,16 +4,49 @@ without touching code (``BASTION_*`` variables; see docs/trading-api.md)."""
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
+
+_N = TypeVar("_N", int, float)
 
 
-def _rate(text: str) -> tuple[float, float]:
+class SettingError(ValueError):
+    """A ``BASTION_*`` variable that does not parse: the server refuses to start, naming it."""
+
+
+def _num(env: dict[str, str], name: str, default: _N, kind: Callable[[str], _N]) -> _N:
+    raw = env.get(name)
+    if raw is None:
+        return default
+    try:
+        return kind(raw)
+    except ValueError:
+        what = "an integer" if kind is int else "a number"
+        raise SettingError(f"{name}={raw!r} is not {what}") from None
+
+
+def _rate(env: dict[str, str], name: str) -> tuple[float, float]:
     """``"rate/burst"`` (per second) or ``"rate"`` (burst = 2 x rate); ``0`` disables."""
-    if "/" in text:
-        rate, burst = text.split("/", 1)
-        return float(rate), float(burst)
-    return float(text), 2 * float(text)
+    text = env[name]
+    try:
+        if "/" in text:
+            rate, burst = text.split("/", 1)
+            return float(rate), float(burst)
+        return float(text), 2 * float(text)
+    except ValueError:
+        raise SettingError(f"{name}={text!r} is not 'rate/burst' or 'rate' "
+                           "(per second)") from None
+
+
+def load_settings() -> Settings:
+    """The process's settings from its environment; a variable that does not parse stops the
+    start with ``error: BAD_SETTING: ...`` and exit status 1, not a traceback."""
+    try:
+        return Settings.from_env()
+    except SettingError as exc:
+        raise SystemExit(f"error: BAD_SETTING: {exc}") from None
 
 
 def _flag(env: dict[str, str], name: str) -> bool:
@@ -102,46 +135,42 @@ class Settings:
         e = dict(os.environ if env is None else env)
         s = cls()
         s.host = e.get("BASTION_HTTP_HOST", s.host)
-        s.port = int(e.get("BASTION_HTTP_PORT", s.port))
+        s.port = _num(e, "BASTION_HTTP_PORT", s.port, int)
         s.data_dir = Path(e.get("BASTION_DATA", str(s.data_dir)))
         s.demo_key = e.get("BASTION_DEMO_KEY") or None
         s.demo_secret = e.get("BASTION_DEMO_SECRET") or None
         s.admin_token = e.get("BASTION_ADMIN_TOKEN") or None
         s.server_key = e.get("BASTION_SERVER_KEY") or None
         if "BASTION_RATE_KEY" in e:
-            s.key_rate = _rate(e["BASTION_RATE_KEY"])
+            s.key_rate = _rate(e, "BASTION_RATE_KEY")
         if "BASTION_RATE_IP" in e:
-            s.ip_rate = _rate(e["BASTION_RATE_IP"])
-        s.max_body = int(e.get("BASTION_MAX_BODY", s.max_body))
-        s.ws_per_ip = int(e.get("BASTION_WS_PER_IP", s.ws_per_ip))
-        s.ws_max_channels = int(e.get("BASTION_WS_MAX_CHANNELS", s.ws_max_channels))
+            s.ip_rate = _rate(e, "BASTION_RATE_IP")
+        s.max_body = _num(e, "BASTION_MAX_BODY", s.max_body, int)
+        s.ws_per_ip = _num(e, "BASTION_WS_PER_IP", s.ws_per_ip, int)
+        s.ws_max_channels = _num(e, "BASTION_WS_MAX_CHANNELS", s.ws_max_channels, int)
         if "BASTION_WS_MSG_RATE" in e:
-            s.ws_msg_rate = _rate(e["BASTION_WS_MSG_RATE"])
-        s.header_timeout = float(e.get("BASTION_HEADER_TIMEOUT", s.header_timeout))
-        s.pending_per_ip = int(e.get("BASTION_PENDING_PER_IP", s.pending_per_ip))
-        s.max_concurrency = int(e.get("BASTION_MAX_CONCURRENCY", s.max_concurrency))
-        s.keep_alive = float(e.get("BASTION_KEEP_ALIVE", s.keep_alive))
+            s.ws_msg_rate = _rate(e, "BASTION_WS_MSG_RATE")
+        s.header_timeout = _num(e, "BASTION_HEADER_TIMEOUT", s.header_timeout, float)
+        s.pending_per_ip = _num(e, "BASTION_PENDING_PER_IP", s.pending_per_ip, int)
+        s.max_concurrency = _num(e, "BASTION_MAX_CONCURRENCY", s.max_concurrency, int)
+        s.keep_alive = _num(e, "BASTION_KEEP_ALIVE", s.keep_alive, float)
         s.webhook_allow = e.get("BASTION_WEBHOOK_ALLOW", s.webhook_allow)
-        s.ws_send_buffer = int(e.get("BASTION_WS_SEND_BUFFER", s.ws_send_buffer))
-        s.ws_socket_buffer = int(e.get("BASTION_WS_SOCKET_BUFFER", s.ws_socket_buffer))
-        s.listen_key_ttl_ms = int(e.get("BASTION_LISTEN_KEY_TTL_MS", s.listen_key_ttl_ms))
-        s.ws_socket_rcvbuf = int(e.get("BASTION_WS_SOCKET_RCVBUF", s.ws_socket_rcvbuf))
-        s.readmodel_checkpoint_every = int(e.get("BASTION_READMODEL_CHECKPOINT_EVERY",
-                                                 s.readmodel_checkpoint_every))
-        s.readmodel_checkpoint_seconds = float(e.get("BASTION_READMODEL_CHECKPOINT_SECONDS",
-                                                     s.readmodel_checkpoint_seconds))
-        s.readmodel_collapse_mb = int(e.get("BASTION_READMODEL_COLLAPSE_MB",
-                                            s.readmodel_collapse_mb))
+        s.ws_send_buffer = _num(e, "BASTION_WS_SEND_BUFFER", s.ws_send_buffer, int)
+        s.ws_socket_buffer = _num(e, "BASTION_WS_SOCKET_BUFFER", s.ws_socket_buffer, int)
+        s.listen_key_ttl_ms = _num(e, "BASTION_LISTEN_KEY_TTL_MS", s.listen_key_ttl_ms, int)
+        s.ws_socket_rcvbuf = _num(e, "BASTION_WS_SOCKET_RCVBUF", s.ws_socket_rcvbuf, int)
+        s.readmodel_checkpoint_every = _num(e, "BASTION_READMODEL_CHECKPOINT_EVERY", s.readmodel_checkpoint_every, int)
+        s.readmodel_checkpoint_seconds = _num(e, "BASTION_READMODEL_CHECKPOINT_SECONDS", s.readmodel_checkpoint_seconds, float)
+        s.readmodel_collapse_mb = _num(e, "BASTION_READMODEL_COLLAPSE_MB", s.readmodel_collapse_mb, int)
         s.demo = e.get("BASTION_DEMO", "1") not in ("0", "false", "no")
-        s.feeder_interval = float(e.get("BASTION_FEEDER_INTERVAL", s.feeder_interval))
-        s.full_gc_interval = float(e.get("BASTION_FULL_GC_INTERVAL", s.full_gc_interval))
-        s.health_interval = float(e.get("BASTION_HEALTH_INTERVAL", s.health_interval))
-        s.health_log_interval = float(e.get("BASTION_HEALTH_LOG_INTERVAL",
-                                            s.health_log_interval))
+        s.feeder_interval = _num(e, "BASTION_FEEDER_INTERVAL", s.feeder_interval, float)
+        s.full_gc_interval = _num(e, "BASTION_FULL_GC_INTERVAL", s.full_gc_interval, float)
+        s.health_interval = _num(e, "BASTION_HEALTH_INTERVAL", s.health_interval, float)
+        s.health_log_interval = _num(e, "BASTION_HEALTH_LOG_INTERVAL", s.health_log_interval, float)
         s.log_level = e.get("BASTION_LOG_LEVEL", s.log_level)
         s.ws_impl = e.get("BASTION_WS_IMPL", s.ws_impl)
-        s.group_delay = float(e.get("BASTION_GROUP_DELAY", s.group_delay))
-        s.switch_interval = float(e.get("BASTION_SWITCH_INTERVAL", s.switch_interval))
+        s.group_delay = _num(e, "BASTION_GROUP_DELAY", s.group_delay, float)
+        s.switch_interval = _num(e, "BASTION_SWITCH_INTERVAL", s.switch_interval, float)
         s.mlock = _flag(e, "BASTION_MLOCK")
         s.writer_yields = _flag(e, "BASTION_WRITER_YIELDS")
         return s

@@ -135,10 +135,10 @@ def gateway_cmd(servers: ServersOpt, port: int = 8080,
                 shard: ShardOpt = "main") -> None:
     """Run one stateless gateway: HTTP/WebSocket API, commands to the leader, reads from a
     local replica of the stream."""
-    from bastion.api.config import Settings
+    from bastion.api.config import load_settings
     from bastion.cluster.runner import run_gateway
 
-    settings = Settings.from_env()
+    settings = load_settings()
     settings.port = port
     settings.data_dir = data
     run_gateway(_config(servers, shard), name, settings)

@@ -20,7 +20,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager, suppress
 from typing import Any
 
-from bastion.api.config import Settings
+from bastion.api.config import Settings, load_settings
 
 log = logging.getLogger("bastion.run")
 
@@ -117,7 +117,7 @@ def serve_loop(settings: Settings, hooks: list[Callable[[float], Hook]] | None =
 def run_embedded() -> None:
     from bastion.api.server import prepare_process
 
-    settings = Settings.from_env()
+    settings = load_settings()
     prepare_process(settings)
     traffic = settings.demo and os.environ.get("BASTION_DEMO_TRAFFIC", "1") not in (
         "0", "false", "no")

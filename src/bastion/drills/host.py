@@ -22,7 +22,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from bastion.api.config import Settings
+from bastion.api.config import Settings, load_settings
 from bastion.cli.run import Hook, serve_loop
 from bastion.core import commands as C
 
@@ -66,7 +66,7 @@ def inject_hook(_reopen_s: float) -> Hook:
 def main() -> None:
     from bastion.api.server import prepare_process
 
-    settings = Settings.from_env()
+    settings = load_settings()
     prepare_process(settings)
     reopen = float(os.environ.get("BASTION_REOPEN_RECOVERY_S", "0"))
     serve_loop(settings, [inject_hook],
